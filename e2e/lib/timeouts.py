@@ -1,0 +1,39 @@
+"""Every wait in the suite, named and overridable in one place.
+
+Override any of them with an environment variable BPOM_TIMEOUT_<NAME> (seconds),
+e.g. BPOM_TIMEOUT_USAGE_CONVERGENCE=120 on a slow CI runner.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    server_start: float = 30.0          # a local PostgreSQL / nats-server / Valkey accepts connections
+    server_stop: float = 15.0           # a local server exits after SIGTERM
+    engine_ready: float = 60.0          # engine /healthz/ready answers 200
+    usage_convergence: float = 60.0     # the query API agrees with the expected usage
+    kind_create: float = 600.0          # kind create cluster
+    helm_install: float = 600.0         # helm install --wait of one platform chart
+    api_answers: float = 300.0          # the chart's API answers a real call in the cluster
+    probe_connect: float = 3.0          # one TCP connect of a NetworkPolicy probe
+    probe_pods_ready: float = 180.0     # the probe pods run
+    diagnostics: float = 120.0          # collecting events / describe / logs
+
+
+def _load() -> Timeouts:
+    overrides = {}
+    for f in fields(Timeouts):
+        raw = os.environ.get(f"BPOM_TIMEOUT_{f.name.upper()}")
+        if raw:
+            try:
+                overrides[f.name] = float(raw)
+            except ValueError as exc:
+                raise ValueError(f"BPOM_TIMEOUT_{f.name.upper()}={raw!r} is not a number of seconds") from exc
+    return Timeouts(**overrides)
+
+
+TIMEOUTS = _load()
