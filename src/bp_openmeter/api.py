@@ -1,0 +1,252 @@
+"""The OpenMeter v1 HTTP API (Starlette): routes, request parsing, problem+json errors."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+import orjson
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import events_list, meter_store, metrics, query
+from .bus import BusUnavailable
+from .cloudevents_in import parse_body
+from .config import Config
+from .ingest import Ingestor
+from .logs import get_logger
+from .meters import MeterError, apply_update, parse_meter_spec, valid_id_or_slug
+from .problems import Problem, bad_request, not_found
+from .timefmt import utcnow
+
+log = get_logger("api")
+
+
+@dataclass
+class ApiState:
+    cfg: Config
+    pool: AsyncConnectionPool
+    ingestor: Ingestor
+
+
+def json_response(payload, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int = 1024 * 1024):
+    body = await read_body(request, limit)
+    if not body:
+        raise bad_request("request body is empty; a JSON object is expected")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from exc
+
+
+def _state(request: Request) -> ApiState:
+    return request.app.state.api
+
+
+# --- events ---------------------------------------------------------------------------
+
+async def ingest_events(request: Request) -> Response:
+    state = _state(request)
+    status = 500
+    try:
+        body = await read_body(request, state.cfg.api.max_body_bytes)
+        events = parse_body(body, request.headers.get("content-type"), utcnow(), state.cfg.api.max_batch_events)
+        try:
+            await state.ingestor.ingest(events)
+        except BusUnavailable as exc:
+            log.warning("ingest refused: event bus unavailable", error=str(exc), events=len(events))
+            raise Problem(503, f"the event bus is unavailable, nothing was accepted: {exc}",
+                          headers={"Retry-After": "1"}) from exc
+        status = 204
+        return Response(status_code=204)
+    except Problem as problem:
+        status = problem.status
+        if problem.status < 500:
+            metrics.INGEST_EVENTS.labels("rejected").inc()
+        raise
+    finally:
+        metrics.INGEST_REQUESTS.labels(str(status)).inc()
+
+
+async def list_events(request: Request) -> Response:
+    state = _state(request)
+    params = events_list.parse_params(request.query_params)
+    async with state.pool.connection() as conn:
+        items = await events_list.list_events(conn, state.cfg.namespace, params)
+    return json_response(items)
+
+
+# --- meters ---------------------------------------------------------------------------
+
+def _id_or_slug(request: Request) -> str:
+    value = request.path_params["id_or_slug"]
+    if not valid_id_or_slug(value):
+        raise bad_request(f"meterIdOrSlug: {value[:80]!r} is neither a meter slug "
+                          "(^[a-z0-9]+(?:_[a-z0-9]+)*$) nor a meter id (ULID)", field="meterIdOrSlug")
+    return value
+
+
+async def _meter_or_404(conn, namespace: str, request: Request):
+    id_or_slug = _id_or_slug(request)
+    meter = await meter_store.get_meter(conn, namespace, id_or_slug)
+    if meter is None:
+        raise not_found(f"not found error: meter not found: {id_or_slug}")
+    return meter
+
+
+def _checked(parse, *args):
+    try:
+        return parse(*args)
+    except MeterError as exc:
+        raise bad_request(f"validation error: {exc}", field=exc.field) from exc
+
+
+async def list_meters(request: Request) -> Response:
+    state = _state(request)
+    async with state.pool.connection() as conn:
+        meters = await meter_store.list_meters(conn, state.cfg.namespace)
+    return json_response([m.to_json() for m in meters])
+
+
+async def create_meter(request: Request) -> Response:
+    state = _state(request)
+    spec = _checked(parse_meter_spec, await read_json(request))
+    async with state.pool.connection() as conn:
+        try:
+            meter = await meter_store.create_meter(conn, state.cfg.namespace, spec)
+        except meter_store.MeterConflict as exc:
+            raise Problem(409, "conflict error: meter with the same slug already exists") from exc
+    log.info("meter created", slug=spec.slug, aggregation=spec.aggregation)
+    return json_response(meter.to_json(), status=200)  # 200, not the spec's 201: upstream's code
+
+
+async def get_meter(request: Request) -> Response:
+    state = _state(request)
+    async with state.pool.connection() as conn:
+        meter = await _meter_or_404(conn, state.cfg.namespace, request)
+    return json_response(meter.to_json())
+
+
+async def update_meter(request: Request) -> Response:
+    state = _state(request)
+    body = await read_json(request)
+    async with state.pool.connection() as conn:
+        current = await _meter_or_404(conn, state.cfg.namespace, request)
+        if current.deleted_at is not None:
+            raise Problem(409, f"conflict error: meter {current.id} is deleted")
+        spec = _checked(apply_update, current.spec, body)
+        try:
+            meter = await meter_store.update_meter(conn, state.cfg.namespace, current, spec)
+        except meter_store.MeterConflict as exc:
+            raise Problem(409, f"conflict error: {exc}") from exc
+    log.info("meter updated", slug=spec.slug)
+    return json_response(meter.to_json())
+
+
+async def delete_meter(request: Request) -> Response:
+    state = _state(request)
+    async with state.pool.connection() as conn:
+        meter = await _meter_or_404(conn, state.cfg.namespace, request)
+        if meter.deleted_at is None:
+            await meter_store.delete_meter(conn, meter)
+            log.info("meter deleted", slug=meter.spec.slug)
+    return Response(status_code=204)
+
+
+async def meter_subjects(request: Request) -> Response:
+    state = _state(request)
+    start, end = query.parse_range(request.query_params)
+    async with state.pool.connection() as conn:
+        meter = await _meter_or_404(conn, state.cfg.namespace, request)
+        subjects = await query.subjects(conn, meter, start, end)
+    return json_response(subjects)
+
+
+async def query_meter(request: Request) -> Response:
+    state = _state(request)
+    if request.method == "POST":
+        body = await read_json(request)
+        params = query.parse_body_params(body)
+    else:
+        params = query.parse_query_params(request.query_params)
+    started = time.perf_counter()
+    async with state.pool.connection() as conn:
+        meter = await _meter_or_404(conn, state.cfg.namespace, request)
+        result = await query.run(conn, meter, params)
+    metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
+    if query.wants_csv(request.headers.get("accept", "")):
+        return Response(query.to_csv(result), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{meter.spec.slug}.csv"'})
+    return json_response(query.to_json(result))
+
+
+async def openapi_document(_: Request) -> Response:
+    text = (resources.files("bp_openmeter") / "openapi.yaml").read_text()
+    return Response(text, media_type="application/yaml")
+
+
+# --- errors ---------------------------------------------------------------------------
+
+async def _problem(_: Request, exc: Problem) -> Response:
+    return exc.response()
+
+
+async def _http_error(_: Request, exc: HTTPException) -> Response:
+    return Problem(exc.status_code, exc.detail or "", headers=dict(exc.headers or {})).response()
+
+
+async def _database_error(_: Request, exc: Exception) -> Response:
+    log.warning("database unavailable", error=str(exc).strip() or type(exc).__name__)
+    return Problem(503, "the database is unavailable, try again", headers={"Retry-After": "1"}).response()
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    log.error("unhandled error", error=repr(exc), exc_info=exc)
+    return Problem(500, "internal error; the server log has details").response()
+
+
+def build_app(state: ApiState) -> Starlette:
+    routes = [
+        Route("/api/v1/events", ingest_events, methods=["POST"]),
+        Route("/api/v1/events", list_events, methods=["GET"]),
+        Route("/api/v1/meters", list_meters, methods=["GET"]),
+        Route("/api/v1/meters", create_meter, methods=["POST"]),
+        Route("/api/v1/meters/{id_or_slug}", get_meter, methods=["GET"]),
+        Route("/api/v1/meters/{id_or_slug}", update_meter, methods=["PUT"]),
+        Route("/api/v1/meters/{id_or_slug}", delete_meter, methods=["DELETE"]),
+        Route("/api/v1/meters/{id_or_slug}/query", query_meter, methods=["GET", "POST"]),
+        Route("/api/v1/meters/{id_or_slug}/subjects", meter_subjects, methods=["GET"]),
+        Route("/api/v1/openapi.yaml", openapi_document, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        Problem: _problem,
+        HTTPException: _http_error,
+        psycopg.OperationalError: _database_error,
+        PoolTimeout: _database_error,
+        Exception: _unexpected,
+    })
+    app.state.api = state
+    return app

@@ -1,0 +1,135 @@
+"""The event bus: a JetStream stream the engine creates idempotently, publishing with acks.
+
+`publish_events` returns only when JetStream has acknowledged every message (the
+event is durable); anything else raises BusUnavailable, which the API answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from .config import NatsConfig
+from .logs import get_logger
+
+log = get_logger("bus")
+
+
+class BusUnavailable(Exception):
+    """JetStream did not acknowledge; nothing may be reported as accepted."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    subject: str
+    payload: bytes
+    msg_id: str
+
+
+class EventBus:
+    def __init__(self, cfg: NatsConfig, name: str):
+        self.cfg = cfg
+        self.name = name
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self.stream_ready = False
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    def subject_for(self, namespace: str) -> str:
+        return f"{self.cfg.stream.subject_prefix}.{namespace}"
+
+    async def connect(self) -> None:
+        async def disconnected() -> None:
+            log.warning("nats disconnected")
+
+        async def reconnected() -> None:
+            log.info("nats reconnected", url=self.nc.connected_url.netloc if self.nc and self.nc.connected_url else "")
+
+        async def error(exc: Exception) -> None:
+            log.warning("nats error", error=str(exc) or type(exc).__name__)
+
+        options = dict(servers=[self.cfg.url], name=self.name, max_reconnect_attempts=-1,
+                       reconnect_time_wait=0.5, connect_timeout=5, allow_reconnect=True,
+                       disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
+                       pending_size=64 * 1024 * 1024)
+        if self.cfg.user:
+            options.update(user=self.cfg.user, password=self.cfg.password)
+        if self.cfg.token:
+            options.update(token=self.cfg.token)
+        self.nc = await nats.connect(**options)
+        self.js = self.nc.jetstream(timeout=10, publish_async_max_pending=20_000)
+
+    async def ensure_stream(self) -> None:
+        """Create the stream, or bring an existing one to the configured settings."""
+        assert self.js is not None
+        s = self.cfg.stream
+        config = StreamConfig(
+            name=s.name, subjects=[f"{s.subject_prefix}.>"], retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE if s.storage == "file" else StorageType.MEMORY,
+            num_replicas=s.replicas, duplicate_window=s.duplicate_window, max_age=s.max_age,
+            description="bp-openmeter raw CloudEvents")
+        try:
+            await self.js.stream_info(s.name)
+            await self.js.update_stream(config)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(config)
+        self.stream_ready = True
+
+    async def check_stream(self) -> None:
+        """Raises when the stream cannot be reached (readiness)."""
+        if not self.connected or self.js is None:
+            raise BusUnavailable("not connected to NATS")
+        try:
+            await self.js.stream_info(self.cfg.stream.name)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            raise BusUnavailable(f"stream {self.cfg.stream.name}: {exc or type(exc).__name__}") from exc
+
+    async def publish_events(self, messages: list[Outgoing], timeout: float) -> int:
+        """Publish all, wait for every PubAck; returns how many JetStream reported as duplicates."""
+        if not self.connected or self.js is None:
+            raise BusUnavailable("not connected to NATS")
+        futures = []
+        try:
+            for msg in messages:
+                futures.append(await self.js.publish_async(
+                    msg.subject, msg.payload, wait_stall=timeout, stream=self.cfg.stream.name,
+                    headers={"Nats-Msg-Id": msg.msg_id}))
+            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout)
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+            for fut in futures:
+                fut.cancel()
+            raise BusUnavailable(f"JetStream did not acknowledge: {exc or type(exc).__name__}") from exc
+        return sum(1 for ack in acks if getattr(ack, "duplicate", False))
+
+    async def pull_subscription(self, batch_hint: int):
+        """The sinks' shared durable pull consumer (a work queue across sink replicas).
+
+        Unlimited redelivery on purpose: an outage must never make JetStream give up on
+        an event. Poison messages are dead-lettered by the sink itself, which can tell a
+        bad event from a database that is down.
+        """
+        assert self.js is not None
+        c = self.cfg.consumer
+        config = ConsumerConfig(durable_name=c.durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=c.ack_wait,
+                                max_deliver=-1, deliver_policy=DeliverPolicy.ALL,
+                                max_ack_pending=max(10_000, batch_hint * 4),
+                                filter_subject=f"{self.cfg.stream.subject_prefix}.>")
+        return await self.js.pull_subscribe(config.filter_subject, durable=c.durable,
+                                            stream=self.cfg.stream.name, config=config)
+
+    async def close(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except (nats.errors.Error, asyncio.TimeoutError):
+                await self.nc.close()

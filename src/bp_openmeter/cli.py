@@ -1,0 +1,76 @@
+"""`bp-openmeter` command line: api, sink, migrate, check-config, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import orjson
+
+from . import __version__
+from .config import ConfigError, load_config
+
+
+def _cmd_version(_args) -> int:
+    print(__version__)
+    return 0
+
+
+def _cmd_check_config(args) -> int:
+    try:
+        cfg = load_config(args.config)
+        from .meters import MeterError, parse_meter_spec
+        for index, meter in enumerate(cfg.meters):
+            try:
+                parse_meter_spec(meter)
+            except MeterError as exc:
+                raise ConfigError(f"meters[{index}].{exc}") from exc
+    except ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(orjson.dumps(cfg.redacted(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def _cmd_migrate(args) -> int:
+    from .runtime import run_migrate
+    return run_migrate(args.config)
+
+
+def _cmd_api(args) -> int:
+    from .runtime import run_api
+    return asyncio.run(run_api(args.config))
+
+
+def _cmd_sink(args) -> int:
+    from .runtime import run_sink
+    return asyncio.run(run_sink(args.config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bp-openmeter", description=__doc__)
+    parser.add_argument("--config", help="config file (default: $BPOM_CONFIG, else /etc/bp-openmeter/config.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for name, func, text in (
+        ("api", _cmd_api, "serve the OpenMeter v1 HTTP API"),
+        ("sink", _cmd_sink, "store events from JetStream into PostgreSQL and maintain rollups"),
+        ("migrate", _cmd_migrate, "apply database migrations and the config file's meters"),
+        ("check-config", _cmd_check_config, "validate the configuration and print it (secrets redacted)"),
+        ("version", _cmd_version, "print the engine version"),
+    ):
+        cmd = sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        cmd.set_defaults(func=func)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""Incoming CloudEvents (JSON format, spec 1.0): parsing and validation.
+
+A request is validated whole before anything is published: the first problem is
+reported with its position and field (`[3].subject: ...`), and nothing of the
+request is accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from .problems import Problem, bad_request
+from .timefmt import format_time, parse_time
+
+SINGLE = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+PLAIN_JSON = "application/json"
+
+MAX_ATTRIBUTE_LENGTH = 1024
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,64}$")
+_CORE = {"id", "source", "specversion", "type", "subject", "time", "data", "datacontenttype", "dataschema"}
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    data: Any
+    attributes: dict[str, Any] | None
+
+    def key(self) -> tuple[str, str]:
+        return self.source, self.id
+
+    def message(self, namespace: str, ingested_at: str) -> bytes:
+        return orjson.dumps({
+            "namespace": namespace, "id": self.id, "source": self.source, "type": self.type,
+            "subject": self.subject, "time": format_time(self.time), "data": self.data,
+            "attributes": self.attributes, "ingestedAt": ingested_at,
+        })
+
+
+def media_type(content_type: str | None) -> str:
+    """The bare media type; a charset other than UTF-8 is refused (JSON is UTF-8)."""
+    if not content_type:
+        raise Problem(415, "Content-Type is required: application/cloudevents+json, "
+                           "application/cloudevents-batch+json or application/json")
+    base, *params = [part.strip() for part in content_type.split(";")]
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise bad_request(f"unsupported charset {value.strip()!r}: CloudEvents JSON must be UTF-8")
+    return base.lower()
+
+
+def parse_body(body: bytes, content_type: str | None, now: datetime, max_events: int) -> list[IncomingEvent]:
+    kind = media_type(content_type)
+    if kind not in (SINGLE, BATCH, PLAIN_JSON):
+        raise bad_request(f"unsupported Content-Type {kind!r}: use application/cloudevents+json, "
+                          "application/cloudevents-batch+json or application/json")
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from exc
+
+    if kind == SINGLE and not isinstance(parsed, dict):
+        raise bad_request(f"{SINGLE} body must be one JSON object (use {BATCH} for an array)")
+    if kind == BATCH and not isinstance(parsed, list):
+        raise bad_request(f"{BATCH} body must be a JSON array of events")
+    if isinstance(parsed, dict):
+        return [parse_event(parsed, now, "")]
+    if not isinstance(parsed, list):
+        raise bad_request("request body must be a CloudEvent object or an array of them")
+    if not parsed:
+        if kind == BATCH:
+            return []  # an empty batch is a valid batch of nothing (upstream: 204)
+        raise bad_request("invalid event: no events found")
+    if len(parsed) > max_events:
+        raise Problem(413, f"the batch has {len(parsed)} events; at most {max_events} are accepted per request")
+    return [parse_event(item, now, f"[{index}]") for index, item in enumerate(parsed)]
+
+
+def _required_text(event: dict, name: str, where: str) -> str:
+    value = event.get(name)
+    if value is None:
+        raise bad_request(f"{where}{name}: is required", field=f"{where}{name}")
+    if not isinstance(value, str):
+        raise bad_request(f"{where}{name}: must be a string, got {type(value).__name__}", field=f"{where}{name}")
+    if not value:
+        raise bad_request(f"{where}{name}: must not be empty", field=f"{where}{name}")
+    if len(value) > MAX_ATTRIBUTE_LENGTH:
+        raise bad_request(f"{where}{name}: longer than {MAX_ATTRIBUTE_LENGTH} characters", field=f"{where}{name}")
+    if "\x00" in value:
+        raise bad_request(f"{where}{name}: must not contain NUL characters", field=f"{where}{name}")
+    return value
+
+
+def parse_event(event: Any, now: datetime, where: str) -> IncomingEvent:
+    prefix = f"{where}." if where else ""
+    if not isinstance(event, dict):
+        raise bad_request(f"{where or 'body'}: each event must be a JSON object, got {type(event).__name__}")
+    specversion = event.get("specversion")
+    if specversion != "1.0":
+        raise bad_request(f"{prefix}specversion: must be \"1.0\", got {specversion!r}", field=f"{prefix}specversion")
+    event_id = _required_text(event, "id", prefix)
+    source = _required_text(event, "source", prefix)
+    event_type = _required_text(event, "type", prefix)
+    subject = _required_text(event, "subject", prefix)
+
+    raw_time = event.get("time")
+    if raw_time is None:
+        time = now
+    else:
+        try:
+            time = parse_time(raw_time)
+        except ValueError as exc:
+            raise bad_request(f"{prefix}time: {exc}", field=f"{prefix}time") from exc
+
+    if "data_base64" in event:
+        raise bad_request(f"{prefix}data_base64: binary data is not supported; send JSON data",
+                          field=f"{prefix}data_base64")
+    content_type = event.get("datacontenttype")
+    if content_type is not None and (not isinstance(content_type, str)
+                                     or media_type(content_type) != PLAIN_JSON):
+        raise bad_request(f"{prefix}datacontenttype: must be application/json, got {content_type!r}",
+                          field=f"{prefix}datacontenttype")
+    data = event.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise bad_request(f"{prefix}data: must be a JSON object or null, got {type(data).__name__}",
+                          field=f"{prefix}data")
+
+    attributes = None
+    extra = [name for name in event if name not in _CORE]
+    if extra or "dataschema" in event or content_type is not None:
+        attributes = {}
+        for name in extra:
+            if not _EXTENSION_NAME.match(name):
+                raise bad_request(f"{prefix}{name[:64]}: CloudEvents attribute names are lower-case letters "
+                                  "and digits", field=f"{prefix}{name[:64]}")
+            attributes[name] = event[name]
+        for name in ("datacontenttype", "dataschema"):
+            if event.get(name) is not None:
+                attributes[name] = event[name]
+    return IncomingEvent(event_id, source, event_type, subject, time, data, attributes)

@@ -1,0 +1,34 @@
+"""PostgreSQL connection pools (psycopg 3): UTC sessions, optional per-session setup."""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from .config import PostgresConfig
+
+# Errors that say "the database (or the way to it) is unavailable", not "this data is bad".
+TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.DeadlockDetected,
+                    psycopg.errors.SerializationFailure, psycopg.errors.LockNotAvailable,
+                    psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow)
+
+
+def make_pool(cfg: PostgresConfig, name: str,
+              setup: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
+              max_size: int | None = None) -> AsyncConnectionPool:
+    if not cfg.url:
+        raise ValueError("postgres.url is empty: set BPOM_POSTGRES_URL or postgres.url in the config file")
+
+    async def configure(conn: psycopg.AsyncConnection) -> None:
+        # date_trunc on timestamptz follows the session zone: rollup minutes are UTC minutes.
+        await conn.execute("SET TIME ZONE 'UTC'")
+        if setup is not None:
+            await setup(conn)
+        await conn.commit()
+
+    size = max_size or cfg.pool_max
+    return AsyncConnectionPool(cfg.url, min_size=min(cfg.pool_min, size), max_size=size, name=name,
+                               configure=configure, open=False, timeout=10,
+                               kwargs={"application_name": f"bp-openmeter-{name}"})

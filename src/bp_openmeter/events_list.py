@@ -1,0 +1,178 @@
+"""GET /api/v1/events: stored events (and dead letters), newest first, with why a meter
+cannot count an event (`validationError`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+import psycopg
+from psycopg.rows import dict_row
+
+from . import jsonpath
+from .meter_store import list_meters
+from .meters import Meter
+from .problems import bad_request
+from .timefmt import format_time, parse_time, utcnow
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 100
+DEFAULT_LOOKBACK = timedelta(days=32)
+# The same rule as the SQL function bpom_number (migrations/0001_schema.sql).
+NUMERIC_STRING = re.compile(r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\s*", re.ASCII)
+
+
+@dataclass(frozen=True)
+class ListParams:
+    start: datetime | None
+    end: datetime | None
+    ingested_from: datetime | None
+    ingested_to: datetime | None
+    event_id: str | None
+    subject: str | None
+    limit: int
+
+
+def _time(qp: Mapping, name: str) -> datetime | None:
+    value = qp.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise bad_request(f"{name}: {exc}", field=name) from exc
+
+
+def parse_params(qp: Mapping) -> ListParams:
+    known = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit"}
+    unknown = sorted(set(qp.keys()) - known)
+    if unknown:
+        raise bad_request(f"{unknown[0]}: unknown query parameter", field=unknown[0])
+    raw_limit = qp.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw_limit not in (None, ""):
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+            raise bad_request(f"limit: must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}", field="limit")
+        limit = int(raw_limit)
+    params = ListParams(_time(qp, "from"), _time(qp, "to"), _time(qp, "ingestedAtFrom"), _time(qp, "ingestedAtTo"),
+                        qp.get("id") or None, qp.get("subject") or None, limit)
+    if params.start and params.end and params.start >= params.end:
+        raise bad_request("from: must be before to", field="from")
+    if params.ingested_from and params.ingested_to and params.ingested_from >= params.ingested_to:
+        raise bad_request("ingestedAtFrom: must be before ingestedAtTo", field="ingestedAtFrom")
+    return params
+
+
+_QUERY = """
+SELECT * FROM (
+    SELECT id, source, type, subject, time, data, attributes, ingested_at, stored_at, NULL::text AS dead_reason
+      FROM events
+     WHERE namespace = %(ns)s
+       AND (%(start)s::timestamptz IS NULL OR time >= %(start)s) AND (%(end)s::timestamptz IS NULL OR time < %(end)s)
+       AND (%(ing_from)s::timestamptz IS NULL OR ingested_at >= %(ing_from)s)
+       AND (%(ing_to)s::timestamptz IS NULL OR ingested_at < %(ing_to)s)
+       AND (%(id)s::text IS NULL OR strpos(id, %(id)s) > 0)
+       AND (%(subject)s::text IS NULL OR subject = %(subject)s)
+    UNION ALL
+    SELECT id, source, type, subject, time, NULL, NULL, NULL, dead_at, reason
+      FROM dead_letters
+     WHERE namespace = %(ns)s
+       AND (%(start)s::timestamptz IS NULL OR time >= %(start)s) AND (%(end)s::timestamptz IS NULL OR time < %(end)s)
+       AND (%(ing_from)s::timestamptz IS NULL OR dead_at >= %(ing_from)s)
+       AND (%(ing_to)s::timestamptz IS NULL OR dead_at < %(ing_to)s)
+       AND (%(id)s::text IS NULL OR strpos(id, %(id)s) > 0)
+       AND (%(subject)s::text IS NULL OR subject = %(subject)s)
+) listed
+ORDER BY time DESC NULLS LAST, id COLLATE "C" DESC
+LIMIT %(limit)s
+"""
+
+
+def _go_type(value: Any) -> str:
+    """The Go type name upstream prints for a JSON value it cannot meter."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, dict):
+        return "map[string]interface {}"
+    if isinstance(value, list):
+        return "[]interface {}"
+    return type(value).__name__
+
+
+def _value_error(value: Any) -> str | None:
+    if value is None:
+        return "invalid event: value cannot be null"
+    if isinstance(value, bool) or isinstance(value, (dict, list)):
+        return f"invalid event: unsupported value property type: {_go_type(value)}"
+    if isinstance(value, (int, float)):
+        return None
+    if len(value) <= 400 and NUMERIC_STRING.fullmatch(value):
+        return None
+    word = value.strip().lower().lstrip("+-")
+    if word == "nan":
+        return "invalid event: value cannot be NaN"
+    if word in ("inf", "infinity"):
+        return "invalid event: value cannot be infinity"
+    return f"invalid event: value cannot be parsed as float64: {value[:200]}"
+
+
+def validation_error(event_type: str, data: Any, meters: list[Meter]) -> str | None:
+    """Why the meters of this event's type cannot count it, in upstream's words, one line each."""
+    if not meters:
+        return f"no meter found for event type: {event_type}"
+    errors = []
+    for meter in meters:
+        spec = meter.spec
+        if spec.value_property is None:
+            continue  # COUNT counts every event
+        if data is None:
+            errors.append("invalid event: null and missing value property")
+            continue
+        found, value = jsonpath.parse(spec.value_property).find(data)
+        if not found:
+            errors.append(f"invalid event: missing value property: \"{spec.value_property}\"")
+        elif spec.aggregation == "UNIQUE_COUNT":
+            if value is None:
+                errors.append("invalid event: value cannot be null")
+        elif (error := _value_error(value)) is not None:
+            errors.append(error)
+    return "\n".join(dict.fromkeys(errors)) or None
+
+
+
+
+async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: ListParams) -> list[dict]:
+    start = params.start
+    if start is None and params.ingested_from is None and params.event_id is None:
+        start = utcnow() - DEFAULT_LOOKBACK  # as upstream: a bounded default window
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_QUERY, {"ns": namespace, "start": start, "end": params.end,
+                               "ing_from": params.ingested_from, "ing_to": params.ingested_to,
+                               "id": params.event_id, "subject": params.subject, "limit": params.limit})
+    rows = await cur.fetchall()
+    meters_by_type: dict[str, list[Meter]] = {}
+    for meter in await list_meters(conn, namespace):
+        meters_by_type.setdefault(meter.spec.event_type, []).append(meter)
+
+    items = []
+    for row in rows:
+        event: dict[str, Any] = {"id": row["id"], "source": row["source"], "specversion": "1.0",
+                                 "type": row["type"], "subject": row["subject"]}
+        if row["time"] is not None:
+            event["time"] = format_time(row["time"])
+        event.update(row["attributes"] or {})
+        if row["data"] is not None:
+            event["data"] = row["data"]
+        item: dict[str, Any] = {"event": event}
+        if row["dead_reason"] is not None:
+            item["validationError"] = f"event could not be stored: {row['dead_reason']}"
+        else:
+            error = validation_error(row["type"], row["data"], meters_by_type.get(row["type"], []))
+            if error:
+                item["validationError"] = error
+            item["ingestedAt"] = format_time(row["ingested_at"])
+        item["storedAt"] = format_time(row["stored_at"])
+        items.append(item)
+    return items

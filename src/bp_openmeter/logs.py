@@ -1,0 +1,48 @@
+"""Structured JSON logs on stdout (one object per line), via structlog.
+
+Libraries that log through the standard library (uvicorn, nats, psycopg) are
+rendered by the same JSON renderer, so every line of a pod's log parses.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+_SHARED = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+]
+
+
+def configure(level: str = "info", component: str = "") -> None:
+    structlog.configure(
+        processors=[*_SHARED, structlog.processors.format_exc_info,
+                    structlog.processors.EventRenamer("msg"), structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    if component:
+        structlog.contextvars.bind_contextvars(component=component)
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    structlog.processors.EventRenamer("msg"), structlog.processors.JSONRenderer()]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(_LEVELS[level], logging.INFO))
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def get_logger(name: str):
+    return structlog.get_logger(source=name)

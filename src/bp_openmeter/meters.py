@@ -1,0 +1,211 @@
+"""Meter definitions: validation of what users send, and the API's JSON shape."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from . import jsonpath
+from .timefmt import format_time, parse_time
+
+AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
+WINDOW_SIZES = ("MINUTE", "HOUR", "DAY", "MONTH")
+SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+ULID = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")
+GROUP_KEY = re.compile(r"^[a-zA-Z_][0-9a-zA-Z_]{0,63}$")
+# Group-by names the query API gives a meaning of its own.
+RESERVED_GROUP_KEYS = frozenset({"subject", "customer_id"})
+MAX_GROUP_BY = 16
+MAX_METADATA = 64
+
+
+def valid_id_or_slug(text: str) -> bool:
+    """The path parameter rule of upstream's spec: a slug or a ULID, at most 64 characters."""
+    return len(text) <= 64 and (SLUG.match(text) is not None or ULID.match(text) is not None)
+
+
+class MeterError(ValueError):
+    """Invalid meter definition; `field` names the offending attribute."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    """What a user defines; everything the database derives is computed from it."""
+
+    slug: str
+    event_type: str
+    aggregation: str
+    value_property: str | None = None
+    group_by: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    description: str | None = None
+    event_from: datetime | None = None
+    metadata: dict[str, str] | None = None
+
+    def value_path(self) -> jsonpath.JsonPath | None:
+        return jsonpath.parse(self.value_property) if self.value_property else None
+
+    def group_paths(self) -> list[tuple[str, jsonpath.JsonPath]]:
+        return [(key, jsonpath.parse(self.group_by[key])) for key in sorted(self.group_by)]
+
+    def same_projection(self, other: "MeterSpec") -> bool:
+        """True when switching between the two leaves every rollup row valid."""
+        return (self.event_type, self.aggregation, self.value_property, self.group_by, self.event_from) == \
+               (other.event_type, other.aggregation, other.value_property, other.group_by, other.event_from)
+
+
+@dataclass(frozen=True)
+class Meter:
+    pk: int
+    id: str
+    namespace: str
+    spec: MeterSpec
+    managed_by: str
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Upstream's shape: name always, optional members omitted when unset."""
+        s = self.spec
+        out: dict[str, Any] = {
+            "id": self.id,
+            "slug": s.slug,
+            "name": s.name or s.slug,
+            "aggregation": s.aggregation,
+            "eventType": s.event_type,
+            "metadata": s.metadata,
+            "annotations": None,
+            "createdAt": format_time(self.created_at),
+            "updatedAt": format_time(self.updated_at),
+        }
+        if s.description is not None:
+            out["description"] = s.description
+        if s.value_property is not None:
+            out["valueProperty"] = s.value_property
+        if s.group_by:
+            out["groupBy"] = dict(s.group_by)
+        if s.event_from is not None:
+            out["eventFrom"] = format_time(s.event_from)
+        if self.deleted_at is not None:
+            out["deletedAt"] = format_time(self.deleted_at)
+        return out
+
+
+def _text(body: dict, key: str, *, required: bool, max_len: int, min_len: int = 0) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise MeterError(key, "is required")
+        return None
+    if not isinstance(value, str):
+        raise MeterError(key, f"must be a string, got {type(value).__name__}")
+    if len(value) < max(min_len, 1 if required else 0) or (required and not value.strip()):
+        raise MeterError(key, "must not be empty")
+    if len(value) > max_len:
+        raise MeterError(key, f"must be at most {max_len} characters")
+    if "\x00" in value:
+        raise MeterError(key, "must not contain NUL characters")
+    return value
+
+
+def _path(value: str, field_name: str) -> None:
+    if not value.startswith("$"):
+        raise MeterError(field_name, f"must be a JSONPath starting with $, got {value!r}")
+    try:
+        jsonpath.parse(value)
+    except jsonpath.PathError as exc:
+        raise MeterError(field_name, f"invalid JSONPath {value!r}: {exc}") from exc
+
+
+def _group_by(body: dict, value_property: str | None) -> dict[str, str]:
+    group_by = body.get("groupBy") or {}
+    if not isinstance(group_by, dict):
+        raise MeterError("groupBy", "must be an object of key -> JSONPath")
+    if len(group_by) > MAX_GROUP_BY:
+        raise MeterError("groupBy", f"at most {MAX_GROUP_BY} keys")
+    for key, path in group_by.items():
+        if not GROUP_KEY.match(key):
+            raise MeterError(f"groupBy.{key}", "key must match ^[a-zA-Z_][0-9a-zA-Z_]*$ (at most 64 characters)")
+        if key in RESERVED_GROUP_KEYS:
+            raise MeterError(f"groupBy.{key}", "is reserved: the query API groups by it itself")
+        if not isinstance(path, str):
+            raise MeterError(f"groupBy.{key}", "must be a JSONPath string")
+        _path(path, f"groupBy.{key}")
+        if value_property and path == value_property:
+            raise MeterError(f"groupBy.{key}", "must not be the same path as valueProperty")
+    return dict(group_by)
+
+
+def _metadata(body: dict) -> dict[str, str] | None:
+    metadata = body.get("metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise MeterError("metadata", "must be an object of string -> string")
+    if len(metadata) > MAX_METADATA:
+        raise MeterError("metadata", f"at most {MAX_METADATA} entries")
+    return dict(metadata)
+
+
+def parse_meter_spec(body: Any) -> MeterSpec:
+    """Validate a create body (API) or a `meters:` entry (config file).
+
+    Members the API does not know are ignored, as upstream does (clients send more
+    than they must, e.g. a legacy windowSize).
+    """
+    if not isinstance(body, dict):
+        raise MeterError("body", "must be a JSON object")
+    slug = _text(body, "slug", required=True, max_len=64)
+    if not SLUG.match(slug):
+        raise MeterError("slug", "must match ^[a-z0-9]+(?:_[a-z0-9]+)*$ (at most 64 characters)")
+    event_type = _text(body, "eventType", required=True, max_len=256)
+    aggregation = body.get("aggregation")
+    if aggregation not in AGGREGATIONS:
+        raise MeterError("aggregation", f"must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+
+    value_property = _text(body, "valueProperty", required=False, max_len=jsonpath.MAX_PATH_LENGTH)
+    if aggregation == "COUNT":
+        if value_property:
+            raise MeterError("valueProperty", "is not allowed when the aggregation is COUNT (it counts events)")
+        value_property = None
+    else:
+        if not value_property:
+            raise MeterError("valueProperty", f"is required when the aggregation is {aggregation}")
+        _path(value_property, "valueProperty")
+
+    event_from = None
+    if body.get("eventFrom") is not None:
+        try:
+            event_from = parse_time(body["eventFrom"])
+        except ValueError as exc:
+            raise MeterError("eventFrom", str(exc)) from exc
+
+    return MeterSpec(
+        slug=slug, event_type=event_type, aggregation=aggregation, value_property=value_property,
+        group_by=_group_by(body, value_property), name=_text(body, "name", required=False, max_len=256, min_len=1),
+        description=_text(body, "description", required=False, max_len=1024, min_len=1),
+        event_from=event_from, metadata=_metadata(body),
+    )
+
+
+def apply_update(current: MeterSpec, body: Any) -> MeterSpec:
+    """PUT semantics of upstream's code: only name, description, metadata and groupBy change;
+    an absent name falls back to the slug, an absent groupBy or metadata is cleared, an
+    absent description stays."""
+    if not isinstance(body, dict):
+        raise MeterError("body", "must be a JSON object")
+    description = _text(body, "description", required=False, max_len=1024, min_len=1)
+    return replace(
+        current,
+        name=_text(body, "name", required=False, max_len=256, min_len=1),
+        description=description if "description" in body and description is not None else current.description,
+        metadata=_metadata(body),
+        group_by=_group_by(body, current.value_property),
+    )

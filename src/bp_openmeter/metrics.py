@@ -1,0 +1,33 @@
+"""Prometheus metrics of the api and the sink (served on the telemetry port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+INGEST_EVENTS = Counter(
+    "bpom_ingest_events_total", "Events received by the ingest API, by outcome",
+    ["outcome"])  # accepted | duplicate | rejected
+INGEST_REQUESTS = Counter("bpom_ingest_requests_total", "Ingest requests, by HTTP status", ["status"])
+PUBLISH_SECONDS = Histogram(
+    "bpom_publish_seconds", "Time from publishing a request's events to the last JetStream ack",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+DEDUPE_DEGRADED = Gauge(
+    "bpom_dedupe_degraded", "1 while Valkey is unreachable and dedupe relies on JetStream and PostgreSQL only")
+DEDUPE_ERRORS = Counter("bpom_dedupe_errors_total", "Valkey dedupe calls that failed")
+
+SINK_STORED = Counter("bpom_sink_events_stored_total", "Events newly stored in PostgreSQL")
+SINK_REDELIVERED = Counter(
+    "bpom_sink_events_already_stored_total", "Delivered events that were already stored (redelivery, replay)")
+SINK_BATCHES = Counter("bpom_sink_batches_total", "Sink batches, by result", ["result"])  # committed | failed
+SINK_BATCH_SECONDS = Histogram(
+    "bpom_sink_batch_seconds", "Time to store and fold one batch, commit included",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+SINK_DEAD_LETTERS = Counter("bpom_sink_dead_letters_total", "Messages moved to the dead-letter table")
+SINK_LAG = Gauge("bpom_sink_lag_messages", "Messages in the stream not yet delivered to the sink consumer")
+SINK_FRESHNESS = Histogram(
+    "bpom_sink_freshness_seconds", "From ingest (API receipt) to stored and folded",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+QUERY_SECONDS = Histogram(
+    "bpom_query_seconds", "Meter query latency",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))

@@ -1,0 +1,395 @@
+"""Meter queries: parameters, the SQL over rollups and edge minutes, JSON and CSV answers.
+
+Whole minutes come from the per-minute rollups; when `from` or `to` is not on a
+minute boundary, the partial edge minutes are computed from the raw events with
+the same projection the sink uses (projection.PROJECTED), so second-precision
+edges are exact. Windows are calendar-aligned in the requested IANA zone by
+PostgreSQL's date_trunc(unit, ts, zone), so DAY windows are 23 h or 25 h across DST.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from . import projection
+from .meters import WINDOW_SIZES, Meter
+from .problems import Problem, bad_request
+from .timefmt import format_time, parse_time
+
+_UNITS = {"MINUTE": ("minute", "1 minute"), "HOUR": ("hour", "1 hour"), "DAY": ("day", "1 day"),
+          "MONTH": ("month", "1 month")}
+_FILTER_KEY = re.compile(r"^filterGroupBy\[([^\]]{1,64})\]$")
+MAX_SUBJECTS = 1000
+
+
+@dataclass(frozen=True)
+class QueryParams:
+    start: datetime | None = None
+    end: datetime | None = None
+    window_size: str | None = None
+    time_zone: str = "UTC"
+    subjects: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ()
+    filter_group_by: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
+@dataclass
+class QueryResult:
+    params: QueryParams
+    group_keys: list[str]
+    by_subject: bool
+    rows: list[dict[str, Any]]
+
+
+# --- parameters -------------------------------------------------------------------------
+
+def _time_param(value: Any, name: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise bad_request(f"{name}: {exc}", field=name) from exc
+
+
+def _validate(params: QueryParams) -> QueryParams:
+    if params.start is not None and params.end is not None:
+        if params.start == params.end:
+            raise bad_request("validation error: from and to cannot be equal", field="from")
+        if params.start > params.end:
+            raise bad_request("validation error: from must be before to (to is exclusive)", field="from")
+    if params.window_size is not None and params.window_size not in WINDOW_SIZES:
+        raise bad_request(f"windowSize: must be one of {', '.join(WINDOW_SIZES)}, got {params.window_size!r}",
+                          field="windowSize")
+    try:
+        ZoneInfo(params.time_zone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise bad_request(f"validation error: invalid time zone: unknown time zone {params.time_zone[:64]}",
+                          field="windowTimeZone") from exc
+    if len(params.subjects) > MAX_SUBJECTS:
+        raise bad_request(f"subject: at most {MAX_SUBJECTS} subjects per query", field="subject")
+    return params
+
+
+def _unsupported(name: str) -> Problem:
+    return bad_request(f"{name}: customers are not part of this engine; filter and group by subject instead",
+                       field=name)
+
+
+def parse_range(qp: Mapping) -> tuple[datetime | None, datetime | None]:
+    start, end = _time_param(qp.get("from"), "from"), _time_param(qp.get("to"), "to")
+    if start is not None and end is not None and start >= end:
+        raise bad_request("validation error: from must be before to (to is exclusive)", field="from")
+    return start, end
+
+
+def parse_query_params(qp: Mapping) -> QueryParams:
+    known = {"from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "clientId"}
+    filters: dict[str, tuple[str, ...]] = {}
+    for key in qp.keys():
+        match = _FILTER_KEY.match(key)
+        if match:
+            filters[match.group(1)] = tuple(qp.getlist(key))
+        elif key in ("filterCustomerId", "advancedMeterGroupByFilters"):
+            raise _unsupported(key)
+        elif key not in known:
+            raise bad_request(f"{key}: unknown query parameter", field=key)
+    return _validate(QueryParams(
+        start=_time_param(qp.get("from"), "from"), end=_time_param(qp.get("to"), "to"),
+        window_size=qp.get("windowSize") or None, time_zone=qp.get("windowTimeZone") or "UTC",
+        subjects=tuple(dict.fromkeys(qp.getlist("subject"))),
+        group_by=tuple(dict.fromkeys(qp.getlist("groupBy"))),
+        filter_group_by=filters))
+
+
+def parse_body_params(body: Any) -> QueryParams:
+    if not isinstance(body, dict):
+        raise bad_request("body: must be a JSON object")
+    for name in ("filterCustomerId", "advancedMeterGroupByFilters"):
+        if body.get(name):
+            raise _unsupported(name)
+
+    def strings(name: str) -> tuple[str, ...]:
+        value = body.get(name) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad_request(f"{name}: must be an array of strings", field=name)
+        if len(value) > 100:
+            raise bad_request(f"{name}: at most 100 items", field=name)
+        return tuple(dict.fromkeys(value))
+
+    raw_filters = body.get("filterGroupBy") or {}
+    if not isinstance(raw_filters, dict):
+        raise bad_request("filterGroupBy: must be an object of key -> array of values", field="filterGroupBy")
+    filters = {}
+    for key, values in raw_filters.items():
+        values = [values] if isinstance(values, str) else values
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise bad_request(f"filterGroupBy.{key}: must be a non-empty array of strings",
+                              field=f"filterGroupBy.{key}")
+        filters[key] = tuple(values)
+    window_size = body.get("windowSize")
+    time_zone = body.get("windowTimeZone") or "UTC"
+    if window_size is not None and not isinstance(window_size, str):
+        raise bad_request("windowSize: must be a string", field="windowSize")
+    if not isinstance(time_zone, str):
+        raise bad_request("windowTimeZone: must be a string", field="windowTimeZone")
+    return _validate(QueryParams(
+        start=_time_param(body.get("from"), "from"), end=_time_param(body.get("to"), "to"),
+        window_size=window_size, time_zone=time_zone, subjects=strings("subject"),
+        group_by=strings("groupBy"), filter_group_by=filters))
+
+
+def _resolve_grouping(meter: Meter, params: QueryParams) -> tuple[list[str], bool]:
+    """Group keys in request order; `subject` (as a key or a filter) groups by subject."""
+    keys = set(meter.spec.group_by)
+    by_subject = bool(params.subjects)
+    group_keys = []
+    for key in params.group_by:
+        if key == "subject":
+            by_subject = True
+        elif key == "customer_id":
+            raise _unsupported("groupBy")
+        elif key in keys:
+            group_keys.append(key)
+        else:
+            raise bad_request(f"validation error: invalid group by: {key} (meter {meter.spec.slug} groups by: "
+                              f"{', '.join(sorted(keys | {'subject'}))})", field="groupBy")
+    for key in params.filter_group_by:
+        if key not in keys:
+            raise bad_request(f"validation error: invalid group by filter: {key}", field=f"filterGroupBy[{key}]")
+    return group_keys, by_subject
+
+
+# --- SQL --------------------------------------------------------------------------------
+
+def _ceil_minute(t: datetime) -> datetime:
+    floor = t.replace(second=0, microsecond=0)
+    return floor if floor == t else floor + timedelta(minutes=1)
+
+
+def _floor_minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+def _ranges(params: QueryParams) -> dict[str, Any]:
+    """Whole minutes [whole_lo, whole_hi) from rollups; raw events for [edge1) and [edge2)."""
+    start, end = params.start, params.end
+    if start is not None and end is not None and _ceil_minute(start) >= _floor_minute(end):
+        # Both edges in the same minute or adjacent partial minutes: raw rows for all of it.
+        return {"whole_lo": None, "whole_hi": None, "use_rollups": False,
+                "e1_lo": start, "e1_hi": end, "e2_lo": None, "e2_hi": None}
+    out = {"whole_lo": None, "whole_hi": None, "use_rollups": True,
+           "e1_lo": None, "e1_hi": None, "e2_lo": None, "e2_hi": None}
+    if start is not None:
+        out["whole_lo"] = _ceil_minute(start)
+        if out["whole_lo"] != start:
+            out["e1_lo"], out["e1_hi"] = start, out["whole_lo"]
+    if end is not None:
+        out["whole_hi"] = _floor_minute(end)
+        if out["whole_hi"] != end:
+            out["e2_lo"], out["e2_hi"] = out["whole_hi"], end
+    return out
+
+
+# Rows of partial aggregates per (subject, groups, minute): rollups for whole minutes,
+# raw projected events for the partial edge minutes.
+_PARTS = f"""
+WITH src AS (
+    SELECT namespace, source, id, type, subject, time, data
+      FROM events
+     WHERE namespace = %(namespace)s AND type = %(event_type)s
+       AND ((time >= %(e1_lo)s AND time < %(e1_hi)s) OR (time >= %(e2_lo)s AND time < %(e2_hi)s))
+),
+{projection.PROJECTED},
+{projection.AGGREGATED},
+filtered_rollups AS (
+    SELECT subject, groups, minute, events, n, sum, min, max, latest_value, latest_time, latest_id, latest_source
+      FROM rollup_minute
+     WHERE %(use_rollups)s AND meter_pk = %(meter_pk)s
+       AND (%(whole_lo)s::timestamptz IS NULL OR minute >= %(whole_lo)s)
+       AND (%(whole_hi)s::timestamptz IS NULL OR minute < %(whole_hi)s)
+),
+parts AS (
+    SELECT * FROM filtered_rollups
+    UNION ALL
+    SELECT subject, groups, minute, events, n, sum, min, max, latest_value, latest_time, latest_id, latest_source
+      FROM aggregated
+),
+scoped AS (
+    SELECT * FROM parts
+     WHERE (%(subjects)s::text[] IS NULL OR subject = ANY(%(subjects)s::text[]))
+       AND (NOT %(has_filter)s OR NOT EXISTS (
+               SELECT 1 FROM jsonb_each(%(filter)s::jsonb) f
+                WHERE NOT (f.value ? COALESCE(groups ->> f.key, ''))))
+)"""
+
+_DISTINCT_PARTS = f"""
+WITH src AS (
+    SELECT namespace, source, id, type, subject, time, data
+      FROM events
+     WHERE namespace = %(namespace)s AND type = %(event_type)s
+       AND ((time >= %(e1_lo)s AND time < %(e1_hi)s) OR (time >= %(e2_lo)s AND time < %(e2_hi)s))
+),
+{projection.PROJECTED},
+parts AS (
+    SELECT subject, groups, minute, value
+      FROM rollup_distinct
+     WHERE %(use_rollups)s AND meter_pk = %(meter_pk)s
+       AND (%(whole_lo)s::timestamptz IS NULL OR minute >= %(whole_lo)s)
+       AND (%(whole_hi)s::timestamptz IS NULL OR minute < %(whole_hi)s)
+    UNION ALL
+    SELECT subject, groups, minute, str FROM projected WHERE str IS NOT NULL
+),
+scoped AS (
+    SELECT * FROM parts
+     WHERE (%(subjects)s::text[] IS NULL OR subject = ANY(%(subjects)s::text[]))
+       AND (NOT %(has_filter)s OR NOT EXISTS (
+               SELECT 1 FROM jsonb_each(%(filter)s::jsonb) f
+                WHERE NOT (f.value ? COALESCE(groups ->> f.key, ''))))
+)"""
+
+_VALUE = {
+    "SUM": "sum(sum)",
+    "COUNT": "sum(events)",
+    "AVG": "sum(sum) / NULLIF(sum(n), 0)",
+    "MIN": "min(min)",
+    "MAX": "max(max)",
+    "LATEST": """(array_agg(latest_value ORDER BY latest_time DESC, latest_id COLLATE "C" DESC,
+                   latest_source COLLATE "C" DESC) FILTER (WHERE latest_time IS NOT NULL))[1]""",
+    "UNIQUE_COUNT": "count(DISTINCT value)",
+}
+
+# Window start per row; %(unit)s is a fixed word from _UNITS, bound as a parameter.
+_WINDOW_START = "CASE WHEN %(unit)s::text IS NULL THEN NULL::timestamptz ELSE date_trunc(%(unit)s, minute, %(tz)s) END"
+_WINDOW_END = """CASE WHEN %(unit)s::text IS NULL THEN NULL::timestamptz
+                 ELSE ((window_start AT TIME ZONE %(tz)s) + %(step)s::interval) AT TIME ZONE %(tz)s END"""
+
+
+def _statement(meter: Meter) -> str:
+    parts = _DISTINCT_PARTS if meter.spec.aggregation == "UNIQUE_COUNT" else _PARTS
+    value = _VALUE[meter.spec.aggregation]
+    # Rows with no countable value (e.g. SUM over events whose value was missing) are omitted.
+    return f"""{parts}
+SELECT window_start, {_WINDOW_END} AS window_end, subject, groups, value, first_minute, last_minute
+  FROM (
+    SELECT {_WINDOW_START} AS window_start,
+           CASE WHEN %(by_subject)s THEN subject END AS subject,
+           groups - %(dropped_keys)s::text[] AS groups,
+           {value} AS value,
+           min(minute) AS first_minute, max(minute) AS last_minute
+      FROM scoped
+     GROUP BY 1, 2, 3
+  ) windows
+ WHERE value IS NOT NULL
+ ORDER BY window_start NULLS FIRST, subject COLLATE "C" NULLS FIRST, groups::text COLLATE "C"
+"""
+
+
+def _json_number(value: Any) -> int | float:
+    if isinstance(value, Decimal):
+        if value == value.to_integral_value() and abs(value) < Decimal(2) ** 63:
+            return int(value)
+        return float(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 63:
+        return int(value)
+    return value
+
+
+async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams) -> QueryResult:
+    group_keys, by_subject = _resolve_grouping(meter, params)
+    unit = _UNITS[params.window_size] if params.window_size else None
+    args = {
+        "namespace": meter.namespace, "event_type": meter.spec.event_type, "meter_pk": meter.pk,
+        "subjects": list(params.subjects) or None,
+        "filter": Jsonb({k: list(v) for k, v in params.filter_group_by.items()}),
+        "has_filter": bool(params.filter_group_by),
+        "dropped_keys": sorted(set(meter.spec.group_by) - set(group_keys)),
+        "by_subject": by_subject, "unit": unit[0] if unit else None, "step": unit[1] if unit else None,
+        "tz": params.time_zone, **_ranges(params),
+    }
+    cur = await conn.execute(_statement(meter), args)
+    rows = []
+    for window_start, window_end, subject, groups, value, first_minute, last_minute in await cur.fetchall():
+        if window_start is None:
+            window_start = params.start or first_minute
+            window_end = params.end or (last_minute + timedelta(minutes=1))
+        rows.append({
+            "value": _json_number(value), "windowStart": window_start, "windowEnd": window_end,
+            # A group value the event did not have reads as "", as upstream answers.
+            "subject": subject, "groupBy": {key: (groups or {}).get(key) or "" for key in group_keys},
+        })
+    return QueryResult(params, group_keys, by_subject, rows)
+
+
+# --- answers ----------------------------------------------------------------------------
+
+def to_json(result: QueryResult) -> dict[str, Any]:
+    """`from`, `to` and `windowSize` echo the request; window bounds carry the zone's offset."""
+    zone = result.params.zone if result.params.time_zone != "UTC" else None
+    out: dict[str, Any] = {}
+    if result.params.start is not None:
+        out["from"] = format_time(result.params.start)
+    if result.params.end is not None:
+        out["to"] = format_time(result.params.end)
+    if result.params.window_size is not None:
+        out["windowSize"] = result.params.window_size
+    out["data"] = [{**row, "windowStart": format_time(row["windowStart"], zone),
+                    "windowEnd": format_time(row["windowEnd"], zone)} for row in result.rows]
+    return out
+
+
+def wants_csv(accept: str) -> bool:
+    return any(part.split(";")[0].strip().lower() == "text/csv" for part in accept.split(","))
+
+
+def to_csv(result: QueryResult) -> str:
+    """Upstream's columns: window_start, window_end, [subject], [group keys in request order], value."""
+    zone = result.params.zone if result.params.time_zone != "UTC" else None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["window_start", "window_end", *(["subject"] if result.by_subject else []),
+                     *result.group_keys, "value"])
+    for row in result.rows:
+        writer.writerow([
+            format_time(row["windowStart"], zone, fraction=False), format_time(row["windowEnd"], zone, fraction=False),
+            *([row["subject"] or ""] if result.by_subject else []),
+            *[row["groupBy"].get(k, "") for k in result.group_keys], f"{float(row['value']):f}",
+        ])
+    return buffer.getvalue()
+
+
+async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None = None,
+                   end: datetime | None = None) -> list[str]:
+    """Distinct subjects the meter has seen (optionally in [from, to) at minute precision),
+    by a loose index scan over the rollups' primary key (meter_pk, subject, ...)."""
+    cur = await conn.execute("""
+        WITH RECURSIVE s AS (
+            (SELECT subject FROM rollup_minute r
+              WHERE meter_pk = %(pk)s AND (%(lo)s::timestamptz IS NULL OR minute >= %(lo)s)
+                AND (%(hi)s::timestamptz IS NULL OR minute < %(hi)s)
+              ORDER BY subject LIMIT 1)
+            UNION ALL
+            SELECT (SELECT subject FROM rollup_minute r
+                     WHERE meter_pk = %(pk)s AND subject > s.subject
+                       AND (%(lo)s::timestamptz IS NULL OR minute >= %(lo)s)
+                       AND (%(hi)s::timestamptz IS NULL OR minute < %(hi)s)
+                     ORDER BY subject LIMIT 1)
+              FROM s WHERE s.subject IS NOT NULL
+        )
+        SELECT subject FROM s WHERE subject IS NOT NULL""",
+        {"pk": meter.pk, "lo": _floor_minute(start) if start else None, "hi": end})
+    return [row[0] for row in await cur.fetchall()]

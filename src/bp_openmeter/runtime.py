@@ -1,0 +1,210 @@
+"""Process wiring for `api`, `sink` and `migrate`: connections, servers, signals.
+
+Dependencies that are down at start-up are waited for in the background: the
+process comes up, says "not ready" on /healthz/ready and answers 503 where it
+must, instead of crash-looping while PostgreSQL or NATS start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+import nats.errors
+import psycopg
+import uvicorn
+
+from . import health, meter_store
+from .api import ApiState, build_app
+from .bus import EventBus
+from .config import Config, ConfigError, load_config
+from .dedupe import Deduplicator
+from .db import make_pool
+from .ingest import Ingestor
+from .logs import configure, get_logger
+from .meters import MeterError, MeterSpec, parse_meter_spec
+from .migrate import MigrationError, apply_migrations
+from .sink import Sink, setup_session
+from .telemetry import telemetry_app
+
+log = get_logger("runtime")
+
+MIGRATE_DEADLINE_S = 300.0
+
+
+def config_meter_specs(cfg: Config) -> list[MeterSpec]:
+    specs = []
+    for index, meter in enumerate(cfg.meters):
+        try:
+            specs.append(parse_meter_spec(meter))
+        except MeterError as exc:
+            raise ConfigError(f"meters[{index}].{exc}") from exc
+    slugs = [s.slug for s in specs]
+    duplicates = sorted({s for s in slugs if slugs.count(s) > 1})
+    if duplicates:
+        raise ConfigError(f"meters: slug {duplicates[0]!r} is declared more than once")
+    return specs
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us (two servers share one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def _server(app, host: str, port: int, drain_s: float = 20.0) -> _Server:
+    return _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                  lifespan="off", timeout_graceful_shutdown=drain_s,
+                                  loop="none", http="auto", server_header=False))
+
+
+def _on_sigterm(callback) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, callback)
+
+
+async def _connect_bus(bus: EventBus) -> None:
+    delay = 0.2
+    while True:
+        try:
+            await bus.connect()
+            await bus.ensure_stream()
+            log.info("jetstream ready", stream=bus.cfg.stream.name)
+            return
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            log.warning("nats not reachable yet, retrying", error=str(exc) or type(exc).__name__, retry_in_s=delay)
+            if bus.nc is not None:
+                with contextlib.suppress(Exception):
+                    await bus.nc.close()
+                bus.nc = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _sync_meters(pool, cfg: Config, specs: list[MeterSpec]) -> None:
+    if not specs:
+        return
+    delay = 0.5
+    while True:
+        try:
+            async with pool.connection() as conn:
+                outcome = await meter_store.sync_config_meters(conn, cfg.namespace, specs)
+            log.info("config meters applied", **outcome)
+            return
+        except (psycopg.Error, OSError) as exc:
+            log.warning("config meters not applied yet, retrying", error=str(exc).strip(), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def run_migrate(config_path: str | None) -> int:
+    cfg = load_config(config_path)
+    configure(cfg.log_level, "migrate")
+    specs = config_meter_specs(cfg)
+    if not cfg.postgres.url:
+        raise ConfigError("postgres.url is empty: set BPOM_POSTGRES_URL or postgres.url")
+    deadline = time.monotonic() + MIGRATE_DEADLINE_S
+    delay = 0.5
+    while True:
+        try:
+            applied = apply_migrations(cfg.postgres.url)
+            break
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                log.error("database unreachable, giving up", error=str(exc).strip())
+                return 1
+            log.warning("database unreachable, retrying", error=str(exc).strip(), retry_in_s=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        except MigrationError as exc:
+            log.error("migration refused", error=str(exc))
+            return 1
+    log.info("schema current", applied=[f"{m.version:04d}_{m.name}" for m in applied])
+
+    async def meters() -> None:
+        pool = make_pool(cfg.postgres, "migrate", max_size=1)
+        await pool.open(wait=True, timeout=30)
+        try:
+            await _sync_meters(pool, cfg, specs)
+        finally:
+            await pool.close()
+
+    asyncio.run(meters())
+    return 0
+
+
+async def run_api(config_path: str | None) -> int:
+    cfg = load_config(config_path)
+    configure(cfg.log_level, "api")
+    specs = config_meter_specs(cfg)
+    pool = make_pool(cfg.postgres, "api")
+    await pool.open(wait=False)
+    bus = EventBus(cfg.nats, "bp-openmeter-api")
+    dedupe = Deduplicator(cfg.valkey)
+    state = ApiState(cfg=cfg, pool=pool, ingestor=Ingestor(cfg.namespace, bus, dedupe, cfg.api.publish_timeout))
+
+    api = _server(build_app(state), cfg.api.host, cfg.api.port)
+    tel = _server(telemetry_app(lambda: health.readiness(pool, bus)), cfg.telemetry.host, cfg.telemetry.port)
+
+    def stop() -> None:
+        log.info("shutting down: draining in-flight requests")
+        api.should_exit = True
+
+    _on_sigterm(stop)
+    background = [asyncio.create_task(_connect_bus(bus)), asyncio.create_task(_sync_meters(pool, cfg, specs))]
+    log.info("api starting", address=f"{cfg.api.host}:{cfg.api.port}",
+             telemetry=f"{cfg.telemetry.host}:{cfg.telemetry.port}", namespace=cfg.namespace,
+             dedupe="valkey" if dedupe.enabled else "jetstream+postgres only")
+    tel_task = asyncio.create_task(tel.serve())
+    try:
+        await api.serve()
+    finally:
+        tel.should_exit = True
+        await tel_task
+        for task in background:
+            task.cancel()
+        await bus.close()
+        await dedupe.close()
+        await pool.close()
+        log.info("api stopped")
+    return 0
+
+
+async def run_sink(config_path: str | None) -> int:
+    cfg = load_config(config_path)
+    configure(cfg.log_level, "sink")
+    pool = make_pool(cfg.postgres, "sink", setup=setup_session, max_size=max(2, cfg.postgres.pool_min))
+    await pool.open(wait=False)
+    bus = EventBus(cfg.nats, "bp-openmeter-sink")
+    sink = Sink(cfg, bus, pool)
+    tel = _server(telemetry_app(lambda: health.readiness(pool, bus)), cfg.telemetry.host, cfg.telemetry.port)
+
+    def stop() -> None:
+        log.info("shutting down: finishing the current batch")
+        sink.stopping.set()
+
+    _on_sigterm(stop)
+    tel_task = asyncio.create_task(tel.serve())
+    log.info("sink starting", stream=cfg.nats.stream.name, consumer=cfg.nats.consumer.durable,
+             batch_size=cfg.sink.batch_size)
+    try:
+        connect = asyncio.create_task(_connect_bus(bus))
+        stopping = asyncio.create_task(sink.stopping.wait())
+        await asyncio.wait({connect, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if connect.done():
+            stopping.cancel()
+            await sink.run()
+        else:
+            connect.cancel()
+    finally:
+        tel.should_exit = True
+        await tel_task
+        await bus.close()
+        await pool.close()
+        log.info("sink stopped")
+    return 0
