@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import urlencode
 
 import httpx
@@ -42,8 +42,10 @@ def curl(method: str, url: str, headers: Mapping[str, str] | None = None, body: 
 
 
 class OpenMeterClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0):
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0,
+                 on_transient: Callable[[], None] | None = None):
         self.base_url = base_url.rstrip("/")
+        self.on_transient = on_transient  # e.g. restart a port-forward whose pod went away
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
@@ -62,6 +64,8 @@ class OpenMeterClient:
         try:
             response = self.http.request(method, path, params=params, headers=headers, content=content)
         except httpx.TransportError as exc:
+            if self.on_transient is not None:
+                self.on_transient()
             raise TransientError(f"{method} {self.base_url}{path}: {exc!r}") from exc
         if response.status_code in (502, 503, 504):
             raise TransientError(f"{method} {self.base_url}{path}: HTTP {response.status_code} {response.text[:300]}")

@@ -285,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if opts.step == "preflight":
             preflight(plan, ("up", "platform", "chart", "test"))
             return 0
-        preflight(plan, steps_of(opts.step) if opts.step != "diagnostics" else ("diagnostics",))
+        preflight(plan, steps_of(opts.step))
+        if opts.preflight_only:
+            return 0
         if opts.step == "all":
             return run_all(plan)
         if opts.step == "test":

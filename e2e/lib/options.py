@@ -28,6 +28,7 @@ class Options:
     engine_image: str | None = None
     run_id: str | None = None
     artifacts_dir: Path | None = None
+    preflight_only: bool = False
     pytest_args: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -60,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default=env("BPOM_RUN_ID"), help="run id (default: a new one)")
     p.add_argument("--artifacts-dir", type=Path, default=env("BPOM_ARTIFACTS_DIR"),
                    help="where diagnostics go (default .artifacts/<run-id>)")
+    p.add_argument("--preflight-only", action="store_true",
+                   help="only check the step's prerequisites (what nox does before installing anything)")
     return p
 
 
@@ -70,4 +73,5 @@ def parse(argv: Sequence[str]) -> Options:
                    kubeconfig=Path(known.kubeconfig).resolve() if known.kubeconfig else None,
                    keep_cluster=known.keep_cluster, skip_build=known.skip_build,
                    engine_image=known.engine_image, run_id=known.run_id,
-                   artifacts_dir=known.artifacts_dir, pytest_args=tuple(a for a in rest if a != "--"))
+                   artifacts_dir=known.artifacts_dir,
+                   preflight_only=known.preflight_only, pytest_args=tuple(a for a in rest if a != "--"))

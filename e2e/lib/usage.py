@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_exponential
 
-from e2e.lib.reference import RowKey, format_time, parse_time
+from e2e.lib.reference import RowKey, parse_time
 
 Table = dict[RowKey, float]
 
@@ -128,7 +128,7 @@ def report(what: str, expected: Table, observed: Table | None, diff: UsageDiff |
 
 
 def wait_until_agrees(fetch: Callable[[], Table], expected: Table, timeout: float, what: str,
-                      reproduce: str, rel_tol: float = 1e-9) -> Table:
+                      reproduce: str, rel_tol: float = 1e-9, abs_tol: float = 1e-9) -> Table:
     """Poll `fetch` until its table equals `expected`; AssertionError with tables after `timeout`."""
     last: dict[str, Any] = {"observed": None, "error": None}
 
@@ -139,7 +139,7 @@ def wait_until_agrees(fetch: Callable[[], Table], expected: Table, timeout: floa
             last["error"] = exc
             return False
         last["observed"], last["error"] = observed, None
-        return not compare(expected, observed, rel_tol=rel_tol)
+        return not compare(expected, observed, rel_tol=rel_tol, abs_tol=abs_tol)
 
     retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.1, max=2.0),
                         retry=retry_if_result(lambda ok: not ok) | retry_if_exception_type(TransientError))
@@ -147,7 +147,7 @@ def wait_until_agrees(fetch: Callable[[], Table], expected: Table, timeout: floa
         retrying(attempt)
     except RetryError:
         observed = last["observed"]
-        diff = compare(expected, observed, rel_tol=rel_tol) if observed is not None else None
+        diff = compare(expected, observed, rel_tol=rel_tol, abs_tol=abs_tol) if observed is not None else None
         raise AssertionError(report(what, expected, observed, diff, reproduce, timeout, last["error"])) from None
     return last["observed"]
 
@@ -169,6 +169,3 @@ def stays_equal(fetch: Callable[[], Table], expected: Table, duration: float, wh
             return
         _time.sleep(min(interval, max(0.0, deadline - _time.monotonic())))
 
-
-def window_bounds_text(start, end) -> str:
-    return f"[{format_time(start)}, {format_time(end)})"
