@@ -7,13 +7,15 @@
 prints when the step starts, a heartbeat every `every` seconds saying what it waits
 for and how long it has waited out of how long it may, and how long it took. When
 the deadline passes while the main thread is blocked (e.g. in a library call that
-has no timeout of its own), the main thread is interrupted and `StepTimeout` is
+has no timeout of its own), the process gets SIGINT, the main thread's
+wait is interrupted and `StepTimeout` is
 raised: a step never hangs.
 """
 
 from __future__ import annotations
 
-import _thread
+import os
+import signal
 import sys
 import threading
 import time
@@ -63,7 +65,7 @@ def step(title: str, *, waiting_for: str = "", timeout: float | None = None, eve
             if timeout is not None and elapsed >= timeout:
                 expired.set()
                 out.say(f"  {title}: no result after {_fmt(elapsed)}, giving up")
-                _thread.interrupt_main()
+                os.kill(os.getpid(), signal.SIGINT)  # a real signal also wakes a blocking wait
                 return
             waiting = f"waiting for {waiting_for}, " if waiting_for else ""
             out.say(f"  {title}: {waiting}{_fmt(elapsed)} elapsed" + (f" of {_fmt(timeout)}" if timeout else ""))

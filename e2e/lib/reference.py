@@ -100,7 +100,10 @@ class Query:
     def __post_init__(self) -> None:
         if self.window_size is not None and self.window_size not in WINDOW_SIZES:
             raise ValueError(f"unknown windowSize {self.window_size!r}")
-        ZoneInfo(self.window_time_zone)  # raises for an unknown zone
+        try:
+            ZoneInfo(self.window_time_zone)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {self.window_time_zone!r}") from exc
 
     def params(self) -> list[tuple[str, str]]:
         """Query-string pairs, in the API's spelling (repeatable keys repeated)."""
