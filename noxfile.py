@@ -2,9 +2,27 @@
 
 `nox` runs every tier that needs no Kubernetes cluster (what CI runs on every
 change); `nox -s e2e` is the kind tier; `nox -s bench` the benchmarks.
+
+The kind tier (needs Docker and network access to chart repositories and container
+registries; see README "e2e suite"):
+
+    nox -s e2e -- [--backend cnpg|clickhouse] [--node-image v1.34|v1.36|<ref>] [--keep-cluster]
+                  [--kubeconfig PATH --engine-image REPO:TAG] [--skip-build] [-- pytest args]
+
+and its steps one by one, to iterate without recreating everything:
+
+    nox -s e2e-up         # kind cluster (created, or reused when it exists)
+    nox -s e2e-platform   # cert-manager, Prometheus Operator CRDs, metrics-server, CNPG, NATS, Valkey
+    nox -s e2e-chart      # build + load the engine image, install chart/, wait until the API answers
+    nox -s e2e-test       # pytest e2e --target kind
+    nox -s e2e-diagnostics  # save events, describe output and logs under .artifacts/<run-id>/
+    nox -s e2e-down       # delete the kind cluster
 """
 
 from __future__ import annotations
+
+import tomllib
+from pathlib import Path
 
 import nox
 
@@ -13,6 +31,8 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 TEST_DEPS = [".[test]"]
+# The kind tier: the suite's packages plus the cluster plugin and client, pinned.
+KIND_DEPS = ["kubernetes>=31", "pytest-kind-ng==26.7.0", "PyYAML>=6.0"]
 
 
 @nox.session
@@ -30,8 +50,66 @@ def engine(session: nox.Session) -> None:
     session.run("pytest", "tests/engine", *session.posargs)
 
 
+def _project_with_tests() -> list[str]:
+    """The project with its test extras; only the extras while the engine package (src/) is absent."""
+    if Path("src").is_dir():
+        return ["-e", ".[test]"]
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    return list(project["optional-dependencies"]["test"]) + ["PyYAML>=6.0"]
+
+
 @nox.session
 def suite(session: nox.Session) -> None:
     """The e2e suite's own unit tests, and its usage tests against a locally started engine stack."""
-    session.install("-e", ".[test]", "kubernetes>=31")
-    session.run("pytest", "tests/suite", *session.posargs)
+    session.install(*_project_with_tests(), "kubernetes>=31")
+    session.run("pytest", "tests/suite", "e2e", "--target", "local", *session.posargs)
+
+
+def _kind_step(session: nox.Session, step: str) -> None:
+    """Check the step's prerequisites first (seconds, with only PyYAML installed), then install and run it."""
+    session.install("PyYAML>=6.0")
+    session.run("python", "-m", "e2e", step, "--preflight-only", *session.posargs)
+    session.install(*_project_with_tests(), *KIND_DEPS)
+    session.run("python", "-m", "e2e", step, *session.posargs)
+
+
+@nox.session(name="e2e")
+def e2e(session: nox.Session) -> None:
+    """The kind tier, whole: cluster, platform, engine image, chart, pytest, diagnostics, cluster deleted."""
+    _kind_step(session, "all")
+
+
+@nox.session(name="e2e-up")
+def e2e_up(session: nox.Session) -> None:
+    """Create (or reuse) the kind cluster."""
+    _kind_step(session, "up")
+
+
+@nox.session(name="e2e-platform")
+def e2e_platform(session: nox.Session) -> None:
+    """Install the platform charts (versions and values: fixtures/platform.yaml)."""
+    _kind_step(session, "platform")
+
+
+@nox.session(name="e2e-chart")
+def e2e_chart(session: nox.Session) -> None:
+    """Build and load the engine image, install chart/ with the profile under test, wait until the API answers."""
+    _kind_step(session, "chart")
+
+
+@nox.session(name="e2e-test")
+def e2e_test(session: nox.Session) -> None:
+    """Run pytest e2e --target kind against the cluster (or --kubeconfig)."""
+    _kind_step(session, "test")
+
+
+@nox.session(name="e2e-diagnostics")
+def e2e_diagnostics(session: nox.Session) -> None:
+    """Save events, describe output and container logs of the test namespaces under .artifacts/<run-id>/."""
+    _kind_step(session, "diagnostics")
+
+
+@nox.session(name="e2e-down")
+def e2e_down(session: nox.Session) -> None:
+    """Delete the kind cluster (never one given by --kubeconfig)."""
+    _kind_step(session, "down")

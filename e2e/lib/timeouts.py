@@ -16,12 +16,15 @@ class Timeouts:
     server_stop: float = 15.0           # a local server exits after SIGTERM
     engine_ready: float = 60.0          # engine /healthz/ready answers 200
     usage_convergence: float = 60.0     # the query API agrees with the expected usage
+    usage_settle: float = 10.0          # after agreeing, the answer must stay the same (no late double count)
     kind_create: float = 600.0          # kind create cluster
     helm_install: float = 600.0         # helm install --wait of one platform chart
     api_answers: float = 300.0          # the chart's API answers a real call in the cluster
     probe_connect: float = 3.0          # one TCP connect of a NetworkPolicy probe
     probe_pods_ready: float = 180.0     # the probe pods run
     diagnostics: float = 120.0          # collecting events / describe / logs
+    hpa_active: float = 300.0           # an HPA reports AbleToScale and ScalingActive (metrics-server has data)
+    port_forward: float = 30.0          # kubectl port-forward listens on its local port
 
 
 def _load() -> Timeouts:

@@ -1,0 +1,132 @@
+"""Fixtures of the e2e tests: the target, an API client, the run's data.
+
+Session scope: one target and one ingest of the fixture events per run (their
+subjects and sources carry the run id). Function scope: a fresh data scope for tests
+that need data of their own (dedupe), and namespaces per test on a cluster.
+Diagnostics are saved when a test failed, before anything is stopped or deleted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from e2e.lib.api import OpenMeterClient
+from e2e.lib.config import load_platform
+from e2e.lib.events import RunScope, chunks, load_events, load_meters, reference_events, reference_meter
+from e2e.lib.kube import wait_until
+from e2e.lib.reference import Event, Meter
+from e2e.lib.runid import RunId
+from e2e.lib.targets import KindTarget, LocalTarget
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SINGLE_POSTS = 40       # the first events go one per request, the rest in batches
+BATCH_SIZE = 50
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--target") == "kind":
+        return
+    skip = pytest.mark.skip(reason="needs a live cluster with the chart: run with --target kind (nox -s e2e)")
+    for item in items:
+        if item.get_closest_marker("kind_only"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def run_id(request: pytest.FixtureRequest) -> RunId:
+    given = request.config.getoption("--run-id")
+    return RunId(given) if given else RunId.from_env_or_new()
+
+
+@pytest.fixture(scope="session")
+def artifacts(request: pytest.FixtureRequest, run_id: RunId) -> Path:
+    given = request.config.getoption("--artifacts-dir")
+    return Path(given).resolve() if given else REPO_ROOT / ".artifacts" / run_id.value
+
+
+@pytest.fixture(scope="session")
+def fixture_meters() -> list[dict[str, Any]]:
+    return load_meters()
+
+
+@pytest.fixture(scope="session")
+def platform_config():
+    return load_platform()
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    """An option that pytest-kind-ng defines when it is installed (kind sessions), else None."""
+    try:
+        return config.getoption(name)
+    except ValueError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest, run_id: RunId, artifacts: Path, fixture_meters, platform_config):
+    config = request.config
+    if config.getoption("--target") == "kind":
+        kubeconfig = _option(config, "kubeconfig")
+        cluster_name = _option(config, "cluster_name") or platform_config.cluster_name
+        path = Path(kubeconfig) if kubeconfig else REPO_ROOT / ".pytest-kind" / cluster_name / "kubeconfig"
+        namespace = config.getoption("--release-namespace") or platform_config.blueprint.namespace
+        chosen = KindTarget(path.resolve(), config.getoption("--backend"), namespace, run_id.value,
+                            artifacts / "port-forward").start()
+    else:
+        chosen = LocalTarget(REPO_ROOT / ".stack" / run_id.value, fixture_meters)
+    yield chosen
+    try:
+        if request.session.testsfailed:
+            chosen.collect(artifacts / "tests")
+    finally:
+        chosen.close()
+
+
+@pytest.fixture(scope="session")
+def api(target, fixture_meters) -> Iterator[OpenMeterClient]:
+    client = OpenMeterClient(target.api_url, on_transient=target.reconnect)
+    wait_until(client.answers, target.ready_timeout, f"the API at {target.api_url} answering GET /api/v1/meters")
+    client.ensure_meters(fixture_meters)
+    yield client
+    client.close()
+
+
+@dataclass(frozen=True)
+class UsageRun:
+    scope: RunScope
+    sent: list[dict[str, Any]]
+    reference: list[Event]
+    subjects: tuple[str, ...]
+    meters: dict[str, Meter]
+
+
+def send_mixed(client: OpenMeterClient, events: list[dict[str, Any]]) -> None:
+    """The first events one per request (structured mode), the rest as batches."""
+    for event in events[:SINGLE_POSTS]:
+        client.send_event(event)
+    for batch in chunks(events[SINGLE_POSTS:], BATCH_SIZE):
+        client.send_batch(list(batch))
+
+
+@pytest.fixture(scope="session")
+def usage_run(api: OpenMeterClient, run_id: RunId, fixture_meters) -> UsageRun:
+    scope = RunScope(run_id, "u")
+    fixture = load_events()
+    sent = scope.events(fixture)
+    send_mixed(api, sent)
+    return UsageRun(scope, sent, reference_events(sent), scope.subjects(fixture),
+                    {m["slug"]: reference_meter(m) for m in fixture_meters})
+
+
+_scope_counter = itertools.count(1)
+
+
+@pytest.fixture
+def fresh_scope(run_id: RunId) -> RunScope:
+    """Data of this test only: its own subject prefix and source suffix."""
+    return RunScope(run_id, f"t{next(_scope_counter)}")

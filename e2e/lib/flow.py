@@ -1,0 +1,299 @@
+"""The kind tier's steps: preflight, up, platform, chart, test, diagnostics, down, all.
+
+Each nox session of the kind tier runs one of them (`python -m e2e <step>`); `all`
+is the whole flow of `nox -s e2e`. Versions, values and names come from
+fixtures/platform.yaml; waits from e2e/lib/timeouts.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from e2e.lib import prereqs
+from e2e.lib.config import Platform, load_platform
+from e2e.lib.options import Options
+from e2e.lib.progress import REPORTER, step
+from e2e.lib.runid import RunId
+from e2e.lib.timeouts import TIMEOUTS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_LABEL = "bp-openmeter.e2e/run"
+
+
+def kind_kubeconfig(cluster_name: str) -> Path:
+    """Where pytest-kind-ng keeps a cluster's kubeconfig (its `.pytest-kind/<name>/` folder)."""
+    return REPO_ROOT / ".pytest-kind" / cluster_name / "kubeconfig"
+
+
+@dataclass
+class Plan:
+    opts: Options
+    platform: Platform
+    run_id: RunId
+
+    @property
+    def cluster_name(self) -> str:
+        return self.opts.cluster_name or self.platform.cluster_name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.opts.kubeconfig or kind_kubeconfig(self.cluster_name)
+
+    @property
+    def artifacts(self) -> Path:
+        return (self.opts.artifacts_dir or REPO_ROOT / ".artifacts" / self.run_id.value).resolve()
+
+    @property
+    def node_image(self) -> str:
+        return self.platform.node_image(self.opts.node_image)
+
+
+def make_plan(opts: Options, platform: Platform | None = None) -> Plan:
+    run_id = RunId(opts.run_id) if opts.run_id else RunId.new()
+    return Plan(opts, platform or load_platform(), run_id)
+
+
+# --- prerequisites -------------------------------------------------------------------
+
+def steps_of(step_name: str) -> tuple[str, ...]:
+    return ("up", "platform", "chart", "test") if step_name == "all" else (step_name,)
+
+
+def checks_for(plan: Plan, step_names: Sequence[str], *, kind_obtain: Callable[[str], Path] | None = None,
+               tools_obtain: Callable[[], object] | None = None,
+               probe: prereqs.Probe | None = None) -> list[Callable[[], prereqs.Check]]:
+    """The checks the given steps need, as thunks (run concurrently by prereqs.run_all)."""
+    from e2e.lib import kind as kindmod
+    from e2e.lib import tools as toolsmod
+
+    opts, platform = plan.opts, plan.platform
+    kind_obtain = kind_obtain or (lambda version: kindmod.ensure_kind(version))
+    tools_obtain = tools_obtain or toolsmod.ensure_tools
+    probe_kw = {"probe": probe} if probe else {}
+    steps = set(step_names)
+    wanted: dict[str, Callable[[], prereqs.Check]] = {}
+    existing = opts.existing_cluster
+    if steps & {"up", "down"} and not existing or ("chart" in steps and not existing and not opts.engine_image):
+        wanted["docker"] = prereqs.check_docker_cli
+        wanted["docker daemon"] = prereqs.check_docker_daemon
+        wanted["kind"] = lambda: prereqs.check_kind(platform.kind_version, kind_obtain)
+    if "chart" in steps and existing and not opts.engine_image:
+        wanted["engine image"] = lambda: prereqs.Check(
+            "engine image", False, "--kubeconfig names a cluster this suite cannot load images into",
+            "push the engine image to a registry the cluster pulls from and pass --engine-image REPO:TAG")
+    if "up" in steps and not existing:
+        wanted["registry:registry-1.docker.io"] = lambda: prereqs.check_registry("registry-1.docker.io", **probe_kw)
+    if steps & {"platform", "chart", "test", "diagnostics"}:
+        wanted["tools"] = lambda: prereqs.check_tools(tools_obtain)
+    if steps & {"platform", "chart", "test", "diagnostics"} and "up" not in steps:
+        wanted["kubeconfig"] = lambda: prereqs.check_file(
+            "cluster kubeconfig", plan.kubeconfig,
+            "create the cluster first (`nox -s e2e-up`) or pass --kubeconfig PATH of an existing cluster")
+    if "platform" in steps:
+        for chart in platform.charts:
+            wanted[f"repo:{chart.name}"] = (lambda c=chart: prereqs.check_chart_repo(c.name, c.repo, **probe_kw))
+        for host in platform.registries:
+            wanted[f"registry:{host}"] = (lambda h=host: prereqs.check_registry(h, **probe_kw))
+    if "chart" in steps:
+        wanted["chart dir"] = lambda: prereqs.check_file(
+            "blueprint chart", platform.blueprint.chart_dir / "Chart.yaml",
+            "the blueprint chart must exist at chart/ (Chart.yaml) in this checkout")
+        if not opts.engine_image and not opts.skip_build:
+            wanted["dockerfile"] = lambda: prereqs.check_file(
+                "engine Dockerfile", REPO_ROOT / "Dockerfile",
+                "the engine image is built from Dockerfile at the repository root")
+    return list(wanted.values())
+
+
+def preflight(plan: Plan, step_names: Sequence[str], **kwargs) -> list[prereqs.Check]:
+    with step(f"checking the prerequisites of {', '.join(step_names)}", timeout=180, every=10):
+        checks = prereqs.run_all(checks_for(plan, step_names, **kwargs))
+    if any(not c.ok for c in checks):
+        raise prereqs.PrerequisitesMissing(checks, f"`e2e {'/'.join(step_names)}`")
+    REPORTER.say(prereqs.render(checks, "kind tier"))
+    return checks
+
+
+# --- steps ---------------------------------------------------------------------------
+
+def _tools():
+    from e2e.lib.tools import ensure_tools
+
+    return ensure_tools()
+
+
+def _helm(plan: Plan):
+    from e2e.lib.platform import Helm
+
+    return Helm(_tools().helm, plan.kubeconfig, cache=REPO_ROOT / ".cache" / "helm")
+
+
+def _kubectl(plan: Plan):
+    from e2e.lib.kube import Kubectl
+
+    return Kubectl(_tools().kubectl, plan.kubeconfig)
+
+
+def _cluster(plan: Plan):
+    from e2e.lib.kind import Cluster, ensure_kind
+
+    return Cluster(plan.cluster_name, ensure_kind(plan.platform.kind_version), _tools().kubectl,
+                   node_image=plan.node_image, kubeconfig=plan.kubeconfig)
+
+
+def up(plan: Plan) -> None:
+    if plan.opts.existing_cluster:
+        REPORTER.say(f"using the existing cluster of {plan.kubeconfig}; nothing to create")
+        return
+    cluster = _cluster(plan)
+    plan.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    with step(f"creating kind cluster {plan.cluster_name} ({plan.node_image}, kind {plan.platform.kind_version})",
+              waiting_for="kind create cluster (pulls the node image on first use)", timeout=TIMEOUTS.kind_create):
+        cluster.create(plan.platform.kind_config)
+    kubectl = _kubectl(plan)
+    with step("waiting for every node to be Ready", timeout=300):
+        kubectl.run("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=280s", timeout=295)
+
+
+def platform(plan: Plan) -> None:
+    from e2e.lib.platform import install_platform
+
+    install_platform(_helm(plan), plan.platform.charts, REPO_ROOT / ".cache" / "e2e" / "values")
+
+
+def engine_image(plan: Plan) -> tuple[str, str]:
+    """(repository, tag) of the engine image the chart will run, built and loaded as needed."""
+    from e2e.lib import images
+
+    bp = plan.platform.blueprint
+    if plan.opts.engine_image:
+        repository, _, tag = plan.opts.engine_image.rpartition(":")
+        if not repository or "/" in tag:
+            raise ValueError(f"--engine-image {plan.opts.engine_image!r}: give REPOSITORY:TAG")
+        return repository, tag
+    if plan.opts.skip_build:
+        tag = images.existing_tag(bp.image_repository, bp.image_tag)
+        images._run(images.tag_argv(bp.image, f"{bp.image_repository}:{tag}"), timeout=60)
+    else:
+        tag = images.build(bp.image_repository, bp.image_tag)
+    with step(f"loading {bp.image_repository}:{tag} into kind cluster {plan.cluster_name}",
+              waiting_for="kind load docker-image", timeout=600):
+        _cluster(plan).load_image(f"{bp.image_repository}:{tag}")
+    return bp.image_repository, tag
+
+
+def chart(plan: Plan) -> None:
+    from e2e.lib.api import OpenMeterClient
+    from e2e.lib.chart import install_blueprint
+    from e2e.lib.kube import PortForward, find_service, wait_for_api
+
+    bp = plan.platform.blueprint
+    repository, tag = engine_image(plan)
+    install_blueprint(_helm(plan), bp, plan.opts.backend, repository, tag)
+    kubectl = _kubectl(plan)
+    api = bp.api[plan.opts.backend]
+    service, port = find_service(kubectl, bp.namespace, api.selector, api.port)
+    with step(f"waiting until the API behind {bp.namespace}/{service} answers a real call",
+              waiting_for="GET /api/v1/meters -> 200 through a port-forward", timeout=TIMEOUTS.api_answers + 30):
+        with PortForward(kubectl, bp.namespace, service, port) as forward:
+            with OpenMeterClient(forward.url, timeout=10) as client:
+                wait_for_api(forward, client.answers)
+
+
+def pytest_argv(plan: Plan) -> list[str]:
+    argv = [sys.executable, "-m", "pytest", "e2e", "--target", "kind", "--backend", plan.opts.backend,
+            "--kubeconfig", str(plan.kubeconfig), "--cluster-name", plan.cluster_name,
+            "--run-id", plan.run_id.value, "--artifacts-dir", str(plan.artifacts)]
+    if plan.opts.keep_cluster:
+        argv.append("--keep-cluster")
+    return argv + list(plan.opts.pytest_args)
+
+
+def test(plan: Plan) -> int:
+    argv = pytest_argv(plan)
+    REPORTER.say(f"running the suite: {' '.join(argv[1:])}")
+    return subprocess.run(argv, cwd=REPO_ROOT).returncode
+
+
+def diagnostics(plan: Plan, label: str = "flow") -> Path:
+    from e2e.lib.diagnostics import collect_cluster
+    from e2e.lib.kube import KubeError, namespaces_with_label
+
+    kubectl = _kubectl(plan)
+    namespaces = {plan.platform.blueprint.namespace, *(c.namespace for c in plan.platform.charts)}
+    try:
+        namespaces.update(namespaces_with_label(kubectl, f"{RUN_LABEL}={plan.run_id.value}"))
+    except KubeError as exc:
+        REPORTER.say(f"could not list the run's test namespaces: {exc}")
+    dest = plan.artifacts / label
+    with step(f"saving diagnostics of {len(namespaces)} namespaces to {dest}", timeout=TIMEOUTS.diagnostics * 3):
+        index = collect_cluster(kubectl, namespaces, dest)
+    REPORTER.say(f"diagnostics saved: {index}")
+    return dest
+
+
+def down(plan: Plan) -> None:
+    if plan.opts.existing_cluster:
+        REPORTER.say(f"not deleting the cluster of {plan.kubeconfig}: it was given with --kubeconfig")
+        return
+    with step(f"deleting kind cluster {plan.cluster_name}", timeout=300):
+        _cluster(plan).delete()
+
+
+def run_all(plan: Plan) -> int:
+    """The whole flow; diagnostics are saved before anything is deleted."""
+    failure: BaseException | None = None
+    code = 1
+    created = False
+    try:
+        up(plan)
+        created = True
+        platform(plan)
+        chart(plan)
+        code = test(plan)
+    except (Exception, KeyboardInterrupt) as exc:  # reported below, after diagnostics
+        failure = exc
+    if (failure is not None or code != 0) and (created or plan.opts.existing_cluster):
+        try:
+            diagnostics(plan)
+        except Exception as exc:  # diagnostics must never mask the real failure
+            REPORTER.say(f"saving diagnostics failed too: {exc!r}")
+    if created and not plan.opts.keep_cluster:
+        down(plan)
+    elif created:
+        REPORTER.say(f"kept cluster {plan.cluster_name}; KUBECONFIG={plan.kubeconfig}; "
+                     "delete it with `nox -s e2e-down`")
+    if failure is not None:
+        raise failure
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from e2e.lib.options import parse
+
+    opts = parse(sys.argv[1:] if argv is None else argv)
+    plan = make_plan(opts)
+    os.environ.setdefault("BPOM_RUN_ID", plan.run_id.value)
+    REPORTER.say(f"run {plan.run_id.value}: step {opts.step}, backend {opts.backend}, "
+                 f"cluster {'given by --kubeconfig' if opts.existing_cluster else plan.cluster_name}")
+    try:
+        if opts.step == "preflight":
+            preflight(plan, ("up", "platform", "chart", "test"))
+            return 0
+        preflight(plan, steps_of(opts.step))
+        if opts.preflight_only:
+            return 0
+        if opts.step == "all":
+            return run_all(plan)
+        if opts.step == "test":
+            return test(plan)
+        {"up": up, "platform": platform, "chart": chart, "diagnostics": diagnostics, "down": down}[opts.step](plan)
+        return 0
+    except prereqs.PrerequisitesMissing as exc:
+        print(f"\n{exc}\n", file=sys.stderr)
+        return 3

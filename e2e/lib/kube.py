@@ -1,0 +1,176 @@
+"""kubectl as argv lists, a port-forward that survives pod restarts, and API readiness.
+
+Commands are always lists handed to subprocess (never shell strings), each with a
+timeout; `Kubectl.argv()` is what the unit tests check and what reproduce lines print.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
+
+from e2e.lib.timeouts import TIMEOUTS
+
+
+class KubeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Kubectl:
+    binary: Path
+    kubeconfig: Path | None = None
+
+    def argv(self, *args: str) -> list[str]:
+        base = [str(self.binary)]
+        if self.kubeconfig is not None:
+            base += ["--kubeconfig", str(self.kubeconfig)]
+        return base + list(args)
+
+    def line(self, *args: str) -> str:
+        """The command as a person would type it (for reproduce hints)."""
+        return shlex.join(["kubectl", *(["--kubeconfig", str(self.kubeconfig)] if self.kubeconfig else []), *args])
+
+    def run(self, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
+        argv = self.argv(*args)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise KubeError(f"`{self.line(*args)}` did not finish within {timeout:.0f}s") from exc
+        if check and proc.returncode != 0:
+            raise KubeError(f"`{self.line(*args)}` failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
+        return proc
+
+    def json(self, *args: str, timeout: float = 60.0) -> Any:
+        return json.loads(self.run(*args, "-o", "json", timeout=timeout).stdout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class PortForward:
+    """`kubectl port-forward svc/<name> <local>:<remote>` on a fixed local port.
+
+    The local port stays the same across restarts, so a client built on `url`
+    keeps working when the forwarded pod is replaced; `ensure()` restarts a
+    port-forward whose process has ended.
+    """
+
+    kubectl: Kubectl
+    namespace: str
+    target: str                 # e.g. "svc/bp-openmeter-api"
+    remote_port: str            # number or port name
+    local_port: int = field(default_factory=free_port)
+    log: Path | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}"
+
+    def argv(self) -> list[str]:
+        return self.kubectl.argv("port-forward", "--namespace", self.namespace, "--address", "127.0.0.1",
+                                 self.target, f"{self.local_port}:{self.remote_port}")
+
+    def start(self, timeout: float = 30.0) -> "PortForward":
+        self.stop()
+        out = self.log.open("ab") if self.log else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(self.argv(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            if self.log:
+                out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise KubeError(f"`{shlex.join(self.argv())}` exited with {self.proc.returncode}"
+                                + (f"; log: {self.log}" if self.log else ""))
+            if _accepts(self.local_port):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise KubeError(f"port-forward to {self.namespace}/{self.target} did not listen within {timeout:.0f}s")
+
+    def ensure(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> "PortForward":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def find_service(kubectl: Kubectl, namespace: str, selector: str, port_name: str) -> tuple[str, str]:
+    """The one Service matching `selector` and its port called `port_name` -> ('svc/<name>', '<port>')."""
+    services = kubectl.json("get", "services", "--namespace", namespace, "--selector", selector)["items"]
+    if len(services) != 1:
+        names = [s["metadata"]["name"] for s in services]
+        raise KubeError(f"expected one Service with labels {selector} in {namespace}, found {names or 'none'}")
+    service = services[0]
+    ports = {p.get("name"): p["port"] for p in service["spec"].get("ports", [])}
+    if port_name not in ports:
+        raise KubeError(f"Service {namespace}/{service['metadata']['name']} has no port named {port_name!r} "
+                        f"(ports: {ports})")
+    return f"svc/{service['metadata']['name']}", str(ports[port_name])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate` with backoff until it holds; TimeoutError naming `what` otherwise."""
+    try:
+        Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.2, max=5.0),
+                 retry=retry_if_result(lambda ok: not ok))(predicate)
+    except RetryError:
+        raise TimeoutError(f"{what}: not within {timeout:.0f}s") from None
+
+
+def wait_for_api(forward: PortForward, answers: Callable[[], bool], timeout: float = TIMEOUTS.api_answers) -> None:
+    """Readiness is a working API call through the Service, not pods being Ready."""
+    def attempt() -> bool:
+        try:
+            forward.ensure()
+        except KubeError:
+            return False
+        return answers()
+
+    wait_until(attempt, timeout, f"the API behind {forward.namespace}/{forward.target} answering GET /api/v1/meters")
+
+
+def namespaces_with_label(kubectl: Kubectl, selector: str) -> list[str]:
+    items = kubectl.json("get", "namespaces", "--selector", selector)["items"]
+    return sorted(item["metadata"]["name"] for item in items)
+
+
+def label_args(labels: dict[str, str]) -> Sequence[str]:
+    return [f"{k}={v}" for k, v in sorted(labels.items())]

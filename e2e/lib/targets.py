@@ -1,0 +1,120 @@
+"""Where the usage tests send and query: a local stack, or the chart on a cluster.
+
+Both give an `api_url`; the tests are the same. Each knows how to save its own
+diagnostics (local: the servers' and engine's logs; cluster: events, describe,
+container logs of the release namespace and the run's test namespaces).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from e2e.lib.diagnostics import collect_cluster, collect_local, local_log_files
+from e2e.lib.timeouts import TIMEOUTS
+
+RUN_LABEL = "bp-openmeter.e2e/run"
+
+
+class LocalTarget:
+    """The engine's processes and their servers on this machine (e2e/stack/local.py).
+
+    Expected interface of the stack module:
+        start_local_stack(root: Path, meters: list[dict]) -> LocalStack
+        LocalStack.api_url: str          # http://127.0.0.1:<port> serving /api/v1/...
+        LocalStack.telemetry_url: str    # http://127.0.0.1:<port> serving /healthz/*, /metrics
+        LocalStack.stop() -> None        # stops engine processes and the servers it started
+    and optionally LocalStack.log_files() -> {name: Path}; every *.log under `root` is
+    collected as well.
+    """
+
+    kind = False
+    ready_timeout = TIMEOUTS.engine_ready
+
+    def __init__(self, root: Path, meters: Sequence[Mapping[str, Any]]):
+        try:
+            from e2e.stack.local import start_local_stack
+        except ImportError as exc:
+            raise RuntimeError(
+                "the local target needs e2e/stack/local.py (start_local_stack) and the engine package "
+                f"(bp_openmeter): {exc}") from exc
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.stack = start_local_stack(root, [dict(m) for m in meters])
+
+    @property
+    def api_url(self) -> str:
+        return self.stack.api_url
+
+    @property
+    def telemetry_url(self) -> str:
+        return self.stack.telemetry_url
+
+    def reconnect(self) -> None:
+        """Nothing to reconnect locally."""
+
+    def collect(self, dest: Path) -> Path:
+        collect_local(local_log_files(self.root, self.stack), dest)
+        return dest
+
+    def close(self) -> None:
+        self.stack.stop()
+
+
+@dataclass
+class KindTarget:
+    """The chart's API Service on a cluster, reached through a port-forward."""
+
+    kubeconfig: Path
+    backend: str
+    namespace: str
+    run_id: str
+    logdir: Path
+    kind: bool = True
+    ready_timeout: float = TIMEOUTS.api_answers
+    forward: Any = field(default=None, init=False)
+    kubectl: Any = field(default=None, init=False)
+
+    def start(self) -> "KindTarget":
+        from e2e.lib.config import load_platform
+        from e2e.lib.kube import Kubectl, PortForward, find_service
+        from e2e.lib.tools import ensure_tools
+
+        if not self.kubeconfig.is_file():
+            raise RuntimeError(f"--target kind: kubeconfig {self.kubeconfig} does not exist; create the cluster "
+                               "(`nox -s e2e-up e2e-platform e2e-chart`) or pass --kubeconfig")
+        api = load_platform().blueprint.api[self.backend]
+        self.kubectl = Kubectl(ensure_tools().kubectl, self.kubeconfig)
+        service, port = find_service(self.kubectl, self.namespace, api.selector, api.port)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.forward = PortForward(self.kubectl, self.namespace, service, port,
+                                   log=self.logdir / "port-forward-api.log").start(TIMEOUTS.port_forward)
+        return self
+
+    @property
+    def api_url(self) -> str:
+        return self.forward.url
+
+    def reconnect(self) -> None:
+        from e2e.lib.kube import KubeError
+
+        try:
+            self.forward.ensure()
+        except KubeError:
+            pass  # the next poll tries again; the wait's timeout bounds it
+
+    def collect(self, dest: Path) -> Path:
+        from e2e.lib.kube import KubeError, namespaces_with_label
+
+        namespaces = {self.namespace}
+        try:
+            namespaces.update(namespaces_with_label(self.kubectl, f"{RUN_LABEL}={self.run_id}"))
+        except KubeError:
+            pass
+        collect_cluster(self.kubectl, namespaces, dest)
+        return dest
+
+    def close(self) -> None:
+        if self.forward is not None:
+            self.forward.stop()
