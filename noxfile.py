@@ -21,9 +21,6 @@ and its steps one by one, to iterate without recreating everything:
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
-
 import nox
 
 nox.options.sessions = ["chart", "engine", "suite"]
@@ -50,18 +47,10 @@ def engine(session: nox.Session) -> None:
     session.run("pytest", "tests/engine", *session.posargs)
 
 
-def _project_with_tests() -> list[str]:
-    """The project with its test extras; only the extras while the engine package (src/) is absent."""
-    if Path("src").is_dir():
-        return ["-e", ".[test]"]
-    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
-    return list(project["optional-dependencies"]["test"]) + ["PyYAML>=6.0"]
-
-
 @nox.session
 def suite(session: nox.Session) -> None:
     """The e2e suite's own unit tests, and its usage tests against a locally started engine stack."""
-    session.install(*_project_with_tests(), "kubernetes>=31")
+    session.install("-e", ".[test]", "kubernetes>=31")
     session.run("pytest", "tests/suite", "e2e", "--target", "local", *session.posargs)
 
 
@@ -69,7 +58,7 @@ def _kind_step(session: nox.Session, step: str) -> None:
     """Check the step's prerequisites first (seconds, with only PyYAML installed), then install and run it."""
     session.install("PyYAML>=6.0")
     session.run("python", "-m", "e2e", step, "--preflight-only", *session.posargs)
-    session.install(*_project_with_tests(), *KIND_DEPS)
+    session.install("-e", ".[test]", *KIND_DEPS)
     session.run("python", "-m", "e2e", step, *session.posargs)
 
 

@@ -18,30 +18,27 @@ RUN_LABEL = "bp-openmeter.e2e/run"
 
 
 class LocalTarget:
-    """The engine's processes and their servers on this machine (e2e/stack/local.py).
+    """The engine's processes and their servers on this machine (e2e/stack/).
 
-    Expected interface of the stack module:
-        start_local_stack(root: Path, meters: list[dict]) -> LocalStack
-        LocalStack.api_url: str          # http://127.0.0.1:<port> serving /api/v1/...
-        LocalStack.telemetry_url: str    # http://127.0.0.1:<port> serving /healthz/*, /metrics
-        LocalStack.stop() -> None        # stops engine processes and the servers it started
-    and optionally LocalStack.log_files() -> {name: Path}; every *.log under `root` is
-    collected as well.
+    Starts PostgreSQL, nats-server and Valkey (or uses those given by BPOM_TEST_*_URL),
+    then an engine stack (migrate, api, sink) with the fixture meters.
     """
 
     kind = False
     ready_timeout = TIMEOUTS.engine_ready
 
     def __init__(self, root: Path, meters: Sequence[Mapping[str, Any]]):
-        try:
-            from e2e.stack.local import start_local_stack
-        except ImportError as exc:
-            raise RuntimeError(
-                "the local target needs e2e/stack/local.py (start_local_stack) and the engine package "
-                f"(bp_openmeter): {exc}") from exc
+        from e2e.stack.local import start_local_stack
+        from e2e.stack.servers import start_servers
+
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.stack = start_local_stack(root, [dict(m) for m in meters])
+        self.servers = start_servers(root / "servers")
+        try:
+            self.stack = start_local_stack(root / "engine", self.servers, [dict(m) for m in meters])
+        except BaseException:
+            self.servers.stop()
+            raise
 
     @property
     def api_url(self) -> str:
@@ -60,6 +57,7 @@ class LocalTarget:
 
     def close(self) -> None:
         self.stack.stop()
+        self.servers.stop()
 
 
 @dataclass

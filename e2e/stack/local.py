@@ -160,7 +160,7 @@ class LocalStack:
             if proc is not None:
                 proc.stop()
 
-    def logs(self) -> dict[str, Path]:
+    def log_files(self) -> dict[str, Path]:
         return {path.stem: path for path in sorted(self.root.glob("*.log"))}
 
 

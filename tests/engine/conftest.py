@@ -1,0 +1,56 @@
+"""Fixtures of the engine tier: real servers once per session, an engine stack per module."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from e2e.stack.local import LocalStack, start_local_stack
+from e2e.stack.servers import Servers, start_servers
+from tests.engine.client import EngineClient
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory) -> Servers:
+    started = start_servers(tmp_path_factory.mktemp("servers"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def stack_factory(servers, tmp_path_factory, request):
+    """Start engine stacks for this module; all are stopped when the module ends.
+
+    The logs of a stack are kept in the pytest temp folder and printed for any
+    failing test of the module (see pytest_runtest_makereport below).
+    """
+    stacks: list[LocalStack] = []
+
+    def start(meters: list[dict] | None = None, **kwargs) -> LocalStack:
+        root = Path(tmp_path_factory.mktemp(f"stack-{request.module.__name__.rsplit('.', 1)[-1]}"))
+        stack = start_local_stack(root, servers, meters, **kwargs)
+        stacks.append(stack)
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(stack_factory) -> LocalStack:
+    return stack_factory()
+
+
+@pytest.fixture
+def client(stack) -> EngineClient:
+    with EngineClient(stack.api_url) as engine:
+        yield engine
+
+
+@pytest.fixture
+def uid() -> str:
+    """A fresh token for slugs, event types and subjects, so tests sharing a stack never collide."""
+    return uuid.uuid4().hex[:12]

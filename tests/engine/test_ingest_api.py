@@ -1,0 +1,139 @@
+"""Ingest: what is accepted, what is refused (problem+json naming the field), and that a
+refused request leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.engine.client import BATCH, SINGLE, event
+
+pytestmark = pytest.mark.servers
+
+PROBLEM = "application/problem+json"
+
+
+def problem(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status and body["type"] == "about:blank" and body["title"] and body["detail"]
+    return body
+
+
+@pytest.fixture
+def count_meter(client, uid):
+    slug = f"c_{uid}"
+    client.create_meter(slug=slug, eventType=f"t_{uid}", aggregation="COUNT")
+    return slug, f"t_{uid}"
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda e: e.pop("id"), "id"),
+    (lambda e: e.pop("source"), "source"),
+    (lambda e: e.pop("type"), "type"),
+    (lambda e: e.pop("subject"), "subject"),
+    (lambda e: e.pop("specversion"), "specversion"),
+    (lambda e: e.update(specversion="2.0"), "specversion"),
+    (lambda e: e.update(id=""), "id"),
+    (lambda e: e.update(subject=7), "subject"),
+    (lambda e: e.update(time="yesterday"), "time"),
+    (lambda e: e.update(time="2024-01-01T00:00:00"), "time"),
+    (lambda e: e.update(data="string"), "data"),
+    (lambda e: e.update(data=[1, 2]), "data"),
+    (lambda e: e.update(datacontenttype="application/xml"), "datacontenttype"),
+    (lambda e: e.update(data_base64="AAAA"), "data_base64"),
+    (lambda e: e.update(subject="a\x00b"), "subject"),
+])
+def test_an_invalid_event_in_a_batch_refuses_the_whole_batch_and_names_the_field(client, count_meter, uid, mutate,
+                                                                                   field):
+    slug, event_type = count_meter
+    good = [event(f"{uid}-{i}", event_type, "s") for i in range(3)]
+    bad = event(f"{uid}-bad", event_type, "s")
+    mutate(bad)
+    body = problem(client.post_events([*good, bad], BATCH), 400)
+    assert body["field"] == f"[3].{field}"
+    assert f"[3].{field}" in body["detail"]
+    # Nothing of the refused batch may be counted: send a marker and wait until it is counted.
+    client.ingest(event(f"{uid}-marker", event_type, "s"))
+    answer = client.query_until(slug, lambda a: bool(a["data"]))
+    assert answer["data"][0]["value"] == 1
+
+
+def test_nul_inside_data_is_refused(client, count_meter, uid):
+    _, event_type = count_meter
+    body = problem(client.post_events(event(f"{uid}-1", event_type, "s", data={"k": "a\x00b"})), 400)
+    assert "NUL" in body["detail"]
+
+
+def test_a_literal_backslash_u0000_text_is_not_a_nul(client, count_meter, uid):
+    slug, event_type = count_meter
+    client.ingest(event(f"{uid}-1", event_type, "s", data={"k": "\\u0000"}))
+    assert client.query_until(slug, lambda a: bool(a["data"]))["data"][0]["value"] == 1
+
+
+@pytest.mark.parametrize("content_type, payload, status", [
+    ("application/xml", b"<event/>", 400),
+    ("text/plain", b"{}", 400),
+    (None, b"{}", 415),
+    (SINGLE, b"[]", 400),
+    (BATCH, b"{}", 400),
+    ("application/json", b"[]", 400),
+    (SINGLE, b"{not json", 400),
+    (SINGLE, b"", 400),
+    ("application/json; charset=latin-1", b"{}", 400),
+])
+def test_wrong_content_type_or_shape(client, content_type, payload, status):
+    headers = {"content-type": content_type} if content_type else {}
+    problem(client.http.post("/api/v1/events", content=payload, headers=headers), status)
+
+
+def test_an_empty_cloudevents_batch_is_accepted(client):
+    assert client.post_events([], BATCH).status_code == 204
+
+
+def test_charset_utf8_parameter_is_accepted(client, count_meter, uid):
+    slug, event_type = count_meter
+    response = client.http.post("/api/v1/events", content=json.dumps(event(f"{uid}-1", event_type, "s")),
+                                headers={"content-type": "application/cloudevents+json; charset=utf-8"})
+    assert response.status_code == 204
+
+
+def test_oversized_body_and_batch_answer_413(client, uid):
+    huge = event(f"{uid}-1", "t", "s", data={"blob": "x" * (5 * 1024 * 1024)})
+    problem(client.post_events(huge), 413)
+    many = [event(f"{uid}-{i}", "t", "s") for i in range(10_001)]
+    problem(client.post_events(many), 413)
+
+
+def test_time_defaults_to_now_and_keeps_microseconds(client, count_meter, uid):
+    _, event_type = count_meter
+    client.ingest([event(f"{uid}-a", event_type, "s"),
+                   event(f"{uid}-b", event_type, "s", time="2024-02-29T12:34:56.123456789+02:00")])
+    items = client.events_until(lambda r: len(r) >= 2, id=uid, from_="2024-01-01T00:00:00Z")
+    times = {item["event"]["id"]: item["event"]["time"] for item in items}
+    assert times[f"{uid}-b"] == "2024-02-29T10:34:56.123456Z"
+    assert times[f"{uid}-a"] > "2024-03"
+
+
+def test_duplicates_within_and_across_requests_count_once(client, count_meter, uid):
+    slug, event_type = count_meter
+    same = event(f"{uid}-dup", event_type, "s")
+    client.ingest([same, same, event(f"{uid}-other", event_type, "s")])
+    client.ingest(same)
+    client.ingest(event(f"{uid}-dup", event_type, "s", source="another-source"))  # another source: another event
+    answer = client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] >= 3)
+    assert answer["data"][0]["value"] == 3
+
+
+def test_extension_attributes_are_kept(client, count_meter, uid):
+    _, event_type = count_meter
+    client.ingest(event(f"{uid}-x", event_type, "s", traceparent="00-abc-def-01", tenant="acme"))
+    items = client.events_until(bool, id=f"{uid}-x")
+    assert items[0]["event"]["tenant"] == "acme" and items[0]["event"]["traceparent"] == "00-abc-def-01"
+
+
+def test_unknown_route_and_method_are_problems(client):
+    problem(client.http.get("/api/v1/nothing"), 404)
+    problem(client.http.delete("/api/v1/events"), 405)
