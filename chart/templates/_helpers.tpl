@@ -77,7 +77,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if .Values.postgres.cluster.name -}}
 {{- .Values.postgres.cluster.name -}}
 {{- else if .Values.postgres.cluster.create -}}
-{{- include "bp-openmeter.componentName" (list . "pg") -}}
+{{- /* 50 characters at most: the operator derives pod, service and secret names from it. */ -}}
+{{- printf "%s-pg" (include "bp-openmeter.fullname" . | trunc 47 | trimSuffix "-") -}}
 {{- else -}}
 {{- fail "postgres.cluster.name: required when postgres.cluster.create is false (the existing CloudNativePG cluster to use)" -}}
 {{- end -}}

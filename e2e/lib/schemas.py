@@ -30,6 +30,8 @@ _DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 # Kinds whose name becomes a DNS label (a Service's name is its DNS name).
 _DNS_1035_KINDS = {"Service"}
+# Kinds whose name becomes a label value (a Job's pods carry job-name: <name>).
+_LABEL_NAMED_KINDS = {"Job"}
 
 
 class SchemaError(ValueError):
@@ -132,6 +134,8 @@ def _validate_names(obj: Mapping[str, Any]) -> None:
             raise SchemaError(f"{describe(obj)}: metadata.name must be a DNS-1035 label (63 characters at most)")
     elif len(name) > 253 or not all(_DNS_LABEL.match(part) for part in name.split(".")):
         raise SchemaError(f"{describe(obj)}: metadata.name must be a DNS-1123 subdomain")
+    if obj["kind"] in _LABEL_NAMED_KINDS and len(name) > 63:
+        raise SchemaError(f"{describe(obj)}: metadata.name must fit a label value (63 characters at most)")
     for where, labels in _label_maps(obj):
         for key, value in (labels or {}).items():
             if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
