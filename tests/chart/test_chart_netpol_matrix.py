@@ -20,6 +20,8 @@ from tests.chart.chart_layout import (
     egress_targets, layout, needs_matrix,
 )
 
+pytestmark = pytest.mark.helm
+
 
 @pytest.fixture(scope="module")
 def policies():

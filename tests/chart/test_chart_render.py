@@ -11,6 +11,8 @@ from e2e.lib.render import (
 )
 from e2e.lib.schemas import SchemaError, validate_object
 
+pytestmark = pytest.mark.helm
+
 MONITORING = "monitoring.coreos.com/v1"
 
 PROFILES = {

@@ -6,6 +6,8 @@ import pytest
 
 from e2e.lib.render import RenderError, find, get, render_chart
 
+pytestmark = pytest.mark.helm
+
 MONITORING = "monitoring.coreos.com/v1"
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from e2e.lib.render import CHART_DIR, RenderError, chart_values, render_chart
 
+pytestmark = pytest.mark.helm
+
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 
 
