@@ -14,6 +14,7 @@ import pytest
 
 from e2e.lib.netpol_model import NAMESPACE_NAME_LABEL, ContainerPort, External, Layout, Pod, Target, expected_egress
 from e2e.lib.render import find, merge_values, render_chart
+from e2e.lib.tools import REPO_ROOT
 from e2e.lib.truth_table import Key, Outcome, diff, report
 from tests.chart.chart_layout import (
     ENGINE_PODS, INGRESS_ALLOWED, INGRESS_SOURCES, INGRESS_TARGETS, NAMESPACE, NEEDS, RELEASE, VALUES, cnpg_instance,
@@ -169,3 +170,25 @@ def test_probe_pods_with_engine_labels_get_the_engine_matrix(policies):
     for component in ENGINE_PODS:
         assert observed.allowed_from(f"probe-{component}") == NEEDS[component]
     assert observed[Key("probe-api", "kubernetes-api", 6443)] is Outcome.BLOCKED
+
+
+# ── the truth table published in README.md ───────────────────────────────────
+
+README = REPO_ROOT / "README.md"
+TABLE_START, TABLE_END = "<!-- netpol-truth-table:start -->", "<!-- netpol-truth-table:end -->"
+
+
+def readme_truth_table(policies) -> str:
+    cluster = layout()
+    egress = expected_egress(policies, cluster, ENGINE_PODS, egress_targets(cluster))
+    ingress = expected_egress(policies, cluster, INGRESS_SOURCES, INGRESS_TARGETS)
+    return "\n".join(["```text", egress.render("egress of the engine pods"), "",
+                      ingress.render("ingress to the engine pods"), "```"])
+
+
+def test_readme_truth_table_is_current(policies):
+    text = README.read_text()
+    assert TABLE_START in text and TABLE_END in text, f"README.md needs the {TABLE_START} ... {TABLE_END} block"
+    published = text.split(TABLE_START)[1].split(TABLE_END)[0].strip()
+    current = readme_truth_table(policies)
+    assert published == current, f"README.md's truth table is stale; replace its block with:\n{current}"
