@@ -23,6 +23,10 @@ and targets. The rules it follows, from the Kubernetes API reference:
   name, resolved on the destination pod; ``protocol`` defaults to TCP.
 * A connection to a pod needs the source's egress AND the destination's ingress.
 
+Not modelled: Services (policies see the pod behind a Service address and its
+container port, so give the target pod and its targetPort), host-network pods,
+and traffic from a pod's own node (always admitted by ingress isolation).
+
 Usage (the e2e probe matrix):
 
     layout = Layout(namespaces=[Namespace("openmeter"), Namespace("db")],
