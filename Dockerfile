@@ -19,8 +19,7 @@ RUN groupadd --gid 65532 engine && useradd --uid 65532 --gid 65532 --no-create-h
 COPY --from=build /opt/engine /opt/engine
 ENV PATH=/opt/engine/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    BPOM_CONFIG=/etc/bp-openmeter/config.yaml
+    PYTHONUNBUFFERED=1
 USER 65532:65532
 EXPOSE 8888 10000
 ENTRYPOINT ["bp-openmeter"]
