@@ -49,8 +49,7 @@ def chart(session: nox.Session) -> None:
 @nox.session
 def engine(session: nox.Session) -> None:
     """Engine integration tests against real PostgreSQL, nats-server (JetStream) and Valkey."""
-    # The official SDK is a pre-release; pinning it exactly keeps --pre from pulling pre-releases of everything else.
-    session.install("-e", ".[test]", "openmeter==1.0.0b236")
+    session.install("-e", ".[test]")
     session.run("pytest", "tests/engine", *session.posargs)
 
 

@@ -95,6 +95,7 @@ class LocalStack:
     sink_telemetry_ports: list[int]
     namespace: str
     database_url: str
+    config: dict = field(default_factory=dict)
     api: EngineProcess | None = None
     sinks: list[EngineProcess] = field(default_factory=list)
 
@@ -201,7 +202,7 @@ def start_local_stack(root: Path, servers: Servers, meters: list[dict] | None = 
                 "BPOM_VALKEY_URL": servers.valkey_url if with_valkey else "", "PYTHONUNBUFFERED": "1"})
     stack = LocalStack(root=root, servers=servers, config_path=config_path, env=env, api_port=api_port,
                        api_telemetry_port=telemetry_port, sink_telemetry_ports=[], namespace=config["namespace"],
-                       database_url=database_url)
+                       database_url=database_url, config=config)
     try:
         stack.migrate()
         stack.start_api()

@@ -144,9 +144,8 @@ def validation_error(event_type: str, data: Any, meters: list[Meter]) -> str | N
 
 
 async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: ListParams) -> list[dict]:
-    start = params.start
-    if start is None and params.ingested_from is None and params.event_id is None:
-        start = utcnow() - DEFAULT_LOOKBACK  # as upstream: a bounded default window
+    # As upstream: without `from`, the last 32 days (a bounded scan, whatever the other filters).
+    start = params.start if params.start is not None else utcnow() - DEFAULT_LOOKBACK
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(_QUERY, {"ns": namespace, "start": start, "end": params.end,
                                "ing_from": params.ingested_from, "ing_to": params.ingested_to,

@@ -29,8 +29,10 @@ class JsonPath:
     segments: tuple[str | int, ...]
 
     def to_postgres(self) -> str:
-        """SQL/JSON path text in lax mode: keys always quoted, so no key can change the path's meaning."""
-        out = ["$"]
+        """SQL/JSON path text: keys always quoted, so no key can change the path's meaning; strict
+        mode (evaluated with silent=true), so that PostgreSQL finds exactly what `find` finds:
+        lax mode would wrap a scalar as an array and unwrap arrays on member access."""
+        out = ["strict $"]
         for seg in self.segments:
             if isinstance(seg, int):
                 out.append(f"[{seg}]")

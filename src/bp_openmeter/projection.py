@@ -15,14 +15,14 @@ PROJECTED = """
 projected AS (
     SELECT m.pk AS meter_pk,
            s.subject,
-           COALESCE((SELECT jsonb_object_agg(g.k, bpom_text(jsonb_path_query_first(s.data, g.p)))
+           COALESCE((SELECT jsonb_object_agg(g.k, bpom_text(jsonb_path_query_first(s.data, g.p, '{}', true)))
                        FROM unnest(m.group_keys, m.group_paths) AS g(k, p)), '{}'::jsonb) AS groups,
            date_trunc('minute', s.time) AS minute,
            s.time, s.id, s.source,
            CASE WHEN m.aggregation IN ('SUM', 'AVG', 'MIN', 'MAX', 'LATEST')
-                THEN bpom_number(jsonb_path_query_first(s.data, m.value_path)) END AS num,
+                THEN bpom_number(jsonb_path_query_first(s.data, m.value_path, '{}', true)) END AS num,
            CASE WHEN m.aggregation = 'UNIQUE_COUNT'
-                THEN bpom_text(jsonb_path_query_first(s.data, m.value_path)) END AS str
+                THEN bpom_text(jsonb_path_query_first(s.data, m.value_path, '{}', true)) END AS str
       FROM src s
       JOIN meters m
         ON m.namespace = s.namespace
