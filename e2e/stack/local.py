@@ -188,12 +188,13 @@ def stack_config(servers: Servers, stack_id: str, meters: list[dict], api_port: 
 
 
 def start_local_stack(root: Path, servers: Servers, meters: list[dict] | None = None, *,
-                      sinks: int = 1, overrides: dict | None = None, with_valkey: bool = True) -> LocalStack:
+                      sinks: int = 1, overrides: dict | None = None, with_valkey: bool = True,
+                      api_port: int | None = None, telemetry_port: int | None = None) -> LocalStack:
     """Create a database, write a config, run migrate, start api and `sinks` sink processes."""
     stack_id = uuid.uuid4().hex[:10]
     root.mkdir(parents=True, exist_ok=True)
     database_url = create_database(servers.postgres_url, f"om_{stack_id}")
-    api_port, telemetry_port = free_port(), free_port()
+    api_port, telemetry_port = api_port or free_port(), telemetry_port or free_port()
     config = stack_config(servers, stack_id, meters or [], api_port, telemetry_port, overrides)
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
