@@ -32,7 +32,7 @@ import pytest
 from e2e.lib import canary as canary_lib
 from e2e.lib import live_layout, netpol_report
 from e2e.lib.diagnostics import collect_cluster
-from e2e.lib.kube import Kubectl, wait_for_running
+from e2e.lib.kube import Kubectl, wait_for_default_service_account, wait_for_running
 from e2e.lib.probes import (
     PROBE_LABEL, RUN_LABEL, Cell, ProbeCommand, engine_roles, observe, owner_reference, probe_pod, probe_pod_name,
     program_configmap, server_pod, service, settle,
@@ -107,13 +107,15 @@ def canary(env: Env, request) -> Iterator[canary_lib.Verdict]:
     namespace = env.run_id.namespace("canary")
     image = env.platform.netpol.probe_image
     configmap = f"bpom-probe-{run}"
-    kubectl.apply([namespace_manifest(namespace, {RUN_LABEL: run}),
-                   program_configmap(configmap, namespace, run),
-                   server_pod(canary_lib.SERVER, namespace, canary_lib.SERVER_LABELS, image, canary_lib.PORT, run),
-                   probe_pod(canary_lib.CLIENT, namespace, canary_lib.CLIENT_LABELS, image, None, configmap, run,
-                             "canary")])
     verdict = None
     try:
+        kubectl.apply([namespace_manifest(namespace, {RUN_LABEL: run})])
+        wait_for_default_service_account(kubectl, namespace)
+        kubectl.apply([program_configmap(configmap, namespace, run),
+                       server_pod(canary_lib.SERVER, namespace, canary_lib.SERVER_LABELS, image, canary_lib.PORT,
+                                  run),
+                       probe_pod(canary_lib.CLIENT, namespace, canary_lib.CLIENT_LABELS, image, None, configmap,
+                                 run, "canary")])
         wait_for_running(kubectl, namespace, f"{RUN_LABEL}={run}", [canary_lib.SERVER, canary_lib.CLIENT],
                          TIMEOUTS.probe_pods_ready, f"canary pods in {namespace} running")
         server_ip = kubectl.json("get", "pod", canary_lib.SERVER, "--namespace", namespace)["status"]["podIP"]
@@ -174,8 +176,9 @@ def probes(env: Env, canary, request) -> Iterator[Probes]:
     configmap = f"bpom-probe-{run}"
     pods = {role: probe_pod_name(role, run) for role in sorted(roles)}
     try:
-        kubectl.apply([namespace_manifest(unrelated, {RUN_LABEL: run}),
-                       server_pod(web, unrelated, web_labels, image, port, run),
+        kubectl.apply([namespace_manifest(unrelated, {RUN_LABEL: run})])
+        wait_for_default_service_account(kubectl, unrelated)
+        kubectl.apply([server_pod(web, unrelated, web_labels, image, port, run),
                        service(web, unrelated, web_labels, port, run),
                        program_configmap(configmap, env.namespace, run)])
         owner = owner_reference(kubectl.json("get", "configmap", configmap, "--namespace", env.namespace))
@@ -230,7 +233,8 @@ def matrix_inputs(env: Env, probes: Probes) -> MatrixInputs:
     return MatrixInputs(cap, live_layout.expected(cap), live_layout.cells(cap, env.namespace, TIMEOUTS.probe_connect))
 
 
-def test_live_policies_are_the_rendered_ones(env: Env):
+def test_live_policies_are_the_rendered_ones(env: Env, canary):
+    require_enforcing(canary)
     live = env.kubectl.json("get", "networkpolicies", "--namespace", env.namespace)["items"]
     drift = live_layout.policy_drift(env.rendered, live, env.namespace)
     assert not drift, "the chart's NetworkPolicies on the cluster are not the ones this checkout renders " \

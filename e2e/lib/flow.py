@@ -243,6 +243,8 @@ def diagnostics(plan: Plan, label: str = "flow") -> Path:
 
     kubectl = _kubectl(plan)
     namespaces = {plan.platform.blueprint.namespace, *(c.namespace for c in plan.platform.charts)}
+    if uses_databases(plan):
+        namespaces.add(plan.platform.databases.namespace)
     try:
         namespaces.update(namespaces_with_label(kubectl, f"{RUN_LABEL}={plan.run_id.value}"))
     except KubeError as exc:

@@ -240,3 +240,12 @@ def wait_for_running(kubectl: Kubectl, namespace: str, selector: str, names: Seq
         wait_until(running, timeout, what)
     except TimeoutError as exc:
         raise TimeoutError(f"{exc}: " + "; ".join(last)) from None
+
+
+def wait_for_default_service_account(kubectl: Kubectl, namespace: str, timeout: float = 60.0) -> None:
+    """A new namespace gets its `default` ServiceAccount a moment later; pods created before it are refused."""
+    def exists() -> bool:
+        return kubectl.run("get", "serviceaccount", "default", "--namespace", namespace, check=False,
+                           timeout=30).returncode == 0
+
+    wait_until(exists, timeout, f"the default ServiceAccount of new namespace {namespace}")
