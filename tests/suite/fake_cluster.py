@@ -22,7 +22,6 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 KINDS = {"namespace": "Namespace", "namespaces": "Namespace", "pod": "Pod", "pods": "Pod",
