@@ -1,15 +1,23 @@
-"""A stand-in for kubectl and helm, backed by a JSON file: enough cluster for the NetworkPolicy test's glue.
+"""A stand-in for kubectl and helm, backed by a JSON file: enough cluster for the live tests' glue.
 
-`tests/suite/test_netpol_glue.py` runs e2e/test_netpol.py with `--target kind`
-against it, so every kubectl and helm call of the test module (apply on stdin, gets,
-waits, exec of the probe program, port-forward, deletes, diagnostics) is made and
-answered. It is not a cluster: an exec of the probe program is answered by the
-NetworkPolicy model on the stored policies (an ideal network plugin), unless
-FAKE_ENFORCE=0 (a plugin that ignores policy) or FAKE_LEAK names a cell the
-plugin gets wrong (`<source pod>-><target ip>:<port>`).
+`tests/suite/test_live_glue.py` runs e2e/test_netpol.py and e2e/test_cluster_toggles.py
+with `--target kind` against it, so every kubectl and helm call of those modules
+(apply on stdin, gets, waits, exec of the probe program, port-forwards, helm
+upgrade/uninstall/get values, deletes, diagnostics) is made with its real arguments
+and answered. It is not a cluster:
+
+* an exec of the probe program is answered by the NetworkPolicy model on the stored
+  policies (an ideal network plugin), unless FAKE_ENFORCE=0 (a plugin that ignores
+  policy) or FAKE_LEAK names a cell the plugin gets wrong
+  (`<source pod>-><target ip>:<port>`, `;`-separated);
+* `helm upgrade --install` renders the chart with the real helm (`helm template`, the
+  same chart directory and values files) and stores the objects, one Running pod per
+  Deployment; an HPA reports it can scale;
+* a port-forward to a pod answers HTTP: /metrics with Prometheus text on a port the
+  pod declares (FAKE_METRICS=none: 404 everywhere).
 
     FAKE_CLUSTER_STATE  the JSON state file (objects, helm values)
-    FAKE_REAL_HELM      the real helm, for everything but `helm get values`
+    FAKE_REAL_HELM      the real helm, for `template` and everything the fake does not answer
 """
 
 from __future__ import annotations
@@ -27,7 +35,10 @@ NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 KINDS = {"namespace": "Namespace", "namespaces": "Namespace", "pod": "Pod", "pods": "Pod",
          "configmap": "ConfigMap", "configmaps": "ConfigMap", "service": "Service", "services": "Service",
          "secret": "Secret", "networkpolicies": "NetworkPolicy", "networkpolicy": "NetworkPolicy",
-         "serviceaccount": "ServiceAccount", "endpointslices": "EndpointSlice"}
+         "serviceaccount": "ServiceAccount", "endpointslices": "EndpointSlice", "deployments": "Deployment",
+         "servicemonitors.monitoring.coreos.com": "ServiceMonitor", "podmonitors.monitoring.coreos.com": "PodMonitor",
+         "horizontalpodautoscalers": "HorizontalPodAutoscaler", "horizontalpodautoscaler": "HorizontalPodAutoscaler"}
+METRICS = "# HELP bpom_ingest_requests_total Ingest requests\n# TYPE bpom_ingest_requests_total counter\n"
 
 
 # --- state ---------------------------------------------------------------------------------------
@@ -157,15 +168,31 @@ def option(args, name):
 
 
 def port_forward(args):
-    local = int(args[-1].split(":")[0])
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", local))
-    srv.listen(8)
+    """Listen on the local port; a pod target answers HTTP (/metrics on a declared port), a Service just accepts."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    local, _, remote = args[-1].partition(":")
+    target, namespace = args[-2], option(args, "--namespace")
+    with locked_state(False) as state:
+        pods = find(state, "Pod", namespace, target.split("/", 1)[1]) if target.startswith("pod/") else []
+    declared = {str(cp["containerPort"]) for p in pods for c in p["spec"]["containers"] for cp in c.get("ports", [])}
+    serves = bool(pods) and remote in declared and os.environ.get("FAKE_METRICS") != "none"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = serves and self.path == "/metrics"
+            body = (METRICS if ok else "not found\n").encode()
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    while True:
-        conn, _ = srv.accept()
-        conn.close()
+    HTTPServer(("127.0.0.1", int(local)), Handler).serve_forever()
 
 
 def kubectl(args: list[str], stdin: str) -> tuple[int, str, str]:
@@ -219,11 +246,63 @@ def kubectl(args: list[str], stdin: str) -> tuple[int, str, str]:
         return 0, json.dumps({"apiVersion": "v1", "kind": "List", "items": items}), ""
 
 
+def helm_install(args: list[str]) -> int:
+    """`upgrade --install REL CHART ...`: render with the real helm, store the objects, run the Deployments."""
+    import subprocess
+
+    import yaml
+
+    release, chart = args[2], args[3]
+    namespace = option(args, "--namespace")
+    values = [args[i + 1] for i, a in enumerate(args) if a == "--values"]
+    argv = [os.environ["FAKE_REAL_HELM"], "template", release, chart, "--namespace", namespace,
+            "--api-versions", "monitoring.coreos.com/v1"]
+    for path in values:
+        argv += ["--values", path]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        return proc.returncode
+    with locked_state(True) as state:
+        if not find(state, "Namespace", name=namespace):
+            state["objects"].append(admit(state, {"apiVersion": "v1", "kind": "Namespace",
+                                                  "metadata": {"name": namespace}}))
+        for obj in filter(None, yaml.safe_load_all(proc.stdout)):
+            meta(obj).setdefault("namespace", namespace)
+            if obj["kind"] == "HorizontalPodAutoscaler":
+                obj["status"] = {"conditions": [{"type": "AbleToScale", "status": "True"},
+                                                {"type": "ScalingActive", "status": "True"}]}
+            state["objects"].append(admit(state, obj))
+            if obj["kind"] == "Deployment":
+                template = obj["spec"]["template"]
+                state["objects"].append(admit(state, {
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": f"{meta(obj)['name']}-5d9f8-x2x2x", "namespace": namespace,
+                                 "labels": dict(template["metadata"].get("labels") or {})},
+                    "spec": template["spec"]}))
+    return 0
+
+
+def helm_uninstall(args: list[str]) -> int:
+    release, namespace = args[1], option(args, "--namespace")
+    with locked_state(True) as state:
+        state["objects"] = [o for o in state["objects"] if not (
+            meta(o).get("namespace") == namespace
+            and meta(o).get("labels", {}).get("app.kubernetes.io/instance") == release)]
+    return 0
+
+
 def helm(args: list[str]) -> None:
-    if "get" in args and "values" in args:
+    if args and args[0] == "--kubeconfig":
+        args = args[2:]
+    if args[:2] == ["get", "values"]:
         with locked_state(False) as state:
             print(json.dumps(state["helm_values"]))
         sys.exit(0)
+    if args[:2] == ["upgrade", "--install"]:
+        sys.exit(helm_install(args))
+    if args[:1] == ["uninstall"]:
+        sys.exit(helm_uninstall(args))
     real = os.environ["FAKE_REAL_HELM"]
     os.execv(real, [real, *args])
 

@@ -1,11 +1,18 @@
-"""e2e/test_netpol.py run whole, with `--target kind`, against a stand-in kubectl and helm.
+"""The cluster-only test modules run whole, with `--target kind`, against a stand-in kubectl and helm.
 
-Not a cluster (tests/suite/fake_cluster.py answers each probe with the
-NetworkPolicy model, as an ideal plugin would), but every call the live test makes
-is made, in order, with its real arguments: the release's values from helm, the
-rendering, the canary, the probe pods with their owner, the capture of the layout,
-the probes, the comparison, the report and the diagnostics. Three plugins: one that
-enforces, one that lets one cell through, one that ignores policy.
+Not a cluster (tests/suite/fake_cluster.py: each probe is answered by the
+NetworkPolicy model, as an ideal plugin would; `helm upgrade --install` renders the
+chart with the real helm and runs one pod per Deployment), but every call the live
+tests make is made, in order, with its real arguments.
+
+e2e/test_netpol.py: the release's values from helm, the rendering, the canary, the
+probe pods with their owner, the capture of the layout, the probes, the comparison,
+the report and the diagnostics; with a plugin that enforces, one that lets one cell
+through, one that ignores policy.
+
+e2e/test_cluster_toggles.py: the second release installed with the toggle values
+from the chart directory the tier really installs, its ServiceMonitor followed to
+the pods' ports and asked for /metrics, its HPA checked, the release uninstalled.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ def fake(tmp_path: Path) -> dict:
                                                 "state": {"running": {}}}]
         objects.append(live)
     objects += [dict(o, metadata={**o["metadata"], "namespace": BP.namespace})
-                for o in find(rendered, "NetworkPolicy") + find(rendered, "Service")]
+                for o in find(rendered, "NetworkPolicy") + find(rendered, "Service") + find(rendered, "Deployment")]
     objects.append({"kind": "EndpointSlice", "metadata": {"name": "kubernetes", "namespace": "default",
                                                           "labels": {"kubernetes.io/service-name": "kubernetes"}},
                     "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
@@ -72,12 +79,16 @@ def fake(tmp_path: Path) -> dict:
     return {"env": env, "artifacts": tmp_path / "artifacts", "state": state, "kubectl": bin_dir / "kubectl"}
 
 
-def run_netpol_tests(fake: dict, *extra: str, **env: str) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "pytest", "e2e/test_netpol.py", "--target", "kind", "--backend", "cnpg",
+def run_live_tests(module: str, fake: dict, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "pytest", module, "--target", "kind", "--backend", "cnpg",
             "--run-id", RUN, "--artifacts-dir", str(fake["artifacts"]), "-p", "no:cacheprovider", "-rA",
             "-o", "addopts=", *extra]
     return subprocess.run(argv, cwd=REPO_ROOT, env={**fake["env"], **env}, capture_output=True, text=True,
                           timeout=600)
+
+
+def run_netpol_tests(fake: dict, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    return run_live_tests("e2e/test_netpol.py", fake, *extra, **env)
 
 
 def summary(proc: subprocess.CompletedProcess) -> str:
@@ -124,3 +135,24 @@ def test_a_plugin_known_not_to_enforce_skips_with_the_reason(fake):
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "passed" not in summary(proc) and "skipped" in summary(proc), summary(proc)
     assert "known not to enforce" in proc.stdout
+
+
+# --- e2e/test_cluster_toggles.py ---------------------------------------------------------------------
+
+def test_toggles_install_a_release_whose_monitor_scrapes_metrics_and_whose_hpa_scales(fake):
+    proc = run_live_tests("e2e/test_cluster_toggles.py", fake)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert "3 passed" in summary(proc), proc.stdout[-3000:]
+    state = json.loads(fake["state"].read_text())
+    assert not [o for o in state["objects"] if o["metadata"].get("namespace") == f"bpom-toggles-{RUN}"], \
+        "the toggle release and its namespace are removed"
+    overrides = json.loads((fake["artifacts"] / "values" / "bpom-toggles.overrides.yaml").read_text())
+    assert overrides["serviceMonitor"] == {"enabled": True} and overrides["hpa"] == {"enabled": True}
+
+
+def test_toggles_fail_when_the_scraped_port_serves_no_metrics(fake):
+    proc = run_live_tests("e2e/test_cluster_toggles.py", fake, FAKE_METRICS="none")
+    assert proc.returncode == 1
+    assert "1 failed" in summary(proc) and "2 passed" in summary(proc), summary(proc)
+    assert "/metrics: HTTP 404" in proc.stdout and "port 10000 (telemetry, behind Service" in proc.stdout
+    assert (fake["artifacts"] / "toggles" / "commands.txt").is_file(), "diagnostics of the toggle namespace"
