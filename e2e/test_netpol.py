@@ -69,8 +69,9 @@ class Env:
 
 
 def _module_failed(request: pytest.FixtureRequest) -> bool:
-    return any(getattr(item, "rep_call", None) is not None and item.rep_call.failed
-               for item in request.session.items if item.module is request.module)
+    """A test of this module failed, or errored in its setup (reports kept by conftest.py)."""
+    return any(getattr(getattr(item, f"rep_{phase}", None), "failed", False)
+               for item in request.session.items if item.module is request.module for phase in ("setup", "call"))
 
 
 @pytest.fixture(scope="module")
