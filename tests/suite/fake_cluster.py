@@ -26,7 +26,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
