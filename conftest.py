@@ -12,6 +12,8 @@ without the plugin.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -27,6 +29,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where diagnostics of a failed run are saved (default .artifacts/<run-id>)")
     group.addoption("--release-namespace", default=None,
                     help="namespace of the chart release under test on --target kind (default: fixtures/platform.yaml)")
+    group.addoption("--cni-not-enforcing", action="store_true",
+                    default=os.environ.get("BPOM_E2E_CNI_NOT_ENFORCING", "") not in ("", "0", "false"),
+                    help="the cluster's network plugin is known not to enforce NetworkPolicy: when the default-deny "
+                         "canary confirms it, the NetworkPolicy tests skip with that reason instead of failing "
+                         "(env BPOM_E2E_CNI_NOT_ENFORCING=1)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -32,6 +32,8 @@ nox.options.error_on_missing_interpreters = True
 TEST_DEPS = [".[test]"]
 # The kind tier: the suite's packages plus the cluster plugin and client, pinned.
 KIND_DEPS = ["kubernetes>=31", "pytest-kind-ng==26.7.0", "PyYAML>=6.0"]
+# Rendering the chart (e2e/lib/render.py) validates objects offline: the Kubernetes JSON schemas, pinned.
+RENDER_DEPS = ["kubernetes-validate==1.37.0", "jsonschema>=4.23"]
 
 
 @nox.session
@@ -56,7 +58,7 @@ def engine(session: nox.Session) -> None:
 @nox.session
 def suite(session: nox.Session) -> None:
     """The e2e suite's own unit tests, and its usage tests against a locally started engine stack."""
-    session.install("-e", ".[test]", "kubernetes>=31")
+    session.install("-e", ".[test]", "kubernetes>=31", *RENDER_DEPS)
     session.run("pytest", "tests/suite", "e2e", "--target", "local", *session.posargs)
 
 
@@ -64,7 +66,7 @@ def _kind_step(session: nox.Session, step: str) -> None:
     """Check the step's prerequisites first (seconds, with only PyYAML installed), then install and run it."""
     session.install("PyYAML>=6.0")
     session.run("python", "-m", "e2e", step, "--preflight-only", *session.posargs)
-    session.install("-e", ".[test]", *KIND_DEPS)
+    session.install("-e", ".[test]", *KIND_DEPS, *RENDER_DEPS)
     session.run("python", "-m", "e2e", step, *session.posargs)
 
 

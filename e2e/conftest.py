@@ -9,6 +9,7 @@ Diagnostics are saved when a test failed, before anything is stopped or deleted.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -71,7 +72,7 @@ def _option(config: pytest.Config, name: str) -> Any:
 def target(request: pytest.FixtureRequest, run_id: RunId, artifacts: Path, fixture_meters, platform_config):
     config = request.config
     if config.getoption("--target") == "kind":
-        kubeconfig = _option(config, "kubeconfig")
+        kubeconfig = _option(config, "kubeconfig") or os.environ.get("BPOM_E2E_KUBECONFIG")
         cluster_name = _option(config, "cluster_name") or platform_config.cluster_name
         path = Path(kubeconfig) if kubeconfig else REPO_ROOT / ".pytest-kind" / cluster_name / "kubeconfig"
         namespace = config.getoption("--release-namespace") or platform_config.blueprint.namespace

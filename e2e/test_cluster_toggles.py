@@ -1,10 +1,12 @@
 """Observability and HPA toggles on a live cluster (kind target only).
 
-The release under test (default values) must carry no ServiceMonitor and no HPA.
-A second release of the same chart, in a namespace of this test run, opts into
-both; its ServiceMonitor must select a Service whose port really serves Prometheus
-metrics, and its HPA must target the Deployment the chart really renders and be
-able to scale (metrics-server has data for it).
+The release under test (the profile's values) must carry no ServiceMonitor and no
+HPA. A second release of the same chart, in a namespace of this test run, opts into
+both (`serviceMonitor.enabled`, `hpa.enabled`; the paths come from
+fixtures/platform.yaml and a cluster-free test renders the chart with them): every
+pod its ServiceMonitor makes Prometheus scrape must answer Prometheus text with the
+engine's metrics at the scraped container port and path, and its HPA must target
+the Deployment the chart really renders and be able to scale.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import httpx
 import pytest
 
 from e2e.lib.kube import KubeError, Kubectl, PortForward, wait_until
+from e2e.lib.monitoring import hpa_target_problem, scrape_targets
 from e2e.lib.timeouts import TIMEOUTS
 
 pytestmark = pytest.mark.kind_only
 RUN_LABEL = "bp-openmeter.e2e/run"
+ENGINE_METRIC = "# TYPE bpom_"     # every engine process exports bpom_* metrics (src/bp_openmeter/metrics.py)
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -40,7 +45,7 @@ def cluster(target, platform_config, request) -> ClusterEnv:
     backend = request.config.getoption("--backend")
     if platform_config.blueprint.api[backend].metrics_port is None:
         pytest.skip(f"the {backend} profile deploys upstream OpenMeter; the toggles under test are the engine's")
-    helm = Helm(ensure_tools().helm, target.kubeconfig, cache=Path(__file__).resolve().parents[1] / ".cache" / "helm")
+    helm = Helm(ensure_tools().helm, target.kubeconfig, cache=REPO_ROOT / ".cache" / "helm")
     return ClusterEnv(target.kubectl, helm, platform_config, backend, target.namespace)
 
 
@@ -66,26 +71,25 @@ def _running_image(cluster: ClusterEnv) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def toggled_release(cluster: ClusterEnv, run_id, request, artifacts) -> Iterator[tuple[str, str]]:
     """The chart installed again with ServiceMonitor and HPA on, in a namespace of this run."""
-    from e2e.lib.chart import install_args, uninstall_args
+    from e2e.lib.chart import TOGGLES_RELEASE, install_blueprint, toggles_release_sets, uninstall_args
+    from e2e.lib.database import namespace_manifest
     from e2e.lib.diagnostics import collect_cluster
 
     bp = cluster.platform.blueprint
     namespace = run_id.namespace("toggles")
-    release = "bpom-toggles"
-    cluster.kubectl.run("create", "namespace", namespace)
-    cluster.kubectl.run("label", "namespace", namespace, f"{RUN_LABEL}={run_id.value}")
+    cluster.kubectl.apply([namespace_manifest(namespace, {RUN_LABEL: run_id.value})])
     repository, tag = _running_image(cluster)
-    sets = {bp.toggles["serviceMonitor"]: "true", bp.toggles["hpa"]: "true"}
     try:
-        cluster.helm.run(install_args(bp, cluster.backend, repository, tag, release=release, namespace=namespace,
-                                      sets=sets), timeout=TIMEOUTS.helm_install + 20)
-        yield namespace, release
+        install_blueprint(cluster.helm, bp, cluster.backend, repository, tag, artifacts / "values",
+                          release=TOGGLES_RELEASE, namespace=namespace,
+                          sets=toggles_release_sets(bp, run_id.value))
+        yield namespace, TOGGLES_RELEASE
     finally:
         failed = any(getattr(item, "rep_call", None) is not None and item.rep_call.failed
                      for item in request.session.items if item.module is request.module)
         if failed or request.session.testsfailed:
             collect_cluster(cluster.kubectl, [namespace], artifacts / "toggles")
-        cluster.helm.run(uninstall_args(release, namespace), timeout=320)
+        cluster.helm.run(uninstall_args(TOGGLES_RELEASE, namespace), timeout=320)
         cluster.kubectl.run("delete", "namespace", namespace, "--wait=true", "--timeout=300s", timeout=320)
 
 
@@ -95,42 +99,31 @@ def test_default_release_has_no_service_monitor_and_no_hpa(cluster):
     assert _items(cluster.kubectl, "horizontalpodautoscalers", cluster.namespace) == []
 
 
-def _matches(selector: dict, labels: dict) -> bool:
-    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
-
-
 def test_service_monitor_scrapes_a_port_that_serves_metrics(cluster, toggled_release):
     namespace, _ = toggled_release
     monitors = _items(cluster.kubectl, "servicemonitors.monitoring.coreos.com", namespace)
     assert len(monitors) == 1, f"expected one ServiceMonitor in {namespace}, found {len(monitors)}"
-    spec = monitors[0]["spec"]
-    services = [s for s in _items(cluster.kubectl, "services", namespace)
-                if _matches(spec.get("selector", {}), s["metadata"].get("labels", {}))]
-    assert services, f"the ServiceMonitor selects no Service in {namespace}: selector {spec.get('selector')}"
-    for endpoint in spec["endpoints"]:
-        port_name = endpoint.get("port")
-        path = endpoint.get("path", "/metrics")
-        for service in services:
-            ports = {p.get("name"): p["port"] for p in service["spec"]["ports"]}
-            assert port_name in ports, (f"ServiceMonitor endpoint port {port_name!r} is not a port of Service "
-                                        f"{service['metadata']['name']} (ports: {sorted(map(str, ports))})")
-            with PortForward(cluster.kubectl, namespace, f"svc/{service['metadata']['name']}",
-                             str(ports[port_name])) as forward:
-                response = httpx.get(forward.url + path, timeout=10)
-            assert response.status_code == 200, f"{path} on {service['metadata']['name']}:{port_name}: " \
-                                                 f"HTTP {response.status_code}"
-            assert "# TYPE " in response.text, f"{path} on {service['metadata']['name']}:{port_name} " \
-                                               "does not look like Prometheus exposition text"
+    pods = {p["metadata"]["name"]: p for p in _items(cluster.kubectl, "pods", namespace)
+            if p.get("status", {}).get("phase") == "Running"}
+    targets = scrape_targets(monitors[0], _items(cluster.kubectl, "services", namespace), pods.values())
+    scraped = {pods[t.pod]["metadata"]["labels"].get("app.kubernetes.io/component") for t in targets}
+    assert scraped >= {"api", "sink"}, f"the ServiceMonitor scrapes {targets}: not both api and sink pods"
+    for t in targets:
+        where = f"pod {t.pod} port {t.port} ({t.port_name or 'unnamed'}, behind Service {t.service}) {t.path}"
+        with PortForward(cluster.kubectl, namespace, f"pod/{t.pod}", str(t.port)) as forward:
+            response = httpx.get(forward.url + t.path, timeout=10)
+        assert response.status_code == 200, f"{where}: HTTP {response.status_code}"
+        assert response.headers.get("content-type", "").startswith("text/plain"), \
+            f"{where}: content-type {response.headers.get('content-type')!r} is not Prometheus text"
+        assert ENGINE_METRIC in response.text, f"{where}: no engine metric ({ENGINE_METRIC!r}) in the answer"
 
 
 def test_hpa_targets_the_rendered_deployment_and_can_scale(cluster, toggled_release):
     namespace, _ = toggled_release
     hpas = _items(cluster.kubectl, "horizontalpodautoscalers", namespace)
     assert len(hpas) == 1, f"expected one HorizontalPodAutoscaler in {namespace}, found {len(hpas)}"
-    target = hpas[0]["spec"]["scaleTargetRef"]
-    assert target["kind"] == "Deployment", f"the HPA targets a {target['kind']}"
-    names = [d["metadata"]["name"] for d in _items(cluster.kubectl, "deployments", namespace)]
-    assert target["name"] in names, f"the HPA targets Deployment {target['name']!r}; the chart renders {names}"
+    problem = hpa_target_problem(hpas[0], _items(cluster.kubectl, "deployments", namespace))
+    assert problem is None, problem
     name = hpas[0]["metadata"]["name"]
 
     def conditions() -> dict[str, str]:

@@ -8,6 +8,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from e2e.lib.selectors import parse_selector
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "fixtures"
 PLATFORM_FILE = FIXTURES / "platform.yaml"
@@ -33,6 +35,50 @@ class ApiService:
     selector: str
     port: str
     metrics_port: str | None
+
+
+@dataclass(frozen=True)
+class DatabaseCluster:
+    """A CloudNativePG Cluster the platform step creates."""
+
+    name: str
+    instances: int
+    storage: str
+    database: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class Databases:
+    namespace: str
+    clusters: tuple[DatabaseCluster, ...]
+    engine_cluster: str          # the cluster whose app Secret the engine uses
+    secret_copy: str             # the copy's name in the release namespace
+
+    @property
+    def engine_secret(self) -> str:
+        """The Secret the operator writes for the engine's cluster."""
+        return f"{self.engine_cluster}-app"
+
+
+@dataclass(frozen=True)
+class NetpolTarget:
+    """Pods the probe pods try to reach: a namespace and a label selector."""
+
+    name: str
+    namespace: str
+    selector: str
+
+    def labels(self) -> dict[str, str]:
+        return parse_selector(self.selector)
+
+
+@dataclass(frozen=True)
+class Netpol:
+    probe_image: str
+    targets: tuple[NetpolTarget, ...]
+    unrelated_name: str
+    unrelated_port: int
 
 
 @dataclass(frozen=True)
@@ -69,6 +115,14 @@ class Platform:
     registries: tuple[str, ...]
     charts: tuple[PlatformChart, ...]
     blueprint: Blueprint
+    databases: Databases
+    netpol: Netpol
+
+    def chart(self, name: str) -> PlatformChart:
+        for chart in self.charts:
+            if chart.name == name:
+                return chart
+        raise KeyError(f"fixtures/platform.yaml installs no platform chart named {name!r}")
 
     def node_image(self, wanted: str | None) -> str:
         """A node image by matrix key ('v1.34') or as a full reference; default when None."""
@@ -87,6 +141,8 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
     kind = raw["kind"]
     bp = raw["blueprint"]
     image = bp["image"]
+    dbs = raw["databases"]
+    netpol = raw["netpol"]
     return Platform(
         kind_version=kind["version"],
         node_images=dict(kind["nodeImages"]),
@@ -110,5 +166,18 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             api={k: ApiService(selector=v["selector"], port=v["port"], metrics_port=v.get("metricsPort"))
                  for k, v in bp["api"].items()},
             toggles=dict(bp.get("toggles") or {}),
+        ),
+        databases=Databases(
+            namespace=dbs["namespace"],
+            clusters=tuple(DatabaseCluster(name=c["name"], instances=int(c["instances"]), storage=str(c["storage"]),
+                                           database=c["database"], owner=c["owner"]) for c in dbs["clusters"]),
+            engine_cluster=dbs["engine"]["cluster"],
+            secret_copy=dbs["engine"]["secretCopy"],
+        ),
+        netpol=Netpol(
+            probe_image=netpol["probeImage"],
+            targets=tuple(NetpolTarget(t["name"], t["namespace"], t["selector"]) for t in netpol["targets"]),
+            unrelated_name=netpol["unrelated"]["name"],
+            unrelated_port=int(netpol["unrelated"]["port"]),
         ),
     )

@@ -99,6 +99,9 @@ def checks_for(plan: Plan, step_names: Sequence[str], *, kind_obtain: Callable[[
             wanted[f"repo:{chart.name}"] = (lambda c=chart: prereqs.check_chart_repo(c.name, c.repo, **probe_kw))
         for host in platform.registries:
             wanted[f"registry:{host}"] = (lambda h=host: prereqs.check_registry(h, **probe_kw))
+    if "chart" in steps and opts.backend == "clickhouse":
+        # The upstream openmeter chart is vendored from its OCI registry (helm dependency build).
+        wanted["registry:ghcr.io"] = lambda: prereqs.check_registry("ghcr.io", **probe_kw)
     if "chart" in steps:
         wanted["chart dir"] = lambda: prereqs.check_file(
             "blueprint chart", platform.blueprint.chart_dir / "Chart.yaml",
@@ -160,10 +163,18 @@ def up(plan: Plan) -> None:
         kubectl.run("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=280s", timeout=295)
 
 
+def uses_databases(plan: Plan) -> bool:
+    """The cnpg profile runs the engine on the CloudNativePG clusters of platform.yaml `databases`."""
+    return plan.opts.backend == "cnpg"
+
+
 def platform(plan: Plan) -> None:
+    from e2e.lib.database import install_databases
     from e2e.lib.platform import install_platform
 
     install_platform(_helm(plan), plan.platform.charts, REPO_ROOT / ".cache" / "e2e" / "values")
+    if uses_databases(plan):
+        install_databases(_kubectl(plan), plan.platform.databases)
 
 
 def engine_image(plan: Plan) -> tuple[str, str]:
@@ -194,8 +205,12 @@ def chart(plan: Plan) -> None:
 
     bp = plan.platform.blueprint
     repository, tag = engine_image(plan)
-    install_blueprint(_helm(plan), bp, plan.opts.backend, repository, tag)
     kubectl = _kubectl(plan)
+    if uses_databases(plan):
+        from e2e.lib.database import copy_engine_secret
+
+        copy_engine_secret(kubectl, plan.platform.databases, bp.namespace)
+    install_blueprint(_helm(plan), bp, plan.opts.backend, repository, tag, REPO_ROOT / ".cache" / "e2e" / "values")
     api = bp.api[plan.opts.backend]
     service, port = find_service(kubectl, bp.namespace, api.selector, api.port)
     with step(f"waiting until the API behind {bp.namespace}/{service} answers a real call",
@@ -211,6 +226,8 @@ def pytest_argv(plan: Plan) -> list[str]:
             "--run-id", plan.run_id.value, "--artifacts-dir", str(plan.artifacts)]
     if plan.opts.keep_cluster:
         argv.append("--keep-cluster")
+    if plan.opts.cni_not_enforcing:
+        argv.append("--cni-not-enforcing")
     return argv + list(plan.opts.pytest_args)
 
 
@@ -226,6 +243,8 @@ def diagnostics(plan: Plan, label: str = "flow") -> Path:
 
     kubectl = _kubectl(plan)
     namespaces = {plan.platform.blueprint.namespace, *(c.namespace for c in plan.platform.charts)}
+    if uses_databases(plan):
+        namespaces.add(plan.platform.databases.namespace)
     try:
         namespaces.update(namespaces_with_label(kubectl, f"{RUN_LABEL}={plan.run_id.value}"))
     except KubeError as exc:

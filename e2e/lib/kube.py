@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
@@ -39,10 +39,11 @@ class Kubectl:
         """The command as a person would type it (for reproduce hints)."""
         return shlex.join(["kubectl", *(["--kubeconfig", str(self.kubeconfig)] if self.kubeconfig else []), *args])
 
-    def run(self, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, *args: str, timeout: float = 60.0, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess:
         argv = self.argv(*args)
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
         except subprocess.TimeoutExpired as exc:
             raise KubeError(f"`{self.line(*args)}` did not finish within {timeout:.0f}s") from exc
         if check and proc.returncode != 0:
@@ -51,6 +52,19 @@ class Kubectl:
 
     def json(self, *args: str, timeout: float = 60.0) -> Any:
         return json.loads(self.run(*args, "-o", "json", timeout=timeout).stdout)
+
+    def apply(self, objects: Sequence[Mapping[str, Any]], timeout: float = 120.0) -> subprocess.CompletedProcess:
+        """`kubectl apply --filename -` of these objects, handed over on stdin (never on a command line)."""
+        return self.run(*APPLY_ARGS, timeout=timeout, input=manifest_list(objects))
+
+
+APPLY_ARGS = ("apply", "--filename", "-")
+
+
+def manifest_list(objects: Sequence[Mapping[str, Any]]) -> str:
+    """Objects as one v1 List document (JSON is YAML), what `kubectl apply --filename -` reads."""
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [dict(o) for o in objects]}, indent=1,
+                      sort_keys=True)
 
 
 def free_port() -> int:
@@ -174,3 +188,64 @@ def namespaces_with_label(kubectl: Kubectl, selector: str) -> list[str]:
 
 def label_args(labels: dict[str, str]) -> Sequence[str]:
     return [f"{k}={v}" for k, v in sorted(labels.items())]
+
+
+# --- pods that must run ------------------------------------------------------------------
+
+def pod_problems(pods: Mapping[str, Any], expected: Sequence[str] = ()) -> list[str]:
+    """Why the pods of a `kubectl get pods -o json` answer are not all Running with started containers.
+
+    `expected` names pods that must be among them. Readiness is not asked for: the
+    probe pods are never Ready on purpose.
+    """
+    problems = []
+    items = {p["metadata"]["name"]: p for p in pods.get("items", [])}
+    for name in expected:
+        if name not in items:
+            problems.append(f"{name}: no such pod")
+    for name, pod in sorted(items.items()):
+        status = pod.get("status") or {}
+        phase = status.get("phase", "Unknown")
+        if pod["metadata"].get("deletionTimestamp"):
+            problems.append(f"{name}: being deleted")
+            continue
+        waiting = []
+        for cs in status.get("containerStatuses") or []:
+            state = cs.get("state") or {}
+            if "running" not in state:
+                reason = (state.get("waiting") or state.get("terminated") or {}).get("reason", "not running")
+                message = (state.get("waiting") or state.get("terminated") or {}).get("message", "")
+                waiting.append(f"container {cs.get('name')}: {reason}" + (f" ({message[:200]})" if message else ""))
+        if phase != "Running" or waiting or not status.get("containerStatuses"):
+            detail = "; ".join(waiting) or "containers not started"
+            problems.append(f"{name}: phase {phase}, {detail}")
+    return problems
+
+
+def wait_for_running(kubectl: Kubectl, namespace: str, selector: str, names: Sequence[str], timeout: float,
+                     what: str) -> None:
+    """Wait until the named pods (matching `selector`) run; TimeoutError says what each one lacks."""
+    last: list[str] = ["not looked at yet"]
+
+    def running() -> bool:
+        nonlocal last
+        try:
+            last = pod_problems(kubectl.json("get", "pods", "--namespace", namespace, "--selector", selector),
+                                names)
+        except KubeError as exc:
+            last = [str(exc)]
+        return not last
+
+    try:
+        wait_until(running, timeout, what)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}: " + "; ".join(last)) from None
+
+
+def wait_for_default_service_account(kubectl: Kubectl, namespace: str, timeout: float = 60.0) -> None:
+    """A new namespace gets its `default` ServiceAccount a moment later; pods created before it are refused."""
+    def exists() -> bool:
+        return kubectl.run("get", "serviceaccount", "default", "--namespace", namespace, check=False,
+                           timeout=30).returncode == 0
+
+    wait_until(exists, timeout, f"the default ServiceAccount of new namespace {namespace}")

@@ -29,6 +29,7 @@ class Options:
     run_id: str | None = None
     artifacts_dir: Path | None = None
     preflight_only: bool = False
+    cni_not_enforcing: bool = False
     pytest_args: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -61,6 +62,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default=env("BPOM_RUN_ID"), help="run id (default: a new one)")
     p.add_argument("--artifacts-dir", type=Path, default=env("BPOM_ARTIFACTS_DIR"),
                    help="where diagnostics go (default .artifacts/<run-id>)")
+    p.add_argument("--cni-not-enforcing", action="store_true",
+                   default=env("BPOM_E2E_CNI_NOT_ENFORCING", "") not in ("", "0", "false"),
+                   help="the cluster's network plugin is known not to enforce NetworkPolicy: the NetworkPolicy tests "
+                        "skip (with that reason) once the default-deny canary confirms it, instead of failing")
     p.add_argument("--preflight-only", action="store_true",
                    help="only check the step's prerequisites (what nox does before installing anything)")
     return p
@@ -74,4 +79,5 @@ def parse(argv: Sequence[str]) -> Options:
                    keep_cluster=known.keep_cluster, skip_build=known.skip_build,
                    engine_image=known.engine_image, run_id=known.run_id,
                    artifacts_dir=known.artifacts_dir,
-                   preflight_only=known.preflight_only, pytest_args=tuple(a for a in rest if a != "--"))
+                   preflight_only=known.preflight_only, cni_not_enforcing=known.cni_not_enforcing,
+                   pytest_args=tuple(a for a in rest if a != "--"))

@@ -7,7 +7,7 @@ import pytest
 
 from e2e.lib.api import ApiError, OpenMeterClient, meter_mismatch
 from e2e.lib.events import RunScope, batch_body, structured
-from e2e.lib.reference import Query, parse_time
+from e2e.lib.reference import Query
 from e2e.lib.runid import RunId
 from e2e.lib.usage import TransientError
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import json
 import time
 import urllib.error
 from pathlib import Path
@@ -34,16 +35,32 @@ def test_helm_argv_carries_the_kubeconfig():
     assert helm.env()["HELM_CACHE_HOME"] == "/c/cache"
 
 
-def test_blueprint_install_args_use_profile_image_and_sets():
+def test_blueprint_install_args_use_profile_and_overrides_files(tmp_path):
     bp = PLATFORM.blueprint
-    args = chart.install_args(bp, "clickhouse", "bp-openmeter", "e2e-0123456789ab", release="r", namespace="ns",
-                              sets={"autoscaling.enabled": "true"}, timeout=300)
-    assert args[:9] == ["upgrade", "--install", "r", str(bp.chart_dir), "--namespace", "ns", "--create-namespace",
-                        "--values", str(bp.profile("clickhouse"))]
-    assert "image.tag=e2e-0123456789ab" in args and "autoscaling.enabled=true" in args
-    assert args[-3:] == ["--wait", "--timeout", "300s"]
+    overrides = chart.overrides_file(tmp_path, "r", chart.tier_overrides(bp, "bp-openmeter", "e2e-0123456789ab",
+                                                                          {"hpa.enabled": True}))
+    args = chart.install_args(bp, "clickhouse", overrides, release="r", namespace="ns", timeout=300)
+    assert args == ["upgrade", "--install", "r", str(bp.chart_dir), "--namespace", "ns", "--create-namespace",
+                    "--values", str(bp.profile("clickhouse")), "--values", str(overrides),
+                    "--wait", "--timeout", "300s"]
+    assert not [a for a in args if a.startswith("--set")], "values travel in files, never on the command line"
+    assert json.loads(overrides.read_text()) == {
+        "image": {"repository": "bp-openmeter", "tag": "e2e-0123456789ab", "pullPolicy": "IfNotPresent"},
+        "hpa": {"enabled": True}}
+    renderable = chart.install_args(bp, "cnpg", overrides, chart_dir=tmp_path / "copy")
+    assert renderable[3] == str(tmp_path / "copy") and renderable[2] == bp.release
     with pytest.raises(ValueError):
         bp.profile("mysql")
+
+
+def test_dependency_build_is_only_for_the_clickhouse_profile():
+    assert chart.dependency_args(Path("/repo/chart")) == ["dependency", "build", "/repo/chart"]
+
+
+def test_pytest_argv_passes_the_cni_flag():
+    plan = make_plan(parse(["test", "--cni-not-enforcing", "--run-id", "rabcd"]))
+    assert "--cni-not-enforcing" in pytest_argv(plan)
+    assert "--cni-not-enforcing" not in pytest_argv(make_plan(parse(["test", "--run-id", "rabcd"])))
 
 
 def test_image_build_and_content_tag():

@@ -116,3 +116,13 @@ def test_existing_cluster_needs_no_docker_or_kind_but_an_image_reference(tmp_pat
 def test_separate_steps_need_the_cluster_created_first(tmp_path):
     checks = _names(_plan("test", "--cluster-name", "nothere"), ("test",))
     assert not checks["cluster kubeconfig"].ok and "nox -s e2e-up" in checks["cluster kubeconfig"].fix
+
+
+def test_only_the_clickhouse_chart_step_needs_the_upstream_charts_oci_registry(tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("apiVersion: v1\n")
+    base = ("chart", "--kubeconfig", str(kubeconfig), "--engine-image", "reg/bpom:1")
+    cnpg = _names(_plan(*base), ("chart",), probe=no_network)
+    assert all(c.ok for c in cnpg.values()), "the cnpg install pulls no chart dependency"
+    clickhouse = _names(_plan(*base, "--backend", "clickhouse"), ("chart",), probe=no_network)
+    assert not clickhouse["container registry ghcr.io"].ok
