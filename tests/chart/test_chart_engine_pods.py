@@ -146,7 +146,7 @@ def test_config_file_has_the_contract_sections(objects):
     config = config_of(objects)
     assert set(config) == {"namespace", "api", "telemetry", "postgres", "nats", "valkey", "sink", "logging", "meters"}
     assert config["nats"]["url"] == "nats://nats.nats-system.svc.cluster.local:4222"
-    assert config["valkey"]["url"] == "redis://valkey-primary.valkey.svc.cluster.local:6379"
+    assert config["valkey"]["url"] == "redis://valkey.valkey.svc.cluster.local:6379"
     assert "url" not in config["postgres"]   # a secret: env only
     assert config["nats"]["stream"]["name"] == "OPENMETER_EVENTS"
 
