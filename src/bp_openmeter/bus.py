@@ -7,6 +7,7 @@ event is durable); anything else raises BusUnavailable, which the API answers 50
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import nats
@@ -128,8 +129,16 @@ class EventBus:
                                             stream=self.cfg.stream.name, config=config)
 
     async def close(self) -> None:
-        if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except (nats.errors.Error, asyncio.TimeoutError):
-                await self.nc.close()
+        """Flush what is buffered (a sink's last acks), then close.
+
+        Not drain(): it waits until a pull subscription's delivered messages are
+        consumed, which a stopping sink never does, so it held the process for
+        drain_timeout (30 s), past a pod's grace period. Un-acked messages simply
+        come back to another sink after ackWait.
+        """
+        if self.nc is None or self.nc.is_closed:
+            return
+        if self.nc.is_connected:
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await self.nc.flush(timeout=2)
+        await self.nc.close()

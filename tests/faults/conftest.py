@@ -39,11 +39,11 @@ def fault_stack(own_servers: Servers, tmp_path: Path, request):
     def start(**overrides) -> LocalStack:
         config = {
             "api": {"publishTimeout": "2s"},
-            "nats": {"consumer": {"durable": "fault-sink", "ackWait": ACK_WAIT, "maxDeliver": 5}},
+            "nats": {"stream": {"name": "FAULTS", "subjectPrefix": "faults.events", "storage": "file"},
+                     "consumer": {"durable": "fault-sink", "ackWait": ACK_WAIT, "maxDeliver": 5}},
             "sink": {"batchSize": 500, "maxWait": "100ms"},
         }
-        config.update(overrides)
-        stack = start_local_stack(tmp_path / "stack", own_servers, METERS, overrides=config)
+        stack = start_local_stack(tmp_path / "stack", own_servers, METERS, overrides=_merged(config, overrides))
         stacks.append(stack)
         return stack
 
@@ -57,6 +57,13 @@ def fault_stack(own_servers: Servers, tmp_path: Path, request):
                 print(f"\n----- {name} log (last 40 lines) -----\n{tail}")
             for server in own_servers.started:
                 print(f"\n----- {server.name} log: {server.log_path}")
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 @pytest.fixture
