@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -47,11 +48,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise Problem(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    timeout = _state(request).cfg.api.body_timeout
+    try:
+        # A client that stalls mid-body must not hold a request (and a clean shutdown) forever.
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Problem(413, f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise Problem(408, f"the request body did not arrive within {timeout:g} s",
+                      headers={"Connection": "close"}) from exc
     return b"".join(chunks)
 
 

@@ -70,6 +70,7 @@ class ApiConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     max_batch_events: int = 10_000
     publish_timeout: float = 10.0
+    body_timeout: float = 30.0
     auth: AuthConfig = field(default_factory=AuthConfig)
 
 
@@ -239,6 +240,7 @@ def build_config(raw: Any) -> Config:
         max_body_bytes=api_r.int_in("maxBodyBytes", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
         max_batch_events=api_r.int_in("maxBatchEvents", 10_000, 1, 1_000_000),
         publish_timeout=api_r.duration("publishTimeout", 10.0),
+        body_timeout=api_r.duration("bodyTimeout", 30.0),
         auth=auth,
     )
     api_r.reject_unknown()
