@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import events_list, meter_store, metrics, query
+from . import auth, events_list, meter_store, metrics, query
 from .bus import BusUnavailable
 from .cloudevents_in import parse_body
 from .config import Config
@@ -277,7 +277,11 @@ def build_app(state: ApiState) -> Starlette:
         Route("/api/v1/meters/{id_or_slug}/subjects", meter_subjects, methods=["GET"]),
         Route("/api/v1/openapi.yaml", openapi_document, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(RefuseNulInQuery)], exception_handlers={
+    middleware = [Middleware(RefuseNulInQuery)]
+    verifier = auth.verifier_for(state.cfg.api.auth) if state is not None else None
+    if verifier is not None:
+        middleware.insert(0, Middleware(auth.BearerAuth, verifier=verifier))   # first: before anything is read
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         Problem: _problem,
         HTTPException: _http_error,
         psycopg.OperationalError: _database_error,
