@@ -98,6 +98,7 @@ class EventPump:
         self._stop_deadline = float("inf")
         self._thread: threading.Thread | None = None
         self._started_at = 0.0
+        self._paced_from = 0         # event index the current rate counts from
         self._acked_batches: list[bytes] = []
         self._replays: list[bytes] = []
         self.failures: list[str] = []
@@ -109,6 +110,13 @@ class EventPump:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="event-pump", daemon=True)
         self._thread.start()
         return self
+
+    def set_rate(self, rate: float | None) -> None:
+        """Pace new batches at `rate` events per second from now on (None: unpaced)."""
+        with self.ledger.lock:
+            self.rate = rate
+            self._started_at = time.monotonic()
+            self._paced_from = self._next_index
 
     def wait_acked(self, count: int, timeout: float) -> None:
         """Wait until at least `count` events are acknowledged in total."""
@@ -146,7 +154,7 @@ class EventPump:
         if self.rate is None:
             return 0.0
         with self.ledger.lock:
-            due = self._started_at + self._next_index / self.rate
+            due = self._started_at + (self._next_index - self._paced_from) / self.rate
         return max(0.0, due - time.monotonic())
 
     def _new_batch(self) -> tuple[list[str], bytes] | None:
