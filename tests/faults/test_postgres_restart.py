@@ -52,7 +52,7 @@ def test_postgres_restart_during_ingest(fault_stack, own_servers, report_totals)
                   ready_again_after_s=round(ready_after, 1), answers_during_outage=dict(during_outage),
                   sink_retry_pauses=retries[:8])
 
-    for status, body in (api_ready, sink_ready):
+    for _status, body in (api_ready, sink_ready):
         assert orjson.loads(body)["checks"]["postgres"] != "ok", body
     assert set(during_outage) == {204} and during_outage[204] >= 10, during_outage
     # A retry waits for a pooled connection (up to 10 s), then pauses with growing pauses.
