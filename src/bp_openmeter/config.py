@@ -54,6 +54,7 @@ class OidcConfig:
     issuer: str = ""
     jwks_url: str = ""
     audience: str = ""
+    required_scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ApiConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     max_batch_events: int = 10_000
     publish_timeout: float = 10.0
+    body_timeout: float = 30.0
     auth: AuthConfig = field(default_factory=AuthConfig)
 
 
@@ -225,7 +227,7 @@ def build_config(raw: Any) -> Config:
     auth_r = api_r.section("auth")
     oidc_r = auth_r.section("oidc")
     oidc = OidcConfig(issuer=oidc_r.get("issuer", str, ""), jwks_url=oidc_r.get("jwksUrl", str, ""),
-                      audience=oidc_r.get("audience", str, ""))
+                      audience=oidc_r.get("audience", str, ""), required_scope=oidc_r.get("requiredScope", str, ""))
     oidc_r.reject_unknown()
     tokens = tuple(t.strip() for t in _env("BPOM_API_TOKENS", "").split(",") if t.strip())
     auth = AuthConfig(mode=auth_r.choice("mode", "none", ("none", "token", "oidc")), tokens=tokens, oidc=oidc)
@@ -234,11 +236,14 @@ def build_config(raw: Any) -> Config:
         raise ConfigError("api.auth.mode: 'token' needs at least one token in BPOM_API_TOKENS")
     if auth.mode == "oidc" and not (oidc.issuer and oidc.jwks_url):
         raise ConfigError("api.auth.oidc: mode 'oidc' needs issuer and jwksUrl")
+    if oidc.jwks_url and not re.match(r"^https?://", oidc.jwks_url):
+        raise ConfigError(f"api.auth.oidc.jwksUrl: must be an http(s) URL, got {oidc.jwks_url!r}")
     api = ApiConfig(
         host=api_host, port=api_port,
         max_body_bytes=api_r.int_in("maxBodyBytes", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
         max_batch_events=api_r.int_in("maxBatchEvents", 10_000, 1, 1_000_000),
         publish_timeout=api_r.duration("publishTimeout", 10.0),
+        body_timeout=api_r.duration("bodyTimeout", 30.0),
         auth=auth,
     )
     api_r.reject_unknown()

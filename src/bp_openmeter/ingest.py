@@ -10,7 +10,7 @@ from . import metrics
 from .bus import EventBus, Outgoing
 from .cloudevents_in import IncomingEvent
 from .dedupe import Deduplicator, dedupe_key
-from .problems import bad_request
+from .problems import Problem, bad_request
 from .timefmt import format_time, utcnow
 
 # orjson writes NUL as \u0000; an odd run of backslashes before "u0000" is that escape,
@@ -36,6 +36,7 @@ class Ingestor:
         ingested_at = format_time(utcnow())
         subject = self.bus.subject_for(self.namespace)
         messages, seen = [], set()
+        max_payload = self.bus.max_payload
         for index, event in enumerate(events):
             if event.key() in seen:
                 continue  # the same event twice in one request counts once
@@ -44,6 +45,10 @@ class Ingestor:
             if b"\\u0000" in payload and _ESCAPED_NUL.search(payload):
                 # PostgreSQL text and jsonb cannot hold NUL; refusing now beats a dead letter later.
                 raise bad_request(f"[{index}]: the event contains a NUL character (\\u0000), which cannot be stored")
+            if max_payload is not None and len(payload) > max_payload:
+                # It could never be published: refusing it says so, where a 503 would invite retries.
+                raise Problem(413, f"[{index}]: the event is {len(payload)} bytes as a message; "
+                                   f"the event bus takes at most {max_payload} bytes per event")
             messages.append(Outgoing(subject, payload, dedupe_key(self.namespace, event.source, event.id)))
         return messages
 

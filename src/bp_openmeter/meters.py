@@ -125,7 +125,9 @@ def _path(value: str, field_name: str) -> None:
 
 
 def _group_by(body: dict, value_property: str | None) -> dict[str, str]:
-    group_by = body.get("groupBy") or {}
+    group_by = body.get("groupBy")
+    if group_by is None:
+        return {}
     if not isinstance(group_by, dict):
         raise MeterError("groupBy", "must be an object of key -> JSONPath")
     if len(group_by) > MAX_GROUP_BY:

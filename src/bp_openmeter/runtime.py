@@ -21,6 +21,7 @@ from .api import ApiState, build_app
 from .bus import EventBus
 from .config import Config, ConfigError, load_config
 from .dedupe import Deduplicator
+from .http_protocol import ProblemHTTPProtocol
 from .db import make_pool
 from .ingest import Ingestor
 from .logs import configure, get_logger
@@ -59,7 +60,7 @@ class _Server(uvicorn.Server):
 def _server(app, host: str, port: int, drain_s: float = 20.0) -> _Server:
     return _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                   lifespan="off", timeout_graceful_shutdown=drain_s,
-                                  loop="none", http="auto", server_header=False))
+                                  loop="none", http=ProblemHTTPProtocol, server_header=False))
 
 
 def _on_sigterm(callback) -> None:

@@ -29,16 +29,19 @@ def parse_time(value: object) -> datetime:
     try:
         parsed = datetime(int(year), int(month), int(day), int(hour), int(minute),
                           min(int(second), 59), micro, tzinfo=tz)
-    except ValueError as exc:
+        # 9999-12-31T23:30:00-01:00 is a valid local time whose UTC instant is past year 9999.
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:
         raise ValueError(f"{value[:64]!r} is not a valid date/time: {exc}") from exc
-    return parsed.astimezone(timezone.utc)
 
 
 def format_time(value: datetime, zone: tzinfo | None = None, *, fraction: bool = True) -> str:
     """RFC 3339 in UTC ('Z') or in `zone` with its offset; a fraction only when there is
     one (as Go's RFC3339Nano prints), none at all with fraction=False (Go's RFC3339)."""
     local = value.astimezone(zone or timezone.utc)
-    text = local.strftime("%Y-%m-%dT%H:%M:%S")
+    # Not strftime: its %Y drops the leading zeros of years before 1000 ("72-12-24").
+    text = (f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
+            f"T{local.hour:02d}:{local.minute:02d}:{local.second:02d}")
     if fraction and local.microsecond:
         text += "." + f"{local.microsecond:06d}".rstrip("0")
     offset = local.utcoffset() or timedelta(0)

@@ -1,0 +1,89 @@
+"""Fixtures of the fault tier: servers of the test's own (a test halts them), one
+engine stack on them, and a report of every scenario's totals.
+
+Each scenario prints its posted / acknowledged / stored / queried totals; the
+same lines are kept on the test report (user_properties, so junit XML carries
+them) and repeated in the terminal summary, pass or fail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from e2e.stack.local import LocalStack, start_local_stack
+from e2e.stack.servers import Servers, start_servers
+from tests.faults.observe import METERS, Totals
+
+# Short enough that a killed sink's batch comes back within seconds, long enough
+# that a healthy batch is acked well before it.
+ACK_WAIT = "3s"
+
+_REPORT_KEY = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def own_servers(tmp_path: Path) -> Servers:
+    """PostgreSQL, nats-server and Valkey for this test alone (never ones given by environment)."""
+    servers = start_servers(tmp_path / "servers", reuse_given=False)
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def fault_stack(own_servers: Servers, tmp_path: Path, request):
+    """Start the engine stack of the test on its own servers; logs printed if the test fails."""
+    stacks: list[LocalStack] = []
+
+    def start(**overrides) -> LocalStack:
+        config = {
+            "api": {"publishTimeout": "2s"},
+            "nats": {"stream": {"name": "FAULTS", "subjectPrefix": "faults.events", "storage": "file"},
+                     "consumer": {"durable": "fault-sink", "ackWait": ACK_WAIT, "maxDeliver": 5}},
+            "sink": {"batchSize": 500, "maxWait": "100ms"},
+        }
+        stack = start_local_stack(tmp_path / "stack", own_servers, METERS, overrides=_merged(config, overrides))
+        stacks.append(stack)
+        return stack
+
+    yield start
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for stack in stacks:
+        stack.stop()
+        if failed:
+            for name, path in stack.log_files().items():
+                tail = "\n".join(path.read_text(errors="replace").splitlines()[-40:])
+                print(f"\n----- {name} log (last 40 lines) -----\n{tail}")
+            for server in own_servers.started:
+                print(f"\n----- {server.name} log: {server.log_path}")
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.fixture
+def report_totals(request):
+    """Call with (scenario, totals, **facts): prints one line and keeps it for the summary."""
+
+    def report(scenario: str, totals: Totals, **facts) -> str:
+        extra = " ".join(f"{key}={value}" for key, value in facts.items())
+        line = f"{scenario}: {totals.line()}" + (f" | {extra}" if extra else "")
+        print(line)
+        request.node.user_properties.append(("totals", line))
+        request.config.stash.setdefault(_REPORT_KEY, []).append(line)
+        return line
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    lines = config.stash.get(_REPORT_KEY, [])
+    if lines:
+        terminalreporter.section("fault scenario totals")
+        for line in lines:
+            terminalreporter.write_line(line)

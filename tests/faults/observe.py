@@ -1,0 +1,170 @@
+"""What the fault tests read from the running stack: stored rows, query answers,
+readiness, metrics, log lines, the sink's open transaction and its consumer's backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import httpx
+import nats
+import orjson
+import psycopg
+import yaml
+
+from e2e.stack.local import LocalStack
+from tests.faults.traffic import EVENT_TYPE, Ledger
+
+COUNT_METER = "fault_events"
+SUM_METER = "fault_units"
+METERS = [
+    {"slug": COUNT_METER, "eventType": EVENT_TYPE, "aggregation": "COUNT"},
+    {"slug": SUM_METER, "eventType": EVENT_TYPE, "aggregation": "SUM", "valueProperty": "$.units"},
+]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """posted / acknowledged / stored / queried events (and units), plus what differs by id."""
+
+    posted: int
+    acknowledged: int
+    stored: int
+    queried: int
+    acknowledged_units: int
+    queried_units: int
+    missing: int        # acknowledged, not stored
+    unexpected: int     # stored, never posted
+    dead_letters: int
+
+    def line(self) -> str:
+        return (f"posted={self.posted} acknowledged={self.acknowledged} stored={self.stored} "
+                f"queried={self.queried} units acknowledged={self.acknowledged_units} "
+                f"queried={self.queried_units} missing={self.missing} unexpected={self.unexpected} "
+                f"dead_letters={self.dead_letters}")
+
+    @property
+    def exact(self) -> bool:
+        return (self.posted == self.acknowledged == self.stored == self.queried
+                and self.acknowledged_units == self.queried_units
+                and not self.missing and not self.unexpected and not self.dead_letters)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def poll(read: Callable[[], object], done: Callable[[object], bool], timeout: float, what: str,
+         interval: float = 0.1):
+    """Read until `done(answer)`; fails naming `what` and the last answer after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = read()
+        if done(answer):
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:.0f}s; last: {answer!r}"[:2000])
+        time.sleep(interval)
+
+
+def _query_total(stack: LocalStack, slug: str) -> int:
+    response = httpx.get(f"{stack.api_url}/api/v1/meters/{slug}/query", timeout=10)
+    response.raise_for_status()
+    return int(sum(row["value"] for row in response.json()["data"]))
+
+
+def stored_ids(stack: LocalStack) -> set[str]:
+    with psycopg.connect(stack.database_url) as conn:
+        rows = conn.execute("SELECT id FROM events WHERE namespace = %s AND type = %s",
+                            (stack.namespace, EVENT_TYPE)).fetchall()
+    return {row[0] for row in rows}
+
+
+def dead_letter_count(stack: LocalStack) -> int:
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+
+
+def totals(stack: LocalStack, ledger: Ledger) -> Totals:
+    stored = stored_ids(stack)
+    with ledger.lock:
+        posted = set(ledger.posted)
+        acked = set(ledger.acknowledged)
+    return Totals(posted=len(posted), acknowledged=len(acked), stored=len(stored),
+                  queried=_query_total(stack, COUNT_METER), acknowledged_units=ledger.acked_units(),
+                  queried_units=_query_total(stack, SUM_METER), missing=len(acked - stored),
+                  unexpected=len(stored - posted), dead_letters=dead_letter_count(stack))
+
+
+def consumer_backlog(stack: LocalStack) -> int:
+    """Messages the sink has not acked yet (pending plus delivered-but-unacked)."""
+    config = yaml.safe_load(stack.config_path.read_text())
+
+    async def read() -> int:
+        nc = await nats.connect(stack.servers.nats_url, connect_timeout=5, max_reconnect_attempts=0)
+        try:
+            info = await nc.jetstream().consumer_info(config["nats"]["stream"]["name"],
+                                                      config["nats"]["consumer"]["durable"])
+            return info.num_pending + info.num_ack_pending
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def settled_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> Totals:
+    """Totals once the sink has acked every message and the numbers agree, or as they are at the timeout.
+
+    Never raises on a difference: the caller reports the totals first, then asserts.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        drained = consumer_backlog(stack) == 0
+        current = totals(stack, ledger)
+        if (drained and current.exact) or time.monotonic() > deadline:
+            return current
+        time.sleep(0.5)
+
+
+def readiness(telemetry_url: str) -> tuple[int, str]:
+    try:
+        response = httpx.get(f"{telemetry_url}/healthz/ready", timeout=5)
+    except httpx.HTTPError as exc:
+        return 0, repr(exc)
+    return response.status_code, response.text
+
+
+def metric(telemetry_url: str, name: str) -> float | None:
+    """A label-less sample of the Prometheus text exposition, or None if absent."""
+    text = httpx.get(f"{telemetry_url}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def log_records(stack: LocalStack, log_name: str) -> list[dict]:
+    """The JSON log lines of one engine process (api, sink-0, ...)."""
+    records = []
+    for line in (stack.root / f"{log_name}.log").read_text(errors="replace").splitlines():
+        try:
+            records.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue  # a traceback line of a killed interpreter, say
+    return records
+
+
+def sink_in_transaction(stack: LocalStack, timeout: float) -> bool:
+    """Wait until a sink session is inside an open transaction (storing a batch); False on timeout."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'bp-openmeter-sink' AND xact_start IS NOT NULL "
+                "AND state IN ('active', 'idle in transaction')").fetchone()
+            if row[0]:
+                return True
+            time.sleep(0.002)
+    return False
