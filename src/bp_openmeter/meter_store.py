@@ -80,7 +80,7 @@ async def _backfill(conn: psycopg.AsyncConnection, namespace: str, meter_pk: int
 
 async def _clear_rollups(conn: psycopg.AsyncConnection, meter_pk: int) -> None:
     await conn.execute("DELETE FROM rollup_minute WHERE meter_pk = %s", (meter_pk,))
-    await conn.execute("DELETE FROM rollup_distinct WHERE meter_pk = %s", (meter_pk,))
+    await conn.execute("DELETE FROM rollup_hour WHERE meter_pk = %s", (meter_pk,))
 
 
 async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: MeterSpec,
