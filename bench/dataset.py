@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import psycopg
 
 from bp_openmeter import projection
+from bp_openmeter.config import PostgresConfig
+from bp_openmeter.db import make_pool
 from bp_openmeter.meter_store import METERS_LOCK
+from bp_openmeter.sealing import Sealer
 
 from .workload import EVENT_TYPE, MODELS, USERS_PER_SUBJECT
 
@@ -59,21 +62,27 @@ class Dataset:
     days: int = 30
     start: datetime = datetime(2025, 1, 1, tzinfo=timezone.utc)
     run: str = "hist"
+    span_s: float | None = None  # default: `days`
+
+    @property
+    def seconds(self) -> float:
+        return self.days * 86400.0 if self.span_s is None else self.span_s
 
     @property
     def end(self) -> datetime:
-        return self.start + timedelta(days=self.days)
+        return self.start + timedelta(seconds=self.seconds)
 
 
 def _load_chunk(database_url: str, ds: Dataset, lo: int, hi: int, work_mem: str = "256MB") -> float:
     """Generate and store events [lo, hi) in one transaction; returns the seconds of the store and commit."""
     with psycopg.connect(database_url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
+        conn.execute("SET jit = off")
         conn.execute(f"SET work_mem = '{work_mem}'")
         conn.execute(projection.STAGING_TABLE)
         conn.commit()
         conn.execute(_GENERATE, {"namespace": ds.namespace, "run": ds.run, "subjects": ds.subjects,
-                                 "start": ds.start, "span_s": ds.days * 86400.0, "count": ds.count,
+                                 "start": ds.start, "span_s": ds.seconds, "count": ds.count,
                                  "lo": lo, "hi": hi})
         started = time.perf_counter()
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
@@ -94,10 +103,25 @@ def load(database_url: str, ds: Dataset, lo: int, hi: int, workers: int = 2) -> 
 
 def one_batch_seconds(database_url: str, ds: Dataset, batch: int, repeat: int = 5) -> float:
     """The incremental cost of one sink batch on top of the history: median store time of
-    `repeat` batches of new events (times just after the history)."""
-    times = sorted(_load_chunk(database_url, ds, ds.count + k * batch, ds.count + (k + 1) * batch, "4MB")
-                   for k in range(repeat))
+    `repeat` batches of live events (new ids, times spread over the last `batch / 20,000`
+    seconds, as at the ingest target), with the sink's session settings."""
+    live = replace(ds, run="live", count=batch * repeat, start=datetime.now(timezone.utc) - timedelta(seconds=5),
+                   span_s=batch * repeat / 20_000)
+    times = sorted(_load_chunk(database_url, live, k * batch, (k + 1) * batch, "64MB") for k in range(repeat))
     return times[len(times) // 2]
+
+
+async def seal(database_url: str) -> float:
+    """Fold the history into the hourly rollups with the engine's own sealer, as the sink
+    processes would within minutes of live traffic; returns the seconds it took."""
+    pool = make_pool(PostgresConfig(url=database_url), "bench-sealer", max_size=1)
+    await pool.open(wait=True)
+    try:
+        started = time.perf_counter()
+        await Sealer(pool).seal_due()
+        return time.perf_counter() - started
+    finally:
+        await pool.close()
 
 
 def vacuum_analyze(database_url: str, tables: list[str]) -> None:

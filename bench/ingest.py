@@ -81,4 +81,6 @@ def _print(f: IngestFigures, per_request: int, connections: int, sinks: int) -> 
          f"{f.post_seconds:.1f} s = {rate(f.events / f.post_seconds)}; request p50 {ms(f.request_p50)}, "
          f"p99 {ms(f.request_p99)})")
     note(cpu_line(f.cpu, f.seconds))
+    note("CPU per event: " + ", ".join(f"{name} {1e6 * used / f.events:.1f} us"
+                                       for name, used in sorted(f.cpu.items(), key=lambda kv: -kv[1])))
     note("peak RSS: " + ", ".join(f"{name} {mib(v)}" for name, v in f.peak_rss.items()))

@@ -5,9 +5,11 @@ a failed publish never marks an event as seen (a client's retry must get through
 Valkey being down degrades dedupe to the JetStream window and the PostgreSQL key,
 which still make duplicates harmless; ingest goes on and says so.
 
-A request's keys are checked and marked by one Lua script call each: one command
-instead of one per key keeps the client's cost per event small. Where scripts are
-not allowed (an ACL without EVAL), MGET and a SET pipeline do the same.
+A request's keys are checked and marked by one Lua script call each, the keys
+joined into one argument by NUL (which no key holds: namespace, source and id are
+refused with NUL in them): one command of one argument instead of one command or
+argument per key keeps the client's cost per event small. Where scripts are not
+allowed (an ACL without EVAL), MGET and a SET pipeline do the same.
 """
 
 from __future__ import annotations
@@ -22,17 +24,24 @@ from .metrics import DEDUPE_DEGRADED, DEDUPE_ERRORS
 log = get_logger("dedupe")
 
 
-# Returns the 1-based positions of the keys that exist (usually none: a short answer).
+# ARGV[1]: the keys joined by NUL. Returns the 1-based positions of the keys that exist
+# (usually none: a short answer).
 _SEEN_SCRIPT = """
-local found = {}
-for i, key in ipairs(KEYS) do
+local found, i = {}, 0
+for key in string.gmatch(ARGV[1], '[^%z]+') do
+    i = i + 1
     if redis.call('EXISTS', key) == 1 then found[#found + 1] = i end
 end
 return found
 """
+# ARGV[1]: the keys joined by NUL; ARGV[2]: the TTL in milliseconds.
 _MARK_SCRIPT = """
-for _, key in ipairs(KEYS) do redis.call('SET', key, '1', 'PX', ARGV[1]) end
-return #KEYS
+local n = 0
+for key in string.gmatch(ARGV[1], '[^%z]+') do
+    redis.call('SET', key, '1', 'PX', ARGV[2])
+    n = n + 1
+end
+return n
 """
 
 
@@ -84,7 +93,7 @@ class Deduplicator:
             try:
                 if self.scripts:
                     found = [False] * len(keys)
-                    for position in await self._seen_script(keys=keys):
+                    for position in await self._seen_script(args=["\0".join(keys)]):
                         found[int(position) - 1] = True
                     values = found
                 else:
@@ -112,7 +121,7 @@ class Deduplicator:
         try:
             try:
                 if self.scripts:
-                    await self._mark_script(keys=keys, args=[self.ttl_ms])
+                    await self._mark_script(args=["\0".join(keys), self.ttl_ms])
                 else:
                     await self._mark_pipelined(keys)
             except ResponseError as exc:

@@ -13,8 +13,18 @@ All SQL here is constant text; user input reaches it only as bound parameters.
 
 from __future__ import annotations
 
-# A group value: the JSON value at the path, as group-by text.
-_GROUP_VALUE = "bpom_text(jsonb_path_query_first(s.data, m.group_paths[{i}]))"
+from dataclasses import dataclass
+
+def _value_at(field: str, path: str) -> str:
+    """The JSON value a meter path selects in the event's data: `data -> key` for a path of
+    one key on an object (the same value, several times faster), else the path itself."""
+    return (f"CASE WHEN {field} IS NOT NULL AND jsonb_typeof(s.data) = 'object' THEN s.data -> {field} "
+            f"ELSE jsonb_path_query_first(s.data, {path}) END")
+
+
+def _group_value(i: int) -> str:
+    return f"bpom_text({_value_at(f'm.group_fields[{i}]', f'm.group_paths[{i}]')})"
+
 
 # Inputs: a relation `src(namespace, source, id, type, subject, time, data)` and the
 # parameter %(meter_pk)s (NULL: every live meter; else only that one). Meters with one
@@ -26,9 +36,9 @@ projected AS (
            s.subject,
            CASE cardinality(m.group_keys)
                 WHEN 0 THEN '{{}}'::jsonb
-                WHEN 1 THEN jsonb_build_object(m.group_keys[1], {_GROUP_VALUE.format(i=1)})
-                WHEN 2 THEN jsonb_build_object(m.group_keys[1], {_GROUP_VALUE.format(i=1)},
-                                               m.group_keys[2], {_GROUP_VALUE.format(i=2)})
+                WHEN 1 THEN jsonb_build_object(m.group_keys[1], {_group_value(1)})
+                WHEN 2 THEN jsonb_build_object(m.group_keys[1], {_group_value(1)},
+                                               m.group_keys[2], {_group_value(2)})
                 ELSE COALESCE((SELECT jsonb_object_agg(g.k, bpom_text(jsonb_path_query_first(s.data, g.p)))
                                  FROM unnest(m.group_keys, m.group_paths) AS g(k, p)), '{{}}'::jsonb)
            END AS groups,
@@ -36,9 +46,9 @@ projected AS (
            s.time, s.id, s.source,
            m.aggregation = 'LATEST' AS keeps_latest,
            CASE WHEN m.aggregation IN ('SUM', 'AVG', 'MIN', 'MAX', 'LATEST')
-                THEN bpom_number(jsonb_path_query_first(s.data, m.value_path)) END AS num,
+                THEN bpom_number({_value_at("m.value_field", "m.value_path")}) END AS num,
            CASE WHEN m.aggregation = 'UNIQUE_COUNT'
-                THEN bpom_text(jsonb_path_query_first(s.data, m.value_path)) END AS str
+                THEN bpom_text({_value_at("m.value_field", "m.value_path")}) END AS str
       FROM src s
       JOIN meters m
         ON m.namespace = s.namespace
@@ -48,11 +58,33 @@ projected AS (
        AND (%(meter_pk)s::bigint IS NULL OR m.pk = %(meter_pk)s::bigint)
 )"""
 
-# The columns of a rollup row after its key, in both levels; an hourly row also keeps the
-# first and last minute it covers (a query without bounds reports the data's extent).
-ROLLUP_VALUES = "events, n, sum, min, max, latest_value, latest_time, latest_id, latest_source, vals"
-EXTENT = "first_minute, last_minute"
 
+@dataclass(frozen=True)
+class Level:
+    """A rollup table. Every level has the partial aggregates (events, n, sum, min, max,
+    latest_*); `by_subject`: keyed by subject too; `vals`: keeps UNIQUE_COUNT's values;
+    `extent`: keeps the first and last minute it covers (a query without bounds reports
+    the data's extent)."""
+
+    table: str
+    time_column: str
+    by_subject: bool = True
+    vals: bool = True
+    extent: bool = False
+
+    @property
+    def key(self) -> str:
+        return ", ".join(["meter_pk", *(["subject"] if self.by_subject else []), "groups", self.time_column])
+
+    @property
+    def values(self) -> list[str]:
+        return ["events", "n", "sum", "min", "max", "latest_value", "latest_time", "latest_id", "latest_source",
+                *(["vals"] if self.vals else []), *(["first_minute", "last_minute"] if self.extent else [])]
+
+
+MINUTE = Level("rollup_minute", "minute")                      # kept current by the sink
+HOUR = Level("rollup_hour", "hour", extent=True)               # sealed minutes (sealing.py)
+HOUR_TOTAL = Level("rollup_hour_total", "hour", by_subject=False, vals=False, extent=True)  # ... of all subjects
 
 def aggregated(name: str, bucket: str, where: str = "TRUE") -> str:
     """CTEs `<name>*`: partial aggregates of the projected rows (those matching `where`)
@@ -61,18 +93,11 @@ def aggregated(name: str, bucket: str, where: str = "TRUE") -> str:
     LATEST keeps the value with the greatest (time, id, source) in byte order, so ties on
     equal timestamps resolve the same way in every arrival order; only LATEST meters need
     it (one sort of their rows, not four ordered aggregates per group). UNIQUE_COUNT keeps
-    its distinct values as an array (order irrelevant, no duplicates). The parts meet in
-    one hash aggregation, never in a join: the planner cannot estimate these CTEs, and a
-    nested-loop join on a bad estimate is quadratic."""
+    its values as an array: order irrelevant; duplicates of one batch stay until the row is
+    next merged (counting is DISTINCT anyway), which spares a second aggregation pass. The
+    parts meet in one hash aggregation, never in a join: the planner cannot estimate these
+    CTEs, and a nested-loop join on a bad estimate is quadratic."""
     return f"""
-{name}_per_value AS (
-    SELECT meter_pk, subject, groups, {bucket} AS bucket, str,
-           count(*) AS events, count(num) AS n, sum(num) AS sum, min(num) AS min, max(num) AS max,
-           min(minute) AS first_minute, max(minute) AS last_minute
-      FROM projected
-     WHERE {where}
-     GROUP BY meter_pk, subject, groups, {bucket}, str
-),
 {name}_latest AS (
     SELECT DISTINCT ON (meter_pk, subject, groups, {bucket})
            meter_pk, subject, groups, {bucket} AS bucket, num, time, id, source
@@ -82,70 +107,114 @@ def aggregated(name: str, bucket: str, where: str = "TRUE") -> str:
 ),
 {name} AS (
     SELECT meter_pk, subject, groups, bucket,
-           sum(events)::bigint AS events, sum(n)::bigint AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+           count(minute)::bigint AS events, count(num)::bigint AS n, sum(num) AS sum, min(num) AS min,
+           max(num) AS max,
            -- at most one latest row per key: max() just picks it
            max(latest_value) AS latest_value, max(latest_time) AS latest_time,
            max(latest_id) AS latest_id, max(latest_source) AS latest_source,
            array_agg(str) FILTER (WHERE str IS NOT NULL) AS vals,
-           min(first_minute) AS first_minute, max(last_minute) AS last_minute
-      FROM (SELECT meter_pk, subject, groups, bucket, str, events, n, sum, min, max,
+           min(minute) AS first_minute, max(minute) AS last_minute
+      FROM (SELECT meter_pk, subject, groups, {bucket} AS bucket, minute, num, str,
                    NULL::numeric AS latest_value, NULL::timestamptz AS latest_time, NULL::text AS latest_id,
-                   NULL::text AS latest_source, first_minute, last_minute
-              FROM {name}_per_value
+                   NULL::text AS latest_source
+              FROM projected
+             WHERE {where}
             UNION ALL
-            SELECT meter_pk, subject, groups, bucket, NULL, 0, 0, NULL, NULL, NULL,
-                   num, time, id, source, NULL, NULL
+            SELECT meter_pk, subject, groups, bucket, NULL, NULL, NULL, num, time, id, source
               FROM {name}_latest) parts
      GROUP BY meter_pk, subject, groups, bucket
 )"""
 
 
-def upsert(table: str, time_column: str, rows: str, extent: bool) -> str:
-    """Merge partial aggregates (a CTE `rows` of rollup shape with key column `bucket`) into a
-    rollup table. Rows are written in key order, so concurrent sinks lock rollup rows in the
-    same order and cannot deadlock each other."""
-    newer = f"""(excluded.latest_time IS NOT NULL AND ({table}.latest_time IS NULL
-     OR (excluded.latest_time, excluded.latest_id COLLATE "C", excluded.latest_source COLLATE "C")
-      > ({table}.latest_time, {table}.latest_id COLLATE "C", {table}.latest_source COLLATE "C")))"""
-    columns = f"{ROLLUP_VALUES}, {EXTENT}" if extent else ROLLUP_VALUES
-    merge_extent = f""",
-        first_minute = LEAST({table}.first_minute, excluded.first_minute),
-        last_minute = GREATEST({table}.last_minute, excluded.last_minute)""" if extent else ""
+# A CTE of "rollup rows" has: meter_pk, subject, groups, bucket, events, n, sum, min, max,
+# latest_value, latest_time, latest_id, latest_source, vals, first_minute, last_minute.
+
+
+def merged(name: str, rows: str, level: Level) -> str:
+    """CTEs `<name>*`: rollup rows of CTE `rows` merged per key of `level` (bucket kept)."""
+    subject = "subject, " if level.by_subject else ""
+    key = f"meter_pk, {subject}groups, bucket"
+    vals_part = f"""
+            UNION ALL
+            SELECT DISTINCT {key}, v, 0, 0, NULL::numeric, NULL::numeric, NULL::numeric, NULL::numeric,
+                   NULL::timestamptz, NULL::text, NULL::text, NULL::timestamptz, NULL::timestamptz
+              FROM {rows} CROSS JOIN LATERAL unnest({rows}.vals) AS v""" if level.vals else ""
     return f"""
-    INSERT INTO {table} (meter_pk, subject, groups, {time_column}, {columns})
-    SELECT meter_pk, subject, groups, bucket, {columns}
+{name}_latest AS (
+    SELECT DISTINCT ON ({key}) {key}, latest_value, latest_time, latest_id, latest_source
       FROM {rows}
-     ORDER BY meter_pk, subject, bucket, groups
-    ON CONFLICT (meter_pk, subject, groups, {time_column}) DO UPDATE SET
-        events = {table}.events + excluded.events,
-        n = {table}.n + excluded.n,
-        sum = CASE WHEN excluded.sum IS NULL THEN {table}.sum
-                   WHEN {table}.sum IS NULL THEN excluded.sum
-                   ELSE {table}.sum + excluded.sum END,
-        min = LEAST({table}.min, excluded.min),
-        max = GREATEST({table}.max, excluded.max),
-        latest_value = CASE WHEN {newer} THEN excluded.latest_value ELSE {table}.latest_value END,
-        latest_id = CASE WHEN {newer} THEN excluded.latest_id ELSE {table}.latest_id END,
-        latest_source = CASE WHEN {newer} THEN excluded.latest_source ELSE {table}.latest_source END,
-        latest_time = CASE WHEN {newer} THEN excluded.latest_time ELSE {table}.latest_time END,
-        vals = CASE WHEN excluded.vals IS NULL THEN {table}.vals
-                    WHEN {table}.vals IS NULL THEN excluded.vals
-                    ELSE ARRAY(SELECT DISTINCT v FROM unnest({table}.vals || excluded.vals) AS v) END{merge_extent}
+     WHERE latest_time IS NOT NULL
+     ORDER BY {key}, latest_time DESC, latest_id COLLATE "C" DESC, latest_source COLLATE "C" DESC
+),
+{name} AS (
+    SELECT meter_pk, {"subject" if level.by_subject else "NULL::text AS subject"}, groups, bucket,
+           sum(events)::bigint AS events, sum(n)::bigint AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+           -- at most one latest row per key: max() just picks it (see aggregated)
+           max(latest_value) AS latest_value, max(latest_time) AS latest_time,
+           max(latest_id) AS latest_id, max(latest_source) AS latest_source,
+           {"array_agg(v) FILTER (WHERE v IS NOT NULL)" if level.vals else "NULL::text[]"} AS vals,
+           min(first_minute) AS first_minute, max(last_minute) AS last_minute
+      FROM (SELECT {key}, NULL::text AS v, events, n, sum, min, max, NULL::numeric AS latest_value,
+                   NULL::timestamptz AS latest_time, NULL::text AS latest_id, NULL::text AS latest_source,
+                   first_minute, last_minute
+              FROM {rows}
+            UNION ALL
+            SELECT {key}, NULL, 0, 0, NULL, NULL, NULL, latest_value, latest_time, latest_id, latest_source,
+                   NULL, NULL
+              FROM {name}_latest{vals_part}) parts
+     GROUP BY {key}
+)"""
+
+
+def upsert(level: Level, rows: str) -> str:
+    """Merge rollup rows (CTE `rows`, already one per key of `level`) into the level's table.
+    Rows are written in key order, so concurrent sinks lock rollup rows in the same order
+    and cannot deadlock each other."""
+    t = level.table
+    newer = f"""(excluded.latest_time IS NOT NULL AND ({t}.latest_time IS NULL
+     OR (excluded.latest_time, excluded.latest_id COLLATE "C", excluded.latest_source COLLATE "C")
+      > ({t}.latest_time, {t}.latest_id COLLATE "C", {t}.latest_source COLLATE "C")))"""
+    merges = [
+        f"events = {t}.events + excluded.events",
+        f"n = {t}.n + excluded.n",
+        f"""sum = CASE WHEN excluded.sum IS NULL THEN {t}.sum WHEN {t}.sum IS NULL THEN excluded.sum
+                   ELSE {t}.sum + excluded.sum END""",
+        f"min = LEAST({t}.min, excluded.min)",
+        f"max = GREATEST({t}.max, excluded.max)",
+        *(f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {t}.{c} END"
+          for c in ("latest_value", "latest_id", "latest_source", "latest_time")),
+    ]
+    if level.vals:
+        merges.append(f"""vals = CASE WHEN excluded.vals IS NULL THEN {t}.vals WHEN {t}.vals IS NULL THEN excluded.vals
+                    ELSE ARRAY(SELECT DISTINCT v FROM unnest({t}.vals || excluded.vals) AS v) END""")
+    if level.extent:
+        merges += [f"first_minute = LEAST({t}.first_minute, excluded.first_minute)",
+                   f"last_minute = GREATEST({t}.last_minute, excluded.last_minute)"]
+    subject = "subject, " if level.by_subject else ""
+    values = ", ".join(level.values)
+    return f"""
+    INSERT INTO {t} ({level.key}, {values})
+    SELECT meter_pk, {subject}groups, bucket, {values}
+      FROM {rows}
+     ORDER BY meter_pk, {subject}bucket, groups
+    ON CONFLICT ({level.key}) DO UPDATE SET
+        {(","+chr(10)+"        ").join(merges)}
     RETURNING 1"""
 
 
-# Every minute folds into rollup_minute; minutes the sealer has already folded into
-# rollup_hour (before its watermark) fold into rollup_hour as well.
+# Every minute folds into rollup_minute; minutes the sealer has already folded into the
+# hourly levels (before its watermark) fold into those as well.
 FOLD = f"""{aggregated("aggregated", "minute")},
-minute_written AS ({upsert("rollup_minute", "minute", "aggregated", extent=False)}),
+minute_written AS ({upsert(MINUTE, "aggregated")}),
 {aggregated("late", "date_trunc('hour', minute)", "minute < (SELECT sealed_through FROM rollup_seal)")},
-hour_written AS ({upsert("rollup_hour", "hour", "late", extent=True)})"""
+hour_written AS ({upsert(HOUR, "late")}),
+{merged("late_total", "late", HOUR_TOTAL)},
+hour_total_written AS ({upsert(HOUR_TOTAL, "late_total")})"""
 
 # The sink: insert the staged batch (idempotent on the event key) and fold exactly
 # the rows that were really inserted, in one statement of one transaction. The
 # staged rows are the messages exactly as published (messages.py: a batch of
-# events, or one event in the earlier form); PostgreSQL takes them apart. Within
-# the batch the first delivery of an event wins (stream order, then position).
+# events, or one event in the earlier form); PostgreSQL takes them apart.
 STORE_BATCH = f"""
 WITH msgs AS MATERIALIZED (
     -- once per message: read per event row, a message's (large, out-of-line) value would be
@@ -159,15 +228,16 @@ items AS (
       FROM msgs CROSS JOIN LATERAL jsonb_array_elements(msgs.events) WITH ORDINALITY AS x(e, pos)
 ),
 staged AS (
-    SELECT DISTINCT ON (namespace, e->>'source', e->>'id')
-           namespace, e->>'source' AS source, e->>'id' AS id, e->>'type' AS type,
+    SELECT namespace, e->>'source' AS source, e->>'id' AS id, e->>'type' AS type,
            e->>'subject' AS subject, (e->>'time')::timestamptz AS time,
            NULLIF(e->'data', 'null'::jsonb) AS data, NULLIF(e->'attributes', 'null'::jsonb) AS attributes,
            ingested_at::timestamptz AS ingested_at
       FROM items
-     ORDER BY namespace, e->>'source', e->>'id', stream_seq, pos
+     ORDER BY stream_seq, pos
 ),
 src AS (
+    -- Inserted in delivery order: of an event delivered twice in the batch, or already
+    -- stored, only the first delivery is stored (DO NOTHING skips the rest).
     INSERT INTO events (namespace, source, id, type, subject, time, data, attributes, ingested_at)
     SELECT namespace, source, id, type, subject, time, data, attributes, ingested_at FROM staged
     ON CONFLICT DO NOTHING

@@ -237,14 +237,27 @@ class _Ranges:
 
 
 _ROW = "events, n, sum, min, max, latest_value, latest_time, latest_id, latest_source, vals"
+_TYPES = {"latest_value": "numeric", "latest_time": "timestamptz", "latest_id": "text", "latest_source": "text",
+          "vals": "text[]"}
+
+
+def _columns(aggregation: str) -> str:
+    """The rollup columns the aggregation reads; NULL for the others, so that a subject's
+    hours can come from rollup_hour's index alone (it carries the numeric columns)."""
+    needed = {"LATEST": {"latest_value", "latest_time", "latest_id", "latest_source"},
+              "UNIQUE_COUNT": {"vals"}}.get(aggregation, set())
+    return ", ".join(name if name not in _TYPES or name in needed else f"NULL::{_TYPES[name]}"
+                     for name in _ROW.split(", "))
 
 
 def _bound(name: str, value: datetime | None, infinite: str) -> str:
     return f"%({name})s::timestamptz" if value is not None else f"'{infinite}'::timestamptz"
 
 
-def _parts(r: _Ranges, subject_filter: str) -> tuple[list[str], list[str]]:
-    """(CTEs, SELECTs of rollup-shaped rows with their minute, extent and level)."""
+def _parts(r: _Ranges, columns: str, subject_filter: str, all_subjects: bool) -> tuple[list[str], list[str]]:
+    """(CTEs, SELECTs of rollup-shaped rows with their minute, extent and level).
+    `all_subjects`: the answer neither filters nor groups by subject, so whole sealed hours
+    can come from the all-subjects level."""
     ctes, parts = [], []
     if r.edges:
         spans = " OR ".join(f"(time >= %(e{i}_lo)s AND time < %(e{i}_hi)s)" for i in range(len(r.edges)))
@@ -255,20 +268,20 @@ src AS (
      WHERE namespace = %(namespace)s AND type = %(event_type)s AND ({spans})
 )""", projection.PROJECTED, projection.aggregated("edges", "minute")]
         parts.append(f"""SELECT subject, groups, bucket AS minute, bucket AS first_minute, bucket AS last_minute,
-                false AS hourly, {_ROW}
+                false AS hourly, {columns}
            FROM edges WHERE TRUE{subject_filter}""")
     if not r.rollups:
         return ctes, parts
     lo = _bound("whole_lo", r.whole_lo, "-infinity")
     hi = _bound("whole_hi", r.whole_hi, "infinity")
     minute_rows = f"""SELECT subject, groups, minute, minute AS first_minute, minute AS last_minute, false AS hourly,
-                {_ROW}
+                {columns}
            FROM rollup_minute
           WHERE meter_pk = %(meter_pk)s{subject_filter}"""
     if not r.hourly:
         parts.append(f"{minute_rows} AND minute >= {lo} AND minute < {hi}")
         return ctes, parts
-    # Whole hours before the watermark's hour come from rollup_hour; NULL bounds: none do.
+    # Whole hours before the watermark's hour come from an hourly level; NULL bounds: none do.
     ctes.append(f"""
 hours AS (
     SELECT CASE WHEN h_lo < h_hi THEN h_lo END AS lo, CASE WHEN h_lo < h_hi THEN h_hi END AS hi
@@ -276,7 +289,12 @@ hours AS (
                    LEAST({_bound("hour_hi", r.whole_hi, "infinity")},
                          (SELECT date_trunc('hour', sealed_through) FROM rollup_seal)) AS h_hi) wanted
 )""")
-    parts.append(f"""SELECT subject, groups, hour AS minute, first_minute, last_minute, true AS hourly, {_ROW}
+    if all_subjects:
+        parts.append(f"""SELECT NULL::text, groups, hour, first_minute, last_minute, true, {columns}
+           FROM rollup_hour_total
+          WHERE meter_pk = %(meter_pk)s AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
+    else:
+        parts.append(f"""SELECT subject, groups, hour, first_minute, last_minute, true, {columns}
            FROM rollup_hour
           WHERE meter_pk = %(meter_pk)s{subject_filter}
             AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
@@ -300,11 +318,13 @@ _VALUE = {
 _WINDOW_END = "((window_start AT TIME ZONE %(tz)s) + %(step)s::interval) AT TIME ZONE %(tz)s"
 
 
-def _statement(meter: Meter, params: QueryParams, r: _Ranges, by_subject: bool) -> str:
+def _statement(meter: Meter, params: QueryParams, r: _Ranges, group_keys: list[str], by_subject: bool) -> str:
     """The query's SQL, assembled from constant fragments (values only as parameters).
     Only the filters the request has are in it, so each plan fits the request."""
     subject_filter = " AND subject = ANY(%(subjects)s::text[])" if params.subjects else ""
-    ctes, parts = _parts(r, subject_filter)
+    aggregation = meter.spec.aggregation
+    all_subjects = not by_subject and not params.subjects and aggregation != "UNIQUE_COUNT"
+    ctes, parts = _parts(r, _columns(aggregation), subject_filter, all_subjects)
     group_filter = """
      WHERE NOT EXISTS (SELECT 1 FROM jsonb_each(%(filter)s::jsonb) f
                         WHERE NOT (f.value ? COALESCE(groups ->> f.key, '')))""" if params.filter_group_by else ""
@@ -325,7 +345,7 @@ SELECT window_start, {window_end} AS window_end, subject, groups, value, first_m
   FROM (
     SELECT {window_start} AS window_start,
            {"subject" if by_subject else "NULL::text"} AS subject,
-           groups - %(dropped_keys)s::text[] AS groups,
+           {_groups_kept(meter, group_keys)} AS groups,
            {_VALUE[meter.spec.aggregation]} AS value,
            min(first_minute) AS first_minute, max(last_minute) AS last_minute, bool_or(hourly) AS hourly
       FROM {rows}
@@ -333,6 +353,13 @@ SELECT window_start, {window_end} AS window_end, subject, groups, value, first_m
   ) windows
  ORDER BY window_start NULLS FIRST, subject COLLATE "C" NULLS FIRST, groups::text COLLATE "C"
 """
+
+
+def _groups_kept(meter: Meter, group_keys: list[str]) -> str:
+    """The row's groups reduced to the requested keys (a constant when none is requested)."""
+    if set(group_keys) == set(meter.spec.group_by):
+        return "groups"
+    return "groups - %(dropped_keys)s::text[]" if group_keys else "'{}'::jsonb"
 
 
 def _whole_hours(t: datetime) -> bool:
@@ -359,9 +386,10 @@ def _json_number(value: Any) -> int | float:
 
 
 async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, r: _Ranges,
-                 by_subject: bool, args: dict[str, Any]) -> list[tuple]:
+                 group_keys: list[str], by_subject: bool, args: dict[str, Any]) -> list[tuple]:
     # Not prepared: every execution is planned for its own range, subjects and level.
-    cur = await conn.execute(_statement(meter, params, r, by_subject), {**args, **r.args()}, prepare=False)
+    cur = await conn.execute(_statement(meter, params, r, group_keys, by_subject), {**args, **r.args()},
+                             prepare=False)
     return await cur.fetchall()
 
 
@@ -383,9 +411,9 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams) 
         "unit": unit[0] if unit else None, "step": unit[1] if unit else None, "tz": params.time_zone,
     }
     hourly = params.window_size != "MINUTE" and (unit is None or _hour_aligned_zone(params))
-    rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly), by_subject, args)
+    rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly), group_keys, by_subject, args)
     if hourly and unit is not None and _straddles(rows):
-        rows = await _fetch(conn, meter, params, _Ranges.of(params, False), by_subject, args)
+        rows = await _fetch(conn, meter, params, _Ranges.of(params, False), group_keys, by_subject, args)
     out = []
     for window_start, window_end, subject, groups, value, first_minute, last_minute, _hourly in rows:
         if value is None:

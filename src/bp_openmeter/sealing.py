@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .logs import get_logger
 from .meter_store import METERS_LOCK
-from .projection import upsert
+from .projection import HOUR, HOUR_TOTAL, merged, upsert
 
 log = get_logger("sealing")
 
@@ -35,54 +35,23 @@ _STEP_START = timedelta(hours=1)
 _STEP_MIN, _STEP_MAX = timedelta(minutes=1), timedelta(days=7)
 _STEP_QUICK, _STEP_SLOW = 0.1, 0.5  # seconds a step may hold the lock: grow below, shrink above
 
-# Merge the minute rows in [watermark, %(hi)s) into rollup_hour and move the watermark.
-# Meters are read under the lock: a meter created meanwhile is sealed with the rest.
+# Merge the minute rows in [watermark, %(hi)s) into the hourly levels and move the
+# watermark. Meters are read under the lock: a meter created meanwhile is sealed too.
 SEAL = f"""
 WITH minutes AS (
-    SELECT meter_pk, subject, groups, minute, events, n, sum, min, max,
-           latest_value, latest_time, latest_id, latest_source, vals
+    SELECT meter_pk, subject, groups, date_trunc('hour', minute) AS bucket, events, n, sum, min, max,
+           latest_value, latest_time, latest_id, latest_source, vals, minute AS first_minute, minute AS last_minute
       FROM rollup_minute
      WHERE meter_pk = ANY(ARRAY(SELECT pk FROM meters))
        AND minute >= (SELECT sealed_through FROM rollup_seal) AND minute < %(hi)s
 ),
-sealed_latest AS (
-    SELECT DISTINCT ON (meter_pk, subject, groups, date_trunc('hour', minute))
-           meter_pk, subject, groups, date_trunc('hour', minute) AS bucket,
-           latest_value, latest_time, latest_id, latest_source
-      FROM minutes
-     WHERE latest_time IS NOT NULL
-     ORDER BY meter_pk, subject, groups, date_trunc('hour', minute),
-              latest_time DESC, latest_id COLLATE "C" DESC, latest_source COLLATE "C" DESC
-),
-sealed_vals AS (
-    SELECT DISTINCT meter_pk, subject, groups, date_trunc('hour', minute) AS bucket, v
-      FROM minutes CROSS JOIN LATERAL unnest(minutes.vals) AS v
-),
--- The parts meet in one hash aggregation, not in joins (see projection.aggregated).
-sealed AS (
-    SELECT meter_pk, subject, groups, bucket,
-           sum(events)::bigint AS events, sum(n)::bigint AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
-           max(latest_value) AS latest_value, max(latest_time) AS latest_time,
-           max(latest_id) AS latest_id, max(latest_source) AS latest_source,
-           array_agg(v) FILTER (WHERE v IS NOT NULL) AS vals,
-           min(first_minute) AS first_minute, max(last_minute) AS last_minute
-      FROM (SELECT meter_pk, subject, groups, date_trunc('hour', minute) AS bucket, NULL::text AS v,
-                   events, n, sum, min, max, NULL::numeric AS latest_value, NULL::timestamptz AS latest_time,
-                   NULL::text AS latest_id, NULL::text AS latest_source, minute AS first_minute, minute AS last_minute
-              FROM minutes
-            UNION ALL
-            SELECT meter_pk, subject, groups, bucket, NULL, 0, 0, NULL, NULL, NULL,
-                   latest_value, latest_time, latest_id, latest_source, NULL, NULL
-              FROM sealed_latest
-            UNION ALL
-            SELECT meter_pk, subject, groups, bucket, v, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-              FROM sealed_vals) parts
-     GROUP BY meter_pk, subject, groups, bucket
-),
-written AS ({upsert("rollup_hour", "hour", "sealed", extent=True)})
+{merged("sealed", "minutes", HOUR)},
+{merged("sealed_total", "sealed", HOUR_TOTAL)},
+written AS ({upsert(HOUR, "sealed")}),
+total_written AS ({upsert(HOUR_TOTAL, "sealed_total")})
 UPDATE rollup_seal SET sealed_through = %(hi)s
  WHERE sealed_through < %(hi)s
-RETURNING (SELECT count(*) FROM written)
+RETURNING (SELECT count(*) FROM written) + (SELECT count(*) FROM total_written)
 """
 
 # The first minute with data at or after the watermark, one index probe per meter.
