@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--query-repeat", type=int, default=200, help="runs of each query through the API (default 200)")
     p.add_argument("--raw-repeat", type=int, help="runs of each raw-SQL reference query (default 10; --full 5)")
     p.add_argument("--sink-batch", type=int, help="sink.batchSize of the engine stacks (default: the engine's)")
+    p.add_argument("--sink-concurrency", type=int,
+                   help="sink.concurrency of the engine stacks (default: the engine's)")
     p.add_argument("--time-zone", default="UTC", help="windowTimeZone of the queries (default UTC)")
     p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of: {', '.join(ALL)}")
     p.add_argument("--profile", type=Path, metavar="DIR", help="record py-spy profiles of api and sink into DIR")
@@ -60,8 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> None:
     print(f"bp-openmeter benchmarks: {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"sink batch {args.sink_batch or SinkConfig().batch_size}, meters per event {len(METERS)}", flush=True)
-    env = BenchEnv.start(keep=args.keep, sink_batch=args.sink_batch)
+          f"sink batch {args.sink_batch or SinkConfig().batch_size}, sink concurrency "
+          f"{args.sink_concurrency or SinkConfig().concurrency}, meters per event {len(METERS)}", flush=True)
+    env = BenchEnv.start(keep=args.keep, sink={"batchSize": args.sink_batch, "concurrency": args.sink_concurrency})
     summary: list[list[str]] = []
     try:
         await _run_all(env, args, summary)
@@ -117,13 +120,14 @@ async def _run_all(env: BenchEnv, args: argparse.Namespace, summary: list[list[s
         heading(f"1. ingest end to end, single-event posts ({args.single_events:,} events)")
         single = await ingest.ingest_end_to_end(
             env, "ingest-single", Workload.live(f"single-{run_id}", args.single_events), per_request=1,
-            connections=args.connections * 4)
+            connections=args.connections * 4, profile_dir=args.profile)
         env.stop_stack(single.stack)
         summary.append(["ingest end to end, single posts", rate(single.per_second), ""])
     if "scaleout" in args.only:
         heading(f"5. scale-out: 2 sink processes ({args.events:,} events in batches)")
         two = await ingest.ingest_end_to_end(env, "ingest-2-sinks", Workload.live(f"two-{run_id}", args.events),
-                                             per_request=args.per_request, connections=args.connections, sinks=2)
+                                             per_request=args.per_request, connections=args.connections, sinks=2,
+                                             profile_dir=args.profile)
         env.stop_stack(two.stack)
         if batch is not None:
             note(f"2 sinks / 1 sink: {ratio(two.per_second, batch.per_second)}")

@@ -21,20 +21,22 @@ from .workload import METERS
 class BenchEnv:
     root: Path
     keep: bool = False
-    sink_batch: int | None = None  # sink.batchSize of every stack; None: the engine's default
+    sink: dict = field(default_factory=dict)  # sink settings of every stack (None values: the engine's)
     servers: Servers | None = None
     stacks: list[LocalStack] = field(default_factory=list)
 
     @classmethod
-    def start(cls, keep: bool = False, sink_batch: int | None = None) -> "BenchEnv":
-        env = cls(Path(tempfile.mkdtemp(prefix="bpom-bench-")), keep, sink_batch)
+    def start(cls, keep: bool = False, sink: dict | None = None) -> "BenchEnv":
+        env = cls(Path(tempfile.mkdtemp(prefix="bpom-bench-")), keep,
+                  {k: v for k, v in (sink or {}).items() if v is not None})
         env.servers = start_servers(env.root / "servers")
         return env
 
     def start_stack(self, name: str, sinks: int = 1) -> LocalStack:
         """An engine stack with the benchmark's meters and the engine's default sink settings."""
         defaults = SinkConfig()
-        sink = {"batchSize": self.sink_batch or defaults.batch_size, "maxWait": f"{defaults.max_wait * 1000:.0f}ms"}
+        sink = {"batchSize": defaults.batch_size, "maxWait": f"{defaults.max_wait * 1000:.0f}ms",
+                "concurrency": defaults.concurrency, **self.sink}
         stack = start_local_stack(self.root / name, self.servers, METERS, sinks=sinks,
                                   overrides={"sink": sink})
         self.stacks.append(stack)

@@ -127,6 +127,7 @@ class SinkConfig:
     # CPU per event of 1000 (bench/), and at 20,000 events/s is a quarter second of traffic.
     batch_size: int = 5000
     max_wait: float = 0.2
+    concurrency: int = 2  # batches in flight per sink process (each its own database session)
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,8 @@ def build_config(raw: Any) -> Config:
 
     sink_r = root.section("sink")
     sink = SinkConfig(batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
-                      max_wait=sink_r.duration("maxWait", 0.2))
+                      max_wait=sink_r.duration("maxWait", 0.2),
+                      concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16))
     sink_r.reject_unknown()
 
     log_r = root.section("logging")

@@ -90,24 +90,31 @@ class Sink:
         return max(1, min(batch, round(batch / self.events_per_message)))
 
     async def run(self) -> None:
-        psub = await self.bus.pull_subscription(self.cfg.sink.batch_size)
-        lag_task = asyncio.create_task(self._report_lag(psub))
+        """`sink.concurrency` workers, each with its own pull subscription on the shared durable
+        consumer and its own database session, so that PostgreSQL can store one batch while
+        it folds another (their rollup writes are ordered alike, so they cannot deadlock)."""
+        subscriptions = [await self.bus.pull_subscription(self.cfg.sink.batch_size)
+                         for _ in range(self.cfg.sink.concurrency)]
+        lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
         seal_task = asyncio.create_task(Sealer(self.pool).run(self.stopping))
         try:
-            while not self.stopping.is_set():
-                try:
-                    msgs = await psub.fetch(self.fetch_size(), timeout=self.cfg.sink.max_wait)
-                except (asyncio.TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    log.warning("fetch failed", error=str(exc) or type(exc).__name__)
-                    await self._sleep(1.0)
-                    continue
-                if msgs:
-                    await self.process(msgs)
+            await asyncio.gather(*(self._work(psub) for psub in subscriptions))
         finally:
             lag_task.cancel()
             seal_task.cancel()
+
+    async def _work(self, psub) -> None:
+        while not self.stopping.is_set():
+            try:
+                msgs = await psub.fetch(self.fetch_size(), timeout=self.cfg.sink.max_wait)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                continue
+            except nats.errors.Error as exc:
+                log.warning("fetch failed", error=str(exc) or type(exc).__name__)
+                await self._sleep(1.0)
+                continue
+            if msgs:
+                await self.process(msgs)
 
     async def _sleep(self, seconds: float) -> None:
         try:

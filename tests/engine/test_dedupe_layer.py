@@ -17,11 +17,14 @@ def _run(coro):
     return asyncio.run(coro)
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["few", "over-a-thousand"])
 @pytest.mark.parametrize("scripts", [True, False], ids=["script", "plain-commands"])
-def test_marked_keys_are_seen_and_only_they(servers, scripts):
+def test_marked_keys_are_seen_and_only_they(servers, scripts, many):
     run = uuid.uuid4().hex[:8]
-    keys = [dedupe_key(f"ns{run}", source, event_id) for source, event_id in
-            [("src", "1"), ("src", "2"), ("a-b", "c-d"), ("ünï", "çødé"), ("s p a c e", "line\nbreak"), ("x", "%z")]]
+    pairs = [("src", "1"), ("src", "2"), ("a-b", "c-d"), ("ünï", "çødé"), ("s p a c e", "line\nbreak"), ("x", "%z")]
+    if many:
+        pairs += [("bulk", str(i)) for i in range(2500)]
+    keys = [dedupe_key(f"ns{run}", source, event_id) for source, event_id in pairs]
 
     async def scenario() -> tuple[list[bool], list[bool], list[bool]]:
         dedupe = Deduplicator(ValkeyConfig(url=servers.valkey_url, dedupe_ttl=60))
