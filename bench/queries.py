@@ -120,35 +120,51 @@ def _compare(api_body: bytes, raw_rows: list, case: QueryCase) -> tuple[int, boo
     return len(api), False, f"missing {missing}, extra {extra}, different {differ}"
 
 
+def _raw_pass(db: psycopg.Connection, ds: Dataset, case: QueryCase, count: int, tz: str,
+              timings: list[float]) -> list:
+    """Run the reference `count` times; returns the first answer."""
+    first = None
+    for i in range(count):
+        started = time.perf_counter()
+        rows = db.execute(_raw_sql(case), _raw_args(ds, case, i, tz)).fetchall()
+        timings.append(time.perf_counter() - started)
+        first = rows if first is None else first
+    return first
+
+
+async def _api_pass(api_url: str, ds: Dataset, case: QueryCase, count: int, tz: str,
+                    timings: list[float]) -> bytes:
+    """Ask the API `count` times, one request at a time; returns the first answer. A fresh
+    connection per pass: the server closes one left idle while the references run."""
+    conn = await Connection.open(api_url)
+    first = None
+    try:
+        for i in range(count):
+            request = _api_request(api_url, ds, case, i, tz)
+            started = time.perf_counter()
+            status, body = await conn.send(request)
+            timings.append(time.perf_counter() - started)
+            if status != 200:
+                raise HttpError(f"{case.name}: HTTP {status}: {body[:300]!r}")
+            first = body if first is None else first
+    finally:
+        await conn.close()
+    return first
+
+
 async def measure(api_url: str, database_url: str, ds: Dataset, repeat: int, raw_repeat: int,
                   tz: str = "UTC") -> list[QueryFigures]:
     out = []
-    conn = await Connection.open(api_url)
-    try:
-        with psycopg.connect(database_url) as db:
-            db.execute("SET TIME ZONE 'UTC'")
-            for case in CASES:
-                figures = QueryFigures(case)
-                raw_first = None
-                for timings in (figures.raw_cold, figures.raw):
-                    for i in range(raw_repeat):
-                        started = time.perf_counter()
-                        rows = db.execute(_raw_sql(case), _raw_args(ds, case, i, tz)).fetchall()
-                        timings.append(time.perf_counter() - started)
-                        raw_first = rows if raw_first is None else raw_first
-                for timings in (figures.api_cold, figures.api):
-                    for i in range(repeat):
-                        request = _api_request(api_url, ds, case, i, tz)
-                        started = time.perf_counter()
-                        status, body = await conn.send(request)
-                        timings.append(time.perf_counter() - started)
-                        if status != 200:
-                            raise HttpError(f"{case.name}: HTTP {status}: {body[:300]!r}")
-                        if i == 0 and timings is figures.api:
-                            figures.rows, figures.equal, figures.mismatch = _compare(body, raw_first, case)
-                out.append(figures)
-    finally:
-        await conn.close()
+    with psycopg.connect(database_url) as db:
+        db.execute("SET TIME ZONE 'UTC'")
+        for case in CASES:
+            figures = QueryFigures(case)
+            _raw_pass(db, ds, case, raw_repeat, tz, figures.raw_cold)
+            raw_answer = _raw_pass(db, ds, case, raw_repeat, tz, figures.raw)
+            await _api_pass(api_url, ds, case, repeat, tz, figures.api_cold)
+            api_answer = await _api_pass(api_url, ds, case, repeat, tz, figures.api)
+            figures.rows, figures.equal, figures.mismatch = _compare(api_answer, raw_answer, case)
+            out.append(figures)
     return out
 
 
