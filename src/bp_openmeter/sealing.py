@@ -11,7 +11,10 @@ rollup_minute; both hold the same totals.
 
 Every sink process runs a sealer every `INTERVAL`; concurrent sealers take turns on
 the lock and find nothing left to do. Steps adapt their length so that each holds
-the lock briefly (a sink batch waits meanwhile; nothing is lost).
+the lock briefly (a sink batch waits meanwhile; nothing is lost). The sealer takes the
+lock in a moment when no batch holds it, rather than queueing for it: a queued
+exclusive request would make every new batch wait behind it too, for as long as the
+batches in flight take (a pause in freshness); only after `_LOCK_PATIENCE` does it queue.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ INTERVAL = 30.0                    # seconds between sealing rounds
 _STEP_START = timedelta(hours=1)
 _STEP_MIN, _STEP_MAX = timedelta(minutes=1), timedelta(days=7)
 _STEP_QUICK, _STEP_SLOW = 0.1, 0.5  # seconds a step may hold the lock: grow below, shrink above
+_LOCK_PATIENCE = 10.0               # seconds of trying for a free moment before queueing for the lock
+_LOCK_RETRY = 0.02
 
 # Merge the minute rows in [watermark, %(hi)s) into the hourly levels and move the
 # watermark. Meters are read under the lock: a meter created meanwhile is sealed too.
@@ -91,13 +96,22 @@ class Sealer:
                 next_minute = (await cur.fetchone())[0]
                 await conn.commit()
                 hi = target if next_minute is None else min(target, floor_minute(next_minute) + self.step)
-                started = time.perf_counter()
                 async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (METERS_LOCK,))
+                    await self._lock(conn)
+                    started = time.perf_counter()
                     cur = await conn.execute(SEAL, {"hi": hi})
                     row = await cur.fetchone()
                 written += row[0] if row else 0
             self._adapt(time.perf_counter() - started)
+
+    async def _lock(self, conn: psycopg.AsyncConnection) -> None:
+        deadline = time.monotonic() + _LOCK_PATIENCE
+        while time.monotonic() < deadline:
+            cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (METERS_LOCK,))
+            if (await cur.fetchone())[0]:
+                return
+            await asyncio.sleep(_LOCK_RETRY)
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (METERS_LOCK,))
 
     def _adapt(self, seconds: float) -> None:
         if seconds < _STEP_QUICK:
