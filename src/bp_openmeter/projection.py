@@ -86,9 +86,9 @@ MINUTE = Level("rollup_minute", "minute")                      # kept current by
 HOUR = Level("rollup_hour", "hour", extent=True)               # sealed minutes (sealing.py)
 HOUR_TOTAL = Level("rollup_hour_total", "hour", by_subject=False, vals=False, extent=True)  # ... of all subjects
 
-def aggregated(name: str, bucket: str, where: str = "TRUE") -> str:
-    """CTEs `<name>*`: partial aggregates of the projected rows (those matching `where`)
-    per (meter, subject, groups, bucket), `bucket` being an expression of `minute`.
+def aggregated(name: str, bucket: str) -> str:
+    """CTEs `<name>*`: partial aggregates of the projected rows per (meter, subject, groups,
+    bucket), `bucket` being an expression of `minute`.
 
     LATEST keeps the value with the greatest (time, id, source) in byte order, so ties on
     equal timestamps resolve the same way in every arrival order; only LATEST meters need
@@ -102,7 +102,7 @@ def aggregated(name: str, bucket: str, where: str = "TRUE") -> str:
     SELECT DISTINCT ON (meter_pk, subject, groups, {bucket})
            meter_pk, subject, groups, {bucket} AS bucket, num, time, id, source
       FROM projected
-     WHERE keeps_latest AND num IS NOT NULL AND {where}
+     WHERE keeps_latest AND num IS NOT NULL
      ORDER BY meter_pk, subject, groups, {bucket}, time DESC, id COLLATE "C" DESC, source COLLATE "C" DESC
 ),
 {name} AS (
@@ -118,7 +118,6 @@ def aggregated(name: str, bucket: str, where: str = "TRUE") -> str:
                    NULL::numeric AS latest_value, NULL::timestamptz AS latest_time, NULL::text AS latest_id,
                    NULL::text AS latest_source
               FROM projected
-             WHERE {where}
             UNION ALL
             SELECT meter_pk, subject, groups, bucket, NULL, NULL, NULL, num, time, id, source
               FROM {name}_latest) parts
@@ -203,12 +202,19 @@ def upsert(level: Level, rows: str) -> str:
 
 
 # Every minute folds into rollup_minute; minutes the sealer has already folded into the
-# hourly levels (before its watermark) fold into those as well.
+# hourly levels (before its watermark) fold into those as well, merged from the batch's
+# minute rows (few, and usually none of them late).
 FOLD = f"""{aggregated("aggregated", "minute")},
 minute_written AS ({upsert(MINUTE, "aggregated")}),
-{aggregated("late", "date_trunc('hour', minute)", "minute < (SELECT sealed_through FROM rollup_seal)")},
-hour_written AS ({upsert(HOUR, "late")}),
-{merged("late_total", "late", HOUR_TOTAL)},
+late AS (
+    SELECT meter_pk, subject, groups, date_trunc('hour', bucket) AS bucket, events, n, sum, min, max,
+           latest_value, latest_time, latest_id, latest_source, vals, first_minute, last_minute
+      FROM aggregated
+     WHERE bucket < (SELECT sealed_through FROM rollup_seal)
+),
+{merged("late_hour", "late", HOUR)},
+hour_written AS ({upsert(HOUR, "late_hour")}),
+{merged("late_total", "late_hour", HOUR_TOTAL)},
 hour_total_written AS ({upsert(HOUR_TOTAL, "late_total")})"""
 
 # The sink: insert the staged batch (idempotent on the event key) and fold exactly
@@ -247,7 +253,6 @@ src AS (
 {FOLD}
 SELECT (SELECT count(*) FROM items) AS delivered,
        (SELECT count(*) FROM src) AS inserted,
-       (SELECT count(*) FROM projected) AS metered,
        (SELECT min(ingested_at) FROM src) AS oldest_ingested
 """
 

@@ -63,7 +63,7 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]]) -
                 for seq, payload in rows:
                     await copy.write_row((seq, payload.decode("utf-8")))
             await cur.execute(projection.STORE_BATCH, {"meter_pk": None})
-            delivered, inserted, _metered, oldest = await cur.fetchone()
+            delivered, inserted, oldest = await cur.fetchone()
     return delivered, inserted, oldest
 
 
