@@ -75,6 +75,19 @@ def suite(session: nox.Session) -> None:
     session.run("pytest", "tests/suite", "e2e", "--target", "local", *session.posargs)
 
 
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, not tests: ingest, freshness, queries at scale, memory, scale-out (figures and ratios).
+
+    nox -s bench                    # default sizes, a few minutes on 2 cores
+    nox -s bench -- --full          # 1M events ingested, 10M queried (about half an hour)
+    nox -s bench -- --help
+    """
+    # py-spy: `--profile DIR` samples the api and sink processes while they ingest.
+    session.install("-e", ".[test]", "py-spy>=0.4")
+    session.run("python", "-m", "bench", *session.posargs)
+
+
 def _kind_step(session: nox.Session, step: str) -> None:
     """Check the step's prerequisites first (seconds, with only PyYAML installed), then install and run it."""
     session.install("PyYAML>=6.0")

@@ -100,22 +100,31 @@ class EventBus:
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise BusUnavailable(f"stream {self.cfg.stream.name}: {exc or type(exc).__name__}") from exc
 
-    async def publish_events(self, messages: list[Outgoing], timeout: float) -> int:
-        """Publish all, wait for every PubAck; returns how many JetStream reported as duplicates."""
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server accepts (its max_payload; 1 MiB by default)."""
+        return self.nc.max_payload if self.nc is not None and self.nc.max_payload else 1024 * 1024
+
+    async def publish_events(self, messages: list[Outgoing], timeout: float) -> list[bool]:
+        """Publish all, wait for every PubAck; returns, per message, whether JetStream
+        reported it as a duplicate (its Nats-Msg-Id seen within the duplicate window)."""
         if not self.connected or self.js is None:
             raise BusUnavailable("not connected to NATS")
         futures = []
         try:
-            for msg in messages:
-                futures.append(await self.js.publish_async(
-                    msg.subject, msg.payload, wait_stall=timeout, stream=self.cfg.stream.name,
-                    headers={"Nats-Msg-Id": msg.msg_id}))
-            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout)
+            # One deadline for the whole request. (publish_async's own wait_stall would
+            # start a timer task per message and yield to the loop after each one.)
+            async with asyncio.timeout(timeout):
+                for msg in messages:
+                    futures.append(await self.js.publish_async(
+                        msg.subject, msg.payload, stream=self.cfg.stream.name,
+                        headers={"Nats-Msg-Id": msg.msg_id}))
+                acks = await asyncio.gather(*futures)
         except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
             for fut in futures:
                 fut.cancel()
             raise BusUnavailable(f"JetStream did not acknowledge: {exc or type(exc).__name__}") from exc
-        return sum(1 for ack in acks if getattr(ack, "duplicate", False))
+        return [bool(getattr(ack, "duplicate", False)) for ack in acks]
 
     async def pull_subscription(self, batch_hint: int):
         """The sinks' shared durable pull consumer (a work queue across sink replicas).

@@ -38,14 +38,23 @@ def _cmd_migrate(args) -> int:
     return run_migrate(args.config)
 
 
+def _run(coro) -> int:
+    """Run on uvloop where it is installed (it halves the event loop's own cost per request)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def _cmd_api(args) -> int:
     from .runtime import run_api
-    return asyncio.run(run_api(args.config))
+    return _run(run_api(args.config))
 
 
 def _cmd_sink(args) -> int:
     from .runtime import run_sink
-    return asyncio.run(run_sink(args.config))
+    return _run(run_sink(args.config))
 
 
 def main(argv: list[str] | None = None) -> int:

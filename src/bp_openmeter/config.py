@@ -124,8 +124,12 @@ class ValkeyConfig:
 
 @dataclass(frozen=True)
 class SinkConfig:
-    batch_size: int = 1000
+    # Events per transaction (about; a message's events are never split). Larger batches
+    # fold more events into each rollup row written: 5000 costs PostgreSQL about half the
+    # CPU per event of 1000 (bench/), and at 20,000 events/s is a quarter second of traffic.
+    batch_size: int = 5000
     max_wait: float = 0.2
+    concurrency: int = 2  # batches in flight per sink process (each its own database session)
 
 
 @dataclass(frozen=True)
@@ -295,8 +299,9 @@ def build_config(raw: Any) -> Config:
     vk_r.reject_unknown()
 
     sink_r = root.section("sink")
-    sink = SinkConfig(batch_size=sink_r.int_in("batchSize", 1000, 1, 100_000),
-                      max_wait=sink_r.duration("maxWait", 0.2))
+    sink = SinkConfig(batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
+                      max_wait=sink_r.duration("maxWait", 0.2),
+                      concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16))
     sink_r.reject_unknown()
 
     log_r = root.section("logging")

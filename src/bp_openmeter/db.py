@@ -24,6 +24,8 @@ def make_pool(cfg: PostgresConfig, name: str,
     async def configure(conn: psycopg.AsyncConnection) -> None:
         # date_trunc on timestamptz follows the session zone: rollup minutes are UTC minutes.
         await conn.execute("SET TIME ZONE 'UTC'")
+        # Statements here are short; compiling one (JIT) can cost more than running it.
+        await conn.execute("SET jit = off")
         if setup is not None:
             await setup(conn)
         await conn.commit()

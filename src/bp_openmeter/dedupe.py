@@ -4,18 +4,53 @@ Keys are read before publishing and written only after JetStream acknowledged, s
 a failed publish never marks an event as seen (a client's retry must get through).
 Valkey being down degrades dedupe to the JetStream window and the PostgreSQL key,
 which still make duplicates harmless; ingest goes on and says so.
+
+A request's keys are checked and marked by one Lua script call each, the keys
+joined into one argument by NUL (which no key holds: namespace, source and id are
+refused with NUL in them): one command of one argument instead of one command or
+argument per key keeps the client's cost per event small. Where scripts are not
+allowed (an ACL without EVAL), MGET and a SET pipeline do the same.
 """
 
 from __future__ import annotations
 
 import valkey.asyncio as valkey_async
-from valkey.exceptions import ValkeyError
+from valkey.exceptions import ResponseError, ValkeyError
 
 from .config import ValkeyConfig
 from .logs import get_logger
 from .metrics import DEDUPE_DEGRADED, DEDUPE_ERRORS
 
 log = get_logger("dedupe")
+
+
+# ARGV[1]: the keys joined by NUL. Returns the 1-based positions of the keys that exist
+# (usually none: a short answer). One EXISTS per thousand keys answers the usual "none"
+# without a call per key; only when some exist are the keys asked one by one.
+_SEEN_SCRIPT = """
+local keys = {}
+for key in string.gmatch(ARGV[1], '[^%z]+') do keys[#keys + 1] = key end
+local any = 0
+for i = 1, #keys, 1000 do
+    any = any + redis.call('EXISTS', unpack(keys, i, math.min(i + 999, #keys)))
+end
+local found = {}
+if any > 0 then
+    for i, key in ipairs(keys) do
+        if redis.call('EXISTS', key) == 1 then found[#found + 1] = i end
+    end
+end
+return found
+"""
+# ARGV[1]: the keys joined by NUL; ARGV[2]: the TTL in milliseconds.
+_MARK_SCRIPT = """
+local n = 0
+for key in string.gmatch(ARGV[1], '[^%z]+') do
+    redis.call('SET', key, '1', 'PX', ARGV[2])
+    n = n + 1
+end
+return n
+"""
 
 
 def dedupe_key(namespace: str, source: str, event_id: str) -> str:
@@ -30,6 +65,9 @@ class Deduplicator:
             self.client = valkey_async.from_url(cfg.url, password=cfg.password or None,
                                                 socket_timeout=0.5, socket_connect_timeout=0.5,
                                                 health_check_interval=10)
+            self._seen_script = self.client.register_script(_SEEN_SCRIPT)
+            self._mark_script = self.client.register_script(_MARK_SCRIPT)
+        self.scripts = True
         self.degraded = False
 
     @property
@@ -46,27 +84,58 @@ class Deduplicator:
         self.degraded = degraded
         DEDUPE_DEGRADED.set(1 if degraded else 0)
 
+    def _scripts_refused(self, exc: ResponseError) -> bool:
+        """A script refused by the server (e.g. an ACL without EVAL): use plain commands from now on."""
+        text = str(exc).upper()
+        if self.scripts and ("NOPERM" in text or "UNKNOWN COMMAND" in text):
+            log.warning("Valkey refuses scripts; dedupe uses MGET and SET pipelines", error=str(exc))
+            self.scripts = False
+            return True
+        return False
+
     async def seen(self, keys: list[str]) -> list[bool]:
         """Which keys are already marked; all False when Valkey cannot answer."""
         if self.client is None or not keys:
             return [False] * len(keys)
         try:
-            values = await self.client.mget(keys)
+            try:
+                if self.scripts:
+                    found = [False] * len(keys)
+                    for position in await self._seen_script(args=["\0".join(keys)]):
+                        found[int(position) - 1] = True
+                    values = found
+                else:
+                    values = [value is not None for value in await self.client.mget(keys)]
+            except ResponseError as exc:
+                if not self._scripts_refused(exc):
+                    raise
+                values = [value is not None for value in await self.client.mget(keys)]
         except (ValkeyError, OSError) as exc:
             DEDUPE_ERRORS.inc()
             self._set_degraded(True, exc)
             return [False] * len(keys)
         self._set_degraded(False)
-        return [value is not None for value in values]
+        return values
+
+    async def _mark_pipelined(self, keys: list[str]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(key, b"1", px=self.ttl_ms)
+            await pipe.execute()
 
     async def mark(self, keys: list[str]) -> None:
         if self.client is None or not keys:
             return
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.set(key, b"1", px=self.ttl_ms)
-                await pipe.execute()
+            try:
+                if self.scripts:
+                    await self._mark_script(args=["\0".join(keys), self.ttl_ms])
+                else:
+                    await self._mark_pipelined(keys)
+            except ResponseError as exc:
+                if not self._scripts_refused(exc):
+                    raise
+                await self._mark_pipelined(keys)
         except (ValkeyError, OSError) as exc:
             DEDUPE_ERRORS.inc()
             self._set_degraded(True, exc)

@@ -79,7 +79,9 @@ SELECT * FROM (
     SELECT id, source, type, subject, time, NULL, NULL, NULL, dead_at, reason
       FROM dead_letters
      WHERE namespace = %(ns)s
-       AND (%(start)s::timestamptz IS NULL OR time >= %(start)s) AND (%(end)s::timestamptz IS NULL OR time < %(end)s)
+       -- a dead letter whose time could not be read is placed at the time it died
+       AND (%(start)s::timestamptz IS NULL OR COALESCE(time, dead_at) >= %(start)s)
+       AND (%(end)s::timestamptz IS NULL OR COALESCE(time, dead_at) < %(end)s)
        AND (%(ing_from)s::timestamptz IS NULL OR dead_at >= %(ing_from)s)
        AND (%(ing_to)s::timestamptz IS NULL OR dead_at < %(ing_to)s)
        AND (%(id)s::text IS NULL OR strpos(id, %(id)s) > 0)

@@ -6,7 +6,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from . import metrics
+from . import messages, metrics
 from .bus import EventBus, Outgoing
 from .cloudevents_in import IncomingEvent
 from .dedupe import Deduplicator, dedupe_key
@@ -31,39 +31,48 @@ class Ingestor:
         self.dedupe = dedupe
         self.publish_timeout = publish_timeout
 
-    def _messages(self, events: list[IncomingEvent]) -> list[Outgoing]:
-        """Serialize every event first: a request is refused whole or published whole."""
-        ingested_at = format_time(utcnow())
-        subject = self.bus.subject_for(self.namespace)
-        messages, seen = [], set()
-        max_payload = self.bus.max_payload
+    def _serialize(self, events: list[IncomingEvent]) -> tuple[list[str], list[bytes]]:
+        """Dedupe keys and payloads, serialized first: a request is refused whole or published whole."""
+        keys, payloads, seen = [], [], set()
+        limit = messages.max_event_bytes(self.namespace, self.bus.max_payload)
         for index, event in enumerate(events):
-            if event.key() in seen:
+            key = dedupe_key(self.namespace, event.source, event.id)
+            if key in seen:
                 continue  # the same event twice in one request counts once
-            seen.add(event.key())
-            payload = event.message(self.namespace, ingested_at)
+            seen.add(key)
+            payload = event.payload()
             if b"\\u0000" in payload and _ESCAPED_NUL.search(payload):
                 # PostgreSQL text and jsonb cannot hold NUL; refusing now beats a dead letter later.
                 raise bad_request(f"[{index}]: the event contains a NUL character (\\u0000), which cannot be stored")
-            if max_payload is not None and len(payload) > max_payload:
+            if len(payload) > limit:
                 # It could never be published: refusing it says so, where a 503 would invite retries.
-                raise Problem(413, f"[{index}]: the event is {len(payload)} bytes as a message; "
-                                   f"the event bus takes at most {max_payload} bytes per event")
-            messages.append(Outgoing(subject, payload, dedupe_key(self.namespace, event.source, event.id)))
-        return messages
+                raise Problem(413, f"[{index}]: {messages.EventTooLarge(len(payload), limit)}")
+            keys.append(key)
+            payloads.append(payload)
+        return keys, payloads
+
+    def _pack(self, keys: list[str], payloads: list[bytes]) -> list[messages.Packed]:
+        try:
+            return messages.pack(self.namespace, format_time(utcnow()), keys, payloads, self.bus.max_payload)
+        except messages.EventTooLarge as exc:
+            raise Problem(413, str(exc)) from exc
 
     async def ingest(self, events: list[IncomingEvent]) -> IngestResult:
         if not events:
             return IngestResult(0, 0)
-        messages = self._messages(events)
-        in_request_duplicates = len(events) - len(messages)
-        seen = await self.dedupe.seen([m.msg_id for m in messages])
-        fresh = [m for m, was_seen in zip(messages, seen) if not was_seen]
+        keys, payloads = self._serialize(events)
+        in_request_duplicates = len(events) - len(keys)
+        seen = await self.dedupe.seen(keys)
+        fresh = [i for i, was_seen in enumerate(seen) if not was_seen]
+        packed = self._pack([keys[i] for i in fresh], [payloads[i] for i in fresh]) if fresh else []
+        subject = self.bus.subject_for(self.namespace)
         started = time.perf_counter()
-        jetstream_duplicates = await self.bus.publish_events(fresh, self.publish_timeout) if fresh else 0
+        duplicate_flags = await self.bus.publish_events(
+            [Outgoing(subject, p.payload, p.msg_id) for p in packed], self.publish_timeout) if packed else []
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        await self.dedupe.mark([m.msg_id for m in fresh])
-        duplicates = in_request_duplicates + (len(messages) - len(fresh)) + jetstream_duplicates
+        await self.dedupe.mark([keys[i] for i in fresh])
+        jetstream_duplicates = sum(len(p.keys) for p, dup in zip(packed, duplicate_flags) if dup)
+        duplicates = in_request_duplicates + (len(keys) - len(fresh)) + jetstream_duplicates
         metrics.INGEST_EVENTS.labels("accepted").inc(len(events) - duplicates)
         metrics.INGEST_EVENTS.labels("duplicate").inc(duplicates)
         return IngestResult(accepted=len(events) - duplicates, duplicates=duplicates)

@@ -41,6 +41,11 @@ class JsonPath:
                 out.append(f'."{escaped}"')
         return "".join(out)
 
+    def single_key(self) -> str | None:
+        """The key when the path is `$.key` (or `$['key']`): on a JSON object it selects
+        exactly what `object -> key` does, which PostgreSQL evaluates far faster."""
+        return self.segments[0] if len(self.segments) == 1 and isinstance(self.segments[0], str) else None
+
     def find(self, document: Any) -> tuple[bool, Any]:
         """(found, value) of the path in a parsed JSON document."""
         current = document

@@ -40,10 +40,12 @@ def _derived(spec: MeterSpec) -> dict:
     groups = spec.group_paths()
     return {
         "value_path": value_path.to_postgres() if value_path else None,
+        "value_field": value_path.single_key() if value_path else None,
         "group_by": Jsonb(spec.group_by),
         "metadata": Jsonb(spec.metadata) if spec.metadata is not None else None,
         "group_keys": [key for key, _ in groups],
         "group_paths": [path.to_postgres() for _, path in groups],
+        "group_fields": [path.single_key() for _, path in groups],
     }
 
 
@@ -80,7 +82,8 @@ async def _backfill(conn: psycopg.AsyncConnection, namespace: str, meter_pk: int
 
 async def _clear_rollups(conn: psycopg.AsyncConnection, meter_pk: int) -> None:
     await conn.execute("DELETE FROM rollup_minute WHERE meter_pk = %s", (meter_pk,))
-    await conn.execute("DELETE FROM rollup_distinct WHERE meter_pk = %s", (meter_pk,))
+    await conn.execute("DELETE FROM rollup_hour WHERE meter_pk = %s", (meter_pk,))
+    await conn.execute("DELETE FROM rollup_hour_total WHERE meter_pk = %s", (meter_pk,))
 
 
 async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: MeterSpec,
@@ -94,11 +97,12 @@ async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: Mete
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             f"""INSERT INTO meters (id, namespace, slug, name, description, event_type, event_from, aggregation,
-                                   value_property, value_path, group_by, group_keys, group_paths, metadata,
-                                   managed_by)
+                                   value_property, value_path, value_field, group_by, group_keys, group_paths,
+                                   group_fields, metadata, managed_by)
                VALUES (%(id)s, %(namespace)s, %(slug)s, %(name)s, %(description)s, %(event_type)s, %(event_from)s,
-                       %(aggregation)s, %(value_property)s, %(value_path)s, %(group_by)s, %(group_keys)s,
-                       %(group_paths)s::jsonpath[], %(metadata)s, %(managed_by)s)
+                       %(aggregation)s, %(value_property)s, %(value_path)s, %(value_field)s, %(group_by)s,
+                       %(group_keys)s, %(group_paths)s::jsonpath[], %(group_fields)s::text[], %(metadata)s,
+                       %(managed_by)s)
                RETURNING {_COLUMNS}""",
             {"id": new_ulid(), "namespace": namespace, "slug": spec.slug, "name": spec.name,
              "description": spec.description, "event_type": spec.event_type, "event_from": spec.event_from,
@@ -118,8 +122,9 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
         await cur.execute(
             f"""UPDATE meters SET name = %(name)s, description = %(description)s, event_type = %(event_type)s,
                        event_from = %(event_from)s, aggregation = %(aggregation)s,
-                       value_property = %(value_property)s, value_path = %(value_path)s, group_by = %(group_by)s,
-                       group_keys = %(group_keys)s, group_paths = %(group_paths)s::jsonpath[],
+                       value_property = %(value_property)s, value_path = %(value_path)s,
+                       value_field = %(value_field)s, group_by = %(group_by)s, group_keys = %(group_keys)s,
+                       group_paths = %(group_paths)s::jsonpath[], group_fields = %(group_fields)s::text[],
                        metadata = %(metadata)s, managed_by = COALESCE(%(managed_by)s, managed_by),
                        updated_at = now()
                  WHERE pk = %(pk)s AND deleted_at IS NULL

@@ -4,25 +4,51 @@ The sink (rows it has just inserted), a meter backfill (stored rows up to a
 watermark) and a query's partial edge minutes (raw rows in a time range) all read
 events through `PROJECTED`, so a value is computed the same way wherever it is counted.
 
+Rollups come in two levels of the same shape: rollup_minute, which the sink keeps
+current, and rollup_hour, which the sealer (sealing.py) fills from minutes older
+than its watermark; the sink folds a late event of a sealed minute into both.
+
 All SQL here is constant text; user input reaches it only as bound parameters.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+def _value_at(field: str, path: str) -> str:
+    """The JSON value a meter path selects in the event's data: `data -> key` for a path of
+    one key on an object (the same value, several times faster), else the path itself."""
+    return (f"CASE WHEN {field} IS NOT NULL AND jsonb_typeof(s.data) = 'object' THEN s.data -> {field} "
+            f"ELSE jsonb_path_query_first(s.data, {path}, '{{}}', true) END")
+
+
+def _group_value(i: int) -> str:
+    return f"bpom_text({_value_at(f'm.group_fields[{i}]', f'm.group_paths[{i}]')})"
+
+
 # Inputs: a relation `src(namespace, source, id, type, subject, time, data)` and the
-# parameter %(meter_pk)s (NULL: every live meter; else only that one).
-PROJECTED = """
+# parameter %(meter_pk)s (NULL: every live meter; else only that one). Meters with one
+# or two group keys (nearly all) build their groups object directly; an aggregate
+# subquery per event row costs several times more.
+PROJECTED = f"""
 projected AS (
     SELECT m.pk AS meter_pk,
            s.subject,
-           COALESCE((SELECT jsonb_object_agg(g.k, bpom_text(jsonb_path_query_first(s.data, g.p, '{}', true)))
-                       FROM unnest(m.group_keys, m.group_paths) AS g(k, p)), '{}'::jsonb) AS groups,
+           CASE cardinality(m.group_keys)
+                WHEN 0 THEN '{{}}'::jsonb
+                WHEN 1 THEN jsonb_build_object(m.group_keys[1], {_group_value(1)})
+                WHEN 2 THEN jsonb_build_object(m.group_keys[1], {_group_value(1)},
+                                               m.group_keys[2], {_group_value(2)})
+                ELSE COALESCE((SELECT jsonb_object_agg(g.k, bpom_text(jsonb_path_query_first(s.data, g.p, '{{}}', true)))
+                                 FROM unnest(m.group_keys, m.group_paths) AS g(k, p)), '{{}}'::jsonb)
+           END AS groups,
            date_trunc('minute', s.time) AS minute,
            s.time, s.id, s.source,
+           m.aggregation = 'LATEST' AS keeps_latest,
            CASE WHEN m.aggregation IN ('SUM', 'AVG', 'MIN', 'MAX', 'LATEST')
-                THEN bpom_number(jsonb_path_query_first(s.data, m.value_path, '{}', true)) END AS num,
+                THEN bpom_number({_value_at("m.value_field", "m.value_path")}) END AS num,
            CASE WHEN m.aggregation = 'UNIQUE_COUNT'
-                THEN bpom_text(jsonb_path_query_first(s.data, m.value_path, '{}', true)) END AS str
+                THEN bpom_text({_value_at("m.value_field", "m.value_path")}) END AS str
       FROM src s
       JOIN meters m
         ON m.namespace = s.namespace
@@ -32,86 +58,201 @@ projected AS (
        AND (%(meter_pk)s::bigint IS NULL OR m.pk = %(meter_pk)s::bigint)
 )"""
 
-# Partial aggregates per (meter, subject, groups, minute) of the projected rows.
-# LATEST keeps the value with the greatest (time, id, source) in byte order, so
-# ties on equal timestamps resolve the same way in every arrival order.
-AGGREGATED = """
-aggregated AS (
-    SELECT meter_pk, subject, groups, minute,
-           count(*) AS events,
-           count(num) AS n,
-           sum(num) AS sum,
-           min(num) AS min,
-           max(num) AS max,
-           (array_agg(num ORDER BY time DESC, id COLLATE "C" DESC, source COLLATE "C" DESC)
-                FILTER (WHERE num IS NOT NULL))[1] AS latest_value,
-           (array_agg(time ORDER BY time DESC, id COLLATE "C" DESC, source COLLATE "C" DESC)
-                FILTER (WHERE num IS NOT NULL))[1] AS latest_time,
-           (array_agg(id ORDER BY time DESC, id COLLATE "C" DESC, source COLLATE "C" DESC)
-                FILTER (WHERE num IS NOT NULL))[1] AS latest_id,
-           (array_agg(source ORDER BY time DESC, id COLLATE "C" DESC, source COLLATE "C" DESC)
-                FILTER (WHERE num IS NOT NULL))[1] AS latest_source
+
+@dataclass(frozen=True)
+class Level:
+    """A rollup table. Every level has the partial aggregates (events, n, sum, min, max,
+    latest_*); `by_subject`: keyed by subject too; `vals`: keeps UNIQUE_COUNT's values;
+    `extent`: keeps the first and last minute it covers (a query without bounds reports
+    the data's extent)."""
+
+    table: str
+    time_column: str
+    by_subject: bool = True
+    vals: bool = True
+    extent: bool = False
+
+    @property
+    def key(self) -> str:
+        return ", ".join(["meter_pk", *(["subject"] if self.by_subject else []), "groups", self.time_column])
+
+    @property
+    def values(self) -> list[str]:
+        return ["events", "n", "sum", "min", "max", "latest_value", "latest_time", "latest_id", "latest_source",
+                *(["vals"] if self.vals else []), *(["first_minute", "last_minute"] if self.extent else [])]
+
+
+MINUTE = Level("rollup_minute", "minute")                      # kept current by the sink
+HOUR = Level("rollup_hour", "hour", extent=True)               # sealed minutes (sealing.py)
+HOUR_TOTAL = Level("rollup_hour_total", "hour", by_subject=False, vals=False, extent=True)  # ... of all subjects
+
+def aggregated(name: str, bucket: str) -> str:
+    """CTEs `<name>*`: partial aggregates of the projected rows per (meter, subject, groups,
+    bucket), `bucket` being an expression of `minute`.
+
+    LATEST keeps the value with the greatest (time, id, source) in byte order, so ties on
+    equal timestamps resolve the same way in every arrival order; only LATEST meters need
+    it (one sort of their rows, not four ordered aggregates per group). UNIQUE_COUNT keeps
+    its values as an array: order irrelevant; duplicates of one batch stay until the row is
+    next merged (counting is DISTINCT anyway), which spares a second aggregation pass. The
+    parts meet in one hash aggregation, never in a join: the planner cannot estimate these
+    CTEs, and a nested-loop join on a bad estimate is quadratic."""
+    return f"""
+{name}_latest AS (
+    SELECT DISTINCT ON (meter_pk, subject, groups, {bucket})
+           meter_pk, subject, groups, {bucket} AS bucket, num, time, id, source
       FROM projected
-     GROUP BY meter_pk, subject, groups, minute
-)"""
-
-_NEWER = """(excluded.latest_time IS NOT NULL AND (rollup_minute.latest_time IS NULL
-     OR (excluded.latest_time, excluded.latest_id COLLATE "C", excluded.latest_source COLLATE "C")
-      > (rollup_minute.latest_time, rollup_minute.latest_id COLLATE "C", rollup_minute.latest_source COLLATE "C")))"""
-
-# Rows are written in key order so that concurrent sinks lock rollup rows in the
-# same order and cannot deadlock each other.
-FOLD = f"""
-distinct_written AS (
-    INSERT INTO rollup_distinct (meter_pk, subject, groups, minute, value)
-    SELECT DISTINCT meter_pk, subject, groups, minute, str FROM projected WHERE str IS NOT NULL
-     ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT DO NOTHING
-    RETURNING 1
+     WHERE keeps_latest AND num IS NOT NULL
+     ORDER BY meter_pk, subject, groups, {bucket}, time DESC, id COLLATE "C" DESC, source COLLATE "C" DESC
 ),
-rollups_written AS (
-    INSERT INTO rollup_minute (meter_pk, subject, groups, minute, events, n, sum, min, max,
-                               latest_value, latest_time, latest_id, latest_source)
-    SELECT * FROM aggregated ORDER BY meter_pk, subject, groups, minute
-    ON CONFLICT (meter_pk, subject, groups, minute) DO UPDATE SET
-        events = rollup_minute.events + excluded.events,
-        n = rollup_minute.n + excluded.n,
-        sum = CASE WHEN excluded.sum IS NULL THEN rollup_minute.sum
-                   WHEN rollup_minute.sum IS NULL THEN excluded.sum
-                   ELSE rollup_minute.sum + excluded.sum END,
-        min = LEAST(rollup_minute.min, excluded.min),
-        max = GREATEST(rollup_minute.max, excluded.max),
-        latest_value = CASE WHEN {_NEWER} THEN excluded.latest_value ELSE rollup_minute.latest_value END,
-        latest_id = CASE WHEN {_NEWER} THEN excluded.latest_id ELSE rollup_minute.latest_id END,
-        latest_source = CASE WHEN {_NEWER} THEN excluded.latest_source ELSE rollup_minute.latest_source END,
-        latest_time = CASE WHEN {_NEWER} THEN excluded.latest_time ELSE rollup_minute.latest_time END
-    RETURNING 1
+{name} AS (
+    SELECT meter_pk, subject, groups, bucket,
+           count(minute)::bigint AS events, count(num)::bigint AS n, sum(num) AS sum, min(num) AS min,
+           max(num) AS max,
+           -- at most one latest row per key: max() just picks it
+           max(latest_value) AS latest_value, max(latest_time) AS latest_time,
+           max(latest_id) AS latest_id, max(latest_source) AS latest_source,
+           array_agg(str) FILTER (WHERE str IS NOT NULL) AS vals,
+           min(minute) AS first_minute, max(minute) AS last_minute
+      FROM (SELECT meter_pk, subject, groups, {bucket} AS bucket, minute, num, str,
+                   NULL::numeric AS latest_value, NULL::timestamptz AS latest_time, NULL::text AS latest_id,
+                   NULL::text AS latest_source
+              FROM projected
+            UNION ALL
+            SELECT meter_pk, subject, groups, bucket, NULL, NULL, NULL, num, time, id, source
+              FROM {name}_latest) parts
+     GROUP BY meter_pk, subject, groups, bucket
 )"""
+
+
+# A CTE of "rollup rows" has: meter_pk, subject, groups, bucket, events, n, sum, min, max,
+# latest_value, latest_time, latest_id, latest_source, vals, first_minute, last_minute.
+
+
+def merged(name: str, rows: str, level: Level) -> str:
+    """CTEs `<name>*`: rollup rows of CTE `rows` merged per key of `level` (bucket kept)."""
+    subject = "subject, " if level.by_subject else ""
+    key = f"meter_pk, {subject}groups, bucket"
+    vals_part = f"""
+            UNION ALL
+            SELECT DISTINCT {key}, v, 0, 0, NULL::numeric, NULL::numeric, NULL::numeric, NULL::numeric,
+                   NULL::timestamptz, NULL::text, NULL::text, NULL::timestamptz, NULL::timestamptz
+              FROM {rows} CROSS JOIN LATERAL unnest({rows}.vals) AS v""" if level.vals else ""
+    return f"""
+{name}_latest AS (
+    SELECT DISTINCT ON ({key}) {key}, latest_value, latest_time, latest_id, latest_source
+      FROM {rows}
+     WHERE latest_time IS NOT NULL
+     ORDER BY {key}, latest_time DESC, latest_id COLLATE "C" DESC, latest_source COLLATE "C" DESC
+),
+{name} AS (
+    SELECT meter_pk, {"subject" if level.by_subject else "NULL::text AS subject"}, groups, bucket,
+           sum(events)::bigint AS events, sum(n)::bigint AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+           -- at most one latest row per key: max() just picks it (see aggregated)
+           max(latest_value) AS latest_value, max(latest_time) AS latest_time,
+           max(latest_id) AS latest_id, max(latest_source) AS latest_source,
+           {"array_agg(v) FILTER (WHERE v IS NOT NULL)" if level.vals else "NULL::text[]"} AS vals,
+           min(first_minute) AS first_minute, max(last_minute) AS last_minute
+      FROM (SELECT {key}, NULL::text AS v, events, n, sum, min, max, NULL::numeric AS latest_value,
+                   NULL::timestamptz AS latest_time, NULL::text AS latest_id, NULL::text AS latest_source,
+                   first_minute, last_minute
+              FROM {rows}
+            UNION ALL
+            SELECT {key}, NULL, 0, 0, NULL, NULL, NULL, latest_value, latest_time, latest_id, latest_source,
+                   NULL, NULL
+              FROM {name}_latest{vals_part}) parts
+     GROUP BY {key}
+)"""
+
+
+def upsert(level: Level, rows: str) -> str:
+    """Merge rollup rows (CTE `rows`, already one per key of `level`) into the level's table.
+    Rows are written in key order, so concurrent sinks lock rollup rows in the same order
+    and cannot deadlock each other."""
+    t = level.table
+    newer = f"""(excluded.latest_time IS NOT NULL AND ({t}.latest_time IS NULL
+     OR (excluded.latest_time, excluded.latest_id COLLATE "C", excluded.latest_source COLLATE "C")
+      > ({t}.latest_time, {t}.latest_id COLLATE "C", {t}.latest_source COLLATE "C")))"""
+    merges = [
+        f"events = {t}.events + excluded.events",
+        f"n = {t}.n + excluded.n",
+        f"""sum = CASE WHEN excluded.sum IS NULL THEN {t}.sum WHEN {t}.sum IS NULL THEN excluded.sum
+                   ELSE {t}.sum + excluded.sum END""",
+        f"min = LEAST({t}.min, excluded.min)",
+        f"max = GREATEST({t}.max, excluded.max)",
+        *(f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {t}.{c} END"
+          for c in ("latest_value", "latest_id", "latest_source", "latest_time")),
+    ]
+    if level.vals:
+        merges.append(f"""vals = CASE WHEN excluded.vals IS NULL THEN {t}.vals WHEN {t}.vals IS NULL THEN excluded.vals
+                    ELSE ARRAY(SELECT DISTINCT v FROM unnest({t}.vals || excluded.vals) AS v) END""")
+    if level.extent:
+        merges += [f"first_minute = LEAST({t}.first_minute, excluded.first_minute)",
+                   f"last_minute = GREATEST({t}.last_minute, excluded.last_minute)"]
+    subject = "subject, " if level.by_subject else ""
+    values = ", ".join(level.values)
+    return f"""
+    INSERT INTO {t} ({level.key}, {values})
+    SELECT meter_pk, {subject}groups, bucket, {values}
+      FROM {rows}
+     ORDER BY meter_pk, {subject}bucket, groups
+    ON CONFLICT ({level.key}) DO UPDATE SET
+        {(","+chr(10)+"        ").join(merges)}
+    RETURNING 1"""
+
+
+# Every minute folds into rollup_minute; minutes the sealer has already folded into the
+# hourly levels (before its watermark) fold into those as well, merged from the batch's
+# minute rows (few, and usually none of them late).
+FOLD = f"""{aggregated("aggregated", "minute")},
+minute_written AS ({upsert(MINUTE, "aggregated")}),
+late AS (
+    SELECT meter_pk, subject, groups, date_trunc('hour', bucket) AS bucket, events, n, sum, min, max,
+           latest_value, latest_time, latest_id, latest_source, vals, first_minute, last_minute
+      FROM aggregated
+     WHERE bucket < (SELECT sealed_through FROM rollup_seal)
+),
+{merged("late_hour", "late", HOUR)},
+hour_written AS ({upsert(HOUR, "late_hour")}),
+{merged("late_total", "late_hour", HOUR_TOTAL)},
+hour_total_written AS ({upsert(HOUR_TOTAL, "late_total")})"""
 
 # The sink: insert the staged batch (idempotent on the event key) and fold exactly
 # the rows that were really inserted, in one statement of one transaction. The
-# staged rows are the messages exactly as published; PostgreSQL takes them apart.
+# staged rows are the messages exactly as published (messages.py: a batch of
+# events, or one event in the earlier form); PostgreSQL takes them apart.
 STORE_BATCH = f"""
-WITH staged AS (
-    SELECT DISTINCT ON (m->>'namespace', m->>'source', m->>'id')
-           m->>'namespace' AS namespace, m->>'source' AS source, m->>'id' AS id, m->>'type' AS type,
-           m->>'subject' AS subject, (m->>'time')::timestamptz AS time,
-           NULLIF(m->'data', 'null'::jsonb) AS data, NULLIF(m->'attributes', 'null'::jsonb) AS attributes,
-           (m->>'ingestedAt')::timestamptz AS ingested_at
+WITH msgs AS MATERIALIZED (
+    -- once per message: read per event row, a message's (large, out-of-line) value would be
+    -- fetched again for every event of it
+    SELECT stream_seq, m->>'namespace' AS namespace, m->>'ingestedAt' AS ingested_at,
+           CASE WHEN m ? 'events' THEN m->'events' ELSE jsonb_build_array(m) END AS events
       FROM staged_events
-     ORDER BY m->>'namespace', m->>'source', m->>'id', stream_seq
+),
+items AS (
+    SELECT msgs.stream_seq, x.pos, x.e, msgs.namespace, msgs.ingested_at
+      FROM msgs CROSS JOIN LATERAL jsonb_array_elements(msgs.events) WITH ORDINALITY AS x(e, pos)
+),
+staged AS (
+    SELECT namespace, e->>'source' AS source, e->>'id' AS id, e->>'type' AS type,
+           e->>'subject' AS subject, (e->>'time')::timestamptz AS time,
+           NULLIF(e->'data', 'null'::jsonb) AS data, NULLIF(e->'attributes', 'null'::jsonb) AS attributes,
+           ingested_at::timestamptz AS ingested_at
+      FROM items
+     ORDER BY stream_seq, pos
 ),
 src AS (
+    -- Inserted in delivery order: of an event delivered twice in the batch, or already
+    -- stored, only the first delivery is stored (DO NOTHING skips the rest).
     INSERT INTO events (namespace, source, id, type, subject, time, data, attributes, ingested_at)
     SELECT namespace, source, id, type, subject, time, data, attributes, ingested_at FROM staged
     ON CONFLICT DO NOTHING
     RETURNING namespace, source, id, type, subject, time, data, ingested_at
 ),
 {PROJECTED},
-{AGGREGATED},
 {FOLD}
-SELECT (SELECT count(*) FROM src) AS inserted,
-       (SELECT count(*) FROM projected) AS metered,
+SELECT (SELECT count(*) FROM items) AS delivered,
+       (SELECT count(*) FROM src) AS inserted,
        (SELECT min(ingested_at) FROM src) AS oldest_ingested
 """
 
@@ -123,12 +264,14 @@ WITH src AS (
      WHERE namespace = %(namespace)s AND type = %(event_type)s AND seq <= %(watermark)s
 ),
 {PROJECTED},
-{AGGREGATED},
 {FOLD}
 SELECT (SELECT count(*) FROM src) AS scanned,
        (SELECT count(*) FROM projected) AS metered
 """
 
+# The staged messages are read once each, so they are stored uncompressed (a batch's
+# message is up to a megabyte: compressing it on COPY would cost more than it saves).
 STAGING_TABLE = """
-CREATE TEMPORARY TABLE IF NOT EXISTS staged_events (stream_seq bigint, m jsonb) ON COMMIT DELETE ROWS
+CREATE TEMPORARY TABLE IF NOT EXISTS staged_events (stream_seq bigint, m jsonb) ON COMMIT DELETE ROWS;
+ALTER TABLE staged_events ALTER COLUMN m SET STORAGE EXTERNAL
 """

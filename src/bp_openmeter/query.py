@@ -76,8 +76,10 @@ def _validate(params: QueryParams) -> QueryParams:
         raise bad_request(f"windowSize: must be one of {', '.join(WINDOW_SIZES)}, got {params.window_size!r}",
                           field="windowSize")
     try:
+        if len(params.time_zone) > 64:
+            raise ValueError("longer than any IANA zone name")
         ZoneInfo(params.time_zone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as exc:
         raise bad_request(f"validation error: invalid time zone: unknown time zone {params.time_zone[:64]}",
                           field="windowTimeZone") from exc
     if len(params.subjects) > MAX_SUBJECTS:
@@ -174,7 +176,7 @@ def _resolve_grouping(meter: Meter, params: QueryParams) -> tuple[list[str], boo
     return group_keys, by_subject
 
 
-# --- SQL --------------------------------------------------------------------------------
+# --- SQL ---------------------------------------------------------------------------------
 
 def _ceil_minute(t: datetime) -> datetime:
     floor = t.replace(second=0, microsecond=0)
@@ -185,82 +187,124 @@ def _floor_minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
-def _ranges(params: QueryParams) -> dict[str, Any]:
-    """Whole minutes [whole_lo, whole_hi) from rollups; raw events for [edge1) and [edge2)."""
-    start, end = params.start, params.end
-    if start is not None and end is not None and _ceil_minute(start) >= _floor_minute(end):
-        # Both edges in the same minute or adjacent partial minutes: raw rows for all of it.
-        return {"whole_lo": None, "whole_hi": None, "use_rollups": False,
-                "e1_lo": start, "e1_hi": end, "e2_lo": None, "e2_hi": None}
-    out = {"whole_lo": None, "whole_hi": None, "use_rollups": True,
-           "e1_lo": None, "e1_hi": None, "e2_lo": None, "e2_hi": None}
-    if start is not None:
-        out["whole_lo"] = _ceil_minute(start)
-        if out["whole_lo"] != start:
-            out["e1_lo"], out["e1_hi"] = start, out["whole_lo"]
-    if end is not None:
-        out["whole_hi"] = _floor_minute(end)
-        if out["whole_hi"] != end:
-            out["e2_lo"], out["e2_hi"] = out["whole_hi"], end
-    return out
+def _ceil_hour(t: datetime) -> datetime:
+    floor = t.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == t else floor + timedelta(hours=1)
 
 
-# Rows of partial aggregates per (subject, groups, minute): rollups for whole minutes,
-# raw projected events for the partial edge minutes.
-_PARTS = f"""
-WITH src AS (
+def _floor_hour(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class _Ranges:
+    """Which stored level answers which part of [start, end).
+
+    Partial minutes at the edges come from raw events; whole minutes from rollups: whole
+    hours (before the sealer's watermark, which the SQL reads) from rollup_hour when
+    `hourly`, the rest from rollup_minute."""
+
+    edges: tuple[tuple[datetime, datetime], ...]
+    rollups: bool
+    whole_lo: datetime | None = None
+    whole_hi: datetime | None = None
+    hourly: bool = False
+
+    @classmethod
+    def of(cls, params: QueryParams, hourly: bool) -> "_Ranges":
+        start, end = params.start, params.end
+        if start is not None and end is not None and _ceil_minute(start) >= _floor_minute(end):
+            return cls(edges=((start, end),), rollups=False)  # all of it inside partial minutes
+        edges = []
+        whole_lo = whole_hi = None
+        if start is not None:
+            whole_lo = _ceil_minute(start)
+            if whole_lo != start:
+                edges.append((start, whole_lo))
+        if end is not None:
+            whole_hi = _floor_minute(end)
+            if whole_hi != end:
+                edges.append((whole_hi, end))
+        if hourly and whole_lo is not None and whole_hi is not None and _ceil_hour(whole_lo) >= _floor_hour(whole_hi):
+            hourly = False  # no whole hour inside
+        return cls(tuple(edges), True, whole_lo, whole_hi, hourly)
+
+    def args(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"whole_lo": self.whole_lo, "whole_hi": self.whole_hi,
+                               "hour_lo": _ceil_hour(self.whole_lo) if self.whole_lo else None,
+                               "hour_hi": _floor_hour(self.whole_hi) if self.whole_hi else None}
+        for i, (lo, hi) in enumerate(self.edges):
+            out[f"e{i}_lo"], out[f"e{i}_hi"] = lo, hi
+        return out
+
+
+_ROW = "events, n, sum, min, max, latest_value, latest_time, latest_id, latest_source, vals"
+_TYPES = {"latest_value": "numeric", "latest_time": "timestamptz", "latest_id": "text", "latest_source": "text",
+          "vals": "text[]"}
+
+
+def _columns(aggregation: str) -> str:
+    """The rollup columns the aggregation reads; NULL for the others, so that a subject's
+    hours can come from rollup_hour's index alone (it carries the numeric columns)."""
+    needed = {"LATEST": {"latest_value", "latest_time", "latest_id", "latest_source"},
+              "UNIQUE_COUNT": {"vals"}}.get(aggregation, set())
+    return ", ".join(name if name not in _TYPES or name in needed else f"NULL::{_TYPES[name]}"
+                     for name in _ROW.split(", "))
+
+
+def _bound(name: str, value: datetime | None, infinite: str) -> str:
+    return f"%({name})s::timestamptz" if value is not None else f"'{infinite}'::timestamptz"
+
+
+def _parts(r: _Ranges, columns: str, subject_filter: str, all_subjects: bool) -> tuple[list[str], list[str]]:
+    """(CTEs, SELECTs of rollup-shaped rows with their minute, extent and level).
+    `all_subjects`: the answer neither filters nor groups by subject, so whole sealed hours
+    can come from the all-subjects level."""
+    ctes, parts = [], []
+    if r.edges:
+        spans = " OR ".join(f"(time >= %(e{i}_lo)s AND time < %(e{i}_hi)s)" for i in range(len(r.edges)))
+        ctes += [f"""
+src AS (
     SELECT namespace, source, id, type, subject, time, data
       FROM events
-     WHERE namespace = %(namespace)s AND type = %(event_type)s
-       AND ((time >= %(e1_lo)s AND time < %(e1_hi)s) OR (time >= %(e2_lo)s AND time < %(e2_hi)s))
-),
-{projection.PROJECTED},
-{projection.AGGREGATED},
-filtered_rollups AS (
-    SELECT subject, groups, minute, events, n, sum, min, max, latest_value, latest_time, latest_id, latest_source
-      FROM rollup_minute
-     WHERE %(use_rollups)s AND meter_pk = %(meter_pk)s
-       AND (%(whole_lo)s::timestamptz IS NULL OR minute >= %(whole_lo)s)
-       AND (%(whole_hi)s::timestamptz IS NULL OR minute < %(whole_hi)s)
-),
-parts AS (
-    SELECT * FROM filtered_rollups
-    UNION ALL
-    SELECT subject, groups, minute, events, n, sum, min, max, latest_value, latest_time, latest_id, latest_source
-      FROM aggregated
-),
-scoped AS (
-    SELECT * FROM parts
-     WHERE (%(subjects)s::text[] IS NULL OR subject = ANY(%(subjects)s::text[]))
-       AND (NOT %(has_filter)s OR NOT EXISTS (
-               SELECT 1 FROM jsonb_each(%(filter)s::jsonb) f
-                WHERE NOT (f.value ? COALESCE(groups ->> f.key, ''))))
-)"""
+     WHERE namespace = %(namespace)s AND type = %(event_type)s AND ({spans})
+)""", projection.PROJECTED, projection.aggregated("edges", "minute")]
+        parts.append(f"""SELECT subject, groups, bucket AS minute, bucket AS first_minute, bucket AS last_minute,
+                false AS hourly, {columns}
+           FROM edges WHERE TRUE{subject_filter}""")
+    if not r.rollups:
+        return ctes, parts
+    lo = _bound("whole_lo", r.whole_lo, "-infinity")
+    hi = _bound("whole_hi", r.whole_hi, "infinity")
+    minute_rows = f"""SELECT subject, groups, minute, minute AS first_minute, minute AS last_minute, false AS hourly,
+                {columns}
+           FROM rollup_minute
+          WHERE meter_pk = %(meter_pk)s{subject_filter}"""
+    if not r.hourly:
+        parts.append(f"{minute_rows} AND minute >= {lo} AND minute < {hi}")
+        return ctes, parts
+    # Whole hours before the watermark's hour come from an hourly level; NULL bounds: none do.
+    ctes.append(f"""
+hours AS (
+    SELECT CASE WHEN h_lo < h_hi THEN h_lo END AS lo, CASE WHEN h_lo < h_hi THEN h_hi END AS hi
+      FROM (SELECT {_bound("hour_lo", r.whole_lo, "-infinity")} AS h_lo,
+                   LEAST({_bound("hour_hi", r.whole_hi, "infinity")},
+                         (SELECT date_trunc('hour', sealed_through) FROM rollup_seal)) AS h_hi) wanted
+)""")
+    if all_subjects:
+        parts.append(f"""SELECT NULL::text, groups, hour, first_minute, last_minute, true, {columns}
+           FROM rollup_hour_total
+          WHERE meter_pk = %(meter_pk)s AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
+    else:
+        parts.append(f"""SELECT subject, groups, hour, first_minute, last_minute, true, {columns}
+           FROM rollup_hour
+          WHERE meter_pk = %(meter_pk)s{subject_filter}
+            AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
+    parts.append(f"{minute_rows} AND minute >= {lo} AND minute < COALESCE((SELECT lo FROM hours), {hi})")
+    parts.append(f"{minute_rows} AND minute >= COALESCE((SELECT hi FROM hours), 'infinity'::timestamptz) "
+                 f"AND minute < {hi}")
+    return ctes, parts
 
-_DISTINCT_PARTS = f"""
-WITH src AS (
-    SELECT namespace, source, id, type, subject, time, data
-      FROM events
-     WHERE namespace = %(namespace)s AND type = %(event_type)s
-       AND ((time >= %(e1_lo)s AND time < %(e1_hi)s) OR (time >= %(e2_lo)s AND time < %(e2_hi)s))
-),
-{projection.PROJECTED},
-parts AS (
-    SELECT subject, groups, minute, value
-      FROM rollup_distinct
-     WHERE %(use_rollups)s AND meter_pk = %(meter_pk)s
-       AND (%(whole_lo)s::timestamptz IS NULL OR minute >= %(whole_lo)s)
-       AND (%(whole_hi)s::timestamptz IS NULL OR minute < %(whole_hi)s)
-    UNION ALL
-    SELECT subject, groups, minute, str FROM projected WHERE str IS NOT NULL
-),
-scoped AS (
-    SELECT * FROM parts
-     WHERE (%(subjects)s::text[] IS NULL OR subject = ANY(%(subjects)s::text[]))
-       AND (NOT %(has_filter)s OR NOT EXISTS (
-               SELECT 1 FROM jsonb_each(%(filter)s::jsonb) f
-                WHERE NOT (f.value ? COALESCE(groups ->> f.key, ''))))
-)"""
 
 _VALUE = {
     "SUM": "sum(sum)",
@@ -270,33 +314,67 @@ _VALUE = {
     "MAX": "max(max)",
     "LATEST": """(array_agg(latest_value ORDER BY latest_time DESC, latest_id COLLATE "C" DESC,
                    latest_source COLLATE "C" DESC) FILTER (WHERE latest_time IS NOT NULL))[1]""",
-    "UNIQUE_COUNT": "count(DISTINCT value)",
+    "UNIQUE_COUNT": "count(DISTINCT v)",
 }
 
-# Window start per row; %(unit)s is a fixed word from _UNITS, bound as a parameter.
-_WINDOW_START = "CASE WHEN %(unit)s::text IS NULL THEN NULL::timestamptz ELSE date_trunc(%(unit)s, minute, %(tz)s) END"
-_WINDOW_END = """CASE WHEN %(unit)s::text IS NULL THEN NULL::timestamptz
-                 ELSE ((window_start AT TIME ZONE %(tz)s) + %(step)s::interval) AT TIME ZONE %(tz)s END"""
+_WINDOW_END = "((window_start AT TIME ZONE %(tz)s) + %(step)s::interval) AT TIME ZONE %(tz)s"
 
 
-def _statement(meter: Meter) -> str:
-    parts = _DISTINCT_PARTS if meter.spec.aggregation == "UNIQUE_COUNT" else _PARTS
-    value = _VALUE[meter.spec.aggregation]
-    # Rows with no countable value (e.g. SUM over events whose value was missing) are omitted.
-    return f"""{parts}
-SELECT window_start, {_WINDOW_END} AS window_end, subject, groups, value, first_minute, last_minute
+def _statement(meter: Meter, params: QueryParams, r: _Ranges, group_keys: list[str], by_subject: bool) -> str:
+    """The query's SQL, assembled from constant fragments (values only as parameters).
+    Only the filters the request has are in it, so each plan fits the request."""
+    subject_filter = " AND subject = ANY(%(subjects)s::text[])" if params.subjects else ""
+    aggregation = meter.spec.aggregation
+    all_subjects = not by_subject and not params.subjects and aggregation != "UNIQUE_COUNT"
+    ctes, parts = _parts(r, _columns(aggregation), subject_filter, all_subjects)
+    group_filter = """
+     WHERE NOT EXISTS (SELECT 1 FROM jsonb_each(%(filter)s::jsonb) f
+                        WHERE NOT (f.value ? COALESCE(groups ->> f.key, '')))""" if params.filter_group_by else ""
+    union = "\n         UNION ALL\n         ".join(parts)
+    ctes.append(f"""
+scoped AS (
+    SELECT * FROM (
+         {union}
+    ) parts (subject, groups, minute, first_minute, last_minute, hourly, {_ROW}){group_filter}
+)""")
+    unique = meter.spec.aggregation == "UNIQUE_COUNT"
+    rows = "scoped CROSS JOIN LATERAL unnest(scoped.vals) AS v" if unique else "scoped"
+    windowed = params.window_size is not None
+    window_start = "date_trunc(%(unit)s, minute, %(tz)s)" if windowed else "NULL::timestamptz"
+    window_end = _WINDOW_END if windowed else "NULL::timestamptz"
+    return f"""WITH {",".join(ctes)}
+SELECT window_start, {window_end} AS window_end, subject, groups, value, first_minute, last_minute, hourly
   FROM (
-    SELECT {_WINDOW_START} AS window_start,
-           CASE WHEN %(by_subject)s THEN subject END AS subject,
-           groups - %(dropped_keys)s::text[] AS groups,
-           {value} AS value,
-           min(minute) AS first_minute, max(minute) AS last_minute
-      FROM scoped
+    SELECT {window_start} AS window_start,
+           {"subject" if by_subject else "NULL::text"} AS subject,
+           {_groups_kept(meter, group_keys)} AS groups,
+           {_VALUE[meter.spec.aggregation]} AS value,
+           min(first_minute) AS first_minute, max(last_minute) AS last_minute, bool_or(hourly) AS hourly
+      FROM {rows}
      GROUP BY 1, 2, 3
   ) windows
- WHERE value IS NOT NULL
  ORDER BY window_start NULLS FIRST, subject COLLATE "C" NULLS FIRST, groups::text COLLATE "C"
 """
+
+
+def _groups_kept(meter: Meter, group_keys: list[str]) -> str:
+    """The row's groups reduced to the requested keys (a constant when none is requested)."""
+    if set(group_keys) == set(meter.spec.group_by):
+        return "groups"
+    return "groups - %(dropped_keys)s::text[]" if group_keys else "'{}'::jsonb"
+
+
+def _whole_hours(t: datetime) -> bool:
+    return t.minute == 0 and t.second == 0 and t.microsecond == 0
+
+
+def _hour_aligned_zone(params: QueryParams) -> bool:
+    """Whether the zone is a whole number of hours from UTC at the range's ends (or now):
+    then HOUR, DAY and MONTH windows are very likely made of whole UTC hours. The answer
+    is checked again on the result, which is exact."""
+    zone = params.zone
+    moments = [t for t in (params.start, params.end) if t is not None] or [datetime.now(timezone.utc)]
+    return all((t.astimezone(zone).utcoffset() or timedelta(0)).total_seconds() % 3600 == 0 for t in moments)
 
 
 def _json_number(value: Any) -> int | float:
@@ -309,6 +387,21 @@ def _json_number(value: Any) -> int | float:
     return value
 
 
+async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, r: _Ranges,
+                 group_keys: list[str], by_subject: bool, args: dict[str, Any]) -> list[tuple]:
+    # Not prepared: every execution is planned for its own range, subjects and level.
+    cur = await conn.execute(_statement(meter, params, r, group_keys, by_subject), {**args, **r.args()},
+                             prepare=False)
+    return await cur.fetchall()
+
+
+def _straddles(rows: list[tuple]) -> bool:
+    """An hourly row in a window whose bounds are not whole UTC hours (e.g. days in a zone
+    at +05:30): such an hour belongs to two windows, so the minutes must answer."""
+    return any(hourly and not (_whole_hours(start) and _whole_hours(end))
+               for start, end, _s, _g, _v, _f, _l, hourly in rows if start is not None)
+
+
 async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams) -> QueryResult:
     group_keys, by_subject = _resolve_grouping(meter, params)
     unit = _UNITS[params.window_size] if params.window_size else None
@@ -316,23 +409,26 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams) 
         "namespace": meter.namespace, "event_type": meter.spec.event_type, "meter_pk": meter.pk,
         "subjects": list(params.subjects) or None,
         "filter": Jsonb({k: list(v) for k, v in params.filter_group_by.items()}),
-        "has_filter": bool(params.filter_group_by),
         "dropped_keys": sorted(set(meter.spec.group_by) - set(group_keys)),
-        "by_subject": by_subject, "unit": unit[0] if unit else None, "step": unit[1] if unit else None,
-        "tz": params.time_zone, **_ranges(params),
+        "unit": unit[0] if unit else None, "step": unit[1] if unit else None, "tz": params.time_zone,
     }
-    cur = await conn.execute(_statement(meter), args)
-    rows = []
-    for window_start, window_end, subject, groups, value, first_minute, last_minute in await cur.fetchall():
+    hourly = params.window_size != "MINUTE" and (unit is None or _hour_aligned_zone(params))
+    rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly), group_keys, by_subject, args)
+    if hourly and unit is not None and _straddles(rows):
+        rows = await _fetch(conn, meter, params, _Ranges.of(params, False), group_keys, by_subject, args)
+    out = []
+    for window_start, window_end, subject, groups, value, first_minute, last_minute, _hourly in rows:
+        if value is None:
+            continue  # no countable value in the window (e.g. SUM over events without the property)
         if window_start is None:
             window_start = params.start or first_minute
             window_end = params.end or (last_minute + timedelta(minutes=1))
-        rows.append({
+        out.append({
             "value": _json_number(value), "windowStart": window_start, "windowEnd": window_end,
             # A group value the event did not have reads as "", as upstream answers.
             "subject": subject, "groupBy": {key: (groups or {}).get(key) or "" for key in group_keys},
         })
-    return QueryResult(params, group_keys, by_subject, rows)
+    return QueryResult(params, group_keys, by_subject, out)
 
 
 # --- answers ----------------------------------------------------------------------------

@@ -179,7 +179,9 @@ async def run_api(config_path: str | None) -> int:
 async def run_sink(config_path: str | None) -> int:
     cfg = load_config(config_path)
     configure(cfg.log_level, "sink")
-    pool = make_pool(cfg.postgres, "sink", setup=setup_session, max_size=max(2, cfg.postgres.pool_min))
+    # A session per concurrent batch, and one for the sealer.
+    pool = make_pool(cfg.postgres, "sink", setup=setup_session,
+                     max_size=max(cfg.sink.concurrency + 1, cfg.postgres.pool_min))
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-sink")
     sink = Sink(cfg, bus, pool)

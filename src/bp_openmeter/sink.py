@@ -4,8 +4,13 @@ Delivery is at-least-once; the events key makes the insert idempotent and rollup
 fold only rows the insert really added, so a redelivered batch changes nothing.
 A database outage is waited out with backoff (the batch stays un-acked, its ack
 deadline extended), never counted against the event. A batch that fails on its
-data is retried one message at a time; a message that still fails after
-nats.consumer.maxDeliver deliveries goes to the dead-letter table with its reason.
+data is retried one message at a time, and a message that fails one event at a
+time; an event that still fails after nats.consumer.maxDeliver deliveries of its
+message goes to the dead-letter table with its reason, and the rest of its
+message is stored.
+
+A message carries many events (messages.py), so the sink fetches as many
+messages as make about `sink.batchSize` events, judging by the messages so far.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import metrics, projection
+from . import messages, metrics, projection
 from .bus import EventBus
 from .config import Config
 from .logs import get_logger
 from .meter_store import METERS_LOCK
+from .sealing import Sealer
 from .timefmt import parse_time
 
 log = get_logger("sink")
@@ -42,18 +48,27 @@ class BatchOutcome:
 
 async def setup_session(conn: psycopg.AsyncConnection) -> None:
     await conn.execute(projection.STAGING_TABLE)
+    # A batch's aggregation is sized by the batch, not by table statistics (there are none
+    # for its CTEs); enough memory keeps it from spilling to disk.
+    await conn.execute("SET work_mem = '64MB'")
 
 
-async def _store(conn: psycopg.AsyncConnection, msgs: list) -> tuple[int, object]:
+async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]]) -> tuple[int, int, object]:
+    """Stage (stream sequence, message) rows and store them in one transaction;
+    returns (events delivered, events newly stored, oldest ingestedAt among those)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
         async with conn.cursor() as cur:
             async with cur.copy("COPY staged_events (stream_seq, m) FROM STDIN") as copy:
-                for msg in msgs:
-                    await copy.write_row((msg.metadata.sequence.stream, msg.data.decode("utf-8")))
+                for seq, payload in rows:
+                    await copy.write_row((seq, payload.decode("utf-8")))
             await cur.execute(projection.STORE_BATCH, {"meter_pk": None})
-            inserted, _metered, oldest = await cur.fetchone()
-    return inserted, oldest
+            delivered, inserted, oldest = await cur.fetchone()
+    return delivered, inserted, oldest
+
+
+def _rows(msgs: list) -> list[tuple[int, bytes]]:
+    return [(msg.metadata.sequence.stream, msg.data) for msg in msgs]
 
 
 # What a message's content can cause; anything else is the database or the network.
@@ -67,24 +82,39 @@ class Sink:
         self.pool = pool
         self.stopping = asyncio.Event()
         self.db_ok = True
+        self.events_per_message = 1.0
+
+    def fetch_size(self) -> int:
+        """Messages to ask for: about batchSize events at the recent events per message."""
+        batch = self.cfg.sink.batch_size
+        return max(1, min(batch, round(batch / self.events_per_message)))
 
     async def run(self) -> None:
-        psub = await self.bus.pull_subscription(self.cfg.sink.batch_size)
-        lag_task = asyncio.create_task(self._report_lag(psub))
+        """`sink.concurrency` workers, each with its own pull subscription on the shared durable
+        consumer and its own database session, so that PostgreSQL can store one batch while
+        it folds another (their rollup writes are ordered alike, so they cannot deadlock)."""
+        subscriptions = [await self.bus.pull_subscription(self.cfg.sink.batch_size)
+                         for _ in range(self.cfg.sink.concurrency)]
+        lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
+        seal_task = asyncio.create_task(Sealer(self.pool).run(self.stopping))
         try:
-            while not self.stopping.is_set():
-                try:
-                    msgs = await psub.fetch(self.cfg.sink.batch_size, timeout=self.cfg.sink.max_wait)
-                except (asyncio.TimeoutError, nats.errors.TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    log.warning("fetch failed", error=str(exc) or type(exc).__name__)
-                    await self._sleep(1.0)
-                    continue
-                if msgs:
-                    await self.process(msgs)
+            await asyncio.gather(*(self._work(psub) for psub in subscriptions))
         finally:
             lag_task.cancel()
+            seal_task.cancel()
+
+    async def _work(self, psub) -> None:
+        while not self.stopping.is_set():
+            try:
+                msgs = await psub.fetch(self.fetch_size(), timeout=self.cfg.sink.max_wait)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                continue
+            except nats.errors.Error as exc:
+                log.warning("fetch failed", error=str(exc) or type(exc).__name__)
+                await self._sleep(1.0)
+                continue
+            if msgs:
+                await self.process(msgs)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -109,8 +139,9 @@ class Sink:
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    inserted, oldest = await _store(conn, msgs)
+                    delivered, inserted, oldest = await _store(conn, _rows(msgs))
                 self.db_ok = True
+                self.events_per_message = 0.5 * self.events_per_message + 0.5 * delivered / len(msgs)
                 break
             except DATA_ERRORS as exc:
                 log.warning("batch rejected by its data, storing message by message", error=str(exc).strip())
@@ -132,7 +163,7 @@ class Sink:
         outcome.inserted = inserted
         metrics.SINK_BATCHES.labels("committed").inc()
         metrics.SINK_STORED.inc(inserted)
-        metrics.SINK_REDELIVERED.inc(len(msgs) - inserted)
+        metrics.SINK_REDELIVERED.inc(delivered - inserted)
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
         if oldest is not None:
             metrics.SINK_FRESHNESS.observe(max(0.0, time.time() - oldest.timestamp()))
@@ -142,33 +173,59 @@ class Sink:
         for msg in msgs:
             try:
                 async with self.pool.connection() as conn:
-                    inserted, _ = await _store(conn, [msg])
+                    _delivered, inserted, _ = await _store(conn, _rows([msg]))
                 outcome.inserted += inserted
                 metrics.SINK_STORED.inc(inserted)
                 await msg.ack()
-            except DATA_ERRORS as exc:
-                deliveries = msg.metadata.num_delivered
-                if deliveries >= self.cfg.nats.consumer.max_deliver:
-                    await self._dead_letter(msg, str(exc).strip(), deliveries)
-                    outcome.dead_lettered += 1
-                    await msg.ack()
-                else:
-                    outcome.retried_later += 1
-                    await msg.nak(delay=min(30.0, 2.0 ** deliveries))
+            except DATA_ERRORS:
+                await self._event_by_event(msg, outcome)
             except (psycopg.Error, PoolTimeout):
                 # Infrastructure again: leave it for redelivery, do not count it against the event.
                 outcome.retried_later += 1
                 await msg.nak(delay=1.0)
         return outcome
 
-    async def _dead_letter(self, msg, reason: str, deliveries: int) -> None:
-        text = msg.data.decode("utf-8", "replace").replace("\x00", "\ufffd")
+    async def _event_by_event(self, msg, outcome: BatchOutcome) -> None:
+        """Store a message's events one at a time; the ones its data makes fail are dead-lettered
+        once the message has had its deliveries, else the message is retried later (what was
+        stored meanwhile is not stored twice: the events key)."""
+        seq, deliveries = msg.metadata.sequence.stream, msg.metadata.num_delivered
         try:
-            fields = orjson.loads(msg.data)
-            if not isinstance(fields, dict):
-                fields = {}
-        except orjson.JSONDecodeError:
-            fields = {}
+            events = messages.unpack(msg.data)
+            singles = [orjson.dumps(event) for event in events]
+        except (ValueError, TypeError) as exc:
+            events, singles, failed = [None], [], [(0, f"the message is not an event batch: {exc}")]
+        else:
+            failed = []
+        for position, single in enumerate(singles):
+            try:
+                async with self.pool.connection() as conn:
+                    _delivered, inserted, _ = await _store(conn, [(seq, single)])
+                outcome.inserted += inserted
+                metrics.SINK_STORED.inc(inserted)
+            except DATA_ERRORS as exc:
+                failed.append((position, str(exc).strip()))
+            except (psycopg.Error, PoolTimeout):
+                outcome.retried_later += 1
+                await msg.nak(delay=1.0)
+                return
+        if failed and deliveries < self.cfg.nats.consumer.max_deliver:
+            outcome.retried_later += 1
+            await msg.nak(delay=min(30.0, 2.0 ** deliveries))
+            return
+        for position, reason in failed:
+            event = events[position] if isinstance(events[position], dict) else None
+            await self._dead_letter(msg, position, event, reason, deliveries)
+            outcome.dead_lettered += 1
+        await msg.ack()
+
+    async def _dead_letter(self, msg, position: int, event: dict | None, reason: str, deliveries: int) -> None:
+        """Record one event (or an unreadable message, event None) that cannot be stored."""
+        fields = event or {}
+        if event is not None:
+            text = orjson.dumps(event).decode("utf-8", "replace").replace("\x00", "\ufffd")
+        else:
+            text = msg.data.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
         def field(name: str) -> str | None:
             value = fields.get(name)
@@ -181,16 +238,16 @@ class Sink:
 
         async with self.pool.connection() as conn:
             await conn.execute(
-                """INSERT INTO dead_letters (stream, stream_seq, namespace, source, id, type, subject, time,
+                """INSERT INTO dead_letters (stream, stream_seq, position, namespace, source, id, type, subject, time,
                                              payload, reason, deliveries)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT DO NOTHING""",
-                (self.cfg.nats.stream.name, msg.metadata.sequence.stream, field("namespace"), field("source"),
-                 field("id"), field("type"), field("subject"), event_time, text,
+                (self.cfg.nats.stream.name, msg.metadata.sequence.stream, position, field("namespace"),
+                 field("source"), field("id"), field("type"), field("subject"), event_time, text,
                  reason[:2000], deliveries))
         metrics.SINK_DEAD_LETTERS.inc()
-        log.error("message dead-lettered", stream_seq=msg.metadata.sequence.stream, reason=reason[:500],
-                  deliveries=deliveries)
+        log.error("event dead-lettered", stream_seq=msg.metadata.sequence.stream, position=position,
+                  reason=reason[:500], deliveries=deliveries)
 
     async def _ack_all(self, msgs: list) -> None:
         for msg in msgs:

@@ -16,6 +16,40 @@ def parse_time(value: object) -> datetime:
     match = _RFC3339.match(value)
     if not match:
         raise ValueError(f"{value[:64]!r} is not an RFC 3339 timestamp (e.g. 2024-01-31T23:59:59Z)")
+    offset = match.group(8)
+    parsed = None
+    if offset == "Z" or (len(offset) == 6 and offset[1:3] <= "23" and offset[4:6] <= "59"):
+        # The common case at C speed; it truncates extra fraction digits as we do. It refuses
+        # what the slow path below handles or explains (second 60, dates that do not exist).
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        parsed = _from_groups(value, match)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError as exc:
+        raise ValueError(f"{value[:64]!r} is outside the years 1 to 9999 in UTC") from exc
+
+
+def canonical_time(value: object) -> str:
+    """An RFC 3339 timestamp (as parse_time accepts it) in the form format_time writes:
+    UTC, 'Z', a fraction only when non-zero, without trailing zeros."""
+    if isinstance(value, str) and len(value) <= 27 and value[-1:] == "Z" and value[10:11] == "T":
+        match = _RFC3339.match(value)
+        fraction = match.group(7) if match else None
+        if match and match.group(6) != "60" and (fraction is None or (len(fraction) <= 6 and fraction[-1] != "0")):
+            try:
+                datetime.fromisoformat(value)  # only to refuse dates that do not exist
+            except ValueError:
+                pass  # parse_time below says what is wrong
+            else:
+                return value  # already canonical: no round trip through datetime
+    return format_time(parse_time(value))
+
+
+def _from_groups(value: str, match: re.Match) -> datetime:
     year, month, day, hour, minute, second, fraction, offset = match.groups()
     micro = int((fraction or "0")[:6].ljust(6, "0"))
     if offset in ("Z", "z"):
@@ -27,25 +61,26 @@ def parse_time(value: object) -> datetime:
             raise ValueError(f"{value[:64]!r} has an invalid UTC offset")
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
-        parsed = datetime(int(year), int(month), int(day), int(hour), int(minute),
-                          min(int(second), 59), micro, tzinfo=tz)
-        # 9999-12-31T23:30:00-01:00 is a valid local time whose UTC instant is past year 9999.
-        return parsed.astimezone(timezone.utc)
-    except (ValueError, OverflowError) as exc:
+        return datetime(int(year), int(month), int(day), int(hour), int(minute),
+                        min(int(second), 59), micro, tzinfo=tz)
+    except ValueError as exc:
         raise ValueError(f"{value[:64]!r} is not a valid date/time: {exc}") from exc
 
 
 def format_time(value: datetime, zone: tzinfo | None = None, *, fraction: bool = True) -> str:
     """RFC 3339 in UTC ('Z') or in `zone` with its offset; a fraction only when there is
     one (as Go's RFC3339Nano prints), none at all with fraction=False (Go's RFC3339)."""
-    local = value.astimezone(zone or timezone.utc)
-    # Not strftime: its %Y drops the leading zeros of years before 1000 ("72-12-24").
-    text = (f"{local.year:04d}-{local.month:02d}-{local.day:02d}"
-            f"T{local.hour:02d}:{local.minute:02d}:{local.second:02d}")
-    if fraction and local.microsecond:
-        text += "." + f"{local.microsecond:06d}".rstrip("0")
+    if zone is None and value.tzinfo is timezone.utc:
+        local = value
+    else:
+        local = value.astimezone(zone or timezone.utc)
+    # isoformat (C speed, years zero-padded to 4 digits): 'YYYY-MM-DDTHH:MM:SS[.ffffff]+HH:MM'
+    iso = local.isoformat()
+    text = iso[:26].rstrip("0") if fraction and local.microsecond else iso[:19]
+    if zone is None:
+        return text + "Z"
     offset = local.utcoffset() or timedelta(0)
-    if zone is None or (offset == timedelta(0) and getattr(zone, "key", "UTC") in ("UTC", "Etc/UTC")):
+    if offset == timedelta(0) and getattr(zone, "key", "UTC") in ("UTC", "Etc/UTC"):
         return text + "Z"
     minutes = int(offset.total_seconds() // 60)
     sign = "+" if minutes >= 0 else "-"
