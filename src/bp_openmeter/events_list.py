@@ -15,7 +15,8 @@ from . import jsonpath
 from .meter_store import list_meters
 from .meters import Meter
 from .problems import bad_request
-from .timefmt import format_time, parse_time, utcnow
+from .query import time_param
+from .timefmt import format_time, utcnow
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
@@ -36,13 +37,7 @@ class ListParams:
 
 
 def _time(qp: Mapping, name: str) -> datetime | None:
-    value = qp.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise bad_request(f"{name}: {exc}", field=name) from exc
+    return time_param(qp.get(name), name)
 
 
 def parse_params(qp: Mapping) -> ListParams:

@@ -57,7 +57,8 @@ class QueryResult:
 
 # --- parameters -------------------------------------------------------------------------
 
-def _time_param(value: Any, name: str) -> datetime | None:
+def time_param(value: Any, name: str) -> datetime | None:
+    """A time query parameter: None when absent, a 400 naming the parameter when unreadable."""
     if value in (None, ""):
         return None
     try:
@@ -93,7 +94,7 @@ def _unsupported(name: str) -> Problem:
 
 
 def parse_range(qp: Mapping) -> tuple[datetime | None, datetime | None]:
-    start, end = _time_param(qp.get("from"), "from"), _time_param(qp.get("to"), "to")
+    start, end = time_param(qp.get("from"), "from"), time_param(qp.get("to"), "to")
     if start is not None and end is not None and start >= end:
         raise bad_request("validation error: from must be before to (to is exclusive)", field="from")
     return start, end
@@ -111,7 +112,7 @@ def parse_query_params(qp: Mapping) -> QueryParams:
         elif key not in known:
             raise bad_request(f"{key}: unknown query parameter", field=key)
     return _validate(QueryParams(
-        start=_time_param(qp.get("from"), "from"), end=_time_param(qp.get("to"), "to"),
+        start=time_param(qp.get("from"), "from"), end=time_param(qp.get("to"), "to"),
         window_size=qp.get("windowSize") or None, time_zone=qp.get("windowTimeZone") or "UTC",
         subjects=tuple(dict.fromkeys(qp.getlist("subject"))),
         group_by=tuple(dict.fromkeys(qp.getlist("groupBy"))),
@@ -150,7 +151,7 @@ def parse_body_params(body: Any) -> QueryParams:
     if not isinstance(time_zone, str):
         raise bad_request("windowTimeZone: must be a string", field="windowTimeZone")
     return _validate(QueryParams(
-        start=_time_param(body.get("from"), "from"), end=_time_param(body.get("to"), "to"),
+        start=time_param(body.get("from"), "from"), end=time_param(body.get("to"), "to"),
         window_size=window_size, time_zone=time_zone, subjects=strings("subject"),
         group_by=strings("groupBy"), filter_group_by=filters))
 

@@ -14,6 +14,7 @@ import orjson
 import psycopg
 import yaml
 
+from bp_openmeter import messages
 from e2e.stack.local import LocalStack
 from tests.faults.traffic import EVENT_TYPE, Ledger
 
@@ -107,6 +108,26 @@ def consumer_backlog(stack: LocalStack) -> int:
             info = await nc.jetstream().consumer_info(config["nats"]["stream"]["name"],
                                                       config["nats"]["consumer"]["durable"])
             return info.num_pending + info.num_ack_pending
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def unacked_events(stack: LocalStack) -> int:
+    """Events in the messages after the consumer's ack floor: with the sink stopped, the
+    acknowledged events that only JetStream holds (a message carries a request's events)."""
+    config = yaml.safe_load(stack.config_path.read_text())
+    stream = config["nats"]["stream"]["name"]
+
+    async def read() -> int:
+        nc = await nats.connect(stack.servers.nats_url, connect_timeout=5, max_reconnect_attempts=0)
+        try:
+            js = nc.jetstream()
+            floor = (await js.consumer_info(stream, config["nats"]["consumer"]["durable"])).ack_floor.stream_seq
+            last = (await js.stream_info(stream)).state.last_seq
+            held = [(await js.get_msg(stream, seq)).data for seq in range(floor + 1, last + 1)]
+            return sum(len(messages.unpack(data)) for data in held)
         finally:
             await nc.close()
 

@@ -18,7 +18,7 @@ import uuid
 import orjson
 import pytest
 
-from tests.faults.observe import consumer_backlog, poll, readiness, settled_totals
+from tests.faults.observe import poll, readiness, settled_totals, unacked_events
 from tests.faults.traffic import PROBLEM, EventPump
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -34,7 +34,7 @@ def test_nats_outage_refuses_ingest_and_recovers_without_losing_acknowledged_eve
     pump.wait_acked(1_000, timeout=60)
     stack.sinks[0].stop()
     pump.wait_acked(pump.ledger.acked_count + 1_000, timeout=30)
-    only_in_jetstream = consumer_backlog(stack)
+    only_in_jetstream = unacked_events(stack)
 
     nats_server.halt()
     down_at = time.monotonic()
