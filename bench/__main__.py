@@ -3,6 +3,7 @@
     nox -s bench                      # defaults: a few minutes on 2 cores
     nox -s bench -- --full            # the sizes of the targets: 1M events ingested, 10M events queried
     nox -s bench -- --only ingest,freshness --events 500000 --profile .artifacts/bench-profile
+    nox -s bench -- --only explain    # where one sink batch spends PostgreSQL's time
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from pathlib import Path
 
 from bp_openmeter.config import SinkConfig
 
-from . import dataset, freshness, ingest, queries, references
+from . import dataset, explain, freshness, ingest, queries, references
 from .env import BenchEnv, engine_tables, relation_bytes
 from .report import heading, mib, ms, note, rate, ratio, table
 from .workload import METERS, Workload
 
-ALL = ("references", "ingest", "freshness", "single", "scaleout", "queries")
+ALL = ("references", "ingest", "freshness", "single", "scaleout", "explain", "queries")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -136,8 +137,32 @@ async def _run_all(env: BenchEnv, args: argparse.Namespace, summary: list[list[s
             note(f"2 sinks / 1 sink: {ratio(two.per_second, batch.per_second)}")
         summary.append(["ingest end to end, 2 sinks", rate(two.per_second),
                         f"{ratio(two.per_second, batch.per_second) if batch else '-'} of 1 sink"])
+    if "explain" in args.only:
+        _explain(env, args, summary)
     if "queries" in args.only:
         await _queries(env, args, summary)
+
+
+def _explain(env: BenchEnv, args: argparse.Namespace, summary: list[list[str]]) -> None:
+    sink_batch = args.sink_batch or SinkConfig().batch_size
+    heading(f"6. one sink batch of {sink_batch:,} events under EXPLAIN ANALYZE, on {args.events:,} stored events")
+    stack = env.start_stack("explain", sinks=0)
+    history = dataset.Dataset(namespace=stack.namespace, count=args.events, subjects=args.subjects, days=args.days)
+    dataset.load(stack.database_url, history, 0, history.count)
+    dataset.vacuum_analyze(stack.database_url, engine_tables(stack.database_url))
+    plan = explain.explain_batch(stack.database_url, history, sink_batch)
+    env.stop_stack(stack)
+    rows = [[n.label, f"{n.rows:,}", ms(n.exclusive_ms / 1000), f"{n.exclusive_ms / plan.execution_ms:.0%}"]
+            for n in plan.nodes[:12]]
+    table(rows, ["plan node (largest exclusive time first)", "rows", "time", "share"])
+    attributed = sum(n.exclusive_ms for n in plan.nodes)
+    note(f"execution {ms(plan.execution_ms / 1000)} ({plan.execution_ms * 1000 / sink_batch:,.0f} us per event), "
+         f"{ms(attributed / 1000)} of it in the nodes above and below them (CTE scans left out), "
+         f"planning {ms(plan.planning_ms / 1000)}; the last of {explain.RUNS} runs, each rolled back")
+    top = plan.nodes[0]
+    summary.append(["sink batch in PostgreSQL (EXPLAIN ANALYZE)",
+                    f"{plan.execution_ms * 1000 / sink_batch:,.0f} us/event",
+                    f"largest: {top.label} {top.exclusive_ms / plan.execution_ms:.0%}"])
 
 
 async def _queries(env: BenchEnv, args: argparse.Namespace, summary: list[list[str]]) -> None:

@@ -73,17 +73,33 @@ class Dataset:
         return self.start + timedelta(seconds=self.seconds)
 
 
+def prepare_session(conn: psycopg.Connection, work_mem: str) -> None:
+    """The sink's session settings and its staging table."""
+    conn.execute("SET TIME ZONE 'UTC'")
+    conn.execute("SET jit = off")
+    conn.execute(f"SET work_mem = '{work_mem}'")
+    conn.execute(projection.STAGING_TABLE)
+    conn.commit()
+
+
+def stage(conn: psycopg.Connection, ds: Dataset, lo: int, hi: int) -> None:
+    """Generate events [lo, hi) of the dataset into the session's staging table, as messages."""
+    conn.execute(_GENERATE, {"namespace": ds.namespace, "run": ds.run, "subjects": ds.subjects,
+                             "start": ds.start, "span_s": ds.seconds, "count": ds.count, "lo": lo, "hi": hi})
+
+
+def live(ds: Dataset, count: int) -> Dataset:
+    """`count` new events of the dataset's subjects, spread over the last `count / 20,000`
+    seconds, as live traffic at the ingest target."""
+    return replace(ds, run="live", count=count, start=datetime.now(timezone.utc) - timedelta(seconds=5),
+                   span_s=count / 20_000)
+
+
 def _load_chunk(database_url: str, ds: Dataset, lo: int, hi: int, work_mem: str = "256MB") -> float:
     """Generate and store events [lo, hi) in one transaction; returns the seconds of the store and commit."""
     with psycopg.connect(database_url) as conn:
-        conn.execute("SET TIME ZONE 'UTC'")
-        conn.execute("SET jit = off")
-        conn.execute(f"SET work_mem = '{work_mem}'")
-        conn.execute(projection.STAGING_TABLE)
-        conn.commit()
-        conn.execute(_GENERATE, {"namespace": ds.namespace, "run": ds.run, "subjects": ds.subjects,
-                                 "start": ds.start, "span_s": ds.seconds, "count": ds.count,
-                                 "lo": lo, "hi": hi})
+        prepare_session(conn, work_mem)
+        stage(conn, ds, lo, hi)
         started = time.perf_counter()
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
         conn.execute(projection.STORE_BATCH, {"meter_pk": None})
@@ -105,9 +121,8 @@ def one_batch_seconds(database_url: str, ds: Dataset, batch: int, repeat: int = 
     """The incremental cost of one sink batch on top of the history: median store time of
     `repeat` batches of live events (new ids, times spread over the last `batch / 20,000`
     seconds, as at the ingest target), with the sink's session settings."""
-    live = replace(ds, run="live", count=batch * repeat, start=datetime.now(timezone.utc) - timedelta(seconds=5),
-                   span_s=batch * repeat / 20_000)
-    times = sorted(_load_chunk(database_url, live, k * batch, (k + 1) * batch, "64MB") for k in range(repeat))
+    recent = live(ds, batch * repeat)
+    times = sorted(_load_chunk(database_url, recent, k * batch, (k + 1) * batch, "64MB") for k in range(repeat))
     return times[len(times) // 2]
 
 
