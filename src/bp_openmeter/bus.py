@@ -46,11 +46,6 @@ class EventBus:
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
 
-    @property
-    def max_payload(self) -> int | None:
-        """The largest message the server takes (its max_payload, 1 MiB by default); None before connecting."""
-        return self.nc.max_payload if self.nc is not None and self.nc.max_payload else None
-
     def subject_for(self, namespace: str) -> str:
         return f"{self.cfg.stream.subject_prefix}.{namespace}"
 

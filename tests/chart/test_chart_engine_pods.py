@@ -193,6 +193,14 @@ def test_rendered_config_passes_the_engine_own_check(objects):
         assert (loaded.api.port, loaded.telemetry.port) == (8888, 10000)
 
 
+def test_the_chart_sink_defaults_are_the_engine_defaults(objects):
+    engine_config = pytest.importorskip("bp_openmeter.config", reason="the engine package is not installed")
+    loaded = engine_config.build_config(config_of(objects)).sink
+    assert loaded == engine_config.SinkConfig()
+    tuned = engine_config.build_config(config_of(render_chart({"sink": {"batchSize": 2000, "concurrency": 4}}))).sink
+    assert (tuned.batch_size, tuned.concurrency) == (2000, 4)
+
+
 # ── the migration step ───────────────────────────────────────────────────────
 
 def test_migrate_in_init_containers_replaces_the_job():

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from e2e.lib import reference
 from e2e.lib.usage import compare, render_diff, render_table, rows_from_json
-from tests.engine.client import _params
 
 pytestmark = pytest.mark.servers
 
