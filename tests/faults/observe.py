@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 import nats
@@ -98,40 +98,39 @@ def totals(stack: LocalStack, ledger: Ledger) -> Totals:
                   unexpected=len(stored - posted), dead_letters=dead_letter_count(stack))
 
 
-def consumer_backlog(stack: LocalStack) -> int:
-    """Messages the sink has not acked yet (pending plus delivered-but-unacked)."""
+def _with_consumer(stack: LocalStack, read: Callable) -> Any:
+    """Run `read(js, stream, durable)` on a fresh connection to the stack's JetStream."""
     config = yaml.safe_load(stack.config_path.read_text())
 
-    async def read() -> int:
+    async def run() -> Any:
         nc = await nats.connect(stack.servers.nats_url, connect_timeout=5, max_reconnect_attempts=0)
         try:
-            info = await nc.jetstream().consumer_info(config["nats"]["stream"]["name"],
-                                                      config["nats"]["consumer"]["durable"])
-            return info.num_pending + info.num_ack_pending
+            return await read(nc.jetstream(), config["nats"]["stream"]["name"], config["nats"]["consumer"]["durable"])
         finally:
             await nc.close()
 
-    return asyncio.run(read())
+    return asyncio.run(run())
+
+
+def consumer_backlog(stack: LocalStack) -> int:
+    """Messages the sink has not acked yet (pending plus delivered-but-unacked)."""
+    async def read(js, stream: str, durable: str) -> int:
+        info = await js.consumer_info(stream, durable)
+        return info.num_pending + info.num_ack_pending
+
+    return _with_consumer(stack, read)
 
 
 def unacked_events(stack: LocalStack) -> int:
     """Events in the messages after the consumer's ack floor: with the sink stopped, the
     acknowledged events that only JetStream holds (a message carries a request's events)."""
-    config = yaml.safe_load(stack.config_path.read_text())
-    stream = config["nats"]["stream"]["name"]
+    async def read(js, stream: str, durable: str) -> int:
+        floor = (await js.consumer_info(stream, durable)).ack_floor.stream_seq
+        last = (await js.stream_info(stream)).state.last_seq
+        held = [(await js.get_msg(stream, seq)).data for seq in range(floor + 1, last + 1)]
+        return sum(len(messages.unpack(data)) for data in held)
 
-    async def read() -> int:
-        nc = await nats.connect(stack.servers.nats_url, connect_timeout=5, max_reconnect_attempts=0)
-        try:
-            js = nc.jetstream()
-            floor = (await js.consumer_info(stream, config["nats"]["consumer"]["durable"])).ack_floor.stream_seq
-            last = (await js.stream_info(stream)).state.last_seq
-            held = [(await js.get_msg(stream, seq)).data for seq in range(floor + 1, last + 1)]
-            return sum(len(messages.unpack(data)) for data in held)
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
+    return _with_consumer(stack, read)
 
 
 def settled_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> Totals:
