@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -10,12 +9,9 @@ from . import messages, metrics
 from .bus import EventBus, Outgoing
 from .cloudevents_in import IncomingEvent
 from .dedupe import Deduplicator, dedupe_key
+from .jsonlimits import has_nul
 from .problems import Problem, bad_request
 from .timefmt import format_time, utcnow
-
-# orjson writes NUL as \u0000; an odd run of backslashes before "u0000" is that escape,
-# an even run is a literal backslash followed by the text "u0000".
-_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(frozen=True)
@@ -41,7 +37,7 @@ class Ingestor:
                 continue  # the same event twice in one request counts once
             seen.add(key)
             payload = event.payload()
-            if b"\\u0000" in payload and _ESCAPED_NUL.search(payload):
+            if has_nul(payload):
                 # PostgreSQL text and jsonb cannot hold NUL; refusing now beats a dead letter later.
                 raise bad_request(f"[{index}]: the event contains a NUL character (\\u0000), which cannot be stored")
             if len(payload) > limit:
