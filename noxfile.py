@@ -34,7 +34,7 @@ nox.options.error_on_missing_interpreters = True
 TEST_DEPS = [".[test]"]
 # The kind tier: the suite's packages plus the cluster plugin and client, pinned.
 KIND_DEPS = ["kubernetes>=31", "pytest-kind-ng==26.7.0", "PyYAML>=6.0"]
-# Rendering the chart (e2e/lib/render.py) validates objects offline: the Kubernetes JSON schemas, pinned.
+# Rendering the chart (testkit/chart/render.py) validates objects offline: the Kubernetes JSON schemas, pinned.
 RENDER_DEPS = ["kubernetes-validate==1.37.0", "jsonschema>=4.23"]
 
 
@@ -46,7 +46,7 @@ def chart(session: nox.Session) -> None:
     # With the engine package installed, a test also checks the rendered config with the engine's own parser.
     if Path("src/bp_openmeter").is_dir():
         session.install("-e", ".")
-    session.run("python", "-m", "e2e.lib.tools")
+    session.run("python", "-m", "testkit.tools")
     session.run("pytest", "tests/chart", *session.posargs)
 
 

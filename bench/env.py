@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 
 from bp_openmeter.config import SinkConfig
-from e2e.stack.local import LocalStack, start_local_stack
-from e2e.stack.servers import Servers, start_servers
+from testkit.stack.local import LocalStack, start_local_stack
+from testkit.stack.servers import Servers, start_servers
 
 from .workload import METERS
 

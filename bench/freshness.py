@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from e2e.stack.local import LocalStack
+from testkit.stack.local import LocalStack
 
 from .http_load import Connection, HttpError, build_request, post_paced
 from .queryable import count_request, counted

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.stack.local import LocalStack
+from testkit.stack.local import LocalStack
 
 from .env import BenchEnv, engine_tables, relation_bytes
 from .http_load import build_request, post_all

@@ -16,12 +16,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from e2e.lib.api import OpenMeterClient
-from e2e.lib.config import load_platform
-from e2e.lib.events import RunScope, chunks, load_events, load_meters, reference_events, reference_meter
-from e2e.lib.kube import wait_until
-from e2e.lib.reference import Event, Meter
-from e2e.lib.runid import RunId
+from testkit.client import OpenMeterClient
+from testkit.platform import load_platform
+from testkit.usage.events import RunScope, chunks, load_events, load_meters, reference_events, reference_meter
+from testkit.kube import wait_until
+from testkit.usage.reference import Event, Meter
+from testkit.runid import RunId
 from e2e.lib.targets import KindTarget, LocalTarget
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

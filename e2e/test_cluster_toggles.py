@@ -18,9 +18,9 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from e2e.lib.kube import KubeError, Kubectl, PortForward, wait_until
-from e2e.lib.monitoring import hpa_target_problem, scrape_targets
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.kube import KubeError, Kubectl, PortForward, wait_until
+from testkit.chart.monitoring import hpa_target_problem, scrape_targets
+from testkit.timeouts import TIMEOUTS
 
 pytestmark = pytest.mark.kind_only
 RUN_LABEL = "bp-openmeter.e2e/run"
@@ -40,7 +40,7 @@ class ClusterEnv:
 @pytest.fixture(scope="module")
 def cluster(target, platform_config, request) -> ClusterEnv:
     from e2e.lib.platform import Helm
-    from e2e.lib.tools import ensure_tools
+    from testkit.tools import ensure_tools
 
     backend = request.config.getoption("--backend")
     if platform_config.blueprint.api[backend].metrics_port is None:

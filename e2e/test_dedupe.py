@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from e2e.lib.events import load_events, reference_events
-from e2e.lib.reference import Meter, Query, expected_usage
-from e2e.lib.timeouts import TIMEOUTS
-from e2e.lib.usage import stays_equal, wait_until_agrees
+from testkit.usage.events import load_events, reference_events
+from testkit.usage.reference import Meter, Query, expected_usage
+from testkit.timeouts import TIMEOUTS
+from testkit.usage.compare import stays_equal, wait_until_agrees
 
 RANGE = {"start": datetime(2025, 3, 29, tzinfo=timezone.utc), "end": datetime(2025, 4, 1, tzinfo=timezone.utc)}
 

@@ -11,7 +11,7 @@
    cluster in its own namespace, another CNPG cluster next to it, the CNPG
    operator, NATS, Valkey, DNS over UDP and TCP, an unrelated service in a namespace
    of its own, the Kubernetes API). The expected matrix is the NetworkPolicy model
-   (e2e/lib/netpol_model.py) applied to the policies rendered from the release's
+   (testkit/netpol/model.py) applied to the policies rendered from the release's
    own values and to the layout read live; it is compared whole with the observed
    one. A mismatch prints and saves (artifacts/netpol/) expected, observed and diff
    tables with the `kubectl exec` that reproduces each wrong cell.
@@ -32,14 +32,14 @@ import pytest
 from e2e.lib import canary as canary_lib
 from e2e.lib import live_layout, netpol_report
 from e2e.lib.diagnostics import collect_cluster
-from e2e.lib.kube import Kubectl, wait_for_default_service_account, wait_for_running
+from testkit.kube import Kubectl, wait_for_default_service_account, wait_for_running
 from e2e.lib.probes import (
     PROBE_LABEL, RUN_LABEL, Cell, ProbeCommand, engine_roles, observe, owner_reference, probe_pod, probe_pod_name,
     program_configmap, server_pod, service, settle,
 )
-from e2e.lib.runid import RunId
-from e2e.lib.timeouts import TIMEOUTS
-from e2e.lib.truth_table import Key, Matrix, Outcome, diff
+from testkit.runid import RunId
+from testkit.timeouts import TIMEOUTS
+from testkit.netpol.truth_table import Key, Matrix, Outcome, diff
 
 pytestmark = pytest.mark.kind_only
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,8 +77,8 @@ def _module_failed(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture(scope="module")
 def env(target, platform_config, request, run_id, artifacts) -> Env:
     from e2e.lib.platform import Helm
-    from e2e.lib.render import chart_values, render_chart
-    from e2e.lib.tools import ensure_tools
+    from testkit.chart.render import chart_values, render_chart
+    from testkit.tools import ensure_tools
 
     backend = request.config.getoption("--backend")
     if backend != "cnpg":

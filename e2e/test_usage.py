@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.lib.cases import all_cases
-from e2e.lib.events import load_meters
-from e2e.lib.reference import expected_usage
-from e2e.lib.timeouts import TIMEOUTS
-from e2e.lib.usage import wait_until_agrees
+from testkit.usage.cases import all_cases
+from testkit.usage.events import load_meters
+from testkit.usage.reference import expected_usage
+from testkit.timeouts import TIMEOUTS
+from testkit.usage.compare import wait_until_agrees
 
 CASES = all_cases(load_meters())
 
@@ -36,7 +36,7 @@ def test_other_runs_are_invisible(api, usage_run):
     """A subject no event of this run carries has no usage (the run prefix isolates runs)."""
     from dataclasses import replace
 
-    from e2e.lib.cases import cases_for
+    from testkit.usage.cases import cases_for
 
     case = cases_for(load_meters()[0])[0]
     query = replace(case.query, subjects=(usage_run.scope.subject("tpp-nobody"),))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from e2e.lib.probes import Observation
-from e2e.lib.truth_table import Outcome
+from testkit.netpol.truth_table import Outcome
 
 SERVER, CLIENT = "canary-server", "canary-client"
 SERVER_LABELS = {"app.kubernetes.io/name": SERVER}

@@ -1,7 +1,7 @@
 """Installs the blueprint (chart/) with the profile under test and the engine image.
 
 Values reach helm as two files, never as `--set` strings: the profile
-(fixtures/profiles/<backend>.yaml) and an overrides file (the engine image and the
+(chart/ci/<backend>-values.yaml) and an overrides file (the engine image and the
 test's own settings, `tier_overrides`). `tier_values` is what helm then sees
 (profile, then overrides), and what the cluster-free tests render the chart with.
 
@@ -24,11 +24,11 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from e2e.lib.config import Blueprint
+from testkit.platform import Blueprint
 from e2e.lib.progress import step
-from e2e.lib.render import (chart_values, condition_enabled, dependencies, is_vendored, merge_values,
+from testkit.chart.render import (chart_values, condition_enabled, dependencies, is_vendored, merge_values,
                              renderable_chart)
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.timeouts import TIMEOUTS
 
 
 def nested(dotted: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import base64
 from typing import Any, Mapping
 
-from e2e.lib.config import DatabaseCluster, Databases
-from e2e.lib.kube import Kubectl, KubeError
+from testkit.platform import DatabaseCluster, Databases
+from testkit.kube import Kubectl, KubeError
 from e2e.lib.progress import step
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.timeouts import TIMEOUTS
 
 CNPG_API = "postgresql.cnpg.io/v1"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "bp-openmeter-e2e"}

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from e2e.lib.kube import Kubectl
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.kube import Kubectl
+from testkit.timeouts import TIMEOUTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / ".artifacts"

@@ -2,7 +2,7 @@
 
 Each nox session of the kind tier runs one of them (`python -m e2e <step>`); `all`
 is the whole flow of `nox -s e2e`. Versions, values and names come from
-fixtures/platform.yaml; waits from e2e/lib/timeouts.py.
+fixtures/platform.yaml; waits from testkit/timeouts.py.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from e2e.lib import prereqs
-from e2e.lib.config import Platform, load_platform
+from testkit.platform import Platform, load_platform
 from e2e.lib.options import Options
 from e2e.lib.progress import REPORTER, step
-from e2e.lib.runid import RunId
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.runid import RunId
+from testkit.timeouts import TIMEOUTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_LABEL = "bp-openmeter.e2e/run"
@@ -125,7 +125,7 @@ def preflight(plan: Plan, step_names: Sequence[str], **kwargs) -> list[prereqs.C
 # --- steps ---------------------------------------------------------------------------
 
 def _tools():
-    from e2e.lib.tools import ensure_tools
+    from testkit.tools import ensure_tools
 
     return ensure_tools()
 
@@ -137,13 +137,13 @@ def _helm(plan: Plan):
 
 
 def _kubectl(plan: Plan):
-    from e2e.lib.kube import Kubectl
+    from testkit.kube import Kubectl
 
     return Kubectl(_tools().kubectl, plan.kubeconfig)
 
 
 def _cluster(plan: Plan):
-    from e2e.lib.kind import Cluster, ensure_kind
+    from testkit.kind import Cluster, ensure_kind
 
     return Cluster(plan.cluster_name, ensure_kind(plan.platform.kind_version), _tools().kubectl,
                    node_image=plan.node_image, kubeconfig=plan.kubeconfig)
@@ -199,9 +199,9 @@ def engine_image(plan: Plan) -> tuple[str, str]:
 
 
 def chart(plan: Plan) -> None:
-    from e2e.lib.api import OpenMeterClient
+    from testkit.client import OpenMeterClient
     from e2e.lib.chart import install_blueprint
-    from e2e.lib.kube import PortForward, find_service, wait_for_api
+    from testkit.kube import PortForward, find_service, wait_for_api
 
     bp = plan.platform.blueprint
     repository, tag = engine_image(plan)
@@ -239,7 +239,7 @@ def test(plan: Plan) -> int:
 
 def diagnostics(plan: Plan, label: str = "flow") -> Path:
     from e2e.lib.diagnostics import collect_cluster
-    from e2e.lib.kube import KubeError, namespaces_with_label
+    from testkit.kube import KubeError, namespaces_with_label
 
     kubectl = _kubectl(plan)
     namespaces = {plan.platform.blueprint.namespace, *(c.namespace for c in plan.platform.charts)}

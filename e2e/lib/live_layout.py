@@ -17,10 +17,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from e2e.lib.netpol_model import ContainerPort, External, Layout, Namespace, Pod, Target, expected_egress
+from testkit.netpol.model import ContainerPort, External, Layout, Namespace, Pod, Target, expected_egress
 from e2e.lib.probes import Cell, ProbeCommand, probe_mode
-from e2e.lib.selectors import parse_selector, selector_matches
-from e2e.lib.truth_table import Key, Matrix
+from testkit.selectors import parse_selector, selector_matches
+from testkit.netpol.truth_table import Key, Matrix
 
 
 class LayoutError(RuntimeError):

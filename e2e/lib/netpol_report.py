@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from e2e.lib.probes import Cell
-from e2e.lib.truth_table import Key, Matrix, WrongCell, diff
+from testkit.netpol.truth_table import Key, Matrix, WrongCell, diff
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from e2e.lib.config import PlatformChart
+from testkit.platform import PlatformChart
 from e2e.lib.progress import step
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.timeouts import TIMEOUTS
 
 
 class HelmError(RuntimeError):

@@ -81,7 +81,7 @@ def check_docker_daemon(run: Runner = subprocess.run, which: Callable[[str], str
 
 
 def check_kind(version: str, obtain: Callable[[str], Path]) -> Check:
-    from e2e.lib.kind import KindError, how_to_get
+    from testkit.kind import KindError, how_to_get
 
     try:
         path = obtain(version)
@@ -91,7 +91,7 @@ def check_kind(version: str, obtain: Callable[[str], Path]) -> Check:
 
 
 def check_tools(obtain: Callable[[], object]) -> Check:
-    from e2e.lib.tools import HELM_VERSION, KUBECTL_VERSION, ToolError
+    from testkit.tools import HELM_VERSION, KUBECTL_VERSION, ToolError
 
     try:
         tools = obtain()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from e2e.lib import probe_program
-from e2e.lib.truth_table import Key, Matrix, Outcome, diff
+from testkit.netpol.truth_table import Key, Matrix, Outcome, diff
 
 PROGRAM_FILE = Path(probe_program.__file__)
 PROGRAM_DIR = "/probe"

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from e2e.lib.diagnostics import collect_cluster, collect_local, local_log_files
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.timeouts import TIMEOUTS
 
 RUN_LABEL = "bp-openmeter.e2e/run"
 
 
 class LocalTarget:
-    """The engine's processes and their servers on this machine (e2e/stack/).
+    """The engine's processes and their servers on this machine (testkit/stack/).
 
     Starts PostgreSQL, nats-server and Valkey (or uses those given by BPOM_TEST_*_URL),
     then an engine stack (migrate, api, sink) with the fixture meters.
@@ -28,8 +28,8 @@ class LocalTarget:
     ready_timeout = TIMEOUTS.engine_ready
 
     def __init__(self, root: Path, meters: Sequence[Mapping[str, Any]]):
-        from e2e.stack.local import start_local_stack
-        from e2e.stack.servers import start_servers
+        from testkit.stack.local import start_local_stack
+        from testkit.stack.servers import start_servers
 
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -75,9 +75,9 @@ class KindTarget:
     kubectl: Any = field(default=None, init=False)
 
     def start(self) -> "KindTarget":
-        from e2e.lib.config import load_platform
-        from e2e.lib.kube import Kubectl, PortForward, find_service
-        from e2e.lib.tools import ensure_tools
+        from testkit.platform import load_platform
+        from testkit.kube import Kubectl, PortForward, find_service
+        from testkit.tools import ensure_tools
 
         if not self.kubeconfig.is_file():
             raise RuntimeError(f"--target kind: kubeconfig {self.kubeconfig} does not exist; create the cluster "
@@ -95,7 +95,7 @@ class KindTarget:
         return self.forward.url
 
     def reconnect(self) -> None:
-        from e2e.lib.kube import KubeError
+        from testkit.kube import KubeError
 
         try:
             self.forward.ensure()
@@ -103,7 +103,7 @@ class KindTarget:
             pass  # the next poll tries again; the wait's timeout bounds it
 
     def collect(self, dest: Path) -> Path:
-        from e2e.lib.kube import KubeError, namespaces_with_label
+        from testkit.kube import KubeError, namespaces_with_label
 
         namespaces = {self.namespace}
         try:

@@ -9,8 +9,8 @@ Kubernetes API outside the pod network.
 
 from __future__ import annotations
 
-from e2e.lib.netpol_model import ContainerPort, External, Layout, Namespace, Pod, Target, all_targets
-from e2e.lib.truth_table import Key, Matrix, Outcome
+from testkit.netpol.model import ContainerPort, External, Layout, Namespace, Pod, Target, all_targets
+from testkit.netpol.truth_table import Key, Matrix, Outcome
 
 RELEASE = "openmeter"
 NAMESPACE = "openmeter"

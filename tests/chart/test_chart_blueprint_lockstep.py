@@ -9,8 +9,8 @@ import tomllib
 import pytest
 import yaml
 
-from e2e.lib.render import CHART_DIR
-from e2e.lib.tools import REPO_ROOT
+from testkit.chart.render import CHART_DIR
+from testkit.tools import REPO_ROOT
 
 
 def load(path):

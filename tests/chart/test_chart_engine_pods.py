@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from e2e.lib.render import find, get, render_chart
+from testkit.chart.render import find, get, render_chart
 
 pytestmark = pytest.mark.helm
 

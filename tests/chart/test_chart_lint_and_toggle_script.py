@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from e2e.lib.render import CHART_DIR, dependencies, helm_lint, is_vendored
-from e2e.lib.tools import REPO_ROOT, ensure_tools
+from testkit.chart.render import CHART_DIR, dependencies, helm_lint, is_vendored
+from testkit.tools import REPO_ROOT, ensure_tools
 
 pytestmark = pytest.mark.helm
 

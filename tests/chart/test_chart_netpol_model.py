@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.lib.netpol_model import (
+from testkit.netpol.model import (
     ContainerPort, External, Layout, Namespace, Pod, Target, all_targets, connection_allowed, decide,
     expected_egress, parse_policies,
 )
-from e2e.lib.truth_table import Key, Outcome
+from testkit.netpol.truth_table import Key, Outcome
 
 LAYOUT = Layout(
     namespaces=[Namespace("app", {"team": "a"}), Namespace("db", {"team": "data"}), Namespace("other")],

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from e2e.lib.render import (
+from testkit.chart.render import (
     CHART_DIR, DependencyMissing, RenderError, dependencies, find, get, is_vendored, kinds, render_chart,
 )
-from e2e.lib.schemas import SchemaError, validate_object
+from testkit.chart.schemas import SchemaError, validate_object
 
 pytestmark = pytest.mark.helm
 

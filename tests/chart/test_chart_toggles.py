@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.lib.render import RenderError, find, get, render_chart
+from testkit.chart.render import RenderError, find, get, render_chart
 
 pytestmark = pytest.mark.helm
 

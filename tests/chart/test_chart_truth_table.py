@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.lib.truth_table import Key, Matrix, Outcome, diff, render_diff, report
+from testkit.netpol.truth_table import Key, Matrix, Outcome, diff, render_diff, report
 
 PG = Key("api", "pg-1", 5432)
 DNS = Key("api", "coredns", 53, "UDP")

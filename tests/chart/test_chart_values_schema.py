@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 
-from e2e.lib.render import CHART_DIR, RenderError, chart_values, render_chart
+from testkit.chart.render import CHART_DIR, RenderError, chart_values, render_chart
 
 pytestmark = pytest.mark.helm
 

@@ -8,7 +8,7 @@ import httpx
 import orjson
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.timeouts import TIMEOUTS
 
 BATCH = "application/cloudevents-batch+json"
 SINGLE = "application/cloudevents+json"

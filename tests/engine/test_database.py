@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bp_openmeter import jsonpath
 from bp_openmeter.events_list import NUMERIC_STRING
 from bp_openmeter.migrate import MigrationError, apply_migrations, available
-from e2e.stack.local import create_database
+from testkit.stack.local import create_database
 
 pytestmark = pytest.mark.servers
 

@@ -1,5 +1,5 @@
 """Property: whatever the arrival order, batching and duplication of the same events,
-the engine answers exactly what the suite's reference calculation (e2e/lib/reference.py,
+the engine answers exactly what the suite's reference calculation (testkit/usage/reference.py,
 which shares no code with the engine) computes from the raw events."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from e2e.lib import reference
-from e2e.lib.usage import compare, render_diff, render_table, rows_from_json
+from testkit.usage.compare import compare, render_diff, render_table, rows_from_json
 
 pytestmark = pytest.mark.servers
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e.stack.local import LocalStack, start_local_stack
-from e2e.stack.servers import Servers, start_servers
+from testkit.stack.local import LocalStack, start_local_stack
+from testkit.stack.servers import Servers, start_servers
 from tests.faults.observe import METERS, Totals
 
 # Short enough that a killed sink's batch comes back within seconds, long enough

@@ -15,7 +15,7 @@ import psycopg
 import yaml
 
 from bp_openmeter import messages
-from e2e.stack.local import LocalStack
+from testkit.stack.local import LocalStack
 from tests.faults.traffic import EVENT_TYPE, Ledger
 
 COUNT_METER = "fault_events"

@@ -1,0 +1,183 @@
+"""fixtures/platform.yaml as typed objects: the one place that pins the kind tier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from testkit.selectors import parse_selector
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = REPO_ROOT / "fixtures"
+PLATFORM_FILE = FIXTURES / "platform.yaml"
+BACKENDS = ("cnpg", "clickhouse")
+
+
+@dataclass(frozen=True)
+class PlatformChart:
+    name: str
+    repo: str
+    chart: str
+    version: str
+    namespace: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def repo_alias(self) -> str:
+        return f"bpom-{self.name}"
+
+
+@dataclass(frozen=True)
+class ApiService:
+    selector: str
+    port: str
+    metrics_port: str | None
+
+
+@dataclass(frozen=True)
+class DatabaseCluster:
+    """A CloudNativePG Cluster the platform step creates."""
+
+    name: str
+    instances: int
+    storage: str
+    database: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class Databases:
+    namespace: str
+    clusters: tuple[DatabaseCluster, ...]
+    engine_cluster: str          # the cluster whose app Secret the engine uses
+    secret_copy: str             # the copy's name in the release namespace
+
+    @property
+    def engine_secret(self) -> str:
+        """The Secret the operator writes for the engine's cluster."""
+        return f"{self.engine_cluster}-app"
+
+
+@dataclass(frozen=True)
+class NetpolTarget:
+    """Pods the probe pods try to reach: a namespace and a label selector."""
+
+    name: str
+    namespace: str
+    selector: str
+
+    def labels(self) -> dict[str, str]:
+        return parse_selector(self.selector)
+
+
+@dataclass(frozen=True)
+class Netpol:
+    probe_image: str
+    targets: tuple[NetpolTarget, ...]
+    unrelated_name: str
+    unrelated_port: int
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    chart_dir: Path
+    release: str
+    namespace: str
+    image_repository: str
+    image_tag: str
+    repository_value: str
+    tag_value: str
+    pull_policy_value: str
+    profiles: Mapping[str, Path]
+    api: Mapping[str, ApiService]
+    toggles: Mapping[str, str]
+
+    @property
+    def image(self) -> str:
+        return f"{self.image_repository}:{self.image_tag}"
+
+    def profile(self, backend: str) -> Path:
+        if backend not in self.profiles:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(self.profiles)}")
+        return self.profiles[backend]
+
+
+@dataclass(frozen=True)
+class Platform:
+    kind_version: str
+    node_images: Mapping[str, str]
+    default_node_image: str
+    cluster_name: str
+    kind_config: Path
+    registries: tuple[str, ...]
+    charts: tuple[PlatformChart, ...]
+    blueprint: Blueprint
+    databases: Databases
+    netpol: Netpol
+
+    def chart(self, name: str) -> PlatformChart:
+        for chart in self.charts:
+            if chart.name == name:
+                return chart
+        raise KeyError(f"fixtures/platform.yaml installs no platform chart named {name!r}")
+
+    def node_image(self, wanted: str | None) -> str:
+        """A node image by matrix key ('v1.34') or as a full reference; default when None."""
+        if not wanted:
+            return self.node_images[self.default_node_image]
+        if wanted in self.node_images:
+            return self.node_images[wanted]
+        if wanted.startswith("kindest/node:") or "/" in wanted:
+            return wanted
+        raise ValueError(f"node image {wanted!r}: give one of {sorted(self.node_images)} or a full image reference")
+
+
+def load_platform(path: Path = PLATFORM_FILE) -> Platform:
+    raw = yaml.safe_load(path.read_text())
+    base = path.parent
+    kind = raw["kind"]
+    bp = raw["blueprint"]
+    image = bp["image"]
+    dbs = raw["databases"]
+    netpol = raw["netpol"]
+    return Platform(
+        kind_version=kind["version"],
+        node_images=dict(kind["nodeImages"]),
+        default_node_image=kind["defaultNodeImage"],
+        cluster_name=kind["clusterName"],
+        kind_config=base / kind["config"],
+        registries=tuple(raw.get("registries", ())),
+        charts=tuple(PlatformChart(name=c["name"], repo=c["repo"], chart=c["chart"], version=str(c["version"]),
+                                   namespace=c["namespace"], values=c.get("values") or {})
+                     for c in raw["platform"]),
+        blueprint=Blueprint(
+            chart_dir=REPO_ROOT / bp["chart"],
+            release=bp["release"],
+            namespace=bp["namespace"],
+            image_repository=image["repository"],
+            image_tag=str(image["tag"]),
+            repository_value=image["repositoryValue"],
+            tag_value=image["tagValue"],
+            pull_policy_value=image["pullPolicyValue"],
+            profiles={k: base / v for k, v in bp["profiles"].items()},
+            api={k: ApiService(selector=v["selector"], port=v["port"], metrics_port=v.get("metricsPort"))
+                 for k, v in bp["api"].items()},
+            toggles=dict(bp.get("toggles") or {}),
+        ),
+        databases=Databases(
+            namespace=dbs["namespace"],
+            clusters=tuple(DatabaseCluster(name=c["name"], instances=int(c["instances"]), storage=str(c["storage"]),
+                                           database=c["database"], owner=c["owner"]) for c in dbs["clusters"]),
+            engine_cluster=dbs["engine"]["cluster"],
+            secret_copy=dbs["engine"]["secretCopy"],
+        ),
+        netpol=Netpol(
+            probe_image=netpol["probeImage"],
+            targets=tuple(NetpolTarget(t["name"], t["namespace"], t["selector"]) for t in netpol["targets"]),
+            unrelated_name=netpol["unrelated"]["name"],
+            unrelated_port=int(netpol["unrelated"]["port"]),
+        ),
+    )
