@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CACHE = REPO_ROOT / ".cache" / "tools"
+from testkit.paths import CACHE
+
+DEFAULT_CACHE = CACHE / "tools"
 RELEASES = "https://github.com/kubernetes-sigs/kind/releases/download"
 _VERSION_OUT = re.compile(r"kind (v\d+\.\d+\.\d+)")
 
@@ -34,8 +35,10 @@ class KindError(RuntimeError):
 
 
 def how_to_get(version: str) -> str:
-    return (f"get kind {version}: `go install sigs.k8s.io/kind@{version}`, or download "
-            f"{RELEASES}/{version}/kind-{_os()}-{_arch()} onto your PATH, or set BPOM_KIND to its path")
+    return (
+        f"get kind {version}: `go install sigs.k8s.io/kind@{version}`, or download "
+        f"{RELEASES}/{version}/kind-{_os()}-{_arch()} onto your PATH, or set BPOM_KIND to its path"
+    )
 
 
 def _os() -> str:
@@ -66,8 +69,10 @@ def locate_kind(version: str, cache: Path = DEFAULT_CACHE) -> Path | None:
     if explicit:
         found = binary_version(Path(explicit))
         if found != version:
-            raise KindError(f"BPOM_KIND={explicit} reports {found or 'no version'}, the suite pins {version}; "
-                            + how_to_get(version))
+            raise KindError(
+                f"BPOM_KIND={explicit} reports {found or 'no version'}, the suite pins {version}; "
+                + how_to_get(version)
+            )
         return Path(explicit)
     cached = cache / f"kind-{version}"
     if cached.exists() and binary_version(cached) == version:
@@ -79,20 +84,22 @@ def locate_kind(version: str, cache: Path = DEFAULT_CACHE) -> Path | None:
 
 
 def _fetch(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https only, fixed host)
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read()
 
 
-def download_kind(version: str, cache: Path = DEFAULT_CACHE, timeout: float = 60.0,
-                  fetch: Callable[[str, float], bytes] = _fetch) -> Path:
+def download_kind(
+    version: str, cache: Path = DEFAULT_CACHE, timeout: float = 60.0, fetch: Callable[[str, float], bytes] = _fetch
+) -> Path:
     """Download the pinned release and check it against its published .sha256sum."""
     url = download_url(version)
     try:
         checksum_text = fetch(url + ".sha256sum", timeout).decode()
         blob = fetch(url, timeout)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise KindError(f"kind {version} is not installed and downloading {url} failed ({exc}); "
-                        + how_to_get(version)) from exc
+        raise KindError(
+            f"kind {version} is not installed and downloading {url} failed ({exc}); " + how_to_get(version)
+        ) from exc
     expected = checksum_text.split()[0].lower() if checksum_text.split() else ""
     actual = hashlib.sha256(blob).hexdigest()
     if actual != expected:
@@ -112,6 +119,7 @@ def ensure_kind(version: str, cache: Path = DEFAULT_CACHE, timeout: float = 60.0
 
 # --- the cluster (needs pytest-kind-ng) -----------------------------------------------
 
+
 @dataclass
 class Cluster:
     """A kind cluster of the e2e tier, as pytest-kind-ng manages it."""
@@ -125,16 +133,20 @@ class Cluster:
     def _handle(self):
         from pytest_kind import KindCluster  # only installed in the kind sessions
 
-        return KindCluster(self.name, kubeconfig=self.kubeconfig, image=self.node_image,
-                           kind_path=self.kind_bin, kubectl_path=self.kubectl_bin)
+        return KindCluster(
+            self.name,
+            kubeconfig=self.kubeconfig,
+            image=self.node_image,
+            kind_path=self.kind_bin,
+            kubectl_path=self.kubectl_bin,
+        )
 
     @property
     def kubeconfig_path(self) -> Path:
         return Path(self._handle().kubeconfig_path).resolve()
 
     def exists(self, timeout: float = 30.0) -> bool:
-        proc = subprocess.run([str(self.kind_bin), "get", "clusters"], capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run([str(self.kind_bin), "get", "clusters"], capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise KindError(f"`kind get clusters` failed: {proc.stderr.strip()}")
         return self.name in proc.stdout.split()

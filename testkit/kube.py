@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
-
+from testkit.net import accepts, free_port
 from testkit.timeouts import TIMEOUTS
+from testkit.wait import WaitTimeout, wait_until
+
+# Waits on a cluster take seconds to minutes: poll from 0.2 s, backing off to 5 s.
+CLUSTER_POLL = {"interval": 0.2, "max_interval": 5.0}
 
 
 class KubeError(RuntimeError):
@@ -39,8 +40,9 @@ class Kubectl:
         """The command as a person would type it (for reproduce hints)."""
         return shlex.join(["kubectl", *(["--kubeconfig", str(self.kubeconfig)] if self.kubeconfig else []), *args])
 
-    def run(self, *args: str, timeout: float = 60.0, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, timeout: float = 60.0, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         argv = self.argv(*args)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
@@ -63,22 +65,9 @@ APPLY_ARGS = ("apply", "--filename", "-")
 
 def manifest_list(objects: Sequence[Mapping[str, Any]]) -> str:
     """Objects as one v1 List document (JSON is YAML), what `kubectl apply --filename -` reads."""
-    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [dict(o) for o in objects]}, indent=1,
-                      sort_keys=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": [dict(o) for o in objects]}, indent=1, sort_keys=True
+    )
 
 
 @dataclass
@@ -92,8 +81,8 @@ class PortForward:
 
     kubectl: Kubectl
     namespace: str
-    target: str                 # e.g. "svc/bp-openmeter-api"
-    remote_port: str            # number or port name
+    target: str  # e.g. "svc/bp-openmeter-api"
+    remote_port: str  # number or port name
     local_port: int = field(default_factory=free_port)
     log: Path | None = None
     proc: subprocess.Popen | None = None
@@ -103,8 +92,15 @@ class PortForward:
         return f"http://127.0.0.1:{self.local_port}"
 
     def argv(self) -> list[str]:
-        return self.kubectl.argv("port-forward", "--namespace", self.namespace, "--address", "127.0.0.1",
-                                 self.target, f"{self.local_port}:{self.remote_port}")
+        return self.kubectl.argv(
+            "port-forward",
+            "--namespace",
+            self.namespace,
+            "--address",
+            "127.0.0.1",
+            self.target,
+            f"{self.local_port}:{self.remote_port}",
+        )
 
     def start(self, timeout: float = 30.0) -> "PortForward":
         self.stop()
@@ -114,16 +110,22 @@ class PortForward:
         finally:
             if self.log:
                 out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise KubeError(f"`{shlex.join(self.argv())}` exited with {self.proc.returncode}"
-                                + (f"; log: {self.log}" if self.log else ""))
-            if _accepts(self.local_port):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise KubeError(f"port-forward to {self.namespace}/{self.target} did not listen within {timeout:.0f}s")
+        try:
+            wait_until(self._listening, timeout, f"port-forward to {self.namespace}/{self.target} listening")
+        except WaitTimeout:
+            self.stop()
+            raise KubeError(
+                f"port-forward to {self.namespace}/{self.target} did not listen within {timeout:.0f}s"
+            ) from None
+        return self
+
+    def _listening(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise KubeError(
+                f"`{shlex.join(self.argv())}` exited with {self.proc.returncode}"
+                + (f"; log: {self.log}" if self.log else "")
+            )
+        return accepts(self.local_port)
 
     def ensure(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -155,22 +157,15 @@ def find_service(kubectl: Kubectl, namespace: str, selector: str, port_name: str
     service = services[0]
     ports = {p.get("name"): p["port"] for p in service["spec"].get("ports", [])}
     if port_name not in ports:
-        raise KubeError(f"Service {namespace}/{service['metadata']['name']} has no port named {port_name!r} "
-                        f"(ports: {ports})")
+        raise KubeError(
+            f"Service {namespace}/{service['metadata']['name']} has no port named {port_name!r} (ports: {ports})"
+        )
     return f"svc/{service['metadata']['name']}", str(ports[port_name])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `predicate` with backoff until it holds; TimeoutError naming `what` otherwise."""
-    try:
-        Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.2, max=5.0),
-                 retry=retry_if_result(lambda ok: not ok))(predicate)
-    except RetryError:
-        raise TimeoutError(f"{what}: not within {timeout:.0f}s") from None
 
 
 def wait_for_api(forward: PortForward, answers: Callable[[], bool], timeout: float = TIMEOUTS.api_answers) -> None:
     """Readiness is a working API call through the Service, not pods being Ready."""
+
     def attempt() -> bool:
         try:
             forward.ensure()
@@ -178,7 +173,12 @@ def wait_for_api(forward: PortForward, answers: Callable[[], bool], timeout: flo
             return False
         return answers()
 
-    wait_until(attempt, timeout, f"the API behind {forward.namespace}/{forward.target} answering GET /api/v1/meters")
+    wait_until(
+        attempt,
+        timeout,
+        f"the API behind {forward.namespace}/{forward.target} answering GET /api/v1/meters",
+        **CLUSTER_POLL,
+    )
 
 
 def namespaces_with_label(kubectl: Kubectl, selector: str) -> list[str]:
@@ -191,6 +191,7 @@ def label_args(labels: dict[str, str]) -> Sequence[str]:
 
 
 # --- pods that must run ------------------------------------------------------------------
+
 
 def pod_problems(pods: Mapping[str, Any], expected: Sequence[str] = ()) -> list[str]:
     """Why the pods of a `kubectl get pods -o json` answer are not all Running with started containers.
@@ -222,30 +223,35 @@ def pod_problems(pods: Mapping[str, Any], expected: Sequence[str] = ()) -> list[
     return problems
 
 
-def wait_for_running(kubectl: Kubectl, namespace: str, selector: str, names: Sequence[str], timeout: float,
-                     what: str) -> None:
+def wait_for_running(
+    kubectl: Kubectl, namespace: str, selector: str, names: Sequence[str], timeout: float, what: str
+) -> None:
     """Wait until the named pods (matching `selector`) run; TimeoutError says what each one lacks."""
     last: list[str] = ["not looked at yet"]
 
     def running() -> bool:
         nonlocal last
         try:
-            last = pod_problems(kubectl.json("get", "pods", "--namespace", namespace, "--selector", selector),
-                                names)
+            last = pod_problems(kubectl.json("get", "pods", "--namespace", namespace, "--selector", selector), names)
         except KubeError as exc:
             last = [str(exc)]
         return not last
 
     try:
-        wait_until(running, timeout, what)
-    except TimeoutError as exc:
+        wait_until(running, timeout, what, **CLUSTER_POLL)
+    except WaitTimeout as exc:
         raise TimeoutError(f"{exc}: " + "; ".join(last)) from None
 
 
 def wait_for_default_service_account(kubectl: Kubectl, namespace: str, timeout: float = 60.0) -> None:
     """A new namespace gets its `default` ServiceAccount a moment later; pods created before it are refused."""
-    def exists() -> bool:
-        return kubectl.run("get", "serviceaccount", "default", "--namespace", namespace, check=False,
-                           timeout=30).returncode == 0
 
-    wait_until(exists, timeout, f"the default ServiceAccount of new namespace {namespace}")
+    def exists() -> bool:
+        return (
+            kubectl.run(
+                "get", "serviceaccount", "default", "--namespace", namespace, check=False, timeout=30
+            ).returncode
+            == 0
+        )
+
+    wait_until(exists, timeout, f"the default ServiceAccount of new namespace {namespace}", **CLUSTER_POLL)

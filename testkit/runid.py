@@ -2,7 +2,8 @@
 
 A run id is lowercase letters and digits only, so it fits everywhere it is used:
 a Kubernetes namespace (RFC 1123 label), a meter slug (`^[a-z0-9]+(?:_[a-z0-9]+)*$`),
-a CloudEvents subject prefix and a folder name.
+a CloudEvents subject prefix and a folder name. Everything a run creates on a
+cluster carries the label `RUN_LABEL=<run id>`, so diagnostics and clean-up find it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 _VALID = re.compile(r"^[a-z][a-z0-9]{3,23}$")
+RUN_LABEL = "bp-openmeter.e2e/run"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,14 @@ class RunId:
             raise ValueError(f"{name!r} is not a valid namespace name")
         return name
 
+    def labels(self) -> dict[str, str]:
+        """The label every object of this run carries."""
+        return run_labels(self.value)
+
+    def selector(self) -> str:
+        """A label selector for every object of this run."""
+        return f"{RUN_LABEL}={self.value}"
+
     def slug(self, base: str) -> str:
         """A meter slug unique to this run."""
         slug = f"{base}_{self.value}"
@@ -50,3 +60,7 @@ class RunId:
 
     def __str__(self) -> str:
         return self.value
+
+
+def run_labels(run_id: str) -> dict[str, str]:
+    return {RUN_LABEL: run_id}

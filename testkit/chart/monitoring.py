@@ -23,8 +23,8 @@ class MonitoringError(AssertionError):
 class ScrapeTarget:
     service: str
     pod: str
-    port: int           # the container port Prometheus connects to
-    port_name: str      # its name on the container ("" when unnamed)
+    port: int  # the container port Prometheus connects to
+    port_name: str  # its name on the container ("" when unnamed)
     path: str
 
 
@@ -48,9 +48,11 @@ def selects_namespace(monitor: Mapping[str, Any], namespace: str) -> bool:
 
 def selected_services(monitor: Mapping[str, Any], services: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     selector = Selector.parse(monitor.get("spec", {}).get("selector") or {})
-    return [dict(s) for s in services
-            if selects_namespace(monitor, s.get("metadata", {}).get("namespace", ""))
-            and selector.matches(_labels(s))]
+    return [
+        dict(s)
+        for s in services
+        if selects_namespace(monitor, s.get("metadata", {}).get("namespace", "")) and selector.matches(_labels(s))
+    ]
 
 
 def pods_behind(service: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -64,42 +66,51 @@ def container_port(pod: Mapping[str, Any], target_port: int | str) -> tuple[int,
     """(number, name) of the container port a Service targetPort designates on this pod."""
     for container in pod.get("spec", {}).get("containers") or []:
         for port in container.get("ports") or []:
-            if (isinstance(target_port, str) and port.get("name") == target_port) or \
-                    (isinstance(target_port, int) and port.get("containerPort") == target_port):
+            if (isinstance(target_port, str) and port.get("name") == target_port) or (
+                isinstance(target_port, int) and port.get("containerPort") == target_port
+            ):
                 return port["containerPort"], port.get("name", "")
     if isinstance(target_port, int):
         return target_port, ""  # a number needs no declaration on the container
     return None
 
 
-def scrape_targets(monitor: Mapping[str, Any], services: Iterable[Mapping[str, Any]],
-                   pods: Iterable[Mapping[str, Any]]) -> list[ScrapeTarget]:
+def scrape_targets(
+    monitor: Mapping[str, Any], services: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]
+) -> list[ScrapeTarget]:
     """Every (pod, container port, path) the ServiceMonitor makes Prometheus scrape."""
     services, pods = list(services), list(pods)
     chosen = selected_services(monitor, services)
     if not chosen:
-        raise MonitoringError(f"ServiceMonitor {_name(monitor)} selects no Service: selector "
-                              f"{monitor.get('spec', {}).get('selector')}, Services "
-                              f"{[(_name(s), _labels(s)) for s in services]}")
+        raise MonitoringError(
+            f"ServiceMonitor {_name(monitor)} selects no Service: selector "
+            f"{monitor.get('spec', {}).get('selector')}, Services "
+            f"{[(_name(s), _labels(s)) for s in services]}"
+        )
     targets, problems = [], []
     for endpoint in monitor.get("spec", {}).get("endpoints") or []:
         port_name, path = endpoint.get("port"), endpoint.get("path", "/metrics")
         for service in chosen:
             ports = {p.get("name"): p for p in service.get("spec", {}).get("ports") or []}
             if port_name not in ports:
-                problems.append(f"endpoint port {port_name!r} is not a port of Service {_name(service)} "
-                                f"(its ports: {sorted(str(n) for n in ports)})")
+                problems.append(
+                    f"endpoint port {port_name!r} is not a port of Service {_name(service)} "
+                    f"(its ports: {sorted(str(n) for n in ports)})"
+                )
                 continue
             target_port = ports[port_name].get("targetPort", ports[port_name]["port"])
             behind = pods_behind(service, pods)
             if not behind:
-                problems.append(f"Service {_name(service)} selects no pod (selector "
-                                f"{service.get('spec', {}).get('selector')})")
+                problems.append(
+                    f"Service {_name(service)} selects no pod (selector {service.get('spec', {}).get('selector')})"
+                )
             for pod in behind:
                 resolved = container_port(pod, target_port)
                 if resolved is None:
-                    problems.append(f"Service {_name(service)} port {port_name!r} targets {target_port!r}, "
-                                    f"which no container of pod {_name(pod)} declares")
+                    problems.append(
+                        f"Service {_name(service)} port {port_name!r} targets {target_port!r}, "
+                        f"which no container of pod {_name(pod)} declares"
+                    )
                     continue
                 targets.append(ScrapeTarget(_name(service), _name(pod), resolved[0], resolved[1], path))
     if problems:
@@ -113,10 +124,16 @@ def pods_of_workloads(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, An
     for obj in objects:
         if obj.get("kind") in ("Deployment", "StatefulSet", "Job"):
             template = obj.get("spec", {}).get("template", {})
-            pods.append({"metadata": {"name": f"{_name(obj)}-pod",
-                                      "namespace": obj.get("metadata", {}).get("namespace"),
-                                      "labels": dict(template.get("metadata", {}).get("labels") or {})},
-                         "spec": template.get("spec", {})})
+            pods.append(
+                {
+                    "metadata": {
+                        "name": f"{_name(obj)}-pod",
+                        "namespace": obj.get("metadata", {}).get("namespace"),
+                        "labels": dict(template.get("metadata", {}).get("labels") or {}),
+                    },
+                    "spec": template.get("spec", {}),
+                }
+            )
     return pods
 
 

@@ -26,9 +26,10 @@ from typing import Any
 import yaml
 
 from testkit.chart.schemas import KUBE_VERSION, SchemaError, describe, validate_object
-from testkit.tools import REPO_ROOT, ensure_tools
+from testkit.paths import CHART_DIR
+from testkit.tools import ensure_tools
+from testkit.values import merge_values
 
-CHART_DIR = REPO_ROOT / "chart"
 DEFAULT_RELEASE = "openmeter"
 DEFAULT_NAMESPACE = "openmeter"
 
@@ -42,18 +43,6 @@ class DependencyMissing(RuntimeError):
 
 
 # ── values and dependencies ───────────────────────────────────────────────────
-
-def merge_values(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Helm's coalescing: maps merge key by key, anything else replaces, null deletes."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge_values(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def chart_values(chart_dir: Path = CHART_DIR, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -93,9 +82,11 @@ def renderable_chart(values: Mapping[str, Any] | None = None, chart_dir: Path = 
     wanted = [d for d in missing if condition_enabled(d, merged)]
     if wanted:
         names = ", ".join(f"{d['name']} {d['version']} ({d['repository']})" for d in wanted)
-        raise DependencyMissing(f"these values enable chart dependencies that are not vendored in "
-                                f"{chart_dir / 'charts'}: {names}; run `helm dependency build {chart_dir}` "
-                                "where the repository is reachable")
+        raise DependencyMissing(
+            f"these values enable chart dependencies that are not vendored in "
+            f"{chart_dir / 'charts'}: {names}; run `helm dependency build {chart_dir}` "
+            "where the repository is reachable"
+        )
     with tempfile.TemporaryDirectory(prefix="bpom-chart-") as tmp:
         copy = Path(tmp) / chart_dir.name
         shutil.copytree(chart_dir, copy)
@@ -110,19 +101,35 @@ def renderable_chart(values: Mapping[str, Any] | None = None, chart_dir: Path = 
 
 # ── helm ──────────────────────────────────────────────────────────────────────
 
+
 def _run_helm(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(ensure_tools().helm), *args], capture_output=True, text=True)
 
 
-def helm_template(values: Mapping[str, Any] | None = None, namespace: str = DEFAULT_NAMESPACE,
-                  api_versions: Iterable[str] = (), *, release: str = DEFAULT_RELEASE,
-                  chart_dir: Path = CHART_DIR, kube_version: str = KUBE_VERSION) -> str:
+def helm_template(
+    values: Mapping[str, Any] | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    api_versions: Iterable[str] = (),
+    *,
+    release: str = DEFAULT_RELEASE,
+    chart_dir: Path = CHART_DIR,
+    kube_version: str = KUBE_VERSION,
+) -> str:
     """helm template's output (YAML text); raises RenderError with helm's message."""
     with renderable_chart(values, chart_dir) as chart, tempfile.TemporaryDirectory() as tmp:
         values_file = Path(tmp) / "values.yaml"
         values_file.write_text(yaml.safe_dump(dict(values or {})))
-        args = ["template", release, str(chart), "--namespace", namespace,
-                "--kube-version", kube_version, "--values", str(values_file)]
+        args = [
+            "template",
+            release,
+            str(chart),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            kube_version,
+            "--values",
+            str(values_file),
+        ]
         for api_version in api_versions:
             args += ["--api-versions", api_version]
         proc = _run_helm(args)
@@ -131,8 +138,9 @@ def helm_template(values: Mapping[str, Any] | None = None, namespace: str = DEFA
     return proc.stdout
 
 
-def helm_lint(values: Mapping[str, Any] | None = None, *, strict: bool = True,
-              chart_dir: Path = CHART_DIR) -> subprocess.CompletedProcess:
+def helm_lint(
+    values: Mapping[str, Any] | None = None, *, strict: bool = True, chart_dir: Path = CHART_DIR
+) -> subprocess.CompletedProcess:
     """helm lint of the renderable chart for these values."""
     with renderable_chart(values, chart_dir) as chart, tempfile.TemporaryDirectory() as tmp:
         values_file = Path(tmp) / "values.yaml"
@@ -140,13 +148,20 @@ def helm_lint(values: Mapping[str, Any] | None = None, *, strict: bool = True,
         return _run_helm(["lint", str(chart), "--values", str(values_file), *(["--strict"] if strict else [])])
 
 
-def render_chart(values: Mapping[str, Any] | None = None, namespace: str = DEFAULT_NAMESPACE,
-                 api_versions: Iterable[str] = (), *, release: str = DEFAULT_RELEASE,
-                 chart_dir: Path = CHART_DIR, kube_version: str = KUBE_VERSION,
-                 validate: bool = True) -> list[dict[str, Any]]:
+def render_chart(
+    values: Mapping[str, Any] | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    api_versions: Iterable[str] = (),
+    *,
+    release: str = DEFAULT_RELEASE,
+    chart_dir: Path = CHART_DIR,
+    kube_version: str = KUBE_VERSION,
+    validate: bool = True,
+) -> list[dict[str, Any]]:
     """The rendered objects, each validated against its schema (SchemaError lists every invalid one)."""
-    text = helm_template(values, namespace, api_versions, release=release,
-                         chart_dir=chart_dir, kube_version=kube_version)
+    text = helm_template(
+        values, namespace, api_versions, release=release, chart_dir=chart_dir, kube_version=kube_version
+    )
     objects = [doc for doc in yaml.safe_load_all(text) if doc]
     if validate:
         errors = []
@@ -162,9 +177,9 @@ def render_chart(values: Mapping[str, Any] | None = None, namespace: str = DEFAU
 
 # ── finding objects ───────────────────────────────────────────────────────────
 
+
 def find(objects: Iterable[Mapping[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [o for o in objects
-            if o.get("kind") == kind and (name is None or o.get("metadata", {}).get("name") == name)]
+    return [o for o in objects if o.get("kind") == kind and (name is None or o.get("metadata", {}).get("name") == name)]
 
 
 def get(objects: Iterable[Mapping[str, Any]], kind: str, name: str) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Offline validation of Kubernetes objects, as the API server would check them.
 
-Built-in kinds are checked against the Kubernetes JSON schema of a pinned
-version (shipped by the `kubernetes-validate` package), in strict mode: an
+Built-in kinds are checked against the Kubernetes JSON schema of the version
+fixtures/platform.yaml pins (`kubernetesVersion`; the schemas ship with the
+`kubernetes-validate` package), in strict mode: an
 unknown field is an error, as with ``kubectl apply`` (server-side field
 validation). Custom resources are checked against the CRDs in ``crds/`` next to
-this module, with unknown fields rejected too (the API server would drop them
+this module (vendored at the versions the platform installs: platform.yaml `crds`),
+with unknown fields rejected too (the API server would drop them
 silently, which hides typos). Names and labels are checked for the syntax the
 API server enforces but the JSON schemas do not express.
 """
@@ -22,7 +24,9 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-KUBE_VERSION = "1.33.0"
+from testkit.platform import platform
+
+KUBE_VERSION = platform().kubernetes_version
 CRD_DIR = Path(__file__).resolve().parent / "crds"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -64,8 +68,9 @@ def _validate_builtin(obj: Mapping[str, Any], kube_version: str) -> None:
     try:
         kubernetes_validate.validate(dict(obj), kube_version, strict=True)
     except kubernetes_validate.SchemaNotFoundError as exc:
-        raise SchemaError(f"{describe(obj)}: no schema for this kind in Kubernetes {kube_version} "
-                          f"and no CRD in {CRD_DIR}") from exc
+        raise SchemaError(
+            f"{describe(obj)}: no schema for this kind in Kubernetes {kube_version} and no CRD in {CRD_DIR}"
+        ) from exc
     except kubernetes_validate.ValidationError as exc:
         path = ".".join(str(p) for p in exc.path) or "(root)"
         raise SchemaError(f"{describe(obj)}: {path}: {exc.message}") from exc
@@ -89,15 +94,13 @@ def _validate_custom_resource(obj: Mapping[str, Any], crd: Mapping[str, Any], ku
     if version not in served:
         raise SchemaError(f"{describe(obj)}: version {version} is not served by the CRD (served: {sorted(served)})")
     schema = _json_schema(crd["metadata"]["name"], version)
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(dict(obj)),
-                    key=lambda e: list(e.path))
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(dict(obj)), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         path = ".".join(str(p) for p in first.path) or "(root)"
         raise SchemaError(f"{describe(obj)}: {path}: {first.message}")
     # ObjectMeta is the same for every kind: check it through a carrier of a built-in kind.
-    _validate_builtin({"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj.get("metadata") or {}},
-                      kube_version)
+    _validate_builtin({"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj.get("metadata") or {}}, kube_version)
 
 
 @functools.cache
@@ -119,8 +122,11 @@ def _strict(node: Any) -> Any:
     out = {k: _strict(v) for k, v in node.items()}
     if out.get("nullable") and "type" in out:
         out["type"] = [out["type"], "null"]
-    if "properties" in out and "additionalProperties" not in out \
-            and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 

@@ -53,6 +53,7 @@ INGRESS, EGRESS = "Ingress", "Egress"
 
 # ── the layout: what exists in the cluster ────────────────────────────────────
 
+
 @dataclass(frozen=True)
 class ContainerPort:
     port: int
@@ -121,6 +122,7 @@ class Layout:
 
 # ── the policies ──────────────────────────────────────────────────────────────
 
+
 @dataclass(frozen=True)
 class Selector:
     """A metav1.LabelSelector; the empty selector matches everything."""
@@ -176,8 +178,11 @@ class Peer:
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> "Peer":
         ip_block = raw.get("ipBlock")
-        peer = cls(Selector.parse(raw.get("podSelector")), Selector.parse(raw.get("namespaceSelector")),
-                   IPBlock(ip_block["cidr"], list(ip_block.get("except") or [])) if ip_block else None)
+        peer = cls(
+            Selector.parse(raw.get("podSelector")),
+            Selector.parse(raw.get("namespaceSelector")),
+            IPBlock(ip_block["cidr"], list(ip_block.get("except") or [])) if ip_block else None,
+        )
         if peer.ip_block and (peer.pod_selector or peer.namespace_selector):
             raise ValueError(f"peer: ipBlock cannot be combined with selectors: {raw!r}")
         if not (peer.ip_block or peer.pod_selector or peer.namespace_selector):
@@ -222,22 +227,23 @@ class PortRule:
             return self.port <= port <= (self.end_port or self.port)
         if not isinstance(destination, Pod):
             return False  # a named port is looked up on the destination pod; an address has no names
-        return any(cp.name == self.port and cp.protocol == protocol and cp.port == port
-                   for cp in destination.ports)
+        return any(cp.name == self.port and cp.protocol == protocol and cp.port == port for cp in destination.ports)
 
 
 @dataclass(frozen=True)
 class Rule:
-    peers: Sequence[Peer]       # empty: every peer
-    ports: Sequence[PortRule]   # empty: every port
+    peers: Sequence[Peer]  # empty: every peer
+    ports: Sequence[PortRule]  # empty: every port
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], peers_key: str) -> "Rule":
-        return cls([Peer.parse(p) for p in raw.get(peers_key) or []],
-                   [PortRule.parse(p) for p in raw.get("ports") or []])
+        return cls(
+            [Peer.parse(p) for p in raw.get(peers_key) or []], [PortRule.parse(p) for p in raw.get("ports") or []]
+        )
 
-    def matches(self, peer: Endpoint, policy_namespace: str, layout: Layout,
-                port: int, protocol: str, destination: Endpoint) -> bool:
+    def matches(
+        self, peer: Endpoint, policy_namespace: str, layout: Layout, port: int, protocol: str, destination: Endpoint
+    ) -> bool:
         peer_ok = not self.peers or any(p.matches(peer, policy_namespace, layout) for p in self.peers)
         port_ok = not self.ports or any(p.matches(port, protocol, destination) for p in self.ports)
         return peer_ok and port_ok
@@ -268,20 +274,28 @@ class NetworkPolicy:
         selector = Selector.parse(spec.get("podSelector"))
         if selector is None:
             raise ValueError(f"policy {meta.get('name')}: spec.podSelector is required ({{}} selects every pod)")
-        return cls(meta.get("name", "?"), meta.get("namespace") or default_namespace, selector,
-                   frozenset(types), ingress, egress)
+        return cls(
+            meta.get("name", "?"),
+            meta.get("namespace") or default_namespace,
+            selector,
+            frozenset(types),
+            ingress,
+            egress,
+        )
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     def selects(self, pod: Pod, direction: str) -> bool:
-        return direction in self.policy_types and pod.namespace == self.namespace \
-            and self.pod_selector.matches(pod.labels)
+        return (
+            direction in self.policy_types and pod.namespace == self.namespace and self.pod_selector.matches(pod.labels)
+        )
 
 
-def parse_policies(objects: Iterable[Mapping[str, Any] | NetworkPolicy],
-                   default_namespace: str = "default") -> list[NetworkPolicy]:
+def parse_policies(
+    objects: Iterable[Mapping[str, Any] | NetworkPolicy], default_namespace: str = "default"
+) -> list[NetworkPolicy]:
     """The NetworkPolicies among rendered objects (other kinds are skipped)."""
     policies = []
     for obj in objects:
@@ -294,14 +308,23 @@ def parse_policies(objects: Iterable[Mapping[str, Any] | NetworkPolicy],
 
 # ── decisions ─────────────────────────────────────────────────────────────────
 
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
     reason: str
 
 
-def _direction(policies: Sequence[NetworkPolicy], layout: Layout, subject: Pod, direction: str,
-               peer: Endpoint, port: int, protocol: str, destination: Endpoint) -> Decision:
+def _direction(
+    policies: Sequence[NetworkPolicy],
+    layout: Layout,
+    subject: Pod,
+    direction: str,
+    peer: Endpoint,
+    port: int,
+    protocol: str,
+    destination: Endpoint,
+) -> Decision:
     applicable = [p for p in policies if p.selects(subject, direction)]
     if not applicable:
         return Decision(True, f"{subject.name} is not isolated for {direction.lower()}")
@@ -314,8 +337,16 @@ def _direction(policies: Sequence[NetworkPolicy], layout: Layout, subject: Pod, 
     return Decision(False, f"{direction.lower()} of {subject.name} isolated by {refs}; no rule matches")
 
 
-def decide(policies: Iterable[Mapping[str, Any] | NetworkPolicy], layout: Layout, source: str, target: str,
-           port: int | str, protocol: str = "TCP", *, include_ingress: bool = True) -> Decision:
+def decide(
+    policies: Iterable[Mapping[str, Any] | NetworkPolicy],
+    layout: Layout,
+    source: str,
+    target: str,
+    port: int | str,
+    protocol: str = "TCP",
+    *,
+    include_ingress: bool = True,
+) -> Decision:
     """Whether `source` (a pod) may open a connection to `target` (pod or External) on `port`.
 
     `include_ingress=False` answers for the source's egress policies alone.
@@ -334,8 +365,16 @@ def decide(policies: Iterable[Mapping[str, Any] | NetworkPolicy], layout: Layout
     return Decision(True, f"{egress.reason}; {ingress.reason}")
 
 
-def connection_allowed(policies: Iterable[Mapping[str, Any] | NetworkPolicy], layout: Layout, source: str,
-                       target: str, port: int | str, protocol: str = "TCP", *, include_ingress: bool = True) -> bool:
+def connection_allowed(
+    policies: Iterable[Mapping[str, Any] | NetworkPolicy],
+    layout: Layout,
+    source: str,
+    target: str,
+    port: int | str,
+    protocol: str = "TCP",
+    *,
+    include_ingress: bool = True,
+) -> bool:
     return decide(policies, layout, source, target, port, protocol, include_ingress=include_ingress).allowed
 
 
@@ -358,9 +397,14 @@ class Target:
     protocol: str = "TCP"
 
 
-def expected_egress(policies: Iterable[Mapping[str, Any] | NetworkPolicy], layout: Layout,
-                    sources: Iterable[str], targets: Iterable[Target], *,
-                    include_ingress: bool = True) -> Matrix:
+def expected_egress(
+    policies: Iterable[Mapping[str, Any] | NetworkPolicy],
+    layout: Layout,
+    sources: Iterable[str],
+    targets: Iterable[Target],
+    *,
+    include_ingress: bool = True,
+) -> Matrix:
     """The matrix a probe from each source to each target should observe.
 
     Both the sources' egress policies and, for pod targets, the targets' ingress
@@ -372,8 +416,9 @@ def expected_egress(policies: Iterable[Mapping[str, Any] | NetworkPolicy], layou
     for source in sources:
         for target in targets:
             number = resolve_port(layout.endpoint(target.name), target.port, target.protocol)
-            decision = decide(parsed, layout, source, target.name, number, target.protocol,
-                              include_ingress=include_ingress)
+            decision = decide(
+                parsed, layout, source, target.name, number, target.protocol, include_ingress=include_ingress
+            )
             key = Key(source, target.name, number, target.protocol)
             cells[key] = Outcome.of(decision.allowed)
             detail[key] = decision.reason

@@ -65,8 +65,9 @@ class Matrix(Mapping[Key, Outcome]):
     that allowed it...); it is printed by `render_diff`, never compared.
     """
 
-    def __init__(self, cells: Mapping[Key, Outcome] | Iterable[tuple[Key, Outcome]] = (),
-                 detail: Mapping[Key, str] | None = None):
+    def __init__(
+        self, cells: Mapping[Key, Outcome] | Iterable[tuple[Key, Outcome]] = (), detail: Mapping[Key, str] | None = None
+    ):
         self._cells: dict[Key, Outcome] = dict(cells)
         for key, outcome in self._cells.items():
             if not isinstance(key, Key) or not isinstance(outcome, Outcome):
@@ -109,9 +110,10 @@ class Matrix(Mapping[Key, Outcome]):
         sources = self.sources()
         by_cell = {(k.destination, k.source): o for k, o in self._cells.items()}
         header = ["to \\ from", *sources]
-        rows = [[dest, *(_SYMBOL[by_cell[(dest, src)]] if (dest, src) in by_cell else _MISSING
-                         for src in sources)]
-                for dest in self.destinations()]
+        rows = [
+            [dest, *(_SYMBOL[by_cell[(dest, src)]] if (dest, src) in by_cell else _MISSING for src in sources)]
+            for dest in self.destinations()
+        ]
         return _table(header, rows, title)
 
 
@@ -156,8 +158,13 @@ def render_diff(wrong: Iterable[WrongCell], reproduce: Callable[[Key], str] | No
 
 def report(expected: Matrix, observed: Matrix, reproduce: Callable[[Key], str] | None = None) -> str:
     """Expected table, observed table and the diff: what a failing test prints."""
-    return "\n\n".join([expected.render("expected"), observed.render("observed"),
-                        "diff:\n" + render_diff(diff(expected, observed), reproduce)])
+    return "\n\n".join(
+        [
+            expected.render("expected"),
+            observed.render("observed"),
+            "diff:\n" + render_diff(diff(expected, observed), reproduce),
+        ]
+    )
 
 
 def _table(header: list[str], rows: list[list[str]], title: str) -> str:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,11 @@ import httpx
 import psycopg
 import yaml
 
+from testkit.net import free_port
+from testkit.stack.servers import START_POLL, ServerError, Servers
 from testkit.timeouts import TIMEOUTS
-from testkit.stack.servers import Servers, ServerError, free_port
+from testkit.values import merge_values
+from testkit.wait import WaitTimeout, wait_until
 
 
 def _database_url(base_url: str, database: str) -> str:
@@ -46,8 +48,14 @@ class EngineProcess:
 
     def start(self) -> "EngineProcess":
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -140,22 +148,26 @@ class LocalStack:
 
     def wait_ready(self, telemetry_url: str, proc: EngineProcess, timeout: float = TIMEOUTS.engine_ready) -> None:
         """Ready means /healthz/ready says 200: database, stream and schema all answered."""
-        deadline = time.monotonic() + timeout
         last = "no answer yet"
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
+            nonlocal last
             if not proc.running:
-                raise ServerError(f"bp-openmeter {proc.command} exited with {proc.proc.returncode}:\n"
-                                  f"{proc.log_tail()}")
+                raise ServerError(f"bp-openmeter {proc.command} exited with {proc.proc.returncode}:\n{proc.log_tail()}")
             try:
                 response = httpx.get(f"{telemetry_url}/healthz/ready", timeout=2)
-                if response.status_code == 200:
-                    return
-                last = f"{response.status_code} {response.text[:300]}"
             except httpx.HTTPError as exc:
                 last = repr(exc)
-            time.sleep(0.1)
-        raise ServerError(f"bp-openmeter {proc.command} not ready after {timeout:.0f}s (last: {last}):\n"
-                          f"{proc.log_tail()}")
+                return False
+            last = f"{response.status_code} {response.text[:300]}"
+            return response.status_code == 200
+
+        try:
+            wait_until(ready, timeout, f"bp-openmeter {proc.command} ready", interval=2 * START_POLL)
+        except WaitTimeout:
+            raise ServerError(
+                f"bp-openmeter {proc.command} not ready after {timeout:.0f}s (last: {last}):\n{proc.log_tail()}"
+            ) from None
 
     def stop(self) -> None:
         for proc in [*self.sinks, self.api]:
@@ -166,8 +178,14 @@ class LocalStack:
         return {path.stem: path for path in sorted(self.root.glob("*.log"))}
 
 
-def stack_config(servers: Servers, stack_id: str, meters: list[dict], api_port: int, telemetry_port: int,
-                 overrides: dict | None = None) -> dict:
+def stack_config(
+    servers: Servers,
+    stack_id: str,
+    meters: list[dict],
+    api_port: int,
+    telemetry_port: int,
+    overrides: dict | None = None,
+) -> dict:
     config = {
         "namespace": f"ns{stack_id}",
         "api": {"address": f"127.0.0.1:{api_port}"},
@@ -180,18 +198,21 @@ def stack_config(servers: Servers, stack_id: str, meters: list[dict], api_port: 
         "logging": {"level": "info"},
         "meters": meters,
     }
-    for section, values in (overrides or {}).items():
-        if isinstance(values, dict) and isinstance(config.get(section), dict):
-            config[section] = {**config[section], **values}
-        else:
-            config[section] = values
-    return config
+    return merge_values(config, overrides or {})
 
 
-def start_local_stack(root: Path, servers: Servers, meters: list[dict] | None = None, *,
-                      sinks: int = 1, overrides: dict | None = None, with_valkey: bool = True,
-                      api_port: int | None = None, telemetry_port: int | None = None,
-                      env: dict[str, str] | None = None) -> LocalStack:
+def start_local_stack(
+    root: Path,
+    servers: Servers,
+    meters: list[dict] | None = None,
+    *,
+    sinks: int = 1,
+    overrides: dict | None = None,
+    with_valkey: bool = True,
+    api_port: int | None = None,
+    telemetry_port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> LocalStack:
     """Create a database, write a config, run migrate, start api and `sinks` sink processes.
 
     `env` adds environment variables for every engine process (secrets such as BPOM_API_TOKENS).
@@ -204,13 +225,27 @@ def start_local_stack(root: Path, servers: Servers, meters: list[dict] | None = 
     config_path = root / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     process_env = {key: value for key, value in os.environ.items() if not key.startswith("BPOM_")}
-    process_env.update({"BPOM_POSTGRES_URL": database_url, "BPOM_NATS_URL": servers.nats_url,
-                        "BPOM_VALKEY_URL": servers.valkey_url if with_valkey else "", "PYTHONUNBUFFERED": "1"})
+    process_env.update(
+        {
+            "BPOM_POSTGRES_URL": database_url,
+            "BPOM_NATS_URL": servers.nats_url,
+            "BPOM_VALKEY_URL": servers.valkey_url if with_valkey else "",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     process_env.update(env or {})
-    stack = LocalStack(root=root, servers=servers, config_path=config_path, env=process_env,
-                       api_port=api_port,
-                       api_telemetry_port=telemetry_port, sink_telemetry_ports=[], namespace=config["namespace"],
-                       database_url=database_url, config=config)
+    stack = LocalStack(
+        root=root,
+        servers=servers,
+        config_path=config_path,
+        env=process_env,
+        api_port=api_port,
+        api_telemetry_port=telemetry_port,
+        sink_telemetry_ports=[],
+        namespace=config["namespace"],
+        database_url=database_url,
+        config=config,
+    )
     try:
         stack.migrate()
         stack.start_api()

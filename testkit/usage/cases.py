@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from testkit.usage.reference import Query
 
 FIRST_DAY = date(2025, 3, 29)
-LAST_DAY = date(2025, 4, 1)      # exclusive
+LAST_DAY = date(2025, 4, 1)  # exclusive
 UTC = timezone.utc
 
 
@@ -28,7 +28,7 @@ def local_midnight(day: date, zone: str) -> datetime:
 class Case:
     id: str
     slug: str
-    query: Query            # subjects left empty: the test fills in its run's subjects
+    query: Query  # subjects left empty: the test fills in its run's subjects
     one_subject: bool = False
     csv: bool = False
 
@@ -54,29 +54,63 @@ def cases_for(meter: Mapping[str, Any]) -> list[Case]:
         Case(f"{slug}-by-all-groups", slug, Query(group_by=keys, **_range("UTC"))),
         Case(f"{slug}-minute-utc", slug, Query(window_size="MINUTE", **_range("UTC"))),
         Case(f"{slug}-hour-utc", slug, Query(window_size="HOUR", group_by=first, **_range("UTC"))),
-        Case(f"{slug}-hour-asia_kolkata", slug,
-             Query(window_size="HOUR", window_time_zone="Asia/Kolkata", **_range("Asia/Kolkata"))),
+        Case(
+            f"{slug}-hour-asia_kolkata",
+            slug,
+            Query(window_size="HOUR", window_time_zone="Asia/Kolkata", **_range("Asia/Kolkata")),
+        ),
     ]
     for zone in ("UTC", "Asia/Muscat", "Europe/Berlin"):
-        out.append(Case(f"{slug}-day-{_zone_id(zone)}-by-{'-'.join(keys) or 'none'}", slug,
-                        Query(window_size="DAY", window_time_zone=zone, group_by=keys, **_range(zone))))
-    out.append(Case(f"{slug}-day-europe_berlin-one-subject", slug,
-                    Query(window_size="DAY", window_time_zone="Europe/Berlin", **_range("Europe/Berlin")),
-                    one_subject=True))
+        out.append(
+            Case(
+                f"{slug}-day-{_zone_id(zone)}-by-{'-'.join(keys) or 'none'}",
+                slug,
+                Query(window_size="DAY", window_time_zone=zone, group_by=keys, **_range(zone)),
+            )
+        )
+    out.append(
+        Case(
+            f"{slug}-day-europe_berlin-one-subject",
+            slug,
+            Query(window_size="DAY", window_time_zone="Europe/Berlin", **_range("Europe/Berlin")),
+            one_subject=True,
+        )
+    )
     # Exactly the Berlin day of the DST change: an event sits on `from` (counted) and on `to` (not).
-    out.append(Case(f"{slug}-to-exclusive-berlin-dst-day", slug,
-                    Query(start=datetime(2025, 3, 29, 23, tzinfo=UTC), end=datetime(2025, 3, 30, 22, tzinfo=UTC),
-                          window_size="HOUR", window_time_zone="Europe/Berlin")))
+    out.append(
+        Case(
+            f"{slug}-to-exclusive-berlin-dst-day",
+            slug,
+            Query(
+                start=datetime(2025, 3, 29, 23, tzinfo=UTC),
+                end=datetime(2025, 3, 30, 22, tzinfo=UTC),
+                window_size="HOUR",
+                window_time_zone="Europe/Berlin",
+            ),
+        )
+    )
     # Bounds inside minutes: an engine keeping per-minute rollups must read the edges raw.
-    out.append(Case(f"{slug}-unaligned-range", slug,
-                    Query(start=datetime(2025, 3, 30, 0, 0, 30, tzinfo=UTC),
-                          end=datetime(2025, 3, 30, 12, 0, 30, tzinfo=UTC), group_by=first)))
+    out.append(
+        Case(
+            f"{slug}-unaligned-range",
+            slug,
+            Query(
+                start=datetime(2025, 3, 30, 0, 0, 30, tzinfo=UTC),
+                end=datetime(2025, 3, 30, 12, 0, 30, tzinfo=UTC),
+                group_by=first,
+            ),
+        )
+    )
     filters = {"endpoint": "/aisp/accounts", "product": "pisp"}
     for key in keys:
         if key in filters:
-            out.append(Case(f"{slug}-filter-{key}", slug,
-                            Query(window_size="DAY", filter_group_by={key: filters[key]}, group_by=keys,
-                                  **_range("UTC"))))
+            out.append(
+                Case(
+                    f"{slug}-filter-{key}",
+                    slug,
+                    Query(window_size="DAY", filter_group_by={key: filters[key]}, group_by=keys, **_range("UTC")),
+                )
+            )
     return out
 
 
@@ -86,8 +120,14 @@ def csv_cases(meters: Sequence[Mapping[str, Any]]) -> list[Case]:
     for slug, zone, size in (("api_calls", "Asia/Muscat", "DAY"), ("api_latency_avg", "UTC", "HOUR")):
         if slug in by_slug:
             keys = tuple(sorted(by_slug[slug].get("groupBy") or {}))
-            out.append(Case(f"{slug}-csv-{size.lower()}-{_zone_id(zone)}", slug,
-                            Query(window_size=size, window_time_zone=zone, group_by=keys, **_range(zone)), csv=True))
+            out.append(
+                Case(
+                    f"{slug}-csv-{size.lower()}-{_zone_id(zone)}",
+                    slug,
+                    Query(window_size=size, window_time_zone=zone, group_by=keys, **_range(zone)),
+                    csv=True,
+                )
+            )
     return out
 
 

@@ -14,9 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_exponential
-
 from testkit.usage.reference import RowKey, parse_time
+from testkit.wait import poll
 
 Table = dict[RowKey, float]
 
@@ -65,16 +64,17 @@ def rows_from_csv(text: str, windowed: bool, group_keys: tuple[str, ...]) -> Tab
 
 @dataclass
 class UsageDiff:
-    missing: Table = field(default_factory=dict)        # expected rows the answer lacks
-    unexpected: Table = field(default_factory=dict)     # rows the answer has and should not
+    missing: Table = field(default_factory=dict)  # expected rows the answer lacks
+    unexpected: Table = field(default_factory=dict)  # rows the answer has and should not
     different: dict[RowKey, tuple[float, float]] = field(default_factory=dict)  # expected, observed
 
     def __bool__(self) -> bool:
         return bool(self.missing or self.unexpected or self.different)
 
     def summary(self) -> str:
-        return (f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
-                f"{len(self.different)} with another value")
+        return (
+            f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, {len(self.different)} with another value"
+        )
 
 
 def compare(expected: Table, observed: Table, rel_tol: float = 1e-9, abs_tol: float = 1e-9) -> UsageDiff:
@@ -115,10 +115,20 @@ def render_diff(diff: UsageDiff) -> str:
     return "\n".join(lines)
 
 
-def report(what: str, expected: Table, observed: Table | None, diff: UsageDiff | None,
-           reproduce: str, waited: float, error: BaseException | None = None) -> str:
-    parts = [f"{what}: the query API did not agree with the reference within {waited:.0f}s",
-             f"reproduce: {reproduce}", render_table("expected", expected)]
+def report(
+    what: str,
+    expected: Table,
+    observed: Table | None,
+    diff: UsageDiff | None,
+    reproduce: str,
+    waited: float,
+    error: BaseException | None = None,
+) -> str:
+    parts = [
+        f"{what}: the query API did not agree with the reference within {waited:.0f}s",
+        f"reproduce: {reproduce}",
+        render_table("expected", expected),
+    ]
     if observed is None:
         parts.append(f"observed: no answer ({error!r})")
     else:
@@ -127,45 +137,54 @@ def report(what: str, expected: Table, observed: Table | None, diff: UsageDiff |
     return "\n".join(parts)
 
 
-def wait_until_agrees(fetch: Callable[[], Table], expected: Table, timeout: float, what: str,
-                      reproduce: str, rel_tol: float = 1e-9, abs_tol: float = 1e-9) -> Table:
+def wait_until_agrees(
+    fetch: Callable[[], Table],
+    expected: Table,
+    timeout: float,
+    what: str,
+    reproduce: str,
+    rel_tol: float = 1e-9,
+    abs_tol: float = 1e-9,
+) -> Table:
     """Poll `fetch` until its table equals `expected`; AssertionError with tables after `timeout`."""
-    last: dict[str, Any] = {"observed": None, "error": None}
 
-    def attempt() -> bool:
+    def attempt() -> tuple[Table | None, TransientError | None]:
         try:
-            observed = fetch()
+            return fetch(), None
         except TransientError as exc:
-            last["error"] = exc
-            return False
-        last["observed"], last["error"] = observed, None
-        return not compare(expected, observed, rel_tol=rel_tol, abs_tol=abs_tol)
+            return None, exc
 
-    retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_exponential(multiplier=0.1, max=2.0),
-                        retry=retry_if_result(lambda ok: not ok) | retry_if_exception_type(TransientError))
-    try:
-        retrying(attempt)
-    except RetryError:
-        observed = last["observed"]
+    def agrees(answer: tuple[Table | None, TransientError | None]) -> bool:
+        observed = answer[0]
+        return observed is not None and not compare(expected, observed, rel_tol=rel_tol, abs_tol=abs_tol)
+
+    polled = poll(attempt, agrees, timeout, interval=0.1, max_interval=2.0)
+    observed, error = polled.last
+    if not polled.done:
         diff = compare(expected, observed, rel_tol=rel_tol, abs_tol=abs_tol) if observed is not None else None
-        raise AssertionError(report(what, expected, observed, diff, reproduce, timeout, last["error"])) from None
-    return last["observed"]
+        raise AssertionError(report(what, expected, observed, diff, reproduce, timeout, error))
+    return observed
 
 
-def stays_equal(fetch: Callable[[], Table], expected: Table, duration: float, what: str, reproduce: str,
-                rel_tol: float = 1e-9, interval: float = 0.5) -> None:
+def stays_equal(
+    fetch: Callable[[], Table],
+    expected: Table,
+    duration: float,
+    what: str,
+    reproduce: str,
+    rel_tol: float = 1e-9,
+    interval: float = 0.5,
+) -> None:
     """Assert that the answer keeps agreeing for `duration` seconds (an absence of late double counts)."""
-    import time as _time
 
-    deadline = _time.monotonic() + duration
-    while True:
+    def read() -> tuple[Table, UsageDiff]:
         observed = fetch()
-        diff = compare(expected, observed, rel_tol=rel_tol)
-        if diff:
-            raise AssertionError(f"{what}: the answer changed after it had agreed\nreproduce: {reproduce}\n"
-                                 + "\n".join([render_table("expected", expected), render_table("observed", observed),
-                                              render_diff(diff)]))
-        if _time.monotonic() >= deadline:
-            return
-        _time.sleep(min(interval, max(0.0, deadline - _time.monotonic())))
+        return observed, compare(expected, observed, rel_tol=rel_tol)
 
+    polled = poll(read, lambda answer: bool(answer[1]), duration, interval=interval)
+    if polled.done:
+        observed, diff = polled.last
+        raise AssertionError(
+            f"{what}: the answer changed after it had agreed\nreproduce: {reproduce}\n"
+            + "\n".join([render_table("expected", expected), render_table("observed", observed), render_diff(diff)])
+        )

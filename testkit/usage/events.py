@@ -22,11 +22,10 @@ except ImportError:  # cloudevents 1.x
     from cloudevents.conversion import to_json, to_structured  # type: ignore[no-redef]
     from cloudevents.http import CloudEvent  # type: ignore[no-redef]
 
-from testkit.usage.reference import Event, Meter
+from testkit.paths import FIXTURES
 from testkit.runid import RunId
+from testkit.usage.reference import Event, Meter
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT / "fixtures"
 EVENTS_FILE = FIXTURES / "events" / "fingate.json"
 METERS_FILE = FIXTURES / "meters.yaml"
 _ATTRIBUTES = ("id", "source", "type", "subject", "time", "specversion", "datacontenttype")
@@ -104,4 +103,4 @@ def reference_events(events: Iterable[Mapping[str, Any]]) -> list[Event]:
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]

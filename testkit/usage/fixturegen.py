@@ -38,13 +38,13 @@ ENDPOINTS = (
 START = datetime(2025, 3, 29, 18, 0, tzinfo=UTC)
 END = datetime(2025, 3, 31, 2, 0, tzinfo=UTC)
 BOUNDARIES = (
-    datetime(2025, 3, 29, 20, 0, tzinfo=UTC),   # Asia/Muscat midnight
-    datetime(2025, 3, 29, 23, 0, tzinfo=UTC),   # Europe/Berlin midnight (CET)
-    datetime(2025, 3, 30, 0, 0, tzinfo=UTC),    # UTC midnight
-    datetime(2025, 3, 30, 1, 0, tzinfo=UTC),    # Europe/Berlin 02:00 CET -> 03:00 CEST
-    datetime(2025, 3, 30, 4, 30, tzinfo=UTC),   # Asia/Kolkata 10:00
+    datetime(2025, 3, 29, 20, 0, tzinfo=UTC),  # Asia/Muscat midnight
+    datetime(2025, 3, 29, 23, 0, tzinfo=UTC),  # Europe/Berlin midnight (CET)
+    datetime(2025, 3, 30, 0, 0, tzinfo=UTC),  # UTC midnight
+    datetime(2025, 3, 30, 1, 0, tzinfo=UTC),  # Europe/Berlin 02:00 CET -> 03:00 CEST
+    datetime(2025, 3, 30, 4, 30, tzinfo=UTC),  # Asia/Kolkata 10:00
     datetime(2025, 3, 30, 12, 0, tzinfo=UTC),
-    datetime(2025, 3, 30, 22, 0, tzinfo=UTC),   # Europe/Berlin midnight (CEST)
+    datetime(2025, 3, 30, 22, 0, tzinfo=UTC),  # Europe/Berlin midnight (CEST)
 )
 IGNORED_VALUES = ("missing", None, "n/a", "NaN")
 
@@ -82,12 +82,23 @@ def generate() -> list[dict]:
     def call(moment: datetime, subject: str, method: str, endpoint: str, latency, status: str = "2xx") -> dict:
         nonlocal counter
         counter += 1
-        data = {"method": method, "endpoint": endpoint, "status_class": status, "psu_id": _psu(rng),
-                "latency_ms": latency}
+        data = {
+            "method": method,
+            "endpoint": endpoint,
+            "status_class": status,
+            "psu_id": _psu(rng),
+            "latency_ms": latency,
+        }
         if latency == "missing":
             del data["latency_ms"]
-        return {"id": f"call-{counter:04d}", "source": SOURCE, "type": "fingate.api.call", "subject": subject,
-                "time": _stamp(moment, rng.choice((0, 0, 0, 1, 2, 3))), "data": data}
+        return {
+            "id": f"call-{counter:04d}",
+            "source": SOURCE,
+            "type": "fingate.api.call",
+            "subject": subject,
+            "time": _stamp(moment, rng.choice((0, 0, 0, 1, 2, 3))),
+            "data": data,
+        }
 
     span = int((END - START).total_seconds())
     for _ in range(210):
@@ -118,9 +129,16 @@ def generate() -> list[dict]:
                 snapshot += 1
                 remaining -= rng.randint(50, 700)
                 value: int | str = str(remaining) if rng.random() < 0.2 else remaining
-                events.append({"id": f"quota-{snapshot:03d}", "source": SOURCE, "type": "fingate.quota.snapshot",
-                               "subject": subject, "time": _stamp(START + timedelta(seconds=offset), 0),
-                               "data": {"product": product, "remaining": value}})
+                events.append(
+                    {
+                        "id": f"quota-{snapshot:03d}",
+                        "source": SOURCE,
+                        "type": "fingate.quota.snapshot",
+                        "subject": subject,
+                        "time": _stamp(START + timedelta(seconds=offset), 0),
+                        "data": {"product": product, "remaining": value},
+                    }
+                )
 
     # Exact duplicates: the same (source, id) sent again must not count.
     events += [dict(e) for e in rng.sample(events, 6)]

@@ -1,7 +1,11 @@
 """The suite's own usage calculation: what the query API must answer.
 
 Plain Python over the same fixture events that the tests send, written from the
-OpenMeter v1 semantics (DESIGN.md §1 API) and sharing no code with the engine:
+OpenMeter v1 query semantics (the API document src/bp_openmeter/openapi.yaml; README
+"Where the engine differs from upstream OpenMeter") and sharing no code with the
+engine. It is an independent oracle, not a copy: where the engine has helpers for the
+same arithmetic (minutes floored in src/bp_openmeter/sealing.py and query.py, windows,
+numbers read from strings), this module keeps its own on purpose and imports none.
 
 - an event is identified by (source, id); later copies of a stored event are ignored;
 - `from` is inclusive, `to` exclusive;
@@ -62,8 +66,13 @@ class Meter:
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any]) -> "Meter":
-        return cls(slug=body["slug"], event_type=body["eventType"], aggregation=body["aggregation"],
-                   value_property=body.get("valueProperty"), group_by=dict(body.get("groupBy") or {}))
+        return cls(
+            slug=body["slug"],
+            event_type=body["eventType"],
+            aggregation=body["aggregation"],
+            value_property=body.get("valueProperty"),
+            group_by=dict(body.get("groupBy") or {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -81,16 +90,22 @@ class Event:
 
     @classmethod
     def from_cloudevent(cls, body: Mapping[str, Any]) -> "Event":
-        return cls(id=body["id"], source=body["source"], type=body["type"], subject=body["subject"],
-                   time=parse_time(body["time"]), data=body.get("data"))
+        return cls(
+            id=body["id"],
+            source=body["source"],
+            type=body["type"],
+            subject=body["subject"],
+            time=parse_time(body["time"]),
+            data=body.get("data"),
+        )
 
 
 @dataclass(frozen=True)
 class Query:
     """One call of GET /api/v1/meters/{slug}/query."""
 
-    start: datetime | None = None              # `from`, inclusive
-    end: datetime | None = None                # `to`, exclusive
+    start: datetime | None = None  # `from`, inclusive
+    end: datetime | None = None  # `to`, exclusive
     window_size: str | None = None
     window_time_zone: str = "UTC"
     subjects: tuple[str, ...] = ()
@@ -209,6 +224,7 @@ def unique_events(events: Iterable[Event]) -> list[Event]:
 
 # --- windows ---------------------------------------------------------------------
 
+
 def window_of(moment: datetime, size: str, zone: str) -> tuple[datetime, datetime]:
     """The calendar window [start, end) of `size` in `zone` that contains `moment` (UTC bounds)."""
     tz = ZoneInfo(zone)
@@ -234,6 +250,7 @@ def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
 
 # --- aggregation -------------------------------------------------------------------
 
+
 def _aggregate(meter: Meter, events: Sequence[Event]) -> float:
     if meter.aggregation == "COUNT":
         return float(len(events))
@@ -255,8 +272,9 @@ def _aggregate(meter: Meter, events: Sequence[Event]) -> float:
         return min(numbers)
     if meter.aggregation == "MAX":
         return max(numbers)
-    latest = max(((n, e) for n, e in numbered if n is not None),
-                 key=lambda pair: (pair[1].time, pair[1].id, pair[1].source))
+    latest = max(
+        ((n, e) for n, e in numbered if n is not None), key=lambda pair: (pair[1].time, pair[1].id, pair[1].source)
+    )
     return latest[0]
 
 
@@ -289,20 +307,23 @@ def expected_usage(meter: Meter, events: Iterable[Event], query: Query) -> dict[
             continue
         if query.subjects and event.subject not in query.subjects:
             continue
-        if any(as_string(read_path(event.data, meter.group_by[k])) != v
-               for k, v in query.filter_group_by.items()):
+        if any(as_string(read_path(event.data, meter.group_by[k])) != v for k, v in query.filter_group_by.items()):
             continue
         if query.window_size is None:
             window: tuple[datetime | None, datetime | None] = (None, None)
         else:
             window = window_of(event.time, query.window_size, query.window_time_zone)
-        key = RowKey(window[0], window[1], event.subject if by_subject else None,
-                     group_values(meter, event, group_keys))
+        key = RowKey(
+            window[0], window[1], event.subject if by_subject else None, group_values(meter, event, group_keys)
+        )
         rows[key].append(event)
     return {key: _aggregate(meter, members) for key, members in sorted(rows.items(), key=_sort_key)}
 
 
 def _sort_key(item: tuple[RowKey, Any]) -> tuple:
     key = item[0]
-    return (key.window_start or datetime.min.replace(tzinfo=UTC), key.subject or "",
-            tuple((k, v or "") for k, v in key.group_by))
+    return (
+        key.window_start or datetime.min.replace(tzinfo=UTC),
+        key.subject or "",
+        tuple((k, v or "") for k, v in key.group_by),
+    )

@@ -10,6 +10,7 @@ Kubernetes API outside the pod network.
 from __future__ import annotations
 
 from testkit.netpol.model import ContainerPort, External, Layout, Namespace, Pod, Target, all_targets
+from testkit.netpol.needs import destinations
 from testkit.netpol.truth_table import Key, Matrix, Outcome
 
 RELEASE = "openmeter"
@@ -74,12 +75,11 @@ def egress_targets(cluster: Layout) -> list[Target]:
     return [t for t in all_targets(cluster) if t.name not in ENGINE_PODS]
 
 
-# What each component needs, written out by hand (not computed by the model).
-DNS = {"coredns:53/UDP", "coredns:53/TCP"}
-POSTGRES = {"shared-pg-1:5432/TCP", "shared-pg-2:5432/TCP"}
-NATS = {"nats-0:4222/TCP"}
-VALKEY = {"valkey-primary-0:6379/TCP"}
-NEEDS = {"api": DNS | POSTGRES | NATS | VALKEY, "sink": DNS | POSTGRES | NATS, "migrate": DNS | POSTGRES}
+# Where each peer the engine needs runs in this layout, written out by hand (not computed
+# by the model); which peers each component needs comes from testkit/netpol/needs.py.
+PEERS = {"dns": {"coredns:53/UDP", "coredns:53/TCP"}, "postgres": {"shared-pg-1:5432/TCP", "shared-pg-2:5432/TCP"},
+         "nats": {"nats-0:4222/TCP"}, "valkey": {"valkey-primary-0:6379/TCP"}}
+NEEDS = destinations(PEERS, ENGINE_PODS)
 
 
 def needs_matrix(needs: dict[str, set[str]], targets: list[Target]) -> Matrix:

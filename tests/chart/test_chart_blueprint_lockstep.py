@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from testkit.chart.render import CHART_DIR
-from testkit.tools import REPO_ROOT
+from testkit.paths import REPO_ROOT
 
 
 def load(path):

@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from testkit.chart.render import CHART_DIR, dependencies, helm_lint, is_vendored
-from testkit.tools import REPO_ROOT, ensure_tools
+from testkit.paths import REPO_ROOT
+from testkit.tools import ensure_tools
 
 pytestmark = pytest.mark.helm
 

@@ -14,7 +14,7 @@ import pytest
 
 from testkit.netpol.model import NAMESPACE_NAME_LABEL, ContainerPort, External, Layout, Pod, Target, expected_egress
 from testkit.chart.render import find, merge_values, render_chart
-from testkit.tools import REPO_ROOT
+from testkit.paths import REPO_ROOT
 from testkit.netpol.truth_table import Key, Outcome, diff, report
 from tests.chart.chart_layout import (
     ENGINE_PODS, INGRESS_ALLOWED, INGRESS_SOURCES, INGRESS_TARGETS, NAMESPACE, NEEDS, RELEASE, VALUES, cnpg_instance,

@@ -31,16 +31,31 @@ from contextlib import contextmanager
 from pathlib import Path
 
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"
-KINDS = {"namespace": "Namespace", "namespaces": "Namespace", "pod": "Pod", "pods": "Pod",
-         "configmap": "ConfigMap", "configmaps": "ConfigMap", "service": "Service", "services": "Service",
-         "secret": "Secret", "networkpolicies": "NetworkPolicy", "networkpolicy": "NetworkPolicy",
-         "serviceaccount": "ServiceAccount", "endpointslices": "EndpointSlice", "deployments": "Deployment",
-         "servicemonitors.monitoring.coreos.com": "ServiceMonitor", "podmonitors.monitoring.coreos.com": "PodMonitor",
-         "horizontalpodautoscalers": "HorizontalPodAutoscaler", "horizontalpodautoscaler": "HorizontalPodAutoscaler"}
+KINDS = {
+    "namespace": "Namespace",
+    "namespaces": "Namespace",
+    "pod": "Pod",
+    "pods": "Pod",
+    "configmap": "ConfigMap",
+    "configmaps": "ConfigMap",
+    "service": "Service",
+    "services": "Service",
+    "secret": "Secret",
+    "networkpolicies": "NetworkPolicy",
+    "networkpolicy": "NetworkPolicy",
+    "serviceaccount": "ServiceAccount",
+    "endpointslices": "EndpointSlice",
+    "deployments": "Deployment",
+    "servicemonitors.monitoring.coreos.com": "ServiceMonitor",
+    "podmonitors.monitoring.coreos.com": "PodMonitor",
+    "horizontalpodautoscalers": "HorizontalPodAutoscaler",
+    "horizontalpodautoscaler": "HorizontalPodAutoscaler",
+}
 METRICS = "# HELP bpom_ingest_requests_total Ingest requests\n# TYPE bpom_ingest_requests_total counter\n"
 
 
 # --- state ---------------------------------------------------------------------------------------
+
 
 @contextmanager
 def locked_state(write: bool):
@@ -58,9 +73,13 @@ def meta(obj):
 
 
 def find(state, kind, namespace=None, name=None):
-    return [o for o in state["objects"] if o["kind"] == kind
-            and (namespace is None or meta(o).get("namespace") == namespace)
-            and (name is None or meta(o)["name"] == name)]
+    return [
+        o
+        for o in state["objects"]
+        if o["kind"] == kind
+        and (namespace is None or meta(o).get("namespace") == namespace)
+        and (name is None or meta(o)["name"] == name)
+    ]
 
 
 def matches(selector: str | None, labels: dict) -> bool:
@@ -81,11 +100,15 @@ def admit(state, obj):
     if obj["kind"] == "Namespace":
         m.setdefault("labels", {})[NAMESPACE_LABEL] = m["name"]
     if obj["kind"] == "Pod":
-        ready = not any("never-ready" in json.dumps(c.get("readinessProbe", {}))
-                        for c in obj["spec"]["containers"])
-        obj["status"] = {"phase": "Running", "podIP": f"10.244.9.{state['serial'] % 250 + 1}",
-                         "containerStatuses": [{"name": c["name"], "ready": ready, "restartCount": 0,
-                                                "state": {"running": {}}} for c in obj["spec"]["containers"]]}
+        ready = not any("never-ready" in json.dumps(c.get("readinessProbe", {})) for c in obj["spec"]["containers"])
+        obj["status"] = {
+            "phase": "Running",
+            "podIP": f"10.244.9.{state['serial'] % 250 + 1}",
+            "containerStatuses": [
+                {"name": c["name"], "ready": ready, "restartCount": 0, "state": {"running": {}}}
+                for c in obj["spec"]["containers"]
+            ],
+        }
     return obj
 
 
@@ -107,27 +130,47 @@ def endpoint_slices(state, namespace):
     slices = [o for o in find(state, "EndpointSlice", namespace)]
     for svc in find(state, "Service", namespace):
         selector = svc["spec"].get("selector") or {}
-        pods = [p for p in find(state, "Pod", namespace)
-                if all(meta(p).get("labels", {}).get(k) == v for k, v in selector.items())]
-        slices.append({"kind": "EndpointSlice", "metadata": {
-            "name": f"{meta(svc)['name']}-x", "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": meta(svc)["name"]}},
-            "endpoints": [{"addresses": [p["status"]["podIP"]], "targetRef": {"kind": "Pod", "name": meta(p)["name"]},
-                           "conditions": {"ready": all(c["ready"] for c in p["status"]["containerStatuses"])}}
-                          for p in pods]})
+        pods = [
+            p
+            for p in find(state, "Pod", namespace)
+            if all(meta(p).get("labels", {}).get(k) == v for k, v in selector.items())
+        ]
+        slices.append(
+            {
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{meta(svc)['name']}-x",
+                    "namespace": namespace,
+                    "labels": {"kubernetes.io/service-name": meta(svc)["name"]},
+                },
+                "endpoints": [
+                    {
+                        "addresses": [p["status"]["podIP"]],
+                        "targetRef": {"kind": "Pod", "name": meta(p)["name"]},
+                        "conditions": {"ready": all(c["ready"] for c in p["status"]["containerStatuses"])},
+                    }
+                    for p in pods
+                ],
+            }
+        )
     return slices
 
 
 # --- exec: the probe program, answered by the model -----------------------------------------------------
 
+
 def decide(state, pod, host: str, port: int, protocol: str) -> bool:
-    from testkit.netpol.model import ContainerPort, External, Layout, Namespace, Pod, decide as model_decide
+    from testkit.netpol.model import ContainerPort, External, Layout, Namespace, Pod
+    from testkit.netpol.model import decide as model_decide
 
     namespaces = [Namespace(meta(n)["name"], meta(n).get("labels", {})) for n in find(state, "Namespace")]
     pods, target = [], None
     for p in find(state, "Pod"):
-        ports = [ContainerPort(cp["containerPort"], cp.get("protocol", "TCP"), cp.get("name", ""))
-                 for c in p["spec"]["containers"] for cp in c.get("ports", [])]
+        ports = [
+            ContainerPort(cp["containerPort"], cp.get("protocol", "TCP"), cp.get("name", ""))
+            for c in p["spec"]["containers"]
+            for cp in c.get("ports", [])
+        ]
         name = f"{meta(p)['namespace']}/{meta(p)['name']}"
         pods.append(Pod(name, meta(p)["namespace"], meta(p).get("labels", {}), ports))
         if p["status"].get("podIP") == host:
@@ -156,11 +199,15 @@ def exec_probe(state, namespace: str, pod_name: str, command: list[str]):
     target = f"{host}:{port}/{protocol}"
     if allowed:
         return 0, f"bpom-probe result=allowed target={target} detail=fake plugin let it through\n", ""
-    return 12, f"bpom-probe result=timeout target={target} detail=timed out after 3.00s\n", \
-        "command terminated with exit code 12"
+    return (
+        12,
+        f"bpom-probe result=timeout target={target} detail=timed out after 3.00s\n",
+        "command terminated with exit code 12",
+    )
 
 
 # --- the commands -------------------------------------------------------------------------------------
+
 
 def option(args, name):
     return args[args.index(name) + 1] if name in args else None
@@ -207,19 +254,29 @@ def kubectl(args: list[str], stdin: str) -> tuple[int, str, str]:
             return apply(state, stdin)
     if verb == "exec":
         with locked_state(False) as state:
-            return exec_probe(state, namespace, args[3], args[args.index("--") + 1:])
+            return exec_probe(state, namespace, args[3], args[args.index("--") + 1 :])
     if verb == "delete":
         with locked_state(True) as state:
             kind, name = KINDS.get(args[1], args[1]), None if args[2].startswith("-") else args[2]
             before = len(state["objects"])
-            state["objects"] = [o for o in state["objects"] if not (
-                o["kind"] == kind and (namespace is None or meta(o).get("namespace") == namespace)
-                and (name is None or meta(o)["name"] == name) and matches(selector, meta(o).get("labels", {})))]
+            state["objects"] = [
+                o
+                for o in state["objects"]
+                if not (
+                    o["kind"] == kind
+                    and (namespace is None or meta(o).get("namespace") == namespace)
+                    and (name is None or meta(o)["name"] == name)
+                    and matches(selector, meta(o).get("labels", {}))
+                )
+            ]
             if kind == "Namespace":
                 state["objects"] = [o for o in state["objects"] if meta(o).get("namespace") != name]
-            if kind == "ConfigMap":   # garbage collection of what the ConfigMap owned
-                state["objects"] = [o for o in state["objects"] if not any(
-                    r.get("name") == name for r in meta(o).get("ownerReferences", []))]
+            if kind == "ConfigMap":  # garbage collection of what the ConfigMap owned
+                state["objects"] = [
+                    o
+                    for o in state["objects"]
+                    if not any(r.get("name") == name for r in meta(o).get("ownerReferences", []))
+                ]
             return 0, f"deleted {before - len(state['objects'])}\n", ""
     if verb != "get":
         return 0, f"fake: {' '.join(args)}\n", ""
@@ -254,8 +311,16 @@ def helm_install(args: list[str]) -> int:
     release, chart = args[2], args[3]
     namespace = option(args, "--namespace")
     values = [args[i + 1] for i, a in enumerate(args) if a == "--values"]
-    argv = [os.environ["FAKE_REAL_HELM"], "template", release, chart, "--namespace", namespace,
-            "--api-versions", "monitoring.coreos.com/v1"]
+    argv = [
+        os.environ["FAKE_REAL_HELM"],
+        "template",
+        release,
+        chart,
+        "--namespace",
+        namespace,
+        "--api-versions",
+        "monitoring.coreos.com/v1",
+    ]
     for path in values:
         argv += ["--values", path]
     proc = subprocess.run(argv, capture_output=True, text=True)
@@ -264,30 +329,50 @@ def helm_install(args: list[str]) -> int:
         return proc.returncode
     with locked_state(True) as state:
         if not find(state, "Namespace", name=namespace):
-            state["objects"].append(admit(state, {"apiVersion": "v1", "kind": "Namespace",
-                                                  "metadata": {"name": namespace}}))
+            state["objects"].append(
+                admit(state, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+            )
         for obj in filter(None, yaml.safe_load_all(proc.stdout)):
             meta(obj).setdefault("namespace", namespace)
             if obj["kind"] == "HorizontalPodAutoscaler":
-                obj["status"] = {"conditions": [{"type": "AbleToScale", "status": "True"},
-                                                {"type": "ScalingActive", "status": "True"}]}
+                obj["status"] = {
+                    "conditions": [
+                        {"type": "AbleToScale", "status": "True"},
+                        {"type": "ScalingActive", "status": "True"},
+                    ]
+                }
             state["objects"].append(admit(state, obj))
             if obj["kind"] == "Deployment":
                 template = obj["spec"]["template"]
-                state["objects"].append(admit(state, {
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": f"{meta(obj)['name']}-5d9f8-x2x2x", "namespace": namespace,
-                                 "labels": dict(template["metadata"].get("labels") or {})},
-                    "spec": template["spec"]}))
+                state["objects"].append(
+                    admit(
+                        state,
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "metadata": {
+                                "name": f"{meta(obj)['name']}-5d9f8-x2x2x",
+                                "namespace": namespace,
+                                "labels": dict(template["metadata"].get("labels") or {}),
+                            },
+                            "spec": template["spec"],
+                        },
+                    )
+                )
     return 0
 
 
 def helm_uninstall(args: list[str]) -> int:
     release, namespace = args[1], option(args, "--namespace")
     with locked_state(True) as state:
-        state["objects"] = [o for o in state["objects"] if not (
-            meta(o).get("namespace") == namespace
-            and meta(o).get("labels", {}).get("app.kubernetes.io/instance") == release)]
+        state["objects"] = [
+            o
+            for o in state["objects"]
+            if not (
+                meta(o).get("namespace") == namespace
+                and meta(o).get("labels", {}).get("app.kubernetes.io/instance") == release
+            )
+        ]
     return 0
 
 

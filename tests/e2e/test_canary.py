@@ -5,31 +5,35 @@ from __future__ import annotations
 import pytest
 
 from e2e.lib import canary
-from e2e.lib.canary import Poll, judge, poll
+from e2e.lib.canary import judge
 from e2e.lib.probes import Observation
 from testkit.chart.schemas import validate_object
 from testkit.netpol.truth_table import Outcome
+from testkit.wait import Polled
 
 ALLOWED = Observation(Outcome.ALLOWED, "allowed", "connected in 0.001s")
 BLOCKED = Observation(Outcome.BLOCKED, "timeout", "timed out after 3.00s")
 ERROR = Observation(Outcome.PROBE_ERROR, "pod-gone", 'pods "canary-client" not found')
 
 
-def p(observation: Observation, waited: float = 4.0, attempts: int = 2) -> Poll:
-    return Poll(observation, waited, attempts)
+def p(observation: Observation, waited: float = 4.0, attempts: int = 2) -> Polled:
+    return Polled(observation, waited, attempts)
 
 
-@pytest.mark.parametrize("before, after, known, action, words", [
-    (ALLOWED, BLOCKED, False, "run", "default-deny enforced: the client was blocked 4s after"),
-    (ALLOWED, BLOCKED, True, "run", "although --cni-not-enforcing was given"),
-    (ALLOWED, ALLOWED, False, "fail", "does not enforce NetworkPolicy"),
-    (ALLOWED, ALLOWED, True, "skip", "--cni-not-enforcing says this cluster is known not to enforce"),
-    (ALLOWED, ERROR, False, "fail", "the probe itself failed"),
-    (ALLOWED, ERROR, True, "fail", "the probe itself failed"),
-    (BLOCKED, None, False, "fail", "with no policy, the client could not reach the server"),
-    (BLOCKED, None, True, "fail", "with no policy"),
-    (ERROR, None, False, "fail", "the probe or the pod network is broken"),
-])
+@pytest.mark.parametrize(
+    "before, after, known, action, words",
+    [
+        (ALLOWED, BLOCKED, False, "run", "default-deny enforced: the client was blocked 4s after"),
+        (ALLOWED, BLOCKED, True, "run", "although --cni-not-enforcing was given"),
+        (ALLOWED, ALLOWED, False, "fail", "does not enforce NetworkPolicy"),
+        (ALLOWED, ALLOWED, True, "skip", "--cni-not-enforcing says this cluster is known not to enforce"),
+        (ALLOWED, ERROR, False, "fail", "the probe itself failed"),
+        (ALLOWED, ERROR, True, "fail", "the probe itself failed"),
+        (BLOCKED, None, False, "fail", "with no policy, the client could not reach the server"),
+        (BLOCKED, None, True, "fail", "with no policy"),
+        (ERROR, None, False, "fail", "the probe or the pod network is broken"),
+    ],
+)
 def test_judge(before, after, known, action, words):
     verdict = judge(p(before), p(after) if after else None, known)
     assert verdict.action == action and words in verdict.message, verdict
@@ -49,32 +53,6 @@ def test_only_a_seen_block_lets_the_tests_run():
                 verdict = judge(p(before), p(after) if after else None, known)
                 if verdict.action == "run":
                     assert before is ALLOWED and after is BLOCKED
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def pause(self, seconds):
-        self.now += seconds
-
-
-def test_poll_stops_when_done():
-    answers = iter([ALLOWED, ALLOWED, BLOCKED, ALLOWED])
-    clock = Clock()
-    result = poll(lambda: next(answers), lambda o: o.outcome is Outcome.BLOCKED, 60, clock=clock,
-                  pause=clock.pause, interval=2)
-    assert (result.last, result.attempts, result.waited) == (BLOCKED, 3, 4.0)
-
-
-def test_poll_stops_at_its_timeout_with_the_last_answer():
-    clock = Clock()
-    result = poll(lambda: ALLOWED, lambda o: o.outcome is Outcome.BLOCKED, 10, clock=clock, pause=clock.pause,
-                  interval=2)
-    assert result.last is ALLOWED and result.waited <= 10 and result.attempts == 6
 
 
 def test_deny_all_is_a_valid_policy_isolating_both_directions():

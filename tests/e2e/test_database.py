@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from e2e.lib import database
-from testkit.platform import load_platform
-from testkit.kube import APPLY_ARGS, KubeError, Kubectl, manifest_list, pod_problems
 from testkit.chart.schemas import validate_object
+from testkit.kube import APPLY_ARGS, Kubectl, KubeError, manifest_list, pod_problems
+from testkit.platform import load_platform
 from testkit.selectors import parse_selector, selector_matches
+from tests.e2e.recording_tool import recording_tool
 
 PLATFORM = load_platform()
 
@@ -25,25 +26,52 @@ def test_cluster_manifests_are_valid_cnpg_clusters():
     dbs = PLATFORM.databases
     for cluster in dbs.clusters:
         obj = database.cluster_manifest(cluster, dbs.namespace)
-        validate_object(obj)   # against the CloudNativePG CRD in testkit/chart/crds
-        assert obj["metadata"] == {"name": cluster.name, "namespace": dbs.namespace,
-                                   "labels": {"app.kubernetes.io/managed-by": "bp-openmeter-e2e"}}
+        validate_object(obj)  # against the CloudNativePG CRD in testkit/chart/crds
+        assert obj["metadata"] == {
+            "name": cluster.name,
+            "namespace": dbs.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "bp-openmeter-e2e"},
+        }
         assert obj["spec"]["bootstrap"]["initdb"] == {"database": cluster.database, "owner": cluster.owner}
     validate_object(database.namespace_manifest(dbs.namespace))
 
 
-def test_wait_args_name_the_cluster_resource():
-    assert database.wait_ready_args("shared-pg", "databases", 600) == [
-        "wait", "--for=condition=Ready", "clusters.postgresql.cnpg.io/shared-pg", "--namespace", "databases",
-        "--timeout=600s"]
+def test_install_databases_applies_the_clusters_then_waits_until_each_is_ready(tmp_path):
+    kubectl = recording_tool(tmp_path / "bin", "kubectl")
+    dbs = PLATFORM.databases
+    database.install_databases(Kubectl(kubectl.path), dbs, timeout=600)
+    apply, *waits = kubectl.calls()
+    assert [(o["kind"], o["metadata"]["name"]) for o in json.loads(apply["stdin"])["items"]] == [
+        ("Namespace", dbs.namespace),
+        *(("Cluster", c.name) for c in dbs.clusters),
+    ]
+    assert len(waits) == len(dbs.clusters)
+    for call, cluster in zip(waits, dbs.clusters):
+        words = [a for a in call["argv"] if not a.startswith("--")]
+        flags = dict(a.split("=", 1) for a in call["argv"] if a.startswith("--") and "=" in a)
+        assert words[0] == "wait" and f"clusters.postgresql.cnpg.io/{cluster.name}" in words
+        assert call["argv"][call["argv"].index("--namespace") + 1] == dbs.namespace
+        assert flags == {"--for": "condition=Ready", "--timeout": "600s"}
 
 
-SOURCE = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-          "metadata": {"name": "shared-pg-app", "namespace": "databases", "uid": "u", "resourceVersion": "7",
-                       "ownerReferences": [{"kind": "Cluster", "name": "shared-pg"}]},
-          "data": {"username": b64("openmeter"), "password": b64("pw"),
-                   "uri": b64("postgresql://openmeter:pw@shared-pg-rw.databases:5432/openmeter"),
-                   "fqdn-uri": b64("postgresql://openmeter:pw@shared-pg-rw.databases.svc.cluster.local:5432/openmeter")}}
+SOURCE = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "type": "kubernetes.io/basic-auth",
+    "metadata": {
+        "name": "shared-pg-app",
+        "namespace": "databases",
+        "uid": "u",
+        "resourceVersion": "7",
+        "ownerReferences": [{"kind": "Cluster", "name": "shared-pg"}],
+    },
+    "data": {
+        "username": b64("openmeter"),
+        "password": b64("pw"),
+        "uri": b64("postgresql://openmeter:pw@shared-pg-rw.databases:5432/openmeter"),
+        "fqdn-uri": b64("postgresql://openmeter:pw@shared-pg-rw.databases.svc.cluster.local:5432/openmeter"),
+    },
+}
 
 
 def test_secret_copy_keeps_the_data_uses_the_fully_qualified_uri_and_drops_ownership():
@@ -79,7 +107,9 @@ else:
     applied = json.loads(record.read_text())
     assert name == PLATFORM.databases.secret_copy
     assert [(o["kind"], o["metadata"]["name"]) for o in applied["items"]] == [
-        ("Namespace", "bp-openmeter-e2e"), ("Secret", PLATFORM.databases.secret_copy)]
+        ("Namespace", "bp-openmeter-e2e"),
+        ("Secret", PLATFORM.databases.secret_copy),
+    ]
 
 
 def test_manifest_list_is_one_document_for_apply():
@@ -89,13 +119,30 @@ def test_manifest_list_is_one_document_for_apply():
 
 
 def test_pod_problems_wants_running_not_ready():
-    pods = {"items": [
-        {"metadata": {"name": "probe-api"}, "status": {"phase": "Running", "containerStatuses": [
-            {"name": "probe", "ready": False, "state": {"running": {}}}]}},
-        {"metadata": {"name": "probe-sink"}, "status": {"phase": "Pending", "containerStatuses": [
-            {"name": "probe", "state": {"waiting": {"reason": "ErrImagePull", "message": "manifest unknown"}}}]}},
-        {"metadata": {"name": "old", "deletionTimestamp": "2025-01-01T00:00:00Z"}, "status": {"phase": "Running"}},
-    ]}
+    pods = {
+        "items": [
+            {
+                "metadata": {"name": "probe-api"},
+                "status": {
+                    "phase": "Running",
+                    "containerStatuses": [{"name": "probe", "ready": False, "state": {"running": {}}}],
+                },
+            },
+            {
+                "metadata": {"name": "probe-sink"},
+                "status": {
+                    "phase": "Pending",
+                    "containerStatuses": [
+                        {
+                            "name": "probe",
+                            "state": {"waiting": {"reason": "ErrImagePull", "message": "manifest unknown"}},
+                        }
+                    ],
+                },
+            },
+            {"metadata": {"name": "old", "deletionTimestamp": "2025-01-01T00:00:00Z"}, "status": {"phase": "Running"}},
+        ]
+    }
     assert pod_problems(pods, ["probe-api", "probe-sink", "probe-migrate"]) == [
         "probe-migrate: no such pod",
         "old: being deleted",

@@ -7,11 +7,18 @@ from pathlib import Path
 from e2e.lib import diagnostics
 from testkit.kube import Kubectl
 
-PODS = {"items": [{
-    "metadata": {"name": "api-0"},
-    "spec": {"initContainers": [{"name": "migrate"}], "containers": [{"name": "api"}, {"name": "sidecar"}]},
-    "status": {"containerStatuses": [{"name": "api", "restartCount": 2}, {"name": "sidecar", "restartCount": 0}],
-               "initContainerStatuses": [{"name": "migrate", "restartCount": 0}]}}]}
+PODS = {
+    "items": [
+        {
+            "metadata": {"name": "api-0"},
+            "spec": {"initContainers": [{"name": "migrate"}], "containers": [{"name": "api"}, {"name": "sidecar"}]},
+            "status": {
+                "containerStatuses": [{"name": "api", "restartCount": 2}, {"name": "sidecar", "restartCount": 0}],
+                "initContainerStatuses": [{"name": "migrate", "restartCount": 0}],
+            },
+        }
+    ]
+}
 
 
 def fake_kubectl(tmp_path: Path) -> Path:
@@ -34,16 +41,27 @@ else:
 def test_log_commands_cover_every_container_and_previous_logs():
     kubectl = Kubectl(Path("kubectl"))
     outputs = [str(c.output) for c in diagnostics.log_commands(kubectl, "ns", PODS)]
-    assert outputs == ["namespaces/ns/logs/api-0/migrate.log", "namespaces/ns/logs/api-0/api.log",
-                       "namespaces/ns/logs/api-0/api.previous.log", "namespaces/ns/logs/api-0/sidecar.log"]
+    assert outputs == [
+        "namespaces/ns/logs/api-0/migrate.log",
+        "namespaces/ns/logs/api-0/api.log",
+        "namespaces/ns/logs/api-0/api.previous.log",
+        "namespaces/ns/logs/api-0/sidecar.log",
+    ]
 
 
-def test_namespace_commands_are_argv_lists():
-    kubectl = Kubectl(Path("/t/kubectl"), Path("/k/config"))
+def test_namespace_commands_ask_the_namespace_with_the_kubeconfig(tmp_path):
+    kubectl = Kubectl(fake_kubectl(tmp_path), Path("/k/config"))
     commands = diagnostics.namespace_commands(kubectl, "ns")
-    assert commands[0].argv[:5] == ("/t/kubectl", "--kubeconfig", "/k/config", "get", "events")
-    assert {str(c.output) for c in commands} >= {"namespaces/ns/events.txt", "namespaces/ns/describe-pods.txt",
-                                                 "namespaces/ns/resources.txt"}
+    assert {str(c.output) for c in commands} >= {
+        "namespaces/ns/events.txt",
+        "namespaces/ns/describe-pods.txt",
+        "namespaces/ns/resources.txt",
+    }
+    collector = diagnostics.Collector(tmp_path / "out")
+    code, _ = collector.run(commands[0])
+    said = (tmp_path / "out" / commands[0].output).read_text().split()
+    assert code == 0 and said[:3] == ["ran:", "--kubeconfig", "/k/config"]
+    assert said[3:5] == ["get", "events"] and said[said.index("--namespace") + 1] == "ns"
 
 
 def test_collect_cluster_writes_one_folder_and_survives_failing_commands(tmp_path):

@@ -15,11 +15,11 @@ import jsonschema
 import pytest
 
 from e2e.lib import chart as chart_lib
-from testkit.platform import load_platform
-from testkit.chart.monitoring import hpa_target_problem, pods_of_workloads, scrape_targets
-from testkit.netpol.model import Selector
 from e2e.lib.probes import engine_roles
+from testkit.chart.monitoring import hpa_target_problem, pods_of_workloads, scrape_targets
 from testkit.chart.render import CHART_DIR, DependencyMissing, chart_values, find, render_chart
+from testkit.netpol.model import Selector
+from testkit.platform import load_platform
 from testkit.selectors import parse_selector, selector_matches
 
 pytestmark = pytest.mark.helm
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.helm
 PLATFORM = load_platform()
 BP = PLATFORM.blueprint
 REPOSITORY, TAG = BP.image_repository, "e2e-0123456789ab"
-MONITORING = ["monitoring.coreos.com/v1"]     # the platform installs the Prometheus Operator CRDs
+MONITORING = ["monitoring.coreos.com/v1"]  # the platform installs the Prometheus Operator CRDs
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 
 
@@ -50,6 +50,7 @@ def _labels(obj: dict) -> dict:
 
 # --- the values themselves ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", sorted(BP.profiles))
 def test_profile_values_pass_the_chart_schema(backend):
     values = chart_values(overrides=tier_values(backend))
@@ -67,8 +68,13 @@ def test_profile_selects_its_backend(backend):
 def test_every_value_path_the_tier_sets_exists_in_the_chart():
     """Image and toggle paths of platform.yaml name keys of chart/values.yaml (no typo renders silently)."""
     defaults = chart_values()
-    for path in [BP.repository_value, BP.tag_value, BP.pull_policy_value, *BP.toggles.values(),
-                 *chart_lib.toggles_release_sets(BP, "rtest")]:
+    for path in [
+        BP.repository_value,
+        BP.tag_value,
+        BP.pull_policy_value,
+        *BP.toggles.values(),
+        *chart_lib.toggles_release_sets(BP, "rtest"),
+    ]:
         node = defaults
         for part in path.split("."):
             assert isinstance(node, dict) and part in node, f"{path}: chart/values.yaml has no key {part!r}"
@@ -77,13 +83,16 @@ def test_every_value_path_the_tier_sets_exists_in_the_chart():
 
 def test_overrides_carry_image_and_sets_as_nested_values():
     overrides = chart_lib.tier_overrides(BP, "bp-openmeter", "e2e-1", {"serviceMonitor.enabled": True})
-    assert overrides == {"image": {"repository": "bp-openmeter", "tag": "e2e-1", "pullPolicy": "IfNotPresent"},
-                         "serviceMonitor": {"enabled": True}}
+    assert overrides == {
+        "image": {"repository": "bp-openmeter", "tag": "e2e-1", "pullPolicy": "IfNotPresent"},
+        "serviceMonitor": {"enabled": True},
+    }
     with pytest.raises(ValueError):
         chart_lib.nested({"a": 1, "a.b": 2})
 
 
 # --- what the live tests look for (cnpg) -------------------------------------------------------
+
 
 def test_api_service_is_found_by_the_selector_and_port_names_the_tests_use(objects):
     api = BP.api["cnpg"]
@@ -93,8 +102,11 @@ def test_api_service_is_found_by_the_selector_and_port_names_the_tests_use(objec
     ports = {p["name"]: p for p in services[0]["spec"]["ports"]}
     assert api.port in ports and api.metrics_port in ports, f"Service ports: {sorted(ports)}"
     # The Service's pods are the api Deployment's, and they declare the targeted container ports.
-    pods = [p for p in pods_of_workloads(objects)
-            if selector_matches(services[0]["spec"]["selector"], p["metadata"]["labels"])]
+    pods = [
+        p
+        for p in pods_of_workloads(objects)
+        if selector_matches(services[0]["spec"]["selector"], p["metadata"]["labels"])
+    ]
     assert [p["metadata"]["name"] for p in pods] == [f"{BP.release}-api-pod"]
     declared = {cp["name"] for c in pods[0]["spec"]["containers"] for cp in c.get("ports", [])}
     assert {ports[api.port]["targetPort"], ports[api.metrics_port]["targetPort"]} <= declared
@@ -115,8 +127,11 @@ def test_engine_uses_the_database_nats_and_valkey_of_the_platform(objects):
     nats, valkey = PLATFORM.chart("nats"), PLATFORM.chart("valkey")
     assert f"nats.{nats.namespace}.svc" in text, "nats.url names the platform's NATS Service"
     assert f"{valkey.name}.{valkey.namespace}.svc" in text, "valkey.url names the platform's Valkey Service"
-    env = {e["name"]: e for c in find(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
-           for e in c.get("env", [])}
+    env = {
+        e["name"]: e
+        for c in find(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    }
     ref = env["BPOM_POSTGRES_URL"]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == PLATFORM.databases.secret_copy, "the engine reads the Secret copy the chart step makes"
     assert not find(objects, "Cluster"), "the engine uses the platform's CNPG cluster, the chart creates none"
@@ -137,10 +152,14 @@ def test_profile_turns_the_network_policies_on_for_every_engine_workload(objects
 
 # --- the toggle release -------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def toggled() -> list[dict]:
-    return render(sets=chart_lib.toggles_release_sets(BP, "rtest"), namespace="bpom-toggles-rtest",
-                  release=chart_lib.TOGGLES_RELEASE)
+    return render(
+        sets=chart_lib.toggles_release_sets(BP, "rtest"),
+        namespace="bpom-toggles-rtest",
+        release=chart_lib.TOGGLES_RELEASE,
+    )
 
 
 def test_toggle_release_service_monitor_scrapes_the_engine_telemetry_port(toggled):
@@ -149,7 +168,9 @@ def test_toggle_release_service_monitor_scrapes_the_engine_telemetry_port(toggle
     targets = scrape_targets(monitors[0], find(toggled, "Service"), pods_of_workloads(toggled))
     telemetry = chart_values()["telemetry"]["port"]
     assert {(t.pod.rsplit("-", 2)[-2], t.port, t.port_name, t.path) for t in targets} == {
-        ("api", telemetry, "telemetry", "/metrics"), ("sink", telemetry, "telemetry", "/metrics")}
+        ("api", telemetry, "telemetry", "/metrics"),
+        ("sink", telemetry, "telemetry", "/metrics"),
+    }
 
 
 def test_toggle_release_hpa_targets_the_rendered_api_deployment(toggled):
@@ -172,6 +193,7 @@ def test_toggle_release_has_its_own_database_and_stream(toggled, objects):
 
 
 # --- the platform the tier builds matches the profile -----------------------------------------------
+
 
 def test_database_layout_matches_the_profile():
     values = chart_values(overrides=tier_values("cnpg"))
@@ -209,6 +231,7 @@ def test_probe_image_is_pinned_by_digest_from_a_listed_registry():
 
 
 # --- clickhouse ----------------------------------------------------------------------------------
+
 
 def test_clickhouse_profile_renders_where_the_upstream_chart_is_vendored():
     try:

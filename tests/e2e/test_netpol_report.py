@@ -17,14 +17,14 @@ import pytest
 
 from e2e.lib import chart as chart_lib
 from e2e.lib import live_layout, netpol_report
-from testkit.platform import load_platform
-from testkit.kube import Kubectl
 from e2e.lib.live_layout import Capture
 from e2e.lib.probes import as_matrix, classify
 from testkit.chart.render import render_chart
-from testkit.tools import REPO_ROOT
+from testkit.kube import Kubectl
 from testkit.netpol.truth_table import Key, Matrix, Outcome
-from tests.suite import netpol_capture as cap
+from testkit.paths import REPO_ROOT
+from testkit.platform import load_platform
+from tests.e2e import netpol_capture as cap
 
 pytestmark = pytest.mark.helm
 BP = load_platform().blueprint
@@ -50,11 +50,15 @@ def observe_broken(capture: Capture) -> tuple[Matrix, Matrix, list]:
     answers = {}
     for c in cells:
         if c.key == CUT_OFF:
-            answers[c.key] = classify(12, "bpom-probe result=timeout target=10.244.2.10:5432/TCP "
-                                          "detail=timed out after 3.00s\n", "command terminated with exit code 12")
+            answers[c.key] = classify(
+                12,
+                "bpom-probe result=timeout target=10.244.2.10:5432/TCP detail=timed out after 3.00s\n",
+                "command terminated with exit code 12",
+            )
         elif c.key == LEAK:
-            answers[c.key] = classify(0, "bpom-probe result=allowed target=172.18.0.3:6443/TCP "
-                                         "detail=connected in 0.004s\n", "")
+            answers[c.key] = classify(
+                0, "bpom-probe result=allowed target=172.18.0.3:6443/TCP detail=connected in 0.004s\n", ""
+            )
         elif c.key == GONE:
             answers[c.key] = classify(1, "", f'Error from server (NotFound): pods "{c.pod}" not found')
         elif expected[c.key] is Outcome.ALLOWED:
@@ -70,20 +74,27 @@ def test_report_shows_both_tables_the_diff_and_a_reproduce_command_per_wrong_cel
     assert text.startswith("egress of the probe pods")
     assert "expected (NetworkPolicy model" in text and "observed (probes from pods" in text
     assert f"diff: 3 of {len(expected)} cells wrong" in text
-    assert ("WRONG api -> databases/shared-pg-1:5432/TCP: expected allowed, observed blocked\n"
-            "  model:     egress rule 1 of bp-openmeter-e2e/bp-openmeter-api; databases/shared-pg-1 is not "
-            "isolated for ingress\n"
-            "  probe:     timeout: timed out after 3.00s\n"
-            "  reproduce: kubectl --kubeconfig .pytest-kind/bp-openmeter-e2e/kubeconfig exec --namespace "
-            "bp-openmeter-e2e bpom-probe-api-rtest --container probe -- python3 -B /probe/probe.py tcp 10.244.2.10 "
-            "5432 --timeout 3") in text
+    assert (
+        "WRONG api -> databases/shared-pg-1:5432/TCP: expected allowed, observed blocked\n"
+        "  model:     egress rule 1 of bp-openmeter-e2e/bp-openmeter-api; databases/shared-pg-1 is not "
+        "isolated for ingress\n"
+        "  probe:     timeout: timed out after 3.00s\n"
+        "  reproduce: kubectl --kubeconfig .pytest-kind/bp-openmeter-e2e/kubeconfig exec --namespace "
+        "bp-openmeter-e2e bpom-probe-api-rtest --container probe -- python3 -B /probe/probe.py tcp 10.244.2.10 "
+        "5432 --timeout 3"
+    ) in text
     assert "WRONG sink -> kubernetes-api/172.18.0.3:6443/TCP: expected blocked, observed allowed" in text
-    assert "WRONG migrate -> kube-system/coredns-674b8bbfcf-aaaaa:53/UDP: expected allowed, observed probe-error" in text
+    assert (
+        "WRONG migrate -> kube-system/coredns-674b8bbfcf-aaaaa:53/UDP: expected allowed, observed probe-error" in text
+    )
     assert "pod-gone: Error from server (NotFound)" in text
     assert "dns-udp 10.244.0.2 53 --timeout 3" in text
     # The observed table marks the probe error where a reader looks for it.
-    row = next(line for line in observed.render().splitlines()
-               if line.startswith("kube-system/coredns-674b8bbfcf-aaaaa:53/UDP"))
+    row = next(
+        line
+        for line in observed.render().splitlines()
+        if line.startswith("kube-system/coredns-674b8bbfcf-aaaaa:53/UDP")
+    )
     assert row.split()[1:] == ["allow", "ERROR", "allow"]
 
 
@@ -100,8 +111,15 @@ def test_reproduce_commands_are_argv_that_shlex_gives_back(policies):
 def test_saved_files_hold_the_report_and_recompute_the_expectation(policies, tmp_path):
     capture = cap.capture(policies)
     expected, observed, cells = observe_broken(capture)
-    files = netpol_report.save(tmp_path / "netpol" / "egress", expected, observed, cells, REPRODUCER,
-                               capture_json=capture.to_json(), header="h")
+    files = netpol_report.save(
+        tmp_path / "netpol" / "egress",
+        expected,
+        observed,
+        cells,
+        REPRODUCER,
+        capture_json=capture.to_json(),
+        header="h",
+    )
     names = sorted(f.name for f in files)
     assert names == ["capture.json", "cells.json", "diff.txt", "expected.txt", "observed.txt", "report.txt"]
     folder = tmp_path / "netpol" / "egress"
@@ -134,8 +152,10 @@ def example_report(policies) -> str:
     capture.targets = [t for t in capture.targets if t.name in keep]
     capture.pods = [p for p in capture.pods if p["name"] != "coredns-674b8bbfcf-bbbbb"]
     expected, observed, cells = observe_broken(capture)
-    header = "egress of the engine's probe pods in bp-openmeter-e2e: 3 wrong cells after 4 rounds " \
-             "(wrong cells probed again for up to 60s)"
+    header = (
+        "egress of the engine's probe pods in bp-openmeter-e2e: 3 wrong cells after 4 rounds "
+        "(wrong cells probed again for up to 60s)"
+    )
     return netpol_report.render(expected, observed, cells, REPRODUCER, header)
 
 

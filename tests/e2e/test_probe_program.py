@@ -28,8 +28,9 @@ CODES = probe_program.EXIT_CODES
 
 
 def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-B", str(PROGRAM_FILE), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-B", str(PROGRAM_FILE), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def result_of(proc: subprocess.CompletedProcess) -> str:
@@ -78,7 +79,7 @@ def full_accept_queue() -> Iterator[int]:
 
 def _answer(query: bytes) -> bytes:
     (query_id,) = struct.unpack("!H", query[:2])
-    return struct.pack("!HHHHHH", query_id, 0x8183, 1, 0, 0, 0) + query[12:]   # NXDOMAIN, a real answer
+    return struct.pack("!HHHHHH", query_id, 0x8183, 1, 0, 0, 0) + query[12:]  # NXDOMAIN, a real answer
 
 
 @contextmanager
@@ -122,6 +123,7 @@ def dns_server(transport: str, answer: bool = True) -> Iterator[int]:
 
 
 # --- TCP ---------------------------------------------------------------------------------------
+
 
 def test_tcp_connect_is_allowed():
     with tcp_listener() as port:
@@ -173,11 +175,13 @@ def test_bad_arguments_are_an_error_with_its_own_code():
 def test_exit_codes_are_distinct_and_not_kubectls():
     codes = list(CODES.values())
     assert len(set(codes)) == len(codes)
-    assert codes.count(0) == 1 and not {1, 2, 126, 127, 128, 137} & set(codes), \
+    assert codes.count(0) == 1 and not {1, 2, 126, 127, 128, 137} & set(codes), (
         "kubectl and the container runtime use these themselves"
+    )
 
 
 # --- DNS ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_dns_answer_is_allowed(transport):
@@ -213,6 +217,7 @@ def test_dns_query_and_answer_matching():
 
 
 # --- the pod's own processes --------------------------------------------------------------------
+
 
 def test_never_ready_fails_and_idle_stops_on_sigterm():
     assert run("never-ready").returncode == 1

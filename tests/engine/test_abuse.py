@@ -17,7 +17,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.engine.client import BATCH, SINGLE, event
+from testkit.client import BATCH, SINGLE, event
 
 pytestmark = pytest.mark.servers
 

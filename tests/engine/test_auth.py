@@ -16,7 +16,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.engine.client import EngineClient, event
+from testkit.client import OpenMeterClient, event
 from tests.engine.jwks_server import AUDIENCE, ISSUER, JwksServer, SigningKey
 
 pytestmark = pytest.mark.servers
@@ -53,7 +53,7 @@ def token_stack(stack_factory):
 
 @pytest.fixture
 def token_client(token_stack):
-    with EngineClient(token_stack.api_url) as engine:
+    with OpenMeterClient(token_stack.api_url) as engine:
         yield engine
 
 
@@ -120,7 +120,7 @@ def oidc_stack(stack_factory, issuer):
 
 @pytest.fixture
 def oidc(oidc_stack):
-    with EngineClient(oidc_stack.api_url) as engine:
+    with OpenMeterClient(oidc_stack.api_url) as engine:
         yield engine.http
 
 
@@ -200,7 +200,7 @@ def test_oidc_keeps_working_on_cached_keys_and_says_503_when_it_has_none(stack_f
     server = JwksServer([key])
     stack = stack_factory(overrides={"api": {"auth": {"mode": "oidc", "oidc": {
         "issuer": ISSUER, "jwksUrl": server.url, "audience": AUDIENCE}}}})
-    with EngineClient(stack.api_url) as engine:
+    with OpenMeterClient(stack.api_url) as engine:
         assert engine.http.get("/api/v1/meters", headers=bearer(key.token())).status_code == 200
         server.stop()
         assert engine.http.get("/api/v1/meters", headers=bearer(key.token())).status_code == 200

@@ -8,7 +8,7 @@ import nats
 import orjson
 import pytest
 
-from tests.engine.client import EngineClient, event
+from testkit.client import OpenMeterClient, event
 from tests.engine.test_ingest_api import problem
 
 pytestmark = pytest.mark.servers
@@ -71,7 +71,7 @@ def test_dead_letters_are_listed_with_their_reason(stack_factory, servers, uid):
             await nc.close()
 
     asyncio.run(publish())
-    with EngineClient(stack.api_url) as client:
+    with OpenMeterClient(stack.api_url) as client:
         client.ingest(event(f"{uid}-fine", "t", "s", time="2024-09-01T00:00:01Z"))
         items = client.events_until(lambda found: len(found) >= 2, id=uid, from_="2024-08-01T00:00:00Z")
     by_id = {item["event"]["id"]: item for item in items}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.engine.client import BATCH, SINGLE, event
+from testkit.client import BATCH, SINGLE, event
 
 pytestmark = pytest.mark.servers
 

@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.engine.client import BATCH, SINGLE, event
+from testkit.client import BATCH, SINGLE
+from testkit.timeouts import TIMEOUTS
+from testkit.wait import poll
 
 pytestmark = pytest.mark.servers
 
@@ -132,10 +134,14 @@ def test_fuzzed_ingest_answers_are_documented_and_storage_matches_them(client, s
     fuzz_events()
     fuzz_garbage()
 
-    client.ingest(event(f"{run}-marker", "marker", "s"))
-    client.wait_stored(f"{run}-marker", 1)      # JetStream order: all accepted before are stored
+    def stored_keys() -> set:
+        with psycopg.connect(stack.database_url) as conn:
+            return set(conn.execute("SELECT source, id FROM events WHERE source = %s", (f"fuzz-{run}",)).fetchall())
+
+    # The sink's workers commit batches in any order, so no one event marks "all before it
+    # are stored": poll until every accepted event is (then the rollups are committed too).
+    stored = poll(stored_keys, lambda keys: accepted <= keys, TIMEOUTS.usage_convergence).last
     with psycopg.connect(stack.database_url) as conn:
-        stored = set(conn.execute("SELECT source, id FROM events WHERE source = %s", (f"fuzz-{run}",)).fetchall())
         dead = conn.execute("SELECT count(*) FROM dead_letters WHERE source = %s", (f"fuzz-{run}",)).fetchone()[0]
     counted = client.total(f"fuzz_{run}") or 0
     print(f"fuzzed ingest: accepted events={len(accepted)} refused events={len(refused - accepted)} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engine.client import event
+from testkit.client import event
 from tests.engine.test_ingest_api import problem
 
 pytestmark = pytest.mark.servers
@@ -125,10 +125,10 @@ def test_event_from_limits_what_counts(client, uid):
 
 
 def test_meters_from_the_config_file(stack_factory):
-    from tests.engine.client import EngineClient
+    from testkit.client import OpenMeterClient
     meters = [{"slug": "cfg_calls", "eventType": "api.call", "aggregation": "COUNT", "groupBy": {"tpp": "$.tpp"}}]
     stack = stack_factory(meters)
-    with EngineClient(stack.api_url) as client:
+    with OpenMeterClient(stack.api_url) as client:
         listed = client.http.get("/api/v1/meters").json()
         assert [m["slug"] for m in listed] == ["cfg_calls"]
         client.ingest(event("c1", "api.call", "bank-a", data={"tpp": "fintech-1"}))

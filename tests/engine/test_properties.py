@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e2e.lib import reference
+from testkit.usage import reference
 from testkit.usage.compare import compare, render_diff, render_table, rows_from_json
 
 pytestmark = pytest.mark.servers
@@ -78,7 +78,7 @@ def test_any_order_batching_and_duplication_gives_the_reference_answer(client, a
     client.query_until(meters["COUNT"].slug, lambda a: a["data"] and a["data"][0]["value"] == len(bodies))
 
     events = [reference.Event.from_cloudevent(body) for body in bodies]
-    for aggregation, meter in meters.items():
+    for meter in meters.values():
         for query in QUERIES:
             expected = reference.expected_usage(meter, events, query)
             answer = client.http.get(f"/api/v1/meters/{meter.slug}/query", params=query.params())

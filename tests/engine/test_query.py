@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bp_openmeter.timefmt import parse_time
-from tests.engine.client import EngineClient, event
+from testkit.client import OpenMeterClient, event
 from tests.engine.test_ingest_api import problem
 
 pytestmark = pytest.mark.servers
@@ -25,7 +25,7 @@ def at(i: int) -> str:
 def meters(stack):
     uid = "qry"
     slugs = {agg: f"{agg.lower()}_{uid}" for agg in ("SUM", "COUNT", "AVG", "MIN", "MAX", "LATEST", "UNIQUE_COUNT")}
-    with EngineClient(stack.api_url) as client:
+    with OpenMeterClient(stack.api_url) as client:
         for agg, slug in slugs.items():
             body = dict(slug=slug, eventType="q.event", aggregation=agg, groupBy={"region": "$.region"})
             if agg != "COUNT":
@@ -105,7 +105,7 @@ def test_day_and_month_windows(client, meters):
 def test_csv_with_subject_and_groups_equals_json(client, meters):
     params = dict(groupBy=["region"], subject=["s0", "s1"], windowSize="HOUR")
     rows = client.query(meters["SUM"], **params)["data"]
-    from tests.engine.client import _params
+    from testkit.client import _params
     response = client.http.get(f"/api/v1/meters/{meters['SUM']}/query", params=_params(params),
                                headers={"accept": "text/csv"})
     lines = response.text.splitlines()

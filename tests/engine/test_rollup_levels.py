@@ -17,7 +17,7 @@ import pytest
 from bp_openmeter.config import PostgresConfig
 from bp_openmeter.db import make_pool
 from bp_openmeter.sealing import Sealer
-from tests.engine.client import EngineClient, event
+from testkit.client import OpenMeterClient, event
 
 pytestmark = pytest.mark.servers
 
@@ -56,7 +56,7 @@ def stack(stack_factory):
     return stack_factory()  # a database of its own: the test moves its sealing watermark
 
 
-def _create(client: EngineClient, suffix: str) -> dict[str, str]:
+def _create(client: OpenMeterClient, suffix: str) -> dict[str, str]:
     slugs = {}
     for agg in AGGREGATIONS:
         slug = f"{agg.lower()}_lvl{suffix}"
@@ -68,7 +68,7 @@ def _create(client: EngineClient, suffix: str) -> dict[str, str]:
     return slugs
 
 
-def _answers(client: EngineClient, slugs: dict[str, str]) -> dict:
+def _answers(client: OpenMeterClient, slugs: dict[str, str]) -> dict:
     return {(agg, i): client.query(slug, **shape)["data"] for agg, slug in slugs.items()
             for i, shape in enumerate(SHAPES)}
 
@@ -100,7 +100,7 @@ def _hourly_rows(database_url: str) -> int:
 
 
 def test_sealing_changes_no_answer(stack):
-    with EngineClient(stack.api_url) as client:
+    with OpenMeterClient(stack.api_url) as client:
         slugs = _create(client, "a")
         client.ingest(_events("lvl", range(600)))
         client.query_until(slugs["COUNT"], lambda a: a["data"] and a["data"][0]["value"] == 600)

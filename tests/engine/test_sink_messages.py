@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bp_openmeter import messages
-from tests.engine.client import BATCH, EngineClient, event
+from testkit.client import BATCH, OpenMeterClient, event
 
 pytestmark = pytest.mark.servers
 
@@ -25,7 +25,7 @@ def stack(stack_factory):
 
 @pytest.fixture
 def client(stack):
-    with EngineClient(stack.api_url) as engine:
+    with OpenMeterClient(stack.api_url) as engine:
         yield engine
 
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bp_openmeter.timefmt import format_time, parse_time
-from tests.engine.client import event
+from testkit.client import event
 
 pytestmark = pytest.mark.servers
 
@@ -60,7 +60,9 @@ def test_batch_of_1000_events_is_summed(client, uid):
 def test_application_json_accepts_one_event_and_an_array(client, uid):
     slug = sum_meter(client, uid)
     when = iso(NOW - timedelta(hours=1))
-    make = lambda n: event(f"{uid}-{n}", f"t_{uid}", "customer-1", time=when, data={"duration_ms": "100"})
+    def make(n):
+        return event(f"{uid}-{n}", f"t_{uid}", "customer-1", time=when, data={"duration_ms": "100"})
+
     client.ingest(make(1), content_type="application/json")
     client.ingest([make(2), make(3)], content_type="application/json")
     answer = client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == 300)
@@ -115,11 +117,11 @@ def test_the_same_id_posted_1000_times_counts_once(client, uid):
 @pytest.fixture(scope="module")
 def query_scenario(stack):
     """Upstream's TestQuery data: 5 subjects x events at ts, ts+1m, ts+1h, ts+1d, 100 each."""
-    from tests.engine.client import EngineClient
+    from testkit.client import OpenMeterClient
     uid = "q" + format(random.Random(4).getrandbits(40), "x")
     ts = datetime(2024, 5, 17, tzinfo=timezone.utc)
     slug = f"query_{uid}"
-    with EngineClient(stack.api_url) as client:
+    with OpenMeterClient(stack.api_url) as client:
         client.create_meter(slug=slug, eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.duration_ms",
                             groupBy={"method": "$.method", "path": "$.path"})
         rng = random.Random(5)

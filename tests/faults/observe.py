@@ -4,7 +4,6 @@ readiness, metrics, log lines, the sink's open transaction and its consumer's ba
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ import yaml
 
 from bp_openmeter import messages
 from testkit.stack.local import LocalStack
+from testkit.wait import poll as poll_until
 from tests.faults.traffic import EVENT_TYPE, Ledger
 
 COUNT_METER = "fault_events"
@@ -59,14 +59,10 @@ class Totals:
 def poll(read: Callable[[], object], done: Callable[[object], bool], timeout: float, what: str,
          interval: float = 0.1):
     """Read until `done(answer)`; fails naming `what` and the last answer after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = read()
-        if done(answer):
-            return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:.0f}s; last: {answer!r}"[:2000])
-        time.sleep(interval)
+    polled = poll_until(read, done, timeout, interval=interval)
+    if not polled.done:
+        raise AssertionError(f"{what}: not reached within {timeout:.0f}s; last: {polled.last!r}"[:2000])
+    return polled.last
 
 
 def _query_total(stack: LocalStack, slug: str) -> int:
@@ -138,13 +134,11 @@ def settled_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> 
 
     Never raises on a difference: the caller reports the totals first, then asserts.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+    def read() -> tuple[bool, Totals]:
         drained = consumer_backlog(stack) == 0
-        current = totals(stack, ledger)
-        if (drained and current.exact) or time.monotonic() > deadline:
-            return current
-        time.sleep(0.5)
+        return drained, totals(stack, ledger)
+
+    return poll_until(read, lambda answer: answer[0] and answer[1].exact, timeout, interval=0.5).last[1]
 
 
 def readiness(telemetry_url: str) -> tuple[int, str]:
@@ -177,14 +171,12 @@ def log_records(stack: LocalStack, log_name: str) -> list[dict]:
 
 def sink_in_transaction(stack: LocalStack, timeout: float) -> bool:
     """Wait until a sink session is inside an open transaction (storing a batch); False on timeout."""
-    deadline = time.monotonic() + timeout
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
+        def open_transactions() -> int:
+            return conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND application_name = 'bp-openmeter-sink' AND xact_start IS NOT NULL "
-                "AND state IN ('active', 'idle in transaction')").fetchone()
-            if row[0]:
-                return True
-            time.sleep(0.002)
-    return False
+                "AND state IN ('active', 'idle in transaction')").fetchone()[0]
+
+        # Polled every 2 ms: a batch's transaction may last only a few milliseconds.
+        return poll_until(open_transactions, bool, timeout, interval=0.002).done

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
+from testkit.wait import poll
+
 BATCH = "application/cloudevents-batch+json"
 PROBLEM = "application/problem+json"
 EVENT_TYPE = "fault.event"
@@ -120,14 +122,14 @@ class EventPump:
 
     def wait_acked(self, count: int, timeout: float) -> None:
         """Wait until at least `count` events are acknowledged in total."""
-        deadline = time.monotonic() + timeout
-        while self.ledger.acked_count < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"only {self.ledger.acked_count} of {count} events acknowledged after "
-                                     f"{timeout:.0f}s; answers: {dict(self.ledger.statuses())}")
-            if self._thread is not None and not self._thread.is_alive():
+        def acked() -> bool:
+            if self.ledger.acked_count < count and self._thread is not None and not self._thread.is_alive():
                 raise AssertionError(f"the event pump ended early: {self.failures}")
-            time.sleep(0.05)
+            return self.ledger.acked_count >= count
+
+        if not poll(acked, bool, timeout, interval=0.05).done:
+            raise AssertionError(f"only {self.ledger.acked_count} of {count} events acknowledged after "
+                                 f"{timeout:.0f}s; answers: {dict(self.ledger.statuses())}")
 
     def replay_acknowledged(self, batches: int) -> None:
         """Post `batches` already acknowledged batches again (duplicates; they must change nothing)."""

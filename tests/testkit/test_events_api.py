@@ -6,13 +6,19 @@ import httpx
 import pytest
 
 from testkit.client import ApiError, OpenMeterClient, meter_mismatch
-from testkit.usage.events import RunScope, batch_body, structured
-from testkit.usage.reference import Query
 from testkit.runid import RunId
 from testkit.usage.compare import TransientError
+from testkit.usage.events import RunScope, batch_body, structured
+from testkit.usage.reference import Query
 
-EVENT = {"id": "e1", "source": "//fingate", "type": "fingate.api.call", "subject": "tpp-a",
-         "time": "2025-03-30T00:15:00+04:00", "data": {"method": "GET"}}
+EVENT = {
+    "id": "e1",
+    "source": "//fingate",
+    "type": "fingate.api.call",
+    "subject": "tpp-a",
+    "time": "2025-03-30T00:15:00+04:00",
+    "data": {"method": "GET"},
+}
 
 
 def test_structured_event_is_cloudevents_json():
@@ -77,12 +83,23 @@ def test_query_sends_repeated_params_and_parses_rows():
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.url.params.get_list("subject") == ["a", "b"]
         assert request.url.params["windowTimeZone"] == "Asia/Muscat"
-        return httpx.Response(200, json={"data": [{"value": 2, "windowStart": "2025-03-29T20:00:00Z",
-                                                   "windowEnd": "2025-03-30T20:00:00Z", "subject": "a",
-                                                   "groupBy": {}}]})
+        return httpx.Response(
+            200,
+            json={
+                "data": [
+                    {
+                        "value": 2,
+                        "windowStart": "2025-03-29T20:00:00Z",
+                        "windowEnd": "2025-03-30T20:00:00Z",
+                        "subject": "a",
+                        "groupBy": {},
+                    }
+                ]
+            },
+        )
 
     q = Query(window_size="DAY", window_time_zone="Asia/Muscat", subjects=("a", "b"))
-    assert list(client_with(handler).query("api_calls", q).values()) == [2.0]
+    assert list(client_with(handler).usage("api_calls", q).values()) == [2.0]
 
 
 def test_ensure_meters_creates_missing_and_rejects_conflicting():
@@ -95,8 +112,12 @@ def test_ensure_meters_creates_missing_and_rejects_conflicting():
         return httpx.Response(200, json={})
 
     client = client_with(handler)
-    client.ensure_meters([{"slug": "a", "eventType": "t", "aggregation": "COUNT"},
-                          {"slug": "b", "eventType": "t", "aggregation": "COUNT"}])
+    client.ensure_meters(
+        [
+            {"slug": "a", "eventType": "t", "aggregation": "COUNT"},
+            {"slug": "b", "eventType": "t", "aggregation": "COUNT"},
+        ]
+    )
     assert created == ["b"]
     with pytest.raises(AssertionError, match="another definition"):
         client.ensure_meters([{"slug": "a", "eventType": "t", "aggregation": "SUM", "valueProperty": "$.v"}])

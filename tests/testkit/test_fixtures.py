@@ -1,15 +1,16 @@
 """The committed fixtures: reproducible, and never asking what the spec leaves open."""
 
-from e2e.lib import fixturegen
-from testkit.usage.cases import all_cases
 from testkit.platform import load_platform
+from testkit.usage import fixturegen
+from testkit.usage.cases import all_cases
 from testkit.usage.events import EVENTS_FILE, load_events, load_meters, reference_events
 from testkit.usage.reference import Meter, expected_usage, unique_events
 
 
 def test_events_file_is_the_generator_output():
-    assert EVENTS_FILE.read_text() == fixturegen.render(), "regenerate: python -m testkit.usage.fixturegen > " \
-                                                           "fixtures/events/fingate.json"
+    assert EVENTS_FILE.read_text() == fixturegen.render(), (
+        "regenerate: python -m testkit.usage.fixturegen > fixtures/events/fingate.json"
+    )
 
 
 def test_fixture_exercises_what_it_claims():

@@ -2,8 +2,8 @@
 
 import pytest
 
+from testkit.usage.compare import TransientError, compare, rows_from_csv, rows_from_json, stays_equal, wait_until_agrees
 from testkit.usage.reference import RowKey, parse_time
-from testkit.usage.compare import (TransientError, compare, rows_from_csv, rows_from_json, stays_equal, wait_until_agrees)
 
 W = (parse_time("2025-03-30T00:00:00Z"), parse_time("2025-03-31T00:00:00Z"))
 K1 = RowKey(*W, "a", (("m", "GET"),))
@@ -11,15 +11,29 @@ K2 = RowKey(*W, "a", (("m", "POST"),))
 
 
 def test_rows_from_json_normalises_times_and_drops_subject_from_groups():
-    body = {"data": [{"value": 3, "windowStart": "2025-03-30T04:00:00+04:00", "windowEnd": "2025-03-31T00:00:00Z",
-                      "subject": "a", "groupBy": {"m": "GET", "subject": "a"}}]}
+    body = {
+        "data": [
+            {
+                "value": 3,
+                "windowStart": "2025-03-30T04:00:00+04:00",
+                "windowEnd": "2025-03-31T00:00:00Z",
+                "subject": "a",
+                "groupBy": {"m": "GET", "subject": "a"},
+            }
+        ]
+    }
     assert rows_from_json(body, windowed=True) == {K1: 3.0}
     assert rows_from_json({"data": []}, windowed=True) == {}
 
 
 def test_rows_from_json_rejects_duplicate_rows():
-    row = {"value": 1, "windowStart": "2025-03-30T00:00:00Z", "windowEnd": "2025-03-31T00:00:00Z", "subject": "a",
-           "groupBy": {"m": "GET"}}
+    row = {
+        "value": 1,
+        "windowStart": "2025-03-30T00:00:00Z",
+        "windowEnd": "2025-03-31T00:00:00Z",
+        "subject": "a",
+        "groupBy": {"m": "GET"},
+    }
     with pytest.raises(AssertionError):
         rows_from_json({"data": [row, row]}, windowed=True)
 
@@ -55,9 +69,14 @@ def test_wait_until_agrees_reports_expected_observed_and_diff():
     with pytest.raises(AssertionError) as info:
         wait_until_agrees(lambda: {K1: 1.0}, {K1: 2.0, K2: 1.0}, timeout=0.3, what="case-x", reproduce="curl -sS x")
     text = str(info.value)
-    for part in ("case-x", "reproduce: curl -sS x", "expected (2 rows)", "observed (1 rows)",
-                 "~ 2025-03-30T00:00:00Z..2025-03-31T00:00:00Z subject=a m=GET  expected 2, observed 1",
-                 "- 2025-03-30T00:00:00Z..2025-03-31T00:00:00Z subject=a m=POST  expected 1, absent"):
+    for part in (
+        "case-x",
+        "reproduce: curl -sS x",
+        "expected (2 rows)",
+        "observed (1 rows)",
+        "~ 2025-03-30T00:00:00Z..2025-03-31T00:00:00Z subject=a m=GET  expected 2, observed 1",
+        "- 2025-03-30T00:00:00Z..2025-03-31T00:00:00Z subject=a m=POST  expected 1, absent",
+    ):
         assert part in text
 
 
