@@ -34,8 +34,11 @@ def config_of(objects):
     return yaml.safe_load(get(objects, "ConfigMap", "openmeter-config")["data"]["config.yaml"])
 
 
-WORKLOADS = [("Deployment", "openmeter-api", "api"), ("Deployment", "openmeter-sink", "sink"),
-             ("Job", "openmeter-migrate-1", "migrate")]
+WORKLOADS = [
+    ("Deployment", "openmeter-api", "api"),
+    ("Deployment", "openmeter-sink", "sink"),
+    ("Job", "openmeter-migrate-1", "migrate"),
+]
 
 
 @pytest.mark.parametrize("kind, name, command", WORKLOADS)
@@ -53,10 +56,13 @@ def test_each_component_runs_its_command_with_the_mounted_config(objects, kind, 
 @pytest.mark.parametrize("kind, name, command", WORKLOADS)
 def test_pods_carry_the_contract_labels(objects, kind, name, command):
     labels = get(objects, kind, name)["spec"]["template"]["metadata"]["labels"]
-    assert {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
-                                   "app.kubernetes.io/component")} == {
-        "app.kubernetes.io/name": "bp-openmeter", "app.kubernetes.io/instance": "openmeter",
-        "app.kubernetes.io/component": command}
+    assert {
+        k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
+    } == {
+        "app.kubernetes.io/name": "bp-openmeter",
+        "app.kubernetes.io/instance": "openmeter",
+        "app.kubernetes.io/component": command,
+    }
 
 
 @pytest.mark.parametrize("kind, name, command", WORKLOADS)
@@ -75,7 +81,8 @@ def test_pods_are_locked_down(objects, kind, name, command):
 @pytest.mark.parametrize("kind, name, command", WORKLOADS)
 def test_database_url_comes_from_the_cnpg_app_secret(objects, kind, name, command):
     assert env(container(objects, kind, name))["BPOM_POSTGRES_URL"] == {
-        "secretKeyRef": {"name": "openmeter-pg-app", "key": "uri"}}
+        "secretKeyRef": {"name": "openmeter-pg-app", "key": "uri"}
+    }
 
 
 def test_ports_and_config_addresses_agree(objects):
@@ -126,7 +133,9 @@ def test_services_select_their_component_and_expose_telemetry(objects):
 def test_pods_roll_when_the_config_changes():
     def checksum(objects):
         return get(objects, "Deployment", "openmeter-api")["spec"]["template"]["metadata"]["annotations"][
-            "checksum/config"]
+            "checksum/config"
+        ]
+
     assert checksum(render_chart()) != checksum(render_chart({"engine": {"logLevel": "debug"}}))
 
 
@@ -142,29 +151,41 @@ def test_image_tag_defaults_to_app_version_and_digest_wins(objects):
 
 # ── the config file ───────────────────────────────────────────────────────────
 
+
 def test_config_file_has_the_contract_sections(objects):
     config = config_of(objects)
     assert set(config) == {"namespace", "api", "telemetry", "postgres", "nats", "valkey", "sink", "logging", "meters"}
     assert config["nats"]["url"] == "nats://nats.nats-system.svc.cluster.local:4222"
     assert config["valkey"]["url"] == "redis://valkey.valkey.svc.cluster.local:6379"
-    assert "url" not in config["postgres"]   # a secret: env only
+    assert "url" not in config["postgres"]  # a secret: env only
     assert config["nats"]["stream"]["name"] == "OPENMETER_EVENTS"
 
 
 def test_meters_declared_in_values_reach_the_config():
-    meters = [{"slug": "tokens", "eventType": "llm.tokens", "aggregation": "SUM", "valueProperty": "$.tokens",
-               "groupBy": {"model": "$.model"}}]
+    meters = [
+        {
+            "slug": "tokens",
+            "eventType": "llm.tokens",
+            "aggregation": "SUM",
+            "valueProperty": "$.tokens",
+            "groupBy": {"model": "$.model"},
+        }
+    ]
     assert config_of(render_chart({"meters": meters}))["meters"] == meters
 
 
 def test_secret_references_replace_plain_values():
-    objects = render_chart({
-        "nats": {"urlSecret": {"name": "nats-conn", "key": "url"},
-                 "auth": {"secretName": "nats-creds", "userKey": "user", "passwordKey": "pass"}},
-        "valkey": {"urlSecret": {"name": "vk", "key": "url"}, "passwordSecret": {"name": "vk-auth", "key": "pw"}},
-        "api": {"auth": {"mode": "token", "tokensSecret": {"name": "tokens", "key": "list"}}},
-        "postgres": {"connectionSecret": {"name": "db", "key": "fqdn-uri"}},
-    })
+    objects = render_chart(
+        {
+            "nats": {
+                "urlSecret": {"name": "nats-conn", "key": "url"},
+                "auth": {"secretName": "nats-creds", "userKey": "user", "passwordKey": "pass"},
+            },
+            "valkey": {"urlSecret": {"name": "vk", "key": "url"}, "passwordSecret": {"name": "vk-auth", "key": "pw"}},
+            "api": {"auth": {"mode": "token", "tokensSecret": {"name": "tokens", "key": "list"}}},
+            "postgres": {"connectionSecret": {"name": "db", "key": "fqdn-uri"}},
+        }
+    )
     e = env(container(objects, "Deployment", "openmeter-api"))
     assert e["BPOM_NATS_URL"] == {"secretKeyRef": {"name": "nats-conn", "key": "url"}}
     assert e["BPOM_NATS_USER"] == {"secretKeyRef": {"name": "nats-creds", "key": "user"}}
@@ -202,6 +223,7 @@ def test_the_chart_sink_defaults_are_the_engine_defaults(objects):
 
 
 # ── the migration step ───────────────────────────────────────────────────────
+
 
 def test_migrate_in_init_containers_replaces_the_job():
     objects = render_chart({"migrate": {"mode": "initContainer"}})

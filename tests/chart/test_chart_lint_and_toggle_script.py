@@ -22,8 +22,9 @@ def lint_findings(output: str) -> list[str]:
     return [line for line in output.splitlines() if re.match(r"\[(WARNING|ERROR)\]", line)]
 
 
-@pytest.mark.parametrize("values", [{}, {"networkPolicy": {"enabled": True}, "hpa": {"enabled": True},
-                                         "serviceMonitor": {"enabled": True}}])
+@pytest.mark.parametrize(
+    "values", [{}, {"networkPolicy": {"enabled": True}, "hpa": {"enabled": True}, "serviceMonitor": {"enabled": True}}]
+)
 def test_helm_lint_strict_is_clean(values):
     result = helm_lint(values, strict=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -34,8 +35,11 @@ def test_helm_lint_of_the_chart_directory():
     result = subprocess.run([str(ensure_tools().helm), "lint", "chart"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     # Without `helm dependency build` the one finding is the absent upstream chart.
-    allowed = [f"[WARNING] {CHART_DIR}: chart directory is missing these dependencies: {d['name']}"
-               for d in dependencies() if not is_vendored(d)]
+    allowed = [
+        f"[WARNING] {CHART_DIR}: chart directory is missing these dependencies: {d['name']}"
+        for d in dependencies()
+        if not is_vendored(d)
+    ]
     assert lint_findings(result.stdout) == allowed, result.stdout
 
 

@@ -17,20 +17,25 @@ def monitoring_objects(objects):
 
 # ── ServiceMonitor ────────────────────────────────────────────────────────────
 
-@pytest.mark.parametrize("values, api_versions, rendered", [
-    ({}, [], False),
-    ({}, [MONITORING], False),                                   # off by default even with the CRDs
-    ({"serviceMonitor": {"enabled": True}}, [], False),          # no CRDs, no object
-    ({"serviceMonitor": {"enabled": True}}, [MONITORING], True),
-    ({"serviceMonitor": {"enabled": False}}, [MONITORING], False),
-])
+
+@pytest.mark.parametrize(
+    "values, api_versions, rendered",
+    [
+        ({}, [], False),
+        ({}, [MONITORING], False),  # off by default even with the CRDs
+        ({"serviceMonitor": {"enabled": True}}, [], False),  # no CRDs, no object
+        ({"serviceMonitor": {"enabled": True}}, [MONITORING], True),
+        ({"serviceMonitor": {"enabled": False}}, [MONITORING], False),
+    ],
+)
 def test_service_monitor_needs_the_switch_and_the_api(values, api_versions, rendered):
     assert bool(monitoring_objects(render_chart(values, api_versions=api_versions))) is rendered
 
 
 def test_service_monitor_scrapes_a_port_that_serves_metrics():
-    objects = render_chart({"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
-                           api_versions=[MONITORING])
+    objects = render_chart(
+        {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}, api_versions=[MONITORING]
+    )
     monitor = get(objects, "ServiceMonitor", "openmeter")
     assert monitor["metadata"]["labels"]["release"] == "kps"
     [endpoint] = monitor["spec"]["endpoints"]
@@ -59,6 +64,7 @@ def selects(selector, labels):
 
 # ── NetworkPolicy ─────────────────────────────────────────────────────────────
 
+
 def test_network_policy_is_off_by_default_and_on_when_enabled():
     assert find(render_chart(), "NetworkPolicy") == []
     policies = find(render_chart({"networkPolicy": {"enabled": True}}), "NetworkPolicy")
@@ -68,18 +74,30 @@ def test_network_policy_is_off_by_default_and_on_when_enabled():
 
 
 def test_network_policy_without_a_migrate_job_has_no_migrate_policy():
-    policies = find(render_chart({"networkPolicy": {"enabled": True}, "migrate": {"mode": "initContainer"}}),
-                    "NetworkPolicy")
+    policies = find(
+        render_chart({"networkPolicy": {"enabled": True}, "migrate": {"mode": "initContainer"}}), "NetworkPolicy"
+    )
     assert sorted(p["metadata"]["name"] for p in policies) == ["openmeter-api", "openmeter-sink"]
 
 
 def test_monitoring_ingress_can_be_turned_off():
-    api = get(render_chart({"networkPolicy": {"enabled": True, "ingress": {
-        "monitoring": {"enabled": False}, "fromReleaseNamespace": False}}}), "NetworkPolicy", "openmeter-api")
+    api = get(
+        render_chart(
+            {
+                "networkPolicy": {
+                    "enabled": True,
+                    "ingress": {"monitoring": {"enabled": False}, "fromReleaseNamespace": False},
+                }
+            }
+        ),
+        "NetworkPolicy",
+        "openmeter-api",
+    )
     assert api["spec"]["ingress"] == []
 
 
 # ── HPA ───────────────────────────────────────────────────────────────────────
+
 
 def test_hpa_is_off_by_default():
     objects = render_chart()
@@ -87,13 +105,16 @@ def test_hpa_is_off_by_default():
     assert get(objects, "Deployment", "openmeter-api")["spec"]["replicas"] == 1
 
 
-@pytest.mark.parametrize("release, values", [
-    ("openmeter", {}),
-    ("metering", {}),
-    ("bp-openmeter", {}),
-    ("x", {"fullnameOverride": "usage"}),
-    ("a-release-name-long-enough-to-be-truncated-by-chart", {"nameOverride": "x"}),
-])
+@pytest.mark.parametrize(
+    "release, values",
+    [
+        ("openmeter", {}),
+        ("metering", {}),
+        ("bp-openmeter", {}),
+        ("x", {"fullnameOverride": "usage"}),
+        ("a-release-name-long-enough-to-be-truncated-by-chart", {"nameOverride": "x"}),
+    ],
+)
 def test_hpa_targets_the_api_deployment_really_rendered(release, values):
     objects = render_chart({**values, "hpa": {"enabled": True}}, release=release)
     [hpa] = find(objects, "HorizontalPodAutoscaler")
@@ -101,16 +122,27 @@ def test_hpa_targets_the_api_deployment_really_rendered(release, values):
     assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
     deployment = get(objects, "Deployment", target["name"])
     assert deployment["metadata"]["labels"]["app.kubernetes.io/component"] == "api"
-    assert "replicas" not in deployment["spec"]   # the HPA owns it
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
 
 
 def test_hpa_metrics_follow_the_values():
-    objects = render_chart({"hpa": {"enabled": True, "minReplicas": 2, "maxReplicas": 9,
-                                    "targetCPUUtilizationPercentage": 60, "targetMemoryUtilizationPercentage": 75}})
+    objects = render_chart(
+        {
+            "hpa": {
+                "enabled": True,
+                "minReplicas": 2,
+                "maxReplicas": 9,
+                "targetCPUUtilizationPercentage": 60,
+                "targetMemoryUtilizationPercentage": 75,
+            }
+        }
+    )
     spec = find(objects, "HorizontalPodAutoscaler")[0]["spec"]
     assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 9)
     assert {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in spec["metrics"]} == {
-        "cpu": 60, "memory": 75}
+        "cpu": 60,
+        "memory": 75,
+    }
 
 
 def test_hpa_refuses_a_utilization_target_without_a_request():
@@ -119,6 +151,7 @@ def test_hpa_refuses_a_utilization_target_without_a_request():
 
 
 # ── CNPG cluster: created or existing ─────────────────────────────────────────
+
 
 def test_cluster_is_created_by_default_in_the_release_namespace():
     objects = render_chart(namespace="metering")
@@ -129,17 +162,24 @@ def test_cluster_is_created_by_default_in_the_release_namespace():
 
 
 def test_existing_cluster_is_used_through_its_secret():
-    objects = render_chart({"postgres": {"cluster": {"create": False, "name": "shared-pg", "namespace": "databases"},
-                                         "connectionSecret": {"name": "openmeter-db"}},
-                            "networkPolicy": {"enabled": True}})
+    objects = render_chart(
+        {
+            "postgres": {
+                "cluster": {"create": False, "name": "shared-pg", "namespace": "databases"},
+                "connectionSecret": {"name": "openmeter-db"},
+            },
+            "networkPolicy": {"enabled": True},
+        }
+    )
     assert find(objects, "Cluster") == []
     c = get(objects, "Deployment", "openmeter-api")["spec"]["template"]["spec"]["containers"][0]
     [url] = [e for e in c["env"] if e["name"] == "BPOM_POSTGRES_URL"]
     assert url["valueFrom"]["secretKeyRef"] == {"name": "openmeter-db", "key": "uri"}
     api = get(objects, "NetworkPolicy", "openmeter-api")
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "databases"}},
-            "podSelector": {"matchLabels": {"cnpg.io/cluster": "shared-pg"}}} in [
-        peer for rule in api["spec"]["egress"] for peer in rule["to"]]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "databases"}},
+        "podSelector": {"matchLabels": {"cnpg.io/cluster": "shared-pg"}},
+    } in [peer for rule in api["spec"]["egress"] for peer in rule["to"]]
 
 
 def test_existing_cluster_in_the_release_namespace_defaults_to_its_app_secret():
@@ -161,6 +201,7 @@ def test_created_cluster_cannot_live_elsewhere():
 
 
 def test_cluster_parameters_are_strings():
-    cluster = get(render_chart({"postgres": {"cluster": {"parameters": {"max_connections": 200}}}}),
-                  "Cluster", "openmeter-pg")
+    cluster = get(
+        render_chart({"postgres": {"cluster": {"parameters": {"max_connections": 200}}}}), "Cluster", "openmeter-pg"
+    )
     assert cluster["spec"]["postgresql"]["parameters"] == {"max_connections": "200"}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from testkit.client import OpenMeterClient
 from testkit.stack.local import LocalStack, start_local_stack
 from testkit.stack.servers import Servers, start_servers
-from testkit.client import OpenMeterClient
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,8 @@ def test_jsonpath_finds_what_postgres_finds(conn, path):
     compiled = jsonpath.parse(path)
     for doc in DOCS:
         found, value = compiled.find(doc)
-        row = conn.execute("SELECT jsonb_path_query_first(%s::jsonb, %s::jsonpath, '{}', true)",
-                           (orjson.dumps(doc).decode(), compiled.to_postgres())).fetchone()[0]
+        row = conn.execute(
+            "SELECT jsonb_path_query_first(%s::jsonb, %s::jsonpath, '{}', true)",
+            (orjson.dumps(doc).decode(), compiled.to_postgres()),
+        ).fetchone()[0]
         assert (row if found else None) == value and (row is None or found), (path, doc)

@@ -36,8 +36,12 @@ def _app_operations() -> set[tuple[str, str]]:
 
 
 def _documented_operations(document: dict) -> set[tuple[str, str]]:
-    return {(method, _normalized(path)) for path, item in document["paths"].items()
-            for method in item if method in HTTP_METHODS}
+    return {
+        (method, _normalized(path))
+        for path, item in document["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
 
 
 def test_every_route_is_documented_and_every_documented_operation_exists():
@@ -70,11 +74,14 @@ def test_every_error_is_documented_as_problem_json_and_no_operation_promises_a_5
                     assert list(content) == ["application/problem+json"], f"{method} {path} {status}"
 
 
-@pytest.mark.parametrize("status, operations", [
-    ("413", [("post", "/api/v1/events"), ("post", "/api/v1/meters")]),
-    ("415", [("post", "/api/v1/events")]),
-    ("503", [("post", "/api/v1/events"), ("get", "/api/v1/meters/{meterIdOrSlug}/query")]),
-])
+@pytest.mark.parametrize(
+    "status, operations",
+    [
+        ("413", [("post", "/api/v1/events"), ("post", "/api/v1/meters")]),
+        ("415", [("post", "/api/v1/events")]),
+        ("503", [("post", "/api/v1/events"), ("get", "/api/v1/meters/{meterIdOrSlug}/query")]),
+    ],
+)
 def test_limits_and_outages_are_documented(status, operations):
     paths = _document()["paths"]
     for method, path in operations:

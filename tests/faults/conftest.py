@@ -40,8 +40,10 @@ def fault_stack(own_servers: Servers, tmp_path: Path, request):
     def start(**overrides) -> LocalStack:
         config = {
             "api": {"publishTimeout": "2s"},
-            "nats": {"stream": {"name": "FAULTS", "subjectPrefix": "faults.events", "storage": "file"},
-                     "consumer": {"durable": "fault-sink", "ackWait": ACK_WAIT, "maxDeliver": 5}},
+            "nats": {
+                "stream": {"name": "FAULTS", "subjectPrefix": "faults.events", "storage": "file"},
+                "consumer": {"durable": "fault-sink", "ackWait": ACK_WAIT, "maxDeliver": 5},
+            },
             "sink": {"batchSize": 500, "maxWait": "100ms"},
         }
         stack = start_local_stack(tmp_path / "stack", own_servers, METERS, overrides=merge_values(config, overrides))

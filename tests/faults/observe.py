@@ -36,28 +36,33 @@ class Totals:
     queried: int
     acknowledged_units: int
     queried_units: int
-    missing: int        # acknowledged, not stored
-    unexpected: int     # stored, never posted
+    missing: int  # acknowledged, not stored
+    unexpected: int  # stored, never posted
     dead_letters: int
 
     def line(self) -> str:
-        return (f"posted={self.posted} acknowledged={self.acknowledged} stored={self.stored} "
-                f"queried={self.queried} units acknowledged={self.acknowledged_units} "
-                f"queried={self.queried_units} missing={self.missing} unexpected={self.unexpected} "
-                f"dead_letters={self.dead_letters}")
+        return (
+            f"posted={self.posted} acknowledged={self.acknowledged} stored={self.stored} "
+            f"queried={self.queried} units acknowledged={self.acknowledged_units} "
+            f"queried={self.queried_units} missing={self.missing} unexpected={self.unexpected} "
+            f"dead_letters={self.dead_letters}"
+        )
 
     @property
     def exact(self) -> bool:
-        return (self.posted == self.acknowledged == self.stored == self.queried
-                and self.acknowledged_units == self.queried_units
-                and not self.missing and not self.unexpected and not self.dead_letters)
+        return (
+            self.posted == self.acknowledged == self.stored == self.queried
+            and self.acknowledged_units == self.queried_units
+            and not self.missing
+            and not self.unexpected
+            and not self.dead_letters
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def poll(read: Callable[[], object], done: Callable[[object], bool], timeout: float, what: str,
-         interval: float = 0.1):
+def poll(read: Callable[[], object], done: Callable[[object], bool], timeout: float, what: str, interval: float = 0.1):
     """Read until `done(answer)`; fails naming `what` and the last answer after `timeout` seconds."""
     polled = poll_until(read, done, timeout, interval=interval)
     if not polled.done:
@@ -73,8 +78,9 @@ def _query_total(stack: LocalStack, slug: str) -> int:
 
 def stored_ids(stack: LocalStack) -> set[str]:
     with psycopg.connect(stack.database_url) as conn:
-        rows = conn.execute("SELECT id FROM events WHERE namespace = %s AND type = %s",
-                            (stack.namespace, EVENT_TYPE)).fetchall()
+        rows = conn.execute(
+            "SELECT id FROM events WHERE namespace = %s AND type = %s", (stack.namespace, EVENT_TYPE)
+        ).fetchall()
     return {row[0] for row in rows}
 
 
@@ -88,10 +94,17 @@ def totals(stack: LocalStack, ledger: Ledger) -> Totals:
     with ledger.lock:
         posted = set(ledger.posted)
         acked = set(ledger.acknowledged)
-    return Totals(posted=len(posted), acknowledged=len(acked), stored=len(stored),
-                  queried=_query_total(stack, COUNT_METER), acknowledged_units=ledger.acked_units(),
-                  queried_units=_query_total(stack, SUM_METER), missing=len(acked - stored),
-                  unexpected=len(stored - posted), dead_letters=dead_letter_count(stack))
+    return Totals(
+        posted=len(posted),
+        acknowledged=len(acked),
+        stored=len(stored),
+        queried=_query_total(stack, COUNT_METER),
+        acknowledged_units=ledger.acked_units(),
+        queried_units=_query_total(stack, SUM_METER),
+        missing=len(acked - stored),
+        unexpected=len(stored - posted),
+        dead_letters=dead_letter_count(stack),
+    )
 
 
 def _with_consumer(stack: LocalStack, read: Callable) -> Any:
@@ -110,6 +123,7 @@ def _with_consumer(stack: LocalStack, read: Callable) -> Any:
 
 def consumer_backlog(stack: LocalStack) -> int:
     """Messages the sink has not acked yet (pending plus delivered-but-unacked)."""
+
     async def read(js, stream: str, durable: str) -> int:
         info = await js.consumer_info(stream, durable)
         return info.num_pending + info.num_ack_pending
@@ -120,6 +134,7 @@ def consumer_backlog(stack: LocalStack) -> int:
 def unacked_events(stack: LocalStack) -> int:
     """Events in the messages after the consumer's ack floor: with the sink stopped, the
     acknowledged events that only JetStream holds (a message carries a request's events)."""
+
     async def read(js, stream: str, durable: str) -> int:
         floor = (await js.consumer_info(stream, durable)).ack_floor.stream_seq
         last = (await js.stream_info(stream)).state.last_seq
@@ -134,6 +149,7 @@ def settled_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> 
 
     Never raises on a difference: the caller reports the totals first, then asserts.
     """
+
     def read() -> tuple[bool, Totals]:
         drained = consumer_backlog(stack) == 0
         return drained, totals(stack, ledger)
@@ -172,11 +188,13 @@ def log_records(stack: LocalStack, log_name: str) -> list[dict]:
 def sink_in_transaction(stack: LocalStack, timeout: float) -> bool:
     """Wait until a sink session is inside an open transaction (storing a batch); False on timeout."""
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
+
         def open_transactions() -> int:
             return conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND application_name = 'bp-openmeter-sink' AND xact_start IS NOT NULL "
-                "AND state IN ('active', 'idle in transaction')").fetchone()[0]
+                "AND state IN ('active', 'idle in transaction')"
+            ).fetchone()[0]
 
         # Polled every 2 ms: a batch's transaction may last only a few milliseconds.
         return poll_until(open_transactions, bool, timeout, interval=0.002).done
