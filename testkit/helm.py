@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from testkit.command import ClusterTool, run_command
+
 
 class HelmError(RuntimeError):
     pass
 
 
 @dataclass(frozen=True)
-class Helm:
-    binary: Path
-    kubeconfig: Path | None = None
+class Helm(ClusterTool):
     cache: Path | None = None  # keeps helm's repository cache out of the user's home
 
     def env(self) -> dict[str, str] | None:
@@ -29,18 +29,5 @@ class Helm:
             "HELM_DATA_HOME": str(self.cache / "data"),
         }
 
-    def argv(self, *args: str) -> list[str]:
-        base = [str(self.binary)]
-        if self.kubeconfig is not None:
-            base += ["--kubeconfig", str(self.kubeconfig)]
-        return base + list(args)
-
     def run(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
-        argv = self.argv(*args)
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env())
-        except subprocess.TimeoutExpired as exc:
-            raise HelmError(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
-        if proc.returncode != 0:
-            raise HelmError(f"`{' '.join(argv)}` failed ({proc.returncode}):\n{proc.stderr.strip()[-3000:]}")
-        return proc
+        return run_command(self.argv(*args), timeout, error=HelmError, env=self.env())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from testkit.command import ClusterTool, run_command
 from testkit.net import accepts, free_port
 from testkit.timeouts import TIMEOUTS
 from testkit.wait import WaitTimeout, wait_until
@@ -26,16 +27,7 @@ class KubeError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Kubectl:
-    binary: Path
-    kubeconfig: Path | None = None
-
-    def argv(self, *args: str) -> list[str]:
-        base = [str(self.binary)]
-        if self.kubeconfig is not None:
-            base += ["--kubeconfig", str(self.kubeconfig)]
-        return base + list(args)
-
+class Kubectl(ClusterTool):
     def line(self, *args: str) -> str:
         """The command as a person would type it (for reproduce hints)."""
         return shlex.join(["kubectl", *(["--kubeconfig", str(self.kubeconfig)] if self.kubeconfig else []), *args])
@@ -43,14 +35,15 @@ class Kubectl:
     def run(
         self, *args: str, timeout: float = 60.0, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess:
-        argv = self.argv(*args)
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
-        except subprocess.TimeoutExpired as exc:
-            raise KubeError(f"`{self.line(*args)}` did not finish within {timeout:.0f}s") from exc
-        if check and proc.returncode != 0:
-            raise KubeError(f"`{self.line(*args)}` failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
-        return proc
+        return run_command(
+            self.argv(*args),
+            timeout,
+            error=KubeError,
+            shown=self.line(*args),
+            check=check,
+            input=input,
+            stderr_tail=1500,
+        )
 
     def json(self, *args: str, timeout: float = 60.0) -> Any:
         return json.loads(self.run(*args, "-o", "json", timeout=timeout).stdout)

@@ -22,7 +22,7 @@ find_helm() {
   if command -v helm >/dev/null 2>&1; then command -v helm; return; fi
   local repo
   repo="$(cd "$CHART_DIR/.." && pwd)"
-  if [ -f "$repo/e2e/lib/tools.py" ]; then
+  if [ -f "$repo/testkit/tools.py" ]; then
     (cd "$repo" && python3 -m testkit.tools | sed -n 's/^helm: //p')
     return
   fi

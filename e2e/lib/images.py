@@ -6,10 +6,10 @@ image is a new tag and `helm upgrade` really rolls the pods onto it.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from e2e.lib.progress import step
+from testkit.command import run_command
 from testkit.paths import REPO_ROOT
 
 BUILD_TIMEOUT = 1800.0
@@ -39,13 +39,7 @@ def content_tag(image_id: str) -> str:
 
 
 def _run(argv: list[str], timeout: float) -> str:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise ImageError(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
-    if proc.returncode != 0:
-        raise ImageError(f"`{' '.join(argv)}` failed ({proc.returncode}):\n{proc.stderr.strip()[-3000:]}")
-    return proc.stdout
+    return run_command(argv, timeout, error=ImageError).stdout
 
 
 def build(repository: str, base_tag: str, context: Path = REPO_ROOT) -> str:

@@ -290,6 +290,20 @@ def _pod_security() -> dict[str, Any]:
     }
 
 
+def _pod(metadata: Mapping[str, Any], container: Mapping[str, Any], volumes: list | None = None) -> dict[str, Any]:
+    """A one-container pod of the suite: no token, no service links, quick to stop, restricted."""
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 2,
+        "securityContext": _pod_security(),
+        "containers": [dict(container)],
+    }
+    if volumes:
+        spec["volumes"] = volumes
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": dict(metadata), "spec": spec}
+
+
 def probe_pod(
     name: str,
     namespace: str,
@@ -316,19 +330,7 @@ def probe_pod(
     }
     if owner is not None:
         metadata["ownerReferences"] = [dict(owner)]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": {
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 2,
-            "securityContext": _pod_security(),
-            "containers": [container],
-            "volumes": [{"name": "program", "configMap": {"name": configmap}}],
-        },
-    }
+    return _pod(metadata, container, volumes=[{"name": "program", "configMap": {"name": configmap}}])
 
 
 def server_pod(
@@ -340,18 +342,7 @@ def server_pod(
     )
     container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     container["readinessProbe"] = {"tcpSocket": {"port": port}, "periodSeconds": 2}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {**labels, **run_labels(run_id)}},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 2,
-            "securityContext": _pod_security(),
-            "containers": [container],
-        },
-    }
+    return _pod({"name": name, "namespace": namespace, "labels": {**labels, **run_labels(run_id)}}, container)
 
 
 def service(name: str, namespace: str, selector: Mapping[str, str], port: int, run_id: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import yaml
 from testkit.chart.schemas import KUBE_VERSION, SchemaError, describe, validate_object
 from testkit.paths import CHART_DIR
 from testkit.tools import ensure_tools
-from testkit.values import merge_values
+from testkit.values import merge_values, write_values
 
 DEFAULT_RELEASE = "openmeter"
 DEFAULT_NAMESPACE = "openmeter"
@@ -106,6 +106,13 @@ def _run_helm(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(ensure_tools().helm), *args], capture_output=True, text=True)
 
 
+@contextlib.contextmanager
+def _chart_and_values(values: Mapping[str, Any] | None, chart_dir: Path) -> Iterator[tuple[Path, Path]]:
+    """The renderable chart for these values and a file holding them, for one helm command."""
+    with renderable_chart(values, chart_dir) as chart, tempfile.TemporaryDirectory() as tmp:
+        yield chart, write_values(Path(tmp) / "values.yaml", dict(values or {}))
+
+
 def helm_template(
     values: Mapping[str, Any] | None = None,
     namespace: str = DEFAULT_NAMESPACE,
@@ -116,9 +123,7 @@ def helm_template(
     kube_version: str = KUBE_VERSION,
 ) -> str:
     """helm template's output (YAML text); raises RenderError with helm's message."""
-    with renderable_chart(values, chart_dir) as chart, tempfile.TemporaryDirectory() as tmp:
-        values_file = Path(tmp) / "values.yaml"
-        values_file.write_text(yaml.safe_dump(dict(values or {})))
+    with _chart_and_values(values, chart_dir) as (chart, values_file):
         args = [
             "template",
             release,
@@ -142,9 +147,7 @@ def helm_lint(
     values: Mapping[str, Any] | None = None, *, strict: bool = True, chart_dir: Path = CHART_DIR
 ) -> subprocess.CompletedProcess:
     """helm lint of the renderable chart for these values."""
-    with renderable_chart(values, chart_dir) as chart, tempfile.TemporaryDirectory() as tmp:
-        values_file = Path(tmp) / "values.yaml"
-        values_file.write_text(yaml.safe_dump(dict(values or {})))
+    with _chart_and_values(values, chart_dir) as (chart, values_file):
         return _run_helm(["lint", str(chart), "--values", str(values_file), *(["--strict"] if strict else [])])
 
 
