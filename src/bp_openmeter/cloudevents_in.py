@@ -148,6 +148,8 @@ def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig,
 
 
 def _duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:g} days"
     return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds:g} s"
 
 

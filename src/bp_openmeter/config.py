@@ -71,11 +71,12 @@ class AuthConfig:
 class EventTimeConfig:
     """The event times ingest accepts; others are refused with a 400 naming the event.
     Backdated history is welcome from `earliest` on (the Unix epoch by default: upstream's
-    ClickHouse DateTime starts there too); a time more than `max_ahead` past the server's
-    clock is a typo or a broken clock, not usage (a day covers any zone mix-up)."""
+    ClickHouse DateTime starts there too). Usage ahead of the server's clock is accepted
+    for `max_ahead` (31 days by default: upstream's own end-to-end tests send events up to
+    30 days ahead); a time past that is a typo (a year off) or a broken clock."""
 
     earliest: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    max_ahead: float = 24 * 3600.0
+    max_ahead: float = 31 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
