@@ -388,7 +388,8 @@ def _hour_aligned_zone(params: QueryParams) -> bool:
 
 async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, r: _Ranges,
                  group_keys: list[str], by_subject: bool, args: dict[str, Any]) -> list[tuple]:
-    """Rows (windowStart, windowEnd, subject, groups, value, hourly); bounds None without windowSize."""
+    """Rows (start, end, subject, groups, value, hourly): the window's bounds, or without
+    windowSize the range's (from/to, else the extent of the data)."""
     # Not prepared: every execution is planned for its own range, subjects and level.
     try:
         cur = await conn.execute(_statement(meter, params, r, group_keys, by_subject), {**args, **r.args()},
@@ -398,10 +399,10 @@ async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParam
         raise bad_request(f"validation error: invalid time zone: the database does not know "
                           f"{params.time_zone!r} (its time zone data is older than the engine's)",
                           field="windowTimeZone") from exc
-    rows = []
+    rows, zone = [], params.zone
     for window_start, subject, groups, value, first_minute, last_minute, hourly in await cur.fetchall():
         if window_start is not None:
-            start, end = windows.window_of(first_minute, params.window_size, params.zone)
+            start, end = windows.window_of(first_minute, params.window_size, zone)
         else:
             start = params.start or first_minute
             end = params.end or _after_minute(last_minute)
@@ -460,7 +461,8 @@ def to_json(result: QueryResult) -> dict[str, Any]:
         out["to"] = format_time(result.params.end)
     if result.params.window_size is not None:
         out["windowSize"] = result.params.window_size
-    out["data"] = [{**row, "value": numeric.to_json(row["value"]), "windowStart": format_time(row["windowStart"], zone),
+    out["data"] = [{**row, "value": numeric.to_json(row["value"]),
+                    "windowStart": format_time(row["windowStart"], zone),
                     "windowEnd": format_time(row["windowEnd"], zone)} for row in result.rows]
     return out
 
