@@ -127,3 +127,10 @@ def test_windows_at_the_ends_of_time_are_clipped_to_what_can_be_written(client, 
 def test_the_default_events_list_shows_an_event_of_year_9999(client, stored_before):
     listed = client.events()
     assert listed[0]["event"]["time"] == "9999-12-31T23:59:30Z"
+
+
+@pytest.mark.parametrize("shape", EXTREMES)
+def test_subjects_and_events_at_the_ends_of_time_answer(client, stored_before, shape):
+    params = {k.rstrip("_"): v for k, v in shape.items()}
+    assert client.http.get(f"/api/v1/meters/{stored_before['count']}/subjects", params=params).status_code == 200
+    assert client.http.get("/api/v1/events", params=params).status_code == 200
