@@ -399,10 +399,13 @@ async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParam
         raise bad_request(f"validation error: invalid time zone: the database does not know "
                           f"{params.time_zone!r} (its time zone data is older than the engine's)",
                           field="windowTimeZone") from exc
-    rows, zone = [], params.zone
+    rows, zone, bounds = [], params.zone, {}
     for window_start, subject, groups, value, first_minute, last_minute, hourly in await cur.fetchall():
         if window_start is not None:
-            start, end = windows.window_of(first_minute, params.window_size, zone)
+            # Rows of one window (subjects, groups) share PostgreSQL's key: bounds once per window.
+            if window_start not in bounds:
+                bounds[window_start] = windows.window_of(first_minute, params.window_size, zone)
+            start, end = bounds[window_start]
         else:
             start = params.start or first_minute
             end = params.end or _after_minute(last_minute)
