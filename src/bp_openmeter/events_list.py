@@ -24,7 +24,7 @@ from .timefmt import format_time, utcnow
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
 DEFAULT_LOOKBACK = timedelta(days=32)
-# The strings the SQL function bpom_number (migrations/0006_finite_numbers.sql) reads as
+# The strings the SQL function bpom_number (the finite_numbers migration) reads as
 # numbers, before numeric.counts.
 NUMERIC_STRING = re.compile(r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\s*", re.ASCII)
 

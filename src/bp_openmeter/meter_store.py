@@ -153,7 +153,7 @@ async def delete_meter(conn: psycopg.AsyncConnection, meter: Meter) -> None:
 
 async def rebuild_requested(conn: psycopg.AsyncConnection) -> list[str]:
     """Rebuild the rollups of the live meters a migration flagged (what they count changed,
-    e.g. migrations/0006), as a meter update does; returns them as namespace/slug."""
+    e.g. the finite_numbers migration), as a meter update does; returns them as namespace/slug."""
     cur = await conn.execute("SELECT pk, namespace, slug FROM meters "
                              "WHERE rebuild_requested AND deleted_at IS NULL ORDER BY pk")
     rebuilt = []

@@ -3,7 +3,7 @@
 A value counts when it reads as a finite float64, as upstream reads values (Float64 in
 ClickHouse; Go's strconv.ParseFloat): a magnitude that rounds to infinity, from
 2^1024 - 2^970 up, is ignored like NaN and Infinity. The SQL function bpom_number
-(migrations/0006_finite_numbers.sql) applies this rule where values are counted; this
+(the finite_numbers migration) applies this rule where values are counted; this
 module is its twin for the events list's explanations (a test holds the two together).
 
 Within that range values are counted exactly (PostgreSQL numeric), and answers write
