@@ -87,7 +87,8 @@ async def ingest_events(request: Request) -> Response:
     status = 500
     try:
         body = await read_body(request, state.cfg.api.max_body_bytes)
-        events = parse_body(body, request.headers.get("content-type"), utcnow(), state.cfg.api.max_batch_events)
+        events = parse_body(body, request.headers.get("content-type"), utcnow(), state.cfg.api.max_batch_events,
+                            state.cfg.api.event_time)
         try:
             await state.ingestor.ingest(events)
         except BusUnavailable as exc:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .timefmt import parse_time
 
 DEFAULT_CONFIG_PATH = Path("/etc/bp-openmeter/config.yaml")
 
@@ -65,6 +68,18 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class EventTimeConfig:
+    """The event times ingest accepts; others are refused with a 400 naming the event.
+    Backdated history is welcome from `earliest` on (the Unix epoch by default: upstream's
+    ClickHouse DateTime starts there too). Usage ahead of the server's clock is accepted
+    for `max_ahead` (31 days by default: upstream's own end-to-end tests send events up to
+    30 days ahead); a time past that is a typo (a year off) or a broken clock."""
+
+    earliest: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    max_ahead: float = 31 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     host: str = "0.0.0.0"
     port: int = 8888
@@ -73,6 +88,7 @@ class ApiConfig:
     publish_timeout: float = 10.0
     body_timeout: float = 30.0
     auth: AuthConfig = field(default_factory=AuthConfig)
+    event_time: EventTimeConfig = field(default_factory=EventTimeConfig)
 
 
 @dataclass(frozen=True)
@@ -220,6 +236,24 @@ def _env(name: str, default: str) -> str:
     return value if value not in (None, "") else default
 
 
+def _event_time(reader: "_Reader") -> EventTimeConfig:
+    key = reader.key("earliest")
+    earliest = reader.get("earliest", (str, datetime, date), EventTimeConfig.earliest)
+    if isinstance(earliest, str):
+        try:
+            earliest = parse_time(earliest)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+    elif not isinstance(earliest, datetime):
+        earliest = datetime(earliest.year, earliest.month, earliest.day, tzinfo=timezone.utc)
+    elif earliest.tzinfo is None:
+        raise ConfigError(f"{key}: needs a UTC offset, e.g. 1970-01-01T00:00:00Z")
+    config = EventTimeConfig(earliest=earliest.astimezone(timezone.utc),
+                             max_ahead=reader.duration("maxAhead", EventTimeConfig.max_ahead))
+    reader.reject_unknown()
+    return config
+
+
 def build_config(raw: Any) -> Config:
     root = _Reader(raw, "")
     namespace = _env("BPOM_NAMESPACE", root.get("namespace", str, "default"))
@@ -250,6 +284,7 @@ def build_config(raw: Any) -> Config:
         publish_timeout=api_r.duration("publishTimeout", 10.0),
         body_timeout=api_r.duration("bodyTimeout", 30.0),
         auth=auth,
+        event_time=_event_time(api_r.section("eventTime")),
     )
     api_r.reject_unknown()
 

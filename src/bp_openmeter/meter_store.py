@@ -151,6 +151,27 @@ async def delete_meter(conn: psycopg.AsyncConnection, meter: Meter) -> None:
                            "WHERE pk = %s AND deleted_at IS NULL", (meter.pk,))
 
 
+async def rebuild_requested(conn: psycopg.AsyncConnection) -> list[str]:
+    """Rebuild the rollups of the live meters a migration flagged (what they count changed,
+    e.g. the finite_numbers migration), as a meter update does; returns them as namespace/slug."""
+    cur = await conn.execute("SELECT pk, namespace, slug FROM meters "
+                             "WHERE rebuild_requested AND deleted_at IS NULL ORDER BY pk")
+    rebuilt = []
+    for pk, namespace, slug in await cur.fetchall():
+        async with conn.transaction():
+            await _lock_exclusive(conn)
+            cur = await conn.execute("UPDATE meters SET rebuild_requested = false "
+                                     "WHERE pk = %s AND rebuild_requested AND deleted_at IS NULL "
+                                     "RETURNING event_type", (pk,))
+            row = await cur.fetchone()
+            if row is None:
+                continue  # rebuilt by a concurrent migrate, or deleted meanwhile
+            await _clear_rollups(conn, pk)
+            await _backfill(conn, namespace, pk, row[0])
+        rebuilt.append(f"{namespace}/{slug}")
+    return rebuilt
+
+
 async def sync_config_meters(conn: psycopg.AsyncConnection, namespace: str,
                              specs: list[MeterSpec]) -> dict[str, str]:
     """Create or update the meters declared in the config file; returns slug -> what happened.

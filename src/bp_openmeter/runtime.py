@@ -131,6 +131,10 @@ def run_migrate(config_path: str | None) -> int:
         pool = make_pool(cfg.postgres, "migrate", max_size=1)
         await pool.open(wait=True, timeout=30)
         try:
+            async with pool.connection() as conn:
+                rebuilt = await meter_store.rebuild_requested(conn)
+            if rebuilt:
+                log.info("meter rollups rebuilt", meters=rebuilt)
             await _sync_meters(pool, cfg, specs)
         finally:
             await pool.close()

@@ -222,6 +222,14 @@ def test_the_chart_sink_defaults_are_the_engine_defaults(objects):
     assert (tuned.batch_size, tuned.concurrency) == (2000, 4)
 
 
+def test_the_chart_event_time_range_is_the_engine_default(objects):
+    engine_config = pytest.importorskip("bp_openmeter.config", reason="the engine package is not installed")
+    assert engine_config.build_config(config_of(objects)).api.event_time == engine_config.EventTimeConfig()
+    tuned = render_chart({"api": {"eventTime": {"earliest": "2000-01-01T00:00:00+01:00", "maxAhead": "1h"}}})
+    loaded = engine_config.build_config(config_of(tuned)).api.event_time
+    assert (loaded.earliest.isoformat(), loaded.max_ahead) == ("1999-12-31T23:00:00+00:00", 3600.0)
+
+
 # ── the migration step ───────────────────────────────────────────────────────
 
 

@@ -39,6 +39,8 @@ SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
         ({"catalystBlueprint": {"eventBus": {"kind": "kafka"}}}, "catalystBlueprint.eventBus.kind"),
         ({"nats": {"url": "http://nats:4222"}}, "nats.url"),
         ({"image": {"digest": "latest"}}, "image.digest"),
+        ({"api": {"eventTime": {"earliest": "1970-01-01"}}}, "api.eventTime.earliest"),
+        ({"api": {"eventTime": {"maxAhead": "31d"}}}, "api.eventTime.maxAhead"),
     ],
 )
 def test_helm_rejects_a_wrong_value_naming_its_key(values, key):

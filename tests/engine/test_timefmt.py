@@ -44,6 +44,8 @@ def reference_format(value: datetime, zone=None) -> str:
     offset = local.utcoffset() or timedelta(0)
     if zone is None or (offset == timedelta(0) and getattr(zone, "key", "UTC") in ("UTC", "Etc/UTC")):
         return text + "Z"
+    if offset.total_seconds() % 60:
+        return reference_format(value)  # an offset with seconds (local mean time): RFC 3339 cannot write it
     minutes = int(offset.total_seconds() // 60)
     return f"{text}{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 

@@ -116,6 +116,10 @@ def test_config_defaults_and_env(monkeypatch):
         ({"logging": {"level": "loud"}}, "logging.level"),
         ({"api": {"auth": {"mode": "token"}}}, "api.auth.mode"),
         ({"meters": [1]}, "meters[0]"),
+        ({"api": {"eventTime": {"earliest": "1970-01-01"}}}, "api.eventTime.earliest"),
+        ({"api": {"eventTime": {"earliest": 0}}}, "api.eventTime.earliest"),
+        ({"api": {"eventTime": {"maxAhead": "31d"}}}, "api.eventTime.maxAhead"),
+        ({"api": {"eventTime": {"latest": "2100-01-01T00:00:00Z"}}}, "api.eventTime.latest"),
     ],
 )
 def test_config_errors_name_the_key(raw, key, monkeypatch):
