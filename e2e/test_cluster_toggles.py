@@ -82,7 +82,7 @@ def toggled_release(cluster: ClusterEnv, run_id, request, artifacts) -> Iterator
     try:
         install_blueprint(cluster.helm, bp, cluster.backend, repository, tag, artifacts / "values",
                           release=TOGGLES_RELEASE, namespace=namespace,
-                          sets=toggles_release_sets(bp, run_id.value))
+                          sets=toggles_release_sets(bp))
         yield namespace, TOGGLES_RELEASE
     finally:
         failed = any(getattr(item, "rep_call", None) is not None and item.rep_call.failed

@@ -34,6 +34,7 @@ class PlatformChart:
 class ApiService:
     selector: str
     port: str
+    metrics_selector: str | None    # the telemetry Services (not the API Service)
     metrics_port: str | None
 
 
@@ -163,7 +164,8 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             tag_value=image["tagValue"],
             pull_policy_value=image["pullPolicyValue"],
             profiles={k: base / v for k, v in bp["profiles"].items()},
-            api={k: ApiService(selector=v["selector"], port=v["port"], metrics_port=v.get("metricsPort"))
+            api={k: ApiService(selector=v["selector"], port=v["port"], metrics_selector=v.get("metricsSelector"),
+                               metrics_port=v.get("metricsPort"))
                  for k, v in bp["api"].items()},
             toggles=dict(bp.get("toggles") or {}),
         ),

@@ -55,7 +55,7 @@ def test_profile_renders_valid_objects(profile):
 
 def test_default_render_is_the_cnpg_engine_without_overlays():
     assert kinds(render_chart(api_versions=[MONITORING])) == [
-        "Cluster", "ConfigMap", "Deployment", "Deployment", "Job", "Service", "Service", "ServiceAccount"]
+        "Cluster", "ConfigMap", "Deployment", "Deployment", "Job", "Service", "Service", "Service", "ServiceAccount"]
 
 
 @pytest.mark.parametrize("release", ["om", "openmeter", "a-very-long-release-name-for-metering-of-everything-x"])

@@ -47,7 +47,8 @@ def test_redaction_table(text, expected):
 
 
 SECRETS = {
-    "BPOM_POSTGRES_URL": ("postgresql://om:pg-secret-1@db:5432/om?sslpassword=pg-secret-2", ["pg-secret-1", "pg-secret-2"]),
+    "BPOM_POSTGRES_URL": ("postgresql://om:pg-secret-1@db:5432/om?sslpassword=pg-secret-2",
+                          ["pg-secret-1", "pg-secret-2"]),
     "BPOM_NATS_URL": ("nats://nats-token-1@nats:4222", ["nats-token-1"]),
     "BPOM_VALKEY_URL": ("redis://:vk-secret-1@valkey:6379/0", ["vk-secret-1"]),
 }
