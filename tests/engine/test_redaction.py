@@ -76,3 +76,33 @@ def test_check_config_prints_no_secret(tmp_path, variable, value, secrets):
     for secret in secrets:
         assert secret not in proc.stdout + proc.stderr, f"{variable}: {secret!r} printed:\n{proc.stdout}"
     assert "***" in proc.stdout
+
+
+def test_every_log_line_is_redacted_ours_and_the_libraries(capsys):
+    """Our structured lines and a library's standard-library lines, exception text included."""
+    import logging
+
+    import structlog
+
+    from bp_openmeter.logs import configure, get_logger
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure("info", "test")
+        get_logger("test").warning("connect failed", error="nats://u:log-secret-1@h:4222", password="log-secret-2")
+        try:
+            raise OSError("cannot reach redis://:log-secret-3@valkey:6379")
+        except OSError:
+            logging.getLogger("nats.aio.client").error("nats: encountered error", exc_info=True)
+        out = capsys.readouterr().out
+    finally:
+        # This process's logging goes back to pytest's (configure wrote to the captured stdout).
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+    assert out.count("\n") == 2, out
+    for secret in ("log-secret-1", "log-secret-2", "log-secret-3"):
+        assert secret not in out, out
+    assert "nats://***@h:4222" in out and "redis://***@valkey:6379" in out
