@@ -114,7 +114,7 @@ def _load_chunk(database_url: str, ds: Dataset, lo: int, hi: int, work_mem: str 
         stage(conn, ds, lo, hi)
         started = time.perf_counter()
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
-        conn.execute(projection.STORE_BATCH, {"meter_pk": None})
+        conn.execute(projection.STORE_BATCH, {"meter_pk": None, "namespace": ds.namespace})
         conn.commit()
         return time.perf_counter() - started
 

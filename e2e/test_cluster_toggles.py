@@ -89,7 +89,7 @@ def toggled_release(cluster: ClusterEnv, run_id, request, artifacts) -> Iterator
             artifacts / "values",
             release=TOGGLES_RELEASE,
             namespace=namespace,
-            sets=toggles_release_sets(bp, run_id.value),
+            sets=toggles_release_sets(bp),
         )
         yield namespace, TOGGLES_RELEASE
     finally:

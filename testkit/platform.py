@@ -64,6 +64,7 @@ class PlatformChart:
 class ApiService:
     selector: str
     port: str
+    metrics_selector: str | None  # the telemetry Services (not the API Service)
     metrics_port: str | None
 
 
@@ -234,7 +235,12 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             pull_policy_value=image["pullPolicyValue"],
             profiles=profiles(chart_dir),
             api={
-                k: ApiService(selector=v["selector"], port=v["port"], metrics_port=v.get("metricsPort"))
+                k: ApiService(
+                    selector=v["selector"],
+                    port=v["port"],
+                    metrics_selector=v.get("metricsSelector"),
+                    metrics_port=v.get("metricsPort"),
+                )
                 for k, v in bp["api"].items()
             },
             toggles=dict(bp.get("toggles") or {}),

@@ -33,6 +33,13 @@
     secretKeyRef: {name: {{ .name }}, key: {{ .key }}}
 {{- end }}
 {{- end }}
+{{- with .Values.valkey.usernameSecret }}
+{{- if .name }}
+- name: BPOM_VALKEY_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ .name }}, key: {{ .key }}}
+{{- end }}
+{{- end }}
 {{- with .Values.valkey.passwordSecret }}
 {{- if .name }}
 - name: BPOM_VALKEY_PASSWORD

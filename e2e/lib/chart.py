@@ -149,15 +149,14 @@ def uninstall_args(release: str, namespace: str, timeout: float = 300) -> list[s
 TOGGLES_RELEASE = "bpom-toggles"
 
 
-def toggles_release_sets(blueprint: Blueprint, run_id: str) -> dict[str, Any]:
+def toggles_release_sets(blueprint: Blueprint) -> dict[str, Any]:
     """Values of the release the toggle tests install next to the one under test.
 
-    ServiceMonitor and HPA on (at the value paths platform.yaml names); a CloudNativePG
+    ServiceMonitor and HPA on (at the value paths platform.yaml names); and a CloudNativePG
     cluster of its own, created by the chart (so the chart's Cluster template runs live
-    too); and a JetStream stream, subjects and durable consumer of its own, so its sink
-    never takes events meant for the release under test.
+    too). Its JetStream stream, subjects, durable consumer and Valkey key prefix are its
+    own without a value: the chart derives them from the release and its namespace.
     """
-    stream = f"BPOM_TOGGLES_{run_id.upper()}"
     return {
         blueprint.toggles["serviceMonitor"]: True,
         blueprint.toggles["hpa"]: True,
@@ -165,7 +164,4 @@ def toggles_release_sets(blueprint: Blueprint, run_id: str) -> dict[str, Any]:
         "postgres.cluster.name": "",
         "postgres.cluster.namespace": "",
         "postgres.connectionSecret.name": "",
-        "nats.stream.name": stream,
-        "nats.stream.subjectPrefix": f"bpom.toggles.{run_id}",
-        "nats.consumer.durable": f"bp-openmeter-sink-toggles-{run_id}",
     }

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .timefmt import parse_time
+from .redaction import redact_value
 
 DEFAULT_CONFIG_PATH = Path("/etc/bp-openmeter/config.yaml")
 
@@ -104,10 +105,37 @@ class PostgresConfig:
     pool_max: int = 10
 
 
+# Names on the shared servers, derived from the instance (the namespace unless set) when not
+# set one by one: two deployments of other instances on one nats-server and one Valkey never
+# share a stream, a subject, a consumer or a key. The `bpom` roots are new with instances, so
+# a derived name never overlaps the fixed names of earlier versions (OPENMETER_EVENTS,
+# openmeter.events.>, bp-openmeter-sink, unprefixed keys) still on a server.
+DEFAULT_INSTANCE = "default"
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")           # namespace and instance
+_NATS_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")     # stream and durable: NATS allows up to 255
+_KEY_PREFIX = re.compile(r"[!-~]{1,128}")            # printable ASCII: no space, no NUL (dedupe joins keys by NUL)
+
+
+def stream_name_for(instance: str) -> str:
+    return f"BPOM_{instance}"
+
+
+def subject_prefix_for(instance: str) -> str:
+    return f"bpom.{instance}"
+
+
+def durable_for(instance: str) -> str:
+    return f"bpom-sink-{instance}"
+
+
+def key_prefix_for(instance: str) -> str:
+    return f"bpom:{instance}:"
+
+
 @dataclass(frozen=True)
 class StreamConfig:
-    name: str = "OPENMETER_EVENTS"
-    subject_prefix: str = "openmeter.events"
+    name: str = stream_name_for(DEFAULT_INSTANCE)
+    subject_prefix: str = subject_prefix_for(DEFAULT_INSTANCE)
     storage: str = "file"
     replicas: int = 1
     duplicate_window: float = 120.0
@@ -116,7 +144,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class ConsumerConfig:
-    durable: str = "bp-openmeter-sink"
+    durable: str = durable_for(DEFAULT_INSTANCE)
     max_deliver: int = 5
     ack_wait: float = 30.0
 
@@ -134,8 +162,10 @@ class NatsConfig:
 @dataclass(frozen=True)
 class ValkeyConfig:
     url: str = ""
+    username: str = ""
     password: str = ""
     dedupe_ttl: float = 24 * 3600.0
+    key_prefix: str = key_prefix_for(DEFAULT_INSTANCE)
 
 
 @dataclass(frozen=True)
@@ -152,6 +182,7 @@ class SinkConfig:
 @dataclass(frozen=True)
 class Config:
     namespace: str = "default"
+    instance: str = DEFAULT_INSTANCE
     api: ApiConfig = field(default_factory=ApiConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
@@ -162,20 +193,8 @@ class Config:
     meters: tuple[dict, ...] = ()
 
     def redacted(self) -> dict:
-        """The effective config as a dict, secrets replaced, for `check-config` and logs."""
-        data = asdict(self)
-        data["postgres"]["url"] = _redact_url(self.postgres.url)
-        data["valkey"]["url"] = _redact_url(self.valkey.url)
-        data["nats"]["url"] = _redact_url(self.nats.url)
-        for section, key in (("nats", "password"), ("nats", "token"), ("valkey", "password")):
-            if data[section][key]:
-                data[section][key] = "***"
-        data["api"]["auth"]["tokens"] = ["***"] * len(self.api.auth.tokens)
-        return data
-
-
-def _redact_url(url: str) -> str:
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+        """The effective config as a dict, secrets replaced (redaction.py), for `check-config`."""
+        return redact_value("", asdict(self))
 
 
 class _Reader:
@@ -257,8 +276,11 @@ def _event_time(reader: "_Reader") -> EventTimeConfig:
 def build_config(raw: Any) -> Config:
     root = _Reader(raw, "")
     namespace = _env("BPOM_NAMESPACE", root.get("namespace", str, "default"))
-    if not re.fullmatch(r"[a-zA-Z0-9_-]{1,63}", namespace):
+    if not _NAME.fullmatch(namespace):
         raise ConfigError(f"namespace: must match [a-zA-Z0-9_-]{{1,63}}, got {namespace!r}")
+    instance = root.get("instance", str, "") or namespace
+    if not _NAME.fullmatch(instance):
+        raise ConfigError(f"instance: must match [a-zA-Z0-9_-]{{1,63}}, got {instance!r}")
 
     api_r = root.section("api")
     api_host, api_port = parse_address(_env("BPOM_API_ADDRESS", api_r.get("address", str, "0.0.0.0:8888")),
@@ -306,23 +328,25 @@ def build_config(raw: Any) -> Config:
     nats_r = root.section("nats")
     stream_r = nats_r.section("stream")
     stream = StreamConfig(
-        name=stream_r.get("name", str, "OPENMETER_EVENTS"),
-        subject_prefix=stream_r.get("subjectPrefix", str, "openmeter.events"),
+        name=stream_r.get("name", str, "") or stream_name_for(instance),
+        subject_prefix=stream_r.get("subjectPrefix", str, "") or subject_prefix_for(instance),
         storage=stream_r.choice("storage", "file", ("file", "memory")),
         replicas=stream_r.int_in("replicas", 1, 1, 5),
         duplicate_window=stream_r.duration("duplicateWindow", 120.0),
         max_age=stream_r.duration("maxAge", 7 * 24 * 3600.0),
     )
     stream_r.reject_unknown()
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", stream.name):
-        raise ConfigError(f"nats.stream.name: must match [A-Za-z0-9_-]{{1,64}}, got {stream.name!r}")
+    if not _NATS_NAME.fullmatch(stream.name):
+        raise ConfigError(f"nats.stream.name: must match [A-Za-z0-9_-]{{1,255}}, got {stream.name!r}")
     if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", stream.subject_prefix):
         raise ConfigError(f"nats.stream.subjectPrefix: must be dot-separated tokens, got {stream.subject_prefix!r}")
     cons_r = nats_r.section("consumer")
-    consumer = ConsumerConfig(durable=cons_r.get("durable", str, "bp-openmeter-sink"),
+    consumer = ConsumerConfig(durable=cons_r.get("durable", str, "") or durable_for(instance),
                               max_deliver=cons_r.int_in("maxDeliver", 5, 1, 1000),
                               ack_wait=cons_r.duration("ackWait", 30.0))
     cons_r.reject_unknown()
+    if not _NATS_NAME.fullmatch(consumer.durable):
+        raise ConfigError(f"nats.consumer.durable: must match [A-Za-z0-9_-]{{1,255}}, got {consumer.durable!r}")
     nats = NatsConfig(url=_env("BPOM_NATS_URL", nats_r.get("url", str, "nats://127.0.0.1:4222")),
                       user=_env("BPOM_NATS_USER", ""), password=_env("BPOM_NATS_PASSWORD", ""),
                       token=_env("BPOM_NATS_TOKEN", ""), stream=stream, consumer=consumer)
@@ -330,9 +354,14 @@ def build_config(raw: Any) -> Config:
 
     vk_r = root.section("valkey")
     valkey = ValkeyConfig(url=_env("BPOM_VALKEY_URL", vk_r.get("url", str, "")),
+                          username=_env("BPOM_VALKEY_USERNAME", ""),
                           password=_env("BPOM_VALKEY_PASSWORD", ""),
-                          dedupe_ttl=vk_r.duration("dedupeTtl", 24 * 3600.0))
+                          dedupe_ttl=vk_r.duration("dedupeTtl", 24 * 3600.0),
+                          key_prefix=vk_r.get("keyPrefix", str, "") or key_prefix_for(instance))
     vk_r.reject_unknown()
+    if not _KEY_PREFIX.fullmatch(valkey.key_prefix):
+        raise ConfigError(f"valkey.keyPrefix: must be 1-128 printable ASCII characters without spaces, "
+                          f"got {valkey.key_prefix!r}")
 
     sink_r = root.section("sink")
     sink = SinkConfig(batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
@@ -352,7 +381,7 @@ def build_config(raw: Any) -> Config:
             raise ConfigError(f"meters[{index}]: expected a mapping, got {meter!r}")
     root.reject_unknown()
 
-    return Config(namespace=namespace, api=api, telemetry=TelemetryConfig(tel_host, tel_port),
+    return Config(namespace=namespace, instance=instance, api=api, telemetry=TelemetryConfig(tel_host, tel_port),
                   postgres=postgres, nats=nats, valkey=valkey, sink=sink, log_level=log_level,
                   meters=tuple(meters))
 

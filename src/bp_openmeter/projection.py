@@ -218,7 +218,8 @@ hour_written AS ({upsert(HOUR, "late_hour")}),
 hour_total_written AS ({upsert(HOUR_TOTAL, "late_total")})"""
 
 # The sink: insert the staged batch (idempotent on the event key) and fold exactly
-# the rows that were really inserted, in one statement of one transaction. The
+# the rows that were really inserted, in one statement of one transaction. Parameter
+# %(namespace)s: the engine's namespace; events claiming another are counted, not stored. The
 # staged rows are the messages exactly as published (messages.py: a batch of
 # events, or one event in the earlier form); PostgreSQL takes them apart.
 STORE_BATCH = f"""
@@ -239,6 +240,8 @@ staged AS (
            NULLIF(e->'data', 'null'::jsonb) AS data, NULLIF(e->'attributes', 'null'::jsonb) AS attributes,
            ingested_at::timestamptz AS ingested_at
       FROM items
+     -- this engine's namespace only: the sink dead-letters the others (sink.py), never stores them
+     WHERE namespace = %(namespace)s
      ORDER BY stream_seq, pos
 ),
 src AS (
@@ -253,7 +256,8 @@ src AS (
 {FOLD}
 SELECT (SELECT count(*) FROM items) AS delivered,
        (SELECT count(*) FROM src) AS inserted,
-       (SELECT min(ingested_at) FROM src) AS oldest_ingested
+       (SELECT min(ingested_at) FROM src) AS oldest_ingested,
+       (SELECT count(*) FROM items WHERE namespace IS DISTINCT FROM %(namespace)s) AS foreign_events
 """
 
 # A meter's backfill: the stored events of its type up to the watermark.

@@ -9,6 +9,11 @@ time; an event that still fails after nats.consumer.maxDeliver deliveries of its
 message goes to the dead-letter table with its reason, and the rest of its
 message is stored.
 
+The sink stores its own namespace's events only: an event claiming another
+namespace (published onto this engine's subject by something else, or read
+through a durable shared with another engine) is dead-lettered with that reason
+as soon as it is seen, never stored.
+
 A message carries many events (messages.py), so the sink fetches as many
 messages as make about `sink.batchSize` events, judging by the messages so far.
 """
@@ -16,6 +21,7 @@ messages as make about `sink.batchSize` events, judging by the messages so far.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -53,18 +59,20 @@ async def setup_session(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("SET work_mem = '64MB'")
 
 
-async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]]) -> tuple[int, int, object]:
-    """Stage (stream sequence, message) rows and store them in one transaction;
-    returns (events delivered, events newly stored, oldest ingestedAt among those)."""
+async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]],
+                 namespace: str) -> tuple[int, int, object, int]:
+    """Stage (stream sequence, message) rows and store them in one transaction; returns
+    (events delivered, events newly stored, oldest ingestedAt among those, events of another
+    namespace, which are not stored)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
         async with conn.cursor() as cur:
             async with cur.copy("COPY staged_events (stream_seq, m) FROM STDIN") as copy:
                 for seq, payload in rows:
                     await copy.write_row((seq, payload.decode("utf-8")))
-            await cur.execute(projection.STORE_BATCH, {"meter_pk": None})
-            delivered, inserted, oldest = await cur.fetchone()
-    return delivered, inserted, oldest
+            await cur.execute(projection.STORE_BATCH, {"meter_pk": None, "namespace": namespace})
+            delivered, inserted, oldest, foreign = await cur.fetchone()
+    return delivered, inserted, oldest, foreign
 
 
 def _rows(msgs: list) -> list[tuple[int, bytes]]:
@@ -93,7 +101,7 @@ class Sink:
         """`sink.concurrency` workers, each with its own pull subscription on the shared durable
         consumer and its own database session, so that PostgreSQL can store one batch while
         it folds another (their rollup writes are ordered alike, so they cannot deadlock)."""
-        subscriptions = [await self.bus.pull_subscription(self.cfg.sink.batch_size)
+        subscriptions = [await self.bus.pull_subscription(self.cfg.namespace, self.cfg.sink.batch_size)
                          for _ in range(self.cfg.sink.concurrency)]
         lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
         seal_task = asyncio.create_task(Sealer(self.pool).run(self.stopping))
@@ -139,7 +147,7 @@ class Sink:
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    delivered, inserted, oldest = await _store(conn, _rows(msgs))
+                    delivered, inserted, oldest, foreign = await _store(conn, _rows(msgs), self.cfg.namespace)
                 self.db_ok = True
                 self.events_per_message = 0.5 * self.events_per_message + 0.5 * delivered / len(msgs)
                 break
@@ -159,11 +167,13 @@ class Sink:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
+        if foreign and not await self._dead_letter_foreign(msgs, outcome):
+            return outcome
         await self._ack_all(msgs)
         outcome.inserted = inserted
         metrics.SINK_BATCHES.labels("committed").inc()
         metrics.SINK_STORED.inc(inserted)
-        metrics.SINK_REDELIVERED.inc(delivered - inserted)
+        metrics.SINK_REDELIVERED.inc(delivered - inserted - foreign)
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
         if oldest is not None:
             metrics.SINK_FRESHNESS.observe(max(0.0, time.time() - oldest.timestamp()))
@@ -173,9 +183,11 @@ class Sink:
         for msg in msgs:
             try:
                 async with self.pool.connection() as conn:
-                    _delivered, inserted, _ = await _store(conn, _rows([msg]))
+                    _delivered, inserted, _, foreign = await _store(conn, _rows([msg]), self.cfg.namespace)
                 outcome.inserted += inserted
                 metrics.SINK_STORED.inc(inserted)
+                if foreign and not await self._dead_letter_foreign([msg], outcome):
+                    continue
                 await msg.ack()
             except DATA_ERRORS:
                 await self._event_by_event(msg, outcome)
@@ -197,12 +209,15 @@ class Sink:
             events, singles, failed = [None], [], [(0, f"the message is not an event batch: {exc}")]
         else:
             failed = []
+        foreign = []
         for position, single in enumerate(singles):
             try:
                 async with self.pool.connection() as conn:
-                    _delivered, inserted, _ = await _store(conn, [(seq, single)])
+                    _delivered, inserted, _, other = await _store(conn, [(seq, single)], self.cfg.namespace)
                 outcome.inserted += inserted
                 metrics.SINK_STORED.inc(inserted)
+                if other:
+                    foreign.append(position)
             except DATA_ERRORS as exc:
                 failed.append((position, str(exc).strip()))
             except (psycopg.Error, PoolTimeout):
@@ -213,11 +228,43 @@ class Sink:
             outcome.retried_later += 1
             await msg.nak(delay=min(30.0, 2.0 ** deliveries))
             return
-        for position, reason in failed:
+        for position, reason in [*failed, *((p, self._foreign_reason(events[p])) for p in foreign)]:
             event = events[position] if isinstance(events[position], dict) else None
             await self._dead_letter(msg, position, event, reason, deliveries)
             outcome.dead_lettered += 1
         await msg.ack()
+
+    def _foreign_reason(self, event) -> str:
+        claimed = event.get("namespace") if isinstance(event, dict) else None
+        return (f"the event's namespace {claimed!r} is not this engine's namespace {self.cfg.namespace!r}: "
+                "not stored (another deployment's event, on this engine's stream)")
+
+    async def _dead_letter_foreign(self, msgs: list, outcome: BatchOutcome) -> bool:
+        """Dead-letter the events of `msgs` that claim another namespace (STORE_BATCH has not
+        stored them). False when the database failed meanwhile: the messages are left un-acked
+        and come back (what was stored is not stored twice, a dead letter not recorded twice)."""
+        try:
+            for msg in msgs:
+                try:
+                    events = messages.unpack(msg.data)
+                except (ValueError, TypeError) as exc:
+                    # PostgreSQL read it; a reader differing on an edge of JSON must not lose the record.
+                    events, reason = [None], f"{self._foreign_reason(None)}; the message cannot be read here: {exc}"
+                else:
+                    reason = None
+                for position, event in enumerate(events):
+                    if not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace:
+                        await self._dead_letter(msg, position, event if isinstance(event, dict) else None,
+                                                reason or self._foreign_reason(event), msg.metadata.num_delivered)
+                        outcome.dead_lettered += 1
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("dead letters not recorded, the batch comes back", error=str(exc).strip())
+            outcome.retried_later += len(msgs)
+            for msg in msgs:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.nak(delay=1.0)
+            return False
+        return True
 
     async def _dead_letter(self, msg, position: int, event: dict | None, reason: str, deliveries: int) -> None:
         """Record one event (or an unreadable message, event None) that cannot be stored."""

@@ -305,6 +305,8 @@ class PostgresServer(ManagedServer):
 @dataclass
 class NatsServer(ManagedServer):
     name: str = "nats"
+    # More command-line options, e.g. ["--user", "u", "--pass", "p"] for a server that wants credentials.
+    options: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -324,7 +326,7 @@ class NatsServer(ManagedServer):
             )
         # The JetStream store lives in workdir, so a resumed server has every stream it had.
         store = self.workdir / "jetstream"
-        self._spawn([binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)])
+        self._spawn([binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store), *self.options])
         wait_for_port(self.port, self.proc, "nats-server", self.log_path)
 
 

@@ -122,12 +122,20 @@ def test_migrate_job_has_no_probes_and_does_not_restart_in_place(objects):
 
 def test_services_select_their_component_and_expose_telemetry(objects):
     api = get(objects, "Service", "openmeter-api")
+    api_telemetry = get(objects, "Service", "openmeter-api-telemetry")
     sink = get(objects, "Service", "openmeter-sink")
     assert api["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+    assert api_telemetry["spec"]["selector"]["app.kubernetes.io/component"] == "api"
     assert sink["spec"]["selector"]["app.kubernetes.io/component"] == "sink"
     assert sink["spec"]["clusterIP"] == "None"
-    assert {p["targetPort"] for p in api["spec"]["ports"]} == {"http", "telemetry"}
+    assert {p["targetPort"] for p in api["spec"]["ports"]} == {"http"}
+    assert {p["targetPort"] for p in api_telemetry["spec"]["ports"]} == {"telemetry"}
     assert {p["targetPort"] for p in sink["spec"]["ports"]} == {"telemetry"}
+    assert [s["metadata"]["labels"]["app.kubernetes.io/component"] for s in (api, api_telemetry, sink)] == [
+        "api",
+        "telemetry",
+        "telemetry",
+    ]
 
 
 def test_pods_roll_when_the_config_changes():
@@ -154,11 +162,24 @@ def test_image_tag_defaults_to_app_version_and_digest_wins(objects):
 
 def test_config_file_has_the_contract_sections(objects):
     config = config_of(objects)
-    assert set(config) == {"namespace", "api", "telemetry", "postgres", "nats", "valkey", "sink", "logging", "meters"}
+    assert set(config) == {
+        "namespace",
+        "instance",
+        "api",
+        "telemetry",
+        "postgres",
+        "nats",
+        "valkey",
+        "sink",
+        "logging",
+        "meters",
+    }
     assert config["nats"]["url"] == "nats://nats.nats-system.svc.cluster.local:4222"
     assert config["valkey"]["url"] == "redis://valkey.valkey.svc.cluster.local:6379"
     assert "url" not in config["postgres"]  # a secret: env only
-    assert config["nats"]["stream"]["name"] == "OPENMETER_EVENTS"
+    # Bus names are left to the engine, which derives them from the release's instance (test_chart_tenancy).
+    assert config["instance"].startswith("openmeter_openmeter_")
+    assert "name" not in config["nats"]["stream"] and "durable" not in config["nats"]["consumer"]
 
 
 def test_meters_declared_in_values_reach_the_config():

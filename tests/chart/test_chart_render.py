@@ -89,6 +89,7 @@ def test_default_render_is_the_cnpg_engine_without_overlays():
         "Job",
         "Service",
         "Service",
+        "Service",
         "ServiceAccount",
     ]
 

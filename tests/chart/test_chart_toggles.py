@@ -42,10 +42,14 @@ def test_service_monitor_scrapes_a_port_that_serves_metrics():
     assert endpoint["path"] == "/metrics"
     selector = monitor["spec"]["selector"]
     scraped = [s for s in find(objects, "Service") if selects(selector, s["metadata"]["labels"])]
-    assert sorted(s["metadata"]["name"] for s in scraped) == ["openmeter-api", "openmeter-sink"]
+    # The telemetry Services only: the API Service (which a LoadBalancer may publish) has no telemetry port.
+    assert sorted(s["metadata"]["name"] for s in scraped) == ["openmeter-api-telemetry", "openmeter-sink"]
     for service in scraped:
         [port] = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
-        workload = get(objects, "Deployment", service["metadata"]["name"])
+        backing = {"matchLabels": service["spec"]["selector"]}
+        [workload] = [
+            d for d in find(objects, "Deployment") if selects(backing, d["spec"]["template"]["metadata"]["labels"])
+        ]
         served = {p["name"]: p["containerPort"] for p in workload["spec"]["template"]["spec"]["containers"][0]["ports"]}
         # The contract: the telemetry port serves /metrics.
         assert port["targetPort"] == "telemetry" and served["telemetry"] == 10000

@@ -13,6 +13,7 @@ import json
 
 import jsonschema
 import pytest
+import yaml
 
 from e2e.lib import chart as chart_lib
 from e2e.lib.probes import engine_roles
@@ -73,7 +74,7 @@ def test_every_value_path_the_tier_sets_exists_in_the_chart():
         BP.tag_value,
         BP.pull_policy_value,
         *BP.toggles.values(),
-        *chart_lib.toggles_release_sets(BP, "rtest"),
+        *chart_lib.toggles_release_sets(BP),
     ]:
         node = defaults
         for part in path.split("."):
@@ -100,7 +101,8 @@ def test_api_service_is_found_by_the_selector_and_port_names_the_tests_use(objec
     services = [s for s in find(objects, "Service") if selector_matches(wanted, _labels(s))]
     assert len(services) == 1, f"selector {api.selector} finds {[s['metadata']['name'] for s in services]}"
     ports = {p["name"]: p for p in services[0]["spec"]["ports"]}
-    assert api.port in ports and api.metrics_port in ports, f"Service ports: {sorted(ports)}"
+    # Telemetry (no authentication in any mode) is never on the API Service, which may be published.
+    assert api.port in ports and api.metrics_port not in ports, f"Service ports: {sorted(ports)}"
     # The Service's pods are the api Deployment's, and they declare the targeted container ports.
     pods = [
         p
@@ -109,7 +111,27 @@ def test_api_service_is_found_by_the_selector_and_port_names_the_tests_use(objec
     ]
     assert [p["metadata"]["name"] for p in pods] == [f"{BP.release}-api-pod"]
     declared = {cp["name"] for c in pods[0]["spec"]["containers"] for cp in c.get("ports", [])}
-    assert {ports[api.port]["targetPort"], ports[api.metrics_port]["targetPort"]} <= declared
+    assert ports[api.port]["targetPort"] in declared
+
+
+def test_telemetry_services_are_found_by_the_selector_and_port_names_the_tests_use(objects):
+    api = BP.api["cnpg"]
+    wanted = parse_selector(api.metrics_selector)
+    services = [s for s in find(objects, "Service") if selector_matches(wanted, _labels(s))]
+    behind = {}
+    for service in services:
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]["name"]
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert set(ports) == {api.metrics_port}, f"{service['metadata']['name']} ports: {sorted(ports)}"
+        for pod in pods_of_workloads(objects):
+            if selector_matches(service["spec"]["selector"], pod["metadata"]["labels"]):
+                declared = {cp["name"] for c in pod["spec"]["containers"] for cp in c.get("ports", [])}
+                assert ports[api.metrics_port]["targetPort"] in declared
+                behind[service["metadata"]["name"]] = pod["metadata"]["name"]
+    assert behind == {
+        f"{BP.release}-api-telemetry": f"{BP.release}-api-pod",
+        f"{BP.release}-sink": f"{BP.release}-sink-pod",
+    }
 
 
 def test_deployments_run_the_image_the_tier_loads(objects):
@@ -156,9 +178,7 @@ def test_profile_turns_the_network_policies_on_for_every_engine_workload(objects
 @pytest.fixture(scope="module")
 def toggled() -> list[dict]:
     return render(
-        sets=chart_lib.toggles_release_sets(BP, "rtest"),
-        namespace="bpom-toggles-rtest",
-        release=chart_lib.TOGGLES_RELEASE,
+        sets=chart_lib.toggles_release_sets(BP), namespace="bpom-toggles-rtest", release=chart_lib.TOGGLES_RELEASE
     )
 
 
@@ -183,13 +203,23 @@ def test_toggle_release_hpa_targets_the_rendered_api_deployment(toggled):
 def test_toggle_release_has_its_own_database_and_stream(toggled, objects):
     clusters = find(toggled, "Cluster")
     assert len(clusters) == 1 and clusters[0]["metadata"]["namespace"] == "bpom-toggles-rtest"
+    engine_config = pytest.importorskip("bp_openmeter.config", reason="the engine package is not installed")
 
-    def config(objs):
-        return next(c for c in find(objs, "ConfigMap") if c["metadata"]["name"].endswith("-config"))["data"]
+    def names(objs):
+        raw = next(c for c in find(objs, "ConfigMap") if c["metadata"]["name"].endswith("-config"))["data"]
+        cfg = engine_config.build_config(yaml.safe_load(raw["config.yaml"]))
+        return {
+            "stream": cfg.nats.stream.name,
+            "subjects": cfg.nats.stream.subject_prefix,
+            "durable": cfg.nats.consumer.durable,
+            "valkey keys": cfg.valkey.key_prefix,
+        }
 
-    mine, main = json.dumps(config(toggled)), json.dumps(config(objects))
-    for key in ("OPENMETER_EVENTS", "bp-openmeter-sink\\n", "openmeter.events"):
-        assert key in main and key not in mine, f"the toggle release shares {key!r} with the release under test"
+    mine, main = names(toggled), names(objects)
+    for what in main:
+        assert mine[what] != main[what], (
+            f"the toggle release shares its {what} {main[what]!r} with the release under test"
+        )
 
 
 # --- the platform the tier builds matches the profile -----------------------------------------------

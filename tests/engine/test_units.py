@@ -120,6 +120,10 @@ def test_config_defaults_and_env(monkeypatch):
         ({"api": {"eventTime": {"earliest": 0}}}, "api.eventTime.earliest"),
         ({"api": {"eventTime": {"maxAhead": "31d"}}}, "api.eventTime.maxAhead"),
         ({"api": {"eventTime": {"latest": "2100-01-01T00:00:00Z"}}}, "api.eventTime.latest"),
+        ({"instance": "team.a"}, "instance"),
+        ({"nats": {"stream": {"name": "OM.EVENTS"}}}, "nats.stream.name"),
+        ({"nats": {"consumer": {"durable": "sink a"}}}, "nats.consumer.durable"),
+        ({"valkey": {"keyPrefix": "a b"}}, "valkey.keyPrefix"),
     ],
 )
 def test_config_errors_name_the_key(raw, key, monkeypatch):
@@ -127,6 +131,30 @@ def test_config_errors_name_the_key(raw, key, monkeypatch):
     with pytest.raises(ConfigError) as err:
         build_config(raw)
     assert str(err.value).startswith(key)
+
+
+def test_bus_names_derive_from_the_instance_unless_set(monkeypatch):
+    monkeypatch.delenv("BPOM_NAMESPACE", raising=False)
+
+    def names(raw):
+        cfg = build_config(raw)
+        return (cfg.nats.stream.name, cfg.nats.stream.subject_prefix, cfg.nats.consumer.durable, cfg.valkey.key_prefix)
+
+    assert names({}) == ("BPOM_default", "bpom.default", "bpom-sink-default", "bpom:default:")
+    assert names({"namespace": "acme"}) == ("BPOM_acme", "bpom.acme", "bpom-sink-acme", "bpom:acme:")
+    assert names({"namespace": "acme", "instance": "om_team-a_1a2b"}) == (
+        "BPOM_om_team-a_1a2b",
+        "bpom.om_team-a_1a2b",
+        "bpom-sink-om_team-a_1a2b",
+        "bpom:om_team-a_1a2b:",
+    )
+    assert names(
+        {
+            "instance": "x",
+            "nats": {"stream": {"name": "S", "subjectPrefix": "s.p"}, "consumer": {"durable": "d"}},
+            "valkey": {"keyPrefix": "k:"},
+        }
+    ) == ("S", "s.p", "d", "k:")
 
 
 @pytest.mark.parametrize("value, seconds", [("2m", 120), ("1h30m", 5400), ("250ms", 0.25), (5, 5), ("1.5s", 1.5)])

@@ -9,14 +9,11 @@ from testkit.chart.monitoring import MonitoringError, hpa_target_problem, pods_o
 LABELS = {"app.kubernetes.io/name": "bp-openmeter", "app.kubernetes.io/instance": "r"}
 
 
-def svc(name, component, port_name="telemetry", target="telemetry", namespace="ns"):
+def svc(name, component, port_name="telemetry", target="telemetry", namespace="ns", role="telemetry"):
+    """A Service of the pods of `component`; like the chart's, labelled by its role (telemetry, or the component)."""
     return {
         "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {**LABELS, "app.kubernetes.io/component": component},
-        },
+        "metadata": {"name": name, "namespace": namespace, "labels": {**LABELS, "app.kubernetes.io/component": role}},
         "spec": {
             "selector": {**LABELS, "app.kubernetes.io/component": component},
             "ports": [{"name": port_name, "port": 10000, "targetPort": target}],
@@ -38,7 +35,7 @@ MONITOR = {
         "namespaceSelector": {"matchNames": ["ns"]},
         "selector": {
             "matchLabels": LABELS,
-            "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["api", "sink"]}],
+            "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["telemetry"]}],
         },
         "endpoints": [{"port": "telemetry", "path": "/metrics"}],
     },
@@ -46,34 +43,47 @@ MONITOR = {
 
 
 def test_scrape_targets_follow_service_port_and_container_port():
+    api = svc("r-api", "api", port_name="http", target="http", role="api")
     targets = scrape_targets(
         MONITOR,
-        [svc("r-api", "api"), svc("r-sink", "sink"), svc("r-pg", "postgres")],
+        [api, svc("r-api-telemetry", "api"), svc("r-sink", "sink"), svc("r-pg", "postgres", role="postgres")],
         [pod("api-1", "api"), pod("sink-1", "sink"), pod("pg-1", "postgres")],
     )
     assert sorted((t.service, t.pod, t.port, t.port_name, t.path) for t in targets) == [
-        ("r-api", "api-1", 10000, "telemetry", "/metrics"),
+        ("r-api-telemetry", "api-1", 10000, "telemetry", "/metrics"),
         ("r-sink", "sink-1", 10000, "telemetry", "/metrics"),
     ]
 
 
 def test_match_expressions_count():
-    """A matchLabels-only reading would also scrape the postgres Service; the expression excludes it."""
+    """A matchLabels-only reading would also scrape the API and postgres Services; the expression excludes them."""
     targets = scrape_targets(
         MONITOR,
-        [svc("r-api", "api"), svc("r-pg", "postgres", port_name="metrics")],
+        [
+            svc("r-api", "api", port_name="http", target="http", role="api"),
+            svc("r-api-telemetry", "api"),
+            svc("r-pg", "postgres", port_name="metrics", role="postgres"),
+        ],
         [pod("api-1", "api"), pod("pg-1", "postgres")],
     )
-    assert [t.service for t in targets] == ["r-api"]
+    assert [t.service for t in targets] == ["r-api-telemetry"]
 
 
 @pytest.mark.parametrize(
     "services, pods, words",
     [
-        ([svc("r-api", "api", port_name="metrics")], [pod("api-1", "api")], "endpoint port 'telemetry' is not a port"),
-        ([svc("r-api", "api", target="metrics")], [pod("api-1", "api")], "which no container of pod api-1 declares"),
-        ([svc("r-api", "api")], [], "selects no pod"),
-        ([svc("r-api", "api", namespace="elsewhere")], [pod("api-1", "api")], "selects no Service"),
+        (
+            [svc("r-api-telemetry", "api", port_name="metrics")],
+            [pod("api-1", "api")],
+            "endpoint port 'telemetry' is not a port",
+        ),
+        (
+            [svc("r-api-telemetry", "api", target="metrics")],
+            [pod("api-1", "api")],
+            "which no container of pod api-1 declares",
+        ),
+        ([svc("r-api-telemetry", "api")], [], "selects no pod"),
+        ([svc("r-api-telemetry", "api", namespace="elsewhere")], [pod("api-1", "api")], "selects no Service"),
     ],
 )
 def test_a_broken_link_says_which(services, pods, words):
@@ -82,7 +92,7 @@ def test_a_broken_link_says_which(services, pods, words):
 
 
 def test_numeric_target_port_needs_no_declaration():
-    targets = scrape_targets(MONITOR, [svc("r-api", "api", target=10000)], [pod("api-1", "api", ports=())])
+    targets = scrape_targets(MONITOR, [svc("r-api-telemetry", "api", target=10000)], [pod("api-1", "api", ports=())])
     assert [(t.port, t.port_name) for t in targets] == [(10000, "")]
 
 
