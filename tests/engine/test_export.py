@@ -1,0 +1,321 @@
+"""`bp-openmeter export` from one engine into another, both real stacks on the shared servers.
+
+The source holds the fingate fixture events plus generated ones (extension attributes,
+numbers past 64 bits, events no meter counts). After an export the target must hold the
+same events (ids, sources, times, data and attributes as stored) and answer every meter's
+query per subject, group and minute exactly as the source does, however the export went:
+in one run, killed with SIGKILL midway and resumed, through a target answering 503 for a
+while, or stopped by a target that refuses an event.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import psycopg
+import psycopg.rows
+import pytest
+
+from testkit.client import OpenMeterClient
+from testkit.stack.local import EngineProcess, LocalStack
+from testkit.timeouts import TIMEOUTS
+from testkit.usage.compare import compare, render_diff, rows_from_json
+from testkit.usage.events import chunks, load_events, load_meters
+from testkit.wait import poll, wait_until
+from tests.engine.fault_proxy import FaultProxy
+
+pytestmark = pytest.mark.servers
+
+UTC = timezone.utc
+METERS = load_meters()
+BATCH = 100  # events per export request: the exports below take many requests
+EXPORT_TIMEOUT = 180.0  # one export run, start to exit, on a busy machine
+
+
+def generated_events(count: int, label: str) -> list[dict[str, Any]]:
+    """Events beside the fixture's: every 40th with extension attributes (one a number past
+    64 bits), every 25th of a type no meter counts, data with long exact numbers."""
+    start = datetime(2025, 3, 29, 18, 0, tzinfo=UTC)
+    events = []
+    for i in range(count):
+        event: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": f"{label}-{i}",
+            "source": f"//export/{label}",
+            "type": "export.unmetered" if i % 25 == 0 else "fingate.api.call",
+            "subject": f"tpp-{label}-{i % 7}",
+            "time": (start + timedelta(seconds=41 * i, microseconds=i)).isoformat(),
+            "data": {
+                "method": ("GET", "POST")[i % 2],
+                "endpoint": f"/aisp/e{i % 3}",
+                "status_class": "2xx",
+                "latency_ms": orjson.Fragment(f"{i % 250}.{i:022d}".encode()),
+                "psu_id": f"psu-{i % 41}",
+                "ref": orjson.Fragment(b"123456789012345678901234567890"),
+            },
+        }
+        if i % 40 == 0:
+            event.update(traceparent=f"00-{i:032x}-{i:016x}-01", tenantid=orjson.Fragment(b"98765432109876543210"))
+            event["datacontenttype"] = "application/json"
+        events.append(event)
+    return events
+
+
+def fixture_events() -> list[dict[str, Any]]:
+    return [{"specversion": "1.0", **event} for event in load_events()]
+
+
+def stored(stack: LocalStack) -> list[tuple]:
+    """Every stored event of the stack's namespace as the export must carry it."""
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute(
+            "SELECT source, id, type, subject, time, data::text, attributes::text FROM events "
+            'WHERE namespace = %s ORDER BY source COLLATE "C", id COLLATE "C"',
+            (stack.namespace,),
+        ).fetchall()
+
+
+def stored_count(stack: LocalStack) -> int:
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute("SELECT count(*) FROM events WHERE namespace = %s", (stack.namespace,)).fetchone()[0]
+
+
+def checkpoint(stack: LocalStack, name: str) -> dict | None:
+    with psycopg.connect(stack.database_url, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute("SELECT * FROM export_checkpoints WHERE name = %s", (name,)).fetchone()
+
+
+def ingest_and_wait(stack: LocalStack, events: list[dict]) -> None:
+    before = stored_count(stack)
+    with OpenMeterClient(stack.api_url) as client:
+        for part in chunks(events, 500):
+            client.ingest(list(part))
+    distinct = len({(e["source"], e["id"]) for e in events})
+    wait_until(
+        lambda: stored_count(stack) == before + distinct, TIMEOUTS.usage_convergence, "the source stores its events"
+    )
+
+
+def start_export(source: LocalStack, target_url: str, *args: str, env: dict | None = None) -> EngineProcess:
+    return source.command(
+        "export",
+        "--target",
+        target_url,
+        "--batch-size",
+        str(BATCH),
+        "--progress-every",
+        "1s",
+        *args,
+        log_name=f"export-{uuid.uuid4().hex[:8]}",
+        extra_env=env,
+    )
+
+
+def log_lines(proc: EngineProcess) -> list[dict]:
+    return [json.loads(line) for line in proc.log_path.read_text().splitlines() if line.startswith("{")]
+
+
+def export(source: LocalStack, target_url: str, *args: str, env: dict | None = None) -> tuple[int, list[dict]]:
+    proc = start_export(source, target_url, *args, env=env)
+    code = proc.wait(timeout=EXPORT_TIMEOUT)
+    return code, log_lines(proc)
+
+
+def last(lines: list[dict], message: str) -> dict:
+    found = [line for line in lines if line.get("msg") == message]
+    assert found, f"no {message!r} line in the export's log: {lines[-5:]}"
+    return found[-1]
+
+
+def usage(stack: LocalStack) -> dict[str, Any]:
+    """Every meter's answer per subject, group values and minute, as tables."""
+    tables = {}
+    with OpenMeterClient(stack.api_url) as client:
+        for meter in METERS:
+            group_by = ["subject", *sorted(meter.get("groupBy") or {})]
+            body = client.query(meter["slug"], windowSize="MINUTE", groupBy=group_by)
+            tables[meter["slug"]] = rows_from_json(body, windowed=True)
+    return tables
+
+
+def assert_same_history(source: LocalStack, target: LocalStack) -> None:
+    """The target holds the source's events, once each, and agrees on every meter."""
+    expected = stored(source)
+    wait_until(
+        lambda: stored_count(target) >= len(expected), TIMEOUTS.usage_convergence, "the target stores the export"
+    )
+    assert stored(target) == expected
+    source_usage, target_usage = usage(source), usage(target)
+    for slug, table in source_usage.items():
+        assert table, f"{slug}: the source answers no rows; the comparison would prove nothing"
+        diff = compare(table, target_usage[slug], rel_tol=0, abs_tol=0)
+        assert not diff, f"{slug}: {diff.summary()}\n{render_diff(diff)}"
+
+
+@pytest.fixture(scope="module")
+def source(stack_factory) -> LocalStack:
+    stack = stack_factory(METERS)
+    ingest_and_wait(stack, fixture_events() + generated_events(1500, "gen"))
+    return stack
+
+
+def test_an_export_carries_every_event_as_stored_and_the_meters_agree(source, stack_factory):
+    target = stack_factory(METERS)
+    code, lines = export(source, target.api_url)
+    assert code == 0, lines[-3:]
+    summary = last(lines, "export finished")
+    assert summary["exported"] == stored_count(source) and summary["retries"] == 0
+    assert any(line.get("msg") == "export progress" for line in lines) or summary["seconds"] < 1
+    assert_same_history(source, target)
+    row = checkpoint(source, "default")
+    assert row["events_sent"] == stored_count(source) and row["finished_at"] is not None
+
+    # The same export again: nothing new was stored, nothing is sent.
+    code, lines = export(source, target.api_url)
+    assert code == 0 and last(lines, "export finished")["exported"] == 0
+
+    # --verify compares the meters of both sides: they agree.
+    code, lines = export(source, target.api_url, "--verify")
+    assert code == 0, [line for line in lines if line.get("level") == "error"]
+    assert last(lines, "verify finished")["differing"] == 0
+
+
+def test_verify_finds_a_target_that_lacks_history(source, stack_factory):
+    target = stack_factory(METERS)
+    code, lines = export(source, target.api_url, "--verify", "--window", "HOUR")
+    assert code == 1
+    assert last(lines, "verify finished")["differing"] == len(METERS)
+    differs = last(lines, "meter differs")
+    assert "target None" in differs["first"][0], differs
+
+
+def test_a_killed_export_resumes_with_nothing_missing_and_nothing_doubled(source, stack_factory):
+    """SIGKILL while the target has accepted a request whose answer the exporter never
+    got: the checkpoint stops before that request, the resumed run sends it again (once),
+    and the target, which deduplicates, counts every event once."""
+    target = stack_factory(METERS)
+    total = stored_count(source)
+    with FaultProxy(target.api_url, hold_after=5) as proxy:
+        proc = start_export(source, proxy.url, "--name", "killed")
+        wait_until(proxy.held.is_set, EXPORT_TIMEOUT, "the export's 5th request reaches the target")
+        proc.signal(signal.SIGKILL)
+        proc.wait(timeout=TIMEOUTS.server_stop)
+        at_kill = checkpoint(source, "killed")
+        assert at_kill["events_sent"] == 4 * BATCH and at_kill["finished_at"] is None
+        proxy.release.set()
+
+        code, lines = export(source, proxy.url, "--name", "killed")
+        assert code == 0, lines[-3:]
+        resumed = last(lines, "export finished")
+        assert resumed["resumed_from_seq"] == at_kill["exported_through"]
+        assert resumed["exported"] == total - 4 * BATCH
+        # The request in flight at the kill went twice, nothing else did.
+        assert proxy.accepted_events == total + BATCH
+    assert checkpoint(source, "killed")["events_sent"] == total
+    assert_same_history(source, target)
+
+
+def test_a_target_unavailable_for_a_while_is_waited_out(source, stack_factory):
+    target = stack_factory(METERS)
+    with FaultProxy(target.api_url, unavailable=3) as proxy:
+        code, lines = export(source, proxy.url, "--name", "flaky", "--retry-for", "1m")
+        assert code == 0, lines[-3:]
+        assert proxy.refused == 3
+    retries = [line for line in lines if line.get("msg") == "target unavailable, retrying"]
+    assert [line["attempt"] for line in retries] == [1, 2, 3]
+    assert all("HTTP 503" in line["answer"] for line in retries)
+    assert last(lines, "export finished")["retries"] == 3
+    assert_same_history(source, target)
+
+
+def test_a_target_unavailable_past_retry_for_stops_the_export(source, stack_factory):
+    target = stack_factory(METERS)
+    with FaultProxy(target.api_url, unavailable=None) as proxy:
+        code, lines = export(source, proxy.url, "--name", "down", "--retry-for", "2s")
+    assert code == 1
+    stopped = last(lines, "export stopped")
+    assert "kept failing" in stopped["error"] and "HTTP 503" in stopped["error"], stopped
+    assert checkpoint(source, "down")["exported_through"] == 0
+
+
+def test_a_target_refusing_an_event_stops_the_export_naming_it(source, stack_factory):
+    """A real refusal: the target accepts no event time before its api.eventTime.earliest."""
+    earliest = datetime(2025, 3, 30, 0, 0, tzinfo=UTC)
+    target = stack_factory(METERS, overrides={"api": {"eventTime": {"earliest": earliest.isoformat()}}})
+    with psycopg.connect(source.database_url) as conn:
+        first_refused = conn.execute(
+            "SELECT seq, source, id FROM events WHERE namespace = %s AND time < %s ORDER BY seq LIMIT 1",
+            (source.namespace, earliest),
+        ).fetchone()
+        accepted_before, last_accepted = conn.execute(
+            "SELECT count(*), coalesce(max(seq), 0) FROM events WHERE namespace = %s AND seq < %s",
+            (source.namespace, first_refused[0]),
+        ).fetchone()
+    code, lines = export(source, target.api_url, "--name", "refused")
+    assert code == 1
+    error = last(lines, "export stopped")["error"]
+    seq, event_source, event_id = first_refused
+    assert f"seq {seq} (source {event_source!r}, id {event_id!r})" in error, error
+    assert "time:" in error and "is before" in error and "api.eventTime.earliest" in error, error
+    # Every event before it is accepted, and the checkpoint stops right before it.
+    row = checkpoint(source, "refused")
+    assert (row["exported_through"], row["events_sent"]) == (last_accepted, accepted_before)
+
+
+def test_a_named_export_resumes_only_as_the_same_export(source, stack_factory):
+    code, _lines = export(source, "http://127.0.0.1:9", "--name", "pinned", "--retry-for", "1s")
+    assert code == 1  # nothing listens there; the checkpoint row exists now
+    code, lines = export(source, "http://127.0.0.1:10", "--name", "pinned")
+    assert code == 1
+    error = last(lines, "export stopped")["error"]
+    assert "was started with target 'http://127.0.0.1:9/api/v1/events'" in error and "--restart" in error, error
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", "http://user:secret@example.test"], "BPOM_EXPORT_TOKEN"),
+        (["--target", "ftp://example.test"], "http(s) URL"),
+        (
+            ["--target", "http://example.test", "--from", "2025-03-30T00:00:00Z", "--to", "2025-03-29T00:00:00Z"],
+            "--from: must be before --to",
+        ),
+        (["--target", "http://example.test", "--batch-size", "0"], "--batch-size"),
+        (["--target", "http://example.test", "--from", "yesterday"], "--from"),
+    ],
+)
+def test_invalid_arguments_are_refused_with_the_flag_named(source, args, message):
+    proc = source.command("export", *args, log_name=f"export-args-{uuid.uuid4().hex[:8]}")
+    assert proc.wait(timeout=EXPORT_TIMEOUT) == 2
+    output = proc.log_path.read_text()
+    assert "invalid arguments" in output and message in output, output
+    assert "secret" not in output
+
+
+def test_the_switch_waits_for_the_sink_and_exports_what_it_stores_late(stack_factory):
+    """--wait-drained: events the API accepted while the sink was down are in JetStream only;
+    the export waits for the sink to store them and exports them too."""
+    source = stack_factory(METERS)
+    target = stack_factory(METERS)
+    ingest_and_wait(source, fixture_events() + generated_events(300, "early"))
+    source.sinks[0].stop()
+    late = generated_events(200, "late")
+    with OpenMeterClient(source.api_url) as client:
+        client.ingest(late)
+    proc = start_export(source, target.api_url, "--wait-drained", "2m", "--name", "switch")
+    waiting = poll(
+        lambda: [line for line in log_lines(proc) if line.get("msg", "").startswith("waiting for the sink")],
+        bool,
+        TIMEOUTS.usage_convergence,
+    )
+    assert waiting.done and waiting.last[0]["pending"] > 0, log_lines(proc)[-3:]
+    assert proc.running
+    source.start_sink(0)
+    assert proc.wait(timeout=EXPORT_TIMEOUT) == 0, log_lines(proc)[-3:]
+    assert last(log_lines(proc), "export finished")["exported"] == stored_count(source)
+    assert_same_history(source, target)
