@@ -91,6 +91,10 @@ def test_readme_pinned_versions_are_the_platform_file_s():
         assert cell.split()[0].rstrip(",") == chart.version, (
             f"README pins {chart.name} at {cell}, platform.yaml at {chart.version}"
         )
+    controller = PLATFORM.exposure.controller
+    assert pins[controller.name].split()[0] == controller.version
+    assert f"Traefik {controller.app_version}" in pins[controller.name]
+    assert pins["gateway-api"].split(",")[0] == PLATFORM.exposure.gateway_api.version
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     kind_plugin = next(r for r in extras["kind"] if r.startswith("pytest-kind-ng=="))
     assert f"`pytest-kind-ng` {kind_plugin.split('==')[1]} " in README.read_text()
