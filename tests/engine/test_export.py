@@ -132,10 +132,10 @@ def last(lines: list[dict], message: str) -> dict:
     return found[-1]
 
 
-def usage(stack: LocalStack) -> dict[str, Any]:
+def usage(stack: LocalStack, token: str | None = None) -> dict[str, Any]:
     """Every meter's answer per subject, group values and minute, as tables."""
     tables = {}
-    with OpenMeterClient(stack.api_url) as client:
+    with OpenMeterClient(stack.api_url, token=token) as client:
         for meter in METERS:
             group_by = ["subject", *sorted(meter.get("groupBy") or {})]
             body = client.query(meter["slug"], windowSize="MINUTE", groupBy=group_by)
@@ -143,14 +143,14 @@ def usage(stack: LocalStack) -> dict[str, Any]:
     return tables
 
 
-def assert_same_history(source: LocalStack, target: LocalStack) -> None:
+def assert_same_history(source: LocalStack, target: LocalStack, token: str | None = None) -> None:
     """The target holds the source's events, once each, and agrees on every meter."""
     expected = stored(source)
     wait_until(
         lambda: stored_count(target) >= len(expected), TIMEOUTS.usage_convergence, "the target stores the export"
     )
     assert stored(target) == expected
-    source_usage, target_usage = usage(source), usage(target)
+    source_usage, target_usage = usage(source), usage(target, token)
     for slug, table in source_usage.items():
         assert table, f"{slug}: the source answers no rows; the comparison would prove nothing"
         diff = compare(table, target_usage[slug], rel_tol=0, abs_tol=0)
@@ -265,6 +265,29 @@ def test_a_target_refusing_an_event_stops_the_export_naming_it(source, stack_fac
     # Every event before it is accepted, and the checkpoint stops right before it.
     row = checkpoint(source, "refused")
     assert (row["exported_through"], row["events_sent"]) == (last_accepted, accepted_before)
+
+
+def test_a_target_that_wants_a_token_gets_the_one_in_the_environment(source, stack_factory):
+    token = "export-" + uuid.uuid4().hex
+    target = stack_factory(METERS, overrides={"api": {"auth": {"mode": "token"}}}, env={"BPOM_API_TOKENS": token})
+    code, lines = export(source, target.api_url, "--name", "token")
+    assert code == 1
+    error = last(lines, "export stopped")["error"]
+    assert "HTTP 401" in error and "BPOM_EXPORT_TOKEN" in error, error
+    code, lines = export(source, target.api_url, "--name", "token", env={"BPOM_EXPORT_TOKEN": token})
+    assert code == 0, lines[-3:]
+    assert_same_history(source, target, token)
+    assert all(token not in json.dumps(line) for line in lines)
+
+
+def test_requests_larger_than_the_target_takes_are_halved(source, stack_factory):
+    """The target takes at most 30 events a request (api.maxBatchEvents): its 413s halve 100 to 50 to 25."""
+    target = stack_factory(METERS, overrides={"api": {"maxBatchEvents": 30}})
+    code, lines = export(source, target.api_url, "--name", "halved")
+    assert code == 0, lines[-3:]
+    statuses = last(lines, "export finished")["statuses"]
+    assert statuses.get("413", 0) > 0 and statuses.get("204", 0) > 0, statuses
+    assert_same_history(source, target)
 
 
 def test_a_named_export_resumes_only_as_the_same_export(source, stack_factory):
