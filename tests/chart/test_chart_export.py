@@ -89,10 +89,17 @@ def test_the_job_runs_the_export_with_the_values_as_arguments():
 
 
 def test_verify_compares_instead_of_exporting():
-    values = {"export": {"enabled": True, "target": {"url": "http://m.example"}, "verify": True, "to": "2026-01-01"}}
+    to = "2026-01-01T00:00:00Z"
+    values = {"export": {"enabled": True, "target": {"url": "http://m.example"}, "verify": True, "to": to}}
     args = container(render_chart(values))["args"]
     assert "--verify" in args and args[args.index("--window") + 1] == "DAY" and "--wait-drained" not in args
-    assert args[args.index("--to") + 1] == "2026-01-01"
+    assert args[args.index("--to") + 1] == to
+
+
+@pytest.mark.parametrize("value", ["2026-01-01", "yesterday", "2026-01-01 00:00:00"])
+def test_a_time_that_is_not_rfc_3339_is_refused(value):
+    with pytest.raises(RenderError, match="export"):
+        render_chart({"export": {"enabled": True, "target": {"url": "http://m.example"}, "from": value}})
 
 
 def test_without_waiting_for_the_sink():

@@ -187,9 +187,10 @@ def test_an_export_carries_every_event_as_stored_and_the_meters_agree(source, st
 
 def test_verify_finds_a_target_that_lacks_history(source, stack_factory):
     target = stack_factory(METERS)
-    code, lines = export(source, target.api_url, "--verify", "--window", "HOUR")
+    code, lines = export(source, target.api_url, "--verify", "--window", "HOUR", "--from", "2025-03-29T00:00:00Z")
     assert code == 1
-    assert last(lines, "verify finished")["differing"] == len(METERS)
+    finished = last(lines, "verify finished")
+    assert finished["differing"] == len(METERS) and finished["time_from"] == "2025-03-29T00:00:00Z"
     differs = last(lines, "meter differs")
     assert "target None" in differs["first"][0], differs
 

@@ -117,8 +117,7 @@ async def _verify(postgres_url: str, options: ExportOptions, token: str, window:
                       first=[d.line() for d in report.differences[:20]])
         else:
             log.info("meter agrees", meter=report.slug, rows=report.rows)
-    log.info("verify finished", meters=len(reports), differing=differing, window=window,
-             time_from=options.scope.start, time_to=options.scope.end)
+    log.info("verify finished", meters=len(reports), differing=differing, window=window, **options.scope.fields())
     return 1 if differing else 0
 
 

@@ -158,8 +158,7 @@ async def run_export(postgres_url: str, nats: NatsConfig, options: ExportOptions
             current = await checkpoint.open_checkpoint(conn, options.name, options.scope, target.url, options.restart)
             run = _Run(conn, options, target, log, summary)
             summary.resumed_from = summary.exported_through = current.exported_through
-            log.info("export starting", export=options.name, target=target.url, namespace=options.scope.namespace,
-                     time_from=options.scope.start, time_to=options.scope.end,
+            log.info("export starting", export=options.name, target=target.url, **options.scope.fields(),
                      resume_after_seq=current.exported_through, batch_size=options.batch_size)
             after = current.exported_through
             while True:

@@ -38,6 +38,11 @@ class Scope:
     start: datetime | None = None
     end: datetime | None = None
 
+    def fields(self) -> dict:
+        """The scope for a log line."""
+        return {"namespace": self.namespace, "time_from": format_time(self.start) if self.start else None,
+                "time_to": format_time(self.end) if self.end else None}
+
 
 @dataclass(frozen=True)
 class Stored:
