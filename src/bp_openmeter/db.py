@@ -34,3 +34,18 @@ def make_pool(cfg: PostgresConfig, name: str,
     return AsyncConnectionPool(cfg.url, min_size=min(cfg.pool_min, size), max_size=size, name=name,
                                configure=configure, open=False, timeout=10,
                                kwargs={"application_name": f"bp-openmeter-{name}"})
+
+
+def statement_timeout_setup(seconds: float) -> Callable[[psycopg.AsyncConnection], Awaitable[None]]:
+    """A session setup bounding every statement (api.statementTimeout): PostgreSQL cancels
+    one that runs longer, with SQLSTATE 57014 (psycopg.errors.QueryCanceled)."""
+    async def setup(conn: psycopg.AsyncConnection) -> None:
+        milliseconds = max(1, round(seconds * 1000))
+        await conn.execute("SELECT set_config('statement_timeout', %s, false)", (f"{milliseconds}ms",))
+    return setup
+
+
+async def lift_statement_timeout(conn: psycopg.AsyncConnection) -> None:
+    """No statement timeout until the current transaction ends (one is begun if none is open):
+    for meter changes, whose backfill takes as long as the history it folds."""
+    await conn.execute("SELECT set_config('statement_timeout', '0', true)")
