@@ -9,7 +9,6 @@ PostgreSQL's date_trunc(unit, ts, zone), so DAY windows are 23 h or 25 h across 
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from dataclasses import dataclass, field
@@ -482,11 +481,24 @@ def _csv_text(text: str) -> str:
     return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
+class _CsvWriter:
+    """RFC 4180 cells, rows ending in \n as upstream's: a cell holding a comma, a quote, CR or
+    LF is quoted. (Python's csv module quotes only the line terminator's characters, so with
+    \n a bare CR in a subject would split its row for a reader.)"""
+
+    def __init__(self, out: io.StringIO):
+        self.out = out
+
+    def writerow(self, cells: list[str]) -> None:
+        self.out.write(",".join(f'"{c.replace(chr(34), chr(34) * 2)}"' if any(x in c for x in ',"\r\n') else c
+                                for c in cells) + "\n")
+
+
 def to_csv(result: QueryResult) -> str:
     """Upstream's columns: window_start, window_end, [subject], [group keys in request order], value."""
     zone = result.params.zone if result.params.time_zone != "UTC" else None
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _CsvWriter(buffer)
     writer.writerow(["window_start", "window_end", *(["subject"] if result.by_subject else []),
                      *result.group_keys, "value"])
     for row in result.rows:
