@@ -22,7 +22,7 @@ from .bus import EventBus
 from .config import Config, ConfigError, load_config
 from .dedupe import Deduplicator
 from .http_protocol import ConnectionLimits, protocol_factory
-from .db import lift_statement_timeout, make_pool, statement_timeout_setup
+from .db import StatementTimeout, lift_statement_timeout, make_pool
 from .ingest import Ingestor
 from .logs import configure, get_logger
 from .meters import MeterError, MeterSpec, parse_meter_spec
@@ -153,7 +153,8 @@ async def run_api(config_path: str | None) -> int:
     cfg = load_config(config_path)
     configure(cfg.log_level, "api")
     specs = config_meter_specs(cfg)
-    pool = make_pool(cfg.postgres, "api", setup=statement_timeout_setup(cfg.api.statement_timeout))
+    timeout = StatementTimeout(cfg.api.statement_timeout)
+    pool = make_pool(cfg.postgres, "api", setup=timeout.setup, reset=timeout.reset)
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-api")
     dedupe = Deduplicator(cfg.valkey)

@@ -214,3 +214,9 @@ def test_meter_changes_are_not_cut_by_the_statement_timeout(impatient, uid):
             time.sleep(2)   # the lock is held past the 1 s statement timeout while the backfill waits for it
         response = created.result(timeout=60)
     assert response.status_code == 200, response.text
+    # The connection it used is back in the pool with the timeout in force again.
+    for _ in range(3):
+        with LockedRollups(impatient.database_url):
+            response = httpx.get(f"{impatient.api_url}/api/v1/meters/{SLUG}/query", params={"windowSize": "DAY"},
+                                 timeout=30)
+        problem(response, 504, "api.statementTimeout")
