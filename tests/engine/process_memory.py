@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The chart's api memory limit (values.yaml api.resources.limits.memory).
-CHART_API_MEMORY_LIMIT_MIB = 512
+import yaml
+
+_VALUES = Path(__file__).resolve().parents[2] / "chart" / "values.yaml"
+
+
+def _chart_api_memory_limit_mib() -> int:
+    limit = yaml.safe_load(_VALUES.read_text())["api"]["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi"), f"api.resources.limits.memory: expected Mi, got {limit!r}"
+    return int(limit[:-2])
+
+
+# The memory limit the chart gives an api pod (values.yaml api.resources.limits.memory).
+CHART_API_MEMORY_LIMIT_MIB = _chart_api_memory_limit_mib()
 
 
 class ProcessMemory:

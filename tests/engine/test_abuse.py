@@ -18,12 +18,11 @@ import psycopg
 import pytest
 
 from tests.engine.client import BATCH, SINGLE, event
+from tests.engine.process_memory import CHART_API_MEMORY_LIMIT_MIB as API_MEMORY_LIMIT_MIB
 
 pytestmark = pytest.mark.servers
 
 PROBLEM = "application/problem+json"
-# The chart's api memory limit (values.yaml api.resources.limits.memory).
-API_MEMORY_LIMIT_MIB = 512
 
 
 @pytest.fixture(scope="module")
