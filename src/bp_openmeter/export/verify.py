@@ -9,25 +9,34 @@ answers exact decimals. A window one side omits counts as no usage there.
 The target must hold the same meters (same slugs and definitions); traffic it received
 directly (after a switch) adds to the windows it falls in, so verify up to the switch
 (--to) for an exact comparison.
+
+Query answers are bounded on both sides (the engine's api.maxQueryRows), so the range is
+compared slice by slice: SLICE_WINDOWS windows at first, halved where either side finds
+a slice too large, down to one window; a window still too large for the target is
+reported as a difference, with its answer.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 
 import psycopg
 
 from .. import query
 from ..meter_store import list_meters
+from ..problems import Problem
 from ..timefmt import format_time, parse_time
 from .source import Scope
 from .target import Target, api_base, describe
 
 Key = tuple[datetime, str]  # window start, subject
+MAX_ROWS = 10_000  # rows of one slice's answer at the source (the engine's default api.maxQueryRows)
+SLICE_WINDOWS = {"MINUTE": 24 * 60, "HOUR": 24 * 7, "DAY": 31, "MONTH": 12}
+_STEP = {"MINUTE": timedelta(minutes=1), "HOUR": timedelta(hours=1), "DAY": timedelta(days=1)}
 
 
 @dataclass(frozen=True)
@@ -58,24 +67,68 @@ def _agree(a: Any, b: Any) -> bool:
     return math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def _params(scope: Scope, window: str) -> list[tuple[str, str]]:
-    params = [("windowSize", window), ("groupBy", "subject")]
-    if scope.start is not None:
-        params.append(("from", format_time(scope.start)))
-    if scope.end is not None:
-        params.append(("to", format_time(scope.end)))
-    return params
+def _floor(t: datetime, window: str) -> datetime:
+    t = t.astimezone(timezone.utc)
+    if window == "MONTH":
+        return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if window == "DAY":
+        return t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window == "HOUR":
+        return t.replace(minute=0, second=0, microsecond=0)
+    return t.replace(second=0, microsecond=0)
 
 
-async def _source_rows(conn: psycopg.AsyncConnection, meter, scope: Scope, window: str) -> dict[Key, Decimal]:
-    params = query.QueryParams(start=scope.start, end=scope.end, window_size=window, group_by=("subject",))
-    result = await query.run(conn, meter, params)
+def _next(t: datetime, window: str) -> datetime:
+    if window == "MONTH":
+        return t.replace(year=t.year + t.month // 12, month=t.month % 12 + 1)
+    return t + _STEP[window]
+
+
+def boundaries(start: datetime, end: datetime, window: str) -> list[datetime]:
+    """The window boundaries (UTC) that cut [start, end), start and end included."""
+    out, at = [start], _next(_floor(start, window), window)
+    while at < end:
+        out.append(at)
+        at = _next(at, window)
+    out.append(end)
+    return out
+
+
+async def _extent(conn: psycopg.AsyncConnection, scope: Scope, window: str) -> tuple[datetime, datetime] | None:
+    """[start, end) to compare: the scope's bounds, else the stored events' times (by their index)."""
+    cur = await conn.execute("SELECT min(time), max(time) FROM events WHERE namespace = %s", (scope.namespace,))
+    row = await cur.fetchone()
+    first, last = row if row else (None, None)
+    # Whole windows where the scope leaves a bound open: no event lies outside the data's extent.
+    start = scope.start or (_floor(first, window) if first else None)
+    end = scope.end or (_next(_floor(last, window), window) if last else None)
+    return (start, end) if start is not None and end is not None and start < end else None
+
+
+def _params(start: datetime, end: datetime, window: str) -> list[tuple[str, str]]:
+    return [("windowSize", window), ("groupBy", "subject"), ("from", format_time(start)), ("to", format_time(end))]
+
+
+async def _source_rows(conn: psycopg.AsyncConnection, meter, start: datetime, end: datetime,
+                       window: str) -> dict[Key, Decimal] | None:
+    """The source's rows of [start, end); None when they are too many for one answer."""
+    params = query.QueryParams(start=start, end=end, window_size=window, group_by=("subject",))
+    try:
+        result = await query.run(conn, meter, params, MAX_ROWS)
+    except Problem as exc:
+        if exc.status == 400:
+            return None
+        raise
     return {(row["windowStart"], row["subject"]): row["value"] for row in result.rows}
 
 
-async def _target_rows(target: Target, slug: str, scope: Scope, window: str) -> dict[Key, Any] | str:
+async def _target_rows(target: Target, slug: str, start: datetime, end: datetime,
+                       window: str) -> dict[Key, Any] | str | None:
+    """The target's rows of [start, end); None for a 400 (too large, perhaps), a string for another refusal."""
     url = f"{api_base(target.url)}/api/v1/meters/{slug}/query"
-    response = await target.request("GET", url, params=_params(scope, window))
+    response = await target.request("GET", url, params=_params(start, end, window))
+    if response.status_code == 400:
+        return None
     if response.status_code != 200:
         return f"the target's query answered {describe(response)}"
     rows = {}
@@ -84,18 +137,46 @@ async def _target_rows(target: Target, slug: str, scope: Scope, window: str) -> 
     return rows
 
 
-async def verify(conn: psycopg.AsyncConnection, target: Target, scope: Scope, window: str) -> list[MeterReport]:
-    reports = []
-    for meter in await list_meters(conn, scope.namespace):
-        slug = meter.spec.slug
-        source = await _source_rows(conn, meter, scope, window)
-        observed = await _target_rows(target, slug, scope, window)
+def _slices(cuts: list[datetime], size: int) -> Iterator[list[datetime]]:
+    for index in range(0, len(cuts) - 1, size):
+        yield cuts[index:index + size + 1]
+
+
+async def _compare_meter(conn: psycopg.AsyncConnection, target: Target, meter, cuts: list[datetime],
+                         window: str) -> MeterReport:
+    slug = meter.spec.slug
+    report = MeterReport(slug, 0, [])
+    pending = list(_slices(cuts, SLICE_WINDOWS[window]))
+    while pending:
+        piece = pending.pop(0)
+        start, end = piece[0], piece[-1]
+        source = await _source_rows(conn, meter, start, end, window)
+        observed = await _target_rows(target, slug, start, end, window) if source is not None else None
         if isinstance(observed, str):
-            reports.append(MeterReport(slug, len(source), [Difference(slug, None, None, None, None, observed)]))
+            report.differences.append(Difference(slug, None, None, None, None, observed))
+            return report
+        if source is None or observed is None:
+            if len(piece) > 2:  # more than one window: halve it
+                middle = len(piece) // 2
+                pending[:0] = [piece[:middle + 1], piece[middle:]]
+                continue
+            side = "source" if source is None else "target"
+            report.differences.append(Difference(
+                slug, start, None, None, None,
+                f"the window from {format_time(start)} is too large for one answer at the {side}"))
             continue
-        differences = [Difference(slug, start, subject, source.get((start, subject)), observed.get((start, subject)))
-                       for start, subject in sorted(source.keys() | observed.keys(),
-                                                    key=lambda k: (k[0], k[1] or ""))
-                       if not _agree(source.get((start, subject)), observed.get((start, subject)))]
-        reports.append(MeterReport(slug, len(source.keys() | observed.keys()), differences))
-    return reports
+        keys = sorted(source.keys() | observed.keys(), key=lambda k: (k[0], k[1] or ""))
+        report.rows += len(keys)
+        report.differences += [Difference(slug, at, subject, source.get((at, subject)), observed.get((at, subject)))
+                               for at, subject in keys
+                               if not _agree(source.get((at, subject)), observed.get((at, subject)))]
+    return report
+
+
+async def verify(conn: psycopg.AsyncConnection, target: Target, scope: Scope, window: str) -> list[MeterReport]:
+    extent = await _extent(conn, scope, window)
+    meters = await list_meters(conn, scope.namespace)
+    if extent is None:
+        return [MeterReport(m.spec.slug, 0, []) for m in meters]
+    cuts = boundaries(*extent, window)
+    return [await _compare_meter(conn, target, meter, cuts, window) for meter in meters]
