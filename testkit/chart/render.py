@@ -27,7 +27,7 @@ import yaml
 
 from testkit.chart.schemas import KUBE_VERSION, SchemaError, describe, validate_object
 from testkit.paths import CHART_DIR
-from testkit.tools import ensure_tools
+from testkit.tools import ensure_helm
 from testkit.values import merge_values, write_values
 
 DEFAULT_RELEASE = "openmeter"
@@ -103,7 +103,7 @@ def renderable_chart(values: Mapping[str, Any] | None = None, chart_dir: Path = 
 
 
 def _run_helm(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ensure_tools().helm), *args], capture_output=True, text=True)
+    return subprocess.run([str(ensure_helm(render=True)), *args], capture_output=True, text=True)
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from e2e.lib import chart as chart_lib
 from testkit.chart.render import find, render_chart
 from testkit.paths import REPO_ROOT
 from testkit.platform import load_platform
-from testkit.tools import ensure_tools
+from testkit.tools import ensure_helm
 from tests.e2e import netpol_capture as cap
 
 pytestmark = pytest.mark.helm
@@ -41,7 +41,7 @@ RUN = "rglue"
 @pytest.fixture
 def fake(tmp_path: Path) -> dict:
     """The stand-in tools on PATH, a state with the platform's pods and the release, and the env to run pytest."""
-    real_helm = ensure_tools().helm
+    real_helm = ensure_helm(render=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("kubectl", "helm"):
