@@ -9,6 +9,8 @@ the run, and the Kubernetes API behind default/kubernetes. Pod dicts are shaped 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from e2e.lib.live_layout import Capture, TargetSpec, slim_pod
 from e2e.lib.probes import PROBE_LABEL
 from testkit.netpol.needs import destinations
@@ -177,3 +179,6 @@ PEERS = {
     "valkey": {"valkey/valkey-5f7d8c9b6-qwert:6379/TCP"},
 }
 NEEDS = destinations(PEERS, PROBES)
+
+# What the probe pods must observe on this layout, written by hand (not computed).
+EXPECTED_EGRESS_FILE = Path(__file__).with_name("expected_egress.txt")
