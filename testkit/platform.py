@@ -18,6 +18,7 @@ from testkit.paths import FIXTURES, REPO_ROOT
 from testkit.selectors import parse_selector
 
 PLATFORM_FILE = FIXTURES / "platform.yaml"
+UPSTREAM_DIR = REPO_ROOT / "testkit" / "chart" / "upstream"  # the upstream chart described offline
 PROFILE_SUFFIX = "-values.yaml"  # chart/ci/<backend>-values.yaml, the chart-testing convention
 
 
@@ -50,6 +51,23 @@ class VendoredCrd:
     repository: str
     path: str
     tag: str
+    sha256: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.repository}/blob/{self.tag}/{self.path}"
+
+
+@dataclass(frozen=True)
+class UpstreamChart:
+    """The upstream openmeter chart of the clickhouse profile, described by files kept offline."""
+
+    values_file: Path
+    config_keys_file: Path
+    repository: str
+    path: str
+    tag: str
+    commit: str
     sha256: str
 
     @property
@@ -171,6 +189,7 @@ class Platform:
     tools: Tools
     kubernetes_version: str
     crds: tuple[VendoredCrd, ...]
+    upstream_chart: UpstreamChart
     kind: Release
     node_images: Mapping[str, str]
     default_node_image: str
@@ -263,6 +282,15 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
                 sha256=c["sha256"],
             )
             for c in raw["crds"]
+        ),
+        upstream_chart=UpstreamChart(
+            values_file=UPSTREAM_DIR / raw["upstreamChart"]["valuesFile"],
+            config_keys_file=UPSTREAM_DIR / raw["upstreamChart"]["configKeysFile"],
+            repository=raw["upstreamChart"]["repository"],
+            path=raw["upstreamChart"]["path"],
+            tag=str(raw["upstreamChart"]["tag"]),
+            commit=str(raw["upstreamChart"]["commit"]),
+            sha256=raw["upstreamChart"]["sha256"],
         ),
         kind=release("kind", kind),
         node_images=dict(kind["nodeImages"]),

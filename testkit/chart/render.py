@@ -121,6 +121,7 @@ def helm_template(
     release: str = DEFAULT_RELEASE,
     chart_dir: Path = CHART_DIR,
     kube_version: str = KUBE_VERSION,
+    include_crds: bool = False,
 ) -> str:
     """helm template's output (YAML text); raises RenderError with helm's message."""
     with _chart_and_values(values, chart_dir) as (chart, values_file):
@@ -137,10 +138,19 @@ def helm_template(
         ]
         for api_version in api_versions:
             args += ["--api-versions", api_version]
+        if include_crds:
+            args.append("--include-crds")
         proc = _run_helm(args)
     if proc.returncode != 0:
         raise RenderError(proc.stderr.strip())
     return proc.stdout
+
+
+def build_dependencies(chart_dir: Path = CHART_DIR) -> None:
+    """`helm dependency build`: vendor the declared dependencies into charts/ (needs their repositories)."""
+    proc = _run_helm(["dependency", "build", str(chart_dir)])
+    if proc.returncode != 0:
+        raise RenderError(proc.stderr.strip())
 
 
 def helm_lint(
