@@ -197,6 +197,7 @@ class Platform:
     kind_config: Path
     registries: tuple[str, ...]
     host: Host
+    gating_backends: tuple[str, ...]  # backends whose kind cells gate a release (fixtures/platform.yaml `ci`)
     charts: tuple[PlatformChart, ...]
     blueprint: Blueprint
     databases: Databases
@@ -303,6 +304,7 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             max_user_instances=int(host["inotify"]["maxUserInstances"]),
             free_disk_gib=float(host["freeDiskGiB"]),
         ),
+        gating_backends=tuple(raw["ci"]["gatingBackends"]),
         charts=tuple(
             PlatformChart(
                 name=c["name"],
