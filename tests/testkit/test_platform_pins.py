@@ -68,6 +68,9 @@ def _readme_pins() -> dict[str, str]:
 def test_readme_pinned_versions_are_the_platform_file_s():
     pins = _readme_pins()
     assert pins["kind"] == PLATFORM.kind_version
+    assert pins["helm"].split()[0] == PLATFORM.tools.helm.version.removeprefix("v")
+    assert f"{PLATFORM.tools.render_helm.removeprefix('v')} for the render tiers" in pins["helm"]
+    assert pins["kubectl"].split()[0].rstrip(",") == PLATFORM.tools.kubectl.version.removeprefix("v")
     for chart in PLATFORM.charts:
         cell = pins[{"cnpg": "cloudnative-pg"}.get(chart.name, chart.name)]
         assert cell.split()[0].rstrip(",") == chart.version, (
