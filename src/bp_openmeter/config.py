@@ -53,19 +53,40 @@ def parse_address(value: Any, key: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+# What a caller may do (README "API authentication"): `ingest` posts events; `read` lists
+# events and meters and queries them; `admin` creates, changes and deletes meters, and
+# may do everything else too, so that a token configured before permissions existed
+# (an admin token) keeps working.
+PERMISSIONS = ("ingest", "read", "admin")
+# The OIDC scope that grants each permission, unless api.auth.oidc.permissionScopes says otherwise.
+DEFAULT_PERMISSION_SCOPES = {"ingest": "openmeter:ingest", "read": "openmeter:read", "admin": "openmeter:admin"}
+
+
 @dataclass(frozen=True)
 class OidcConfig:
     issuer: str = ""
     jwks_url: str = ""
     audience: str = ""
     required_scope: str = ""
+    # A JWKS fetched over plain http can be replaced on the way, and with it every key.
+    allow_insecure_jwks_url: bool = False
+    # Granted to every accepted token; the default keeps setups from before permissions working.
+    default_permissions: tuple[str, ...] = ("admin",)
+    permission_scopes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PERMISSION_SCOPES))
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     mode: str = "none"  # none | token | oidc
-    tokens: tuple[str, ...] = ()
+    tokens: tuple[str, ...] = ()          # BPOM_API_TOKENS: admin (everything)
+    ingest_tokens: tuple[str, ...] = ()   # BPOM_API_INGEST_TOKENS: ingest only
+    read_tokens: tuple[str, ...] = ()     # BPOM_API_READ_TOKENS: read only
     oidc: OidcConfig = field(default_factory=OidcConfig)
+
+    def token_grants(self) -> tuple[tuple[str, str], ...]:
+        """(token, permission) for every configured static token; a token may appear in several lists."""
+        return (*((t, "admin") for t in self.tokens), *((t, "ingest") for t in self.ingest_tokens),
+                *((t, "read") for t in self.read_tokens))
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,17 @@ class ApiConfig:
     max_batch_events: int = 10_000
     publish_timeout: float = 10.0
     body_timeout: float = 30.0
+    # What one client can make the process hold before it is authenticated or answered
+    # (README "Guarantees"). Request line and header fields, together:
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
+    header_timeout: float = 10.0    # from a connection's start (or a request's first byte) to its last header
+    idle_timeout: float = 75.0      # a kept-alive connection between requests; above common proxies' 60 s
+    max_connections: int = 512
+    # Request bodies held at once across the process (each request's until it is answered).
+    body_budget_bytes: int = 32 * 1024 * 1024
+    max_query_rows: int = 10_000    # rows of one query answer
+    statement_timeout: float = 30.0  # any one SQL statement of the api (meter changes excepted)
     auth: AuthConfig = field(default_factory=AuthConfig)
     event_time: EventTimeConfig = field(default_factory=EventTimeConfig)
 
@@ -238,6 +270,16 @@ class _Reader:
             raise ConfigError(f"{self.key(name)}: must be one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def flag(self, name: str, default: bool) -> bool:
+        return self.get(name, bool, default)
+
+    def permissions(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.get(name, list, list(default))
+        for item in value:
+            if item not in PERMISSIONS:
+                raise ConfigError(f"{self.key(name)}: each must be one of {', '.join(PERMISSIONS)}, got {item!r}")
+        return tuple(dict.fromkeys(value))
+
     def duration(self, name: str, default: float) -> float:
         self.seen.add(name)
         if self.data.get(name) is None:
@@ -273,6 +315,42 @@ def _event_time(reader: "_Reader") -> EventTimeConfig:
     return config
 
 
+def _tokens(variable: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in _env(variable, "").split(",") if t.strip())
+
+
+def _oidc_config(oidc_r: _Reader) -> OidcConfig:
+    scopes_r = oidc_r.section("permissionScopes")
+    scopes = {}
+    for permission in PERMISSIONS:
+        scope = scopes_r.get(permission, str, DEFAULT_PERMISSION_SCOPES[permission])
+        if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):   # RFC 6749 scope-token
+            raise ConfigError(f"{scopes_r.key(permission)}: must be one OAuth scope (printable ASCII, no space, "
+                              f"quote or backslash), got {scope!r}")
+        scopes[permission] = scope
+    scopes_r.reject_unknown()
+    return OidcConfig(issuer=oidc_r.get("issuer", str, ""), jwks_url=oidc_r.get("jwksUrl", str, ""),
+                      audience=oidc_r.get("audience", str, ""), required_scope=oidc_r.get("requiredScope", str, ""),
+                      allow_insecure_jwks_url=oidc_r.flag("allowInsecureJwksUrl", False),
+                      default_permissions=oidc_r.permissions("defaultPermissions", OidcConfig.default_permissions),
+                      permission_scopes=scopes)
+
+
+def _check_oidc(mode: str, oidc: OidcConfig) -> None:
+    key = "api.auth.oidc"
+    if mode == "oidc" and not (oidc.issuer and oidc.jwks_url):
+        raise ConfigError(f"{key}: mode 'oidc' needs issuer and jwksUrl")
+    if mode == "oidc" and not (oidc.audience or oidc.required_scope):
+        # Without either, a token the issuer minted for any other application would be accepted.
+        raise ConfigError(f"{key}: mode 'oidc' needs audience (the token's aud) or requiredScope, so that "
+                          "tokens the issuer minted for other applications are refused")
+    if oidc.jwks_url and not re.match(r"^https?://", oidc.jwks_url):
+        raise ConfigError(f"{key}.jwksUrl: must be an https URL, got {oidc.jwks_url!r}")
+    if oidc.jwks_url.startswith("http://") and not oidc.allow_insecure_jwks_url:
+        raise ConfigError(f"{key}.jwksUrl: must be https (whoever can alter a plain-http answer can sign "
+                          f"tokens); set {key}.allowInsecureJwksUrl: true to allow {oidc.jwks_url!r}")
+
+
 def build_config(raw: Any) -> Config:
     root = _Reader(raw, "")
     namespace = _env("BPOM_NAMESPACE", root.get("namespace", str, "default"))
@@ -287,28 +365,38 @@ def build_config(raw: Any) -> Config:
                                        api_r.key("address"))
     auth_r = api_r.section("auth")
     oidc_r = auth_r.section("oidc")
-    oidc = OidcConfig(issuer=oidc_r.get("issuer", str, ""), jwks_url=oidc_r.get("jwksUrl", str, ""),
-                      audience=oidc_r.get("audience", str, ""), required_scope=oidc_r.get("requiredScope", str, ""))
+    oidc = _oidc_config(oidc_r)
     oidc_r.reject_unknown()
-    tokens = tuple(t.strip() for t in _env("BPOM_API_TOKENS", "").split(",") if t.strip())
-    auth = AuthConfig(mode=auth_r.choice("mode", "none", ("none", "token", "oidc")), tokens=tokens, oidc=oidc)
+    auth = AuthConfig(mode=auth_r.choice("mode", "none", ("none", "token", "oidc")),
+                      tokens=_tokens("BPOM_API_TOKENS"), ingest_tokens=_tokens("BPOM_API_INGEST_TOKENS"),
+                      read_tokens=_tokens("BPOM_API_READ_TOKENS"), oidc=oidc)
     auth_r.reject_unknown()
-    if auth.mode == "token" and not auth.tokens:
-        raise ConfigError("api.auth.mode: 'token' needs at least one token in BPOM_API_TOKENS")
-    if auth.mode == "oidc" and not (oidc.issuer and oidc.jwks_url):
-        raise ConfigError("api.auth.oidc: mode 'oidc' needs issuer and jwksUrl")
-    if oidc.jwks_url and not re.match(r"^https?://", oidc.jwks_url):
-        raise ConfigError(f"api.auth.oidc.jwksUrl: must be an http(s) URL, got {oidc.jwks_url!r}")
+    if auth.mode == "token" and not auth.token_grants():
+        raise ConfigError("api.auth.mode: 'token' needs at least one token in BPOM_API_TOKENS, "
+                          "BPOM_API_INGEST_TOKENS or BPOM_API_READ_TOKENS")
+    _check_oidc(auth.mode, oidc)
+    d = ApiConfig
     api = ApiConfig(
         host=api_host, port=api_port,
-        max_body_bytes=api_r.int_in("maxBodyBytes", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
-        max_batch_events=api_r.int_in("maxBatchEvents", 10_000, 1, 1_000_000),
-        publish_timeout=api_r.duration("publishTimeout", 10.0),
-        body_timeout=api_r.duration("bodyTimeout", 30.0),
+        max_body_bytes=api_r.int_in("maxBodyBytes", d.max_body_bytes, 1024, 256 * 1024 * 1024),
+        max_batch_events=api_r.int_in("maxBatchEvents", d.max_batch_events, 1, 1_000_000),
+        publish_timeout=api_r.duration("publishTimeout", d.publish_timeout),
+        body_timeout=api_r.duration("bodyTimeout", d.body_timeout),
+        max_header_bytes=api_r.int_in("maxHeaderBytes", d.max_header_bytes, 4096, 1024 * 1024),
+        max_header_count=api_r.int_in("maxHeaderCount", d.max_header_count, 16, 1000),
+        header_timeout=api_r.duration("headerTimeout", d.header_timeout),
+        idle_timeout=api_r.duration("idleTimeout", d.idle_timeout),
+        max_connections=api_r.int_in("maxConnections", d.max_connections, 8, 100_000),
+        body_budget_bytes=api_r.int_in("bodyBudgetBytes", d.body_budget_bytes, 1024, 4 * 1024 * 1024 * 1024),
+        max_query_rows=api_r.int_in("maxQueryRows", d.max_query_rows, 1, 10_000_000),
+        statement_timeout=api_r.duration("statementTimeout", d.statement_timeout),
         auth=auth,
         event_time=_event_time(api_r.section("eventTime")),
     )
     api_r.reject_unknown()
+    if api.body_budget_bytes < api.max_body_bytes:
+        raise ConfigError(f"api.bodyBudgetBytes: must be at least api.maxBodyBytes ({api.max_body_bytes}), "
+                          f"or no body of the largest allowed size could ever be read; got {api.body_budget_bytes}")
 
     tel_r = root.section("telemetry")
     tel_host, tel_port = parse_address(_env("BPOM_TELEMETRY_ADDRESS", tel_r.get("address", str, "0.0.0.0:10000")),

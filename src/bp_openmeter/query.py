@@ -10,7 +10,6 @@ where each window starts and ends is windows.py's.
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from .timefmt import EARLIEST, LATEST, format_time, parse_time
 
 _FILTER_KEY = re.compile(r"^filterGroupBy\[([^\]]{1,64})\]$")
 MAX_SUBJECTS = 1000
+# filterGroupBy values of one query, over all keys: each is compared with every row's groups.
+MAX_FILTER_VALUES = 1000
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,10 @@ def _validate(params: QueryParams) -> QueryParams:
         raise bad_request(f"validation error: invalid time zone: {exc}", field="windowTimeZone") from exc
     if len(params.subjects) > MAX_SUBJECTS:
         raise bad_request(f"subject: at most {MAX_SUBJECTS} subjects per query", field="subject")
+    filter_values = sum(len(values) for values in params.filter_group_by.values())
+    if filter_values > MAX_FILTER_VALUES:
+        raise bad_request(f"filterGroupBy: at most {MAX_FILTER_VALUES} values per query over all keys, "
+                          f"got {filter_values}", field="filterGroupBy")
     return params
 
 
@@ -328,6 +333,11 @@ _VALUE = {
 _WINDOW = "GREATEST(date_trunc(%(unit)s, minute, %(tz)s), %(earliest)s::timestamptz)"
 
 
+def too_many_rows(limit: int, what: str, advice: str) -> Problem:
+    return bad_request(f"the answer would have more than {limit} {what} (api.maxQueryRows); {advice}",
+                       limit=limit)
+
+
 def _statement(meter: Meter, params: QueryParams, r: _Ranges, group_keys: list[str], by_subject: bool) -> str:
     """The query's SQL, assembled from constant fragments (values only as parameters).
     Only the filters the request has are in it, so each plan fits the request."""
@@ -360,6 +370,7 @@ SELECT window_start, subject, groups, value, first_minute, last_minute, hourly
      GROUP BY 1, 2, 3
   ) windows
  ORDER BY window_start NULLS FIRST, subject COLLATE "C" NULLS FIRST, groups::text COLLATE "C"
+ LIMIT %(row_limit)s
 """
 
 
@@ -399,8 +410,12 @@ async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParam
         raise bad_request(f"validation error: invalid time zone: the database does not know "
                           f"{params.time_zone!r} (its time zone data is older than the engine's)",
                           field="windowTimeZone") from exc
+    fetched = await cur.fetchall()
+    if len(fetched) >= args["row_limit"]:   # one more than allowed: the answer is too large to hold
+        raise too_many_rows(args["row_limit"] - 1, "rows",
+                            "ask for a larger windowSize, a narrower from/to range, or fewer subjects or group keys")
     rows, zone, bounds = [], params.zone, {}
-    for window_start, subject, groups, value, first_minute, last_minute, hourly in await cur.fetchall():
+    for window_start, subject, groups, value, first_minute, last_minute, hourly in fetched:
         if window_start is not None:
             # Rows of one window (subjects, groups) share PostgreSQL's key: bounds once per window.
             if window_start not in bounds:
@@ -426,7 +441,8 @@ def _straddles(rows: list[tuple]) -> bool:
     return any(hourly and not (_whole_hours(start) and _whole_hours(end)) for start, end, *_rest, hourly in rows)
 
 
-async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams) -> QueryResult:
+async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, max_rows: int) -> QueryResult:
+    """The answer; 400 when it would have more than `max_rows` rows (the api holds it whole)."""
     group_keys, by_subject = _resolve_grouping(meter, params)
     unit = params.window_size.lower() if params.window_size else None  # date_trunc's field
     args = {
@@ -435,6 +451,7 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams) 
         "filter": Jsonb({k: list(v) for k, v in params.filter_group_by.items()}),
         "dropped_keys": sorted(set(meter.spec.group_by) - set(group_keys)),
         "unit": unit, "tz": params.time_zone, "earliest": EARLIEST,
+        "row_limit": max_rows + 1,
     }
     hourly = params.window_size != "MINUTE" and (unit is None or _hour_aligned_zone(params))
     rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly), group_keys, by_subject, args)
@@ -474,26 +491,50 @@ def wants_csv(accept: str) -> bool:
     return any(part.split(";")[0].strip().lower() == "text/csv" for part in accept.split(","))
 
 
+# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(text: str) -> str:
+    """A caller's text as a CSV cell a spreadsheet shows as text: prefixed with ' when it
+    would start a formula (OWASP's advice). Only subjects and group values come from callers;
+    times and values are written here, and values stay numbers (-5 is not a formula)."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
+class _CsvWriter:
+    """RFC 4180 cells, rows ending in \n as upstream's: a cell holding a comma, a quote, CR or
+    LF is quoted. (Python's csv module quotes only the line terminator's characters, so with
+    \n a bare CR in a subject would split its row for a reader.)"""
+
+    def __init__(self, out: io.StringIO):
+        self.out = out
+
+    def writerow(self, cells: list[str]) -> None:
+        self.out.write(",".join(f'"{c.replace(chr(34), chr(34) * 2)}"' if any(x in c for x in ',"\r\n') else c
+                                for c in cells) + "\n")
+
+
 def to_csv(result: QueryResult) -> str:
     """Upstream's columns: window_start, window_end, [subject], [group keys in request order], value."""
     zone = result.params.zone if result.params.time_zone != "UTC" else None
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _CsvWriter(buffer)
     writer.writerow(["window_start", "window_end", *(["subject"] if result.by_subject else []),
                      *result.group_keys, "value"])
     for row in result.rows:
         writer.writerow([
             format_time(row["windowStart"], zone, fraction=False), format_time(row["windowEnd"], zone, fraction=False),
-            *([row["subject"] or ""] if result.by_subject else []),
-            *[row["groupBy"].get(k, "") for k in result.group_keys], numeric.to_csv(row["value"]),
+            *([_csv_text(row["subject"] or "")] if result.by_subject else []),
+            *[_csv_text(row["groupBy"].get(k, "")) for k in result.group_keys], numeric.to_csv(row["value"]),
         ])
     return buffer.getvalue()
 
 
-async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None = None,
-                   end: datetime | None = None) -> list[str]:
+async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None, end: datetime | None,
+                   max_rows: int) -> list[str]:
     """Distinct subjects the meter has seen (optionally in [from, to) at minute precision),
-    by a loose index scan over the rollups' primary key (meter_pk, subject, ...)."""
+    by a loose index scan over the rollups' primary key (meter_pk, subject, ...); 400 past `max_rows`."""
     cur = await conn.execute("""
         WITH RECURSIVE s AS (
             (SELECT subject FROM rollup_minute r
@@ -508,6 +549,9 @@ async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime 
                      ORDER BY subject LIMIT 1)
               FROM s WHERE s.subject IS NOT NULL
         )
-        SELECT subject FROM s WHERE subject IS NOT NULL""",
-        {"pk": meter.pk, "lo": _floor_minute(start) if start else None, "hi": end})
-    return [row[0] for row in await cur.fetchall()]
+        SELECT subject FROM s WHERE subject IS NOT NULL LIMIT %(row_limit)s""",
+        {"pk": meter.pk, "lo": _floor_minute(start) if start else None, "hi": end, "row_limit": max_rows + 1})
+    found = [row[0] for row in await cur.fetchall()]
+    if len(found) > max_rows:
+        raise too_many_rows(max_rows, "subjects", "ask for a narrower from/to range")
+    return found

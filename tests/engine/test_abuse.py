@@ -18,12 +18,11 @@ import psycopg
 import pytest
 
 from testkit.client import BATCH, SINGLE, event
+from tests.engine.process_memory import CHART_API_MEMORY_LIMIT_MIB as API_MEMORY_LIMIT_MIB
 
 pytestmark = pytest.mark.servers
 
 PROBLEM = "application/problem+json"
-# The chart's api memory limit (values.yaml api.resources.limits.memory).
-API_MEMORY_LIMIT_MIB = 512
 
 
 @pytest.fixture(scope="module")
@@ -322,8 +321,8 @@ def test_an_oversized_request_line_is_a_problem_too(stack):
         while chunk := sock.recv(65536):
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400") and PROBLEM.encode() in head, head
-    assert "64 KiB" in orjson.loads(body)["detail"]
+    assert head.startswith(b"HTTP/1.1 431") and PROBLEM.encode() in head, head
+    assert "api.maxHeaderBytes" in orjson.loads(body)["detail"]
 
 
 def test_api_peak_memory_stays_under_the_chart_limit(stack):

@@ -110,6 +110,11 @@ def test_tokens_never_reach_the_logs_or_the_printed_config(token_stack, token_cl
 # --- OIDC mode --------------------------------------------------------------------------
 
 
+def oidc_config(server: JwksServer, **settings) -> dict:
+    """The test issuer serves its keys over plain http on loopback, which must be allowed explicitly."""
+    return {"issuer": ISSUER, "jwksUrl": server.url, "allowInsecureJwksUrl": True, **settings}
+
+
 @pytest.fixture(scope="module")
 def issuer():
     keys = [SigningKey("RS256"), SigningKey("ES256")]
@@ -122,17 +127,7 @@ def issuer():
 def oidc_stack(stack_factory, issuer):
     return stack_factory(
         overrides={
-            "api": {
-                "auth": {
-                    "mode": "oidc",
-                    "oidc": {
-                        "issuer": ISSUER,
-                        "jwksUrl": issuer.url,
-                        "audience": AUDIENCE,
-                        "requiredScope": "metering",
-                    },
-                }
-            }
+            "api": {"auth": {"mode": "oidc", "oidc": oidc_config(issuer, audience=AUDIENCE, requiredScope="metering")}}
         }
     )
 
@@ -226,11 +221,7 @@ def test_oidc_fetches_rotated_keys_on_an_unknown_key_id_but_not_on_every_one(oid
 def test_oidc_keeps_working_on_cached_keys_and_says_503_when_it_has_none(stack_factory):
     key = SigningKey("ES256")
     server = JwksServer([key])
-    stack = stack_factory(
-        overrides={
-            "api": {"auth": {"mode": "oidc", "oidc": {"issuer": ISSUER, "jwksUrl": server.url, "audience": AUDIENCE}}}
-        }
-    )
+    stack = stack_factory(overrides={"api": {"auth": {"mode": "oidc", "oidc": oidc_config(server, audience=AUDIENCE)}}})
     with OpenMeterClient(stack.api_url) as engine:
         assert engine.http.get("/api/v1/meters", headers=bearer(key.token())).status_code == 200
         server.stop()
@@ -240,7 +231,16 @@ def test_oidc_keeps_working_on_cached_keys_and_says_503_when_it_has_none(stack_f
     dead_url = JwksServer([unreachable])
     url = dead_url.url
     dead_url.stop()
-    cold = stack_factory(overrides={"api": {"auth": {"mode": "oidc", "oidc": {"issuer": ISSUER, "jwksUrl": url}}}})
+    cold = stack_factory(
+        overrides={
+            "api": {
+                "auth": {
+                    "mode": "oidc",
+                    "oidc": {"issuer": ISSUER, "jwksUrl": url, "audience": AUDIENCE, "allowInsecureJwksUrl": True},
+                }
+            }
+        }
+    )
     response = httpx.get(f"{cold.api_url}/api/v1/meters", headers=bearer(unreachable.token()))
     assert response.status_code == 503 and response.headers["content-type"] == PROBLEM
     assert response.headers["retry-after"]

@@ -94,3 +94,17 @@ def test_the_api_serves_this_document(client):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/yaml")
     assert yaml.safe_load(response.text) == _document()
+
+
+def test_each_operation_states_the_permission_the_app_demands():
+    from bp_openmeter.api import OPERATIONS
+
+    paths = {_normalized(path): item for path, item in _document()["paths"].items()}
+    for path, methods in OPERATIONS.items():
+        for method, (_handler, permission) in methods.items():
+            operation = paths[_normalized(path)][method.lower()]
+            assert operation["x-permission"] == (permission or "any"), f"{method} {path}"
+            if "504" not in operation["responses"] and permission is not None:
+                raise AssertionError(
+                    f"{method} {path}: reads the database, so a statement timeout (504) is possible but undocumented"
+                )
