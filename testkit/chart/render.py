@@ -99,6 +99,11 @@ def renderable_chart(values: Mapping[str, Any] | None = None, chart_dir: Path = 
         yield copy
 
 
+def names_key(message: str, key: str) -> bool:
+    """Whether a helm schema error names this values key (`api.port`): helm 4 writes it as a JSON pointer."""
+    return f"'/{key.replace('.', '/')}" in message
+
+
 # ── helm ──────────────────────────────────────────────────────────────────────
 
 
