@@ -5,12 +5,13 @@ The binary: BPOM_KIND (a path), else the pinned release downloaded earlier into
 pinned release for this platform, downloaded and refused unless its digest is the one
 fixtures/platform.yaml records.
 
-The cluster: created by running kind itself with `--retain` (a failed creation keeps
-its node containers, so `kind export logs` can save why before the cluster is
-deleted; pytest-kind-ng's create cannot ask for that) and, when it already exists,
-reused with its kubeconfig written again; pytest-kind-ng's `KindCluster` loads images
-and deletes it. Only those two import the plugin, so the prerequisite check runs
-without it.
+The cluster: run with the pinned kind itself, as argv lists. Created with `--retain`
+(a failed creation keeps its node containers, so `kind export logs` can save why
+before the cluster is deleted) and, when it already exists, reused with its
+kubeconfig written again: pytest-kind-ng's `KindCluster.create` can do neither, and
+deleting must work wherever the flow runs, plugin installed or not. pytest-kind-ng
+stays the pytest plugin whose options (`--cluster-name`, `--kubeconfig`,
+`--keep-cluster`) `pytest e2e --target kind` reads.
 """
 
 from __future__ import annotations
@@ -108,20 +109,9 @@ class Cluster:
 
     name: str
     kind_bin: Path
-    kubectl_bin: Path
+    kubectl_bin: Path  # kept for callers that pair the cluster with its kubectl
     node_image: str | None = None
     kubeconfig: Path | None = None
-
-    def _handle(self):
-        from pytest_kind import KindCluster  # only installed in the kind sessions
-
-        return KindCluster(
-            self.name,
-            kubeconfig=self.kubeconfig,
-            image=self.node_image,
-            kind_path=self.kind_bin,
-            kubectl_path=self.kubectl_bin,
-        )
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -164,8 +154,9 @@ class Cluster:
     def export_logs_argv(self, dest: Path) -> list[str]:
         return [str(self.kind_bin), "export", "logs", str(dest), "--name", self.name]
 
-    def load_image(self, image: str) -> None:
-        self._handle().load_docker_image(image)
+    def load_image(self, image: str, timeout: float = 600.0) -> None:
+        self._kind("load", "docker-image", "--name", self.name, image, timeout=timeout)
 
-    def delete(self) -> None:
-        self._handle().delete()
+    def delete(self, timeout: float = 300.0) -> None:
+        """Delete the cluster (retained nodes of a failed creation too); its kubeconfig entry goes with it."""
+        self._kind("delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path), timeout=timeout)

@@ -55,7 +55,6 @@ def stand_ins(tmp_path, monkeypatch):
     }
     for name, tool in tools.items():
         monkeypatch.setenv(f"BPOM_{name.upper()}", str(tool.path))
-    monkeypatch.chdir(tmp_path)  # pytest-kind-ng makes .pytest-kind/<name> in the working directory
     return tools
 
 
@@ -81,7 +80,7 @@ def test_a_cluster_whose_creation_fails_is_saved_then_deleted(tmp_path, stand_in
     assert (dest / "kind-logs" / "bp-openmeter-e2e-worker" / "kubelet.log").is_file()
     assert "kind-export-logs.txt" in (dest / "commands.txt").read_text()
     assert (dest / "cluster" / "nodes.txt").is_file(), "kubectl diagnostics ran too (each command's error saved)"
-    assert kind_calls[-1][:3] == ["delete", "cluster", f"--name={plan.cluster_name}"], "nothing is leaked"
+    assert kind_calls[-1][:4] == ["delete", "cluster", "--name", plan.cluster_name], "nothing is leaked"
 
 
 def test_a_failed_creation_is_kept_when_asked(tmp_path, stand_ins):
@@ -119,6 +118,19 @@ def test_a_reused_cluster_gets_its_kubeconfig_written_again(tmp_path, stand_ins)
         "bp-openmeter-e2e",
         "--kubeconfig",
         str((tmp_path / "kc" / "kubeconfig").resolve()),
+    ]
+    cluster.load_image("bp-openmeter:e2e-0123456789ab")
+    cluster.delete()
+    assert [c["argv"] for c in kind.calls()][-2:] == [
+        ["load", "docker-image", "--name", "bp-openmeter-e2e", "bp-openmeter:e2e-0123456789ab"],
+        [
+            "delete",
+            "cluster",
+            "--name",
+            "bp-openmeter-e2e",
+            "--kubeconfig",
+            str((tmp_path / "kc" / "kubeconfig").resolve()),
+        ],
     ]
 
 
