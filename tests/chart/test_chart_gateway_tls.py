@@ -17,7 +17,7 @@ import pytest
 
 from testkit.chart.render import CHART_DIR, RenderError, find, get, render_chart
 from testkit.chart.schemas import SchemaError, validate_object
-from testkit.tools import ensure_tools
+from testkit.tools import ensure_helm
 
 pytestmark = pytest.mark.helm
 
@@ -164,7 +164,7 @@ def test_the_vendored_crds_catch_what_the_api_server_would_refuse():
 
 
 def run_script(chart_dir):
-    env = {**os.environ, "HELM": str(ensure_tools().helm)}
+    env = {**os.environ, "HELM": str(ensure_helm(render=True))}
     return subprocess.run(["bash", str(SCRIPT), str(chart_dir)], capture_output=True, text=True, env=env)
 
 
