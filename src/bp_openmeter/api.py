@@ -131,6 +131,13 @@ async def _meter_or_404(conn, namespace: str, request: Request):
     return meter
 
 
+def _counts_complete(meter) -> None:
+    """A meter whose backfill is still running would answer with part of its events."""
+    if meter.backfilling:
+        raise Problem(503, f"meter {meter.spec.slug} is still being built from the stored events; "
+                           "its answers are complete once that finishes", headers={"Retry-After": "5"})
+
+
 def _checked(parse, *args):
     try:
         return parse(*args)
@@ -150,7 +157,9 @@ async def create_meter(request: Request) -> Response:
     spec = _checked(parse_meter_spec, await read_json(request))
     async with state.pool.connection() as conn:
         try:
-            meter = await meter_store.create_meter(conn, state.cfg.namespace, spec)
+            meter = await meter_store.create_meter(conn, state.cfg.namespace, spec, max_meters=state.cfg.max_meters)
+        except meter_store.MeterLimitReached as exc:
+            raise Problem(409, f"conflict error: {exc}", extra={"field": "maxMeters"}) from exc
         except meter_store.MeterConflict as exc:
             raise Problem(409, "conflict error: meter with the same slug already exists") from exc
     log.info("meter created", slug=spec.slug, aggregation=spec.aggregation)
@@ -195,6 +204,7 @@ async def meter_subjects(request: Request) -> Response:
     start, end = query.parse_range(request.query_params)
     async with state.pool.connection() as conn:
         meter = await _meter_or_404(conn, state.cfg.namespace, request)
+        _counts_complete(meter)
         subjects = await query.subjects(conn, meter, start, end)
     return json_response(subjects)
 
@@ -209,6 +219,7 @@ async def query_meter(request: Request) -> Response:
     started = time.perf_counter()
     async with state.pool.connection() as conn:
         meter = await _meter_or_404(conn, state.cfg.namespace, request)
+        _counts_complete(meter)
         result = await query.run(conn, meter, params)
     metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
     if query.wants_csv(request.headers.get("accept", "")):

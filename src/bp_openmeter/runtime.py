@@ -94,8 +94,11 @@ async def _sync_meters(pool, cfg: Config, specs: list[MeterSpec]) -> None:
     while True:
         try:
             async with pool.connection() as conn:
-                outcome = await meter_store.sync_config_meters(conn, cfg.namespace, specs)
+                outcome = await meter_store.sync_config_meters(conn, cfg.namespace, specs, cfg.max_meters)
             log.info("config meters applied", **outcome)
+            return
+        except meter_store.MeterLimitReached as exc:
+            log.error("config meters not all applied", error=str(exc))
             return
         except (psycopg.Error, OSError) as exc:
             log.warning("config meters not applied yet, retrying", error=str(exc).strip(), retry_in_s=delay)
@@ -185,7 +188,8 @@ async def run_sink(config_path: str | None) -> int:
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-sink")
     sink = Sink(cfg, bus, pool)
-    tel = _server(telemetry_app(lambda: health.readiness(pool, bus)), cfg.telemetry.host, cfg.telemetry.port)
+    tel = _server(telemetry_app(lambda: health.readiness(pool, bus, progress=sink.stall_problem)),
+                  cfg.telemetry.host, cfg.telemetry.port)
 
     def stop() -> None:
         log.info("shutting down: finishing the current batch")
