@@ -261,8 +261,7 @@ async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tu
             return True, 0, 0  # complete, or the meter got a new key (its own backfill does that one)
         namespace, event_type, done_through, target = row
         hi = min(done_through + width, target)
-        # A chunk is a narrow range of seq: the BRIN index, whatever the statistics say.
-        await conn.execute("SET LOCAL enable_seqscan = off")
+        await conn.execute(f"SET LOCAL work_mem = '{projection.FOLD_WORK_MEM}'")  # as a sink batch
         cur = await conn.execute(projection.BACKFILL, {"namespace": namespace, "event_type": event_type,
                                                        "lo": done_through, "hi": hi, "meter_pk": meter_pk})
         scanned, metered = await cur.fetchone()

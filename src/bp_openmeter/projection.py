@@ -293,6 +293,10 @@ SELECT (SELECT count(*) FROM src) AS scanned,
        (SELECT count(*) FROM projected) AS metered
 """
 
+# Memory for a fold's aggregation (sink batches, backfill chunks): sized by the batch, not
+# by table statistics (there are none for its CTEs); enough keeps it from spilling to disk.
+FOLD_WORK_MEM = "64MB"
+
 # The staged messages are read once each, so they are stored uncompressed (a batch's
 # message is up to a megabyte: compressing it on COPY would cost more than it saves).
 STAGING_TABLE = """

@@ -53,9 +53,7 @@ class BatchOutcome:
 
 async def setup_session(conn: psycopg.AsyncConnection) -> None:
     await conn.execute(projection.STAGING_TABLE)
-    # A batch's aggregation is sized by the batch, not by table statistics (there are none
-    # for its CTEs); enough memory keeps it from spilling to disk.
-    await conn.execute("SET work_mem = '64MB'")
+    await conn.execute(f"SET work_mem = '{projection.FOLD_WORK_MEM}'")
 
 
 @dataclass

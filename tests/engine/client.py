@@ -78,6 +78,12 @@ class EngineClient:
         return sum(row["value"] for row in data) if data else None
 
 
+def wait_for(read: Callable[[], Any], done: Callable[[Any], bool],
+             timeout: float = TIMEOUTS.usage_convergence) -> Any:
+    """Call `read` until `done` holds of its answer (or the timeout passes); the last answer."""
+    return _poll(read, done, timeout)
+
+
 def _poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float) -> Any:
     retrying = Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(0.1),
                         retry=retry_if_result(lambda answer: not done(answer)),
