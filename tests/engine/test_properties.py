@@ -54,6 +54,12 @@ QUERIES = [
 AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
 
 
+@pytest.fixture(scope="module")
+def stack(stack_factory):
+    # Seven meters per example, all kept: more than the default maxMeters.
+    return stack_factory(overrides={"maxMeters": 1000})
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(arrangement=deliveries())

@@ -14,6 +14,7 @@ here is as large as a caller can make it.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime, timezone
 
 import nats
@@ -32,7 +33,8 @@ from tests.engine.hostile_text import text_of_bytes, url_of_chars
 pytestmark = pytest.mark.servers
 
 PROBLEM = "application/problem+json"
-LONGEST_NAMESPACE = "n" * 63
+# The longest namespace allowed, its own per run (dedupe keys in a shared Valkey outlive a run).
+LONGEST_NAMESPACE = f"n{uuid.uuid4().hex}".ljust(63, "n")
 ATTRIBUTES = ("id", "source", "type", "subject")
 
 
