@@ -277,6 +277,11 @@ async def backfill(conn: psycopg.AsyncConnection, meter_pk: int, wait: bool = Tr
     another session is backfilling this meter, wait until it has finished (else return None)."""
     await _idle(conn)
     progress = BackfillProgress()
+    cur = await conn.execute("SELECT 1 FROM meters WHERE pk = %s AND backfill_target IS NOT NULL", (meter_pk,))
+    pending = await cur.fetchone() is not None
+    await conn.commit()
+    if not pending:
+        return progress
     key = (BACKFILL_LOCK, meter_pk & 0x7FFF_FFFF)
     if wait:
         await conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
