@@ -330,7 +330,10 @@ class Sink:
         except DataFault:
             # Even its fields cannot be stored: keep the payload and the reason only.
             fields, event_time = {}, None
-            await self._retrying(insert, keep, "dead letter")
+            try:
+                await self._retrying(insert, keep, "dead letter")
+            except DataFault as fault:
+                log.error("dead letter not recorded", error=str(fault), payload=text[:1000], reason=reason[:500])
         metrics.SINK_DEAD_LETTERS.inc()
         log.error("event dead-lettered", stream_seq=msg.metadata.sequence.stream, position=position,
                   reason=reason[:500], deliveries=deliveries)
