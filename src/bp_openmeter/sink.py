@@ -211,7 +211,8 @@ class Sink:
                 # Down, restarting, not yet migrated: wait it out; the events are safe in JetStream.
                 self.db_ok = False
                 metrics.SINK_BATCHES.labels("failed").inc()
-                log.warning(f"{what} not stored, will retry", error=reason, retry_in_s=backoff, messages=len(keep))
+                log.warning(f"{what} not stored, will retry", error=reason, retry_in_s=backoff, messages=len(keep),
+                            first_seq=keep[0].metadata.sequence.stream if keep else None)
                 if self.stopping.is_set():
                     log.info("stopping: messages abandoned un-acked, JetStream will redeliver them",
                              messages=len(keep))
