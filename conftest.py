@@ -19,21 +19,41 @@ import pytest
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("bp-openmeter e2e")
-    group.addoption("--target", choices=("local", "kind"), default="local",
-                    help="where the usage tests run: a locally started stack (default) or the chart on a cluster")
-    group.addoption("--backend", choices=("cnpg", "clickhouse"), default="cnpg",
-                    help="the chart profile under test on --target kind (default cnpg)")
-    group.addoption("--run-id", default=None,
-                    help="run id naming artifacts, namespaces and test data (default: BPOM_RUN_ID or a new one)")
-    group.addoption("--artifacts-dir", default=None,
-                    help="where diagnostics of a failed run are saved (default .artifacts/<run-id>)")
-    group.addoption("--release-namespace", default=None,
-                    help="namespace of the chart release under test on --target kind (default: fixtures/platform.yaml)")
-    group.addoption("--cni-not-enforcing", action="store_true",
-                    default=os.environ.get("BPOM_E2E_CNI_NOT_ENFORCING", "") not in ("", "0", "false"),
-                    help="the cluster's network plugin is known not to enforce NetworkPolicy: when the default-deny "
-                         "canary confirms it, the NetworkPolicy tests skip with that reason instead of failing "
-                         "(env BPOM_E2E_CNI_NOT_ENFORCING=1)")
+    group.addoption(
+        "--target",
+        choices=("local", "kind"),
+        default="local",
+        help="where the usage tests run: a locally started stack (default) or the chart on a cluster",
+    )
+    group.addoption(
+        "--backend",
+        choices=("cnpg", "clickhouse"),
+        default="cnpg",
+        help="the chart profile under test on --target kind (default cnpg)",
+    )
+    group.addoption(
+        "--run-id",
+        default=None,
+        help="run id naming artifacts, namespaces and test data (default: BPOM_RUN_ID or a new one)",
+    )
+    group.addoption(
+        "--artifacts-dir",
+        default=None,
+        help="where diagnostics of a failed run are saved (default .artifacts/<run-id>)",
+    )
+    group.addoption(
+        "--release-namespace",
+        default=None,
+        help="namespace of the chart release under test on --target kind (default: fixtures/platform.yaml)",
+    )
+    group.addoption(
+        "--cni-not-enforcing",
+        action="store_true",
+        default=os.environ.get("BPOM_E2E_CNI_NOT_ENFORCING", "") not in ("", "0", "false"),
+        help="the cluster's network plugin is known not to enforce NetworkPolicy: when the default-deny "
+        "canary confirms it, the NetworkPolicy tests skip with that reason instead of failing "
+        "(env BPOM_E2E_CNI_NOT_ENFORCING=1)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,10 +1,10 @@
 """`python -m bench` (what `nox -s bench` runs): every benchmark, then a summary table.
 
-    nox -s bench                      # defaults: a few minutes on 2 cores
-    nox -s bench -- --full            # the sizes of the targets: 1M events ingested, 10M events queried
-    nox -s bench -- --only ingest,freshness --events 500000 --profile .artifacts/bench-profile
-    nox -s bench -- --only explain    # where one sink batch spends PostgreSQL's time
-    nox -s bench -- --only backfill   # a meter created over a stored history: rate, storage pause
+nox -s bench                      # defaults: a few minutes on 2 cores
+nox -s bench -- --full            # the sizes of the targets: 1M events ingested, 10M events queried
+nox -s bench -- --only ingest,freshness --events 500000 --profile .artifacts/bench-profile
+nox -s bench -- --only explain    # where one sink batch spends PostgreSQL's time
+nox -s bench -- --only backfill   # a meter created over a stored history: rate, storage pause
 """
 
 from __future__ import annotations
@@ -29,25 +29,29 @@ ALL = ("references", "ingest", "freshness", "single", "scaleout", "explain", "ba
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--full", action="store_true",
-                   help="target sizes: --events 1000000 --query-events 10000000 (about half an hour)")
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="target sizes: --events 1000000 --query-events 10000000 (about half an hour)",
+    )
     p.add_argument("--events", type=int, help="events ingested in batches (default 200,000; --full 1,000,000)")
     p.add_argument("--per-request", type=int, default=1000, help="events per batch post (default 1000)")
     p.add_argument("--connections", type=int, default=8, help="concurrent client connections (default 8)")
     p.add_argument("--single-events", type=int, default=20_000, help="events ingested one per post (default 20,000)")
     p.add_argument("--freshness-seconds", type=float, help="probing time under load (default 20; --full 60)")
     p.add_argument("--query-events", type=int, help="history for the query benchmark (default 1,000,000; --full 10M)")
-    p.add_argument("--backfill-events", type=int,
-                   help="stored events a new meter backfills (default 200,000; --full 1,000,000)")
+    p.add_argument(
+        "--backfill-events", type=int, help="stored events a new meter backfills (default 200,000; --full 1,000,000)"
+    )
     p.add_argument("--subjects", type=int, default=1000, help="subjects in the query history (default 1000)")
     p.add_argument("--days", type=int, default=30, help="days of query history (default 30)")
     p.add_argument("--query-repeat", type=int, default=200, help="runs of each query through the API (default 200)")
     p.add_argument("--raw-repeat", type=int, help="runs of each raw-SQL reference query (default 10; --full 5)")
     p.add_argument("--sink-batch", type=int, help="sink.batchSize of the engine stacks (default: the engine's)")
-    p.add_argument("--sink-concurrency", type=int,
-                   help="sink.concurrency of the engine stacks (default: the engine's)")
+    p.add_argument("--sink-concurrency", type=int, help="sink.concurrency of the engine stacks (default: the engine's)")
     p.add_argument("--time-zone", default="UTC", help="windowTimeZone of the queries (default UTC)")
     p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of: {', '.join(ALL)}")
     p.add_argument("--profile", type=Path, metavar="DIR", help="record py-spy profiles of api and sink into DIR")
@@ -66,9 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> None:
-    print(f"bp-openmeter benchmarks: {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"sink batch {args.sink_batch or SinkConfig().batch_size}, sink concurrency "
-          f"{args.sink_concurrency or SinkConfig().concurrency}, meters per event {len(METERS)}", flush=True)
+    print(
+        f"bp-openmeter benchmarks: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"sink batch {args.sink_batch or SinkConfig().batch_size}, sink concurrency "
+        f"{args.sink_concurrency or SinkConfig().concurrency}, meters per event {len(METERS)}",
+        flush=True,
+    )
     env = BenchEnv.start(keep=args.keep, sink={"batchSize": args.sink_batch, "concurrency": args.sink_concurrency})
     summary: list[list[str]] = []
     try:
@@ -97,50 +104,83 @@ async def _run_all(env: BenchEnv, args: argparse.Namespace, summary: list[list[s
         heading(f"1. ingest end to end, batch posts ({args.events:,} events)")
         # Timed as live traffic from now on (the references took their time): minutes this
         # recent are the sink's alone, older ones would also be folded into the sealed hours.
-        batch = await ingest.ingest_end_to_end(env, "ingest-batch", Workload.live(work.run, args.events),
-                                               per_request=args.per_request,
-                                               connections=args.connections, profile_dir=args.profile)
+        batch = await ingest.ingest_end_to_end(
+            env,
+            "ingest-batch",
+            Workload.live(work.run, args.events),
+            per_request=args.per_request,
+            connections=args.connections,
+            profile_dir=args.profile,
+        )
         slower = min(refs.values()) if refs else math.nan
         if refs:
             slower_name = min(refs, key=refs.get)
             note(f"end to end / slower reference ({slower_name}): {ratio(batch.per_second, slower)}")
-        summary.append(["ingest end to end, batches", rate(batch.per_second),
-                        f"target >= 20,000/s; {ratio(batch.per_second, slower)} of slower raw reference "
-                        "(target >= 0.50x)"])
+        summary.append(
+            [
+                "ingest end to end, batches",
+                rate(batch.per_second),
+                f"target >= 20,000/s; {ratio(batch.per_second, slower)} of slower raw reference (target >= 0.50x)",
+            ]
+        )
         for name, value in refs.items():
             summary.append([f"  reference: raw {name}", rate(value), ""])
         heading("4. memory and storage (batch ingest)")
         stored = batch.stored_bytes
         total = sum(stored.values())
-        note("PostgreSQL: " + ", ".join(f"{t} {mib(b)}" for t, b in stored.items())
-             + f"; {total / batch.events:,.0f} bytes per event")
+        note(
+            "PostgreSQL: "
+            + ", ".join(f"{t} {mib(b)}" for t, b in stored.items())
+            + f"; {total / batch.events:,.0f} bytes per event"
+        )
         for name, peak in batch.peak_rss.items():
             summary.append([f"peak RSS {name}", mib(peak), "target < 250 MiB"])
         summary.append(["PostgreSQL bytes per event (events + rollups)", f"{total / batch.events:,.0f}", ""])
     if "freshness" in args.only and batch is not None and batch.complete:
         heading(f"2. freshness at half the measured maximum ({rate(batch.per_second / 2)})")
         fresh = await freshness.freshness(batch.stack, batch.per_second / 2, args.freshness_seconds)
-        summary.append(["freshness p50 / p99 (204 -> visible)", f"{ms(fresh.p50)} / {ms(fresh.p99)}",
-                        f"target p99 < 1 s, at {rate(fresh.achieved_per_second)}"])
+        summary.append(
+            [
+                "freshness p50 / p99 (204 -> visible)",
+                f"{ms(fresh.p50)} / {ms(fresh.p99)}",
+                f"target p99 < 1 s, at {rate(fresh.achieved_per_second)}",
+            ]
+        )
     if batch is not None:
         env.stop_stack(batch.stack)
     if "single" in args.only:
         heading(f"1. ingest end to end, single-event posts ({args.single_events:,} events)")
         single = await ingest.ingest_end_to_end(
-            env, "ingest-single", Workload.live(f"single-{run_id}", args.single_events), per_request=1,
-            connections=args.connections * 4, profile_dir=args.profile)
+            env,
+            "ingest-single",
+            Workload.live(f"single-{run_id}", args.single_events),
+            per_request=1,
+            connections=args.connections * 4,
+            profile_dir=args.profile,
+        )
         env.stop_stack(single.stack)
         summary.append(["ingest end to end, single posts", rate(single.per_second), ""])
     if "scaleout" in args.only:
         heading(f"5. scale-out: 2 sink processes ({args.events:,} events in batches)")
-        two = await ingest.ingest_end_to_end(env, "ingest-2-sinks", Workload.live(f"two-{run_id}", args.events),
-                                             per_request=args.per_request, connections=args.connections, sinks=2,
-                                             profile_dir=args.profile)
+        two = await ingest.ingest_end_to_end(
+            env,
+            "ingest-2-sinks",
+            Workload.live(f"two-{run_id}", args.events),
+            per_request=args.per_request,
+            connections=args.connections,
+            sinks=2,
+            profile_dir=args.profile,
+        )
         env.stop_stack(two.stack)
         if batch is not None:
             note(f"2 sinks / 1 sink: {ratio(two.per_second, batch.per_second)}")
-        summary.append(["ingest end to end, 2 sinks", rate(two.per_second),
-                        f"{ratio(two.per_second, batch.per_second) if batch else '-'} of 1 sink"])
+        summary.append(
+            [
+                "ingest end to end, 2 sinks",
+                rate(two.per_second),
+                f"{ratio(two.per_second, batch.per_second) if batch else '-'} of 1 sink",
+            ]
+        )
     if "explain" in args.only:
         _explain(env, args, summary)
     if "backfill" in args.only:
@@ -158,17 +198,25 @@ def _explain(env: BenchEnv, args: argparse.Namespace, summary: list[list[str]]) 
     dataset.vacuum_analyze(stack.database_url, engine_tables(stack.database_url))
     plan = explain.explain_batch(stack.database_url, history, sink_batch)
     env.stop_stack(stack)
-    rows = [[n.label, f"{n.rows:,}", ms(n.exclusive_ms / 1000), f"{n.exclusive_ms / plan.execution_ms:.0%}"]
-            for n in plan.nodes[:12]]
+    rows = [
+        [n.label, f"{n.rows:,}", ms(n.exclusive_ms / 1000), f"{n.exclusive_ms / plan.execution_ms:.0%}"]
+        for n in plan.nodes[:12]
+    ]
     table(rows, ["plan node (largest exclusive time first)", "rows", "time", "share"])
     attributed = sum(n.exclusive_ms for n in plan.nodes)
-    note(f"execution {ms(plan.execution_ms / 1000)} ({plan.execution_ms * 1000 / sink_batch:,.0f} us per event), "
-         f"{ms(attributed / 1000)} of it in the nodes above and below them (CTE scans left out), "
-         f"planning {ms(plan.planning_ms / 1000)}; the last of {explain.RUNS} runs, each rolled back")
+    note(
+        f"execution {ms(plan.execution_ms / 1000)} ({plan.execution_ms * 1000 / sink_batch:,.0f} us per event), "
+        f"{ms(attributed / 1000)} of it in the nodes above and below them (CTE scans left out), "
+        f"planning {ms(plan.planning_ms / 1000)}; the last of {explain.RUNS} runs, each rolled back"
+    )
     top = plan.nodes[0]
-    summary.append(["sink batch in PostgreSQL (EXPLAIN ANALYZE)",
-                    f"{plan.execution_ms * 1000 / sink_batch:,.0f} us/event",
-                    f"largest: {top.label} {top.exclusive_ms / plan.execution_ms:.0%}"])
+    summary.append(
+        [
+            "sink batch in PostgreSQL (EXPLAIN ANALYZE)",
+            f"{plan.execution_ms * 1000 / sink_batch:,.0f} us/event",
+            f"largest: {top.label} {top.exclusive_ms / plan.execution_ms:.0%}",
+        ]
+    )
 
 
 async def _backfill(env: BenchEnv, args: argparse.Namespace, summary: list[list[str]], run_id: str) -> None:
@@ -180,15 +228,29 @@ async def _backfill(env: BenchEnv, args: argparse.Namespace, summary: list[list[
     sealed = await dataset.seal(stack.database_url)  # as the sinks would have by now
     dataset.vacuum_analyze(stack.database_url, ["events"])
     note(f"history stored in {loaded:.0f} s, sealed in {sealed:.0f} s")
-    meter = {"slug": "bench_new", "eventType": EVENT_TYPE, "aggregation": "SUM", "valueProperty": "$.tokens",
-             "groupBy": {"model": "$.model", "user": "$.user"}}
+    meter = {
+        "slug": "bench_new",
+        "eventType": EVENT_TYPE,
+        "aggregation": "SUM",
+        "valueProperty": "$.tokens",
+        "groupBy": {"model": "$.model", "user": "$.user"},
+    }
     figures = backfill.create_meter_over_history(stack, meter, count, run_id)
     env.stop_stack(stack)
-    note(f"backfill: {figures.seconds:.1f} s, {rate(figures.per_second)}; events of another type stored "
-         f"meanwhile: {backfill.summary(figures)}")
-    summary.append(["meter backfill rate", rate(figures.per_second), f"{count:,} stored events, {figures.seconds:.1f} s"])
-    summary.append(["storage pause during a meter creation", ms(figures.pause),
-                    f"slowest event of another type stored while it ran; before: {ms(max(figures.before, default=math.nan))}"])
+    note(
+        f"backfill: {figures.seconds:.1f} s, {rate(figures.per_second)}; events of another type stored "
+        f"meanwhile: {backfill.summary(figures)}"
+    )
+    summary.append(
+        ["meter backfill rate", rate(figures.per_second), f"{count:,} stored events, {figures.seconds:.1f} s"]
+    )
+    summary.append(
+        [
+            "storage pause during a meter creation",
+            ms(figures.pause),
+            f"slowest event of another type stored while it ran; before: {ms(max(figures.before, default=math.nan))}",
+        ]
+    )
 
 
 async def _queries(env: BenchEnv, args: argparse.Namespace, summary: list[list[str]]) -> None:
@@ -207,30 +269,67 @@ async def _queries(env: BenchEnv, args: argparse.Namespace, summary: list[list[s
     tables = engine_tables(stack.database_url)
     dataset.vacuum_analyze(stack.database_url, tables)
     stored = relation_bytes(stack.database_url, tables)
-    note("PostgreSQL: " + ", ".join(f"{t} {mib(b)}" for t, b in stored.items())
-         + f"; {sum(stored.values()) / ds.count:,.0f} bytes per event")
-    results = await queries.measure(stack.api_url, stack.database_url, ds, args.query_repeat, args.raw_repeat,
-                                    args.time_zone)
+    note(
+        "PostgreSQL: "
+        + ", ".join(f"{t} {mib(b)}" for t, b in stored.items())
+        + f"; {sum(stored.values()) / ds.count:,.0f} bytes per event"
+    )
+    results = await queries.measure(
+        stack.api_url, stack.database_url, ds, args.query_repeat, args.raw_repeat, args.time_zone
+    )
     rows = []
     for f in results:
-        rows.append([f.case.name, str(f.rows), "yes" if f.equal else "NO", ms(f.p("api", 50)), ms(f.p("api", 99)),
-                     ms(f.p("api_cold", 50)), ms(f.p("raw", 50)), ms(f.p("raw", 99)),
-                     ratio(f.p("raw", 50), f.p("api", 50)), ratio(f.p("raw", 99), f.p("api", 99))])
+        rows.append(
+            [
+                f.case.name,
+                str(f.rows),
+                "yes" if f.equal else "NO",
+                ms(f.p("api", 50)),
+                ms(f.p("api", 99)),
+                ms(f.p("api_cold", 50)),
+                ms(f.p("raw", 50)),
+                ms(f.p("raw", 99)),
+                ratio(f.p("raw", 50), f.p("api", 50)),
+                ratio(f.p("raw", 99), f.p("api", 99)),
+            ]
+        )
         if not f.equal:
             note(f"{f.case.name}: answers differ from the raw-SQL reference: {f.mismatch}")
-    table(rows, ["query (through the API)", "rows", "= raw", "p50", "p99", "cold p50", "raw p50", "raw p99",
-                 "raw/api p50", "raw/api p99"])
-    note(f"{args.query_repeat} runs per query through the API, {args.raw_repeat} per raw-SQL reference, each "
-         f"after an untimed first pass (its p50: cold); windowTimeZone {args.time_zone}")
+    table(
+        rows,
+        [
+            "query (through the API)",
+            "rows",
+            "= raw",
+            "p50",
+            "p99",
+            "cold p50",
+            "raw p50",
+            "raw p99",
+            "raw/api p50",
+            "raw/api p99",
+        ],
+    )
+    note(
+        f"{args.query_repeat} runs per query through the API, {args.raw_repeat} per raw-SQL reference, each "
+        f"after an untimed first pass (its p50: cold); windowTimeZone {args.time_zone}"
+    )
     sink_batch = args.sink_batch or SinkConfig().batch_size
     batch_seconds = dataset.one_batch_seconds(stack.database_url, ds, sink_batch)
-    note(f"REFRESH MATERIALIZED VIEW (naive per-minute view): {refresh_small:.2f} s at {checkpoint:,} events, "
-         f"{refresh_full:.2f} s at {ds.count:,} events; one sink batch of {sink_batch} live events on top: "
-         f"{ms(batch_seconds)} (a refresh costs {refresh_full / batch_seconds:,.0f} batches)")
+    note(
+        f"REFRESH MATERIALIZED VIEW (naive per-minute view): {refresh_small:.2f} s at {checkpoint:,} events, "
+        f"{refresh_full:.2f} s at {ds.count:,} events; one sink batch of {sink_batch} live events on top: "
+        f"{ms(batch_seconds)} (a refresh costs {refresh_full / batch_seconds:,.0f} batches)"
+    )
     for f in results:
         summary.append(_query_summary(f))
-    summary.append(["REFRESH naive view / one sink batch", f"{refresh_full:.2f} s / {ms(batch_seconds)}",
-                    f"at {ds.count:,} events ({refresh_small:.2f} s at {checkpoint:,})"])
+    summary.append(
+        [
+            "REFRESH naive view / one sink batch",
+            f"{refresh_full:.2f} s / {ms(batch_seconds)}",
+            f"at {ds.count:,} events ({refresh_small:.2f} s at {checkpoint:,})",
+        ]
+    )
     env.stop_stack(stack)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 import psycopg
 
-from e2e.stack.local import LocalStack
+from testkit.stack.local import LocalStack
 
 from .report import percentile
 
@@ -30,8 +30,8 @@ BASELINE_SECONDS = 3.0
 class BackfillFigures:
     events: int
     seconds: float
-    before: list[float] = field(default_factory=list)   # probe storage times before the creation
-    during: list[float] = field(default_factory=list)   # ... while it ran
+    before: list[float] = field(default_factory=list)  # probe storage times before the creation
+    during: list[float] = field(default_factory=list)  # ... while it ran
 
     @property
     def per_second(self) -> float:
@@ -62,14 +62,24 @@ class _Prober(threading.Thread):
             i = 0
             while not self.stop.is_set():
                 event_id = f"{self.prefix}-{i}"
-                body = {"specversion": "1.0", "id": event_id, "source": "bench-probe", "type": PROBE_TYPE,
-                        "subject": "probe"}
+                body = {
+                    "specversion": "1.0",
+                    "id": event_id,
+                    "source": "bench-probe",
+                    "type": PROBE_TYPE,
+                    "subject": "probe",
+                }
                 response = http.post(url, json=body, headers={"content-type": "application/cloudevents+json"})
                 if response.status_code != 204:
                     raise RuntimeError(f"probe post answered HTTP {response.status_code}: {response.text[:300]}")
                 posted = time.monotonic()
-                while conn.execute("SELECT 1 FROM events WHERE namespace = %s AND source = 'bench-probe' AND id = %s",
-                                   (self.stack.namespace, event_id)).fetchone() is None:
+                while (
+                    conn.execute(
+                        "SELECT 1 FROM events WHERE namespace = %s AND source = 'bench-probe' AND id = %s",
+                        (self.stack.namespace, event_id),
+                    ).fetchone()
+                    is None
+                ):
                     time.sleep(0.002)
                 self.samples.append((posted, time.monotonic() - posted))
                 i += 1
@@ -102,6 +112,8 @@ def create_meter_over_history(stack: LocalStack, meter: dict, history: int, run:
 
 
 def summary(f: BackfillFigures) -> str:
-    return (f"probes before: p50 {percentile(f.before, 50) * 1000:.0f} ms, max {max(f.before, default=0) * 1000:.0f} ms;"
-            f" during: {len(f.during)} probes, p50 {percentile(f.during, 50) * 1000:.0f} ms,"
-            f" max {f.pause * 1000:.0f} ms")
+    return (
+        f"probes before: p50 {percentile(f.before, 50) * 1000:.0f} ms, max {max(f.before, default=0) * 1000:.0f} ms;"
+        f" during: {len(f.during)} probes, p50 {percentile(f.during, 50) * 1000:.0f} ms,"
+        f" max {f.pause * 1000:.0f} ms"
+    )

@@ -84,15 +84,27 @@ def prepare_session(conn: psycopg.Connection, work_mem: str) -> None:
 
 def stage(conn: psycopg.Connection, ds: Dataset, lo: int, hi: int) -> None:
     """Generate events [lo, hi) of the dataset into the session's staging table, as messages."""
-    conn.execute(_GENERATE, {"namespace": ds.namespace, "run": ds.run, "subjects": ds.subjects,
-                             "start": ds.start, "span_s": ds.seconds, "count": ds.count, "lo": lo, "hi": hi})
+    conn.execute(
+        _GENERATE,
+        {
+            "namespace": ds.namespace,
+            "run": ds.run,
+            "subjects": ds.subjects,
+            "start": ds.start,
+            "span_s": ds.seconds,
+            "count": ds.count,
+            "lo": lo,
+            "hi": hi,
+        },
+    )
 
 
 def live(ds: Dataset, count: int) -> Dataset:
     """`count` new events of the dataset's subjects, spread over the last `count / 20,000`
     seconds, as live traffic at the ingest target."""
-    return replace(ds, run="live", count=count, start=datetime.now(timezone.utc) - timedelta(seconds=5),
-                   span_s=count / 20_000)
+    return replace(
+        ds, run="live", count=count, start=datetime.now(timezone.utc) - timedelta(seconds=5), span_s=count / 20_000
+    )
 
 
 def _load_chunk(database_url: str, ds: Dataset, lo: int, hi: int, work_mem: str = "256MB") -> float:
@@ -102,7 +114,7 @@ def _load_chunk(database_url: str, ds: Dataset, lo: int, hi: int, work_mem: str 
         stage(conn, ds, lo, hi)
         started = time.perf_counter()
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
-        conn.execute(projection.STORE_BATCH, {"meter_pk": None})
+        conn.execute(projection.STORE_BATCH, {"meter_pk": None, "namespace": ds.namespace})
         conn.commit()
         return time.perf_counter() - started
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 
 from bp_openmeter.config import SinkConfig
-from e2e.stack.local import LocalStack, start_local_stack
-from e2e.stack.servers import Servers, start_servers
+from testkit.stack.local import LocalStack, start_local_stack
+from testkit.stack.servers import Servers, start_servers
 
 from .workload import METERS
 
@@ -26,18 +26,22 @@ class BenchEnv:
 
     @classmethod
     def start(cls, keep: bool = False, sink: dict | None = None) -> "BenchEnv":
-        env = cls(Path(tempfile.mkdtemp(prefix="bpom-bench-")), keep,
-                  {k: v for k, v in (sink or {}).items() if v is not None})
+        env = cls(
+            Path(tempfile.mkdtemp(prefix="bpom-bench-")), keep, {k: v for k, v in (sink or {}).items() if v is not None}
+        )
         env.servers = start_servers(env.root / "servers")
         return env
 
     def start_stack(self, name: str, sinks: int = 1) -> LocalStack:
         """An engine stack with the benchmark's meters and the engine's default sink settings."""
         defaults = SinkConfig()
-        sink = {"batchSize": defaults.batch_size, "maxWait": f"{defaults.max_wait * 1000:.0f}ms",
-                "concurrency": defaults.concurrency, **self.sink}
-        stack = start_local_stack(self.root / name, self.servers, METERS, sinks=sinks,
-                                  overrides={"sink": sink})
+        sink = {
+            "batchSize": defaults.batch_size,
+            "maxWait": f"{defaults.max_wait * 1000:.0f}ms",
+            "concurrency": defaults.concurrency,
+            **self.sink,
+        }
+        stack = start_local_stack(self.root / name, self.servers, METERS, sinks=sinks, overrides={"sink": sink})
         self.stacks.append(stack)
         return stack
 
@@ -64,13 +68,14 @@ class BenchEnv:
 
 def relation_bytes(database_url: str, tables: list[str]) -> dict[str, int]:
     with psycopg.connect(database_url) as conn:
-        return {t: conn.execute("SELECT pg_total_relation_size(%s::regclass)", (t,)).fetchone()[0]
-                for t in tables}
+        return {t: conn.execute("SELECT pg_total_relation_size(%s::regclass)", (t,)).fetchone()[0] for t in tables}
 
 
 def engine_tables(database_url: str) -> list[str]:
     """The tables that hold events and their rollups in the current schema."""
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                            "AND (tablename = 'events' OR tablename LIKE 'rollup%%') ORDER BY 1").fetchall()
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND (tablename = 'events' OR tablename LIKE 'rollup%%') ORDER BY 1"
+        ).fetchall()
     return [r[0] for r in rows]

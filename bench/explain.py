@@ -71,8 +71,10 @@ def explain_batch(database_url: str, history: dataset.Dataset, batch: int) -> Ba
         for _ in range(RUNS):
             dataset.stage(conn, recent, 0, batch)
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
-            plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + projection.STORE_BATCH,
-                                {"meter_pk": None}).fetchone()[0][0]
+            plan = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + projection.STORE_BATCH,
+                {"meter_pk": None, "namespace": history.namespace},
+            ).fetchone()[0][0]
             conn.rollback()  # the same batch again next run: every run inserts it all
     nodes = sorted(flatten(plan["Plan"]), key=lambda n: -n.exclusive_ms)
     return BatchPlan(plan["Execution Time"], plan["Planning Time"], nodes)

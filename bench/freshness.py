@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from e2e.stack.local import LocalStack
+from testkit.stack.local import LocalStack
 
 from .http_load import Connection, HttpError, build_request, post_paced
 from .queryable import count_request, counted
@@ -44,10 +44,15 @@ class FreshnessFigures:
 
 async def _probe(conn: Connection, api_url: str, run: str, index: int) -> float:
     subject = f"probe-{run}-{index}"
-    event = {"specversion": "1.0", "id": f"probe-{run}-{index}", "source": "bench-probe", "type": EVENT_TYPE,
-             "subject": subject, "data": {"tokens": 1, "model": "small", "user": "probe"}}
-    status, body = await conn.send(build_request("POST", f"{api_url}/api/v1/events", orjson.dumps(event),
-                                                 SINGLE_TYPE))
+    event = {
+        "specversion": "1.0",
+        "id": f"probe-{run}-{index}",
+        "source": "bench-probe",
+        "type": EVENT_TYPE,
+        "subject": subject,
+        "data": {"tokens": 1, "model": "small", "user": "probe"},
+    }
+    status, body = await conn.send(build_request("POST", f"{api_url}/api/v1/events", orjson.dumps(event), SINGLE_TYPE))
     if status != 204:
         raise HttpError(f"probe post answered HTTP {status}: {body[:300]!r}")
     accepted = time.perf_counter()
@@ -61,8 +66,9 @@ async def freshness(stack: LocalStack, load_per_second: float, seconds: float) -
     run = uuid.uuid4().hex[:8]
     requests_per_second = max(1.0, load_per_second / LOAD_BATCH)
     total = int(requests_per_second * seconds * 1.2) + 1
-    load = Workload(run=f"fresh-{run}", count=total * LOAD_BATCH, start=datetime.now(timezone.utc),
-                    span=timedelta(seconds=seconds))
+    load = Workload(
+        run=f"fresh-{run}", count=total * LOAD_BATCH, start=datetime.now(timezone.utc), span=timedelta(seconds=seconds)
+    )
     url = f"{stack.api_url}/api/v1/events"
     requests = [build_request("POST", url, body, BATCH_TYPE) for body in load.batch_bodies(LOAD_BATCH)]
     stop = asyncio.Event()
@@ -82,7 +88,9 @@ async def freshness(stack: LocalStack, load_per_second: float, seconds: float) -
         await conn.close()
         result = await loader
     figures.achieved_per_second = result.requests * LOAD_BATCH / result.seconds
-    note(f"steady load {rate(figures.achieved_per_second)} (target {rate(load_per_second)}, batches of "
-         f"{LOAD_BATCH}); {len(figures.samples)} probes: 204 -> visible p50 {ms(figures.p50)}, "
-         f"p99 {ms(figures.p99)}, max {ms(max(figures.samples, default=float('nan')))}")
+    note(
+        f"steady load {rate(figures.achieved_per_second)} (target {rate(load_per_second)}, batches of "
+        f"{LOAD_BATCH}); {len(figures.samples)} probes: 204 -> visible p50 {ms(figures.p50)}, "
+        f"p99 {ms(figures.p99)}, max {ms(max(figures.samples, default=float('nan')))}"
+    )
     return figures

@@ -18,8 +18,9 @@ class HttpError(RuntimeError):
     pass
 
 
-def build_request(method: str, url: str, body: bytes = b"", content_type: str | None = None,
-                  accept: str | None = None) -> bytes:
+def build_request(
+    method: str, url: str, body: bytes = b"", content_type: str | None = None, accept: str | None = None
+) -> bytes:
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}"]
@@ -100,8 +101,9 @@ async def post_all(base_url: str, requests: list[bytes], connections: int, expec
     return result
 
 
-async def post_paced(base_url: str, requests: list[bytes], per_second: float, stop: asyncio.Event,
-                     connections: int = 4) -> LoadResult:
+async def post_paced(
+    base_url: str, requests: list[bytes], per_second: float, stop: asyncio.Event, connections: int = 4
+) -> LoadResult:
     """Send requests at a steady rate (open loop) until `stop` is set or they run out."""
     result = LoadResult(started=time.perf_counter())
     queue: asyncio.Queue = asyncio.Queue(maxsize=connections * 4)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2e.stack.local import LocalStack
+from testkit.stack.local import LocalStack
 
 from .env import BenchEnv, engine_tables, relation_bytes
 from .http_load import build_request, post_all
@@ -46,8 +46,16 @@ class IngestFigures:
         return self.counted == self.events
 
 
-async def ingest_end_to_end(env: BenchEnv, label: str, workload: Workload, *, per_request: int, connections: int,
-                            sinks: int = 1, profile_dir: Path | None = None) -> IngestFigures:
+async def ingest_end_to_end(
+    env: BenchEnv,
+    label: str,
+    workload: Workload,
+    *,
+    per_request: int,
+    connections: int,
+    sinks: int = 1,
+    profile_dir: Path | None = None,
+) -> IngestFigures:
     stack = env.start_stack(label, sinks=sinks)
     url = f"{stack.api_url}/api/v1/events"
     if per_request > 1:
@@ -59,13 +67,19 @@ async def ingest_end_to_end(env: BenchEnv, label: str, workload: Workload, *, pe
     with Profiler(profile_dir, {k: v for k, v in pids.items() if k.startswith(("api", "sink"))}, label):
         started = time.perf_counter()
         load = await post_all(stack.api_url, requests, connections)
-        done, seen = await wait_until_counted(stack.api_url, workload.count,
-                                              timeout=max(120.0, workload.count / 1000))
+        done, seen = await wait_until_counted(stack.api_url, workload.count, timeout=max(120.0, workload.count / 1000))
     seconds = done - started
     figures = IngestFigures(
-        label=label, events=workload.count, seconds=seconds, post_seconds=load.finished - started, counted=seen,
+        label=label,
+        events=workload.count,
+        seconds=seconds,
+        post_seconds=load.finished - started,
+        counted=seen,
         peak_rss={name: peak_rss_bytes(pid) for name, pid in pids.items() if name.startswith(("api", "sink"))},
-        cpu=cpu.stop(), request_p50=percentile(load.latencies, 50), request_p99=percentile(load.latencies, 99))
+        cpu=cpu.stop(),
+        request_p50=percentile(load.latencies, 50),
+        request_p99=percentile(load.latencies, 99),
+    )
     figures.stored_bytes = relation_bytes(stack.database_url, engine_tables(stack.database_url))
     figures.stack = stack
     _print(figures, per_request, connections, sinks)
@@ -77,10 +91,16 @@ def _print(f: IngestFigures, per_request: int, connections: int, sinks: int) -> 
     note(f"{f.label}: {f.events:,} events in {what} over {connections} connections, {sinks} sink(s)")
     if not f.complete:
         note(f"INCOMPLETE: the query API counted {f.counted:,} of {f.events:,} events before the timeout")
-    note(f"end to end {rate(f.per_second)} ({f.seconds:.1f} s to queryable; posts accepted in "
-         f"{f.post_seconds:.1f} s = {rate(f.events / f.post_seconds)}; request p50 {ms(f.request_p50)}, "
-         f"p99 {ms(f.request_p99)})")
+    note(
+        f"end to end {rate(f.per_second)} ({f.seconds:.1f} s to queryable; posts accepted in "
+        f"{f.post_seconds:.1f} s = {rate(f.events / f.post_seconds)}; request p50 {ms(f.request_p50)}, "
+        f"p99 {ms(f.request_p99)})"
+    )
     note(cpu_line(f.cpu, f.seconds))
-    note("CPU per event: " + ", ".join(f"{name} {1e6 * used / f.events:.1f} us"
-                                       for name, used in sorted(f.cpu.items(), key=lambda kv: -kv[1])))
+    note(
+        "CPU per event: "
+        + ", ".join(
+            f"{name} {1e6 * used / f.events:.1f} us" for name, used in sorted(f.cpu.items(), key=lambda kv: -kv[1])
+        )
+    )
     note("peak RSS: " + ", ".join(f"{name} {mib(v)}" for name, v in f.peak_rss.items()))

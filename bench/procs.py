@@ -27,7 +27,7 @@ def peak_rss_bytes(pid: int) -> int:
 
 def _stat(pid: int) -> list[str]:
     text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()  # fields after the command name, from "state" on
+    return text[text.rindex(")") + 2 :].split()  # fields after the command name, from "state" on
 
 
 def cpu_seconds(pid: int) -> float:

@@ -32,9 +32,23 @@ class Profiler:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, pid in self.pids.items():
             path = self.out_dir / f"{self.tag}-{name}.folded"
-            proc = subprocess.Popen([binary, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-                                     "--nonblocking", "--output", str(path)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [
+                    binary,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.procs[name] = (proc, path)
         return self
 

@@ -33,7 +33,7 @@ class QueryCase:
     slug: str
     window: str
     per_subject: bool
-    days: int                     # length of the range; it starts on a rotating day when shorter than the data
+    days: int  # length of the range; it starts on a rotating day when shorter than the data
     group_by: tuple[str, ...] = ()
     raw_value: str = "sum((data->>'tokens')::numeric)"
 
@@ -42,8 +42,14 @@ CASES = [
     QueryCase("per-subject DAY, 30 days (SUM)", "bench_tokens", "DAY", True, 30),
     QueryCase("all subjects HOUR, 1 day (SUM)", "bench_tokens", "HOUR", False, 1),
     QueryCase("groupBy subject+model DAY, 1 day (SUM)", "bench_tokens", "DAY", False, 1, ("subject", "model")),
-    QueryCase("per-subject DAY, 30 days (UNIQUE_COUNT)", "bench_users", "DAY", True, 30,
-              raw_value="count(DISTINCT data->>'user')"),
+    QueryCase(
+        "per-subject DAY, 30 days (UNIQUE_COUNT)",
+        "bench_users",
+        "DAY",
+        True,
+        30,
+        raw_value="count(DISTINCT data->>'user')",
+    ),
 ]
 
 
@@ -74,8 +80,12 @@ def _subject(ds: Dataset, i: int) -> str:
 
 def _api_request(api_url: str, ds: Dataset, case: QueryCase, i: int, tz: str) -> bytes:
     start, end = _range(ds, case, i)
-    params = [("from", format_time(start)), ("to", format_time(end)), ("windowSize", case.window),
-              ("windowTimeZone", tz)]
+    params = [
+        ("from", format_time(start)),
+        ("to", format_time(end)),
+        ("windowSize", case.window),
+        ("windowTimeZone", tz),
+    ]
     if case.per_subject:
         params.append(("subject", _subject(ds, i)))
     params += [("groupBy", g) for g in case.group_by]
@@ -97,8 +107,14 @@ SELECT date_trunc(%(unit)s, time, %(tz)s) AS window_start, {subject} AS subject,
 
 def _raw_args(ds: Dataset, case: QueryCase, i: int, tz: str) -> dict:
     start, end = _range(ds, case, i)
-    return {"unit": case.window.lower(), "tz": tz, "namespace": ds.namespace, "start": start, "end": end,
-            "subject": _subject(ds, i) if case.per_subject else None}
+    return {
+        "unit": case.window.lower(),
+        "tz": tz,
+        "namespace": ds.namespace,
+        "start": start,
+        "end": end,
+        "subject": _subject(ds, i) if case.per_subject else None,
+    }
 
 
 def _key(start: datetime, subject, model) -> tuple:
@@ -120,8 +136,7 @@ def _compare(api_body: bytes, raw_rows: list, case: QueryCase) -> tuple[int, boo
     return len(api), False, f"missing {missing}, extra {extra}, different {differ}"
 
 
-def _raw_pass(db: psycopg.Connection, ds: Dataset, case: QueryCase, count: int, tz: str,
-              timings: list[float]) -> list:
+def _raw_pass(db: psycopg.Connection, ds: Dataset, case: QueryCase, count: int, tz: str, timings: list[float]) -> list:
     """Run the reference `count` times; returns the first answer."""
     first = None
     for i in range(count):
@@ -132,8 +147,7 @@ def _raw_pass(db: psycopg.Connection, ds: Dataset, case: QueryCase, count: int, 
     return first
 
 
-async def _api_pass(api_url: str, ds: Dataset, case: QueryCase, count: int, tz: str,
-                    timings: list[float]) -> bytes:
+async def _api_pass(api_url: str, ds: Dataset, case: QueryCase, count: int, tz: str, timings: list[float]) -> bytes:
     """Ask the API `count` times, one request at a time; returns the first answer. A fresh
     connection per pass: the server closes one left idle while the references run."""
     conn = await Connection.open(api_url)
@@ -152,8 +166,9 @@ async def _api_pass(api_url: str, ds: Dataset, case: QueryCase, count: int, tz: 
     return first
 
 
-async def measure(api_url: str, database_url: str, ds: Dataset, repeat: int, raw_repeat: int,
-                  tz: str = "UTC") -> list[QueryFigures]:
+async def measure(
+    api_url: str, database_url: str, ds: Dataset, repeat: int, raw_repeat: int, tz: str = "UTC"
+) -> list[QueryFigures]:
     out = []
     with psycopg.connect(database_url) as db:
         db.execute("SET TIME ZONE 'UTC'")

@@ -56,10 +56,18 @@ def postgres_copy(database_url: str, workload: Workload) -> float:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     lines = []
     for e in workload.events():
-        fields = ["default", e["source"], e["id"], e["type"], e["subject"], e["time"],
-                  orjson.dumps(e["data"]).decode(), now]
+        fields = [
+            "default",
+            e["source"],
+            e["id"],
+            e["type"],
+            e["subject"],
+            e["time"],
+            orjson.dumps(e["data"]).decode(),
+            now,
+        ]
         lines.append("\t".join(_copy_text(f) for f in fields) + "\n")
-    chunks = ["".join(lines[lo:lo + COPY_CHUNK]).encode() for lo in range(0, len(lines), COPY_CHUNK)]
+    chunks = ["".join(lines[lo : lo + COPY_CHUNK]).encode() for lo in range(0, len(lines), COPY_CHUNK)]
     table = f"bench_raw_copy_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"""CREATE TABLE {table} (namespace text NOT NULL, source text NOT NULL, id text NOT NULL,

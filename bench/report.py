@@ -59,4 +59,5 @@ def cpu_line(used: dict[str, float], seconds: float) -> str:
 
 def _cores() -> int:
     import os
+
     return os.cpu_count() or 1

@@ -20,8 +20,13 @@ SINGLE_TYPE = "application/cloudevents+json"
 
 METERS = [
     {"slug": "bench_requests", "eventType": EVENT_TYPE, "aggregation": "COUNT"},
-    {"slug": "bench_tokens", "eventType": EVENT_TYPE, "aggregation": "SUM", "valueProperty": "$.tokens",
-     "groupBy": {"model": "$.model"}},
+    {
+        "slug": "bench_tokens",
+        "eventType": EVENT_TYPE,
+        "aggregation": "SUM",
+        "valueProperty": "$.tokens",
+        "groupBy": {"model": "$.model"},
+    },
     {"slug": "bench_users", "eventType": EVENT_TYPE, "aggregation": "UNIQUE_COUNT", "valueProperty": "$.user"},
 ]
 
@@ -42,7 +47,6 @@ def subject_name(index: int) -> str:
 class Workload:
     """`count` events over `subjects` subjects with times spread evenly over [start, start + span)."""
 
-
     run: str
     count: int
     subjects: int = 1000
@@ -52,27 +56,33 @@ class Workload:
     @classmethod
     def live(cls, run: str, count: int, per_second: float = 20_000.0) -> "Workload":
         """Events timed like live traffic: from now on, at the target rate."""
-        return cls(run=run, count=count, start=datetime.now(timezone.utc),
-                   span=timedelta(seconds=count / per_second))
+        return cls(run=run, count=count, start=datetime.now(timezone.utc), span=timedelta(seconds=count / per_second))
 
     def event(self, i: int) -> dict:
         h = _mix(i)
         subject = h % self.subjects
         at = self.start + self.span * i / self.count
         return {
-            "specversion": "1.0", "id": f"{self.run}-{i}", "source": "bench", "type": EVENT_TYPE,
+            "specversion": "1.0",
+            "id": f"{self.run}-{i}",
+            "source": "bench",
+            "type": EVENT_TYPE,
             "subject": subject_name(subject),
             "time": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "data": {"tokens": 1 + (h >> 10) % 1000, "model": MODELS[(h >> 20) % len(MODELS)],
-                     "user": f"user-{subject}-{(h >> 30) % USERS_PER_SUBJECT}"},
+            "data": {
+                "tokens": 1 + (h >> 10) % 1000,
+                "model": MODELS[(h >> 20) % len(MODELS)],
+                "user": f"user-{subject}-{(h >> 30) % USERS_PER_SUBJECT}",
+            },
         }
 
     def events(self, lo: int = 0, hi: int | None = None) -> list[dict]:
         return [self.event(i) for i in range(lo, self.count if hi is None else hi)]
 
     def batch_bodies(self, per_request: int) -> list[bytes]:
-        return [orjson.dumps(self.events(lo, min(lo + per_request, self.count)))
-                for lo in range(0, self.count, per_request)]
+        return [
+            orjson.dumps(self.events(lo, min(lo + per_request, self.count))) for lo in range(0, self.count, per_request)
+        ]
 
     def single_bodies(self) -> list[bytes]:
         return [orjson.dumps(self.event(i)) for i in range(self.count)]

@@ -16,16 +16,18 @@ from typing import Any, Iterator
 
 import pytest
 
-from e2e.lib.api import OpenMeterClient
-from e2e.lib.config import load_platform
-from e2e.lib.events import RunScope, chunks, load_events, load_meters, reference_events, reference_meter
-from e2e.lib.kube import wait_until
-from e2e.lib.reference import Event, Meter
-from e2e.lib.runid import RunId
+from e2e.lib.flow import kind_kubeconfig
 from e2e.lib.targets import KindTarget, LocalTarget
+from testkit.client import OpenMeterClient
+from testkit.kube import CLUSTER_POLL
+from testkit.paths import ARTIFACTS, STACKS
+from testkit.platform import load_platform
+from testkit.runid import RunId
+from testkit.usage.events import RunScope, chunks, load_events, load_meters, reference_events, reference_meter
+from testkit.usage.reference import Event, Meter
+from testkit.wait import wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SINGLE_POSTS = 40       # the first events go one per request, the rest in batches
+SINGLE_POSTS = 40  # the first events go one per request, the rest in batches
 BATCH_SIZE = 50
 
 
@@ -47,7 +49,7 @@ def run_id(request: pytest.FixtureRequest) -> RunId:
 @pytest.fixture(scope="session")
 def artifacts(request: pytest.FixtureRequest, run_id: RunId) -> Path:
     given = request.config.getoption("--artifacts-dir")
-    return Path(given).resolve() if given else REPO_ROOT / ".artifacts" / run_id.value
+    return Path(given).resolve() if given else ARTIFACTS / run_id.value
 
 
 @pytest.fixture(scope="session")
@@ -74,12 +76,13 @@ def target(request: pytest.FixtureRequest, run_id: RunId, artifacts: Path, fixtu
     if config.getoption("--target") == "kind":
         kubeconfig = _option(config, "kubeconfig") or os.environ.get("BPOM_E2E_KUBECONFIG")
         cluster_name = _option(config, "cluster_name") or platform_config.cluster_name
-        path = Path(kubeconfig) if kubeconfig else REPO_ROOT / ".pytest-kind" / cluster_name / "kubeconfig"
+        path = Path(kubeconfig) if kubeconfig else kind_kubeconfig(cluster_name)
         namespace = config.getoption("--release-namespace") or platform_config.blueprint.namespace
-        chosen = KindTarget(path.resolve(), config.getoption("--backend"), namespace, run_id.value,
-                            artifacts / "port-forward").start()
+        chosen = KindTarget(
+            path.resolve(), config.getoption("--backend"), namespace, run_id.value, artifacts / "port-forward"
+        ).start()
     else:
-        chosen = LocalTarget(REPO_ROOT / ".stack" / run_id.value, fixture_meters)
+        chosen = LocalTarget(STACKS / run_id.value, fixture_meters)
     yield chosen
     try:
         if request.session.testsfailed:
@@ -91,7 +94,12 @@ def target(request: pytest.FixtureRequest, run_id: RunId, artifacts: Path, fixtu
 @pytest.fixture(scope="session")
 def api(target, fixture_meters) -> Iterator[OpenMeterClient]:
     client = OpenMeterClient(target.api_url, on_transient=target.reconnect)
-    wait_until(client.answers, target.ready_timeout, f"the API at {target.api_url} answering GET /api/v1/meters")
+    wait_until(
+        client.answers,
+        target.ready_timeout,
+        f"the API at {target.api_url} answering GET /api/v1/meters",
+        **CLUSTER_POLL,
+    )
     client.ensure_meters(fixture_meters)
     yield client
     client.close()
@@ -120,8 +128,13 @@ def usage_run(api: OpenMeterClient, run_id: RunId, fixture_meters) -> UsageRun:
     fixture = load_events()
     sent = scope.events(fixture)
     send_mixed(api, sent)
-    return UsageRun(scope, sent, reference_events(sent), scope.subjects(fixture),
-                    {m["slug"]: reference_meter(m) for m in fixture_meters})
+    return UsageRun(
+        scope,
+        sent,
+        reference_events(sent),
+        scope.subjects(fixture),
+        {m["slug"]: reference_meter(m) for m in fixture_meters},
+    )
 
 
 _scope_counter = itertools.count(1)

@@ -12,20 +12,19 @@ the Deployment the chart really renders and be able to scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
-from e2e.lib.kube import KubeError, Kubectl, PortForward, wait_until
-from e2e.lib.monitoring import hpa_target_problem, scrape_targets
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.chart.monitoring import hpa_target_problem, scrape_targets
+from testkit.kube import CLUSTER_POLL, Kubectl, KubeError, PortForward
+from testkit.paths import CACHE
+from testkit.timeouts import TIMEOUTS
+from testkit.wait import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.kind_only
-RUN_LABEL = "bp-openmeter.e2e/run"
-ENGINE_METRIC = "# TYPE bpom_"     # every engine process exports bpom_* metrics (src/bp_openmeter/metrics.py)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+ENGINE_METRIC = "# TYPE bpom_"  # every engine process exports bpom_* metrics (src/bp_openmeter/metrics.py)
 
 
 @dataclass
@@ -39,13 +38,13 @@ class ClusterEnv:
 
 @pytest.fixture(scope="module")
 def cluster(target, platform_config, request) -> ClusterEnv:
-    from e2e.lib.platform import Helm
-    from e2e.lib.tools import ensure_tools
+    from testkit.helm import Helm
+    from testkit.tools import ensure_tools
 
     backend = request.config.getoption("--backend")
     if platform_config.blueprint.api[backend].metrics_port is None:
         pytest.skip(f"the {backend} profile deploys upstream OpenMeter; the toggles under test are the engine's")
-    helm = Helm(ensure_tools().helm, target.kubeconfig, cache=REPO_ROOT / ".cache" / "helm")
+    helm = Helm(ensure_tools().helm, target.kubeconfig, cache=CACHE / "helm")
     return ClusterEnv(target.kubectl, helm, platform_config, backend, target.namespace)
 
 
@@ -60,8 +59,9 @@ def _items(kubectl: Kubectl, kind: str, namespace: str) -> list[dict]:
 
 def _running_image(cluster: ClusterEnv) -> tuple[str, str]:
     api = cluster.platform.blueprint.api[cluster.backend]
-    deployments = cluster.kubectl.json("get", "deployments", "--namespace", cluster.namespace,
-                                       "--selector", api.selector)["items"]
+    deployments = cluster.kubectl.json(
+        "get", "deployments", "--namespace", cluster.namespace, "--selector", api.selector
+    )["items"]
     assert deployments, f"no api Deployment with labels {api.selector} in {cluster.namespace}"
     image = deployments[0]["spec"]["template"]["spec"]["containers"][0]["image"]
     repository, _, tag = image.rpartition(":")
@@ -77,16 +77,27 @@ def toggled_release(cluster: ClusterEnv, run_id, request, artifacts) -> Iterator
 
     bp = cluster.platform.blueprint
     namespace = run_id.namespace("toggles")
-    cluster.kubectl.apply([namespace_manifest(namespace, {RUN_LABEL: run_id.value})])
+    cluster.kubectl.apply([namespace_manifest(namespace, run_id.labels())])
     repository, tag = _running_image(cluster)
     try:
-        install_blueprint(cluster.helm, bp, cluster.backend, repository, tag, artifacts / "values",
-                          release=TOGGLES_RELEASE, namespace=namespace,
-                          sets=toggles_release_sets(bp, run_id.value))
+        install_blueprint(
+            cluster.helm,
+            bp,
+            cluster.backend,
+            repository,
+            tag,
+            artifacts / "values",
+            release=TOGGLES_RELEASE,
+            namespace=namespace,
+            sets=toggles_release_sets(bp),
+        )
         yield namespace, TOGGLES_RELEASE
     finally:
-        failed = any(getattr(item, "rep_call", None) is not None and item.rep_call.failed
-                     for item in request.session.items if item.module is request.module)
+        failed = any(
+            getattr(item, "rep_call", None) is not None and item.rep_call.failed
+            for item in request.session.items
+            if item.module is request.module
+        )
         if failed or request.session.testsfailed:
             collect_cluster(cluster.kubectl, [namespace], artifacts / "toggles")
         cluster.helm.run(uninstall_args(TOGGLES_RELEASE, namespace), timeout=320)
@@ -103,8 +114,11 @@ def test_service_monitor_scrapes_a_port_that_serves_metrics(cluster, toggled_rel
     namespace, _ = toggled_release
     monitors = _items(cluster.kubectl, "servicemonitors.monitoring.coreos.com", namespace)
     assert len(monitors) == 1, f"expected one ServiceMonitor in {namespace}, found {len(monitors)}"
-    pods = {p["metadata"]["name"]: p for p in _items(cluster.kubectl, "pods", namespace)
-            if p.get("status", {}).get("phase") == "Running"}
+    pods = {
+        p["metadata"]["name"]: p
+        for p in _items(cluster.kubectl, "pods", namespace)
+        if p.get("status", {}).get("phase") == "Running"
+    }
     targets = scrape_targets(monitors[0], _items(cluster.kubectl, "services", namespace), pods.values())
     scraped = {pods[t.pod]["metadata"]["labels"].get("app.kubernetes.io/component") for t in targets}
     assert scraped >= {"api", "sink"}, f"the ServiceMonitor scrapes {targets}: not both api and sink pods"
@@ -113,8 +127,9 @@ def test_service_monitor_scrapes_a_port_that_serves_metrics(cluster, toggled_rel
         with PortForward(cluster.kubectl, namespace, f"pod/{t.pod}", str(t.port)) as forward:
             response = httpx.get(forward.url + t.path, timeout=10)
         assert response.status_code == 200, f"{where}: HTTP {response.status_code}"
-        assert response.headers.get("content-type", "").startswith("text/plain"), \
+        assert response.headers.get("content-type", "").startswith("text/plain"), (
             f"{where}: content-type {response.headers.get('content-type')!r} is not Prometheus text"
+        )
         assert ENGINE_METRIC in response.text, f"{where}: no engine metric ({ENGINE_METRIC!r}) in the answer"
 
 
@@ -131,8 +146,14 @@ def test_hpa_targets_the_rendered_deployment_and_can_scale(cluster, toggled_rele
         return {c["type"]: c["status"] for c in hpa.get("status", {}).get("conditions", [])}
 
     try:
-        wait_until(lambda: conditions().get("AbleToScale") == "True" and conditions().get("ScalingActive") == "True",
-                   TIMEOUTS.hpa_active, f"HPA {namespace}/{name} AbleToScale and ScalingActive")
-    except TimeoutError as exc:
-        pytest.fail(f"{exc}; conditions now: {conditions()} "
-                    "(ScalingActive False usually means no CPU requests on the target's containers)")
+        wait_until(
+            lambda: conditions().get("AbleToScale") == "True" and conditions().get("ScalingActive") == "True",
+            TIMEOUTS.hpa_active,
+            f"HPA {namespace}/{name} AbleToScale and ScalingActive",
+            **CLUSTER_POLL,
+        )
+    except WaitTimeout as exc:
+        pytest.fail(
+            f"{exc}; conditions now: {conditions()} "
+            "(ScalingActive False usually means no CPU requests on the target's containers)"
+        )

@@ -46,6 +46,22 @@ app.kubernetes.io/component: {{ index . 1 }}
 app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 
+{{/*
+The release's name on the shared NATS and Valkey (engine config `instance`): the engine
+derives its stream, subjects, durable consumer and Valkey key prefix from it. Readable
+parts (release, namespace; dots, which NATS names refuse, as dashes), and a digest of
+"<namespace>/<release>" that keeps it unique when the parts are cut or join alike.
+*/}}
+{{- define "bp-openmeter.instance" -}}
+{{- if .Values.engine.instance -}}
+{{- .Values.engine.instance -}}
+{{- else -}}
+{{- $digest := printf "%s/%s" .Release.Namespace .Release.Name | sha256sum | trunc 10 -}}
+{{- $release := .Release.Name | replace "." "-" | trunc 16 | trimSuffix "-" -}}
+{{- printf "%s_%s_%s" $release (.Release.Namespace | trunc 16 | trimSuffix "-") $digest -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "bp-openmeter.engineEnabled" -}}
 {{- if eq .Values.catalystBlueprint.backend.kind "cnpg" -}}true{{- end -}}
 {{- end -}}

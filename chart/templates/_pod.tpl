@@ -33,6 +33,13 @@
     secretKeyRef: {name: {{ .name }}, key: {{ .key }}}
 {{- end }}
 {{- end }}
+{{- with .Values.valkey.usernameSecret }}
+{{- if .name }}
+- name: BPOM_VALKEY_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ .name }}, key: {{ .key }}}
+{{- end }}
+{{- end }}
 {{- with .Values.valkey.passwordSecret }}
 {{- if .name }}
 - name: BPOM_VALKEY_PASSWORD
@@ -42,11 +49,15 @@
 {{- end }}
 {{- end }}
 {{- if eq .Values.api.auth.mode "token" }}
-- name: BPOM_API_TOKENS
+{{- $tokens := .Values.api.auth.tokensSecret }}
+{{- $name := required "api.auth.tokensSecret.name: required when api.auth.mode is token" $tokens.name }}
+{{- range $variable, $key := dict "BPOM_API_TOKENS" $tokens.key "BPOM_API_INGEST_TOKENS" $tokens.ingestKey "BPOM_API_READ_TOKENS" $tokens.readKey }}
+{{- if $key }}
+- name: {{ $variable }}
   valueFrom:
-    secretKeyRef:
-      name: {{ required "api.auth.tokensSecret.name: required when api.auth.mode is token" .Values.api.auth.tokensSecret.name }}
-      key: {{ .Values.api.auth.tokensSecret.key }}
+    secretKeyRef: {name: {{ $name }}, key: {{ $key }}}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}

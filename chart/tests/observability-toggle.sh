@@ -9,7 +9,7 @@
 #   5. backend clickhouse (only when the upstream subchart is vendored): none.
 #
 # Usage: bash chart/tests/observability-toggle.sh [CHART_DIR]
-# helm: $HELM, else helm on PATH, else the project's pinned helm (python3 -m e2e.lib.tools).
+# helm: $HELM, else helm on PATH, else the project's pinned helm (python3 -m testkit.tools).
 set -euo pipefail
 
 CHART_DIR="$(cd "${1:-$(dirname "$0")/..}" && pwd)"
@@ -23,8 +23,8 @@ find_helm() {
   if command -v helm >/dev/null 2>&1; then command -v helm; return; fi
   local repo
   repo="$(cd "$CHART_DIR/.." && pwd)"
-  if [ -f "$repo/e2e/lib/tools.py" ]; then
-    (cd "$repo" && python3 -m e2e.lib.tools | sed -n 's/^helm: //p')
+  if [ -f "$repo/testkit/tools.py" ]; then
+    (cd "$repo" && python3 -m testkit.tools | sed -n 's/^helm: //p')
     return
   fi
   echo "FAIL: helm not found; put it on PATH or set HELM" >&2

@@ -1,7 +1,7 @@
 """Installs the blueprint (chart/) with the profile under test and the engine image.
 
 Values reach helm as two files, never as `--set` strings: the profile
-(fixtures/profiles/<backend>.yaml) and an overrides file (the engine image and the
+(chart/ci/<backend>-values.yaml) and an overrides file (the engine image and the
 test's own settings, `tier_overrides`). `tier_values` is what helm then sees
 (profile, then overrides), and what the cluster-free tests render the chart with.
 
@@ -18,65 +18,69 @@ vendored, even when its condition turns it off, so:
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import yaml
 
-from e2e.lib.config import Blueprint
 from e2e.lib.progress import step
-from e2e.lib.render import (chart_values, condition_enabled, dependencies, is_vendored, merge_values,
-                             renderable_chart)
-from e2e.lib.timeouts import TIMEOUTS
-
-
-def nested(dotted: Mapping[str, Any]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}: value paths as in platform.yaml, as a values map."""
-    out: dict[str, Any] = {}
-    for path, value in dotted.items():
-        node = out
-        parts = path.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"value path {path!r} crosses a non-map value")
-        node[parts[-1]] = value
-    return out
+from testkit.chart.render import chart_values, condition_enabled, dependencies, is_vendored, renderable_chart
+from testkit.platform import Blueprint
+from testkit.timeouts import TIMEOUTS
+from testkit.values import merge_values, nested, write_values
 
 
 def profile_values(blueprint: Blueprint, backend: str) -> dict[str, Any]:
     return yaml.safe_load(blueprint.profile(backend).read_text()) or {}
 
 
-def tier_overrides(blueprint: Blueprint, repository: str, tag: str,
-                   sets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def tier_overrides(
+    blueprint: Blueprint, repository: str, tag: str, sets: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The engine image (at the value paths platform.yaml names) plus the test's settings."""
-    image = nested({blueprint.repository_value: repository, blueprint.tag_value: tag,
-                    blueprint.pull_policy_value: "IfNotPresent"})
+    image = nested(
+        {blueprint.repository_value: repository, blueprint.tag_value: tag, blueprint.pull_policy_value: "IfNotPresent"}
+    )
     return merge_values(image, nested(dict(sets or {})))
 
 
-def tier_values(blueprint: Blueprint, backend: str, repository: str, tag: str,
-                sets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def tier_values(
+    blueprint: Blueprint, backend: str, repository: str, tag: str, sets: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Exactly the values helm receives from `install_args` (profile, then overrides)."""
     return merge_values(profile_values(blueprint, backend), tier_overrides(blueprint, repository, tag, sets))
 
 
 def overrides_file(workdir: Path, release: str, overrides: Mapping[str, Any]) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"{release}.overrides.yaml"
-    path.write_text(json.dumps(overrides, indent=2, sort_keys=True) + "\n")
-    return path
+    return write_values(workdir / f"{release}.overrides.yaml", overrides)
 
 
-def install_args(blueprint: Blueprint, backend: str, overrides: Path, *, chart_dir: Path | None = None,
-                 release: str | None = None, namespace: str | None = None,
-                 timeout: float = TIMEOUTS.helm_install) -> list[str]:
-    return ["upgrade", "--install", release or blueprint.release, str(chart_dir or blueprint.chart_dir),
-            "--namespace", namespace or blueprint.namespace, "--create-namespace",
-            "--values", str(blueprint.profile(backend)), "--values", str(overrides),
-            "--wait", "--timeout", f"{int(timeout)}s"]
+def install_args(
+    blueprint: Blueprint,
+    backend: str,
+    overrides: Path,
+    *,
+    chart_dir: Path | None = None,
+    release: str | None = None,
+    namespace: str | None = None,
+    timeout: float = TIMEOUTS.helm_install,
+) -> list[str]:
+    return [
+        "upgrade",
+        "--install",
+        release or blueprint.release,
+        str(chart_dir or blueprint.chart_dir),
+        "--namespace",
+        namespace or blueprint.namespace,
+        "--create-namespace",
+        "--values",
+        str(blueprint.profile(backend)),
+        "--values",
+        str(overrides),
+        "--wait",
+        "--timeout",
+        f"{int(timeout)}s",
+    ]
 
 
 def dependency_args(chart_dir: Path) -> list[str]:
@@ -102,9 +106,19 @@ def installable_chart(helm, blueprint: Blueprint, values: Mapping[str, Any]) -> 
         yield chart
 
 
-def install_blueprint(helm, blueprint: Blueprint, backend: str, repository: str, tag: str, workdir: Path, *,
-                      release: str | None = None, namespace: str | None = None,
-                      sets: Mapping[str, Any] | None = None, timeout: float = TIMEOUTS.helm_install) -> dict:
+def install_blueprint(
+    helm,
+    blueprint: Blueprint,
+    backend: str,
+    repository: str,
+    tag: str,
+    workdir: Path,
+    *,
+    release: str | None = None,
+    namespace: str | None = None,
+    sets: Mapping[str, Any] | None = None,
+    timeout: float = TIMEOUTS.helm_install,
+) -> dict:
     """helm upgrade --install with the profile and overrides; returns the values helm received."""
     release = release or blueprint.release
     namespace = namespace or blueprint.namespace
@@ -112,11 +126,17 @@ def install_blueprint(helm, blueprint: Blueprint, backend: str, repository: str,
     values = merge_values(profile_values(blueprint, backend), overrides)
     path = overrides_file(workdir, release, overrides)
     with installable_chart(helm, blueprint, values) as chart_dir:
-        with step(f"installing the blueprint ({backend} profile, image {repository}:{tag}) as {release} into "
-                  f"{namespace}", waiting_for="helm --wait: migrate Job, api and sink Deployments ready",
-                  timeout=timeout + 30):
-            helm.run(install_args(blueprint, backend, path, chart_dir=chart_dir, release=release,
-                                  namespace=namespace, timeout=timeout), timeout=timeout + 20)
+        with step(
+            f"installing the blueprint ({backend} profile, image {repository}:{tag}) as {release} into {namespace}",
+            waiting_for="helm --wait: migrate Job, api and sink Deployments ready",
+            timeout=timeout + 30,
+        ):
+            helm.run(
+                install_args(
+                    blueprint, backend, path, chart_dir=chart_dir, release=release, namespace=namespace, timeout=timeout
+                ),
+                timeout=timeout + 20,
+            )
     return values
 
 
@@ -129,15 +149,14 @@ def uninstall_args(release: str, namespace: str, timeout: float = 300) -> list[s
 TOGGLES_RELEASE = "bpom-toggles"
 
 
-def toggles_release_sets(blueprint: Blueprint, run_id: str) -> dict[str, Any]:
+def toggles_release_sets(blueprint: Blueprint) -> dict[str, Any]:
     """Values of the release the toggle tests install next to the one under test.
 
-    ServiceMonitor and HPA on (at the value paths platform.yaml names); a CloudNativePG
+    ServiceMonitor and HPA on (at the value paths platform.yaml names); and a CloudNativePG
     cluster of its own, created by the chart (so the chart's Cluster template runs live
-    too); and a JetStream stream, subjects and durable consumer of its own, so its sink
-    never takes events meant for the release under test.
+    too). Its JetStream stream, subjects, durable consumer and Valkey key prefix are its
+    own without a value: the chart derives them from the release and its namespace.
     """
-    stream = f"BPOM_TOGGLES_{run_id.upper()}"
     return {
         blueprint.toggles["serviceMonitor"]: True,
         blueprint.toggles["hpa"]: True,
@@ -145,7 +164,4 @@ def toggles_release_sets(blueprint: Blueprint, run_id: str) -> dict[str, Any]:
         "postgres.cluster.name": "",
         "postgres.cluster.namespace": "",
         "postgres.connectionSecret.name": "",
-        "nats.stream.name": stream,
-        "nats.stream.subjectPrefix": f"bpom.toggles.{run_id}",
-        "nats.consumer.durable": f"bp-openmeter-sink-toggles-{run_id}",
     }

@@ -23,13 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from e2e.lib.kube import Kubectl
-from e2e.lib.timeouts import TIMEOUTS
+from testkit.kube import Kubectl
+from testkit.paths import ARTIFACTS
+from testkit.timeouts import TIMEOUTS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO_ROOT / ".artifacts"
-DESCRIBE_KINDS = ("pods", "deployments", "statefulsets", "jobs", "services", "endpoints", "persistentvolumeclaims",
-                  "networkpolicies", "horizontalpodautoscalers")
+DESCRIBE_KINDS = (
+    "pods",
+    "deployments",
+    "statefulsets",
+    "jobs",
+    "services",
+    "endpoints",
+    "persistentvolumeclaims",
+    "networkpolicies",
+    "horizontalpodautoscalers",
+)
 RESOURCES = "all,configmaps,persistentvolumeclaims,networkpolicies,horizontalpodautoscalers"
 
 
@@ -40,19 +48,22 @@ def artifacts_dir(run_id: str, base: Path = ARTIFACTS) -> Path:
 @dataclass(frozen=True)
 class Command:
     argv: tuple[str, ...]
-    output: Path          # relative to the collection folder
+    output: Path  # relative to the collection folder
 
 
 def namespace_commands(kubectl: Kubectl, namespace: str) -> list[Command]:
     root = Path("namespaces") / namespace
     out = [
-        Command(tuple(kubectl.argv("get", "events", "--namespace", namespace, "--sort-by=.lastTimestamp",
-                                   "-o", "wide")), root / "events.txt"),
-        Command(tuple(kubectl.argv("get", RESOURCES, "--namespace", namespace, "-o", "wide")),
-                root / "resources.txt"),
+        Command(
+            tuple(kubectl.argv("get", "events", "--namespace", namespace, "--sort-by=.lastTimestamp", "-o", "wide")),
+            root / "events.txt",
+        ),
+        Command(tuple(kubectl.argv("get", RESOURCES, "--namespace", namespace, "-o", "wide")), root / "resources.txt"),
     ]
-    out += [Command(tuple(kubectl.argv("describe", kind, "--namespace", namespace)), root / f"describe-{kind}.txt")
-            for kind in DESCRIBE_KINDS]
+    out += [
+        Command(tuple(kubectl.argv("describe", kind, "--namespace", namespace)), root / f"describe-{kind}.txt")
+        for kind in DESCRIBE_KINDS
+    ]
     return out
 
 
@@ -60,8 +71,10 @@ def cluster_commands(kubectl: Kubectl) -> list[Command]:
     return [
         Command(tuple(kubectl.argv("get", "nodes", "-o", "wide")), Path("cluster") / "nodes.txt"),
         Command(tuple(kubectl.argv("get", "pods", "--all-namespaces", "-o", "wide")), Path("cluster") / "pods.txt"),
-        Command(tuple(kubectl.argv("get", "events", "--all-namespaces", "--sort-by=.lastTimestamp")),
-                Path("cluster") / "events.txt"),
+        Command(
+            tuple(kubectl.argv("get", "events", "--all-namespaces", "--sort-by=.lastTimestamp")),
+            Path("cluster") / "events.txt",
+        ),
     ]
 
 
@@ -70,18 +83,39 @@ def log_commands(kubectl: Kubectl, namespace: str, pods: Mapping) -> list[Comman
     out = []
     for pod in pods.get("items", []):
         name = pod["metadata"]["name"]
-        statuses = {s["name"]: s for s in (pod.get("status", {}).get("containerStatuses") or [])
-                    + (pod.get("status", {}).get("initContainerStatuses") or [])}
+        statuses = {
+            s["name"]: s
+            for s in (pod.get("status", {}).get("containerStatuses") or [])
+            + (pod.get("status", {}).get("initContainerStatuses") or [])
+        }
         spec = pod.get("spec", {})
         for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
             cname = container["name"]
             folder = Path("namespaces") / namespace / "logs" / name
-            out.append(Command(tuple(kubectl.argv("logs", "--namespace", namespace, name, "--container", cname,
-                                                  "--timestamps")), folder / f"{cname}.log"))
+            out.append(
+                Command(
+                    tuple(kubectl.argv("logs", "--namespace", namespace, name, "--container", cname, "--timestamps")),
+                    folder / f"{cname}.log",
+                )
+            )
             if statuses.get(cname, {}).get("restartCount", 0) > 0:
-                out.append(Command(tuple(kubectl.argv("logs", "--namespace", namespace, name, "--container", cname,
-                                                      "--timestamps", "--previous")),
-                                   folder / f"{cname}.previous.log"))
+                out.append(
+                    Command(
+                        tuple(
+                            kubectl.argv(
+                                "logs",
+                                "--namespace",
+                                namespace,
+                                name,
+                                "--container",
+                                cname,
+                                "--timestamps",
+                                "--previous",
+                            )
+                        ),
+                        folder / f"{cname}.previous.log",
+                    )
+                )
     return out
 
 
@@ -116,8 +150,9 @@ class Collector:
         return index
 
 
-def collect_cluster(kubectl: Kubectl, namespaces: Iterable[str], dest: Path,
-                    timeout: float = TIMEOUTS.diagnostics) -> Path:
+def collect_cluster(
+    kubectl: Kubectl, namespaces: Iterable[str], dest: Path, timeout: float = TIMEOUTS.diagnostics
+) -> Path:
     """Events, resources, describe output and every container's logs of `namespaces`."""
     collector = Collector(dest, timeout=min(60.0, timeout))
     for command in cluster_commands(kubectl):
@@ -125,8 +160,12 @@ def collect_cluster(kubectl: Kubectl, namespaces: Iterable[str], dest: Path,
     for namespace in sorted(set(namespaces)):
         for command in namespace_commands(kubectl, namespace):
             collector.run(command)
-        code, text = collector.run(Command(tuple(kubectl.argv("get", "pods", "--namespace", namespace, "-o", "json")),
-                                           Path("namespaces") / namespace / "pods.json"))
+        code, text = collector.run(
+            Command(
+                tuple(kubectl.argv("get", "pods", "--namespace", namespace, "-o", "json")),
+                Path("namespaces") / namespace / "pods.json",
+            )
+        )
         if code == 0:
             try:
                 pods = json.loads(text)

@@ -2,7 +2,7 @@
 
 Each nox session of the kind tier runs one of them (`python -m e2e <step>`); `all`
 is the whole flow of `nox -s e2e`. Versions, values and names come from
-fixtures/platform.yaml; waits from e2e/lib/timeouts.py.
+fixtures/platform.yaml; waits from testkit/timeouts.py.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from e2e.lib import prereqs
-from e2e.lib.config import Platform, load_platform
 from e2e.lib.options import Options
 from e2e.lib.progress import REPORTER, step
-from e2e.lib.runid import RunId
-from e2e.lib.timeouts import TIMEOUTS
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RUN_LABEL = "bp-openmeter.e2e/run"
+from testkit.paths import ARTIFACTS, CACHE, KIND_CLUSTERS, REPO_ROOT
+from testkit.platform import Platform, load_platform
+from testkit.runid import RunId
+from testkit.timeouts import TIMEOUTS
 
 
 def kind_kubeconfig(cluster_name: str) -> Path:
     """Where pytest-kind-ng keeps a cluster's kubeconfig (its `.pytest-kind/<name>/` folder)."""
-    return REPO_ROOT / ".pytest-kind" / cluster_name / "kubeconfig"
+    return KIND_CLUSTERS / cluster_name / "kubeconfig"
 
 
 @dataclass
@@ -46,7 +44,7 @@ class Plan:
 
     @property
     def artifacts(self) -> Path:
-        return (self.opts.artifacts_dir or REPO_ROOT / ".artifacts" / self.run_id.value).resolve()
+        return (self.opts.artifacts_dir or ARTIFACTS / self.run_id.value).resolve()
 
     @property
     def node_image(self) -> str:
@@ -60,16 +58,22 @@ def make_plan(opts: Options, platform: Platform | None = None) -> Plan:
 
 # --- prerequisites -------------------------------------------------------------------
 
+
 def steps_of(step_name: str) -> tuple[str, ...]:
     return ("up", "platform", "chart", "test") if step_name == "all" else (step_name,)
 
 
-def checks_for(plan: Plan, step_names: Sequence[str], *, kind_obtain: Callable[[str], Path] | None = None,
-               tools_obtain: Callable[[], object] | None = None,
-               probe: prereqs.Probe | None = None) -> list[Callable[[], prereqs.Check]]:
+def checks_for(
+    plan: Plan,
+    step_names: Sequence[str],
+    *,
+    kind_obtain: Callable[[str], Path] | None = None,
+    tools_obtain: Callable[[], object] | None = None,
+    probe: prereqs.Probe | None = None,
+) -> list[Callable[[], prereqs.Check]]:
     """The checks the given steps need, as thunks (run concurrently by prereqs.run_all)."""
-    from e2e.lib import kind as kindmod
-    from e2e.lib import tools as toolsmod
+    from testkit import kind as kindmod
+    from testkit import tools as toolsmod
 
     opts, platform = plan.opts, plan.platform
     kind_obtain = kind_obtain or (lambda version: kindmod.ensure_kind(version))
@@ -84,32 +88,41 @@ def checks_for(plan: Plan, step_names: Sequence[str], *, kind_obtain: Callable[[
         wanted["kind"] = lambda: prereqs.check_kind(platform.kind_version, kind_obtain)
     if "chart" in steps and existing and not opts.engine_image:
         wanted["engine image"] = lambda: prereqs.Check(
-            "engine image", False, "--kubeconfig names a cluster this suite cannot load images into",
-            "push the engine image to a registry the cluster pulls from and pass --engine-image REPO:TAG")
+            "engine image",
+            False,
+            "--kubeconfig names a cluster this suite cannot load images into",
+            "push the engine image to a registry the cluster pulls from and pass --engine-image REPO:TAG",
+        )
     if "up" in steps and not existing:
         wanted["registry:registry-1.docker.io"] = lambda: prereqs.check_registry("registry-1.docker.io", **probe_kw)
     if steps & {"platform", "chart", "test", "diagnostics"}:
         wanted["tools"] = lambda: prereqs.check_tools(tools_obtain)
     if steps & {"platform", "chart", "test", "diagnostics"} and "up" not in steps:
         wanted["kubeconfig"] = lambda: prereqs.check_file(
-            "cluster kubeconfig", plan.kubeconfig,
-            "create the cluster first (`nox -s e2e-up`) or pass --kubeconfig PATH of an existing cluster")
+            "cluster kubeconfig",
+            plan.kubeconfig,
+            "create the cluster first (`nox -s e2e-up`) or pass --kubeconfig PATH of an existing cluster",
+        )
     if "platform" in steps:
         for chart in platform.charts:
-            wanted[f"repo:{chart.name}"] = (lambda c=chart: prereqs.check_chart_repo(c.name, c.repo, **probe_kw))
+            wanted[f"repo:{chart.name}"] = lambda c=chart: prereqs.check_chart_repo(c.name, c.repo, **probe_kw)
         for host in platform.registries:
-            wanted[f"registry:{host}"] = (lambda h=host: prereqs.check_registry(h, **probe_kw))
+            wanted[f"registry:{host}"] = lambda h=host: prereqs.check_registry(h, **probe_kw)
     if "chart" in steps and opts.backend == "clickhouse":
         # The upstream openmeter chart is vendored from its OCI registry (helm dependency build).
         wanted["registry:ghcr.io"] = lambda: prereqs.check_registry("ghcr.io", **probe_kw)
     if "chart" in steps:
         wanted["chart dir"] = lambda: prereqs.check_file(
-            "blueprint chart", platform.blueprint.chart_dir / "Chart.yaml",
-            "the blueprint chart must exist at chart/ (Chart.yaml) in this checkout")
+            "blueprint chart",
+            platform.blueprint.chart_dir / "Chart.yaml",
+            "the blueprint chart must exist at chart/ (Chart.yaml) in this checkout",
+        )
         if not opts.engine_image and not opts.skip_build:
             wanted["dockerfile"] = lambda: prereqs.check_file(
-                "engine Dockerfile", REPO_ROOT / "Dockerfile",
-                "the engine image is built from Dockerfile at the repository root")
+                "engine Dockerfile",
+                REPO_ROOT / "Dockerfile",
+                "the engine image is built from Dockerfile at the repository root",
+            )
     return list(wanted.values())
 
 
@@ -124,29 +137,35 @@ def preflight(plan: Plan, step_names: Sequence[str], **kwargs) -> list[prereqs.C
 
 # --- steps ---------------------------------------------------------------------------
 
+
 def _tools():
-    from e2e.lib.tools import ensure_tools
+    from testkit.tools import ensure_tools
 
     return ensure_tools()
 
 
 def _helm(plan: Plan):
-    from e2e.lib.platform import Helm
+    from testkit.helm import Helm
 
-    return Helm(_tools().helm, plan.kubeconfig, cache=REPO_ROOT / ".cache" / "helm")
+    return Helm(_tools().helm, plan.kubeconfig, cache=CACHE / "helm")
 
 
 def _kubectl(plan: Plan):
-    from e2e.lib.kube import Kubectl
+    from testkit.kube import Kubectl
 
     return Kubectl(_tools().kubectl, plan.kubeconfig)
 
 
 def _cluster(plan: Plan):
-    from e2e.lib.kind import Cluster, ensure_kind
+    from testkit.kind import Cluster, ensure_kind
 
-    return Cluster(plan.cluster_name, ensure_kind(plan.platform.kind_version), _tools().kubectl,
-                   node_image=plan.node_image, kubeconfig=plan.kubeconfig)
+    return Cluster(
+        plan.cluster_name,
+        ensure_kind(plan.platform.kind_version),
+        _tools().kubectl,
+        node_image=plan.node_image,
+        kubeconfig=plan.kubeconfig,
+    )
 
 
 def up(plan: Plan) -> None:
@@ -155,8 +174,11 @@ def up(plan: Plan) -> None:
         return
     cluster = _cluster(plan)
     plan.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-    with step(f"creating kind cluster {plan.cluster_name} ({plan.node_image}, kind {plan.platform.kind_version})",
-              waiting_for="kind create cluster (pulls the node image on first use)", timeout=TIMEOUTS.kind_create):
+    with step(
+        f"creating kind cluster {plan.cluster_name} ({plan.node_image}, kind {plan.platform.kind_version})",
+        waiting_for="kind create cluster (pulls the node image on first use)",
+        timeout=TIMEOUTS.kind_create,
+    ):
         cluster.create(plan.platform.kind_config)
     kubectl = _kubectl(plan)
     with step("waiting for every node to be Ready", timeout=300):
@@ -172,7 +194,7 @@ def platform(plan: Plan) -> None:
     from e2e.lib.database import install_databases
     from e2e.lib.platform import install_platform
 
-    install_platform(_helm(plan), plan.platform.charts, REPO_ROOT / ".cache" / "e2e" / "values")
+    install_platform(_helm(plan), plan.platform.charts, CACHE / "e2e" / "values")
     if uses_databases(plan):
         install_databases(_kubectl(plan), plan.platform.databases)
 
@@ -192,16 +214,19 @@ def engine_image(plan: Plan) -> tuple[str, str]:
         images._run(images.tag_argv(bp.image, f"{bp.image_repository}:{tag}"), timeout=60)
     else:
         tag = images.build(bp.image_repository, bp.image_tag)
-    with step(f"loading {bp.image_repository}:{tag} into kind cluster {plan.cluster_name}",
-              waiting_for="kind load docker-image", timeout=600):
+    with step(
+        f"loading {bp.image_repository}:{tag} into kind cluster {plan.cluster_name}",
+        waiting_for="kind load docker-image",
+        timeout=600,
+    ):
         _cluster(plan).load_image(f"{bp.image_repository}:{tag}")
     return bp.image_repository, tag
 
 
 def chart(plan: Plan) -> None:
-    from e2e.lib.api import OpenMeterClient
     from e2e.lib.chart import install_blueprint
-    from e2e.lib.kube import PortForward, find_service, wait_for_api
+    from testkit.client import OpenMeterClient
+    from testkit.kube import PortForward, find_service, wait_for_api
 
     bp = plan.platform.blueprint
     repository, tag = engine_image(plan)
@@ -210,20 +235,38 @@ def chart(plan: Plan) -> None:
         from e2e.lib.database import copy_engine_secret
 
         copy_engine_secret(kubectl, plan.platform.databases, bp.namespace)
-    install_blueprint(_helm(plan), bp, plan.opts.backend, repository, tag, REPO_ROOT / ".cache" / "e2e" / "values")
+    install_blueprint(_helm(plan), bp, plan.opts.backend, repository, tag, CACHE / "e2e" / "values")
     api = bp.api[plan.opts.backend]
     service, port = find_service(kubectl, bp.namespace, api.selector, api.port)
-    with step(f"waiting until the API behind {bp.namespace}/{service} answers a real call",
-              waiting_for="GET /api/v1/meters -> 200 through a port-forward", timeout=TIMEOUTS.api_answers + 30):
+    with step(
+        f"waiting until the API behind {bp.namespace}/{service} answers a real call",
+        waiting_for="GET /api/v1/meters -> 200 through a port-forward",
+        timeout=TIMEOUTS.api_answers + 30,
+    ):
         with PortForward(kubectl, bp.namespace, service, port) as forward:
             with OpenMeterClient(forward.url, timeout=10) as client:
                 wait_for_api(forward, client.answers)
 
 
 def pytest_argv(plan: Plan) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", "e2e", "--target", "kind", "--backend", plan.opts.backend,
-            "--kubeconfig", str(plan.kubeconfig), "--cluster-name", plan.cluster_name,
-            "--run-id", plan.run_id.value, "--artifacts-dir", str(plan.artifacts)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "e2e",
+        "--target",
+        "kind",
+        "--backend",
+        plan.opts.backend,
+        "--kubeconfig",
+        str(plan.kubeconfig),
+        "--cluster-name",
+        plan.cluster_name,
+        "--run-id",
+        plan.run_id.value,
+        "--artifacts-dir",
+        str(plan.artifacts),
+    ]
     if plan.opts.keep_cluster:
         argv.append("--keep-cluster")
     if plan.opts.cni_not_enforcing:
@@ -239,14 +282,14 @@ def test(plan: Plan) -> int:
 
 def diagnostics(plan: Plan, label: str = "flow") -> Path:
     from e2e.lib.diagnostics import collect_cluster
-    from e2e.lib.kube import KubeError, namespaces_with_label
+    from testkit.kube import KubeError, namespaces_with_label
 
     kubectl = _kubectl(plan)
     namespaces = {plan.platform.blueprint.namespace, *(c.namespace for c in plan.platform.charts)}
     if uses_databases(plan):
         namespaces.add(plan.platform.databases.namespace)
     try:
-        namespaces.update(namespaces_with_label(kubectl, f"{RUN_LABEL}={plan.run_id.value}"))
+        namespaces.update(namespaces_with_label(kubectl, plan.run_id.selector()))
     except KubeError as exc:
         REPORTER.say(f"could not list the run's test namespaces: {exc}")
     dest = plan.artifacts / label
@@ -285,8 +328,9 @@ def run_all(plan: Plan) -> int:
     if created and not plan.opts.keep_cluster:
         down(plan)
     elif created:
-        REPORTER.say(f"kept cluster {plan.cluster_name}; KUBECONFIG={plan.kubeconfig}; "
-                     "delete it with `nox -s e2e-down`")
+        REPORTER.say(
+            f"kept cluster {plan.cluster_name}; KUBECONFIG={plan.kubeconfig}; delete it with `nox -s e2e-down`"
+        )
     if failure is not None:
         raise failure
     return code
@@ -298,8 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
     plan = make_plan(opts)
     os.environ.setdefault("BPOM_RUN_ID", plan.run_id.value)
-    REPORTER.say(f"run {plan.run_id.value}: step {opts.step}, backend {opts.backend}, "
-                 f"cluster {'given by --kubeconfig' if opts.existing_cluster else plan.cluster_name}")
+    REPORTER.say(
+        f"run {plan.run_id.value}: step {opts.step}, backend {opts.backend}, "
+        f"cluster {'given by --kubeconfig' if opts.existing_cluster else plan.cluster_name}"
+    )
     try:
         if opts.step == "preflight":
             preflight(plan, ("up", "platform", "chart", "test"))

@@ -6,12 +6,12 @@ image is a new tag and `helm upgrade` really rolls the pods onto it.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from e2e.lib.progress import step
+from testkit.command import run_command
+from testkit.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT = 1800.0
 
 
@@ -39,19 +39,16 @@ def content_tag(image_id: str) -> str:
 
 
 def _run(argv: list[str], timeout: float) -> str:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise ImageError(f"`{' '.join(argv)}` did not finish within {timeout:.0f}s") from exc
-    if proc.returncode != 0:
-        raise ImageError(f"`{' '.join(argv)}` failed ({proc.returncode}):\n{proc.stderr.strip()[-3000:]}")
-    return proc.stdout
+    return run_command(argv, timeout, error=ImageError).stdout
 
 
 def build(repository: str, base_tag: str, context: Path = REPO_ROOT) -> str:
     """Build, then tag by content; returns the content tag."""
-    with step(f"building the engine image {repository}:{base_tag} from {context / 'Dockerfile'}",
-              waiting_for="docker build", timeout=BUILD_TIMEOUT):
+    with step(
+        f"building the engine image {repository}:{base_tag} from {context / 'Dockerfile'}",
+        waiting_for="docker build",
+        timeout=BUILD_TIMEOUT,
+    ):
         _run(build_argv(repository, base_tag, context), timeout=BUILD_TIMEOUT - 10)
     tag = content_tag(_run(inspect_id_argv(f"{repository}:{base_tag}"), timeout=60))
     _run(tag_argv(f"{repository}:{base_tag}", f"{repository}:{tag}"), timeout=60)

@@ -17,10 +17,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from e2e.lib.netpol_model import ContainerPort, External, Layout, Namespace, Pod, Target, expected_egress
 from e2e.lib.probes import Cell, ProbeCommand, probe_mode
-from e2e.lib.selectors import parse_selector, selector_matches
-from e2e.lib.truth_table import Key, Matrix
+from testkit.netpol.model import ContainerPort, External, Layout, Namespace, Pod, Target, expected_egress
+from testkit.netpol.truth_table import Key, Matrix
+from testkit.selectors import parse_selector, selector_matches
 
 
 class LayoutError(RuntimeError):
@@ -38,11 +38,11 @@ class TargetSpec:
 
 @dataclass
 class Capture:
-    namespaces: list[dict[str, Any]]          # {"name", "labels"}
-    probes: dict[str, dict[str, Any]]         # role -> slim pod (the probe pod carrying that role's labels)
-    pods: list[dict[str, Any]]                # slim pods of the target namespaces
-    api_endpoints: list[dict[str, Any]]       # {"ip", "port", "protocol"} of default/kubernetes
-    policies: list[dict[str, Any]]            # the NetworkPolicies the model evaluates
+    namespaces: list[dict[str, Any]]  # {"name", "labels"}
+    probes: dict[str, dict[str, Any]]  # role -> slim pod (the probe pod carrying that role's labels)
+    pods: list[dict[str, Any]]  # slim pods of the target namespaces
+    api_endpoints: list[dict[str, Any]]  # {"ip", "port", "protocol"} of default/kubernetes
+    policies: list[dict[str, Any]]  # the NetworkPolicies the model evaluates
     targets: list[TargetSpec] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -57,14 +57,24 @@ class Capture:
 
 # --- from kubectl JSON -------------------------------------------------------------------------
 
+
 def slim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a pod the model needs: name, namespace, labels, phase, IP, declared ports."""
     meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
-    ports = [{"port": p["containerPort"], "protocol": p.get("protocol", "TCP"), "name": p.get("name", "")}
-             for c in spec.get("containers") or [] for p in c.get("ports") or []]
-    return {"name": meta["name"], "namespace": meta.get("namespace", ""), "labels": dict(meta.get("labels") or {}),
-            "phase": status.get("phase", "Unknown"), "ip": status.get("podIP", ""),
-            "deleting": bool(meta.get("deletionTimestamp")), "ports": ports}
+    ports = [
+        {"port": p["containerPort"], "protocol": p.get("protocol", "TCP"), "name": p.get("name", "")}
+        for c in spec.get("containers") or []
+        for p in c.get("ports") or []
+    ]
+    return {
+        "name": meta["name"],
+        "namespace": meta.get("namespace", ""),
+        "labels": dict(meta.get("labels") or {}),
+        "phase": status.get("phase", "Unknown"),
+        "ip": status.get("podIP", ""),
+        "deleting": bool(meta.get("deletionTimestamp")),
+        "ports": ports,
+    }
 
 
 def slim_namespace(ns: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,9 +84,12 @@ def slim_namespace(ns: Mapping[str, Any]) -> dict[str, Any]:
 
 def slim_policy(policy: Mapping[str, Any]) -> dict[str, Any]:
     meta = policy.get("metadata", {})
-    return {"apiVersion": policy.get("apiVersion", "networking.k8s.io/v1"), "kind": "NetworkPolicy",
-            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
-            "spec": policy.get("spec") or {}}
+    return {
+        "apiVersion": policy.get("apiVersion", "networking.k8s.io/v1"),
+        "kind": "NetworkPolicy",
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": policy.get("spec") or {},
+    }
 
 
 def api_endpoints(endpoint_slices: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -90,8 +103,13 @@ def api_endpoints(endpoint_slices: Mapping[str, Any]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: (e["ip"], e["port"]))
 
 
-def capture(kubectl, targets: Sequence[TargetSpec], probe_namespace: str, probe_pods: Mapping[str, str],
-            policies: Sequence[Mapping[str, Any]]) -> Capture:
+def capture(
+    kubectl,
+    targets: Sequence[TargetSpec],
+    probe_namespace: str,
+    probe_pods: Mapping[str, str],
+    policies: Sequence[Mapping[str, Any]],
+) -> Capture:
     """Read the live layout (probe_pods: role -> pod name in probe_namespace)."""
     namespaces = [slim_namespace(n) for n in kubectl.json("get", "namespaces")["items"]]
     probes = {}
@@ -100,13 +118,14 @@ def capture(kubectl, targets: Sequence[TargetSpec], probe_namespace: str, probe_
     pods = []
     for namespace in sorted({t.namespace for t in targets}):
         pods += [slim_pod(p) for p in kubectl.json("get", "pods", "--namespace", namespace)["items"]]
-    slices = kubectl.json("get", "endpointslices", "--namespace", "default",
-                          "--selector", "kubernetes.io/service-name=kubernetes")
-    return Capture(namespaces, probes, pods, api_endpoints(slices), [slim_policy(p) for p in policies],
-                   list(targets))
+    slices = kubectl.json(
+        "get", "endpointslices", "--namespace", "default", "--selector", "kubernetes.io/service-name=kubernetes"
+    )
+    return Capture(namespaces, probes, pods, api_endpoints(slices), [slim_policy(p) for p in policies], list(targets))
 
 
 # --- the model's view ----------------------------------------------------------------------------
+
 
 def _ports(slim: Mapping[str, Any]) -> list[ContainerPort]:
     return [ContainerPort(p["port"], p.get("protocol", "TCP"), p.get("name", "")) for p in slim.get("ports", [])]
@@ -117,8 +136,15 @@ def target_pods(cap: Capture) -> dict[str, list[dict[str, Any]]]:
     found, missing = {}, []
     for spec in cap.targets:
         labels = parse_selector(spec.selector)
-        pods = [p for p in cap.pods if p["namespace"] == spec.namespace and selector_matches(labels, p["labels"])
-                and p["phase"] == "Running" and p["ip"] and not p.get("deleting")]
+        pods = [
+            p
+            for p in cap.pods
+            if p["namespace"] == spec.namespace
+            and selector_matches(labels, p["labels"])
+            and p["phase"] == "Running"
+            and p["ip"]
+            and not p.get("deleting")
+        ]
         if not pods:
             missing.append(f"{spec.name} (no Running pod in {spec.namespace} with labels {spec.selector})")
         found[spec.name] = sorted(pods, key=lambda p: p["name"])
@@ -132,8 +158,11 @@ def endpoint_name(pod: Mapping[str, Any]) -> str:
 
 
 def layout(cap: Capture) -> Layout:
-    problems = [f"probe pod for {role} ({p['name']}): phase {p['phase']}, IP {p['ip'] or 'none'}"
-                for role, p in cap.probes.items() if p["phase"] != "Running" or not p["ip"] or p.get("deleting")]
+    problems = [
+        f"probe pod for {role} ({p['name']}): phase {p['phase']}, IP {p['ip'] or 'none'}"
+        for role, p in cap.probes.items()
+        if p["phase"] != "Running" or not p["ip"] or p.get("deleting")
+    ]
     if problems:
         raise LayoutError("probe pods not running: " + "; ".join(problems))
     namespaces = [Namespace(n["name"], n["labels"]) for n in cap.namespaces]
@@ -161,8 +190,10 @@ def _probe_targets(cluster: Layout, cap: Capture) -> list[tuple[Target, str]]:
         address = ips.get(endpoint.name) or getattr(endpoint, "ip", "")
         probeable = [cp for cp in endpoint.ports if probe_mode(cp.port, cp.protocol)]
         if not probeable:
-            raise LayoutError(f"target {endpoint.name} declares no port a probe can test "
-                              f"(declared: {[(cp.port, cp.protocol) for cp in endpoint.ports] or 'none'})")
+            raise LayoutError(
+                f"target {endpoint.name} declares no port a probe can test "
+                f"(declared: {[(cp.port, cp.protocol) for cp in endpoint.ports] or 'none'})"
+            )
         out += [(Target(endpoint.name, cp.port, cp.protocol), address) for cp in probeable]
     return out
 
@@ -174,8 +205,14 @@ def cells(cap: Capture, probe_namespace: str, timeout: float) -> list[Cell]:
     for role, probe in sorted(cap.probes.items()):
         for target, address in _probe_targets(cluster, cap):
             mode = probe_mode(int(target.port), target.protocol)
-            out.append(Cell(Key(role, target.name, int(target.port), target.protocol), probe_namespace,
-                            probe["name"], ProbeCommand(mode, address, int(target.port), timeout)))
+            out.append(
+                Cell(
+                    Key(role, target.name, int(target.port), target.protocol),
+                    probe_namespace,
+                    probe["name"],
+                    ProbeCommand(mode, address, int(target.port), timeout),
+                )
+            )
     return out
 
 
@@ -187,6 +224,7 @@ def expected(cap: Capture) -> Matrix:
 
 
 # --- policies: rendered vs live ------------------------------------------------------------------
+
 
 def _normalized_spec(policy: Mapping[str, Any]) -> dict[str, Any]:
     """A NetworkPolicy spec as the API server stores it: empty rule lists omitted, protocols defaulted."""
@@ -204,26 +242,41 @@ def _normalized_spec(policy: Mapping[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def policy_drift(rendered: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, Any]],
-                 namespace: str) -> list[str]:
+def policy_drift(rendered: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, Any]], namespace: str) -> list[str]:
     """How the chart's NetworkPolicies on the cluster differ from the rendered ones (empty: same)."""
     want = {p["metadata"]["name"]: _normalized_spec(p) for p in rendered if p.get("kind") == "NetworkPolicy"}
-    have = {p["metadata"]["name"]: _normalized_spec(p) for p in live
-            if p.get("metadata", {}).get("namespace") == namespace and p["metadata"]["name"] in want}
-    problems = [f"{namespace}/{name}: rendered by the chart, absent from the cluster" for name in sorted(want)
-                if name not in have]
-    problems += [f"{namespace}/{name}: the live spec differs from the rendered one:\n  live     {json.dumps(have[name], sort_keys=True)}\n"
-                 f"  rendered {json.dumps(want[name], sort_keys=True)}"
-                 for name in sorted(set(want) & set(have)) if want[name] != have[name]]
+    have = {
+        p["metadata"]["name"]: _normalized_spec(p)
+        for p in live
+        if p.get("metadata", {}).get("namespace") == namespace and p["metadata"]["name"] in want
+    }
+    problems = [
+        f"{namespace}/{name}: rendered by the chart, absent from the cluster"
+        for name in sorted(want)
+        if name not in have
+    ]
+    problems += [
+        f"{namespace}/{name}: the live spec differs from the rendered one:\n  live     {json.dumps(have[name], sort_keys=True)}\n"
+        f"  rendered {json.dumps(want[name], sort_keys=True)}"
+        for name in sorted(set(want) & set(have))
+        if want[name] != have[name]
+    ]
     return problems
 
 
-def model_policies(rendered: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, Any]],
-                   namespace: str) -> list[dict[str, Any]]:
+def model_policies(
+    rendered: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, Any]], namespace: str
+) -> list[dict[str, Any]]:
     """The chart's policies as rendered, plus every other policy the cluster holds (they apply too)."""
-    rendered = [dict(p, metadata={**p["metadata"], "namespace": namespace}) for p in rendered
-                if p.get("kind") == "NetworkPolicy"]
+    rendered = [
+        dict(p, metadata={**p["metadata"], "namespace": namespace})
+        for p in rendered
+        if p.get("kind") == "NetworkPolicy"
+    ]
     names = {p["metadata"]["name"] for p in rendered}
-    others = [dict(p) for p in live if not (p.get("metadata", {}).get("namespace") == namespace
-                                            and p["metadata"]["name"] in names)]
+    others = [
+        dict(p)
+        for p in live
+        if not (p.get("metadata", {}).get("namespace") == namespace and p["metadata"]["name"] in names)
+    ]
     return rendered + others

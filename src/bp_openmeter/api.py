@@ -14,14 +14,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from . import auth, events_list, meter_store, metrics, query
+from .body_budget import BodyBudget, ChargeBodies
 from .bus import BusUnavailable
 from .cloudevents_in import parse_body
 from .config import Config
+from .disconnect import ClientGone, unless_client_leaves
 from .ingest import Ingestor
 from .jsonlimits import has_nul
 from .logs import get_logger
@@ -87,7 +89,8 @@ async def ingest_events(request: Request) -> Response:
     status = 500
     try:
         body = await read_body(request, state.cfg.api.max_body_bytes)
-        events = parse_body(body, request.headers.get("content-type"), utcnow(), state.cfg.api.max_batch_events)
+        events = parse_body(body, request.headers.get("content-type"), utcnow(), state.cfg.api.max_batch_events,
+                            state.cfg.api.event_time)
         try:
             await state.ingestor.ingest(events)
         except BusUnavailable as exc:
@@ -108,9 +111,12 @@ async def ingest_events(request: Request) -> Response:
 async def list_events(request: Request) -> Response:
     state = _state(request)
     params = events_list.parse_params(request.query_params)
-    async with state.pool.connection() as conn:
-        items = await events_list.list_events(conn, state.cfg.namespace, params)
-    return json_response(items)
+
+    async def answer():
+        async with state.pool.connection() as conn:
+            return await events_list.list_events(conn, state.cfg.namespace, params)
+
+    return json_response(await unless_client_leaves(request, answer()))
 
 
 # --- meters ---------------------------------------------------------------------------
@@ -202,11 +208,14 @@ async def delete_meter(request: Request) -> Response:
 async def meter_subjects(request: Request) -> Response:
     state = _state(request)
     start, end = query.parse_range(request.query_params)
-    async with state.pool.connection() as conn:
-        meter = await _meter_or_404(conn, state.cfg.namespace, request)
-        _counts_complete(meter)
-        subjects = await query.subjects(conn, meter, start, end)
-    return json_response(subjects)
+
+    async def answer():
+        async with state.pool.connection() as conn:
+            meter = await _meter_or_404(conn, state.cfg.namespace, request)
+            _counts_complete(meter)
+            return await query.subjects(conn, meter, start, end, state.cfg.api.max_query_rows)
+
+    return json_response(await unless_client_leaves(request, answer()))
 
 
 async def query_meter(request: Request) -> Response:
@@ -217,10 +226,14 @@ async def query_meter(request: Request) -> Response:
     else:
         params = query.parse_query_params(request.query_params)
     started = time.perf_counter()
-    async with state.pool.connection() as conn:
-        meter = await _meter_or_404(conn, state.cfg.namespace, request)
-        _counts_complete(meter)
-        result = await query.run(conn, meter, params)
+
+    async def answer():
+        async with state.pool.connection() as conn:
+            meter = await _meter_or_404(conn, state.cfg.namespace, request)
+            _counts_complete(meter)
+            return meter, await query.run(conn, meter, params, state.cfg.api.max_query_rows)
+
+    meter, result = await unless_client_leaves(request, answer())
     metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
     if query.wants_csv(request.headers.get("accept", "")):
         return Response(query.to_csv(result), media_type="text/csv",
@@ -246,6 +259,18 @@ async def _http_error(_: Request, exc: HTTPException) -> Response:
 async def _database_error(_: Request, exc: Exception) -> Response:
     log.warning("database unavailable", error=str(exc).strip() or type(exc).__name__)
     return Problem(503, "the database is unavailable, try again", headers={"Retry-After": "1"}).response()
+
+
+async def _statement_timeout(request: Request, _: Exception) -> Response:
+    metrics.API_REFUSALS.labels("statement_timeout").inc()
+    limit = _state(request).cfg.api.statement_timeout
+    return Problem(504, f"the database did not answer within {limit:g} s (api.statementTimeout) and the statement "
+                        "was cancelled; for a meter query, ask for less: a narrower from/to range, a larger "
+                        "windowSize, fewer subjects or group keys").response()
+
+
+async def _client_gone(_: Request, __: Exception) -> Response:
+    return Response(status_code=499)     # never sent: the connection is closed (nginx's code, for the record)
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
@@ -278,23 +303,48 @@ def _by_method(**handlers) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+def _needs(permission: str | None, handler: Callable[[Request], Awaitable[Response]]):
+    """The handler, run only for a caller with the permission (None: any authenticated caller)."""
+    if permission is None:
+        return handler
+
+    async def guarded(request: Request) -> Response:
+        auth.require(request.scope, permission)
+        return await handler(request)
+
+    return guarded
+
+
+# path -> method -> (handler, the permission it needs); the OpenAPI document states the
+# same permission per operation (x-permission), and a test holds the two equal.
+OPERATIONS: dict[str, dict[str, tuple[Callable[[Request], Awaitable[Response]], str | None]]] = {
+    "/api/v1/events": {"GET": (list_events, "read"), "POST": (ingest_events, "ingest")},
+    "/api/v1/meters": {"GET": (list_meters, "read"), "POST": (create_meter, "admin")},
+    "/api/v1/meters/{id_or_slug}": {"GET": (get_meter, "read"), "PUT": (update_meter, "admin"),
+                                    "DELETE": (delete_meter, "admin")},
+    "/api/v1/meters/{id_or_slug}/query": {"GET": (query_meter, "read"), "POST": (query_meter, "read")},
+    "/api/v1/meters/{id_or_slug}/subjects": {"GET": (meter_subjects, "read")},
+    "/api/v1/openapi.yaml": {"GET": (openapi_document, None)},
+}
+
+
 def build_app(state: ApiState) -> Starlette:
-    routes = [
-        Route("/api/v1/events", _by_method(GET=list_events, POST=ingest_events), methods=["GET", "POST"]),
-        Route("/api/v1/meters", _by_method(GET=list_meters, POST=create_meter), methods=["GET", "POST"]),
-        Route("/api/v1/meters/{id_or_slug}", _by_method(GET=get_meter, PUT=update_meter, DELETE=delete_meter),
-              methods=["GET", "PUT", "DELETE"]),
-        Route("/api/v1/meters/{id_or_slug}/query", query_meter, methods=["GET", "POST"]),
-        Route("/api/v1/meters/{id_or_slug}/subjects", meter_subjects, methods=["GET"]),
-        Route("/api/v1/openapi.yaml", openapi_document, methods=["GET"]),
-    ]
+    routes = [Route(path, _by_method(**{method: _needs(permission, handler)
+                                        for method, (handler, permission) in methods.items()}),
+                    methods=list(methods))
+              for path, methods in OPERATIONS.items()]
     middleware = [Middleware(RefuseNulInQuery)]
-    verifier = auth.verifier_for(state.cfg.api.auth) if state is not None else None
-    if verifier is not None:
-        middleware.insert(0, Middleware(auth.BearerAuth, verifier=verifier))   # first: before anything is read
+    if state is not None:
+        # Who is calling, first: nothing is read for a caller who may not call; then the
+        # bodies of those who may, charged to the process's budget.
+        middleware[:0] = [Middleware(auth.BearerAuth, verifier=auth.verifier_for(state.cfg.api.auth)),
+                          Middleware(ChargeBodies, budget=BodyBudget(state.cfg.api.body_budget_bytes))]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         Problem: _problem,
         HTTPException: _http_error,
+        ClientGone: _client_gone,
+        ClientDisconnect: _client_gone,
+        psycopg.errors.QueryCanceled: _statement_timeout,
         psycopg.OperationalError: _database_error,
         PoolTimeout: _database_error,
         Exception: _unexpected,

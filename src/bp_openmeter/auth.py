@@ -1,17 +1,21 @@
 """Optional API authentication (`api.auth.mode`): static bearer tokens, or OIDC access tokens.
 
-`token`: the bearer token must equal one of BPOM_API_TOKENS. Each comparison is of
-SHA-256 digests with hmac.compare_digest, over every configured token, so timing
-tells nothing about which token or how much of it matched.
+`token`: the bearer token must equal one of BPOM_API_TOKENS (admin),
+BPOM_API_INGEST_TOKENS or BPOM_API_READ_TOKENS. Each comparison is of SHA-256 digests
+with hmac.compare_digest, over every configured token, so timing tells nothing about
+which token or how much of it matched.
 
 `oidc`: the bearer token is a JWT (e.g. a client-credentials access token) signed by
 a key of the issuer's JWKS with an asymmetric algorithm, from `issuer`, for
 `audience` when one is configured, not expired; with `requiredScope`, its `scope`
-(or `scp`) claim must contain that scope, else 403.
+(or `scp`) claim must contain that scope, else 403. Its permissions: the configured
+defaults plus those its scopes grant (`permissionScopes`).
 
-An ASGI middleware in front of the API app only: it decides before any body is
-read, and the telemetry port (metrics, health) has no authentication. Tokens are
-never logged; failures are counted in bpom_auth_failures_total by reason.
+An ASGI middleware in front of the API app only: it decides who is calling before any
+body is read and puts what the caller may do into the request scope; each route then
+demands its permission (`require`), 403 when it is missing. The telemetry port
+(metrics, health) has no authentication. Tokens are never logged; failures are
+counted in bpom_auth_failures_total by reason.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import jwt
 from starlette.datastructures import Headers
 
-from .config import AuthConfig, OidcConfig
+from .config import PERMISSIONS, AuthConfig, OidcConfig
 from .jwks import JwksCache, JwksUnavailable
 from .metrics import AUTH_FAILURES
 from .problems import Problem
@@ -32,6 +38,25 @@ REALM = "bp-openmeter"
 # Asymmetric only: with a public JWKS, an HMAC algorithm would let anyone sign.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 LEEWAY_S = 30
+# Where the middleware leaves the caller's Grant in the ASGI scope.
+GRANT_KEY = "bp_openmeter.grant"
+
+
+def implied(permissions) -> frozenset[str]:
+    """admin may do everything (tokens from before permissions existed are admin tokens)."""
+    granted = frozenset(permissions)
+    return frozenset(PERMISSIONS) if "admin" in granted else granted
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the caller may do; `scopes` names the OIDC scope of each permission (for a 403's challenge)."""
+
+    permissions: frozenset[str]
+    scopes: Mapping[str, str] = field(default_factory=dict)
+
+
+EVERYTHING = Grant(frozenset(PERMISSIONS))
 
 
 class Denied(Exception):
@@ -57,17 +82,27 @@ def _invalid(reason: str, detail: str) -> Denied:
     return Denied(401, reason, detail, error="invalid_token")
 
 
-class StaticTokens:
-    def __init__(self, tokens: tuple[str, ...]):
-        self._digests = [hashlib.sha256(token.encode()).digest() for token in tokens]
+class OpenAccess:
+    """api.auth.mode none: every caller may do everything."""
 
-    async def verify(self, token: str) -> None:
-        given = hashlib.sha256(token.encode()).digest()
-        matched = False
-        for digest in self._digests:     # no early exit: every token is compared
-            matched |= hmac.compare_digest(given, digest)
-        if not matched:
+    async def grant(self, _authorization: str | None) -> Grant:
+        return EVERYTHING
+
+
+class StaticTokens:
+    def __init__(self, cfg: AuthConfig):
+        self._digests = [(hashlib.sha256(token.encode()).digest(), permission)
+                         for token, permission in cfg.token_grants()]
+
+    async def grant(self, authorization: str | None) -> Grant:
+        given = hashlib.sha256(_bearer_token(authorization).encode()).digest()
+        granted = set()
+        for digest, permission in self._digests:     # no early exit: every token is compared
+            if hmac.compare_digest(given, digest):
+                granted.add(permission)
+        if not granted:
             raise _invalid("unknown_token", "the bearer token is not valid")
+        return Grant(implied(granted))
 
 
 class OidcTokens:
@@ -75,7 +110,8 @@ class OidcTokens:
         self.cfg = cfg
         self.keys = keys or JwksCache(cfg.jwks_url)
 
-    async def verify(self, token: str) -> None:
+    async def grant(self, authorization: str | None) -> Grant:
+        token = _bearer_token(authorization)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError as exc:
@@ -100,9 +136,12 @@ class OidcTokens:
             raise _invalid("issuer", "the token is from another issuer") from exc
         except jwt.InvalidTokenError as exc:
             raise _invalid("invalid", f"the token is not valid: {type(exc).__name__}") from exc
-        if self.cfg.required_scope and self.cfg.required_scope not in _scopes(claims):
+        scopes = _scopes(claims)
+        if self.cfg.required_scope and self.cfg.required_scope not in scopes:
             raise Denied(403, "scope", f"the token lacks the scope {self.cfg.required_scope!r}",
                          error="insufficient_scope", scope=self.cfg.required_scope)
+        by_scope = {permission for permission, scope in self.cfg.permission_scopes.items() if scope in scopes}
+        return Grant(implied({*self.cfg.default_permissions, *by_scope}), self.cfg.permission_scopes)
 
 
 def _scopes(claims: dict) -> set[str]:
@@ -119,14 +158,33 @@ def _scopes(claims: dict) -> set[str]:
 
 def verifier_for(cfg: AuthConfig):
     if cfg.mode == "token":
-        return StaticTokens(cfg.tokens)
+        return StaticTokens(cfg)
     if cfg.mode == "oidc":
         return OidcTokens(cfg.oidc)
-    return None
+    return OpenAccess()
+
+
+# What each permission allows, for a 403's detail.
+_ALLOWS = {"ingest": "post events", "read": "read events, meters and usage",
+           "admin": "create, change or delete meters"}
+
+
+def require(scope: dict, permission: str) -> None:
+    """403 problem+json unless the caller's grant (set by BearerAuth) includes the permission."""
+    grant: Grant = scope[GRANT_KEY]     # a KeyError (500) if the middleware is missing: fail closed
+    if permission in grant.permissions:
+        return
+    AUTH_FAILURES.labels("permission").inc()
+    needed = grant.scopes.get(permission)
+    via = f" (the scope {needed!r})" if needed else ""
+    raise Denied(403, "permission", f"this token may not {_ALLOWS[permission]}: that needs the {permission!r} "
+                                    f"permission{via}", error="insufficient_scope", scope=needed).problem()
 
 
 class BearerAuth:
-    """ASGI middleware: every request on the API port needs `Authorization: Bearer <token>`."""
+    """ASGI middleware: who is calling, decided before anything else, and what they may do.
+
+    Outside mode none, every request on the API port needs `Authorization: Bearer <token>`."""
 
     def __init__(self, app, verifier):
         self.app = app
@@ -137,7 +195,7 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         try:
-            await self.verifier.verify(_bearer_token(Headers(scope=scope).get("authorization")))
+            scope[GRANT_KEY] = await self.verifier.grant(Headers(scope=scope).get("authorization"))
         except Denied as denied:
             AUTH_FAILURES.labels(denied.reason).inc()
             await denied.problem().response()(scope, receive, send)

@@ -49,12 +49,20 @@ class EventBus:
     def subject_for(self, namespace: str) -> str:
         return f"{self.cfg.stream.subject_prefix}.{namespace}"
 
+    @property
+    def server_address(self) -> str:
+        """host:port of the server connected to; never the URL, whose userinfo holds credentials."""
+        url = self.nc.connected_url if self.nc is not None else None
+        if url is None:
+            return ""
+        return f"{url.hostname}:{url.port}" if url.port else str(url.hostname)
+
     async def connect(self) -> None:
         async def disconnected() -> None:
             log.warning("nats disconnected")
 
         async def reconnected() -> None:
-            log.info("nats reconnected", url=self.nc.connected_url.netloc if self.nc and self.nc.connected_url else "")
+            log.info("nats reconnected", server=self.server_address)
 
         async def error(exc: Exception) -> None:
             log.warning("nats error", error=str(exc) or type(exc).__name__)
@@ -121,19 +129,22 @@ class EventBus:
             raise BusUnavailable(f"JetStream did not acknowledge: {exc or type(exc).__name__}") from exc
         return [bool(getattr(ack, "duplicate", False)) for ack in acks]
 
-    async def pull_subscription(self, batch_hint: int):
+    async def pull_subscription(self, namespace: str, batch_hint: int):
         """The sinks' shared durable pull consumer (a work queue across sink replicas).
 
         Unlimited redelivery on purpose: an outage must never make JetStream give up on
         an event. Poison messages are dead-lettered by the sink itself, which can tell a
-        bad event from a database that is down.
+        bad event from a database that is down. The consumer reads only the namespace's
+        subject, so engines of other namespaces sharing a stream never take each other's
+        events (a durable created by an earlier version keeps its filter: the sink
+        dead-letters what is not its namespace's).
         """
         assert self.js is not None
         c = self.cfg.consumer
         config = ConsumerConfig(durable_name=c.durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=c.ack_wait,
                                 max_deliver=-1, deliver_policy=DeliverPolicy.ALL,
                                 max_ack_pending=max(10_000, batch_hint * 4),
-                                filter_subject=f"{self.cfg.stream.subject_prefix}.>")
+                                filter_subject=self.subject_for(namespace))
         return await self.js.pull_subscribe(config.filter_subject, durable=c.durable,
                                             stream=self.cfg.stream.name, config=config)
 

@@ -2,17 +2,20 @@
 
 A request is validated whole before anything is published: the first problem is
 reported with its position and field (`[3].subject: ...`), and nothing of the
-request is accepted.
+request is accepted. Numbers in data are kept exactly as sent.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 import orjson
 
+from .config import EventTimeConfig
 from .jsonlimits import deeper_than
 from .problems import Problem, bad_request
 from .timefmt import canonical_time, format_time
@@ -24,8 +27,8 @@ PLAIN_JSON = "application/json"
 # id, source, type and subject: at most this many bytes of UTF-8 each (README "Guarantees").
 # The events key (namespace, source, id) is then at most 63 + 2 x 1024 bytes plus
 # overhead, about 2.2 KB, within PostgreSQL's 2704-byte limit per btree row with room to
-# spare; rollup keys hold digests of subjects and group values (migration 0006), so no
-# other value a caller sends reaches an index.
+# spare; rollup keys hold digests of subjects and group values (the rollup_digest_keys
+# migration), so no other value a caller sends reaches an index.
 MAX_ATTRIBUTE_BYTES = 1024
 # Up to this many characters a string cannot exceed MAX_ATTRIBUTE_BYTES (4 bytes at most
 # per character): no need to encode it to know.
@@ -54,7 +57,52 @@ class IncomingEvent(NamedTuple):  # a NamedTuple: built once per event, cheaper 
         return orjson.dumps({
             "id": self.id, "source": self.source, "type": self.type, "subject": self.subject,
             "time": self.time, "data": self.data, "attributes": self.attributes,
-        })
+        }, default=_exact_number)
+
+
+def _exact_number(value: Any) -> orjson.Fragment:
+    if isinstance(value, Decimal):  # from _load_exact: written back digit for digit
+        return orjson.Fragment(str(value))
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+# orjson reads a number of 16 significant digits or more as a float64 (an integer past 64
+# bits too), which would store another number than the one sent. Such a number is a run
+# of 16 digits and dots, found by a byte translation and a literal search (a regex over
+# the body costs more than orjson's whole parse), after ':', ',' or '[' (not in a string).
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789.", b"0" * 11)
+_LONG_RUN = b"0" * 16
+
+
+def _has_long_number(body: bytes) -> bool:
+    digits = body.translate(_DIGITS_AS_ZERO)
+    found = digits.find(_LONG_RUN)
+    while found != -1:
+        at, found = found, digits.find(_LONG_RUN, found + len(_LONG_RUN))
+        if at and body[at - 1] == ord("-"):
+            at -= 1
+        while at and body[at - 1] in b" \t\r\n":
+            at -= 1
+        if at and body[at - 1] in b":,[":
+            return True
+    return False
+
+
+def _exact_int(text: str) -> int | Decimal:
+    value = int(text)
+    return value if -(2 ** 63) <= value < 2 ** 64 else Decimal(text)  # orjson writes 64-bit integers
+
+
+def _load(body: bytes) -> Any:
+    """The body as JSON (orjson: strict and fast); again with the standard library when it
+    holds long numbers, which then keep every digit (decimals as Decimal)."""
+    parsed = orjson.loads(body)
+    if _has_long_number(body):
+        try:
+            return json.loads(body, parse_float=Decimal, parse_int=_exact_int)
+        except RecursionError:
+            pass  # nested too deep for it: the depth limit refuses such data anyway
+    return parsed
 
 
 def media_type(content_type: str | None) -> str:
@@ -70,14 +118,15 @@ def media_type(content_type: str | None) -> str:
     return base.lower()
 
 
-def parse_body(body: bytes, content_type: str | None, now: datetime, max_events: int) -> list[IncomingEvent]:
-    """`now` is the time of events that have none."""
+def parse_body(body: bytes, content_type: str | None, now: datetime, max_events: int,
+               times: EventTimeConfig = EventTimeConfig()) -> list[IncomingEvent]:
+    """`now` is the time of events that have none; `times` the event times accepted."""
     kind = media_type(content_type)
     if kind not in (SINGLE, BATCH, PLAIN_JSON):
         raise bad_request(f"unsupported Content-Type {kind!r}: use application/cloudevents+json, "
                           "application/cloudevents-batch+json or application/json")
     try:
-        parsed = orjson.loads(body)
+        parsed = _load(body)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from exc
 
@@ -87,7 +136,7 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
         raise bad_request(f"{BATCH} body must be a JSON array of events")
     now_text = format_time(now)
     if isinstance(parsed, dict):
-        return [parse_event(parsed, now_text, "")]
+        return _checked([parse_event(parsed, now_text, "")], now, times, single=True)
     if not isinstance(parsed, list):
         raise bad_request("request body must be a CloudEvent object or an array of them")
     if not parsed:
@@ -100,7 +149,33 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
     if None in events:  # something unusual or wrong: the full parser says which and where
         events = [event or parse_event(item, now_text, f"[{index}]")
                   for index, (event, item) in enumerate(zip(events, parsed))]
+    return _checked(events, now, times, single=False)
+
+
+def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig,
+             single: bool) -> list[IncomingEvent]:
+    """What every event must satisfy, however it was sent and parsed: data no deeper than
+    MAX_DATA_DEPTH (deeper could not be serialized nor listed back), a time in the
+    accepted range (windows and answers stay within what a datetime can hold)."""
+    earliest, latest = times.earliest, now + timedelta(seconds=times.max_ahead)
+    for index, event in enumerate(events):
+        prefix = "" if single else f"[{index}]."
+        if event.data and deeper_than(event.data, MAX_DATA_DEPTH):
+            raise bad_request(f"{prefix}data: nested deeper than {MAX_DATA_DEPTH} levels", field=f"{prefix}data")
+        time = datetime.fromisoformat(event.time)
+        if time < earliest:
+            raise bad_request(f"{prefix}time: {event.time} is before {format_time(earliest)}, the earliest "
+                              "event time accepted (api.eventTime.earliest)", field=f"{prefix}time")
+        if time > latest:
+            raise bad_request(f"{prefix}time: {event.time} is more than {_duration(times.max_ahead)} ahead of the "
+                              f"server's clock ({format_time(now)}; api.eventTime.maxAhead)", field=f"{prefix}time")
     return events
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:g} days"
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds:g} s"
 
 
 _PLAIN_KEYS = frozenset({"specversion", "id", "source", "type", "subject", "time", "data"})
@@ -184,8 +259,6 @@ def parse_event(event: Any, now_text: str, where: str) -> IncomingEvent:
     if data is not None and not isinstance(data, dict):
         raise bad_request(f"{prefix}data: must be a JSON object or null, got {type(data).__name__}",
                           field=f"{prefix}data")
-    if data and deeper_than(data, MAX_DATA_DEPTH):
-        raise bad_request(f"{prefix}data: nested deeper than {MAX_DATA_DEPTH} levels", field=f"{prefix}data")
     dataschema = event.get("dataschema")
     if dataschema is not None and not (isinstance(dataschema, str) and dataschema):
         raise bad_request(f"{prefix}dataschema: must be a URI string, got {type(dataschema).__name__}",

@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .timefmt import parse_time
+from .redaction import redact_value
 
 DEFAULT_CONFIG_PATH = Path("/etc/bp-openmeter/config.yaml")
 
@@ -49,19 +53,52 @@ def parse_address(value: Any, key: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+# What a caller may do (README "API authentication"): `ingest` posts events; `read` lists
+# events and meters and queries them; `admin` creates, changes and deletes meters, and
+# may do everything else too, so that a token configured before permissions existed
+# (an admin token) keeps working.
+PERMISSIONS = ("ingest", "read", "admin")
+# The OIDC scope that grants each permission, unless api.auth.oidc.permissionScopes says otherwise.
+DEFAULT_PERMISSION_SCOPES = {"ingest": "openmeter:ingest", "read": "openmeter:read", "admin": "openmeter:admin"}
+
+
 @dataclass(frozen=True)
 class OidcConfig:
     issuer: str = ""
     jwks_url: str = ""
     audience: str = ""
     required_scope: str = ""
+    # A JWKS fetched over plain http can be replaced on the way, and with it every key.
+    allow_insecure_jwks_url: bool = False
+    # Granted to every accepted token; the default keeps setups from before permissions working.
+    default_permissions: tuple[str, ...] = ("admin",)
+    permission_scopes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PERMISSION_SCOPES))
 
 
 @dataclass(frozen=True)
 class AuthConfig:
     mode: str = "none"  # none | token | oidc
-    tokens: tuple[str, ...] = ()
+    tokens: tuple[str, ...] = ()          # BPOM_API_TOKENS: admin (everything)
+    ingest_tokens: tuple[str, ...] = ()   # BPOM_API_INGEST_TOKENS: ingest only
+    read_tokens: tuple[str, ...] = ()     # BPOM_API_READ_TOKENS: read only
     oidc: OidcConfig = field(default_factory=OidcConfig)
+
+    def token_grants(self) -> tuple[tuple[str, str], ...]:
+        """(token, permission) for every configured static token; a token may appear in several lists."""
+        return (*((t, "admin") for t in self.tokens), *((t, "ingest") for t in self.ingest_tokens),
+                *((t, "read") for t in self.read_tokens))
+
+
+@dataclass(frozen=True)
+class EventTimeConfig:
+    """The event times ingest accepts; others are refused with a 400 naming the event.
+    Backdated history is welcome from `earliest` on (the Unix epoch by default: upstream's
+    ClickHouse DateTime starts there too). Usage ahead of the server's clock is accepted
+    for `max_ahead` (31 days by default: upstream's own end-to-end tests send events up to
+    30 days ahead); a time past that is a typo (a year off) or a broken clock."""
+
+    earliest: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    max_ahead: float = 31 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +109,19 @@ class ApiConfig:
     max_batch_events: int = 10_000
     publish_timeout: float = 10.0
     body_timeout: float = 30.0
+    # What one client can make the process hold before it is authenticated or answered
+    # (README "Guarantees"). Request line and header fields, together:
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
+    header_timeout: float = 10.0    # from a connection's start (or a request's first byte) to its last header
+    idle_timeout: float = 75.0      # a kept-alive connection between requests; above common proxies' 60 s
+    max_connections: int = 512
+    # Request bodies held at once across the process (each request's until it is answered).
+    body_budget_bytes: int = 32 * 1024 * 1024
+    max_query_rows: int = 10_000    # rows of one query answer
+    statement_timeout: float = 30.0  # any one SQL statement of the api (meter changes excepted)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    event_time: EventTimeConfig = field(default_factory=EventTimeConfig)
 
 
 @dataclass(frozen=True)
@@ -88,10 +137,37 @@ class PostgresConfig:
     pool_max: int = 10
 
 
+# Names on the shared servers, derived from the instance (the namespace unless set) when not
+# set one by one: two deployments of other instances on one nats-server and one Valkey never
+# share a stream, a subject, a consumer or a key. The `bpom` roots are new with instances, so
+# a derived name never overlaps the fixed names of earlier versions (OPENMETER_EVENTS,
+# openmeter.events.>, bp-openmeter-sink, unprefixed keys) still on a server.
+DEFAULT_INSTANCE = "default"
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")           # namespace and instance
+_NATS_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")     # stream and durable: NATS allows up to 255
+_KEY_PREFIX = re.compile(r"[!-~]{1,128}")            # printable ASCII: no space, no NUL (dedupe joins keys by NUL)
+
+
+def stream_name_for(instance: str) -> str:
+    return f"BPOM_{instance}"
+
+
+def subject_prefix_for(instance: str) -> str:
+    return f"bpom.{instance}"
+
+
+def durable_for(instance: str) -> str:
+    return f"bpom-sink-{instance}"
+
+
+def key_prefix_for(instance: str) -> str:
+    return f"bpom:{instance}:"
+
+
 @dataclass(frozen=True)
 class StreamConfig:
-    name: str = "OPENMETER_EVENTS"
-    subject_prefix: str = "openmeter.events"
+    name: str = stream_name_for(DEFAULT_INSTANCE)
+    subject_prefix: str = subject_prefix_for(DEFAULT_INSTANCE)
     storage: str = "file"
     replicas: int = 1
     duplicate_window: float = 120.0
@@ -100,7 +176,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class ConsumerConfig:
-    durable: str = "bp-openmeter-sink"
+    durable: str = durable_for(DEFAULT_INSTANCE)
     max_deliver: int = 5
     ack_wait: float = 30.0
 
@@ -118,8 +194,10 @@ class NatsConfig:
 @dataclass(frozen=True)
 class ValkeyConfig:
     url: str = ""
+    username: str = ""
     password: str = ""
     dedupe_ttl: float = 24 * 3600.0
+    key_prefix: str = key_prefix_for(DEFAULT_INSTANCE)
 
 
 @dataclass(frozen=True)
@@ -140,6 +218,7 @@ class SinkConfig:
 @dataclass(frozen=True)
 class Config:
     namespace: str = "default"
+    instance: str = DEFAULT_INSTANCE
     api: ApiConfig = field(default_factory=ApiConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
@@ -153,20 +232,8 @@ class Config:
     max_meters: int = 100
 
     def redacted(self) -> dict:
-        """The effective config as a dict, secrets replaced, for `check-config` and logs."""
-        data = asdict(self)
-        data["postgres"]["url"] = _redact_url(self.postgres.url)
-        data["valkey"]["url"] = _redact_url(self.valkey.url)
-        data["nats"]["url"] = _redact_url(self.nats.url)
-        for section, key in (("nats", "password"), ("nats", "token"), ("valkey", "password")):
-            if data[section][key]:
-                data[section][key] = "***"
-        data["api"]["auth"]["tokens"] = ["***"] * len(self.api.auth.tokens)
-        return data
-
-
-def _redact_url(url: str) -> str:
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+        """The effective config as a dict, secrets replaced (redaction.py), for `check-config`."""
+        return redact_value("", asdict(self))
 
 
 class _Reader:
@@ -210,6 +277,16 @@ class _Reader:
             raise ConfigError(f"{self.key(name)}: must be one of {', '.join(choices)}, got {value!r}")
         return value
 
+    def flag(self, name: str, default: bool) -> bool:
+        return self.get(name, bool, default)
+
+    def permissions(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.get(name, list, list(default))
+        for item in value:
+            if item not in PERMISSIONS:
+                raise ConfigError(f"{self.key(name)}: each must be one of {', '.join(PERMISSIONS)}, got {item!r}")
+        return tuple(dict.fromkeys(value))
+
     def duration(self, name: str, default: float) -> float:
         self.seen.add(name)
         if self.data.get(name) is None:
@@ -227,38 +304,106 @@ def _env(name: str, default: str) -> str:
     return value if value not in (None, "") else default
 
 
+def _event_time(reader: "_Reader") -> EventTimeConfig:
+    key = reader.key("earliest")
+    earliest = reader.get("earliest", (str, datetime, date), EventTimeConfig.earliest)
+    if isinstance(earliest, str):
+        try:
+            earliest = parse_time(earliest)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+    elif not isinstance(earliest, datetime):
+        earliest = datetime(earliest.year, earliest.month, earliest.day, tzinfo=timezone.utc)
+    elif earliest.tzinfo is None:
+        raise ConfigError(f"{key}: needs a UTC offset, e.g. 1970-01-01T00:00:00Z")
+    config = EventTimeConfig(earliest=earliest.astimezone(timezone.utc),
+                             max_ahead=reader.duration("maxAhead", EventTimeConfig.max_ahead))
+    reader.reject_unknown()
+    return config
+
+
+def _tokens(variable: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in _env(variable, "").split(",") if t.strip())
+
+
+def _oidc_config(oidc_r: _Reader) -> OidcConfig:
+    scopes_r = oidc_r.section("permissionScopes")
+    scopes = {}
+    for permission in PERMISSIONS:
+        scope = scopes_r.get(permission, str, DEFAULT_PERMISSION_SCOPES[permission])
+        if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):   # RFC 6749 scope-token
+            raise ConfigError(f"{scopes_r.key(permission)}: must be one OAuth scope (printable ASCII, no space, "
+                              f"quote or backslash), got {scope!r}")
+        scopes[permission] = scope
+    scopes_r.reject_unknown()
+    return OidcConfig(issuer=oidc_r.get("issuer", str, ""), jwks_url=oidc_r.get("jwksUrl", str, ""),
+                      audience=oidc_r.get("audience", str, ""), required_scope=oidc_r.get("requiredScope", str, ""),
+                      allow_insecure_jwks_url=oidc_r.flag("allowInsecureJwksUrl", False),
+                      default_permissions=oidc_r.permissions("defaultPermissions", OidcConfig.default_permissions),
+                      permission_scopes=scopes)
+
+
+def _check_oidc(mode: str, oidc: OidcConfig) -> None:
+    key = "api.auth.oidc"
+    if mode == "oidc" and not (oidc.issuer and oidc.jwks_url):
+        raise ConfigError(f"{key}: mode 'oidc' needs issuer and jwksUrl")
+    if mode == "oidc" and not (oidc.audience or oidc.required_scope):
+        # Without either, a token the issuer minted for any other application would be accepted.
+        raise ConfigError(f"{key}: mode 'oidc' needs audience (the token's aud) or requiredScope, so that "
+                          "tokens the issuer minted for other applications are refused")
+    if oidc.jwks_url and not re.match(r"^https?://", oidc.jwks_url):
+        raise ConfigError(f"{key}.jwksUrl: must be an https URL, got {oidc.jwks_url!r}")
+    if oidc.jwks_url.startswith("http://") and not oidc.allow_insecure_jwks_url:
+        raise ConfigError(f"{key}.jwksUrl: must be https (whoever can alter a plain-http answer can sign "
+                          f"tokens); set {key}.allowInsecureJwksUrl: true to allow {oidc.jwks_url!r}")
+
+
 def build_config(raw: Any) -> Config:
     root = _Reader(raw, "")
     namespace = _env("BPOM_NAMESPACE", root.get("namespace", str, "default"))
-    if not re.fullmatch(r"[a-zA-Z0-9_-]{1,63}", namespace):
+    if not _NAME.fullmatch(namespace):
         raise ConfigError(f"namespace: must match [a-zA-Z0-9_-]{{1,63}}, got {namespace!r}")
+    instance = root.get("instance", str, "") or namespace
+    if not _NAME.fullmatch(instance):
+        raise ConfigError(f"instance: must match [a-zA-Z0-9_-]{{1,63}}, got {instance!r}")
 
     api_r = root.section("api")
     api_host, api_port = parse_address(_env("BPOM_API_ADDRESS", api_r.get("address", str, "0.0.0.0:8888")),
                                        api_r.key("address"))
     auth_r = api_r.section("auth")
     oidc_r = auth_r.section("oidc")
-    oidc = OidcConfig(issuer=oidc_r.get("issuer", str, ""), jwks_url=oidc_r.get("jwksUrl", str, ""),
-                      audience=oidc_r.get("audience", str, ""), required_scope=oidc_r.get("requiredScope", str, ""))
+    oidc = _oidc_config(oidc_r)
     oidc_r.reject_unknown()
-    tokens = tuple(t.strip() for t in _env("BPOM_API_TOKENS", "").split(",") if t.strip())
-    auth = AuthConfig(mode=auth_r.choice("mode", "none", ("none", "token", "oidc")), tokens=tokens, oidc=oidc)
+    auth = AuthConfig(mode=auth_r.choice("mode", "none", ("none", "token", "oidc")),
+                      tokens=_tokens("BPOM_API_TOKENS"), ingest_tokens=_tokens("BPOM_API_INGEST_TOKENS"),
+                      read_tokens=_tokens("BPOM_API_READ_TOKENS"), oidc=oidc)
     auth_r.reject_unknown()
-    if auth.mode == "token" and not auth.tokens:
-        raise ConfigError("api.auth.mode: 'token' needs at least one token in BPOM_API_TOKENS")
-    if auth.mode == "oidc" and not (oidc.issuer and oidc.jwks_url):
-        raise ConfigError("api.auth.oidc: mode 'oidc' needs issuer and jwksUrl")
-    if oidc.jwks_url and not re.match(r"^https?://", oidc.jwks_url):
-        raise ConfigError(f"api.auth.oidc.jwksUrl: must be an http(s) URL, got {oidc.jwks_url!r}")
+    if auth.mode == "token" and not auth.token_grants():
+        raise ConfigError("api.auth.mode: 'token' needs at least one token in BPOM_API_TOKENS, "
+                          "BPOM_API_INGEST_TOKENS or BPOM_API_READ_TOKENS")
+    _check_oidc(auth.mode, oidc)
+    d = ApiConfig
     api = ApiConfig(
         host=api_host, port=api_port,
-        max_body_bytes=api_r.int_in("maxBodyBytes", 4 * 1024 * 1024, 1024, 256 * 1024 * 1024),
-        max_batch_events=api_r.int_in("maxBatchEvents", 10_000, 1, 1_000_000),
-        publish_timeout=api_r.duration("publishTimeout", 10.0),
-        body_timeout=api_r.duration("bodyTimeout", 30.0),
+        max_body_bytes=api_r.int_in("maxBodyBytes", d.max_body_bytes, 1024, 256 * 1024 * 1024),
+        max_batch_events=api_r.int_in("maxBatchEvents", d.max_batch_events, 1, 1_000_000),
+        publish_timeout=api_r.duration("publishTimeout", d.publish_timeout),
+        body_timeout=api_r.duration("bodyTimeout", d.body_timeout),
+        max_header_bytes=api_r.int_in("maxHeaderBytes", d.max_header_bytes, 4096, 1024 * 1024),
+        max_header_count=api_r.int_in("maxHeaderCount", d.max_header_count, 16, 1000),
+        header_timeout=api_r.duration("headerTimeout", d.header_timeout),
+        idle_timeout=api_r.duration("idleTimeout", d.idle_timeout),
+        max_connections=api_r.int_in("maxConnections", d.max_connections, 8, 100_000),
+        body_budget_bytes=api_r.int_in("bodyBudgetBytes", d.body_budget_bytes, 1024, 4 * 1024 * 1024 * 1024),
+        max_query_rows=api_r.int_in("maxQueryRows", d.max_query_rows, 1, 10_000_000),
+        statement_timeout=api_r.duration("statementTimeout", d.statement_timeout),
         auth=auth,
+        event_time=_event_time(api_r.section("eventTime")),
     )
     api_r.reject_unknown()
+    if api.body_budget_bytes < api.max_body_bytes:
+        raise ConfigError(f"api.bodyBudgetBytes: must be at least api.maxBodyBytes ({api.max_body_bytes}), "
+                          f"or no body of the largest allowed size could ever be read; got {api.body_budget_bytes}")
 
     tel_r = root.section("telemetry")
     tel_host, tel_port = parse_address(_env("BPOM_TELEMETRY_ADDRESS", tel_r.get("address", str, "0.0.0.0:10000")),
@@ -278,23 +423,25 @@ def build_config(raw: Any) -> Config:
     nats_r = root.section("nats")
     stream_r = nats_r.section("stream")
     stream = StreamConfig(
-        name=stream_r.get("name", str, "OPENMETER_EVENTS"),
-        subject_prefix=stream_r.get("subjectPrefix", str, "openmeter.events"),
+        name=stream_r.get("name", str, "") or stream_name_for(instance),
+        subject_prefix=stream_r.get("subjectPrefix", str, "") or subject_prefix_for(instance),
         storage=stream_r.choice("storage", "file", ("file", "memory")),
         replicas=stream_r.int_in("replicas", 1, 1, 5),
         duplicate_window=stream_r.duration("duplicateWindow", 120.0),
         max_age=stream_r.duration("maxAge", 7 * 24 * 3600.0),
     )
     stream_r.reject_unknown()
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", stream.name):
-        raise ConfigError(f"nats.stream.name: must match [A-Za-z0-9_-]{{1,64}}, got {stream.name!r}")
+    if not _NATS_NAME.fullmatch(stream.name):
+        raise ConfigError(f"nats.stream.name: must match [A-Za-z0-9_-]{{1,255}}, got {stream.name!r}")
     if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", stream.subject_prefix):
         raise ConfigError(f"nats.stream.subjectPrefix: must be dot-separated tokens, got {stream.subject_prefix!r}")
     cons_r = nats_r.section("consumer")
-    consumer = ConsumerConfig(durable=cons_r.get("durable", str, "bp-openmeter-sink"),
+    consumer = ConsumerConfig(durable=cons_r.get("durable", str, "") or durable_for(instance),
                               max_deliver=cons_r.int_in("maxDeliver", 5, 1, 1000),
                               ack_wait=cons_r.duration("ackWait", 30.0))
     cons_r.reject_unknown()
+    if not _NATS_NAME.fullmatch(consumer.durable):
+        raise ConfigError(f"nats.consumer.durable: must match [A-Za-z0-9_-]{{1,255}}, got {consumer.durable!r}")
     nats = NatsConfig(url=_env("BPOM_NATS_URL", nats_r.get("url", str, "nats://127.0.0.1:4222")),
                       user=_env("BPOM_NATS_USER", ""), password=_env("BPOM_NATS_PASSWORD", ""),
                       token=_env("BPOM_NATS_TOKEN", ""), stream=stream, consumer=consumer)
@@ -302,9 +449,14 @@ def build_config(raw: Any) -> Config:
 
     vk_r = root.section("valkey")
     valkey = ValkeyConfig(url=_env("BPOM_VALKEY_URL", vk_r.get("url", str, "")),
+                          username=_env("BPOM_VALKEY_USERNAME", ""),
                           password=_env("BPOM_VALKEY_PASSWORD", ""),
-                          dedupe_ttl=vk_r.duration("dedupeTtl", 24 * 3600.0))
+                          dedupe_ttl=vk_r.duration("dedupeTtl", 24 * 3600.0),
+                          key_prefix=vk_r.get("keyPrefix", str, "") or key_prefix_for(instance))
     vk_r.reject_unknown()
+    if not _KEY_PREFIX.fullmatch(valkey.key_prefix):
+        raise ConfigError(f"valkey.keyPrefix: must be 1-128 printable ASCII characters without spaces, "
+                          f"got {valkey.key_prefix!r}")
 
     sink_r = root.section("sink")
     sink = SinkConfig(batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
@@ -328,7 +480,7 @@ def build_config(raw: Any) -> Config:
         raise ConfigError(f"meters: {len(meters)} declared, more than maxMeters ({max_meters})")
     root.reject_unknown()
 
-    return Config(namespace=namespace, api=api, telemetry=TelemetryConfig(tel_host, tel_port),
+    return Config(namespace=namespace, instance=instance, api=api, telemetry=TelemetryConfig(tel_host, tel_port),
                   postgres=postgres, nats=nats, valkey=valkey, sink=sink, log_level=log_level,
                   meters=tuple(meters), max_meters=max_meters)
 

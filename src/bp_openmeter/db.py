@@ -34,3 +34,16 @@ def make_pool(cfg: PostgresConfig, name: str,
     return AsyncConnectionPool(cfg.url, min_size=min(cfg.pool_min, size), max_size=size, name=name,
                                configure=configure, open=False, timeout=10,
                                kwargs={"application_name": f"bp-openmeter-{name}"})
+
+
+class StatementTimeout:
+    """A statement timeout on every session of a pool (api.statementTimeout): PostgreSQL
+    cancels a longer statement with SQLSTATE 57014 (psycopg.errors.QueryCanceled). Meter
+    changes lift it for their own transactions that wait or fold (meter_store.unbounded)."""
+
+    def __init__(self, seconds: float):
+        self.setting = f"{max(1, round(seconds * 1000))}ms"
+
+    async def setup(self, conn: psycopg.AsyncConnection) -> None:
+        """The pool's session setup."""
+        await conn.execute("SELECT set_config('statement_timeout', %s, false)", (self.setting,))

@@ -1,4 +1,18 @@
-"""The fast dedupe layer: Valkey keys `<namespace>-<source>-<id>` with a TTL.
+"""The fast dedupe layer: a Valkey key per event, with a TTL.
+
+An event's key is `event_key(namespace, source, id)`: a digest of the three parts,
+each prefixed by its length, so different events never share a key (the earlier
+`<namespace>-<source>-<id>` made source `billing-prod` id `X-1` and source `billing`
+id `prod-X-1` one key, since `-` may occur inside each part). The same key is the
+message's `Nats-Msg-Id` in JetStream (messages.py): fixed length, hex only, whatever
+the event's id holds. In Valkey it stands behind `valkey.keyPrefix` (derived from the
+instance), so deployments sharing a Valkey never see each other's keys.
+
+Keys written before this encoding (`<namespace>-<source>-<id>`, unprefixed) are never
+read again and expire after their TTL; an event of the last TTL sent again passes
+Valkey and, within the JetStream duplicate window, the Nats-Msg-Id check too (the old
+id had the old form), and is then stopped by the PostgreSQL key: counted once, as
+always.
 
 Keys are read before publishing and written only after JetStream acknowledged, so
 a failed publish never marks an event as seen (a client's retry must get through).
@@ -6,13 +20,16 @@ Valkey being down degrades dedupe to the JetStream window and the PostgreSQL key
 which still make duplicates harmless; ingest goes on and says so.
 
 A request's keys are checked and marked by one Lua script call each, the keys
-joined into one argument by NUL (which no key holds: namespace, source and id are
-refused with NUL in them): one command of one argument instead of one command or
+joined into one argument by NUL (which no key holds: a hex digest behind a prefix of
+printable ASCII): one command of one argument instead of one command or
 argument per key keeps the client's cost per event small. Where scripts are not
 allowed (an ACL without EVAL), MGET and a SET pipeline do the same.
 """
 
 from __future__ import annotations
+
+import hashlib
+import struct
 
 import valkey.asyncio as valkey_async
 from valkey.exceptions import ResponseError, ValkeyError
@@ -53,16 +70,20 @@ return n
 """
 
 
-def dedupe_key(namespace: str, source: str, event_id: str) -> str:
-    return f"{namespace}-{source}-{event_id}"
+def event_key(namespace: str, source: str, event_id: str) -> str:
+    """32 hex characters: BLAKE2b-128 of the UTF-8 parts, each prefixed by its length in bytes."""
+    ns, src, eid = namespace.encode(), source.encode(), event_id.encode()
+    packed = struct.pack(">III", len(ns), len(src), len(eid)) + ns + src + eid
+    return hashlib.blake2b(packed, digest_size=16).hexdigest()
 
 
 class Deduplicator:
     def __init__(self, cfg: ValkeyConfig):
         self.ttl_ms = int(cfg.dedupe_ttl * 1000)
+        self.prefix = cfg.key_prefix
         self.client = None
         if cfg.url:
-            self.client = valkey_async.from_url(cfg.url, password=cfg.password or None,
+            self.client = valkey_async.from_url(cfg.url, username=cfg.username or None, password=cfg.password or None,
                                                 socket_timeout=0.5, socket_connect_timeout=0.5,
                                                 health_check_interval=10)
             self._seen_script = self.client.register_script(_SEEN_SCRIPT)
@@ -73,6 +94,9 @@ class Deduplicator:
     @property
     def enabled(self) -> bool:
         return self.client is not None
+
+    def valkey_key(self, key: str) -> str:
+        return self.prefix + key
 
     def _set_degraded(self, degraded: bool, error: Exception | None = None) -> None:
         if degraded != self.degraded:
@@ -94,9 +118,10 @@ class Deduplicator:
         return False
 
     async def seen(self, keys: list[str]) -> list[bool]:
-        """Which keys are already marked; all False when Valkey cannot answer."""
+        """Which event keys are already marked; all False when Valkey cannot answer."""
         if self.client is None or not keys:
             return [False] * len(keys)
+        keys = [self.prefix + key for key in keys]
         try:
             try:
                 if self.scripts:
@@ -126,6 +151,7 @@ class Deduplicator:
     async def mark(self, keys: list[str]) -> None:
         if self.client is None or not keys:
             return
+        keys = [self.prefix + key for key in keys]
         try:
             try:
                 if self.scripts:

@@ -3,15 +3,18 @@ cannot count an event (`validationError`)."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Mapping
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 
-from . import jsonpath
+from . import jsonpath, numeric
 from .meter_store import list_meters
 from .meters import Meter
 from .problems import bad_request
@@ -21,7 +24,8 @@ from .timefmt import format_time, utcnow
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
 DEFAULT_LOOKBACK = timedelta(days=32)
-# The same rule as the SQL function bpom_number (migrations/0001_schema.sql).
+# The strings the SQL function bpom_number (the finite_numbers migration) reads as
+# numbers, before numeric.counts.
 NUMERIC_STRING = re.compile(r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\s*", re.ASCII)
 
 
@@ -62,7 +66,9 @@ def parse_params(qp: Mapping) -> ListParams:
 
 _QUERY = """
 SELECT * FROM (
-    SELECT id, source, type, subject, time, data, attributes, ingested_at, stored_at, NULL::text AS dead_reason
+    -- data and attributes as JSON text: served as stored, whatever numbers or nesting they hold
+    SELECT id, source, type, subject, time, data::text, attributes::text, ingested_at, stored_at,
+           NULL::text AS dead_reason
       FROM events
      WHERE namespace = %(ns)s
        AND (%(start)s::timestamptz IS NULL OR time >= %(start)s) AND (%(end)s::timestamptz IS NULL OR time < %(end)s)
@@ -104,9 +110,11 @@ def _value_error(value: Any) -> str | None:
     if isinstance(value, bool) or isinstance(value, (dict, list)):
         return f"invalid event: unsupported value property type: {_go_type(value)}"
     if isinstance(value, (int, float)):
-        return None
+        return None if numeric.counts(value) else "invalid event: value cannot be infinity"
     if len(value) <= 400 and NUMERIC_STRING.fullmatch(value):
-        return None
+        if numeric.counts(Decimal(value.strip())):
+            return None
+        return f"invalid event: value cannot be parsed as float64: {value[:200]}"
     word = value.strip().lower().lstrip("+-")
     if word == "nan":
         return "invalid event: value cannot be NaN"
@@ -138,6 +146,10 @@ def validation_error(event_type: str, data: Any, meters: list[Meter]) -> str | N
     return "\n".join(dict.fromkeys(errors)) or None
 
 
+def _exact_numbers(text: str) -> dict[str, Any]:
+    """A stored JSON object whose numbers are written back exactly as stored (an integer
+    past 64 bits is a valid JSON number that orjson cannot write from a Python int)."""
+    return json.loads(text, parse_int=orjson.Fragment, parse_float=orjson.Fragment)
 
 
 async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: ListParams) -> list[dict]:
@@ -158,14 +170,17 @@ async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: Lis
                                  "type": row["type"], "subject": row["subject"]}
         if row["time"] is not None:
             event["time"] = format_time(row["time"])
-        event.update(row["attributes"] or {})
+        if row["attributes"] is not None:
+            event.update(_exact_numbers(row["attributes"]))
+        data = None
         if row["data"] is not None:
-            event["data"] = row["data"]
+            event["data"] = orjson.Fragment(row["data"])
+            data = json.loads(row["data"])
         item: dict[str, Any] = {"event": event}
         if row["dead_reason"] is not None:
             item["validationError"] = f"event could not be stored: {row['dead_reason']}"
         else:
-            error = validation_error(row["type"], row["data"], meters_by_type.get(row["type"], []))
+            error = validation_error(row["type"], data, meters_by_type.get(row["type"], []))
             if error:
                 item["validationError"] = error
             item["ingestedAt"] = format_time(row["ingested_at"])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from . import messages, metrics
 from .bus import EventBus, Outgoing
 from .cloudevents_in import IncomingEvent
-from .dedupe import Deduplicator, dedupe_key
+from .dedupe import Deduplicator, event_key
 from .jsonlimits import has_nul
 from .problems import Problem, bad_request
 from .timefmt import format_time, utcnow
@@ -32,7 +32,7 @@ class Ingestor:
         keys, payloads, seen = [], [], set()
         limit = messages.max_event_bytes(self.namespace, self.bus.max_payload)
         for index, event in enumerate(events):
-            key = dedupe_key(self.namespace, event.source, event.id)
+            key = event_key(self.namespace, event.source, event.id)
             if key in seen:
                 continue  # the same event twice in one request counts once
             seen.add(key)

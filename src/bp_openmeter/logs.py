@@ -1,7 +1,9 @@
 """Structured JSON logs on stdout (one object per line), via structlog.
 
 Libraries that log through the standard library (uvicorn, nats, psycopg) are
-rendered by the same JSON renderer, so every line of a pod's log parses.
+rendered by the same JSON renderer, so every line of a pod's log parses. Every line,
+ours and theirs, exception text included, passes the one redaction of secrets
+(redaction.py) last, so no URL credentials or password reach the log whoever wrote it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 import sys
 
 import structlog
+
+from .redaction import redact_value
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -20,9 +24,13 @@ _SHARED = [
 ]
 
 
+def _redact_secrets(_logger, _method, event_dict: dict) -> dict:
+    return {key: redact_value(key, value) for key, value in event_dict.items()}
+
+
 def configure(level: str = "info", component: str = "") -> None:
     structlog.configure(
-        processors=[*_SHARED, structlog.processors.format_exc_info,
+        processors=[*_SHARED, structlog.processors.format_exc_info, _redact_secrets,
                     structlog.processors.EventRenamer("msg"), structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
@@ -35,7 +43,7 @@ def configure(level: str = "info", component: str = "") -> None:
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info,
+                    structlog.processors.format_exc_info, _redact_secrets,
                     structlog.processors.EventRenamer("msg"), structlog.processors.JSONRenderer()]))
     root = logging.getLogger()
     root.handlers[:] = [handler]

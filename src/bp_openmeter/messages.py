@@ -9,8 +9,9 @@ exceed the server's max_payload):
 Publishing per message instead of per event divides the per-event cost of the
 publish, the PubAck, the sink's fetch and its ack. Dedupe stays per event: Valkey
 keys and the PostgreSQL key are per event; the Nats-Msg-Id of a message of one
-event is that event's dedupe key, of several events a digest of their keys (so a
-retried request dedupes in JetStream too). The sink also reads the earlier
+event is that event's key (dedupe.event_key: 32 hex characters, whatever the event's
+id holds), of several events a digest of their keys (so a retried request dedupes
+in JetStream too). The sink also reads the earlier
 one-event-per-message form (the event object itself with "namespace" and
 "ingestedAt"), which a stream may still hold after an upgrade.
 """
@@ -45,6 +46,7 @@ def max_event_bytes(namespace: str, max_payload: int) -> int:
 
 
 def msg_id(keys: list[str]) -> str:
+    # Keys are of one fixed length and hold no NUL: joined, they stay distinct.
     if len(keys) == 1:
         return keys[0]
     digest = hashlib.blake2b("\x00".join(keys).encode(), digest_size=16).hexdigest()

@@ -100,11 +100,20 @@ async def get_meter(conn: psycopg.AsyncConnection, namespace: str, id_or_slug: s
     return _row_to_meter(row) if row else None
 
 
+async def unbounded(conn: psycopg.AsyncConnection) -> None:
+    """No statement timeout (the api's api.statementTimeout) for the rest of the current
+    transaction: the meter-change work here waits for locks and folds history, each step as
+    long as it takes, where a query must not. Ends with the transaction, so a pooled session
+    keeps its own setting."""
+    await conn.execute("SET LOCAL statement_timeout = 0")
+
+
 async def lock_exclusive(conn: psycopg.AsyncConnection) -> None:
     """Take the meters lock exclusively (for the current transaction) in a moment when no
     batch holds it, rather than queueing for it: a queued exclusive request makes every new
     batch wait behind it too, for as long as the batches in flight take (a pause in storage).
     Only after _LOCK_PATIENCE seconds without such a moment does it queue."""
+    await unbounded(conn)
     deadline = time.monotonic() + _LOCK_PATIENCE
     while time.monotonic() < deadline:
         cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (METERS_LOCK,))
@@ -203,17 +212,23 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
         if row is None:
             raise MeterConflict(f"meter {current.spec.slug!r} was deleted meanwhile")
         if rebuild:
-            # Sink batches after this one fold into the new key; nothing writes the old one any more.
-            await conn.execute("INSERT INTO rollup_garbage (meter_pk) VALUES (%s) ON CONFLICT DO NOTHING",
-                               (current.pk,))
-            await cur.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0,
-                                         backfill_target = NULLIF(%s::bigint, 0)
-                                   WHERE pk = %s RETURNING {_COLUMNS}""", (await _watermark(conn), current.pk))
-            row = await cur.fetchone()
+            row = await _rekey(conn, current.pk)
         meter = _row_to_meter(row)
     if rebuild:
         await collect_garbage(conn)
     return await _completed(conn, meter)
+
+
+async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict:
+    """Give the meter a new internal key with a backfill to do, in the caller's transaction
+    under the exclusive lock: sink batches after this one fold into the new key, nothing
+    writes the old one any more, and its rollups are garbage. Returns the meter's new row."""
+    await conn.execute("INSERT INTO rollup_garbage (meter_pk) VALUES (%s) ON CONFLICT DO NOTHING", (meter_pk,))
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0,
+                                 backfill_target = NULLIF(%s::bigint, 0)
+                           WHERE pk = %s RETURNING {_COLUMNS}""", (await _watermark(conn), meter_pk))
+    return await cur.fetchone()
 
 
 async def delete_meter(conn: psycopg.AsyncConnection, meter: Meter) -> None:
@@ -251,6 +266,7 @@ async def _summarize(conn: psycopg.AsyncConnection) -> None:
 async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tuple[bool, int, int]:
     """Fold the next chunk of the meter's backfill; (done, scanned, metered)."""
     async with conn.transaction():
+        await unbounded(conn)
         # Shared, as a sink batch: the sealer must not move its watermark past minutes this
         # chunk is folding.
         await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
@@ -284,6 +300,7 @@ async def backfill(conn: psycopg.AsyncConnection, meter_pk: int, wait: bool = Tr
         return progress
     key = (BACKFILL_LOCK, meter_pk & 0x7FFF_FFFF)
     if wait:
+        await unbounded(conn)  # as long as the other session's backfill takes
         await conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
     else:
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
@@ -324,6 +341,7 @@ async def collect_garbage(conn: psycopg.AsyncConnection) -> None:
     cur = await conn.execute("SELECT meter_pk FROM rollup_garbage")
     for (meter_pk,) in await cur.fetchall():
         async with conn.transaction():
+            await unbounded(conn)  # a replaced meter's rollups: as many rows as it had counted
             for table in ("rollup_minute", "rollup_hour", "rollup_hour_total"):
                 await conn.execute(f"DELETE FROM {table} WHERE meter_pk = %s", (meter_pk,))  # constant names
             await conn.execute("DELETE FROM rollup_garbage WHERE meter_pk = %s", (meter_pk,))
@@ -361,6 +379,31 @@ class Backfiller:
                 await asyncio.wait_for(stopping.wait(), timeout=self.interval)
             except asyncio.TimeoutError:
                 pass
+
+
+async def rebuild_requested(conn: psycopg.AsyncConnection) -> list[str]:
+    """Rebuild the rollups of the live meters a migration flagged (what they count changed,
+    e.g. the finite_numbers migration), as a meter update that changes what it counts does:
+    a new internal key, backfilled from the stored events; the old rollups are deleted.
+    Returns them as namespace/slug, once their counts are complete."""
+    await _idle(conn)
+    cur = await conn.execute("SELECT pk, namespace, slug FROM meters "
+                             "WHERE rebuild_requested AND deleted_at IS NULL ORDER BY pk")
+    flagged = await cur.fetchall()
+    rebuilt = []
+    for pk, namespace, slug in flagged:
+        await _idle(conn)
+        async with conn.transaction():
+            await lock_exclusive(conn)
+            cur = await conn.execute("UPDATE meters SET rebuild_requested = false "
+                                     "WHERE pk = %s AND rebuild_requested AND deleted_at IS NULL RETURNING pk", (pk,))
+            if await cur.fetchone() is None:
+                continue  # rebuilt by a concurrent migrate, or deleted meanwhile
+            meter = _row_to_meter(await _rekey(conn, pk))
+        await collect_garbage(conn)
+        await _completed(conn, meter)
+        rebuilt.append(f"{namespace}/{slug}")
+    return rebuilt
 
 
 async def sync_config_meters(conn: psycopg.AsyncConnection, namespace: str,

@@ -41,3 +41,10 @@ SINK_FRESHNESS = Histogram(
 QUERY_SECONDS = Histogram(
     "bpom_query_seconds", "Meter query latency",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+API_REFUSALS = Counter(
+    "bpom_api_limit_refusals_total",
+    "API connections and requests refused or closed at a limit, by limit (README \"Guarantees\")", ["limit"])
+API_BODY_BYTES_HELD = Gauge("bpom_api_body_bytes_held", "Request body bytes the api holds now (api.bodyBudgetBytes)")
+API_CLIENTS_GONE = Counter(
+    "bpom_api_client_gone_total", "Requests whose client went away before the answer; their SQL was cancelled")

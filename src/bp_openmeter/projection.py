@@ -74,7 +74,8 @@ class Level:
 
     @property
     def key(self) -> list[str]:
-        """The primary key: digests of the subject and groups (migration 0006), never the values."""
+        """The primary key: digests of the subject and groups (the rollup_digest_keys migration),
+        never the values."""
         return ["meter_pk", *(["subject_key"] if self.by_subject else []), self.time_column, "groups_key"]
 
     @property
@@ -245,11 +246,14 @@ staged AS (
            NULLIF(e->'data', 'null'::jsonb) AS data, NULLIF(e->'attributes', 'null'::jsonb) AS attributes,
            ingested_at::timestamptz AS ingested_at
       FROM items
+     -- this engine's namespace only: the sink dead-letters the others (sink.py), never stores them
+     WHERE namespace = %(namespace)s
      ORDER BY stream_seq, pos
 )"""
 
 # The sink: insert the staged batch (idempotent on the event key) and fold exactly
-# the rows that were really inserted, in one statement of one transaction.
+# the rows that were really inserted, in one statement of one transaction. Parameter
+# %(namespace)s: the engine's namespace; events claiming another are counted, not stored.
 STORE_BATCH = f"""
 WITH {_STAGED},
 src AS (
@@ -264,13 +268,14 @@ src AS (
 {FOLD}
 SELECT (SELECT count(*) FROM items) AS delivered,
        (SELECT count(*) FROM src) AS inserted,
-       (SELECT min(ingested_at) FROM src) AS oldest_ingested
+       (SELECT min(ingested_at) FROM src) AS oldest_ingested,
+       (SELECT count(*) FROM items WHERE namespace IS DISTINCT FROM %(namespace)s) AS foreign_events
 """
 
 # After STORE_BATCH, in its transaction, when some staged events were not inserted: those
 # whose stored event (same key) differs in what the caller sent. They are dropped like
 # any duplicate (the first stays, as upstream), and counted. Only batches with duplicates
-# (redeliveries, replays) pay for this comparison.
+# (redeliveries, replays) pay for this comparison. Parameter %(namespace)s as STORE_BATCH's.
 CONFLICTING = f"""
 WITH {_STAGED}
 SELECT count(*), min(left(s.source, 200) || ' ' || left(s.id, 200))
@@ -280,7 +285,7 @@ SELECT count(*), min(left(s.source, 200) || ' ' || left(s.id, 200))
 """
 
 # One chunk of a meter's backfill (meter_store.py): the stored events of its type with
-# sequence numbers in (lo, hi]; the BRIN index on seq (migration 0007) finds them.
+# sequence numbers in (lo, hi]; the BRIN index on seq (the chunked_backfill migration) finds them.
 BACKFILL = f"""
 WITH src AS (
     SELECT namespace, source, id, type, subject, time, data

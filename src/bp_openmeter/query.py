@@ -3,33 +3,32 @@
 Whole minutes come from the per-minute rollups; when `from` or `to` is not on a
 minute boundary, the partial edge minutes are computed from the raw events with
 the same projection the sink uses (projection.PROJECTED), so second-precision
-edges are exact. Windows are calendar-aligned in the requested IANA zone by
-PostgreSQL's date_trunc(unit, ts, zone), so DAY windows are 23 h or 25 h across DST.
+edges are exact. PostgreSQL's date_trunc(unit, ts, zone) groups minutes into windows
+calendar-aligned in the requested IANA zone (DAY windows are 23 h or 25 h across DST);
+where each window starts and ends is windows.py's.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Any, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from . import projection
+from . import numeric, projection, windows, zones
 from .meters import WINDOW_SIZES, Meter
 from .problems import Problem, bad_request
-from .timefmt import format_time, parse_time
+from .timefmt import EARLIEST, LATEST, format_time, parse_time
 
-_UNITS = {"MINUTE": ("minute", "1 minute"), "HOUR": ("hour", "1 hour"), "DAY": ("day", "1 day"),
-          "MONTH": ("month", "1 month")}
 _FILTER_KEY = re.compile(r"^filterGroupBy\[([^\]]{1,64})\]$")
 MAX_SUBJECTS = 1000
+# filterGroupBy values of one query, over all keys: each is compared with every row's groups.
+MAX_FILTER_VALUES = 1000
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class QueryParams:
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.time_zone)
+        return zones.zone(self.time_zone)
 
 
 @dataclass
@@ -77,14 +76,15 @@ def _validate(params: QueryParams) -> QueryParams:
         raise bad_request(f"windowSize: must be one of {', '.join(WINDOW_SIZES)}, got {params.window_size!r}",
                           field="windowSize")
     try:
-        if len(params.time_zone) > 64:
-            raise ValueError("longer than any IANA zone name")
-        ZoneInfo(params.time_zone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as exc:
-        raise bad_request(f"validation error: invalid time zone: unknown time zone {params.time_zone[:64]}",
-                          field="windowTimeZone") from exc
+        params.zone
+    except ValueError as exc:
+        raise bad_request(f"validation error: invalid time zone: {exc}", field="windowTimeZone") from exc
     if len(params.subjects) > MAX_SUBJECTS:
         raise bad_request(f"subject: at most {MAX_SUBJECTS} subjects per query", field="subject")
+    filter_values = sum(len(values) for values in params.filter_group_by.values())
+    if filter_values > MAX_FILTER_VALUES:
+        raise bad_request(f"filterGroupBy: at most {MAX_FILTER_VALUES} values per query over all keys, "
+                          f"got {filter_values}", field="filterGroupBy")
     return params
 
 
@@ -179,18 +179,26 @@ def _resolve_grouping(meter: Meter, params: QueryParams) -> tuple[list[str], boo
 
 # --- SQL ---------------------------------------------------------------------------------
 
-def _ceil_minute(t: datetime) -> datetime:
-    floor = t.replace(second=0, microsecond=0)
-    return floor if floor == t else floor + timedelta(minutes=1)
+def _ceil(floor: datetime, t: datetime, step: timedelta) -> datetime | None:
+    """The boundary at or after t; None past the last representable one (year 9999 ends)."""
+    if floor == t:
+        return floor
+    try:
+        return floor + step
+    except OverflowError:
+        return None
+
+
+def _ceil_minute(t: datetime) -> datetime | None:
+    return _ceil(t.replace(second=0, microsecond=0), t, timedelta(minutes=1))
 
 
 def _floor_minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
-def _ceil_hour(t: datetime) -> datetime:
-    floor = t.replace(minute=0, second=0, microsecond=0)
-    return floor if floor == t else floor + timedelta(hours=1)
+def _ceil_hour(t: datetime) -> datetime | None:
+    return _ceil(t.replace(minute=0, second=0, microsecond=0), t, timedelta(hours=1))
 
 
 def _floor_hour(t: datetime) -> datetime:
@@ -203,9 +211,9 @@ class _Ranges:
 
     Partial minutes at the edges come from raw events; whole minutes from rollups: whole
     hours (before the sealer's watermark, which the SQL reads) from rollup_hour when
-    `hourly`, the rest from rollup_minute."""
+    `hourly`, the rest from rollup_minute. An edge without an end runs to the end of time."""
 
-    edges: tuple[tuple[datetime, datetime], ...]
+    edges: tuple[tuple[datetime, datetime | None], ...]
     rollups: bool
     whole_lo: datetime | None = None
     whole_hi: datetime | None = None
@@ -214,19 +222,20 @@ class _Ranges:
     @classmethod
     def of(cls, params: QueryParams, hourly: bool) -> "_Ranges":
         start, end = params.start, params.end
-        if start is not None and end is not None and _ceil_minute(start) >= _floor_minute(end):
+        whole_lo = _ceil_minute(start) if start is not None else None
+        if start is not None and (whole_lo is None or (end is not None and whole_lo >= _floor_minute(end))):
             return cls(edges=((start, end),), rollups=False)  # all of it inside partial minutes
         edges = []
-        whole_lo = whole_hi = None
+        whole_hi = None
         if start is not None:
-            whole_lo = _ceil_minute(start)
             if whole_lo != start:
                 edges.append((start, whole_lo))
         if end is not None:
             whole_hi = _floor_minute(end)
             if whole_hi != end:
                 edges.append((whole_hi, end))
-        if hourly and whole_lo is not None and whole_hi is not None and _ceil_hour(whole_lo) >= _floor_hour(whole_hi):
+        if hourly and whole_lo is not None and (_ceil_hour(whole_lo) is None or (
+                whole_hi is not None and _ceil_hour(whole_lo) >= _floor_hour(whole_hi))):
             hourly = False  # no whole hour inside
         return cls(tuple(edges), True, whole_lo, whole_hi, hourly)
 
@@ -270,7 +279,8 @@ wanted_subjects AS NOT MATERIALIZED (
     SELECT s AS subject, bpom_key(s) AS subject_key FROM unnest(%(subjects)s::text[]) AS s
 )""")
     if r.edges:
-        spans = " OR ".join(f"(time >= %(e{i}_lo)s AND time < %(e{i}_hi)s)" for i in range(len(r.edges)))
+        spans = " OR ".join(f"(time >= %(e{i}_lo)s AND time < {_bound(f'e{i}_hi', hi, 'infinity')})"
+                            for i, (_lo, hi) in enumerate(r.edges))
         ctes += [f"""
 src AS (
     SELECT namespace, source, id, type, subject, time, data
@@ -335,7 +345,14 @@ _VALUE = {
     "UNIQUE_COUNT": "count(DISTINCT v)",
 }
 
-_WINDOW_END = "((window_start AT TIME ZONE %(tz)s) + %(step)s::interval) AT TIME ZONE %(tz)s"
+# The window a minute is in, as PostgreSQL groups them (windows.py gives the bounds); no
+# earlier than a datetime can hold (a DAY west of UTC on 0001-01-01 starts in year 0).
+_WINDOW = "GREATEST(date_trunc(%(unit)s, minute, %(tz)s), %(earliest)s::timestamptz)"
+
+
+def too_many_rows(limit: int, what: str, advice: str) -> Problem:
+    return bad_request(f"the answer would have more than {limit} {what} (api.maxQueryRows); {advice}",
+                       limit=limit)
 
 
 def _statement(meter: Meter, params: QueryParams, r: _Ranges, group_keys: list[str], by_subject: bool) -> str:
@@ -356,11 +373,9 @@ scoped AS (
 )""")
     unique = meter.spec.aggregation == "UNIQUE_COUNT"
     rows = "scoped CROSS JOIN LATERAL unnest(scoped.vals) AS v" if unique else "scoped"
-    windowed = params.window_size is not None
-    window_start = "date_trunc(%(unit)s, minute, %(tz)s)" if windowed else "NULL::timestamptz"
-    window_end = _WINDOW_END if windowed else "NULL::timestamptz"
+    window_start = _WINDOW if params.window_size is not None else "NULL::timestamptz"
     return f"""WITH {",".join(ctes)}
-SELECT window_start, {window_end} AS window_end, subject, groups, value, first_minute, last_minute, hourly
+SELECT window_start, subject, groups, value, first_minute, last_minute, hourly
   FROM (
     SELECT {window_start} AS window_start,
            {"subject" if by_subject else "NULL::text"} AS subject,
@@ -371,6 +386,7 @@ SELECT window_start, {window_end} AS window_end, subject, groups, value, first_m
      GROUP BY 1, 2, 3
   ) windows
  ORDER BY window_start NULLS FIRST, subject COLLATE "C" NULLS FIRST, groups::text COLLATE "C"
+ LIMIT %(row_limit)s
 """
 
 
@@ -391,57 +407,78 @@ def _hour_aligned_zone(params: QueryParams) -> bool:
     is checked again on the result, which is exact."""
     zone = params.zone
     moments = [t for t in (params.start, params.end) if t is not None] or [datetime.now(timezone.utc)]
-    return all((t.astimezone(zone).utcoffset() or timedelta(0)).total_seconds() % 3600 == 0 for t in moments)
-
-
-def _json_number(value: Any) -> int | float:
-    if isinstance(value, Decimal):
-        if value == value.to_integral_value() and abs(value) < Decimal(2) ** 63:
-            return int(value)
-        return float(value)
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 63:
-        return int(value)
-    return value
+    try:
+        return all((t.astimezone(zone).utcoffset() or timedelta(0)).total_seconds() % 3600 == 0 for t in moments)
+    except OverflowError:
+        return False  # a local time outside the years 1 to 9999: minutes answer
 
 
 async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, r: _Ranges,
                  group_keys: list[str], by_subject: bool, args: dict[str, Any]) -> list[tuple]:
+    """Rows (start, end, subject, groups, value, hourly): the window's bounds, or without
+    windowSize the range's (from/to, else the extent of the data)."""
     # Not prepared: every execution is planned for its own range, subjects and level.
-    cur = await conn.execute(_statement(meter, params, r, group_keys, by_subject), {**args, **r.args()},
-                             prepare=False)
-    return await cur.fetchall()
+    try:
+        cur = await conn.execute(_statement(meter, params, r, group_keys, by_subject), {**args, **r.args()},
+                                 prepare=False)
+    except psycopg.errors.InvalidParameterValue as exc:
+        # The zone names come from the engine's tz database; PostgreSQL's own may be older.
+        raise bad_request(f"validation error: invalid time zone: the database does not know "
+                          f"{params.time_zone!r} (its time zone data is older than the engine's)",
+                          field="windowTimeZone") from exc
+    fetched = await cur.fetchall()
+    if len(fetched) >= args["row_limit"]:   # one more than allowed: the answer is too large to hold
+        raise too_many_rows(args["row_limit"] - 1, "rows",
+                            "ask for a larger windowSize, a narrower from/to range, or fewer subjects or group keys")
+    rows, zone, bounds = [], params.zone, {}
+    for window_start, subject, groups, value, first_minute, last_minute, hourly in fetched:
+        if window_start is not None:
+            # Rows of one window (subjects, groups) share PostgreSQL's key: bounds once per window.
+            if window_start not in bounds:
+                bounds[window_start] = windows.window_of(first_minute, params.window_size, zone)
+            start, end = bounds[window_start]
+        else:
+            start = params.start or first_minute
+            end = params.end or _after_minute(last_minute)
+        rows.append((start, end, subject, groups, value, hourly))
+    return rows
+
+
+def _after_minute(minute: datetime) -> datetime:
+    try:
+        return minute + timedelta(minutes=1)
+    except OverflowError:
+        return LATEST
 
 
 def _straddles(rows: list[tuple]) -> bool:
     """An hourly row in a window whose bounds are not whole UTC hours (e.g. days in a zone
     at +05:30): such an hour belongs to two windows, so the minutes must answer."""
-    return any(hourly and not (_whole_hours(start) and _whole_hours(end))
-               for start, end, _s, _g, _v, _f, _l, hourly in rows if start is not None)
+    return any(hourly and not (_whole_hours(start) and _whole_hours(end)) for start, end, *_rest, hourly in rows)
 
 
-async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams) -> QueryResult:
+async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, max_rows: int) -> QueryResult:
+    """The answer; 400 when it would have more than `max_rows` rows (the api holds it whole)."""
     group_keys, by_subject = _resolve_grouping(meter, params)
-    unit = _UNITS[params.window_size] if params.window_size else None
+    unit = params.window_size.lower() if params.window_size else None  # date_trunc's field
     args = {
         "namespace": meter.namespace, "event_type": meter.spec.event_type, "meter_pk": meter.pk,
         "subjects": list(params.subjects) or None,
         "filter": Jsonb({k: list(v) for k, v in params.filter_group_by.items()}),
         "dropped_keys": sorted(set(meter.spec.group_by) - set(group_keys)),
-        "unit": unit[0] if unit else None, "step": unit[1] if unit else None, "tz": params.time_zone,
+        "unit": unit, "tz": params.time_zone, "earliest": EARLIEST,
+        "row_limit": max_rows + 1,
     }
     hourly = params.window_size != "MINUTE" and (unit is None or _hour_aligned_zone(params))
     rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly), group_keys, by_subject, args)
     if hourly and unit is not None and _straddles(rows):
         rows = await _fetch(conn, meter, params, _Ranges.of(params, False), group_keys, by_subject, args)
     out = []
-    for window_start, window_end, subject, groups, value, first_minute, last_minute, _hourly in rows:
+    for window_start, window_end, subject, groups, value, _hourly in rows:
         if value is None:
             continue  # no countable value in the window (e.g. SUM over events without the property)
-        if window_start is None:
-            window_start = params.start or first_minute
-            window_end = params.end or (last_minute + timedelta(minutes=1))
         out.append({
-            "value": _json_number(value), "windowStart": window_start, "windowEnd": window_end,
+            "value": value, "windowStart": window_start, "windowEnd": window_end,
             # A group value the event did not have reads as "", as upstream answers.
             "subject": subject, "groupBy": {key: (groups or {}).get(key) or "" for key in group_keys},
         })
@@ -460,7 +497,8 @@ def to_json(result: QueryResult) -> dict[str, Any]:
         out["to"] = format_time(result.params.end)
     if result.params.window_size is not None:
         out["windowSize"] = result.params.window_size
-    out["data"] = [{**row, "windowStart": format_time(row["windowStart"], zone),
+    out["data"] = [{**row, "value": numeric.to_json(row["value"]),
+                    "windowStart": format_time(row["windowStart"], zone),
                     "windowEnd": format_time(row["windowEnd"], zone)} for row in result.rows]
     return out
 
@@ -469,27 +507,51 @@ def wants_csv(accept: str) -> bool:
     return any(part.split(";")[0].strip().lower() == "text/csv" for part in accept.split(","))
 
 
+# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(text: str) -> str:
+    """A caller's text as a CSV cell a spreadsheet shows as text: prefixed with ' when it
+    would start a formula (OWASP's advice). Only subjects and group values come from callers;
+    times and values are written here, and values stay numbers (-5 is not a formula)."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
+class _CsvWriter:
+    """RFC 4180 cells, rows ending in \n as upstream's: a cell holding a comma, a quote, CR or
+    LF is quoted. (Python's csv module quotes only the line terminator's characters, so with
+    \n a bare CR in a subject would split its row for a reader.)"""
+
+    def __init__(self, out: io.StringIO):
+        self.out = out
+
+    def writerow(self, cells: list[str]) -> None:
+        self.out.write(",".join(f'"{c.replace(chr(34), chr(34) * 2)}"' if any(x in c for x in ',"\r\n') else c
+                                for c in cells) + "\n")
+
+
 def to_csv(result: QueryResult) -> str:
     """Upstream's columns: window_start, window_end, [subject], [group keys in request order], value."""
     zone = result.params.zone if result.params.time_zone != "UTC" else None
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = _CsvWriter(buffer)
     writer.writerow(["window_start", "window_end", *(["subject"] if result.by_subject else []),
                      *result.group_keys, "value"])
     for row in result.rows:
         writer.writerow([
             format_time(row["windowStart"], zone, fraction=False), format_time(row["windowEnd"], zone, fraction=False),
-            *([row["subject"] or ""] if result.by_subject else []),
-            *[row["groupBy"].get(k, "") for k in result.group_keys], f"{float(row['value']):f}",
+            *([_csv_text(row["subject"] or "")] if result.by_subject else []),
+            *[_csv_text(row["groupBy"].get(k, "")) for k in result.group_keys], numeric.to_csv(row["value"]),
         ])
     return buffer.getvalue()
 
 
-async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None = None,
-                   end: datetime | None = None) -> list[str]:
+async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None, end: datetime | None,
+                   max_rows: int) -> list[str]:
     """Distinct subjects the meter has seen (optionally in [from, to) at minute precision),
     by a loose index scan over the rollups' primary key (meter_pk, subject_key, ...): one
-    probe per subject, whose text is read beside its key."""
+    probe per subject, whose text is read beside its key; 400 past `max_rows`."""
     cur = await conn.execute("""
         WITH RECURSIVE s AS (
             (SELECT subject_key, subject FROM rollup_minute r
@@ -505,6 +567,9 @@ async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime 
                       AND (%(hi)s::timestamptz IS NULL OR minute < %(hi)s)
                     ORDER BY subject_key LIMIT 1) next
         )
-        SELECT subject FROM s ORDER BY subject""",
-        {"pk": meter.pk, "lo": _floor_minute(start) if start else None, "hi": end})
-    return [row[0] for row in await cur.fetchall()]
+        SELECT subject FROM (SELECT subject FROM s LIMIT %(row_limit)s) found ORDER BY subject""",
+        {"pk": meter.pk, "lo": _floor_minute(start) if start else None, "hi": end, "row_limit": max_rows + 1})
+    found = [row[0] for row in await cur.fetchall()]
+    if len(found) > max_rows:
+        raise too_many_rows(max_rows, "subjects", "ask for a narrower from/to range")
+    return found

@@ -21,8 +21,8 @@ from .api import ApiState, build_app
 from .bus import EventBus
 from .config import Config, ConfigError, load_config
 from .dedupe import Deduplicator
-from .http_protocol import ProblemHTTPProtocol
-from .db import make_pool
+from .http_protocol import ConnectionLimits, protocol_factory
+from .db import StatementTimeout, make_pool
 from .ingest import Ingestor
 from .logs import configure, get_logger
 from .meters import MeterError, MeterSpec, parse_meter_spec
@@ -57,10 +57,19 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app, host: str, port: int, drain_s: float = 20.0) -> _Server:
+def _limits(cfg: Config) -> ConnectionLimits:
+    api = cfg.api
+    return ConnectionLimits(max_header_bytes=api.max_header_bytes, max_header_count=api.max_header_count,
+                            header_timeout=api.header_timeout, idle_timeout=api.idle_timeout,
+                            body_timeout=api.body_timeout, max_connections=api.max_connections)
+
+
+def _server(app, host: str, port: int, limits: ConnectionLimits, drain_s: float = 20.0) -> _Server:
+    # ws="none": the API has no WebSocket route, and an upgraded connection would leave the guarded protocol.
     return _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                  lifespan="off", timeout_graceful_shutdown=drain_s,
-                                  loop="none", http=ProblemHTTPProtocol, server_header=False))
+                                  lifespan="off", timeout_graceful_shutdown=drain_s, loop="none",
+                                  http=protocol_factory(limits), ws="none", timeout_keep_alive=limits.idle_timeout,
+                                  server_header=False))
 
 
 def _on_sigterm(callback) -> None:
@@ -134,6 +143,10 @@ def run_migrate(config_path: str | None) -> int:
         pool = make_pool(cfg.postgres, "migrate", max_size=1)
         await pool.open(wait=True, timeout=30)
         try:
+            async with pool.connection() as conn:
+                rebuilt = await meter_store.rebuild_requested(conn)
+            if rebuilt:
+                log.info("meter rollups rebuilt", meters=rebuilt)
             await _sync_meters(pool, cfg, specs)
         finally:
             await pool.close()
@@ -146,14 +159,16 @@ async def run_api(config_path: str | None) -> int:
     cfg = load_config(config_path)
     configure(cfg.log_level, "api")
     specs = config_meter_specs(cfg)
-    pool = make_pool(cfg.postgres, "api")
+    timeout = StatementTimeout(cfg.api.statement_timeout)
+    pool = make_pool(cfg.postgres, "api", setup=timeout.setup)
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-api")
     dedupe = Deduplicator(cfg.valkey)
     state = ApiState(cfg=cfg, pool=pool, ingestor=Ingestor(cfg.namespace, bus, dedupe, cfg.api.publish_timeout))
 
-    api = _server(build_app(state), cfg.api.host, cfg.api.port)
-    tel = _server(telemetry_app(lambda: health.readiness(pool, bus)), cfg.telemetry.host, cfg.telemetry.port)
+    api = _server(build_app(state), cfg.api.host, cfg.api.port, _limits(cfg))
+    tel = _server(telemetry_app(lambda: health.readiness(pool, bus)), cfg.telemetry.host, cfg.telemetry.port,
+                  _limits(cfg))
 
     def stop() -> None:
         log.info("shutting down: draining in-flight requests")
@@ -189,7 +204,7 @@ async def run_sink(config_path: str | None) -> int:
     bus = EventBus(cfg.nats, "bp-openmeter-sink")
     sink = Sink(cfg, bus, pool)
     tel = _server(telemetry_app(lambda: health.readiness(pool, bus, progress=sink.stall_problem)),
-                  cfg.telemetry.host, cfg.telemetry.port)
+                  cfg.telemetry.host, cfg.telemetry.port, _limits(cfg))
 
     def stop() -> None:
         log.info("shutting down: finishing the current batch")

@@ -12,6 +12,11 @@ dead-letter table with its reason, and the rest of its message is stored.
 A worker that makes no progress while it holds messages, or cannot fetch any, is
 stalled: bpom_sink_stalled_seconds, and /healthz/ready fails after sink.stallTimeout.
 
+The sink stores its own namespace's events only: an event claiming another
+namespace (published onto this engine's subject by something else, or read
+through a durable shared with another engine) is dead-lettered with that reason
+as soon as it is seen, never stored.
+
 A message carries many events (messages.py), so the sink fetches as many
 messages as make about `sink.batchSize` events, judging by the messages so far.
 """
@@ -61,21 +66,24 @@ class Stored:
     delivered: int        # events in the staged messages
     inserted: int         # of those, newly stored
     oldest: object        # the oldest ingestedAt among the inserted
+    foreign: int          # not stored: they claim another namespace (to be dead-lettered)
     conflicting: int = 0  # not inserted: their key was stored with other content
 
 
-async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]]) -> Stored:
-    """Stage (stream sequence, message) rows and store them in one transaction."""
+async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str) -> Stored:
+    """Stage (stream sequence, message) rows and store this engine's namespace's events of
+    them in one transaction."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
         async with conn.cursor() as cur:
             async with cur.copy("COPY staged_events (stream_seq, m) FROM STDIN") as copy:
                 for seq, payload in rows:
                     await copy.write_row((seq, payload.decode("utf-8")))
-            await cur.execute(projection.STORE_BATCH, {"meter_pk": None})
+            params = {"meter_pk": None, "namespace": namespace}
+            await cur.execute(projection.STORE_BATCH, params)
             stored = Stored(*await cur.fetchone())
-            if stored.inserted < stored.delivered:
-                await cur.execute(projection.CONFLICTING)
+            if stored.inserted + stored.foreign < stored.delivered:
+                await cur.execute(projection.CONFLICTING, params)
                 stored.conflicting, example = await cur.fetchone()
                 if stored.conflicting:
                     log.warning("events dropped: their source and id were stored before with other content",
@@ -147,7 +155,7 @@ class Sink:
         """`sink.concurrency` workers, each with its own pull subscription on the shared durable
         consumer and its own database session, so that PostgreSQL can store one batch while
         it folds another (their rollup writes are ordered alike, so they cannot deadlock)."""
-        subscriptions = [await self.bus.pull_subscription(self.cfg.sink.batch_size)
+        subscriptions = [await self.bus.pull_subscription(self.cfg.namespace, self.cfg.sink.batch_size)
                          for _ in range(self.cfg.sink.concurrency)]
         lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
         seal_task = asyncio.create_task(Sealer(self.pool).run(self.stopping))
@@ -227,13 +235,15 @@ class Sink:
         outcome = BatchOutcome(delivered=len(msgs))
         started = time.perf_counter()
         try:
-            stored = await self._retrying(lambda conn: _store(conn, _rows(msgs)), msgs, "batch")
+            stored = await self._retrying(lambda conn: _store(conn, _rows(msgs), self.cfg.namespace), msgs, "batch")
         except DataFault as fault:
             log.warning("batch rejected by its data, storing message by message", error=str(fault))
             return await self._one_by_one(msgs, outcome, progress)
         except Abandoned:
             return outcome
         self.events_per_message = 0.5 * self.events_per_message + 0.5 * stored.delivered / len(msgs)
+        if stored.foreign and not await self._dead_letter_foreign(msgs, outcome, msgs):
+            return outcome
         await self._ack_all(msgs)
         progress.made()
         outcome.inserted = stored.inserted
@@ -247,13 +257,14 @@ class Sink:
     @staticmethod
     def _count(stored: Stored) -> None:
         metrics.SINK_STORED.inc(stored.inserted)
-        metrics.SINK_REDELIVERED.inc(stored.delivered - stored.inserted)
+        metrics.SINK_REDELIVERED.inc(stored.delivered - stored.inserted - stored.foreign)
         metrics.SINK_CONFLICTING.inc(stored.conflicting)
 
     async def _one_by_one(self, msgs: list, outcome: BatchOutcome, progress: Progress) -> BatchOutcome:
         for index, msg in enumerate(msgs):
             try:
-                stored = await self._retrying(lambda conn: _store(conn, _rows([msg])), msgs[index:], "message")
+                stored = await self._retrying(lambda conn: _store(conn, _rows([msg]), self.cfg.namespace),
+                                              msgs[index:], "message")
             except DataFault:
                 await self._event_by_event(msg, outcome, msgs[index:])
             except Abandoned:
@@ -261,6 +272,8 @@ class Sink:
             else:
                 outcome.inserted += stored.inserted
                 self._count(stored)
+                if stored.foreign and not await self._dead_letter_foreign([msg], outcome, msgs[index:]):
+                    return outcome
                 await msg.ack()
             progress.made()
         return outcome
@@ -277,26 +290,59 @@ class Sink:
             events, singles, failed = [None], [], [(0, f"the message is not an event batch: {exc}")]
         else:
             failed = []
+        foreign = []
         try:
             for position, single in enumerate(singles):
                 try:
-                    stored = await self._retrying(lambda conn: _store(conn, [(seq, single)]), keep, "event")
+                    stored = await self._retrying(lambda conn: _store(conn, [(seq, single)], self.cfg.namespace),
+                                                  keep, "event")
                 except DataFault as fault:
                     failed.append((position, str(fault)))
                 else:
                     outcome.inserted += stored.inserted
                     self._count(stored)
+                    if stored.foreign:
+                        foreign.append(position)
             if failed and deliveries < self.cfg.nats.consumer.max_deliver:
                 outcome.retried_later += 1
                 await msg.nak(delay=min(30.0, 2.0 ** deliveries))
                 return
-            for position, reason in failed:
+            for position, reason in [*failed, *((p, self._foreign_reason(events[p])) for p in foreign)]:
                 event = events[position] if isinstance(events[position], dict) else None
                 await self._dead_letter(msg, position, event, reason, deliveries, keep)
                 outcome.dead_lettered += 1
         except Abandoned:
             return
         await msg.ack()
+
+    def _foreign_reason(self, event) -> str:
+        claimed = event.get("namespace") if isinstance(event, dict) else None
+        return (f"the event's namespace {claimed!r} is not this engine's namespace {self.cfg.namespace!r}: "
+                "not stored (another deployment's event, on this engine's stream)")
+
+    async def _dead_letter_foreign(self, msgs: list, outcome: BatchOutcome, keep: list) -> bool:
+        """Dead-letter the events of `msgs` that claim another namespace (STORE_BATCH has not
+        stored them). An unavailable database is waited out like a store (`keep` kept in
+        progress); False when the sink stops meanwhile: the messages are left un-acked and
+        come back (what was stored is not stored twice, a dead letter not recorded twice)."""
+        try:
+            for msg in msgs:
+                try:
+                    events = messages.unpack(msg.data)
+                except (ValueError, TypeError) as exc:
+                    # PostgreSQL read it; a reader differing on an edge of JSON must not lose the record.
+                    events, reason = [None], f"{self._foreign_reason(None)}; the message cannot be read here: {exc}"
+                else:
+                    reason = None
+                for position, event in enumerate(events):
+                    if not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace:
+                        await self._dead_letter(msg, position, event if isinstance(event, dict) else None,
+                                                reason or self._foreign_reason(event), msg.metadata.num_delivered,
+                                                keep)
+                        outcome.dead_lettered += 1
+        except Abandoned:
+            return False
+        return True
 
     async def _dead_letter(self, msg, position: int, event: dict | None, reason: str, deliveries: int,
                            keep: list) -> None:

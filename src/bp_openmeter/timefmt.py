@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
 
+# The instants a datetime (and so every answer) can hold: RFC 3339's four-digit years in UTC.
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -69,11 +73,17 @@ def _from_groups(value: str, match: re.Match) -> datetime:
 
 def format_time(value: datetime, zone: tzinfo | None = None, *, fraction: bool = True) -> str:
     """RFC 3339 in UTC ('Z') or in `zone` with its offset; a fraction only when there is
-    one (as Go's RFC3339Nano prints), none at all with fraction=False (Go's RFC3339)."""
+    one (as Go's RFC3339Nano prints), none at all with fraction=False (Go's RFC3339).
+    An instant whose local time in `zone` falls outside the years 1 to 9999 is written in UTC."""
     if zone is None and value.tzinfo is timezone.utc:
         local = value
     else:
-        local = value.astimezone(zone or timezone.utc)
+        try:
+            local = value.astimezone(zone or timezone.utc)
+        except OverflowError:
+            if zone is None:
+                raise
+            return format_time(value, fraction=fraction)
     # isoformat (C speed, years zero-padded to 4 digits): 'YYYY-MM-DDTHH:MM:SS[.ffffff]+HH:MM'
     iso = local.isoformat()
     text = iso[:26].rstrip("0") if fraction and local.microsecond else iso[:19]
@@ -82,6 +92,10 @@ def format_time(value: datetime, zone: tzinfo | None = None, *, fraction: bool =
     offset = local.utcoffset() or timedelta(0)
     if offset == timedelta(0) and getattr(zone, "key", "UTC") in ("UTC", "Etc/UTC"):
         return text + "Z"
+    if offset.seconds % 60:
+        # A local mean time offset (before standard time, e.g. -07:52:58): RFC 3339 offsets
+        # have no seconds, so the instant is written in UTC rather than shifted.
+        return format_time(value, fraction=fraction)
     minutes = int(offset.total_seconds() // 60)
     sign = "+" if minutes >= 0 else "-"
     return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

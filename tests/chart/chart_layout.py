@@ -9,8 +9,9 @@ Kubernetes API outside the pod network.
 
 from __future__ import annotations
 
-from e2e.lib.netpol_model import ContainerPort, External, Layout, Namespace, Pod, Target, all_targets
-from e2e.lib.truth_table import Key, Matrix, Outcome
+from testkit.netpol.model import ContainerPort, External, Layout, Namespace, Pod, Target, all_targets
+from testkit.netpol.needs import destinations
+from testkit.netpol.truth_table import Key, Matrix, Outcome
 
 RELEASE = "openmeter"
 NAMESPACE = "openmeter"
@@ -18,47 +19,95 @@ ENGINE_PODS = ["api", "sink", "migrate"]
 
 # Chart values for this cluster.
 VALUES = {
-    "postgres": {"cluster": {"create": False, "name": "shared-pg", "namespace": "databases"},
-                 "connectionSecret": {"name": "openmeter-db"}},
-    "networkPolicy": {"enabled": True, "ingress": {
-        "gateways": [{"namespace": "gateway-system", "podSelector": {"matchLabels": {"app": "envoy"}}}]}},
+    "postgres": {
+        "cluster": {"create": False, "name": "shared-pg", "namespace": "databases"},
+        "connectionSecret": {"name": "openmeter-db"},
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "ingress": {"gateways": [{"namespace": "gateway-system", "podSelector": {"matchLabels": {"app": "envoy"}}}]},
+    },
 }
 
 
 def engine_labels(component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "bp-openmeter", "app.kubernetes.io/instance": RELEASE,
-            "app.kubernetes.io/component": component}
+    return {
+        "app.kubernetes.io/name": "bp-openmeter",
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": component,
+    }
 
 
 def cnpg_instance(name: str, cluster: str, namespace: str) -> Pod:
-    return Pod(name, namespace, {"cnpg.io/cluster": cluster, "cnpg.io/podRole": "instance"},
-               [ContainerPort(5432, name="postgresql"), ContainerPort(8000, name="status"),
-                ContainerPort(9187, name="metrics")])
+    return Pod(
+        name,
+        namespace,
+        {"cnpg.io/cluster": cluster, "cnpg.io/podRole": "instance"},
+        [
+            ContainerPort(5432, name="postgresql"),
+            ContainerPort(8000, name="status"),
+            ContainerPort(9187, name="metrics"),
+        ],
+    )
 
 
 def layout(extra_pods: tuple[Pod, ...] = ()) -> Layout:
     return Layout(
-        namespaces=[Namespace(n) for n in (NAMESPACE, "databases", "cnpg-system", "nats-system", "valkey",
-                                           "kube-system", "monitoring", "gateway-system", "shop")],
+        namespaces=[
+            Namespace(n)
+            for n in (
+                NAMESPACE,
+                "databases",
+                "cnpg-system",
+                "nats-system",
+                "valkey",
+                "kube-system",
+                "monitoring",
+                "gateway-system",
+                "shop",
+            )
+        ],
         pods=[
-            Pod("api", NAMESPACE, engine_labels("api"),
-                [ContainerPort(8888, name="http"), ContainerPort(10000, name="telemetry")]),
+            Pod(
+                "api",
+                NAMESPACE,
+                engine_labels("api"),
+                [ContainerPort(8888, name="http"), ContainerPort(10000, name="telemetry")],
+            ),
             Pod("sink", NAMESPACE, engine_labels("sink"), [ContainerPort(10000, name="telemetry")]),
             Pod("migrate", NAMESPACE, engine_labels("migrate")),
             Pod("neighbour", NAMESPACE, {"app": "neighbour"}, [ContainerPort(8080)]),
             cnpg_instance("shared-pg-1", "shared-pg", "databases"),
             cnpg_instance("shared-pg-2", "shared-pg", "databases"),
             cnpg_instance("other-pg-1", "other-pg", "databases"),
-            Pod("cnpg-operator", "cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"},
-                [ContainerPort(9443, name="webhook"), ContainerPort(8080, name="metrics")]),
-            Pod("nats-0", "nats-system", {"app.kubernetes.io/name": "nats", "app.kubernetes.io/component": "nats"},
-                [ContainerPort(4222, name="nats"), ContainerPort(6222, name="cluster"),
-                 ContainerPort(8222, name="monitor")]),
-            Pod("valkey-primary-0", "valkey", {"app.kubernetes.io/name": "valkey",
-                                               "app.kubernetes.io/component": "primary"},
-                [ContainerPort(6379, name="redis")]),
-            Pod("coredns", "kube-system", {"k8s-app": "kube-dns"},
-                [ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp"), ContainerPort(9153)]),
+            Pod(
+                "cnpg-operator",
+                "cnpg-system",
+                {"app.kubernetes.io/name": "cloudnative-pg"},
+                [ContainerPort(9443, name="webhook"), ContainerPort(8080, name="metrics")],
+            ),
+            Pod(
+                "nats-0",
+                "nats-system",
+                {"app.kubernetes.io/name": "nats", "app.kubernetes.io/component": "nats"},
+                [
+                    ContainerPort(4222, name="nats"),
+                    ContainerPort(6222, name="cluster"),
+                    ContainerPort(8222, name="monitor"),
+                ],
+            ),
+            Pod(
+                "valkey-primary-0",
+                "valkey",
+                {"app.kubernetes.io/name": "valkey", "app.kubernetes.io/component": "primary"},
+                [ContainerPort(6379, name="redis")],
+            ),
+            Pod(
+                "coredns",
+                "kube-system",
+                {"k8s-app": "kube-dns"},
+                [ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp"), ContainerPort(9153)],
+            ),
             Pod("metrics-server", "kube-system", {"k8s-app": "metrics-server"}, [ContainerPort(10250)]),
             Pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}, [ContainerPort(9090)]),
             Pod("envoy", "gateway-system", {"app": "envoy"}, [ContainerPort(8443)]),
@@ -74,12 +123,15 @@ def egress_targets(cluster: Layout) -> list[Target]:
     return [t for t in all_targets(cluster) if t.name not in ENGINE_PODS]
 
 
-# What each component needs, written out by hand (not computed by the model).
-DNS = {"coredns:53/UDP", "coredns:53/TCP"}
-POSTGRES = {"shared-pg-1:5432/TCP", "shared-pg-2:5432/TCP"}
-NATS = {"nats-0:4222/TCP"}
-VALKEY = {"valkey-primary-0:6379/TCP"}
-NEEDS = {"api": DNS | POSTGRES | NATS | VALKEY, "sink": DNS | POSTGRES | NATS, "migrate": DNS | POSTGRES}
+# Where each peer the engine needs runs in this layout, written out by hand (not computed
+# by the model); which peers each component needs comes from testkit/netpol/needs.py.
+PEERS = {
+    "dns": {"coredns:53/UDP", "coredns:53/TCP"},
+    "postgres": {"shared-pg-1:5432/TCP", "shared-pg-2:5432/TCP"},
+    "nats": {"nats-0:4222/TCP"},
+    "valkey": {"valkey-primary-0:6379/TCP"},
+}
+NEEDS = destinations(PEERS, ENGINE_PODS)
 
 
 def needs_matrix(needs: dict[str, set[str]], targets: list[Target]) -> Matrix:
@@ -94,5 +146,10 @@ def needs_matrix(needs: dict[str, set[str]], targets: list[Target]) -> Matrix:
 # Who may call the engine (ingress), written out by hand.
 INGRESS_SOURCES = ["neighbour", "envoy", "prometheus", "web", "nats-0"]
 INGRESS_TARGETS = [Target("api", 8888), Target("api", 10000), Target("sink", 10000)]
-INGRESS_ALLOWED = {"neighbour": {"api:8888/TCP"}, "envoy": {"api:8888/TCP"},
-                   "prometheus": {"api:10000/TCP", "sink:10000/TCP"}, "web": set(), "nats-0": set()}
+INGRESS_ALLOWED = {
+    "neighbour": {"api:8888/TCP"},
+    "envoy": {"api:8888/TCP"},
+    "prometheus": {"api:10000/TCP", "sink:10000/TCP"},
+    "web": set(),
+    "nats-0": set(),
+}

@@ -9,8 +9,8 @@ import tomllib
 import pytest
 import yaml
 
-from e2e.lib.render import CHART_DIR
-from e2e.lib.tools import REPO_ROOT
+from testkit.chart.render import CHART_DIR
+from testkit.paths import REPO_ROOT
 
 
 def load(path):
@@ -19,22 +19,28 @@ def load(path):
 
 @pytest.fixture(scope="module")
 def documents():
-    return {"chart": load(CHART_DIR / "Chart.yaml"), "values": load(CHART_DIR / "values.yaml"),
-            "blueprint": load(REPO_ROOT / "blueprint.yaml")}
+    return {
+        "chart": load(CHART_DIR / "Chart.yaml"),
+        "values": load(CHART_DIR / "values.yaml"),
+        "blueprint": load(REPO_ROOT / "blueprint.yaml"),
+    }
 
 
 def drift(chart, values, blueprint):
     """Every disagreement between the three documents, as readable lines."""
     problems = []
     if blueprint["spec"]["version"] != chart["version"]:
-        problems.append(f"blueprint.yaml spec.version {blueprint['spec']['version']} != "
-                        f"Chart.yaml version {chart['version']}")
+        problems.append(
+            f"blueprint.yaml spec.version {blueprint['spec']['version']} != Chart.yaml version {chart['version']}"
+        )
     [dependency] = [d for d in chart.get("dependencies", []) if d["name"] == "openmeter"]
-    pins = {"Chart.yaml dependencies": (dependency["name"], dependency["version"], dependency["repository"]),
-            "values.yaml catalystBlueprint.upstream": tuple(values["catalystBlueprint"]["upstream"][k]
-                                                            for k in ("chart", "version", "repo")),
-            "blueprint.yaml spec.upstream": tuple(blueprint["spec"]["upstream"][k]
-                                                  for k in ("chart", "version", "repo"))}
+    pins = {
+        "Chart.yaml dependencies": (dependency["name"], dependency["version"], dependency["repository"]),
+        "values.yaml catalystBlueprint.upstream": tuple(
+            values["catalystBlueprint"]["upstream"][k] for k in ("chart", "version", "repo")
+        ),
+        "blueprint.yaml spec.upstream": tuple(blueprint["spec"]["upstream"][k] for k in ("chart", "version", "repo")),
+    }
     if len(set(pins.values())) != 1:
         problems.append("upstream pin differs: " + "; ".join(f"{k} = {v}" for k, v in pins.items()))
     return problems
@@ -44,13 +50,16 @@ def test_versions_and_upstream_pin_move_in_lockstep(documents):
     assert drift(**documents) == []
 
 
-@pytest.mark.parametrize("document, path, value", [
-    ("blueprint", ("spec", "version"), "9.9.9"),
-    ("chart", ("version",), "9.9.9"),
-    ("values", ("catalystBlueprint", "upstream", "version"), "1.0.0-beta.1"),
-    ("blueprint", ("spec", "upstream", "version"), "1.0.0-beta.1"),
-    ("blueprint", ("spec", "upstream", "repo"), "oci://example.com/charts"),
-])
+@pytest.mark.parametrize(
+    "document, path, value",
+    [
+        ("blueprint", ("spec", "version"), "9.9.9"),
+        ("chart", ("version",), "9.9.9"),
+        ("values", ("catalystBlueprint", "upstream", "version"), "1.0.0-beta.1"),
+        ("blueprint", ("spec", "upstream", "version"), "1.0.0-beta.1"),
+        ("blueprint", ("spec", "upstream", "repo"), "oci://example.com/charts"),
+    ],
+)
 def test_drift_is_caught(documents, document, path, value):
     drifted = copy.deepcopy(documents)
     node = drifted[document]
@@ -77,7 +86,11 @@ def test_blueprint_identity(documents):
     assert blueprint["metadata"]["name"] == documents["chart"]["name"] == "bp-openmeter"
     assert blueprint["spec"]["manifests"]["chart"] == "./chart"
     assert {d["blueprint"] for d in blueprint["spec"]["depends"]} == {
-        "bp-cnpg", "bp-nats-jetstream", "bp-valkey", "bp-cert-manager"}
+        "bp-cnpg",
+        "bp-nats-jetstream",
+        "bp-valkey",
+        "bp-cert-manager",
+    }
 
 
 def config_fields(schema, prefix=""):
@@ -100,8 +113,13 @@ def lookup(document, dotted):
 def test_config_schema_maps_onto_chart_values(documents):
     values_schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     fields = dict(config_fields(documents["blueprint"]["spec"]["configSchema"]))
-    assert set(fields) == {"backend.kind", "eventBus.kind", "replicas", "serviceMonitor.enabled",
-                           "networkPolicy.enabled"}
+    assert set(fields) == {
+        "backend.kind",
+        "eventBus.kind",
+        "replicas",
+        "serviceMonitor.enabled",
+        "networkPolicy.enabled",
+    }
     for path, field in fields.items():
         values_path = field["x-values-path"]
         assert field["default"] == lookup(documents["values"], values_path), path

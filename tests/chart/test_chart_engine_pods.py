@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from e2e.lib.render import find, get, render_chart
+from testkit.chart.render import find, get, render_chart
 
 pytestmark = pytest.mark.helm
 
@@ -34,8 +34,11 @@ def config_of(objects):
     return yaml.safe_load(get(objects, "ConfigMap", "openmeter-config")["data"]["config.yaml"])
 
 
-WORKLOADS = [("Deployment", "openmeter-api", "api"), ("Deployment", "openmeter-sink", "sink"),
-             ("Job", "openmeter-migrate-1", "migrate")]
+WORKLOADS = [
+    ("Deployment", "openmeter-api", "api"),
+    ("Deployment", "openmeter-sink", "sink"),
+    ("Job", "openmeter-migrate-1", "migrate"),
+]
 
 
 @pytest.mark.parametrize("kind, name, command", WORKLOADS)
@@ -53,10 +56,13 @@ def test_each_component_runs_its_command_with_the_mounted_config(objects, kind, 
 @pytest.mark.parametrize("kind, name, command", WORKLOADS)
 def test_pods_carry_the_contract_labels(objects, kind, name, command):
     labels = get(objects, kind, name)["spec"]["template"]["metadata"]["labels"]
-    assert {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
-                                   "app.kubernetes.io/component")} == {
-        "app.kubernetes.io/name": "bp-openmeter", "app.kubernetes.io/instance": "openmeter",
-        "app.kubernetes.io/component": command}
+    assert {
+        k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
+    } == {
+        "app.kubernetes.io/name": "bp-openmeter",
+        "app.kubernetes.io/instance": "openmeter",
+        "app.kubernetes.io/component": command,
+    }
 
 
 @pytest.mark.parametrize("kind, name, command", WORKLOADS)
@@ -75,7 +81,8 @@ def test_pods_are_locked_down(objects, kind, name, command):
 @pytest.mark.parametrize("kind, name, command", WORKLOADS)
 def test_database_url_comes_from_the_cnpg_app_secret(objects, kind, name, command):
     assert env(container(objects, kind, name))["BPOM_POSTGRES_URL"] == {
-        "secretKeyRef": {"name": "openmeter-pg-app", "key": "uri"}}
+        "secretKeyRef": {"name": "openmeter-pg-app", "key": "uri"}
+    }
 
 
 def test_ports_and_config_addresses_agree(objects):
@@ -115,18 +122,28 @@ def test_migrate_job_has_no_probes_and_does_not_restart_in_place(objects):
 
 def test_services_select_their_component_and_expose_telemetry(objects):
     api = get(objects, "Service", "openmeter-api")
+    api_telemetry = get(objects, "Service", "openmeter-api-telemetry")
     sink = get(objects, "Service", "openmeter-sink")
     assert api["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+    assert api_telemetry["spec"]["selector"]["app.kubernetes.io/component"] == "api"
     assert sink["spec"]["selector"]["app.kubernetes.io/component"] == "sink"
     assert sink["spec"]["clusterIP"] == "None"
-    assert {p["targetPort"] for p in api["spec"]["ports"]} == {"http", "telemetry"}
+    assert {p["targetPort"] for p in api["spec"]["ports"]} == {"http"}
+    assert {p["targetPort"] for p in api_telemetry["spec"]["ports"]} == {"telemetry"}
     assert {p["targetPort"] for p in sink["spec"]["ports"]} == {"telemetry"}
+    assert [s["metadata"]["labels"]["app.kubernetes.io/component"] for s in (api, api_telemetry, sink)] == [
+        "api",
+        "telemetry",
+        "telemetry",
+    ]
 
 
 def test_pods_roll_when_the_config_changes():
     def checksum(objects):
         return get(objects, "Deployment", "openmeter-api")["spec"]["template"]["metadata"]["annotations"][
-            "checksum/config"]
+            "checksum/config"
+        ]
+
     assert checksum(render_chart()) != checksum(render_chart({"engine": {"logLevel": "debug"}}))
 
 
@@ -142,30 +159,55 @@ def test_image_tag_defaults_to_app_version_and_digest_wins(objects):
 
 # ── the config file ───────────────────────────────────────────────────────────
 
+
 def test_config_file_has_the_contract_sections(objects):
     config = config_of(objects)
-    assert set(config) == {"namespace", "api", "telemetry", "postgres", "nats", "valkey", "sink", "logging", "meters",
-                           "maxMeters"}
+    assert set(config) == {
+        "namespace",
+        "instance",
+        "api",
+        "telemetry",
+        "postgres",
+        "nats",
+        "valkey",
+        "sink",
+        "logging",
+        "meters",
+        "maxMeters",
+    }
     assert config["nats"]["url"] == "nats://nats.nats-system.svc.cluster.local:4222"
     assert config["valkey"]["url"] == "redis://valkey.valkey.svc.cluster.local:6379"
-    assert "url" not in config["postgres"]   # a secret: env only
-    assert config["nats"]["stream"]["name"] == "OPENMETER_EVENTS"
+    assert "url" not in config["postgres"]  # a secret: env only
+    # Bus names are left to the engine, which derives them from the release's instance (test_chart_tenancy).
+    assert config["instance"].startswith("openmeter_openmeter_")
+    assert "name" not in config["nats"]["stream"] and "durable" not in config["nats"]["consumer"]
 
 
 def test_meters_declared_in_values_reach_the_config():
-    meters = [{"slug": "tokens", "eventType": "llm.tokens", "aggregation": "SUM", "valueProperty": "$.tokens",
-               "groupBy": {"model": "$.model"}}]
+    meters = [
+        {
+            "slug": "tokens",
+            "eventType": "llm.tokens",
+            "aggregation": "SUM",
+            "valueProperty": "$.tokens",
+            "groupBy": {"model": "$.model"},
+        }
+    ]
     assert config_of(render_chart({"meters": meters}))["meters"] == meters
 
 
 def test_secret_references_replace_plain_values():
-    objects = render_chart({
-        "nats": {"urlSecret": {"name": "nats-conn", "key": "url"},
-                 "auth": {"secretName": "nats-creds", "userKey": "user", "passwordKey": "pass"}},
-        "valkey": {"urlSecret": {"name": "vk", "key": "url"}, "passwordSecret": {"name": "vk-auth", "key": "pw"}},
-        "api": {"auth": {"mode": "token", "tokensSecret": {"name": "tokens", "key": "list"}}},
-        "postgres": {"connectionSecret": {"name": "db", "key": "fqdn-uri"}},
-    })
+    objects = render_chart(
+        {
+            "nats": {
+                "urlSecret": {"name": "nats-conn", "key": "url"},
+                "auth": {"secretName": "nats-creds", "userKey": "user", "passwordKey": "pass"},
+            },
+            "valkey": {"urlSecret": {"name": "vk", "key": "url"}, "passwordSecret": {"name": "vk-auth", "key": "pw"}},
+            "api": {"auth": {"mode": "token", "tokensSecret": {"name": "tokens", "key": "list"}}},
+            "postgres": {"connectionSecret": {"name": "db", "key": "fqdn-uri"}},
+        }
+    )
     e = env(container(objects, "Deployment", "openmeter-api"))
     assert e["BPOM_NATS_URL"] == {"secretKeyRef": {"name": "nats-conn", "key": "url"}}
     assert e["BPOM_NATS_USER"] == {"secretKeyRef": {"name": "nats-creds", "key": "user"}}
@@ -198,8 +240,9 @@ def test_the_chart_sink_defaults_are_the_engine_defaults(objects):
     engine_config = pytest.importorskip("bp_openmeter.config", reason="the engine package is not installed")
     loaded = engine_config.build_config(config_of(objects)).sink
     assert loaded == engine_config.SinkConfig()
-    tuned = engine_config.build_config(config_of(render_chart({"sink": {"batchSize": 2000, "concurrency": 4,
-                                                                        "stallTimeout": "90s"}}))).sink
+    tuned = engine_config.build_config(
+        config_of(render_chart({"sink": {"batchSize": 2000, "concurrency": 4, "stallTimeout": "90s"}}))
+    ).sink
     assert (tuned.batch_size, tuned.concurrency, tuned.stall_timeout) == (2000, 4, 90.0)
 
 
@@ -210,7 +253,16 @@ def test_the_chart_meter_limit_is_the_engine_default(objects):
     assert engine_config.build_config(config_of(tuned)).max_meters == 7
 
 
+def test_the_chart_event_time_range_is_the_engine_default(objects):
+    engine_config = pytest.importorskip("bp_openmeter.config", reason="the engine package is not installed")
+    assert engine_config.build_config(config_of(objects)).api.event_time == engine_config.EventTimeConfig()
+    tuned = render_chart({"api": {"eventTime": {"earliest": "2000-01-01T00:00:00+01:00", "maxAhead": "1h"}}})
+    loaded = engine_config.build_config(config_of(tuned)).api.event_time
+    assert (loaded.earliest.isoformat(), loaded.max_ahead) == ("1999-12-31T23:00:00+00:00", 3600.0)
+
+
 # ── the migration step ───────────────────────────────────────────────────────
+
 
 def test_migrate_in_init_containers_replaces_the_job():
     objects = render_chart({"migrate": {"mode": "initContainer"}})

@@ -9,8 +9,9 @@ import subprocess
 
 import pytest
 
-from e2e.lib.render import CHART_DIR, dependencies, helm_lint, is_vendored
-from e2e.lib.tools import REPO_ROOT, ensure_tools
+from testkit.chart.render import CHART_DIR, dependencies, helm_lint, is_vendored
+from testkit.paths import REPO_ROOT
+from testkit.tools import ensure_tools
 
 pytestmark = pytest.mark.helm
 
@@ -21,8 +22,18 @@ def lint_findings(output: str) -> list[str]:
     return [line for line in output.splitlines() if re.match(r"\[(WARNING|ERROR)\]", line)]
 
 
-@pytest.mark.parametrize("values", [{}, {"networkPolicy": {"enabled": True}, "hpa": {"enabled": True},
-                                         "serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {
+            "networkPolicy": {"enabled": True},
+            "hpa": {"enabled": True},
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        },
+    ],
+)
 def test_helm_lint_strict_is_clean(values):
     result = helm_lint(values, strict=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -33,8 +44,11 @@ def test_helm_lint_of_the_chart_directory():
     result = subprocess.run([str(ensure_tools().helm), "lint", "chart"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     # Without `helm dependency build` the one finding is the absent upstream chart.
-    allowed = [f"[WARNING] {CHART_DIR}: chart directory is missing these dependencies: {d['name']}"
-               for d in dependencies() if not is_vendored(d)]
+    allowed = [
+        f"[WARNING] {CHART_DIR}: chart directory is missing these dependencies: {d['name']}"
+        for d in dependencies()
+        if not is_vendored(d)
+    ]
     assert lint_findings(result.stdout) == allowed, result.stdout
 
 
@@ -68,8 +82,9 @@ def test_script_fails_when_monitoring_defaults_on(chart_copy):
     assert "FAIL: the default render (CRDs present) renders monitoring objects" in result.stderr
 
 
-@pytest.mark.parametrize("template, switch", [("servicemonitor.yaml", "serviceMonitor"),
-                                              ("prometheusrule.yaml", "prometheusRule")])
+@pytest.mark.parametrize(
+    "template, switch", [("servicemonitor.yaml", "serviceMonitor"), ("prometheusrule.yaml", "prometheusRule")]
+)
 def test_script_fails_when_a_toggle_is_not_wired(chart_copy, template, switch):
     (chart_copy / "templates" / template).unlink()
     result = run_script(chart_copy)

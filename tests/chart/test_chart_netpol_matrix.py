@@ -12,13 +12,23 @@ import copy
 
 import pytest
 
-from e2e.lib.netpol_model import NAMESPACE_NAME_LABEL, ContainerPort, External, Layout, Pod, Target, expected_egress
-from e2e.lib.render import find, merge_values, render_chart
-from e2e.lib.tools import REPO_ROOT
-from e2e.lib.truth_table import Key, Outcome, diff, report
+from testkit.chart.render import find, merge_values, render_chart
+from testkit.netpol.model import NAMESPACE_NAME_LABEL, ContainerPort, External, Layout, Pod, Target, expected_egress
+from testkit.netpol.truth_table import Key, Outcome, diff, report
+from testkit.paths import REPO_ROOT
 from tests.chart.chart_layout import (
-    ENGINE_PODS, INGRESS_ALLOWED, INGRESS_SOURCES, INGRESS_TARGETS, NAMESPACE, NEEDS, RELEASE, VALUES, cnpg_instance,
-    egress_targets, layout, needs_matrix,
+    ENGINE_PODS,
+    INGRESS_ALLOWED,
+    INGRESS_SOURCES,
+    INGRESS_TARGETS,
+    NAMESPACE,
+    NEEDS,
+    RELEASE,
+    VALUES,
+    cnpg_instance,
+    egress_targets,
+    layout,
+    needs_matrix,
 )
 
 pytestmark = pytest.mark.helm
@@ -55,12 +65,12 @@ def test_ingress_only_from_release_namespace_gateways_and_monitoring(policies):
 
 def test_migrate_pods_accept_no_connection(policies):
     cluster = layout()
-    observed = expected_egress(policies, cluster, ["neighbour", "prometheus"],
-                               [Target("migrate", 8080)])
+    observed = expected_egress(policies, cluster, ["neighbour", "prometheus"], [Target("migrate", 8080)])
     assert set(observed.values()) == {Outcome.BLOCKED}
 
 
 # ── the PostgreSQL peer: ours against broken variants ─────────────────────────
+
 
 def rewrite_postgres_peers(policies, rewrite):
     """A copy of the policies whose CNPG peer is replaced by rewrite(peer) -> [peers]."""
@@ -80,10 +90,13 @@ BROKEN_POSTGRES_PEERS = {
     "podSelector alone (upstream #1901)": lambda peer: [{"podSelector": peer["podSelector"]}],
     # Two peers are an OR: every pod of the database namespace, or cluster pods of the release namespace.
     "namespaceSelector and podSelector as two peers": lambda peer: [
-        {"namespaceSelector": peer["namespaceSelector"]}, {"podSelector": peer["podSelector"]}],
+        {"namespaceSelector": peer["namespaceSelector"]},
+        {"podSelector": peer["podSelector"]},
+    ],
     "namespaceSelector alone": lambda peer: [{"namespaceSelector": peer["namespaceSelector"]}],
     "the operator's namespace": lambda peer: [
-        {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "cnpg-system"}}}],
+        {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "cnpg-system"}}}
+    ],
 }
 
 
@@ -94,29 +107,39 @@ def test_broken_postgres_peers_fail_the_matrix(policies, variant):
 
 
 def test_upstream_1901_rule_cuts_the_engine_off_its_database(policies):
-    wrong, _ = egress_wrong_cells(rewrite_postgres_peers(policies, BROKEN_POSTGRES_PEERS[
-        "podSelector alone (upstream #1901)"]))
-    cut = {(c.key.source, c.key.destination) for c in wrong
-           if c.expected is Outcome.ALLOWED and c.observed is Outcome.BLOCKED}
+    wrong, _ = egress_wrong_cells(
+        rewrite_postgres_peers(policies, BROKEN_POSTGRES_PEERS["podSelector alone (upstream #1901)"])
+    )
+    cut = {
+        (c.key.source, c.key.destination)
+        for c in wrong
+        if c.expected is Outcome.ALLOWED and c.observed is Outcome.BLOCKED
+    }
     assert cut == {(s, d) for s in ENGINE_PODS for d in ("shared-pg-1:5432/TCP", "shared-pg-2:5432/TCP")}
 
 
 def test_two_peer_variant_opens_the_whole_database_namespace(policies):
-    wrong, _ = egress_wrong_cells(rewrite_postgres_peers(policies, BROKEN_POSTGRES_PEERS[
-        "namespaceSelector and podSelector as two peers"]))
+    wrong, _ = egress_wrong_cells(
+        rewrite_postgres_peers(policies, BROKEN_POSTGRES_PEERS["namespaceSelector and podSelector as two peers"])
+    )
     opened = {c.key.destination for c in wrong if c.observed is Outcome.ALLOWED}
     assert "other-pg-1:5432/TCP" in opened
 
 
 # ── other settings ────────────────────────────────────────────────────────────
 
+
 def test_cluster_created_by_the_chart_is_reached_in_the_release_namespace():
-    values = merge_values(VALUES, {"postgres": {"cluster": {"create": True, "name": "", "namespace": ""},
-                                                "connectionSecret": {"name": ""}}})
+    values = merge_values(
+        VALUES,
+        {"postgres": {"cluster": {"create": True, "name": "", "namespace": ""}, "connectionSecret": {"name": ""}}},
+    )
     policies = find(render_chart(values, namespace=NAMESPACE, release=RELEASE), "NetworkPolicy")
     cluster = layout((cnpg_instance("openmeter-pg-1", "openmeter-pg", NAMESPACE),))
-    needs = {c: (reach - {"shared-pg-1:5432/TCP", "shared-pg-2:5432/TCP"}) | {"openmeter-pg-1:5432/TCP"}
-             for c, reach in NEEDS.items()}
+    needs = {
+        c: (reach - {"shared-pg-1:5432/TCP", "shared-pg-2:5432/TCP"}) | {"openmeter-pg-1:5432/TCP"}
+        for c, reach in NEEDS.items()
+    }
     wrong, text = egress_wrong_cells(policies, needs, cluster)
     assert not wrong, text
 
@@ -134,35 +157,57 @@ def test_extra_egress_rules_reach_the_oidc_issuer_from_api_and_sink_only():
     values = merge_values(VALUES, {"networkPolicy": {"egress": {"extra": [issuer]}}})
     policies = find(render_chart(values, namespace=NAMESPACE, release=RELEASE), "NetworkPolicy")
     base = layout()
-    cluster = Layout(base.namespaces, base.pods, [*base.externals, External("issuer", "198.51.100.10",
-                                                                          [ContainerPort(443)])])
+    cluster = Layout(
+        base.namespaces, base.pods, [*base.externals, External("issuer", "198.51.100.10", [ContainerPort(443)])]
+    )
     needs = {c: reach | ({"issuer:443/TCP"} if c != "migrate" else set()) for c, reach in NEEDS.items()}
     wrong, text = egress_wrong_cells(policies, needs, cluster)
     assert not wrong, text
 
 
 def test_selectors_namespaces_and_ports_are_values():
-    values = merge_values(VALUES, {"networkPolicy": {"egress": {
-        # Helm merges maps: a default selector label is dropped by setting it to null.
-        "nats": {"namespace": "messaging",
-                 "podSelector": {"matchLabels": {"app": "jetstream", "app.kubernetes.io/name": None}},
-                 "ports": [{"port": 14222, "protocol": "TCP"}]},
-        "dns": {"namespace": "", "namespaceSelector": {"matchLabels": {"dns": "yes"}}, "podSelector": None,
-                "ports": [{"port": 5353, "protocol": "UDP"}]}}}})
+    values = merge_values(
+        VALUES,
+        {
+            "networkPolicy": {
+                "egress": {
+                    # Helm merges maps: a default selector label is dropped by setting it to null.
+                    "nats": {
+                        "namespace": "messaging",
+                        "podSelector": {"matchLabels": {"app": "jetstream", "app.kubernetes.io/name": None}},
+                        "ports": [{"port": 14222, "protocol": "TCP"}],
+                    },
+                    "dns": {
+                        "namespace": "",
+                        "namespaceSelector": {"matchLabels": {"dns": "yes"}},
+                        "podSelector": None,
+                        "ports": [{"port": 5353, "protocol": "UDP"}],
+                    },
+                }
+            }
+        },
+    )
     api = find(render_chart(values, namespace=NAMESPACE, release=RELEASE), "NetworkPolicy", "openmeter-api")[0]
     egress = api["spec"]["egress"]
-    assert {"to": [{"namespaceSelector": {"matchLabels": {"dns": "yes"}}}],
-            "ports": [{"port": 5353, "protocol": "UDP"}]} in egress
-    assert {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "messaging"}},
-                    "podSelector": {"matchLabels": {"app": "jetstream"}}}],
-            "ports": [{"port": 14222, "protocol": "TCP"}]} in egress
+    assert {
+        "to": [{"namespaceSelector": {"matchLabels": {"dns": "yes"}}}],
+        "ports": [{"port": 5353, "protocol": "UDP"}],
+    } in egress
+    assert {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "messaging"}},
+                "podSelector": {"matchLabels": {"app": "jetstream"}},
+            }
+        ],
+        "ports": [{"port": 14222, "protocol": "TCP"}],
+    } in egress
 
 
 def test_probe_pods_with_engine_labels_get_the_engine_matrix(policies):
     """What the e2e suite does: probe pods carry a component's labels, not its name."""
     base = layout()
-    probes = tuple(Pod(f"probe-{c}", NAMESPACE, next(p.labels for p in base.pods if p.name == c))
-                   for c in ENGINE_PODS)
+    probes = tuple(Pod(f"probe-{c}", NAMESPACE, next(p.labels for p in base.pods if p.name == c)) for c in ENGINE_PODS)
     cluster = Layout(base.namespaces, [*base.pods, *probes], base.externals)
     targets = egress_targets(cluster)
     targets = [t for t in targets if not t.name.startswith("probe-")]
@@ -182,8 +227,9 @@ def readme_truth_table(policies) -> str:
     cluster = layout()
     egress = expected_egress(policies, cluster, ENGINE_PODS, egress_targets(cluster))
     ingress = expected_egress(policies, cluster, INGRESS_SOURCES, INGRESS_TARGETS)
-    return "\n".join(["```text", egress.render("egress of the engine pods"), "",
-                      ingress.render("ingress to the engine pods"), "```"])
+    return "\n".join(
+        ["```text", egress.render("egress of the engine pods"), "", ingress.render("ingress to the engine pods"), "```"]
+    )
 
 
 def test_readme_truth_table_is_current(policies):

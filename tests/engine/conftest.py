@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from e2e.stack.local import LocalStack, start_local_stack
-from e2e.stack.servers import Servers, start_servers
-from tests.engine.client import EngineClient
+from testkit.client import OpenMeterClient
+from testkit.stack.local import LocalStack, start_local_stack
+from testkit.stack.servers import Servers, start_servers
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +23,9 @@ def servers(tmp_path_factory) -> Servers:
 def stack_factory(servers, tmp_path_factory, request):
     """Start engine stacks for this module; all are stopped when the module ends.
 
-    The logs of a stack are kept in the pytest temp folder and printed for any
-    failing test of the module (see pytest_runtest_makereport below).
+    Each stack keeps its config and the logs of its processes (migrate.log, api.log,
+    sink-<n>.log) in its `root`, a folder under pytest's temp folder (pytest keeps the
+    last three runs): read them there when a test of the module fails.
     """
     stacks: list[LocalStack] = []
 
@@ -45,8 +46,8 @@ def stack(stack_factory) -> LocalStack:
 
 
 @pytest.fixture
-def client(stack) -> EngineClient:
-    with EngineClient(stack.api_url) as engine:
+def client(stack) -> OpenMeterClient:
+    with OpenMeterClient(stack.api_url) as engine:
         yield engine
 
 

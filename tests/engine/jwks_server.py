@@ -33,15 +33,23 @@ class SigningKey:
             public = json.loads(RSAAlgorithm.to_jwk(self.private.public_key()))
         self.jwk = {**public, "kid": self.kid, "use": "sig", "alg": kind}
 
-    def token(self, *, expires_in: float = 300, kid: str | None = None, headers: dict | None = None,
-              **claims) -> str:
+    def token(self, *, expires_in: float = 300, kid: str | None = None, headers: dict | None = None, **claims) -> str:
         """A client-credentials style access token; claims override the defaults (None removes one)."""
         now = int(time.time())
-        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "service-account-metering", "azp": "metering-client",
-                "iat": now, "exp": now + int(expires_in), "scope": "metering profile", **claims}
+        body = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "service-account-metering",
+            "azp": "metering-client",
+            "iat": now,
+            "exp": now + int(expires_in),
+            "scope": "metering profile",
+            **claims,
+        }
         body = {k: v for k, v in body.items() if v is not None}
-        return jwt.encode(body, self.private, algorithm=self.algorithm,
-                          headers={"kid": kid or self.kid, **(headers or {})})
+        return jwt.encode(
+            body, self.private, algorithm=self.algorithm, headers={"kid": kid or self.kid, **(headers or {})}
+        )
 
 
 class JwksServer:
@@ -51,7 +59,7 @@ class JwksServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (the stdlib's name)
+            def do_GET(self):
                 server.fetches += 1
                 body = json.dumps({"keys": [key.jwk for key in server.keys]}).encode()
                 self.send_response(200 if self.path == "/jwks" else 404)

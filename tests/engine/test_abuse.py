@@ -17,13 +17,12 @@ import orjson
 import psycopg
 import pytest
 
-from tests.engine.client import BATCH, SINGLE, event
+from testkit.client import BATCH, SINGLE, event
+from tests.engine.process_memory import CHART_API_MEMORY_LIMIT_MIB as API_MEMORY_LIMIT_MIB
 
 pytestmark = pytest.mark.servers
 
 PROBLEM = "application/problem+json"
-# The chart's api memory limit (values.yaml api.resources.limits.memory).
-API_MEMORY_LIMIT_MIB = 512
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +56,7 @@ def count_meter(client, uid):
 
 # --- nesting --------------------------------------------------------------------------
 
+
 def test_data_nested_64_levels_is_stored_and_listed_back(client, count_meter, uid):
     slug, event_type = count_meter
     client.ingest(event(f"{uid}-deep", event_type, "s", data=nested(64)))
@@ -70,8 +70,7 @@ def test_data_nested_deeper_is_refused(client, uid, depth):
     # Written by hand: the client's own JSON encoder stops at 255 levels.
     data = b'{"n":' * (depth - 1) + b'{"leaf":1}' + b"}" * (depth - 1)
     body = orjson.dumps(event(f"{uid}-{depth}", "t", "s", data={})).replace(b'"data":{}', b'"data":' + data)
-    problem(client.http.post("/api/v1/events", content=body, headers={"content-type": SINGLE}), 400,
-            "data", "deeper")
+    problem(client.http.post("/api/v1/events", content=body, headers={"content-type": SINGLE}), 400, "data", "deeper")
 
 
 def test_a_body_of_100000_nested_arrays_is_refused(client):
@@ -80,6 +79,7 @@ def test_a_body_of_100000_nested_arrays_is_refused(client):
 
 
 # --- sizes ----------------------------------------------------------------------------
+
 
 def test_a_900_kib_string_in_data_is_stored_whole(client, count_meter, uid):
     _, event_type = count_meter
@@ -92,8 +92,12 @@ def test_a_900_kib_string_in_data_is_stored_whole(client, count_meter, uid):
 def test_an_event_larger_than_a_bus_message_is_refused_not_retried(client, uid):
     """Under the body limit (4 MiB) but over NATS's max_payload (1 MiB): 413 naming the
     limit, not a 503 that a client would retry forever."""
-    problem(client.post_events(event(f"{uid}-huge", "t", "s", data={"blob": "x" * (3 * 1024 * 1024)})), 413,
-            "[0]", "at most")
+    problem(
+        client.post_events(event(f"{uid}-huge", "t", "s", data={"blob": "x" * (3 * 1024 * 1024)})),
+        413,
+        "[0]",
+        "at most",
+    )
 
 
 def test_attributes_longer_than_1024_characters_are_refused(client, uid):
@@ -105,6 +109,7 @@ def test_a_body_over_the_limit_is_refused_without_a_content_length(client):
     def chunks():
         for _ in range(6):
             yield b"[" + b" " * (1024 * 1024)
+
     # No Content-Length: the limit is enforced while reading, not only from the header.
     problem(client.http.post("/api/v1/events", content=chunks(), headers={"content-type": BATCH}), 413, "limit")
 
@@ -125,14 +130,19 @@ def test_a_json_body_of_other_endpoints_is_limited_too(client):
 
 # --- encodings and control characters -------------------------------------------------
 
-@pytest.mark.parametrize("encode", [
-    lambda text: text.encode("utf-16"),
-    lambda text: text.encode("utf-16-le"),
-    lambda text: text.encode("utf-32"),
-    lambda text: text.encode("utf-8").replace(b"subject-1", b"subject-\xff\xfe"),   # invalid UTF-8
-    lambda text: text.encode("latin-1"),                                             # latin-1, not UTF-8
-    lambda text: b"\xef\xbb\xbf" + text.encode("utf-8"),                            # a UTF-8 BOM
-], ids=["utf-16", "utf-16-le", "utf-32", "invalid-utf-8", "latin-1", "utf-8-bom"])
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: text.encode("utf-16"),
+        lambda text: text.encode("utf-16-le"),
+        lambda text: text.encode("utf-32"),
+        lambda text: text.encode("utf-8").replace(b"subject-1", b"subject-\xff\xfe"),  # invalid UTF-8
+        lambda text: text.encode("latin-1"),  # latin-1, not UTF-8
+        lambda text: b"\xef\xbb\xbf" + text.encode("utf-8"),  # a UTF-8 BOM
+    ],
+    ids=["utf-16", "utf-16-le", "utf-32", "invalid-utf-8", "latin-1", "utf-8-bom"],
+)
 def test_bodies_that_are_not_utf8_json_are_refused(client, uid, encode):
     text = orjson.dumps(event(f"{uid}-enc", "t", "subject-1", data={"name": "ü"})).decode()
     problem(client.http.post("/api/v1/events", content=encode(text), headers={"content-type": SINGLE}), 400)
@@ -141,8 +151,11 @@ def test_bodies_that_are_not_utf8_json_are_refused(client, uid, encode):
 
 def test_a_charset_other_than_utf8_is_refused(client, uid):
     body = orjson.dumps(event(f"{uid}-cs", "t", "s"))
-    problem(client.http.post("/api/v1/events", content=body,
-                             headers={"content-type": f"{SINGLE}; charset=utf-16"}), 400, "charset")
+    problem(
+        client.http.post("/api/v1/events", content=body, headers={"content-type": f"{SINGLE}; charset=utf-16"}),
+        400,
+        "charset",
+    )
 
 
 def test_raw_control_characters_inside_json_strings_are_refused(client, uid):
@@ -175,32 +188,62 @@ def test_nul_in_query_parameters_and_json_bodies_is_refused(client, count_meter)
     problem(client.http.get("/api/v1/events", params={"subject": "a\x00"}), 400, "NUL")
     problem(client.http.get(f"/api/v1/meters/{slug}/query", params={"subject": "a\x00"}), 400, "NUL")
     problem(client.http.post(f"/api/v1/meters/{slug}/query", json={"subject": ["a\x00"]}), 400, "NUL")
-    problem(client.http.post("/api/v1/meters", json={"slug": "m", "eventType": "t", "aggregation": "COUNT",
-                                                     "metadata": {"k": "v\x00"}}), 400, "NUL")
+    problem(
+        client.http.post(
+            "/api/v1/meters", json={"slug": "m", "eventType": "t", "aggregation": "COUNT", "metadata": {"k": "v\x00"}}
+        ),
+        400,
+        "NUL",
+    )
 
 
 # --- SQL-looking input ------------------------------------------------------------------
 
-SQLISH = ["x'; DROP TABLE events; --", "1 OR 1=1", "a\" OR \"1\"=\"1", "events;--", "$$;SELECT pg_sleep(10);$$",
-          "../../etc/passwd", "%27%3B%20DROP"]
+SQLISH = [
+    "x'; DROP TABLE events; --",
+    "1 OR 1=1",
+    'a" OR "1"="1',
+    "events;--",
+    "$$;SELECT pg_sleep(10);$$",
+    "../../etc/passwd",
+    "%27%3B%20DROP",
+]
 
 
 @pytest.mark.parametrize("slug", SQLISH)
 def test_sql_looking_slugs_are_refused_everywhere(client, slug):
-    problem(client.http.post("/api/v1/meters", json={"slug": slug, "eventType": "t", "aggregation": "COUNT"}),
-            400, "slug")
+    problem(
+        client.http.post("/api/v1/meters", json={"slug": slug, "eventType": "t", "aggregation": "COUNT"}), 400, "slug"
+    )
     for path in ("", "/query", "/subjects"):
         response = client.http.get(f"/api/v1/meters/{slug}{path}")
-        assert response.status_code in (400, 404), response.text   # 404: the path did not match a route
+        assert response.status_code in (400, 404), response.text  # 404: the path did not match a route
         assert response.headers["content-type"] == PROBLEM
 
 
-@pytest.mark.parametrize("path", ["$.a'); DROP TABLE events; --", "$..a", "$.*", "$[?(@.a)]", "$.a[*]",
-                                  "$.a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g",
-                                  "$['a']['b'", "$.a b", "tokens", "$" + ".a" * 200])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "$.a'); DROP TABLE events; --",
+        "$..a",
+        "$.*",
+        "$[?(@.a)]",
+        "$.a[*]",
+        "$.a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g",
+        "$['a']['b'",
+        "$.a b",
+        "tokens",
+        "$" + ".a" * 200,
+    ],
+)
 def test_unsupported_or_hostile_jsonpaths_are_refused(client, uid, path):
-    problem(client.http.post("/api/v1/meters", json={"slug": f"p_{uid}", "eventType": "t", "aggregation": "SUM",
-                                                     "valueProperty": path}), 400, "valueProperty")
+    problem(
+        client.http.post(
+            "/api/v1/meters", json={"slug": f"p_{uid}", "eventType": "t", "aggregation": "SUM", "valueProperty": path}
+        ),
+        400,
+        "valueProperty",
+    )
 
 
 def test_sql_looking_values_are_plain_data(client, stack, uid):
@@ -208,11 +251,16 @@ def test_sql_looking_values_are_plain_data(client, stack, uid):
     are bound as parameters: stored and counted as the text they are."""
     hostile = "x'); DROP TABLE events; --"
     slug = f"q_{uid}"
-    client.create_meter(slug=slug, eventType=hostile + uid, aggregation="SUM",
-                        valueProperty="$['v\\\"); DROP TABLE meters; --']",
-                        groupBy={"g": "$[\"k' OR '1'='1\"]"})
-    client.ingest(event(f"{uid}-1", hostile + uid, hostile,
-                        data={'v"); DROP TABLE meters; --': 5, "k' OR '1'='1": hostile}))
+    client.create_meter(
+        slug=slug,
+        eventType=hostile + uid,
+        aggregation="SUM",
+        valueProperty="$['v\\\"); DROP TABLE meters; --']",
+        groupBy={"g": "$[\"k' OR '1'='1\"]"},
+    )
+    client.ingest(
+        event(f"{uid}-1", hostile + uid, hostile, data={'v"); DROP TABLE meters; --': 5, "k' OR '1'='1": hostile})
+    )
     answer = client.query_until(slug, lambda a: bool(a["data"]), groupBy=["g", "subject"])
     assert answer["data"][0]["value"] == 5
     assert answer["data"][0]["subject"] == hostile and answer["data"][0]["groupBy"] == {"g": hostile}
@@ -224,8 +272,22 @@ def test_sql_looking_values_are_plain_data(client, stack, uid):
     assert {"events", "meters", "rollup_minute"} <= tables
 
 
-@pytest.mark.parametrize("zone", ["localtime", "posixrules", "Factory", "right/UTC", "posix/Europe/Paris",
-                                  "EST5EDT", "zone.tab", "../../etc/passwd", "/etc/localtime", "a" * 5000, "UTC\x01"])
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "localtime",
+        "posixrules",
+        "Factory",
+        "right/UTC",
+        "posix/Europe/Paris",
+        "EST5EDT",
+        "zone.tab",
+        "../../etc/passwd",
+        "/etc/localtime",
+        "a" * 5000,
+        "UTC\x01",
+    ],
+)
 def test_odd_time_zone_names_are_answered_or_refused_cleanly(client, count_meter, zone):
     slug, _ = count_meter
     response = client.http.get(f"/api/v1/meters/{slug}/query", params={"windowSize": "DAY", "windowTimeZone": zone})
@@ -236,11 +298,14 @@ def test_odd_time_zone_names_are_answered_or_refused_cleanly(client, count_meter
 
 # --- slow and oversized requests --------------------------------------------------------
 
+
 def test_a_stalled_body_is_answered_408_instead_of_hanging(stack):
     address = urlsplit(stack.api_url)
     with socket.create_connection((address.hostname, address.port), timeout=20) as sock:
-        sock.sendall(f"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: {BATCH}\r\n"
-                     "Content-Length: 1000\r\n\r\n[".encode())
+        sock.sendall(
+            f"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: {BATCH}\r\n"
+            "Content-Length: 1000\r\n\r\n[".encode()
+        )
         started = time.monotonic()
         answer = sock.recv(65536)
         waited = time.monotonic() - started
@@ -256,8 +321,8 @@ def test_an_oversized_request_line_is_a_problem_too(stack):
         while chunk := sock.recv(65536):
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400") and PROBLEM.encode() in head, head
-    assert "64 KiB" in orjson.loads(body)["detail"]
+    assert head.startswith(b"HTTP/1.1 431") and PROBLEM.encode() in head, head
+    assert "api.maxHeaderBytes" in orjson.loads(body)["detail"]
 
 
 def test_api_peak_memory_stays_under_the_chart_limit(stack):

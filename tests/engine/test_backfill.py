@@ -15,11 +15,13 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from tests.engine.client import EngineClient, event, wait_for
+from testkit.client import OpenMeterClient, event
+from testkit.timeouts import TIMEOUTS
+from testkit.wait import poll, wait_until
 
 pytestmark = pytest.mark.servers
 
-HISTORY = 60_000         # events stored before the meter exists
+HISTORY = 60_000  # events stored before the meter exists
 PROBE_INTERVAL_S = 0.05  # one event of another type this often, while the backfill runs
 MAX_METERS = 4
 
@@ -49,7 +51,7 @@ def stack(stack_factory):
 
 @pytest.fixture
 def client(stack):
-    with EngineClient(stack.api_url) as engine:
+    with OpenMeterClient(stack.api_url) as engine:
         yield engine
 
 
@@ -64,22 +66,29 @@ class Prober(threading.Thread):
         self.samples: list[tuple[float, float]] = []  # (sent at, seconds until stored)
 
     def run(self) -> None:
-        with EngineClient(self.stack.api_url) as client, psycopg.connect(self.stack.database_url,
-                                                                          autocommit=True) as conn:
+        with (
+            OpenMeterClient(self.stack.api_url) as client,
+            psycopg.connect(self.stack.database_url, autocommit=True) as conn,
+        ):
             i = 0
             while not self.stop.is_set():
                 event_id = f"probe-{self.uid}-{i}"
                 client.ingest(event(event_id, "probe.call", "prober"))
                 sent = time.monotonic()
-                while conn.execute("SELECT 1 FROM events WHERE namespace = %s AND source = 'tests' AND id = %s",
-                                   (self.stack.namespace, event_id)).fetchone() is None:
+                while (
+                    conn.execute(
+                        "SELECT 1 FROM events WHERE namespace = %s AND source = 'tests' AND id = %s",
+                        (self.stack.namespace, event_id),
+                    ).fetchone()
+                    is None
+                ):
                     time.sleep(0.005)
                 self.samples.append((sent, time.monotonic() - sent))
                 i += 1
                 self.stop.wait(PROBE_INTERVAL_S)
 
 
-def _totals(client: EngineClient, slug: str) -> dict[str, Decimal]:
+def _totals(client: OpenMeterClient, slug: str) -> dict[str, Decimal]:
     rows = client.query(slug, groupBy=["model"])["data"]
     return {row["groupBy"]["model"]: Decimal(str(row["value"])) for row in rows}
 
@@ -93,25 +102,39 @@ def test_a_backfill_does_not_pause_storage_and_is_exact(client, stack, uid):
     client.create_meter(slug="probes", eventType="probe.call", aggregation="COUNT")
     prober = Prober(stack, uid)
     prober.start()
-    wait_for(lambda: len(prober.samples), lambda n: n >= 5)
+    wait_until(lambda: len(prober.samples) >= 5, TIMEOUTS.usage_convergence, "five probe events stored")
     # Events of the new meter's type keep arriving during its backfill too.
-    live = [event(f"live-{uid}-{i}", "hist.call", f"customer-{i % 50}", time="2025-01-01T00:00:00Z",
-                  data={"tokens": 1000 + i, "model": "small"}) for i in range(400)]
+    live = [
+        event(
+            f"live-{uid}-{i}",
+            "hist.call",
+            f"customer-{i % 50}",
+            time="2025-01-01T00:00:00Z",
+            data={"tokens": 1000 + i, "model": "small"},
+        )
+        for i in range(400)
+    ]
 
     def feed() -> None:
-        with EngineClient(stack.api_url) as own:
+        with OpenMeterClient(stack.api_url) as own:
             for i in range(0, len(live), 20):
-                own.ingest(live[i:i + 20])
+                own.ingest(live[i : i + 20])
                 time.sleep(0.02)
 
     feeder = threading.Thread(target=feed, daemon=True)
     started = time.monotonic()
     feeder.start()
-    sums = client.create_meter(slug="hist_tokens", eventType="hist.call", aggregation="SUM",
-                               valueProperty="$.tokens", groupBy={"model": "$.model"})
+    sums = client.create_meter(
+        slug="hist_tokens",
+        eventType="hist.call",
+        aggregation="SUM",
+        valueProperty="$.tokens",
+        groupBy={"model": "$.model"},
+    )
     backfill_s = time.monotonic() - started
-    counts = client.create_meter(slug="hist_calls", eventType="hist.call", aggregation="COUNT",
-                                 groupBy={"model": "$.model"})
+    counts = client.create_meter(
+        slug="hist_calls", eventType="hist.call", aggregation="COUNT", groupBy={"model": "$.model"}
+    )
     feeder.join()
     prober.stop.set()
     prober.join()
@@ -119,15 +142,26 @@ def test_a_backfill_does_not_pause_storage_and_is_exact(client, stack, uid):
 
     during = [latency for sent, latency in prober.samples if started <= sent <= started + backfill_s]
     pause = max(during)
-    print(f"backfill of {HISTORY:,} events: {backfill_s:.2f} s; other events stored meanwhile: {len(during)}, "
-          f"slowest {pause * 1000:.0f} ms")
+    print(
+        f"backfill of {HISTORY:,} events: {backfill_s:.2f} s; other events stored meanwhile: {len(during)}, "
+        f"slowest {pause * 1000:.0f} ms"
+    )
     assert pause < backfill_s / 2, f"storage paused {pause:.2f} s during a backfill of {backfill_s:.2f} s"
     assert len(during) >= 3, "too few probes during the backfill to measure anything"
 
-    reference = wait_for(lambda: _reference(stack), lambda ref: sum(c for _, c in ref.values()) == HISTORY + 400)
+    reference = poll(
+        lambda: _reference(stack),
+        lambda ref: sum(c for _, c in ref.values()) == HISTORY + 400,
+        TIMEOUTS.usage_convergence,
+    ).last
     expected_sums = {model: total for model, (total, _) in reference.items()}
     expected_counts = {model: Decimal(count) for model, (_, count) in reference.items()}
-    assert wait_for(lambda: _totals(client, "hist_tokens"), lambda totals: totals == expected_sums) == expected_sums
+    assert (
+        poll(
+            lambda: _totals(client, "hist_tokens"), lambda totals: totals == expected_sums, TIMEOUTS.usage_convergence
+        ).last
+        == expected_sums
+    )
     assert _totals(client, "hist_calls") == expected_counts
 
 
@@ -150,15 +184,22 @@ def test_an_interrupted_backfill_is_finished_by_the_sink(client, stack):
     """As if the api had stopped mid-way: the meter answers 503 until the sink has finished
     the backfill, then exactly."""
     with psycopg.connect(stack.database_url) as conn:
-        pk, = conn.execute("SELECT pk FROM meters WHERE slug = 'hist_calls' AND deleted_at IS NULL").fetchone()
+        (pk,) = conn.execute("SELECT pk FROM meters WHERE slug = 'hist_calls' AND deleted_at IS NULL").fetchone()
         for table in ("rollup_minute", "rollup_hour", "rollup_hour_total"):
             conn.execute(f"DELETE FROM {table} WHERE meter_pk = %s", (pk,))
-        conn.execute("UPDATE meters SET backfilled_through = 0, backfill_target = "
-                     "(SELECT last_value FROM events_seq_seq) WHERE pk = %s", (pk,))
+        conn.execute(
+            "UPDATE meters SET backfilled_through = 0, backfill_target = "
+            "(SELECT last_value FROM events_seq_seq) WHERE pk = %s",
+            (pk,),
+        )
     pending = client.http.get("/api/v1/meters/hist_calls/query")
     assert pending.status_code == 503 and pending.headers["retry-after"], pending.text
     assert "still being built" in pending.json()["detail"]
-    done = wait_for(lambda: client.http.get("/api/v1/meters/hist_calls/query"), lambda r: r.status_code == 200)
+    done = poll(
+        lambda: client.http.get("/api/v1/meters/hist_calls/query"),
+        lambda r: r.status_code == 200,
+        TIMEOUTS.usage_convergence,
+    ).last
     assert done.status_code == 200, done.text
     assert done.json()["data"][0]["value"] == sum(count for _, count in _reference(stack).values())
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from bp_openmeter.config import ValkeyConfig
-from bp_openmeter.dedupe import Deduplicator, dedupe_key
+from bp_openmeter.dedupe import Deduplicator, event_key
 
 pytestmark = pytest.mark.servers
 
@@ -24,7 +24,7 @@ def test_marked_keys_are_seen_and_only_they(servers, scripts, many):
     pairs = [("src", "1"), ("src", "2"), ("a-b", "c-d"), ("ünï", "çødé"), ("s p a c e", "line\nbreak"), ("x", "%z")]
     if many:
         pairs += [("bulk", str(i)) for i in range(2500)]
-    keys = [dedupe_key(f"ns{run}", source, event_id) for source, event_id in pairs]
+    keys = [event_key(f"ns{run}", source, event_id) for source, event_id in pairs]
 
     async def scenario() -> tuple[list[bool], list[bool], list[bool]]:
         dedupe = Deduplicator(ValkeyConfig(url=servers.valkey_url, dedupe_ttl=60))

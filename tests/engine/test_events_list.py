@@ -8,7 +8,7 @@ import nats
 import orjson
 import pytest
 
-from tests.engine.client import EngineClient, event
+from testkit.client import OpenMeterClient, event
 from tests.engine.test_ingest_api import problem
 
 pytestmark = pytest.mark.servers
@@ -32,18 +32,24 @@ def test_newest_first_with_stored_and_ingested_times(listed, uid):
 
 def test_filters(client, listed, uid):
     base = {"from_": "2024-08-01T00:00:00Z"}
-    assert len(client.events(**base, to="2024-09-03T10:00:00Z", id=uid)) == 2           # to is exclusive
-    assert len(client.events(**base, id=f"{uid}-3")) == 1                             # id: partial match
-    assert len(client.events(**base, subject=f"subj-{uid}")) == 5                      # subject: exact
+    assert len(client.events(**base, to="2024-09-03T10:00:00Z", id=uid)) == 2  # to is exclusive
+    assert len(client.events(**base, id=f"{uid}-3")) == 1  # id: partial match
+    assert len(client.events(**base, subject=f"subj-{uid}")) == 5  # subject: exact
     assert client.events(**base, subject=f"subj-{uid[:-1]}") == []
     assert len(client.events(**base, id=uid, limit=2)) == 2
     assert client.events(id=uid) == []  # without from: the last 32 days only, as upstream
 
 
-@pytest.mark.parametrize("params, field", [({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"),
-                                           ({"from": "x"}, "from"),
-                                           ({"from": "2024-02-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"}, "from"),
-                                           ({"hasError": "true"}, "hasError")])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"from": "x"}, "from"),
+        ({"from": "2024-02-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"}, "from"),
+        ({"hasError": "true"}, "hasError"),
+    ],
+)
 def test_bad_parameters(client, params, field):
     assert problem(client.http.get("/api/v1/events", params=params), 400)["field"] == field
 
@@ -57,21 +63,33 @@ def test_event_without_a_meter_says_so(client, uid):
 def test_dead_letters_are_listed_with_their_reason(stack_factory, servers, uid):
     stack = stack_factory(overrides={"nats": {"consumer": {"maxDeliver": 2}}})
     config = stack.config
-    poison = orjson.dumps({"namespace": stack.namespace, "id": f"{uid}-poison", "source": "foreign",
-                           "type": "t", "subject": "s", "time": "2024-09-01T00:00:00Z", "data": None,
-                           "ingestedAt": "not-a-time"})
+    poison = orjson.dumps(
+        {
+            "namespace": stack.namespace,
+            "id": f"{uid}-poison",
+            "source": "foreign",
+            "type": "t",
+            "subject": "s",
+            "time": "2024-09-01T00:00:00Z",
+            "data": None,
+            "ingestedAt": "not-a-time",
+        }
+    )
 
     async def publish() -> None:
         nc = await nats.connect(servers.nats_url)
         try:
             js = nc.jetstream()
-            await js.publish(f"{config['nats']['stream']['subjectPrefix']}.{stack.namespace}", poison,
-                             stream=config["nats"]["stream"]["name"])
+            await js.publish(
+                f"{config['nats']['stream']['subjectPrefix']}.{stack.namespace}",
+                poison,
+                stream=config["nats"]["stream"]["name"],
+            )
         finally:
             await nc.close()
 
     asyncio.run(publish())
-    with EngineClient(stack.api_url) as client:
+    with OpenMeterClient(stack.api_url) as client:
         client.ingest(event(f"{uid}-fine", "t", "s", time="2024-09-01T00:00:01Z"))
         items = client.events_until(lambda found: len(found) >= 2, id=uid, from_="2024-08-01T00:00:00Z")
     by_id = {item["event"]["id"]: item for item in items}

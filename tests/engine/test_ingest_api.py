@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.engine.client import BATCH, SINGLE, event
+from testkit.client import BATCH, SINGLE, event
 
 pytestmark = pytest.mark.servers
 
@@ -29,25 +29,29 @@ def count_meter(client, uid):
     return slug, f"t_{uid}"
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda e: e.pop("id"), "id"),
-    (lambda e: e.pop("source"), "source"),
-    (lambda e: e.pop("type"), "type"),
-    (lambda e: e.pop("subject"), "subject"),
-    (lambda e: e.pop("specversion"), "specversion"),
-    (lambda e: e.update(specversion="2.0"), "specversion"),
-    (lambda e: e.update(id=""), "id"),
-    (lambda e: e.update(subject=7), "subject"),
-    (lambda e: e.update(time="yesterday"), "time"),
-    (lambda e: e.update(time="2024-01-01T00:00:00"), "time"),
-    (lambda e: e.update(data="string"), "data"),
-    (lambda e: e.update(data=[1, 2]), "data"),
-    (lambda e: e.update(datacontenttype="application/xml"), "datacontenttype"),
-    (lambda e: e.update(data_base64="AAAA"), "data_base64"),
-    (lambda e: e.update(subject="a\x00b"), "subject"),
-])
-def test_an_invalid_event_in_a_batch_refuses_the_whole_batch_and_names_the_field(client, count_meter, uid, mutate,
-                                                                                   field):
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda e: e.pop("id"), "id"),
+        (lambda e: e.pop("source"), "source"),
+        (lambda e: e.pop("type"), "type"),
+        (lambda e: e.pop("subject"), "subject"),
+        (lambda e: e.pop("specversion"), "specversion"),
+        (lambda e: e.update(specversion="2.0"), "specversion"),
+        (lambda e: e.update(id=""), "id"),
+        (lambda e: e.update(subject=7), "subject"),
+        (lambda e: e.update(time="yesterday"), "time"),
+        (lambda e: e.update(time="2024-01-01T00:00:00"), "time"),
+        (lambda e: e.update(data="string"), "data"),
+        (lambda e: e.update(data=[1, 2]), "data"),
+        (lambda e: e.update(datacontenttype="application/xml"), "datacontenttype"),
+        (lambda e: e.update(data_base64="AAAA"), "data_base64"),
+        (lambda e: e.update(subject="a\x00b"), "subject"),
+    ],
+)
+def test_an_invalid_event_in_a_batch_refuses_the_whole_batch_and_names_the_field(
+    client, count_meter, uid, mutate, field
+):
     slug, event_type = count_meter
     good = [event(f"{uid}-{i}", event_type, "s") for i in range(3)]
     bad = event(f"{uid}-bad", event_type, "s")
@@ -73,17 +77,20 @@ def test_a_literal_backslash_u0000_text_is_not_a_nul(client, count_meter, uid):
     assert client.query_until(slug, lambda a: bool(a["data"]))["data"][0]["value"] == 1
 
 
-@pytest.mark.parametrize("content_type, payload, status", [
-    ("application/xml", b"<event/>", 400),
-    ("text/plain", b"{}", 400),
-    (None, b"{}", 415),
-    (SINGLE, b"[]", 400),
-    (BATCH, b"{}", 400),
-    ("application/json", b"[]", 400),
-    (SINGLE, b"{not json", 400),
-    (SINGLE, b"", 400),
-    ("application/json; charset=latin-1", b"{}", 400),
-])
+@pytest.mark.parametrize(
+    "content_type, payload, status",
+    [
+        ("application/xml", b"<event/>", 400),
+        ("text/plain", b"{}", 400),
+        (None, b"{}", 415),
+        (SINGLE, b"[]", 400),
+        (BATCH, b"{}", 400),
+        ("application/json", b"[]", 400),
+        (SINGLE, b"{not json", 400),
+        (SINGLE, b"", 400),
+        ("application/json; charset=latin-1", b"{}", 400),
+    ],
+)
 def test_wrong_content_type_or_shape(client, content_type, payload, status):
     headers = {"content-type": content_type} if content_type else {}
     problem(client.http.post("/api/v1/events", content=payload, headers=headers), status)
@@ -95,8 +102,11 @@ def test_an_empty_cloudevents_batch_is_accepted(client):
 
 def test_charset_utf8_parameter_is_accepted(client, count_meter, uid):
     slug, event_type = count_meter
-    response = client.http.post("/api/v1/events", content=json.dumps(event(f"{uid}-1", event_type, "s")),
-                                headers={"content-type": "application/cloudevents+json; charset=utf-8"})
+    response = client.http.post(
+        "/api/v1/events",
+        content=json.dumps(event(f"{uid}-1", event_type, "s")),
+        headers={"content-type": "application/cloudevents+json; charset=utf-8"},
+    )
     assert response.status_code == 204
 
 
@@ -109,8 +119,12 @@ def test_oversized_body_and_batch_answer_413(client, uid):
 
 def test_time_defaults_to_now_and_keeps_microseconds(client, count_meter, uid):
     _, event_type = count_meter
-    client.ingest([event(f"{uid}-a", event_type, "s"),
-                   event(f"{uid}-b", event_type, "s", time="2024-02-29T12:34:56.123456789+02:00")])
+    client.ingest(
+        [
+            event(f"{uid}-a", event_type, "s"),
+            event(f"{uid}-b", event_type, "s", time="2024-02-29T12:34:56.123456789+02:00"),
+        ]
+    )
     items = client.events_until(lambda r: len(r) >= 2, id=uid, from_="2024-01-01T00:00:00Z")
     times = {item["event"]["id"]: item["event"]["time"] for item in items}
     assert times[f"{uid}-b"] == "2024-02-29T10:34:56.123456Z"

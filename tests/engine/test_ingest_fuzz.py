@@ -18,43 +18,84 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.engine.client import BATCH, SINGLE, event
+from testkit.client import BATCH, SINGLE
+from testkit.timeouts import TIMEOUTS
+from testkit.wait import poll
 
 pytestmark = pytest.mark.servers
 
 EXAMPLES = int(os.environ.get("BPOM_FUZZ_EXAMPLES", "300"))
 REFUSALS = {400, 413, 415}
 PROBLEM = "application/problem+json"
-ID, SOURCE, TYPE = "<id>", "<source>", "fuzz.event"   # placeholders filled per example
+ID, SOURCE, TYPE = "<id>", "<source>", "fuzz.event"  # placeholders filled per example
 
-json_scalars = (st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1)
-                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=25)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=25,
+)
 wrong_types = st.sampled_from([None, 0, 1.5, True, [], {}, ["x"], {"a": 1}, ""])
 times = st.one_of(
     st.datetimes(timezones=st.timezones()).map(lambda t: t.isoformat()),
     st.datetimes(timezones=st.timezones()).map(lambda t: t.isoformat()),
-    st.sampled_from(["2024-02-29T23:59:60Z", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
-                            "2024-01-01T00:00:00", "2024-13-01T00:00:00Z", "2024-01-01T00:00:00.1234567891Z"]),
-    st.text(max_size=30))
-extension_names = st.one_of(st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True),
-                            st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True), st.text(min_size=1, max_size=10))
+    st.sampled_from(
+        [
+            "2024-02-29T23:59:60Z",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "2024-01-01T00:00:00",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00.1234567891Z",
+        ]
+    ),
+    st.text(max_size=30),
+)
+extension_names = st.one_of(
+    st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True),
+    st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True),
+    st.text(min_size=1, max_size=10),
+)
 
 
 @st.composite
 def cloudevents(draw) -> dict:
-    out = {"specversion": "1.0", "id": ID, "source": SOURCE, "type": TYPE,
-           "subject": draw(st.text(min_size=1, max_size=30) | st.just("customer-1"))}
+    out = {
+        "specversion": "1.0",
+        "id": ID,
+        "source": SOURCE,
+        "type": TYPE,
+        "subject": draw(st.text(min_size=1, max_size=30) | st.just("customer-1")),
+    }
     if draw(st.booleans()):
         out["time"] = draw(times)
     if draw(st.booleans()):
         out["data"] = draw(st.none() | st.dictionaries(st.text(max_size=10), json_values, max_size=5))
     for name in draw(st.lists(extension_names, max_size=2)):
         out[name] = draw(json_scalars | json_scalars | wrong_types)
-    if draw(st.integers(0, 4)) == 0:     # one attribute made wrong
-        field = draw(st.sampled_from(["id", "source", "type", "subject", "specversion", "time", "data",
-                                      "datacontenttype", "dataschema", "data_base64"]))
+    if draw(st.integers(0, 4)) == 0:  # one attribute made wrong
+        field = draw(
+            st.sampled_from(
+                [
+                    "id",
+                    "source",
+                    "type",
+                    "subject",
+                    "specversion",
+                    "time",
+                    "data",
+                    "datacontenttype",
+                    "dataschema",
+                    "data_base64",
+                ]
+            )
+        )
         if draw(st.booleans()):
             out.pop(field, None)
         else:
@@ -76,8 +117,11 @@ def _encode(document, how: str) -> bytes:
 requests = st.one_of(
     st.tuples(cloudevents(), st.sampled_from([SINGLE, "application/json", "application/json; charset=utf-8"])),
     st.tuples(st.lists(cloudevents(), max_size=5), st.sampled_from([BATCH, "application/json"])),
-).flatmap(lambda pair: st.tuples(st.just(pair[0]), st.just(pair[1]),
-                                 st.sampled_from(["utf-8"] * 6 + ["utf-16", "invalid-utf8", "truncated"])))
+).flatmap(
+    lambda pair: st.tuples(
+        st.just(pair[0]), st.just(pair[1]), st.sampled_from(["utf-8"] * 6 + ["utf-16", "invalid-utf8", "truncated"])
+    )
+)
 garbage = st.tuples(st.binary(max_size=200), st.sampled_from([SINGLE, BATCH, "application/json", "text/plain", None]))
 
 
@@ -106,8 +150,11 @@ def test_fuzzed_ingest_answers_are_documented_and_storage_matches_them(client, s
     def post(body: bytes, content_type: str | None):
         headers = {"content-type": content_type} if content_type else {}
         response = client.http.post("/api/v1/events", content=body, headers=headers, timeout=15)
-        assert response.status_code == 204 or response.status_code in REFUSALS, (response.status_code,
-                                                                                 response.text[:500], body[:300])
+        assert response.status_code == 204 or response.status_code in REFUSALS, (
+            response.status_code,
+            response.text[:500],
+            body[:300],
+        )
         if response.status_code != 204:
             assert response.headers["content-type"] == PROBLEM, response.headers
             problem = response.json()
@@ -132,14 +179,20 @@ def test_fuzzed_ingest_answers_are_documented_and_storage_matches_them(client, s
     fuzz_events()
     fuzz_garbage()
 
-    client.ingest(event(f"{run}-marker", "marker", "s"))
-    client.wait_stored(f"{run}-marker", 1)      # JetStream order: all accepted before are stored
+    def stored_keys() -> set:
+        with psycopg.connect(stack.database_url) as conn:
+            return set(conn.execute("SELECT source, id FROM events WHERE source = %s", (f"fuzz-{run}",)).fetchall())
+
+    # The sink's workers commit batches in any order, so no one event marks "all before it
+    # are stored": poll until every accepted event is (then the rollups are committed too).
+    stored = poll(stored_keys, lambda keys: accepted <= keys, TIMEOUTS.usage_convergence).last
     with psycopg.connect(stack.database_url) as conn:
-        stored = set(conn.execute("SELECT source, id FROM events WHERE source = %s", (f"fuzz-{run}",)).fetchall())
         dead = conn.execute("SELECT count(*) FROM dead_letters WHERE source = %s", (f"fuzz-{run}",)).fetchone()[0]
     counted = client.total(f"fuzz_{run}") or 0
-    print(f"fuzzed ingest: accepted events={len(accepted)} refused events={len(refused - accepted)} "
-          f"stored={len(stored)} counted={counted} dead_letters={dead}")
+    print(
+        f"fuzzed ingest: accepted events={len(accepted)} refused events={len(refused - accepted)} "
+        f"stored={len(stored)} counted={counted} dead_letters={dead}"
+    )
     assert accepted and refused - accepted, "the fuzzing never produced both outcomes"
     assert stored == accepted, (sorted(accepted - stored)[:5], sorted(stored - accepted)[:5])
     assert counted == len(metered) and dead == 0

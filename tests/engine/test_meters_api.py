@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engine.client import event
+from testkit.client import event
 from tests.engine.test_ingest_api import problem
 
 pytestmark = pytest.mark.servers
@@ -12,9 +12,16 @@ pytestmark = pytest.mark.servers
 
 def test_create_get_list_delete(client, uid):
     slug = f"m_{uid}"
-    created = client.create_meter(slug=slug, eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.tokens",
-                                  groupBy={"model": "$.model"}, description="tokens", metadata={"team": "ai"},
-                                  windowSize="HOUR")  # a legacy member, ignored as upstream does
+    created = client.create_meter(
+        slug=slug,
+        eventType=f"t_{uid}",
+        aggregation="SUM",
+        valueProperty="$.tokens",
+        groupBy={"model": "$.model"},
+        description="tokens",
+        metadata={"team": "ai"},
+        windowSize="HOUR",
+    )  # a legacy member, ignored as upstream does
     assert created["slug"] == slug and created["name"] == slug and created["groupBy"] == {"model": "$.model"}
     assert created["metadata"] == {"team": "ai"} and "deletedAt" not in created and "windowSize" not in created
     assert client.http.get(f"/api/v1/meters/{slug}").json() == created
@@ -34,38 +41,45 @@ def test_create_get_list_delete(client, uid):
 
 def test_duplicate_slug_is_409(client, uid):
     client.create_meter(slug=f"d_{uid}", eventType="t", aggregation="COUNT")
-    body = problem(client.http.post("/api/v1/meters", json={"slug": f"d_{uid}", "eventType": "t",
-                                                            "aggregation": "COUNT"}), 409)
+    body = problem(
+        client.http.post("/api/v1/meters", json={"slug": f"d_{uid}", "eventType": "t", "aggregation": "COUNT"}), 409
+    )
     assert body["detail"] == "conflict error: meter with the same slug already exists"
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"slug": "Bad-Slug", "eventType": "t", "aggregation": "COUNT"}, "slug"),
-    ({"slug": "a__b", "eventType": "t", "aggregation": "COUNT"}, "slug"),
-    ({"slug": "x" * 65, "eventType": "t", "aggregation": "COUNT"}, "slug"),
-    ({"slug": "ok", "aggregation": "COUNT"}, "eventType"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "MEDIAN"}, "aggregation"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "valueProperty": "$.x"}, "valueProperty"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "SUM"}, "valueProperty"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "SUM", "valueProperty": "tokens"}, "valueProperty"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "SUM", "valueProperty": "$..x"}, "valueProperty"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "SUM", "valueProperty": "$[?(@.a)]"}, "valueProperty"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "groupBy": {"bad-key": "$.a"}}, "groupBy.bad-key"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "groupBy": {"subject": "$.a"}}, "groupBy.subject"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "groupBy": {"k": "a"}}, "groupBy.k"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "SUM", "valueProperty": "$.a", "groupBy": {"k": "$.a"}},
-     "groupBy.k"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "description": ""}, "description"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "eventFrom": "last week"}, "eventFrom"),
-    ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "metadata": {"a": 1}}, "metadata"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"slug": "Bad-Slug", "eventType": "t", "aggregation": "COUNT"}, "slug"),
+        ({"slug": "a__b", "eventType": "t", "aggregation": "COUNT"}, "slug"),
+        ({"slug": "x" * 65, "eventType": "t", "aggregation": "COUNT"}, "slug"),
+        ({"slug": "ok", "aggregation": "COUNT"}, "eventType"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "MEDIAN"}, "aggregation"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "valueProperty": "$.x"}, "valueProperty"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "SUM"}, "valueProperty"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "SUM", "valueProperty": "tokens"}, "valueProperty"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "SUM", "valueProperty": "$..x"}, "valueProperty"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "SUM", "valueProperty": "$[?(@.a)]"}, "valueProperty"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "groupBy": {"bad-key": "$.a"}}, "groupBy.bad-key"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "groupBy": {"subject": "$.a"}}, "groupBy.subject"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "groupBy": {"k": "a"}}, "groupBy.k"),
+        (
+            {"slug": "ok", "eventType": "t", "aggregation": "SUM", "valueProperty": "$.a", "groupBy": {"k": "$.a"}},
+            "groupBy.k",
+        ),
+        ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "description": ""}, "description"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "eventFrom": "last week"}, "eventFrom"),
+        ({"slug": "ok", "eventType": "t", "aggregation": "COUNT", "metadata": {"a": 1}}, "metadata"),
+    ],
+)
 def test_invalid_meter_definitions_name_the_field(client, body, field):
     answer = problem(client.http.post("/api/v1/meters", json=body), 400)
     assert answer["field"] == field and field in answer["detail"]
 
 
-@pytest.mark.parametrize("path", ["/api/v1/meters/Robert'); DROP TABLE meters;--", "/api/v1/meters/a-b",
-                                  "/api/v1/meters/" + "a" * 65])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/meters/Robert'); DROP TABLE meters;--", "/api/v1/meters/a-b", "/api/v1/meters/" + "a" * 65]
+)
 def test_sql_looking_or_malformed_meter_references_are_400(client, path):
     problem(client.http.get(path), 400)
 
@@ -78,13 +92,15 @@ def test_unknown_meter_is_404(client):
 def test_a_new_meter_counts_events_that_arrived_before_it(client, uid):
     event_type = f"t_{uid}"
     client.create_meter(slug=f"probe_{uid}", eventType=event_type, aggregation="COUNT")
-    client.ingest([event(f"{uid}-{i}", event_type, "s", data={"tokens": i, "model": "m" + str(i % 2)})
-                   for i in range(1, 11)])
+    client.ingest(
+        [event(f"{uid}-{i}", event_type, "s", data={"tokens": i, "model": "m" + str(i % 2)}) for i in range(1, 11)]
+    )
     client.query_until(f"probe_{uid}", lambda a: a["data"] and a["data"][0]["value"] == 10)
 
     slug = f"late_{uid}"
-    client.create_meter(slug=slug, eventType=event_type, aggregation="SUM", valueProperty="$.tokens",
-                        groupBy={"model": "$.model"})
+    client.create_meter(
+        slug=slug, eventType=event_type, aggregation="SUM", valueProperty="$.tokens", groupBy={"model": "$.model"}
+    )
     rows = client.query(slug, groupBy="model")["data"]
     assert {r["groupBy"]["model"]: r["value"] for r in rows} == {"m0": 30, "m1": 25}
     # And it keeps counting what arrives afterwards, exactly once.
@@ -96,10 +112,12 @@ def test_a_new_meter_counts_events_that_arrived_before_it(client, uid):
 def test_update_changes_group_by_and_rebuilds(client, uid):
     event_type = f"t_{uid}"
     slug = f"u_{uid}"
-    client.create_meter(slug=slug, eventType=event_type, aggregation="SUM", valueProperty="$.v",
-                        description="keep me", name="Before")
-    client.ingest([event(f"{uid}-{i}", event_type, "s", data={"v": 1, "region": "eu" if i < 3 else "us"})
-                   for i in range(5)])
+    client.create_meter(
+        slug=slug, eventType=event_type, aggregation="SUM", valueProperty="$.v", description="keep me", name="Before"
+    )
+    client.ingest(
+        [event(f"{uid}-{i}", event_type, "s", data={"v": 1, "region": "eu" if i < 3 else "us"}) for i in range(5)]
+    )
     client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == 5)
 
     response = client.http.put(f"/api/v1/meters/{slug}", json={"groupBy": {"region": "$.region"}})
@@ -117,18 +135,23 @@ def test_event_from_limits_what_counts(client, uid):
     event_type = f"t_{uid}"
     slug = f"ef_{uid}"
     client.create_meter(slug=slug, eventType=event_type, aggregation="COUNT", eventFrom="2024-06-01T00:00:00Z")
-    client.ingest([event(f"{uid}-old", event_type, "s", time="2024-05-31T23:59:59Z"),
-                   event(f"{uid}-new", event_type, "s", time="2024-06-01T00:00:00Z")])
+    client.ingest(
+        [
+            event(f"{uid}-old", event_type, "s", time="2024-05-31T23:59:59Z"),
+            event(f"{uid}-new", event_type, "s", time="2024-06-01T00:00:00Z"),
+        ]
+    )
     answer = client.query_until(slug, lambda a: bool(a["data"]))
     assert answer["data"][0]["value"] == 1
     assert client.query(slug, from_="2024-05-31T00:00:00Z", to="2024-06-02T00:00:00Z")["data"][0]["value"] == 1
 
 
 def test_meters_from_the_config_file(stack_factory):
-    from tests.engine.client import EngineClient
+    from testkit.client import OpenMeterClient
+
     meters = [{"slug": "cfg_calls", "eventType": "api.call", "aggregation": "COUNT", "groupBy": {"tpp": "$.tpp"}}]
     stack = stack_factory(meters)
-    with EngineClient(stack.api_url) as client:
+    with OpenMeterClient(stack.api_url) as client:
         listed = client.http.get("/api/v1/meters").json()
         assert [m["slug"] for m in listed] == ["cfg_calls"]
         client.ingest(event("c1", "api.call", "bank-a", data={"tpp": "fintech-1"}))

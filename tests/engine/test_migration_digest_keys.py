@@ -1,6 +1,6 @@
-"""Migration 0006 on a database that holds rollups: every row gets the digests the engine
-computes, so what the sink and the sealer fold afterwards merges into the migrated rows
-(one row per key, as before), and nothing is lost."""
+"""The rollup_digest_keys migration on a database that holds rollups: every row gets the
+digests the engine computes, so what the sink and the sealer fold afterwards merges into
+the migrated rows (one row per key, as before), and nothing is lost."""
 
 from __future__ import annotations
 
@@ -12,28 +12,21 @@ import psycopg
 import pytest
 
 from bp_openmeter import projection
-from bp_openmeter.migrate import apply_migrations, available
-from e2e.stack.local import create_database
+from bp_openmeter.migrate import apply_migrations
+from testkit.stack.local import create_database
+from tests.engine.schema_at import migrate_to, version_before
 
 pytestmark = pytest.mark.servers
 
-BEFORE = 5  # the schema before rollup keys held digests
+BEFORE = version_before("rollup_digest_keys")  # the schema before rollup keys held digests
 
 SUBJECTS = ["customer-1", "e\u0301\u05d0\U0001f600\\x", "s" * 900]
-GROUPS = [{}, {"url": "https://example.com/" + "a" * 1200}, {"model": "small", "region": None},
-          {"q": 'say "hi"\\n', "r": "\u202e"}]
-
-
-def _apply_until(url: str, last: int) -> None:
-    """Apply migrations 1..last as `migrate` would have (with its bookkeeping)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("""CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
-                        checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())""")
-        for migration in available()[:last]:
-            with conn.transaction():
-                conn.execute(migration.sql)
-                conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                             (migration.version, migration.name, migration.checksum))
+GROUPS = [
+    {},
+    {"url": "https://example.com/" + "a" * 1200},
+    {"model": "small", "region": None},
+    {"q": 'say "hi"\\n', "r": "\u202e"},
+]
 
 
 def _key(text: str) -> bytes:
@@ -43,24 +36,29 @@ def _key(text: str) -> bytes:
 @pytest.fixture
 def migrated(servers):
     url = create_database(servers.postgres_url, f"mig_{uuid.uuid4().hex[:8]}")
-    _apply_until(url, BEFORE)
+    migrate_to(url, BEFORE)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
         for i, (subject, groups) in enumerate((s, g) for s in SUBJECTS for g in GROUPS):
             for table, column in (("rollup_minute", "minute"), ("rollup_hour", "hour")):
                 extent = ", first_minute, last_minute" if table == "rollup_hour" else ""
                 extent_values = ", '2024-05-01 10:00Z', '2024-05-01 10:00Z'" if table == "rollup_hour" else ""
-                conn.execute(f"""INSERT INTO {table} (meter_pk, subject, groups, {column}, events, n, sum, min, max,
+                conn.execute(
+                    f"""INSERT INTO {table} (meter_pk, subject, groups, {column}, events, n, sum, min, max,
                                                      vals{extent})
                                  VALUES (1, %s, %s, '2024-05-01 10:00Z', 2, 2, %s, 1, 9, ARRAY['u1']{extent_values})""",
-                             (subject, orjson.dumps(groups).decode(), i))
+                    (subject, orjson.dumps(groups).decode(), i),
+                )
         for groups in GROUPS:
-            conn.execute("""INSERT INTO rollup_hour_total (meter_pk, groups, hour, events, n, sum, min, max,
+            conn.execute(
+                """INSERT INTO rollup_hour_total (meter_pk, groups, hour, events, n, sum, min, max,
                                                            first_minute, last_minute)
                             VALUES (1, %s, '2024-05-01 10:00Z', 2, 2, 10, 1, 9, '2024-05-01 10:00Z',
-                                    '2024-05-01 10:00Z')""", (orjson.dumps(groups).decode(),))
+                                    '2024-05-01 10:00Z')""",
+                (orjson.dumps(groups).decode(),),
+            )
     applied = apply_migrations(url)
-    assert [m.version for m in applied][0] == BEFORE + 1
+    assert applied[0].name == "rollup_digest_keys"
     return url
 
 
@@ -78,7 +76,7 @@ def test_existing_rollups_get_the_engine_digests(migrated):
         assert dict(keys) == {
             "rollup_minute": "PRIMARY KEY (meter_pk, subject_key, minute, groups_key)",
             "rollup_hour": "PRIMARY KEY (meter_pk, subject_key, hour, groups_key) "
-                           "INCLUDE (events, n, sum, min, max, first_minute, last_minute)",
+            "INCLUDE (events, n, sum, min, max, first_minute, last_minute)",
             "rollup_hour_total": "PRIMARY KEY (meter_pk, hour, groups_key)",
         }
 
@@ -98,17 +96,25 @@ rows AS (
         conn.execute("SET TIME ZONE 'UTC'")
         args = {"subjects": SUBJECTS, "groups": [orjson.dumps(g).decode() for g in GROUPS]}
         for level in (projection.MINUTE, projection.HOUR):
-            conn.execute(f"WITH {rows}, written AS ({projection.upsert(level, 'rows')}) SELECT count(*) FROM written",
-                         args)
+            conn.execute(
+                f"WITH {rows}, written AS ({projection.upsert(level, 'rows')}) SELECT count(*) FROM written", args
+            )
         total = projection.merged("total", "rows", projection.HOUR_TOTAL)  # one row per groups, as the sealer
-        conn.execute(f"WITH {rows}, {total}, written AS ({projection.upsert(projection.HOUR_TOTAL, 'total')}) "
-                     "SELECT count(*) FROM written", args)
+        conn.execute(
+            f"WITH {rows}, {total}, written AS ({projection.upsert(projection.HOUR_TOTAL, 'total')}) "
+            "SELECT count(*) FROM written",
+            args,
+        )
         minute = conn.execute("SELECT count(*), min(events), max(events), min(min), max(max) FROM rollup_minute")
         assert minute.fetchone() == (len(SUBJECTS) * len(GROUPS), 3, 3, 0, 100)
-        assert conn.execute("SELECT count(*), min(events) FROM rollup_hour").fetchone() == \
-            (len(SUBJECTS) * len(GROUPS), 3)
+        assert conn.execute("SELECT count(*), min(events) FROM rollup_hour").fetchone() == (
+            len(SUBJECTS) * len(GROUPS),
+            3,
+        )
         # All subjects: each groups row got one fold per subject.
-        assert conn.execute("SELECT count(*), min(events) FROM rollup_hour_total").fetchone() == \
-            (len(GROUPS), 2 + len(SUBJECTS))
+        assert conn.execute("SELECT count(*), min(events) FROM rollup_hour_total").fetchone() == (
+            len(GROUPS),
+            2 + len(SUBJECTS),
+        )
         vals = conn.execute("SELECT DISTINCT vals FROM rollup_minute").fetchall()
         assert [sorted(v) for (v,) in vals] == [["u1", "u2"]]

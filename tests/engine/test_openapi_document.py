@@ -36,8 +36,12 @@ def _app_operations() -> set[tuple[str, str]]:
 
 
 def _documented_operations(document: dict) -> set[tuple[str, str]]:
-    return {(method, _normalized(path)) for path, item in document["paths"].items()
-            for method in item if method in HTTP_METHODS}
+    return {
+        (method, _normalized(path))
+        for path, item in document["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
 
 
 def test_every_route_is_documented_and_every_documented_operation_exists():
@@ -64,17 +68,22 @@ def test_every_error_is_documented_as_problem_json_and_no_operation_promises_a_5
             statuses = set(operation["responses"])
             assert "500" not in statuses and "default" not in statuses, f"{method} {path}"
             assert {"401", "403"} <= statuses, f"{method} {path}: authentication errors undocumented"
+            # The connection's limits come before any operation: a head past them is 431 anywhere.
+            assert "431" in statuses, f"{method} {path}: a request head past the limits (431) undocumented"
             for status, response in operation["responses"].items():
                 if int(status) >= 400:
                     content = _resolve(document, response)["content"]
                     assert list(content) == ["application/problem+json"], f"{method} {path} {status}"
 
 
-@pytest.mark.parametrize("status, operations", [
-    ("413", [("post", "/api/v1/events"), ("post", "/api/v1/meters")]),
-    ("415", [("post", "/api/v1/events")]),
-    ("503", [("post", "/api/v1/events"), ("get", "/api/v1/meters/{meterIdOrSlug}/query")]),
-])
+@pytest.mark.parametrize(
+    "status, operations",
+    [
+        ("413", [("post", "/api/v1/events"), ("post", "/api/v1/meters")]),
+        ("415", [("post", "/api/v1/events")]),
+        ("503", [("post", "/api/v1/events"), ("get", "/api/v1/meters/{meterIdOrSlug}/query")]),
+    ],
+)
 def test_limits_and_outages_are_documented(status, operations):
     paths = _document()["paths"]
     for method, path in operations:
@@ -87,3 +96,17 @@ def test_the_api_serves_this_document(client):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/yaml")
     assert yaml.safe_load(response.text) == _document()
+
+
+def test_each_operation_states_the_permission_the_app_demands():
+    from bp_openmeter.api import OPERATIONS
+
+    paths = {_normalized(path): item for path, item in _document()["paths"].items()}
+    for path, methods in OPERATIONS.items():
+        for method, (_handler, permission) in methods.items():
+            operation = paths[_normalized(path)][method.lower()]
+            assert operation["x-permission"] == (permission or "any"), f"{method} {path}"
+            if "504" not in operation["responses"] and permission is not None:
+                raise AssertionError(
+                    f"{method} {path}: reads the database, so a statement timeout (504) is possible but undocumented"
+                )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bp_openmeter.timefmt import parse_time
-from tests.engine.client import EngineClient, event
+from testkit.client import OpenMeterClient, event
 from tests.engine.test_ingest_api import problem
 
 pytestmark = pytest.mark.servers
@@ -25,31 +25,49 @@ def at(i: int) -> str:
 def meters(stack):
     uid = "qry"
     slugs = {agg: f"{agg.lower()}_{uid}" for agg in ("SUM", "COUNT", "AVG", "MIN", "MAX", "LATEST", "UNIQUE_COUNT")}
-    with EngineClient(stack.api_url) as client:
+    with OpenMeterClient(stack.api_url) as client:
         for agg, slug in slugs.items():
             body = dict(slug=slug, eventType="q.event", aggregation=agg, groupBy={"region": "$.region"})
             if agg != "COUNT":
                 body["valueProperty"] = "$.user" if agg == "UNIQUE_COUNT" else "$.v"
             client.create_meter(**body)
-        client.ingest([event(f"q-{i}", "q.event", f"s{i % 3}", time=at(i),
-                             data={"v": i, "region": "even" if i % 2 == 0 else "odd", "user": f"u{i % 7}"})
-                       for i in range(360)])
+        client.ingest(
+            [
+                event(
+                    f"q-{i}",
+                    "q.event",
+                    f"s{i % 3}",
+                    time=at(i),
+                    data={"v": i, "region": "even" if i % 2 == 0 else "odd", "user": f"u{i % 7}"},
+                )
+                for i in range(360)
+            ]
+        )
         client.query_until(slugs["COUNT"], lambda a: a["data"] and a["data"][0]["value"] == 360)
     return slugs
 
 
 def expected(values):
-    return {"SUM": sum(values), "COUNT": len(values), "AVG": sum(values) / len(values), "MIN": min(values),
-            "MAX": max(values), "LATEST": values[-1]}
+    return {
+        "SUM": sum(values),
+        "COUNT": len(values),
+        "AVG": sum(values) / len(values),
+        "MIN": min(values),
+        "MAX": max(values),
+        "LATEST": values[-1],
+    }
 
 
-@pytest.mark.parametrize("start, end", [
-    ("2024-03-15T10:00:10Z", "2024-03-15T10:02:50Z"),   # partial edge minutes on both sides
-    ("2024-03-15T10:00:00Z", "2024-03-15T10:00:40Z"),   # inside one minute
-    ("2024-03-15T10:59:59.999Z", "2024-03-15T11:00:00.001Z"),
-    ("2024-03-15T10:30:00Z", "2024-03-15T11:30:00Z"),   # whole minutes only
-    ("2024-03-15T09:00:00Z", "2024-03-15T10:00:00Z"),   # before any event
-])
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        ("2024-03-15T10:00:10Z", "2024-03-15T10:02:50Z"),  # partial edge minutes on both sides
+        ("2024-03-15T10:00:00Z", "2024-03-15T10:00:40Z"),  # inside one minute
+        ("2024-03-15T10:59:59.999Z", "2024-03-15T11:00:00.001Z"),
+        ("2024-03-15T10:30:00Z", "2024-03-15T11:30:00Z"),  # whole minutes only
+        ("2024-03-15T09:00:00Z", "2024-03-15T10:00:00Z"),  # before any event
+    ],
+)
 @pytest.mark.parametrize("agg", ["SUM", "COUNT", "AVG", "MIN", "MAX", "LATEST"])
 def test_second_precision_edges_are_exact(client, meters, agg, start, end):
     values = [i for i in range(360) if parse_time(start) <= parse_time(at(i)) < parse_time(end)]
@@ -77,50 +95,66 @@ def test_group_by_subject_and_key_with_filter(client, meters):
 
 
 def test_post_filter_accepts_several_values(client, meters):
-    response = client.http.post(f"/api/v1/meters/{meters['COUNT']}/query",
-                                json={"groupBy": ["region"], "filterGroupBy": {"region": ["even", "odd"]}})
+    response = client.http.post(
+        f"/api/v1/meters/{meters['COUNT']}/query",
+        json={"groupBy": ["region"], "filterGroupBy": {"region": ["even", "odd"]}},
+    )
     assert {r["groupBy"]["region"]: r["value"] for r in response.json()["data"]} == {"even": 180, "odd": 180}
 
 
 def test_hour_windows_in_muscat_and_kolkata(client, meters):
     muscat = client.query(meters["COUNT"], windowSize="HOUR", windowTimeZone="Asia/Muscat")["data"]
-    assert [(r["windowStart"], r["value"]) for r in muscat] == [("2024-03-15T14:00:00+04:00", 180),
-                                                               ("2024-03-15T15:00:00+04:00", 180)]
+    assert [(r["windowStart"], r["value"]) for r in muscat] == [
+        ("2024-03-15T14:00:00+04:00", 180),
+        ("2024-03-15T15:00:00+04:00", 180),
+    ]
     kolkata = client.query(meters["COUNT"], windowSize="HOUR", windowTimeZone="Asia/Kolkata")["data"]
     # +05:30: local hours start at :30 UTC, so the two UTC hours spread over three local ones.
-    assert [(r["windowStart"], r["value"]) for r in kolkata] == [("2024-03-15T15:00:00+05:30", 90),
-                                                                ("2024-03-15T16:00:00+05:30", 180),
-                                                                ("2024-03-15T17:00:00+05:30", 90)]
+    assert [(r["windowStart"], r["value"]) for r in kolkata] == [
+        ("2024-03-15T15:00:00+05:30", 90),
+        ("2024-03-15T16:00:00+05:30", 180),
+        ("2024-03-15T17:00:00+05:30", 90),
+    ]
 
 
 def test_day_and_month_windows(client, meters):
     day = client.query(meters["COUNT"], windowSize="DAY", windowTimeZone="Pacific/Kiritimati")["data"]
     assert [(r["windowStart"], r["windowEnd"], r["value"]) for r in day] == [
-        ("2024-03-16T00:00:00+14:00", "2024-03-17T00:00:00+14:00", 360)]
+        ("2024-03-16T00:00:00+14:00", "2024-03-17T00:00:00+14:00", 360)
+    ]
     month = client.query(meters["SUM"], windowSize="MONTH")["data"]
     assert [(r["windowStart"], r["windowEnd"], r["value"]) for r in month] == [
-        ("2024-03-01T00:00:00Z", "2024-04-01T00:00:00Z", sum(range(360)))]
+        ("2024-03-01T00:00:00Z", "2024-04-01T00:00:00Z", sum(range(360)))
+    ]
 
 
 def test_csv_with_subject_and_groups_equals_json(client, meters):
     params = dict(groupBy=["region"], subject=["s0", "s1"], windowSize="HOUR")
     rows = client.query(meters["SUM"], **params)["data"]
-    from tests.engine.client import _params
-    response = client.http.get(f"/api/v1/meters/{meters['SUM']}/query", params=_params(params),
-                               headers={"accept": "text/csv"})
+    from testkit.client import _params
+
+    response = client.http.get(
+        f"/api/v1/meters/{meters['SUM']}/query", params=_params(params), headers={"accept": "text/csv"}
+    )
     lines = response.text.splitlines()
     assert lines[0] == "window_start,window_end,subject,region,value"
-    assert lines[1:] == [f"{r['windowStart']},{r['windowEnd']},{r['subject']},{r['groupBy']['region']},"
-                         f"{float(r['value']):f}" for r in rows]
+    assert lines[1:] == [
+        f"{r['windowStart']},{r['windowEnd']},{r['subject']},{r['groupBy']['region']},{float(r['value']):f}"
+        for r in rows
+    ]
 
 
 def test_latest_ties_resolve_by_id_then_source(client, uid):
     slug = f"tie_{uid}"
     client.create_meter(slug=slug, eventType=f"t_{uid}", aggregation="LATEST", valueProperty="$.v")
     when = "2024-01-01T00:00:00Z"
-    client.ingest([event(f"{uid}-b", f"t_{uid}", "s", time=when, data={"v": 2}, source="x"),
-                   event(f"{uid}-a", f"t_{uid}", "s", time=when, data={"v": 1}, source="z"),
-                   event(f"{uid}-b", f"t_{uid}", "s", time=when, data={"v": 3}, source="y")])
+    client.ingest(
+        [
+            event(f"{uid}-b", f"t_{uid}", "s", time=when, data={"v": 2}, source="x"),
+            event(f"{uid}-a", f"t_{uid}", "s", time=when, data={"v": 1}, source="z"),
+            event(f"{uid}-b", f"t_{uid}", "s", time=when, data={"v": 3}, source="y"),
+        ]
+    )
     client.wait_stored(uid, 3, from_="2023-12-31T00:00:00Z")
     # Equal times: the greatest id wins ("-b"), then the greatest source ("y" over "x").
     assert client.query(slug)["data"][0]["value"] == 3
@@ -129,10 +163,29 @@ def test_latest_ties_resolve_by_id_then_source(client, uid):
 def test_values_are_read_as_numbers_and_the_rest_ignored(client, uid):
     slug = f"num_{uid}"
     client.create_meter(slug=slug, eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.v")
-    values = [1, "2", " 3.5 ", "1e2", "-0.5", "NaN", "Inf", "-Infinity", "abc", True, None, {"x": 1}, [1], "0x10",
-              "1_000", "", "1e9999"]
-    client.ingest([event(f"{uid}-{i}", f"t_{uid}", "s", data={"v": v}) for i, v in enumerate(values)]
-                  + [event(f"{uid}-missing", f"t_{uid}", "s", data={})])
+    values = [
+        1,
+        "2",
+        " 3.5 ",
+        "1e2",
+        "-0.5",
+        "NaN",
+        "Inf",
+        "-Infinity",
+        "abc",
+        True,
+        None,
+        {"x": 1},
+        [1],
+        "0x10",
+        "1_000",
+        "",
+        "1e9999",
+    ]
+    client.ingest(
+        [event(f"{uid}-{i}", f"t_{uid}", "s", data={"v": v}) for i, v in enumerate(values)]
+        + [event(f"{uid}-missing", f"t_{uid}", "s", data={})]
+    )
     client.wait_stored(uid, len(values) + 1)
     answer = client.query(slug)
     assert answer["data"][0]["value"] == pytest.approx(1 + 2 + 3.5 + 100 - 0.5)
@@ -141,8 +194,12 @@ def test_values_are_read_as_numbers_and_the_rest_ignored(client, uid):
 def test_a_window_with_no_countable_value_is_omitted(client, uid):
     slug = f"nov_{uid}"
     client.create_meter(slug=slug, eventType=f"t_{uid}", aggregation="MAX", valueProperty="$.v")
-    client.ingest([event(f"{uid}-1", f"t_{uid}", "s", time="2024-01-01T00:00:00Z", data={"v": "n/a"}),
-                   event(f"{uid}-2", f"t_{uid}", "s", time="2024-01-02T00:00:00Z", data={"v": 7})])
+    client.ingest(
+        [
+            event(f"{uid}-1", f"t_{uid}", "s", time="2024-01-01T00:00:00Z", data={"v": "n/a"}),
+            event(f"{uid}-2", f"t_{uid}", "s", time="2024-01-02T00:00:00Z", data={"v": 7}),
+        ]
+    )
     answer = client.query_until(slug, lambda a: bool(a["data"]), windowSize="DAY")
     assert [(r["windowStart"], r["value"]) for r in answer["data"]] == [("2024-01-02T00:00:00Z", 7)]
 
@@ -151,18 +208,21 @@ def test_subjects_endpoint(client, meters):
     assert client.http.get(f"/api/v1/meters/{meters['COUNT']}/subjects").json() == ["s0", "s1", "s2"]
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"from": "2024-03-15T11:00:00Z", "to": "2024-03-15T10:00:00Z"}, "from"),
-    ({"from": "2024-03-15T10:00:00Z", "to": "2024-03-15T10:00:00Z"}, "from"),
-    ({"from": "yesterday"}, "from"),
-    ({"windowSize": "WEEK"}, "windowSize"),
-    ({"windowTimeZone": "Mars/Olympus_Mons"}, "windowTimeZone"),
-    ({"groupBy": "nope"}, "groupBy"),
-    ({"groupBy": "customer_id"}, "groupBy"),
-    ({"filterGroupBy[nope]": "x"}, "filterGroupBy[nope]"),
-    ({"filterCustomerId": "01J0000000000000000000000"}, "filterCustomerId"),
-    ({"bogus": "1"}, "bogus"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"from": "2024-03-15T11:00:00Z", "to": "2024-03-15T10:00:00Z"}, "from"),
+        ({"from": "2024-03-15T10:00:00Z", "to": "2024-03-15T10:00:00Z"}, "from"),
+        ({"from": "yesterday"}, "from"),
+        ({"windowSize": "WEEK"}, "windowSize"),
+        ({"windowTimeZone": "Mars/Olympus_Mons"}, "windowTimeZone"),
+        ({"groupBy": "nope"}, "groupBy"),
+        ({"groupBy": "customer_id"}, "groupBy"),
+        ({"filterGroupBy[nope]": "x"}, "filterGroupBy[nope]"),
+        ({"filterCustomerId": "01J0000000000000000000000"}, "filterCustomerId"),
+        ({"bogus": "1"}, "bogus"),
+    ],
+)
 def test_query_parameter_errors_name_the_parameter(client, meters, params, field):
     body = problem(client.http.get(f"/api/v1/meters/{meters['SUM']}/query", params=params), 400)
     assert body["field"] == field

@@ -15,10 +15,18 @@ from bp_openmeter.jsonpath import parse
 pytestmark = pytest.mark.servers
 
 KEYS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=8)
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=5))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(KEYS, inner, max_size=3)), max_leaves=8)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=5),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +42,15 @@ def test_arrow_selects_what_the_path_selects(db, document, key, present):
         document = {**document, key: document.get(key, 1)}
     path = parse("$['" + key.replace("\\", "\\\\").replace("'", "\\'") + "']")
     assert path.single_key() == key
-    arrow, lax = db.execute("SELECT %(d)s::jsonb -> %(k)s::text, jsonb_path_query_first(%(d)s::jsonb, %(p)s::jsonpath, '{}', true)",
-                            {"d": Jsonb(document), "k": key, "p": path.to_postgres()}).fetchone()
+    arrow, lax = db.execute(
+        "SELECT %(d)s::jsonb -> %(k)s::text, jsonb_path_query_first(%(d)s::jsonb, %(p)s::jsonpath, '{}', true)",
+        {"d": Jsonb(document), "k": key, "p": path.to_postgres()},
+    ).fetchone()
     assert arrow == lax
 
 
-@pytest.mark.parametrize("text, key", [("$.tokens", "tokens"), ("$['a.b']", "a.b"), ("$.a.b", None), ("$[0]", None),
-                                       ("$", None)])
+@pytest.mark.parametrize(
+    "text, key", [("$.tokens", "tokens"), ("$['a.b']", "a.b"), ("$.a.b", None), ("$[0]", None), ("$", None)]
+)
 def test_single_key(text, key):
     assert parse(text).single_key() == key

@@ -13,7 +13,9 @@ import psycopg
 import pytest
 import yaml
 
-from tests.engine.client import EngineClient, event, wait_for
+from testkit.client import OpenMeterClient, event
+from testkit.timeouts import TIMEOUTS
+from testkit.wait import poll, wait_until
 
 pytestmark = pytest.mark.servers
 
@@ -27,7 +29,7 @@ def stack(stack_factory):
 
 @pytest.fixture
 def client(stack):
-    with EngineClient(stack.api_url) as engine:
+    with OpenMeterClient(stack.api_url) as engine:
         yield engine
 
 
@@ -50,7 +52,7 @@ def test_a_stalled_sink_says_so_in_a_metric_and_fails_readiness(client, stack, u
     with psycopg.connect(stack.database_url) as blocker:
         blocker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
         client.ingest(event(f"stall-{uid}", f"t_{uid}", "s"))
-        answer = wait_for(lambda: _ready(stack), lambda r: r.status_code == 503)
+        answer = poll(lambda: _ready(stack), lambda r: r.status_code == 503, TIMEOUTS.usage_convergence).last
         assert answer.status_code == 503, answer.text
         problem = answer.json()
         assert problem["checks"]["progress"].startswith("no progress for") and "sink.stallTimeout" in problem["detail"]
@@ -58,13 +60,18 @@ def test_a_stalled_sink_says_so_in_a_metric_and_fails_readiness(client, stack, u
         assert _metric(stack, "bpom_sink_stalled_seconds") > STALL_TIMEOUT_S
         blocker.rollback()  # the lock goes: the batch is stored
     client.wait_stored(f"stall-{uid}", 1)
-    assert wait_for(lambda: _ready(stack), lambda r: r.status_code == 200).status_code == 200
+    assert (
+        poll(lambda: _ready(stack), lambda r: r.status_code == 200, TIMEOUTS.usage_convergence).last.status_code == 200
+    )
     assert _metric(stack, "bpom_sink_stalled_seconds") < STALL_TIMEOUT_S
 
 
 def test_an_idle_sink_is_not_stalled(stack):
     """Nothing to fetch is not a stall, however long it lasts."""
-    assert wait_for(lambda: _metric(stack, "bpom_sink_stalled_seconds"), lambda s: s < 1.0) < 1.0
+    assert (
+        poll(lambda: _metric(stack, "bpom_sink_stalled_seconds"), lambda s: s < 1.0, TIMEOUTS.usage_convergence).last
+        < 1.0
+    )
     assert _ready(stack).status_code == 200
 
 
@@ -78,8 +85,14 @@ def _publish(stack, events: list[dict]) -> None:
         nc = await nats.connect(stack.servers.nats_url)
         js = nc.jetstream()
         for e in events:
-            await js.publish(subject, b'{"namespace":' + orjson.dumps(stack.namespace)
-                             + b',"ingestedAt":"2024-05-01T10:00:01Z","events":[' + orjson.dumps(e) + b"]}")
+            await js.publish(
+                subject,
+                b'{"namespace":'
+                + orjson.dumps(stack.namespace)
+                + b',"ingestedAt":"2024-05-01T10:00:01Z","events":['
+                + orjson.dumps(e)
+                + b"]}",
+            )
         await nc.close()
 
     asyncio.run(send())
@@ -87,19 +100,36 @@ def _publish(stack, events: list[dict]) -> None:
 
 def test_the_same_key_with_other_content_is_dropped_and_counted(client, stack, uid):
     def stored(i: int, **changes) -> dict:
-        return {"id": f"k-{uid}-{i}", "source": "tests", "type": f"t_{uid}", "subject": "s",
-                "time": "2024-05-01T10:00:00Z", "data": {"v": 1}, "attributes": None, **changes}
+        return {
+            "id": f"k-{uid}-{i}",
+            "source": "tests",
+            "type": f"t_{uid}",
+            "subject": "s",
+            "time": "2024-05-01T10:00:00Z",
+            "data": {"v": 1},
+            "attributes": None,
+            **changes,
+        }
 
     client.create_meter(slug=f"s_{uid}", eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.v")
     _publish(stack, [stored(0), stored(1)])
     client.wait_stored(f"k-{uid}-", 2, from_="2024-01-01T00:00:00Z")
     before = _metric(stack, "bpom_sink_events_conflicting_total")
     already = _metric(stack, "bpom_sink_events_already_stored_total")
-    _publish(stack, [stored(0),                                 # the same again: a plain duplicate
-                     stored(1, data={"v": 100}),                 # other data
-                     stored(1, subject="other"),                 # other subject
-                     stored(0, time="2024-05-01T11:00:00Z")])    # other time
-    wait_for(lambda: _metric(stack, "bpom_sink_events_already_stored_total"), lambda n: n >= already + 4)
+    _publish(
+        stack,
+        [
+            stored(0),  # the same again: a plain duplicate
+            stored(1, data={"v": 100}),  # other data
+            stored(1, subject="other"),  # other subject
+            stored(0, time="2024-05-01T11:00:00Z"),
+        ],
+    )  # other time
+    wait_until(
+        lambda: _metric(stack, "bpom_sink_events_already_stored_total") >= already + 4,
+        TIMEOUTS.usage_convergence,
+        "the four duplicates seen by the sink",
+    )
     assert _metric(stack, "bpom_sink_events_conflicting_total") - before == 3
     assert client.total(f"s_{uid}") == 2  # the first of each key stays
     assert {item["event"]["subject"] for item in client.events(id=f"k-{uid}-", from_="2024-01-01T00:00:00Z")} == {"s"}

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bp_openmeter import messages
-from tests.engine.client import BATCH, EngineClient, event
+from testkit.client import BATCH, OpenMeterClient, event
 
 pytestmark = pytest.mark.servers
 
@@ -25,7 +25,7 @@ def stack(stack_factory):
 
 @pytest.fixture
 def client(stack):
-    with EngineClient(stack.api_url) as engine:
+    with OpenMeterClient(stack.api_url) as engine:
         yield engine
 
 
@@ -44,16 +44,30 @@ def _publish(stack, payloads: list[bytes]) -> None:
 
 
 def _stored_event(uid: str, i: int, **changes) -> dict:
-    return {"id": f"m-{uid}-{i}", "source": "tests", "type": f"t_{uid}", "subject": "s", "time": "2024-05-01T10:00:00Z",
-            "data": {"v": i}, "attributes": None, **changes}
+    return {
+        "id": f"m-{uid}-{i}",
+        "source": "tests",
+        "type": f"t_{uid}",
+        "subject": "s",
+        "time": "2024-05-01T10:00:00Z",
+        "data": {"v": i},
+        "attributes": None,
+        **changes,
+    }
 
 
 def test_batch_and_single_event_messages_are_both_stored(client, stack, uid):
     client.create_meter(slug=f"c_{uid}", eventType=f"t_{uid}", aggregation="COUNT")
-    batch = b'{"namespace":' + orjson.dumps(stack.namespace) + b',"ingestedAt":"2024-05-01T10:00:01Z","events":[' \
-        + b",".join(orjson.dumps(_stored_event(uid, i)) for i in range(3)) + b"]}"
-    earlier_form = orjson.dumps({**_stored_event(uid, 3), "namespace": stack.namespace,
-                                 "ingestedAt": "2024-05-01T10:00:01Z"})
+    batch = (
+        b'{"namespace":'
+        + orjson.dumps(stack.namespace)
+        + b',"ingestedAt":"2024-05-01T10:00:01Z","events":['
+        + b",".join(orjson.dumps(_stored_event(uid, i)) for i in range(3))
+        + b"]}"
+    )
+    earlier_form = orjson.dumps(
+        {**_stored_event(uid, 3), "namespace": stack.namespace, "ingestedAt": "2024-05-01T10:00:01Z"}
+    )
     _publish(stack, [batch, earlier_form, batch])  # the batch twice: stored once
     answer = client.query_until(f"c_{uid}", lambda a: a["data"] and a["data"][0]["value"] >= 4)
     assert answer["data"][0]["value"] == 4
@@ -62,8 +76,13 @@ def test_batch_and_single_event_messages_are_both_stored(client, stack, uid):
 def test_a_bad_event_is_dead_lettered_alone(client, stack, uid):
     client.create_meter(slug=f"c_{uid}", eventType=f"t_{uid}", aggregation="COUNT")
     events = [_stored_event(uid, 0), _stored_event(uid, 1, time="not a time"), _stored_event(uid, 2)]
-    _publish(stack, [b'{"namespace":' + orjson.dumps(stack.namespace) + b',"ingestedAt":"2024-05-01T10:00:01Z",'
-                     b'"events":' + orjson.dumps(events) + b"}"])
+    _publish(
+        stack,
+        [
+            b'{"namespace":' + orjson.dumps(stack.namespace) + b',"ingestedAt":"2024-05-01T10:00:01Z",'
+            b'"events":' + orjson.dumps(events) + b"}"
+        ],
+    )
     answer = client.query_until(f"c_{uid}", lambda a: a["data"] and a["data"][0]["value"] >= 2)
     assert answer["data"][0]["value"] == 2
     listed = client.events_until(lambda items: any(i.get("validationError") for i in items), id=f"m-{uid}-1")
@@ -78,8 +97,10 @@ def test_a_request_is_published_in_messages_that_fit(client, uid):
     """A body larger than one message is split; every event still counts once."""
     client.create_meter(slug=f"c_{uid}", eventType=f"t_{uid}", aggregation="COUNT")
     padding = "x" * 3000
-    batch = [event(f"big-{uid}-{i}", f"t_{uid}", "s", time="2024-05-01T10:00:00Z", data={"pad": padding})
-             for i in range(1000)]  # about 3 MB: at least three messages
+    batch = [
+        event(f"big-{uid}-{i}", f"t_{uid}", "s", time="2024-05-01T10:00:00Z", data={"pad": padding})
+        for i in range(1000)
+    ]  # about 3 MB: at least three messages
     response = client.post_events(batch, BATCH)
     assert response.status_code == 204, response.text
     answer = client.query_until(f"c_{uid}", lambda a: a["data"] and a["data"][0]["value"] >= 1000)

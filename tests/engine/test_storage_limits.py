@@ -27,7 +27,9 @@ from bp_openmeter.cloudevents_in import MAX_ATTRIBUTE_BYTES
 from bp_openmeter.config import PostgresConfig
 from bp_openmeter.db import make_pool
 from bp_openmeter.sealing import Sealer
-from tests.engine.client import BATCH, EngineClient, event, wait_for
+from testkit.client import BATCH, OpenMeterClient, event
+from testkit.timeouts import TIMEOUTS
+from testkit.wait import poll
 from tests.engine.hostile_text import text_of_bytes, url_of_chars
 
 pytestmark = pytest.mark.servers
@@ -46,7 +48,7 @@ def stack(stack_factory):
 
 @pytest.fixture
 def client(stack):
-    with EngineClient(stack.api_url) as engine:
+    with OpenMeterClient(stack.api_url) as engine:
         yield engine
 
 
@@ -58,7 +60,7 @@ def _refused(response, field: str) -> dict:
     return body
 
 
-def _normal_event_is_stored(client: EngineClient, uid: str, name: str) -> None:
+def _normal_event_is_stored(client: OpenMeterClient, uid: str, name: str) -> None:
     """The sink keeps going: an ordinary event sent afterwards is stored."""
     client.ingest(event(f"{name}-after-{uid}", f"after_{uid}", "customer-1"))
     client.wait_stored(f"{name}-after-{uid}", 1)
@@ -66,6 +68,7 @@ def _normal_event_is_stored(client: EngineClient, uid: str, name: str) -> None:
 
 def _seal_everything(database_url: str) -> None:
     """Move the sealing watermark to now: minutes before it live in the hourly levels too."""
+
     async def seal() -> None:
         pool = make_pool(PostgresConfig(url=database_url), "tests", max_size=1)
         await pool.open(wait=True)
@@ -78,6 +81,7 @@ def _seal_everything(database_url: str) -> None:
 
 
 # --- the three triggers --------------------------------------------------------------
+
 
 def test_an_id_of_1024_four_byte_characters_is_refused_naming_it(client, uid):
     event_id = text_of_bytes(4096, seed=1, widths=(4,))
@@ -102,12 +106,18 @@ def test_the_longest_subject_with_a_long_group_value_is_stored_and_counted(clien
     key they used to form; each kept whole and answered."""
     subject = text_of_bytes(MAX_ATTRIBUTE_BYTES, seed=3)
     value = text_of_bytes(2000, seed=4)
-    client.create_meter(slug=f"s_{uid}", eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.v",
-                        groupBy={"g": "$.g"})
-    client.ingest([event(f"long-{uid}-{i}", f"t_{uid}", subject, time=f"2024-05-01T10:0{i}:00Z",
-                         data={"v": i + 1, "g": value}) for i in range(3)])
-    answer = client.query_until(f"s_{uid}", lambda a: a["data"] and a["data"][0]["value"] == 6,
-                                subject=[subject], groupBy=["g"])
+    client.create_meter(
+        slug=f"s_{uid}", eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.v", groupBy={"g": "$.g"}
+    )
+    client.ingest(
+        [
+            event(f"long-{uid}-{i}", f"t_{uid}", subject, time=f"2024-05-01T10:0{i}:00Z", data={"v": i + 1, "g": value})
+            for i in range(3)
+        ]
+    )
+    answer = client.query_until(
+        f"s_{uid}", lambda a: a["data"] and a["data"][0]["value"] == 6, subject=[subject], groupBy=["g"]
+    )
     assert [(row["subject"], row["groupBy"], row["value"]) for row in answer["data"]] == [(subject, {"g": value}, 6)]
     assert client.http.get(f"/api/v1/meters/s_{uid}/subjects").json() == [subject]
     _seal_everything(stack.database_url)  # the same answers from the hourly levels
@@ -119,23 +129,30 @@ def test_the_longest_subject_with_a_long_group_value_is_stored_and_counted(clien
 def test_a_3000_character_url_as_a_group_value_is_stored_and_grouped(client, stack, uid):
     urls = [url_of_chars(3000, seed) for seed in (5, 6)]
     client.create_meter(slug=f"u_{uid}", eventType=f"t_{uid}", aggregation="COUNT", groupBy={"url": "$.url"})
-    client.ingest([event(f"url-{uid}-{i}", f"t_{uid}", "customer-1", time="2024-05-01T10:00:00Z",
-                         data={"url": urls[i % 2]}) for i in range(5)])
+    client.ingest(
+        [
+            event(f"url-{uid}-{i}", f"t_{uid}", "customer-1", time="2024-05-01T10:00:00Z", data={"url": urls[i % 2]})
+            for i in range(5)
+        ]
+    )
     answer = client.query_until(f"u_{uid}", lambda a: sum(row["value"] for row in a["data"]) == 5, groupBy=["url"])
-    assert sorted((row["groupBy"]["url"], row["value"]) for row in answer["data"]) == sorted([(urls[0], 3),
-                                                                                               (urls[1], 2)])
+    assert sorted((row["groupBy"]["url"], row["value"]) for row in answer["data"]) == sorted(
+        [(urls[0], 3), (urls[1], 2)]
+    )
     filtered = client.query(f"u_{uid}", **{"filterGroupBy[url]": urls[1]})
     assert [row["value"] for row in filtered["data"]] == [2]
     _seal_everything(stack.database_url)
     late = event(f"url-{uid}-late", f"t_{uid}", "customer-1", time="2024-05-01T10:30:00Z", data={"url": urls[1]})
     client.ingest(late)  # into a sealed hour: folded into every level at once
-    hourly = client.query_until(f"u_{uid}", lambda a: sum(row["value"] for row in a["data"]) == 6,
-                                groupBy=["url"], windowSize="DAY")
+    hourly = client.query_until(
+        f"u_{uid}", lambda a: sum(row["value"] for row in a["data"]) == 6, groupBy=["url"], windowSize="DAY"
+    )
     assert sorted(row["value"] for row in hourly["data"]) == [3, 3]
     _normal_event_is_stored(client, uid, "url")
 
 
 # --- byte limits at ingest ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("attribute", ATTRIBUTES)
 def test_each_indexed_attribute_is_limited_in_bytes(client, uid, attribute):
@@ -160,6 +177,7 @@ def test_every_attribute_at_its_limit_is_stored(client, stack, uid):
 
 # --- what the database refuses anyway: one dead letter, the rest stored -----------------------
 
+
 def _publish(stack, payload: bytes) -> None:
     """A message straight onto the stream, past the api's checks (an older engine's, say)."""
     config = yaml.safe_load(stack.config_path.read_text())
@@ -178,16 +196,32 @@ def test_an_event_past_the_index_limit_is_dead_lettered_and_its_neighbours_store
     sink dead-letters it with that reason and stores the rest of its message."""
     client.create_meter(slug=f"c_{uid}", eventType=f"t_{uid}", aggregation="COUNT")
     too_long = f"{uid}-" + text_of_bytes(4096, seed=20, widths=(4,))
-    events = [{"id": f"n-{uid}-{i}", "source": "tests", "type": f"t_{uid}", "subject": "s",
-               "time": "2024-05-01T10:00:00Z", "data": None, "attributes": None} for i in range(3)]
+    events = [
+        {
+            "id": f"n-{uid}-{i}",
+            "source": "tests",
+            "type": f"t_{uid}",
+            "subject": "s",
+            "time": "2024-05-01T10:00:00Z",
+            "data": None,
+            "attributes": None,
+        }
+        for i in range(3)
+    ]
     events[1]["id"] = too_long
-    _publish(stack, b'{"namespace":' + orjson.dumps(stack.namespace) + b',"ingestedAt":"2024-05-01T10:00:01Z",'
-             b'"events":' + orjson.dumps(events) + b"}")
+    _publish(
+        stack,
+        b'{"namespace":' + orjson.dumps(stack.namespace) + b',"ingestedAt":"2024-05-01T10:00:01Z",'
+        b'"events":' + orjson.dumps(events) + b"}",
+    )
     answer = client.query_until(f"c_{uid}", lambda a: a["data"] and a["data"][0]["value"] >= 2)
     assert answer["data"][0]["value"] == 2
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        rows = wait_for(lambda: conn.execute("SELECT position, reason FROM dead_letters WHERE id = %s",
-                                             (too_long,)).fetchall(), bool)
+        rows = poll(
+            lambda: conn.execute("SELECT position, reason FROM dead_letters WHERE id = %s", (too_long,)).fetchall(),
+            bool,
+            TIMEOUTS.usage_convergence,
+        ).last
     assert [position for position, _ in rows] == [1]
     assert rows[0][1].startswith("54000: index row size"), rows[0][1]
     _normal_event_is_stored(client, uid, "dead-letter")

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from bp_openmeter.timefmt import canonical_time, format_time, parse_time
 
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def reference_parse(value: str) -> datetime:
@@ -45,22 +44,31 @@ def reference_format(value: datetime, zone=None) -> str:
     offset = local.utcoffset() or timedelta(0)
     if zone is None or (offset == timedelta(0) and getattr(zone, "key", "UTC") in ("UTC", "Etc/UTC")):
         return text + "Z"
+    if offset.total_seconds() % 60:
+        return reference_format(value)  # an offset with seconds (local mean time): RFC 3339 cannot write it
     minutes = int(offset.total_seconds() // 60)
     return f"{text}{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def _digits(n: int, low: int = 0, high: int | None = None):
-    return st.integers(low, high if high is not None else 10 ** n - 1).map(lambda v: f"{v:0{n}d}")
+    return st.integers(low, high if high is not None else 10**n - 1).map(lambda v: f"{v:0{n}d}")
 
 
 timestamps = st.builds(
     lambda y, mo, d, sep, h, mi, s, frac, off: f"{y}-{mo}-{d}{sep}{h}:{mi}:{s}{frac}{off}",
-    _digits(4), _digits(2, 0, 13), _digits(2, 0, 32), st.sampled_from("Tt "), _digits(2, 0, 25),
-    _digits(2, 0, 60), _digits(2, 0, 61),
+    _digits(4),
+    _digits(2, 0, 13),
+    _digits(2, 0, 32),
+    st.sampled_from("Tt "),
+    _digits(2, 0, 25),
+    _digits(2, 0, 60),
+    _digits(2, 0, 61),
     st.one_of(st.just(""), st.integers(1, 9).flatmap(lambda n: _digits(n).map(lambda f: "." + f))),
-    st.one_of(st.sampled_from(["Z", "z", "+00:00", "-00:00"]),
-              st.builds(lambda sign, h, m: f"{sign}{h}:{m}", st.sampled_from("+-"), _digits(2, 0, 25),
-                        _digits(2, 0, 99))))
+    st.one_of(
+        st.sampled_from(["Z", "z", "+00:00", "-00:00"]),
+        st.builds(lambda sign, h, m: f"{sign}{h}:{m}", st.sampled_from("+-"), _digits(2, 0, 25), _digits(2, 0, 99)),
+    ),
+)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -75,34 +83,47 @@ def test_parse_time_means_what_the_fields_say(value):
     assert parse_time(value) == expected
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("2025-01-01T00:00:60Z", "2025-01-01T00:00:59Z"),               # a leap second reads as :59
-    ("2025-01-01T00:00:01.1234569Z", "2025-01-01T00:00:01.123456Z"),  # truncated, not rounded
-    ("2025-03-30T03:30:00+05:30", "2025-03-29T22:00:00Z"),
-    ("2025-01-01t00:00:00z", "2025-01-01T00:00:00Z"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("2025-01-01T00:00:60Z", "2025-01-01T00:00:59Z"),  # a leap second reads as :59
+        ("2025-01-01T00:00:01.1234569Z", "2025-01-01T00:00:01.123456Z"),  # truncated, not rounded
+        ("2025-03-30T03:30:00+05:30", "2025-03-29T22:00:00Z"),
+        ("2025-01-01t00:00:00z", "2025-01-01T00:00:00Z"),
+    ],
+)
 def test_parse_time_examples(value, expected):
     assert format_time(parse_time(value)) == expected
 
 
-@pytest.mark.parametrize("value", ["2025-01-01T00:00:00+05:60", "2025-02-30T00:00:00Z",
-                                   "0001-01-01T00:00:00+01:00", "2025-01-01T00:00:00"])
+@pytest.mark.parametrize(
+    "value", ["2025-01-01T00:00:00+05:60", "2025-02-30T00:00:00Z", "0001-01-01T00:00:00+01:00", "2025-01-01T00:00:00"]
+)
 def test_parse_time_refuses(value):
     with pytest.raises(ValueError):
         parse_time(value)
 
 
 @settings(max_examples=2000, deadline=None)
-@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc)),
-       st.sampled_from([None, ZoneInfo("UTC"), ZoneInfo("Europe/Berlin"), ZoneInfo("Asia/Kolkata"),
-                        ZoneInfo("America/St_Johns")]))
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc)),
+    st.sampled_from(
+        [None, ZoneInfo("UTC"), ZoneInfo("Europe/Berlin"), ZoneInfo("Asia/Kolkata"), ZoneInfo("America/St_Johns")]
+    ),
+)
 def test_format_time_as_the_plain_implementation(value, zone):
     assert format_time(value, zone) == reference_format(value, zone)
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.one_of(timestamps, st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
-                                          timezones=st.just(timezone.utc)).map(format_time)))
+@given(
+    st.one_of(
+        timestamps,
+        st.datetimes(
+            min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc)
+        ).map(format_time),
+    )
+)
 def test_canonical_time_is_parse_then_format(value):
     try:
         expected = format_time(parse_time(value))

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bp_openmeter.timefmt import format_time, parse_time
-from tests.engine.client import event
+from testkit.client import event
 
 pytestmark = pytest.mark.servers
 
@@ -37,8 +37,16 @@ def test_ingest_1000_single_events_are_summed(client, uid):
         duration = rng.randint(1, 100)
         total += duration
         when = NOW + timedelta(seconds=rng.randint(-30 * 86400, 30 * 86400))
-        client.ingest(event(f"{uid}-{i}", f"t_{uid}", "customer-1", source="my-app", time=iso(when),
-                            data={"duration_ms": str(duration)}))
+        client.ingest(
+            event(
+                f"{uid}-{i}",
+                f"t_{uid}",
+                "customer-1",
+                source="my-app",
+                time=iso(when),
+                data={"duration_ms": str(duration)},
+            )
+        )
     answer = client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == total)
     assert [row["value"] for row in answer["data"]] == [total]
 
@@ -51,7 +59,9 @@ def test_batch_of_1000_events_is_summed(client, uid):
         duration = rng.randint(1, 1000)
         total += duration
         when = NOW + timedelta(seconds=rng.randint(-30 * 86400, 30 * 86400))
-        events.append(event(f"{uid}-{i}", f"t_{uid}", "customer-1", time=iso(when), data={"duration_ms": str(duration)}))
+        events.append(
+            event(f"{uid}-{i}", f"t_{uid}", "customer-1", time=iso(when), data={"duration_ms": str(duration)})
+        )
     client.ingest(events)
     answer = client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == total)
     assert [row["value"] for row in answer["data"]] == [total]
@@ -60,7 +70,10 @@ def test_batch_of_1000_events_is_summed(client, uid):
 def test_application_json_accepts_one_event_and_an_array(client, uid):
     slug = sum_meter(client, uid)
     when = iso(NOW - timedelta(hours=1))
-    make = lambda n: event(f"{uid}-{n}", f"t_{uid}", "customer-1", time=when, data={"duration_ms": "100"})
+
+    def make(n):
+        return event(f"{uid}-{n}", f"t_{uid}", "customer-1", time=when, data={"duration_ms": "100"})
+
     client.ingest(make(1), content_type="application/json")
     client.ingest([make(2), make(3)], content_type="application/json")
     answer = client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == 300)
@@ -75,14 +88,27 @@ def test_invalid_ingests(client, uid):
 
     def make(**fields):
         k = next(seq)
-        return {"specversion": "1.0", "id": f"{uid}-{k}", "source": "my-app", "type": f"t_{uid}",
-                "subject": subject, "time": iso(base - timedelta(minutes=k)), **fields}
+        return {
+            "specversion": "1.0",
+            "id": f"{uid}-{k}",
+            "source": "my-app",
+            "type": f"t_{uid}",
+            "subject": subject,
+            "time": iso(base - timedelta(minutes=k)),
+            **fields,
+        }
 
     xml = make(datacontenttype="application/xml", data="<xml></xml>")
     assert client.post_events(xml, "application/cloudevents+json").status_code == 400
     assert client.post_events(make(data="string"), "application/cloudevents+json").status_code == 400
-    for fields in ({"data": None}, {}, {"data": {}}, {"data": {"duration_ms": "NaN"}},
-                   {"data": {"duration_ms": "Inf"}}, {"data": {"duration_ms": "100"}}):
+    for fields in (
+        {"data": None},
+        {},
+        {"data": {}},
+        {"data": {"duration_ms": "NaN"}},
+        {"data": {"duration_ms": "Inf"}},
+        {"data": {"duration_ms": "100"}},
+    ):
         response = client.post_events(make(**fields), "application/cloudevents+json")
         assert response.status_code == 204, response.text
 
@@ -106,8 +132,16 @@ def test_the_same_id_posted_1000_times_counts_once(client, uid):
     rng = random.Random(3)
     for _ in range(1000):
         when = NOW + timedelta(seconds=rng.randint(-30 * 86400, 30 * 86400))
-        client.ingest(event("52f44f66-020f-4fa9-a733-102a8ef6f515", f"t_{uid}", "customer-1", source="my-app",
-                            time=iso(when), data={}))
+        client.ingest(
+            event(
+                "52f44f66-020f-4fa9-a733-102a8ef6f515",
+                f"t_{uid}",
+                "customer-1",
+                source="my-app",
+                time=iso(when),
+                data={},
+            )
+        )
     answer = client.query_until(slug, lambda a: bool(a["data"]))
     assert [row["value"] for row in answer["data"]] == [1]
 
@@ -115,20 +149,33 @@ def test_the_same_id_posted_1000_times_counts_once(client, uid):
 @pytest.fixture(scope="module")
 def query_scenario(stack):
     """Upstream's TestQuery data: 5 subjects x events at ts, ts+1m, ts+1h, ts+1d, 100 each."""
-    from tests.engine.client import EngineClient
+    from testkit.client import OpenMeterClient
+
     uid = "q" + format(random.Random(4).getrandbits(40), "x")
     ts = datetime(2024, 5, 17, tzinfo=timezone.utc)
     slug = f"query_{uid}"
-    with EngineClient(stack.api_url) as client:
-        client.create_meter(slug=slug, eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.duration_ms",
-                            groupBy={"method": "$.method", "path": "$.path"})
+    with OpenMeterClient(stack.api_url) as client:
+        client.create_meter(
+            slug=slug,
+            eventType=f"t_{uid}",
+            aggregation="SUM",
+            valueProperty="$.duration_ms",
+            groupBy={"method": "$.method", "path": "$.path"},
+        )
         rng = random.Random(5)
         events = []
         for offset in (timedelta(0), timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)):
             method, path = rng.choice(["GET", "POST"]), rng.choice(["/a", "/b"])
             for n in range(1, 6):
-                events.append(event(f"{uid}-{offset.total_seconds()}-{n}", f"t_{uid}", f"customer-{n}",
-                                    time=iso(ts + offset), data={"duration_ms": "100", "method": method, "path": path}))
+                events.append(
+                    event(
+                        f"{uid}-{offset.total_seconds()}-{n}",
+                        f"t_{uid}",
+                        f"customer-{n}",
+                        time=iso(ts + offset),
+                        data={"duration_ms": "100", "method": method, "path": path},
+                    )
+                )
         client.ingest(events)
         client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == 2000)
     return slug, ts
@@ -136,25 +183,47 @@ def query_scenario(stack):
 
 def test_query_total(client, query_scenario):
     slug, ts = query_scenario
-    assert client.query(slug)["data"] == [{"value": 2000, "windowStart": iso(ts),
-                                           "windowEnd": iso(ts + timedelta(days=1, minutes=1)),
-                                           "subject": None, "groupBy": {}}]
+    assert client.query(slug)["data"] == [
+        {
+            "value": 2000,
+            "windowStart": iso(ts),
+            "windowEnd": iso(ts + timedelta(days=1, minutes=1)),
+            "subject": None,
+            "groupBy": {},
+        }
+    ]
 
 
-@pytest.mark.parametrize("window, expected", [
-    ("MINUTE", [(timedelta(0), timedelta(minutes=1), 500), (timedelta(minutes=1), timedelta(minutes=2), 500),
+@pytest.mark.parametrize(
+    "window, expected",
+    [
+        (
+            "MINUTE",
+            [
+                (timedelta(0), timedelta(minutes=1), 500),
+                (timedelta(minutes=1), timedelta(minutes=2), 500),
                 (timedelta(hours=1), timedelta(hours=1, minutes=1), 500),
-                (timedelta(days=1), timedelta(days=1, minutes=1), 500)]),
-    ("HOUR", [(timedelta(0), timedelta(hours=1), 1000), (timedelta(hours=1), timedelta(hours=2), 500),
-              (timedelta(days=1), timedelta(days=1, hours=1), 500)]),
-    ("DAY", [(timedelta(0), timedelta(days=1), 1500), (timedelta(days=1), timedelta(days=2), 500)]),
-])
+                (timedelta(days=1), timedelta(days=1, minutes=1), 500),
+            ],
+        ),
+        (
+            "HOUR",
+            [
+                (timedelta(0), timedelta(hours=1), 1000),
+                (timedelta(hours=1), timedelta(hours=2), 500),
+                (timedelta(days=1), timedelta(days=1, hours=1), 500),
+            ],
+        ),
+        ("DAY", [(timedelta(0), timedelta(days=1), 1500), (timedelta(days=1), timedelta(days=2), 500)]),
+    ],
+)
 def test_query_windows(client, query_scenario, window, expected):
     slug, ts = query_scenario
     answer = client.query(slug, windowSize=window)
     assert answer["windowSize"] == window
-    assert [(row["windowStart"], row["windowEnd"], row["value"]) for row in answer["data"]] == \
-           [(iso(ts + a), iso(ts + b), v) for a, b, v in expected]
+    assert [(row["windowStart"], row["windowEnd"], row["value"]) for row in answer["data"]] == [
+        (iso(ts + a), iso(ts + b), v) for a, b, v in expected
+    ]
 
 
 def test_query_subject_filter(client, query_scenario):
@@ -184,22 +253,42 @@ def test_query_post_csv(client, query_scenario):
     assert response.text == f"window_start,window_end,value\n{iso(ts)},{iso(end)},2000.000000\n"
 
 
-@pytest.mark.parametrize("days, query_from, query_to, fourth", [
-    ([f"2025-03-{d:02d}" for d in range(6, 13)], "2025-03-06T00:00:00-08:00", "2025-03-13T00:00:00-07:00",
-     ("2025-03-09T00:00:00-08:00", "2025-03-10T00:00:00-07:00")),
-    (["2025-10-30", "2025-10-31", "2025-11-01", "2025-11-02", "2025-11-03", "2025-11-04", "2025-11-05"],
-     "2025-10-30T00:00:00-07:00", "2025-11-06T00:00:00-08:00",
-     ("2025-11-02T00:00:00-07:00", "2025-11-03T00:00:00-08:00")),
-], ids=["spring-forward", "fall-back"])
+@pytest.mark.parametrize(
+    "days, query_from, query_to, fourth",
+    [
+        (
+            [f"2025-03-{d:02d}" for d in range(6, 13)],
+            "2025-03-06T00:00:00-08:00",
+            "2025-03-13T00:00:00-07:00",
+            ("2025-03-09T00:00:00-08:00", "2025-03-10T00:00:00-07:00"),
+        ),
+        (
+            ["2025-10-30", "2025-10-31", "2025-11-01", "2025-11-02", "2025-11-03", "2025-11-04", "2025-11-05"],
+            "2025-10-30T00:00:00-07:00",
+            "2025-11-06T00:00:00-08:00",
+            ("2025-11-02T00:00:00-07:00", "2025-11-03T00:00:00-08:00"),
+        ),
+    ],
+    ids=["spring-forward", "fall-back"],
+)
 def test_day_windows_across_dst_in_los_angeles(client, uid, days, query_from, query_to, fourth):
     slug = sum_meter(client, uid)
     la = ZoneInfo("America/Los_Angeles")
-    events = [event(f"{uid}-{day}", f"t_{uid}", "customer-dst", source="dst-test",
-                    time=iso(datetime.fromisoformat(f"{day}T10:00:00").replace(tzinfo=la)),
-                    data={"duration_ms": "100"}) for day in days]
+    events = [
+        event(
+            f"{uid}-{day}",
+            f"t_{uid}",
+            "customer-dst",
+            source="dst-test",
+            time=iso(datetime.fromisoformat(f"{day}T10:00:00").replace(tzinfo=la)),
+            data={"duration_ms": "100"},
+        )
+        for day in days
+    ]
     client.ingest(events)
-    params = dict(subject="customer-dst", windowSize="DAY", windowTimeZone="America/Los_Angeles",
-                  from_=query_from, to=query_to)
+    params = dict(
+        subject="customer-dst", windowSize="DAY", windowTimeZone="America/Los_Angeles", from_=query_from, to=query_to
+    )
     answer = client.query_until(slug, lambda a: len(a["data"]) == 7, **params)
     rows = answer["data"]
     assert len(rows) == 7
@@ -213,11 +302,24 @@ def test_day_windows_across_dst_in_los_angeles(client, uid, days, query_from, qu
 
 def test_latest(client, uid):
     slug = f"latest_{uid}"
-    client.create_meter(slug=slug, name="latest", description="latest value", aggregation="LATEST",
-                        eventType=f"t_{uid}", valueProperty="$.value")
+    client.create_meter(
+        slug=slug,
+        name="latest",
+        description="latest value",
+        aggregation="LATEST",
+        eventType=f"t_{uid}",
+        valueProperty="$.value",
+    )
     for minutes_ago, value in ((5, 100), (3, 200), (1, 150)):
-        client.ingest(event(f"{uid}-{value}", f"t_{uid}", "ent_latest_customer",
-                            time=iso(NOW - timedelta(minutes=minutes_ago)), data={"value": value}))
+        client.ingest(
+            event(
+                f"{uid}-{value}",
+                f"t_{uid}",
+                "ent_latest_customer",
+                time=iso(NOW - timedelta(minutes=minutes_ago)),
+                data={"value": value},
+            )
+        )
     to = iso(NOW.replace(second=0))
     answer = client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == 150, to=to)
     assert [row["value"] for row in answer["data"]] == [150]
@@ -226,8 +328,10 @@ def test_latest(client, uid):
 def test_unique_count(client, uid):
     slug = f"unique_{uid}"
     client.create_meter(slug=slug, aggregation="UNIQUE_COUNT", eventType=f"t_{uid}", valueProperty="$.value")
-    events = [event(f"{uid}-{i}", f"t_{uid}", "parity", time=iso(NOW - timedelta(seconds=i % 5)),
-                    data={"value": str(i // 2)}) for i in range(20)]
+    events = [
+        event(f"{uid}-{i}", f"t_{uid}", "parity", time=iso(NOW - timedelta(seconds=i % 5)), data={"value": str(i // 2)})
+        for i in range(20)
+    ]
     client.ingest(events)
     answer = client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == 10)
     assert [row["value"] for row in answer["data"]] == [10]
@@ -237,8 +341,12 @@ def test_count_with_group_by_meter_per_subject(client, uid):
     slug = f"credit_{uid}"
     client.create_meter(slug=slug, aggregation="COUNT", eventType=f"t_{uid}", groupBy={"model": "$.model"})
     when = iso(NOW - timedelta(minutes=1))
-    client.ingest([event(f"{uid}-1", f"t_{uid}", "subject-key", time=when, data={"model": "gpt-4"}),
-                   event(f"{uid}-2", f"t_{uid}", "subject-key", time=when, data={"model": "gpt-3"})])
+    client.ingest(
+        [
+            event(f"{uid}-1", f"t_{uid}", "subject-key", time=when, data={"model": "gpt-4"}),
+            event(f"{uid}-2", f"t_{uid}", "subject-key", time=when, data={"model": "gpt-3"}),
+        ]
+    )
     answer = client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == 2, subject="subject-key")
     assert [row["value"] for row in answer["data"]] == [2]
 

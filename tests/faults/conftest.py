@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from e2e.stack.local import LocalStack, start_local_stack
-from e2e.stack.servers import Servers, start_servers
+from testkit.stack.local import LocalStack, start_local_stack
+from testkit.stack.servers import Servers, start_servers
+from testkit.values import merge_values
 from tests.faults.observe import METERS, Totals
 
 # Short enough that a killed sink's batch comes back within seconds, long enough
@@ -39,11 +40,13 @@ def fault_stack(own_servers: Servers, tmp_path: Path, request):
     def start(**overrides) -> LocalStack:
         config = {
             "api": {"publishTimeout": "2s"},
-            "nats": {"stream": {"name": "FAULTS", "subjectPrefix": "faults.events", "storage": "file"},
-                     "consumer": {"durable": "fault-sink", "ackWait": ACK_WAIT, "maxDeliver": 5}},
+            "nats": {
+                "stream": {"name": "FAULTS", "subjectPrefix": "faults.events", "storage": "file"},
+                "consumer": {"durable": "fault-sink", "ackWait": ACK_WAIT, "maxDeliver": 5},
+            },
             "sink": {"batchSize": 500, "maxWait": "100ms"},
         }
-        stack = start_local_stack(tmp_path / "stack", own_servers, METERS, overrides=_merged(config, overrides))
+        stack = start_local_stack(tmp_path / "stack", own_servers, METERS, overrides=merge_values(config, overrides))
         stacks.append(stack)
         return stack
 
@@ -57,13 +60,6 @@ def fault_stack(own_servers: Servers, tmp_path: Path, request):
                 print(f"\n----- {name} log (last 40 lines) -----\n{tail}")
             for server in own_servers.started:
                 print(f"\n----- {server.name} log: {server.log_path}")
-
-
-def _merged(base: dict, changes: dict) -> dict:
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 @pytest.fixture

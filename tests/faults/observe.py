@@ -4,7 +4,6 @@ readiness, metrics, log lines, the sink's open transaction and its consumer's ba
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -15,7 +14,8 @@ import psycopg
 import yaml
 
 from bp_openmeter import messages
-from e2e.stack.local import LocalStack
+from testkit.stack.local import LocalStack
+from testkit.wait import poll as poll_until
 from tests.faults.traffic import EVENT_TYPE, Ledger
 
 COUNT_METER = "fault_events"
@@ -36,37 +36,38 @@ class Totals:
     queried: int
     acknowledged_units: int
     queried_units: int
-    missing: int        # acknowledged, not stored
-    unexpected: int     # stored, never posted
+    missing: int  # acknowledged, not stored
+    unexpected: int  # stored, never posted
     dead_letters: int
 
     def line(self) -> str:
-        return (f"posted={self.posted} acknowledged={self.acknowledged} stored={self.stored} "
-                f"queried={self.queried} units acknowledged={self.acknowledged_units} "
-                f"queried={self.queried_units} missing={self.missing} unexpected={self.unexpected} "
-                f"dead_letters={self.dead_letters}")
+        return (
+            f"posted={self.posted} acknowledged={self.acknowledged} stored={self.stored} "
+            f"queried={self.queried} units acknowledged={self.acknowledged_units} "
+            f"queried={self.queried_units} missing={self.missing} unexpected={self.unexpected} "
+            f"dead_letters={self.dead_letters}"
+        )
 
     @property
     def exact(self) -> bool:
-        return (self.posted == self.acknowledged == self.stored == self.queried
-                and self.acknowledged_units == self.queried_units
-                and not self.missing and not self.unexpected and not self.dead_letters)
+        return (
+            self.posted == self.acknowledged == self.stored == self.queried
+            and self.acknowledged_units == self.queried_units
+            and not self.missing
+            and not self.unexpected
+            and not self.dead_letters
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def poll(read: Callable[[], object], done: Callable[[object], bool], timeout: float, what: str,
-         interval: float = 0.1):
+def poll(read: Callable[[], object], done: Callable[[object], bool], timeout: float, what: str, interval: float = 0.1):
     """Read until `done(answer)`; fails naming `what` and the last answer after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = read()
-        if done(answer):
-            return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:.0f}s; last: {answer!r}"[:2000])
-        time.sleep(interval)
+    polled = poll_until(read, done, timeout, interval=interval)
+    if not polled.done:
+        raise AssertionError(f"{what}: not reached within {timeout:.0f}s; last: {polled.last!r}"[:2000])
+    return polled.last
 
 
 def _query_total(stack: LocalStack, slug: str) -> int:
@@ -77,8 +78,9 @@ def _query_total(stack: LocalStack, slug: str) -> int:
 
 def stored_ids(stack: LocalStack) -> set[str]:
     with psycopg.connect(stack.database_url) as conn:
-        rows = conn.execute("SELECT id FROM events WHERE namespace = %s AND type = %s",
-                            (stack.namespace, EVENT_TYPE)).fetchall()
+        rows = conn.execute(
+            "SELECT id FROM events WHERE namespace = %s AND type = %s", (stack.namespace, EVENT_TYPE)
+        ).fetchall()
     return {row[0] for row in rows}
 
 
@@ -92,10 +94,17 @@ def totals(stack: LocalStack, ledger: Ledger) -> Totals:
     with ledger.lock:
         posted = set(ledger.posted)
         acked = set(ledger.acknowledged)
-    return Totals(posted=len(posted), acknowledged=len(acked), stored=len(stored),
-                  queried=_query_total(stack, COUNT_METER), acknowledged_units=ledger.acked_units(),
-                  queried_units=_query_total(stack, SUM_METER), missing=len(acked - stored),
-                  unexpected=len(stored - posted), dead_letters=dead_letter_count(stack))
+    return Totals(
+        posted=len(posted),
+        acknowledged=len(acked),
+        stored=len(stored),
+        queried=_query_total(stack, COUNT_METER),
+        acknowledged_units=ledger.acked_units(),
+        queried_units=_query_total(stack, SUM_METER),
+        missing=len(acked - stored),
+        unexpected=len(stored - posted),
+        dead_letters=dead_letter_count(stack),
+    )
 
 
 def _with_consumer(stack: LocalStack, read: Callable) -> Any:
@@ -114,6 +123,7 @@ def _with_consumer(stack: LocalStack, read: Callable) -> Any:
 
 def consumer_backlog(stack: LocalStack) -> int:
     """Messages the sink has not acked yet (pending plus delivered-but-unacked)."""
+
     async def read(js, stream: str, durable: str) -> int:
         info = await js.consumer_info(stream, durable)
         return info.num_pending + info.num_ack_pending
@@ -124,6 +134,7 @@ def consumer_backlog(stack: LocalStack) -> int:
 def unacked_events(stack: LocalStack) -> int:
     """Events in the messages after the consumer's ack floor: with the sink stopped, the
     acknowledged events that only JetStream holds (a message carries a request's events)."""
+
     async def read(js, stream: str, durable: str) -> int:
         floor = (await js.consumer_info(stream, durable)).ack_floor.stream_seq
         last = (await js.stream_info(stream)).state.last_seq
@@ -138,13 +149,12 @@ def settled_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> 
 
     Never raises on a difference: the caller reports the totals first, then asserts.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def read() -> tuple[bool, Totals]:
         drained = consumer_backlog(stack) == 0
-        current = totals(stack, ledger)
-        if (drained and current.exact) or time.monotonic() > deadline:
-            return current
-        time.sleep(0.5)
+        return drained, totals(stack, ledger)
+
+    return poll_until(read, lambda answer: answer[0] and answer[1].exact, timeout, interval=0.5).last[1]
 
 
 def readiness(telemetry_url: str) -> tuple[int, str]:
@@ -177,14 +187,14 @@ def log_records(stack: LocalStack, log_name: str) -> list[dict]:
 
 def sink_in_transaction(stack: LocalStack, timeout: float) -> bool:
     """Wait until a sink session is inside an open transaction (storing a batch); False on timeout."""
-    deadline = time.monotonic() + timeout
     with psycopg.connect(stack.database_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
+
+        def open_transactions() -> int:
+            return conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND application_name = 'bp-openmeter-sink' AND xact_start IS NOT NULL "
-                "AND state IN ('active', 'idle in transaction')").fetchone()
-            if row[0]:
-                return True
-            time.sleep(0.002)
-    return False
+                "AND state IN ('active', 'idle in transaction')"
+            ).fetchone()[0]
+
+        # Polled every 2 ms: a batch's transaction may last only a few milliseconds.
+        return poll_until(open_transactions, bool, timeout, interval=0.002).done

@@ -28,8 +28,10 @@ ROUNDS = 3
 def _slow_post(api_url: str, body: bytes, in_the_middle) -> int:
     """POST the body in two halves over one connection, calling `in_the_middle()` between them; the status."""
     address = urlsplit(api_url)
-    head = (f"POST /api/v1/events HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {BATCH}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"POST /api/v1/events HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: {BATCH}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     half = len(body) // 2
     with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
         sock.sendall(head + body[:half])
@@ -44,29 +46,47 @@ def _slow_post(api_url: str, body: bytes, in_the_middle) -> int:
 def test_sigterm_to_the_api_lets_a_request_in_flight_finish(fault_stack, report_totals):
     stack = fault_stack()
     prefix = f"inflight-{uuid.uuid4().hex[:8]}"
-    events = [{"specversion": "1.0", "id": f"{prefix}-{i}", "source": "fault-tests", "type": EVENT_TYPE,
-               "subject": "customer-0", "data": {"units": 1}} for i in range(500)]
+    events = [
+        {
+            "specversion": "1.0",
+            "id": f"{prefix}-{i}",
+            "source": "fault-tests",
+            "type": EVENT_TYPE,
+            "subject": "customer-0",
+            "data": {"units": 1},
+        }
+        for i in range(500)
+    ]
     api = stack.api
     still_running = []
 
     def sigterm_and_check_it_drains() -> None:
         api.signal(SIGTERM)
         # The api must wait for this request rather than exit: it is still running a moment later.
-        poll(lambda: [r.get("msg") for r in log_records(stack, "api")],
-             lambda msgs: "shutting down: draining in-flight requests" in msgs, 10, "api saw SIGTERM")
-        time.sleep(0.5)   # give an api that would not wait the time to exit
+        poll(
+            lambda: [r.get("msg") for r in log_records(stack, "api")],
+            lambda msgs: "shutting down: draining in-flight requests" in msgs,
+            10,
+            "api saw SIGTERM",
+        )
+        time.sleep(0.5)  # give an api that would not wait the time to exit
         still_running.append(api.running)
 
     status = _slow_post(stack.api_url, orjson.dumps(events), sigterm_and_check_it_drains)
     exit_code = api.wait(timeout=30)
-    stack.start_api()          # to read the query API
+    stack.start_api()  # to read the query API
 
     ledger = Ledger(posted={e["id"]: 1 for e in events})
     if status == 204:
         ledger.acknowledged.update(ledger.posted)
     totals = settled_totals(stack, ledger)
-    report_totals("SIGTERM api with a request in flight", totals, status=status, api_exit_code=exit_code,
-                  api_running_after_sigterm=still_running)
+    report_totals(
+        "SIGTERM api with a request in flight",
+        totals,
+        status=status,
+        api_exit_code=exit_code,
+        api_running_after_sigterm=still_running,
+    )
     assert still_running == [True], "the api exited with a request in flight"
     assert status == 204 and exit_code == 0
     assert totals.exact, totals.line()
@@ -96,9 +116,16 @@ def test_sigterm_to_api_and_sink_under_load_loses_nothing(fault_stack, report_to
     pump.stop()
     totals = settled_totals(stack, pump.ledger)
     answers = pump.ledger.statuses()
-    report_totals("SIGTERM api and sink", totals, rounds=ROUNDS, sink_exit_codes=sink_exits,
-                  api_exit_codes=api_exits, seconds_to_exit=exit_seconds, sink_terms_mid_batch=mid_batch,
-                  answers=dict(answers))
+    report_totals(
+        "SIGTERM api and sink",
+        totals,
+        rounds=ROUNDS,
+        sink_exit_codes=sink_exits,
+        api_exit_codes=api_exits,
+        seconds_to_exit=exit_seconds,
+        sink_terms_mid_batch=mid_batch,
+        answers=dict(answers),
+    )
 
     assert sink_exits == [0] * ROUNDS and api_exits == [0] * ROUNDS
     # Well inside a pod's default 30 s grace period: nothing is left to a SIGKILL.

@@ -68,10 +68,17 @@ class RssSampler:
 
 def test_load_at_the_measured_maximum_without_errors_or_growing_memory(fault_stack, report_totals):
     stack = fault_stack(sink={"batchSize": 1000})
-    pump = EventPump(stack.api_url, f"load-{uuid.uuid4().hex[:8]}", batch_size=BATCH_SIZE,
-                     concurrency=CONCURRENCY, rate=None, max_events=50_000_000, retry_for=30).start()
+    pump = EventPump(
+        stack.api_url,
+        f"load-{uuid.uuid4().hex[:8]}",
+        batch_size=BATCH_SIZE,
+        concurrency=CONCURRENCY,
+        rate=None,
+        max_events=50_000_000,
+        retry_for=30,
+    ).start()
     with RssSampler({"api": stack.api.proc.pid, "sink": stack.sinks[0].proc.pid}) as rss:
-        pump.wait_acked(BATCH_SIZE * CONCURRENCY, timeout=30)          # warmed up
+        pump.wait_acked(BATCH_SIZE * CONCURRENCY, timeout=30)  # warmed up
         probe_start, acked_at_start = time.monotonic(), pump.ledger.acked_count
         time.sleep(PROBE_S)
         maximum = (pump.ledger.acked_count - acked_at_start) / (time.monotonic() - probe_start)
@@ -93,12 +100,26 @@ def test_load_at_the_measured_maximum_without_errors_or_growing_memory(fault_sta
         early = rss.between(name, hold_start, hold_start + quarter)
         late = rss.between(name, hold_end - quarter, hold_end)
         whole = [value for _, value in rss.samples[name]]
-        memory[name] = {"first_quarter_mib": round(statistics.median(early), 1),
-                        "last_quarter_mib": round(statistics.median(late), 1), "max_mib": round(max(whole), 1)}
+        memory[name] = {
+            "first_quarter_mib": round(statistics.median(early), 1),
+            "last_quarter_mib": round(statistics.median(late), 1),
+            "max_mib": round(max(whole), 1),
+        }
     answers = pump.ledger.statuses()
-    report_totals("load", totals, probe_s=PROBE_S, hold_s=HOLD_S, concurrency=CONCURRENCY, batch=BATCH_SIZE,
-                  measured_max_events_per_s=round(maximum), held_events_per_s=round(achieved),
-                  sink_backlog_at_end=backlog, drained_in_s=round(drained_in, 1), rss=memory, answers=dict(answers))
+    report_totals(
+        "load",
+        totals,
+        probe_s=PROBE_S,
+        hold_s=HOLD_S,
+        concurrency=CONCURRENCY,
+        batch=BATCH_SIZE,
+        measured_max_events_per_s=round(maximum),
+        held_events_per_s=round(achieved),
+        sink_backlog_at_end=backlog,
+        drained_in_s=round(drained_in, 1),
+        rss=memory,
+        answers=dict(answers),
+    )
 
     assert set(answers) == {204}, f"error answers under load: {answers}"
     for name, figures in memory.items():

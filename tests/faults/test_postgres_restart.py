@@ -30,10 +30,11 @@ def test_postgres_restart_during_ingest(fault_stack, own_servers, report_totals)
     postgres.halt()
     down_at = time.monotonic()
     api_ready = poll(lambda: readiness(stack.telemetry_url), lambda r: r[0] == 503, 15, "api readiness says 503")
-    sink_ready = poll(lambda: readiness(stack.sink_telemetry_url(0)), lambda r: r[0] == 503, 15,
-                      "sink readiness says 503")
+    sink_ready = poll(
+        lambda: readiness(stack.sink_telemetry_url(0)), lambda r: r[0] == 503, 15, "sink readiness says 503"
+    )
     acked_when_down = pump.ledger.acked_count
-    pump.wait_acked(acked_when_down + 1_000, timeout=30)     # ingest goes on without the database
+    pump.wait_acked(acked_when_down + 1_000, timeout=30)  # ingest goes on without the database
     while time.monotonic() < down_at + OUTAGE_S:
         time.sleep(0.1)
     up_at = time.monotonic()
@@ -53,9 +54,14 @@ def test_postgres_restart_during_ingest(fault_stack, own_servers, report_totals)
         if record.get("msg") == "batch not stored, will retry":
             by_batch.setdefault(record.get("first_seq"), []).append(record["retry_in_s"])
     retries = max(by_batch.values(), key=len, default=[])
-    report_totals("postgres restart", totals, outage_s=round(up_at - down_at, 1),
-                  ready_again_after_s=round(ready_after, 1), answers_during_outage=dict(during_outage),
-                  sink_retry_pauses=retries[:8])
+    report_totals(
+        "postgres restart",
+        totals,
+        outage_s=round(up_at - down_at, 1),
+        ready_again_after_s=round(ready_after, 1),
+        answers_during_outage=dict(during_outage),
+        sink_retry_pauses=retries[:8],
+    )
 
     for _status, body in (api_ready, sink_ready):
         assert orjson.loads(body)["checks"]["postgres"] != "ok", body

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tests.faults.observe import sink_in_transaction, settled_totals
+from tests.faults.observe import settled_totals, sink_in_transaction
 from tests.faults.traffic import EventPump
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -36,7 +36,12 @@ def test_sink_killed_mid_batch_repeatedly_counts_every_acknowledged_event_once(f
 
     pump.stop()
     totals = settled_totals(stack, pump.ledger)
-    report_totals("sink kill -9 mid-batch", totals, kills=KILLS, kills_inside_a_transaction=inside_a_transaction,
-                  answers=dict(pump.ledger.statuses()))
+    report_totals(
+        "sink kill -9 mid-batch",
+        totals,
+        kills=KILLS,
+        kills_inside_a_transaction=inside_a_transaction,
+        answers=dict(pump.ledger.statuses()),
+    )
     assert inside_a_transaction >= KILLS - 1, "the kills did not land inside a batch's transaction"
     assert totals.exact, totals.line()

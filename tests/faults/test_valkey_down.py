@@ -32,10 +32,10 @@ def test_valkey_down_degrades_dedupe_but_not_ingest(fault_stack, own_servers, re
     valkey.halt()
     down_at = time.monotonic()
     poll(lambda: metric(stack.telemetry_url, "bpom_dedupe_degraded"), lambda v: v == 1, 15, "dedupe degraded")
-    pump.replay_acknowledged(REPLAYED_BATCHES)         # duplicates that Valkey cannot catch now
+    pump.replay_acknowledged(REPLAYED_BATCHES)  # duplicates that Valkey cannot catch now
     pump.wait_acked(pump.ledger.acked_count + 2_000, timeout=30)
     up_at = time.monotonic()
-    valkey.resume()                                    # empty: it keeps no data across a restart here
+    valkey.resume()  # empty: it keeps no data across a restart here
     poll(lambda: metric(stack.telemetry_url, "bpom_dedupe_degraded"), lambda v: v == 0, 15, "dedupe restored")
     pump.replay_acknowledged(REPLAYED_BATCHES)
     pump.wait_acked(pump.ledger.acked_count + 1_000, timeout=30)
@@ -46,9 +46,15 @@ def test_valkey_down_degrades_dedupe_but_not_ingest(fault_stack, own_servers, re
     replays = pump.ledger.statuses(replay=True)
     messages = [r.get("msg", "") for r in log_records(stack, "api")]
     already_stored = metric(stack.sink_telemetry_url(0), "bpom_sink_events_already_stored_total")
-    report_totals("valkey down", totals, outage_s=round(up_at - down_at, 1), answers_during_outage=dict(answers),
-                  replayed_events=2 * REPLAYED_BATCHES * pump.batch_size, replay_answers=dict(replays),
-                  sink_found_already_stored=already_stored)
+    report_totals(
+        "valkey down",
+        totals,
+        outage_s=round(up_at - down_at, 1),
+        answers_during_outage=dict(answers),
+        replayed_events=2 * REPLAYED_BATCHES * pump.batch_size,
+        replay_answers=dict(replays),
+        sink_found_already_stored=already_stored,
+    )
 
     assert set(answers) == {204}, f"ingest did not go on without Valkey: {answers}"
     assert replays == {204: 2 * REPLAYED_BATCHES}, replays

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
+from testkit.wait import poll
+
 BATCH = "application/cloudevents-batch+json"
 PROBLEM = "application/problem+json"
 EVENT_TYPE = "fault.event"
@@ -37,16 +39,16 @@ class Attempt:
 
     sent_at: float
     done_at: float
-    status: int | None          # None: no HTTP answer (connection refused, reset, timeout)
+    status: int | None  # None: no HTTP answer (connection refused, reset, timeout)
     error: str | None = None
     content_type: str = ""
     retry_after: str | None = None
-    replay: bool = False        # a deliberate re-post of an acknowledged batch
+    replay: bool = False  # a deliberate re-post of an acknowledged batch
 
 
 @dataclass
 class Ledger:
-    posted: dict[str, int] = field(default_factory=dict)       # event id -> units
+    posted: dict[str, int] = field(default_factory=dict)  # event id -> units
     acknowledged: set[str] = field(default_factory=set)
     attempts: list[Attempt] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,8 +56,11 @@ class Ledger:
     def statuses(self, since: float = 0.0, until: float = float("inf"), replay: bool | None = None) -> Counter:
         """Answers to requests sent at or after `since` that ended before `until`, by status (or error)."""
         with self.lock:
-            chosen = [a for a in self.attempts if a.sent_at >= since and a.done_at <= until
-                      and (replay is None or a.replay == replay)]
+            chosen = [
+                a
+                for a in self.attempts
+                if a.sent_at >= since and a.done_at <= until and (replay is None or a.replay == replay)
+            ]
         return Counter(a.status if a.status is not None else f"no answer ({a.error})" for a in chosen)
 
     def in_window(self, since: float, until: float) -> list[Attempt]:
@@ -81,9 +86,18 @@ class EventPump:
     `retry_for` seconds after the pump was asked to stop.
     """
 
-    def __init__(self, api_url: str, prefix: str, *, batch_size: int = 100, concurrency: int = 4,
-                 rate: float | None = 1_000.0, max_events: int = 200_000, retry_for: float = 90.0,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        api_url: str,
+        prefix: str,
+        *,
+        batch_size: int = 100,
+        concurrency: int = 4,
+        rate: float | None = 1_000.0,
+        max_events: int = 200_000,
+        retry_for: float = 90.0,
+        headers: dict[str, str] | None = None,
+    ):
         self.api_url = api_url
         self.prefix = prefix
         self.batch_size = batch_size
@@ -98,7 +112,7 @@ class EventPump:
         self._stop_deadline = float("inf")
         self._thread: threading.Thread | None = None
         self._started_at = 0.0
-        self._paced_from = 0         # event index the current rate counts from
+        self._paced_from = 0  # event index the current rate counts from
         self._acked_batches: list[bytes] = []
         self._replays: list[bytes] = []
         self.failures: list[str] = []
@@ -120,14 +134,17 @@ class EventPump:
 
     def wait_acked(self, count: int, timeout: float) -> None:
         """Wait until at least `count` events are acknowledged in total."""
-        deadline = time.monotonic() + timeout
-        while self.ledger.acked_count < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"only {self.ledger.acked_count} of {count} events acknowledged after "
-                                     f"{timeout:.0f}s; answers: {dict(self.ledger.statuses())}")
-            if self._thread is not None and not self._thread.is_alive():
+
+        def acked() -> bool:
+            if self.ledger.acked_count < count and self._thread is not None and not self._thread.is_alive():
                 raise AssertionError(f"the event pump ended early: {self.failures}")
-            time.sleep(0.05)
+            return self.ledger.acked_count >= count
+
+        if not poll(acked, bool, timeout, interval=0.05).done:
+            raise AssertionError(
+                f"only {self.ledger.acked_count} of {count} events acknowledged after "
+                f"{timeout:.0f}s; answers: {dict(self.ledger.statuses())}"
+            )
 
     def replay_acknowledged(self, batches: int) -> None:
         """Post `batches` already acknowledged batches again (duplicates; they must change nothing)."""
@@ -144,8 +161,10 @@ class EventPump:
             raise AssertionError("the event pump did not finish in time")
         unacked = len(self.ledger.posted) - self.ledger.acked_count
         if unacked or self.failures:
-            raise AssertionError(f"{unacked} posted events never got 204 within {self.retry_for:.0f}s "
-                                 f"of retrying; answers: {dict(self.ledger.statuses())}; {self.failures[:3]}")
+            raise AssertionError(
+                f"{unacked} posted events never got 204 within {self.retry_for:.0f}s "
+                f"of retrying; answers: {dict(self.ledger.statuses())}; {self.failures[:3]}"
+            )
 
     # --- the producers (pump thread) -------------------------------------------------
 
@@ -167,9 +186,17 @@ class EventPump:
             ids = [f"{self.prefix}-{i}" for i in indexes]
             for event_id, i in zip(ids, indexes):
                 self.ledger.posted[event_id] = units_of(i)
-        events = [{"specversion": "1.0", "id": event_id, "source": "fault-tests", "type": EVENT_TYPE,
-                   "subject": f"customer-{i % 5}", "data": {"units": units_of(i)}}
-                  for event_id, i in zip(ids, indexes)]
+        events = [
+            {
+                "specversion": "1.0",
+                "id": event_id,
+                "source": "fault-tests",
+                "type": EVENT_TYPE,
+                "subject": f"customer-{i % 5}",
+                "data": {"units": units_of(i)},
+            }
+            for event_id, i in zip(ids, indexes)
+        ]
         return ids, orjson.dumps(events)
 
     async def _main(self) -> None:
@@ -208,9 +235,14 @@ class EventPump:
             sent = time.monotonic()
             try:
                 response = await http.post("/api/v1/events", content=body, headers=self.headers)
-                attempt = Attempt(sent, time.monotonic(), response.status_code,
-                                  content_type=response.headers.get("content-type", ""),
-                                  retry_after=response.headers.get("retry-after"), replay=replay)
+                attempt = Attempt(
+                    sent,
+                    time.monotonic(),
+                    response.status_code,
+                    content_type=response.headers.get("content-type", ""),
+                    retry_after=response.headers.get("retry-after"),
+                    replay=replay,
+                )
             except httpx.HTTPError as exc:
                 attempt = Attempt(sent, time.monotonic(), None, error=type(exc).__name__, replay=replay)
             with self.ledger.lock:

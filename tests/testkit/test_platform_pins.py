@@ -1,0 +1,74 @@
+"""fixtures/platform.yaml is the one home of the pinned versions: the CRDs vendored for offline
+validation are the releases the platform installs, and what reads the pins reads that file."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+
+import pytest
+import yaml
+
+from testkit import tools
+from testkit.chart import schemas
+from testkit.paths import README, REPO_ROOT
+from testkit.platform import platform
+
+PLATFORM = platform()
+
+
+@pytest.mark.parametrize("crd", PLATFORM.crds, ids=[c.file for c in PLATFORM.crds])
+def test_vendored_crd_is_the_release_its_platform_chart_installs(crd):
+    chart = PLATFORM.chart(crd.chart)
+    assert chart.app_version, f"platform chart {chart.name} needs appVersion: the release of the CRDs it installs"
+    assert crd.tag.removeprefix("v") == chart.app_version.removeprefix("v"), (
+        f"{crd.file} is vendored from {crd.tag}, but chart {chart.name} {chart.version} installs {chart.app_version}: "
+        f"copy {crd.repository}/blob/v{chart.app_version.removeprefix('v')}/{crd.path} and record its sha256"
+    )
+
+
+@pytest.mark.parametrize("crd", PLATFORM.crds, ids=[c.file for c in PLATFORM.crds])
+def test_vendored_crd_file_is_the_recorded_one(crd):
+    data = (schemas.CRD_DIR / crd.file).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == crd.sha256, f"{crd.file} is not the file recorded from {crd.source}"
+    doc = yaml.safe_load(data)
+    stamped = doc["metadata"].get("annotations", {}).get("operator.prometheus.io/version")
+    if stamped is not None:  # the Prometheus Operator stamps its release into its CRDs
+        assert stamped == crd.tag.removeprefix("v"), f"{crd.file} says it is {stamped}, recorded as {crd.tag}"
+
+
+def test_every_vendored_crd_is_recorded():
+    files = sorted(p.name for p in schemas.CRD_DIR.glob("*.yaml"))
+    assert files == sorted(c.file for c in PLATFORM.crds)
+
+
+def test_tools_and_schemas_read_their_pins_from_the_platform_file():
+    raw = yaml.safe_load((REPO_ROOT / "fixtures" / "platform.yaml").read_text())
+    assert (tools.WHEEL_REQUIREMENT, tools.WHEEL_SHA256, tools.HELM_VERSION, tools.KUBECTL_VERSION) == (
+        raw["tools"]["wheel"],
+        raw["tools"]["wheelSha256"],
+        raw["tools"]["helm"],
+        raw["tools"]["kubectl"],
+    )
+    assert schemas.KUBE_VERSION == str(raw["kubernetesVersion"])
+
+
+def _readme_pins() -> dict[str, str]:
+    """The 'Pinned versions' table of README.md: first column -> second column."""
+    text = README.read_text().split("#### Pinned versions", 1)[1]
+    rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|", text, re.MULTILINE)
+    return {name: version for name, version in rows if name not in ("what", "---")}
+
+
+def test_readme_pinned_versions_are_the_platform_file_s():
+    pins = _readme_pins()
+    assert pins["kind"] == PLATFORM.kind_version
+    for chart in PLATFORM.charts:
+        cell = pins[{"cnpg": "cloudnative-pg"}.get(chart.name, chart.name)]
+        assert cell.split()[0].rstrip(",") == chart.version, (
+            f"README pins {chart.name} at {cell}, platform.yaml at {chart.version}"
+        )
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    kind_plugin = next(r for r in extras["kind"] if r.startswith("pytest-kind-ng=="))
+    assert f"`pytest-kind-ng` {kind_plugin.split('==')[1]} " in README.read_text()
