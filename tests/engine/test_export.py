@@ -21,6 +21,7 @@ import psycopg
 import psycopg.rows
 import pytest
 
+from bp_openmeter.meter_store import BACKFILL_LOCK
 from testkit.client import OpenMeterClient
 from testkit.stack.local import EngineProcess, LocalStack
 from testkit.timeouts import TIMEOUTS
@@ -193,6 +194,43 @@ def test_verify_finds_a_target_that_lacks_history(source, stack_factory):
     assert finished["differing"] == len(METERS) and finished["time_from"] == "2025-03-29T00:00:00Z"
     differs = last(lines, "meter differs")
     assert "target None" in differs["first"][0], differs
+
+
+def test_verify_reports_a_meter_still_being_built_at_the_source(source, stack_factory):
+    """A meter whose backfill is running (interrupted, as if the api had stopped mid-way, and
+    held by another backfiller here) counts part of its events at the source: verify must
+    not find it in agreement with an empty target, whose answer is empty too."""
+    slug = METERS[0]["slug"]
+    target = stack_factory(METERS)
+    with psycopg.connect(source.database_url, autocommit=True) as conn:
+        (pk,) = conn.execute(
+            "SELECT pk FROM meters WHERE namespace = %s AND slug = %s AND deleted_at IS NULL", (source.namespace, slug)
+        ).fetchone()
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (BACKFILL_LOCK, pk & 0x7FFF_FFFF))
+        try:
+            with conn.transaction():
+                for table in ("rollup_minute", "rollup_hour", "rollup_hour_total"):
+                    conn.execute(f"DELETE FROM {table} WHERE meter_pk = %s", (pk,))
+                conn.execute(
+                    "UPDATE meters SET backfilled_through = 0, backfill_target = "
+                    "(SELECT last_value FROM events_seq_seq) WHERE pk = %s",
+                    (pk,),
+                )
+            code, lines = export(source, target.api_url, "--verify", "--window", "HOUR")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (BACKFILL_LOCK, pk & 0x7FFF_FFFF))
+    assert code == 1
+    reports = {line["meter"]: line for line in lines if line.get("msg") in ("meter agrees", "meter differs")}
+    assert reports[slug]["msg"] == "meter differs", reports[slug]
+    assert "still being built" in reports[slug]["first"][0], reports[slug]
+    # The source's sink finishes the backfill: the meter answers again, exactly (later tests read it).
+    with OpenMeterClient(source.api_url) as client:
+        done = poll(
+            lambda: client.http.get(f"/api/v1/meters/{slug}/query"),
+            lambda r: r.status_code == 200,
+            TIMEOUTS.usage_convergence,
+        ).last
+    assert done.status_code == 200, done.text
 
 
 def test_a_killed_export_resumes_with_nothing_missing_and_nothing_doubled(source, stack_factory):

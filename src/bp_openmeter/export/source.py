@@ -1,15 +1,18 @@
 """The events an export sends, read from PostgreSQL in the order of their sequence.
 
 Events are read range by range of `seq` (PAGE_SEQS values each, found through the BRIN
-index of the export_checkpoints migration), each range through a server-side cursor, and
-at most BUFFER_BYTES of events are held at a time: memory stays bounded whatever the
-history holds.
+index on events.seq that meter backfills read their chunks by), each range through a
+server-side cursor, and at most BUFFER_BYTES of events are held at a time: memory stays
+bounded whatever the history holds.
 
-The end of an export pass is its horizon: the last sequence value handed out, read under
-the lock that every sink batch holds while it stores (meter_store.METERS_LOCK). No batch is
-in flight at that moment, so every event up to the horizon is committed (or never will
-be), and an event stored later has a greater seq: a pass up to the horizon misses nothing
-below it, and the next pass starts there.
+The end of an export pass is its horizon: the meters' watermark (meter_store.watermark),
+the last sequence value handed out, read under the meters lock held exclusively. Every
+sink batch holds that lock shared from its insert to its commit, so no batch is in flight
+at that moment: every event up to the horizon is committed (or never will be), and an
+event stored later has a greater seq. A pass up to the horizon misses nothing below it,
+and the next pass starts there. The lock is taken as a meter change takes it
+(meter_store.lock_exclusive), in a moment when no batch or backfill chunk holds it, never
+queued ahead of the batches to come.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from typing import AsyncIterator
 import orjson
 import psycopg
 
+from .. import meter_store
 from ..events_list import exact_numbers
-from ..meter_store import METERS_LOCK
 from ..timefmt import format_time
 
 PAGE_SEQS = 5000          # seq values per range read
@@ -64,11 +67,8 @@ class Scanned:
 async def horizon(conn: psycopg.AsyncConnection) -> int:
     """The seq up to which every event is settled (0 before the first event)."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (METERS_LOCK,))
-        # Before the first nextval, last_value holds the start value without handing it out.
-        cur = await conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_seq_seq")
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
+        await meter_store.lock_exclusive(conn)
+        return int(await meter_store.watermark(conn))
 
 
 _WHERE = """namespace = %(ns)s AND seq > %(after)s AND seq <= %(upto)s

@@ -10,6 +10,10 @@ The target must hold the same meters (same slugs and definitions); traffic it re
 directly (after a switch) adds to the windows it falls in, so verify up to the switch
 (--to) for an exact comparison.
 
+A meter whose backfill is still running at the source (created or redefined moments ago,
+or interrupted until the sink finishes it) counts only part of its events there: it is
+reported as a difference, never as agreeing, as the engine's query API answers it 503.
+
 Query answers are bounded on both sides (the engine's api.maxQueryRows), so the range is
 compared slice by slice: SLICE_WINDOWS windows at first, halved where either side finds
 a slice too large, down to one window; a window still too large for the target is
@@ -27,7 +31,7 @@ from typing import Any, Iterator
 import psycopg
 
 from .. import query
-from ..meter_store import list_meters
+from ..meter_store import get_meter, list_meters
 from ..problems import Problem
 from ..timefmt import format_time, parse_time
 from .source import Scope
@@ -142,10 +146,34 @@ def _slices(cuts: list[datetime], size: int) -> Iterator[list[datetime]]:
         yield cuts[index:index + size + 1]
 
 
+_BEING_BUILT = ("the meter is still being built from the stored events at the source (its backfill is "
+                "running), so its counts there are partial: verify again once the sink has finished it")
+
+
+async def _being_built(conn: psycopg.AsyncConnection, meter) -> bool:
+    """Whether the meter's counts at the source are partial now: its backfill is running, or
+    it was redefined (a new internal key, backfilled from scratch) since it was listed."""
+    current = await get_meter(conn, meter.namespace, meter.id)
+    return current is None or current.pk != meter.pk or current.backfilling
+
+
 async def _compare_meter(conn: psycopg.AsyncConnection, target: Target, meter, cuts: list[datetime],
                          window: str) -> MeterReport:
     slug = meter.spec.slug
     report = MeterReport(slug, 0, [])
+    if await _being_built(conn, meter):
+        report.differences.append(Difference(slug, None, None, None, None, _BEING_BUILT))
+        return report
+    await _compare_slices(conn, target, meter, cuts, window, report)
+    # A redefinition while the slices were read makes what they read partial too.
+    if await _being_built(conn, meter):
+        report.differences.insert(0, Difference(slug, None, None, None, None, _BEING_BUILT))
+    return report
+
+
+async def _compare_slices(conn: psycopg.AsyncConnection, target: Target, meter, cuts: list[datetime],
+                          window: str, report: MeterReport) -> None:
+    slug = meter.spec.slug
     pending = list(_slices(cuts, SLICE_WINDOWS[window]))
     while pending:
         piece = pending.pop(0)
@@ -154,7 +182,7 @@ async def _compare_meter(conn: psycopg.AsyncConnection, target: Target, meter, c
         observed = await _target_rows(target, slug, start, end, window) if source is not None else None
         if isinstance(observed, str):
             report.differences.append(Difference(slug, None, None, None, None, observed))
-            return report
+            return
         if source is None or observed is None:
             if len(piece) > 2:  # more than one window: halve it
                 middle = len(piece) // 2
@@ -170,7 +198,6 @@ async def _compare_meter(conn: psycopg.AsyncConnection, target: Target, meter, c
         report.differences += [Difference(slug, at, subject, source.get((at, subject)), observed.get((at, subject)))
                                for at, subject in keys
                                if not _agree(source.get((at, subject)), observed.get((at, subject)))]
-    return report
 
 
 async def verify(conn: psycopg.AsyncConnection, target: Target, scope: Scope, window: str) -> list[MeterReport]:

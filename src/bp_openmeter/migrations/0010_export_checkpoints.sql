@@ -1,11 +1,9 @@
 -- `bp-openmeter export` (export/): stored events streamed to another OpenMeter-v1 ingest
 -- endpoint in the order of their sequence, resumable after any stop.
-
--- The export reads events by ranges of seq. A BRIN index finds a range's pages and costs
--- an insert next to nothing (events are appended in about seq order; a btree would add an
--- index entry to every stored event). Pages filled since the last (auto)vacuum are not
--- summarized yet and are read by every range query until then: correct, a little slower.
-CREATE INDEX events_seq_brin ON events USING brin (seq) WITH (pages_per_range = 32);
+--
+-- The export reads events by ranges of seq through the BRIN index on events.seq that meter
+-- backfills read their chunks by (events_seq_brin, chunked_backfill migration): one index
+-- serves both, so this migration adds none.
 
 -- One row per named export: every event of the export up to `exported_through` (events.seq)
 -- has been accepted by the target. A run resumes from there; a later run of a finished
