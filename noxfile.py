@@ -64,6 +64,18 @@ def engine(session: nox.Session) -> None:
 
 
 @nox.session
+def compat(session: nox.Session) -> None:
+    """The engine's query answers against upstream OpenMeter's own SQL on embedded ClickHouse (chdb).
+
+    Two seeded seasons (autumn and spring DST changes), every aggregation, window size and
+    zone; differences other than the README's deliberate ones fail it. The default `nox`
+    run asks a lighter matrix (BPOM_COMPAT_DEPTH=light); this session the full one.
+    """
+    session.install("-e", ".[test,compat]")
+    session.run("pytest", "tests/compat", *session.posargs, env={"BPOM_COMPAT_DEPTH": "full"})
+
+
+@nox.session
 def faults(session: nox.Session) -> None:
     """Faults injected into a running engine (kill -9, restarts, outages, SIGTERM) and a bounded load run.
 
