@@ -20,14 +20,14 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Depth:
     name: str
-    per_cell: int  # queries per (meter, window size, zone); 8 meters x 5 sizes x 4 zones = 160 cells
+    per_cell: int  # queries per (meter, window size, zone); 9 meters x 5 sizes x 4 zones = 180 cells
     attribute_every: int  # count which deliberate difference changed the answer of every n-th query (0: never)
     min_queries: int  # per season
 
 
 DEPTHS = {
-    "full": Depth("full", per_cell=7, attribute_every=1, min_queries=1100),
-    "light": Depth("light", per_cell=2, attribute_every=4, min_queries=300),
+    "full": Depth("full", per_cell=7, attribute_every=1, min_queries=1260),
+    "light": Depth("light", per_cell=2, attribute_every=4, min_queries=360),
 }
 
 

@@ -1,6 +1,6 @@
 """The query matrix of the differential tier, drawn from a season's seed.
 
-Every meter is asked for every window size (none, MINUTE, HOUR, DAY, MONTH) in every
+Every meter of the season is asked for every window size (none, MINUTE, HOUR, DAY, MONTH) in every
 zone (UTC, America/Los_Angeles, Europe/Berlin, Asia/Kolkata) `per_cell` times, each
 time with a drawn range, grouping and filter:
 
@@ -38,7 +38,7 @@ class Matrix:
         rng = random.Random(self.season.seed * 7919 + self.per_cell)
         anchors = [t for _, t in self.season.transitions()] + self.season.month_starts()
         out = []
-        for meter in meters():
+        for meter in meters(self.season):
             for size in WINDOW_SIZES:
                 for zone in ZONES:
                     for _ in range(self.per_cell):
@@ -47,7 +47,12 @@ class Matrix:
 
 
 def _query(
-    rng: random.Random, season: Season, anchors: Sequence[datetime], meter: Mapping[str, Any], size: str | None, zone: str
+    rng: random.Random,
+    season: Season,
+    anchors: Sequence[datetime],
+    meter: Mapping[str, Any],
+    size: str | None,
+    zone: str,
 ) -> MeterQuery:
     start, end, range_note = _range(rng, season, anchors, size, zone)
     group_by, subjects, grouping_note = _grouping(rng, meter)

@@ -102,8 +102,12 @@ METERS: tuple[dict[str, Any], ...] = (
 )
 
 
-def meters() -> list[dict[str, Any]]:
-    return [{"eventType": EVENT_TYPE, **meter} for meter in METERS]
+def meters(season: Season) -> list[dict[str, Any]]:
+    """The season's meters: METERS, and a COUNT that counts only from 20 days into the season
+    (eventFrom: neither the events before it nor a `from` before it count)."""
+    since = (season.start + timedelta(days=20, hours=12, minutes=34, seconds=56)).isoformat().replace("+00:00", "Z")
+    counted_since = {"slug": "calls_since", "aggregation": "COUNT", "groupBy": _GROUPS, "eventFrom": since}
+    return [{"eventType": EVENT_TYPE, **meter} for meter in (*METERS, counted_since)]
 
 
 Pool = Sequence[tuple[float, Any]]  # (weight, value or a function of the rng)
@@ -162,6 +166,7 @@ REGIONS: Pool = (
     (1, True),
     (1, "zürich"),
     (1, "a<b&c"),
+    (1, " eu "),
 )
 MODELS: Pool = (
     (40, "gpt-4"),
@@ -332,4 +337,3 @@ def local_start(moment: datetime, size: str, zone: str) -> datetime:
         return local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
     day: date = local.date() if size == "DAY" else local.date().replace(day=1)
     return datetime.combine(day, datetime.min.time(), tzinfo=tz).astimezone(UTC)
-

@@ -12,8 +12,8 @@ query parameters), in this project's own code:
   requested zone; DAY ends one calendar day later; MONTH as local midnights; without
   windowSize the minute of the group's first event and the minute after its last), the
   aggregate, the subject and each group value (`JSON_VALUE` text), filtered by
-  namespace, event type, subjects, `time >= from` and `time < to` in whole seconds and the
-  group filters, grouped by window, subject and group values;
+  namespace, event type, subjects, `time >= from` (or the meter's eventFrom, if later)
+  and `time < to` in whole seconds and the group filters, grouped by window, subject and group values;
 - values: SUM/AVG/MIN/MAX read `toFloat64OrNull(JSON_VALUE(...))` with non-finite numbers
   made NULL; LATEST is `argMax` of that by `time`; COUNT counts rows; UNIQUE_COUNT counts
   distinct `JSON_VALUE` texts other than `null`;
@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
 from testkit.compat.upstream_store import DATABASE, TABLE, Result
-from testkit.usage.reference import RowKey
+from testkit.usage.reference import RowKey, parse_time
 
 UTC = timezone.utc
 _T = TABLE  # upstream qualifies every column with the table's name
@@ -205,8 +205,11 @@ def plan(query: MeterQuery, namespace: str, reading: Reading = Reading()) -> Pla
     where = [f"{_T}.namespace = {literal(namespace)}", f"{_T}.type = {literal(meter['eventType'])}"]
     if query.subjects:
         where.append(f"{_T}.subject IN ([{', '.join(literal(s) for s in dict.fromkeys(query.subjects))}])")
-    if query.start is not None:
-        where.append(f"{reading.bound_column} >= {reading.bound_literal(query.start)}")
+    # the meter's eventFrom raises the lower bound (only here: the answer's window keeps the caller's from)
+    event_from = parse_time(meter["eventFrom"]) if meter.get("eventFrom") else None
+    lower = max(t for t in (query.start, event_from) if t is not None) if query.start or event_from else None
+    if lower is not None:
+        where.append(f"{reading.bound_column} >= {reading.bound_literal(lower)}")
     if query.end is not None:
         where.append(f"{reading.bound_column} < {reading.bound_literal(query.end)}")
     for key, value in sorted(query.filters):

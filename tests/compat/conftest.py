@@ -10,6 +10,17 @@ import pytest
 from testkit.stack.local import LocalStack, start_local_stack
 from testkit.stack.servers import Servers, start_servers
 
+# Each season's closing lines (queries, rows, differences, what each deliberate difference changed),
+# printed at the end of the run whether it passed or not.
+SUMMARIES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if SUMMARIES:
+        terminalreporter.section("differential tier")
+        for line in SUMMARIES:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory) -> Servers:

@@ -16,11 +16,13 @@ import httpx
 import pytest
 
 from testkit.compat import depth
+from testkit.compat.deliberate import adjusting
 from testkit.compat.differential import Differential, render_summary, summary
 from testkit.compat.matrix import Matrix
 from testkit.compat.scenario import SEASONS, generate, meters
 from testkit.timeouts import TIMEOUTS
 from testkit.wait import poll
+from tests.compat.conftest import SUMMARIES
 
 pytestmark = pytest.mark.servers
 
@@ -34,17 +36,19 @@ def _total_calls(http: httpx.Client) -> float | None:
 def test_engine_answers_as_upstream(season, stack_factory, upstream_store, tmp_path):
     chosen = depth()
     scenario = generate(season)
-    stack = stack_factory(meters())
+    stack = stack_factory(meters(season))
     upstream_store.load(season.name, scenario.events)
 
     with httpx.Client(base_url=stack.api_url, timeout=60) as http:
         for body in scenario.batches():
-            response = http.post("/api/v1/events", content=body,
-                                 headers={"content-type": "application/cloudevents-batch+json"})
+            response = http.post(
+                "/api/v1/events", content=body, headers={"content-type": "application/cloudevents-batch+json"}
+            )
             assert response.status_code == 204, response.text
         expected_calls = len(scenario.metered())
-        stored = poll(lambda: _total_calls(http), lambda total: total == expected_calls,
-                      TIMEOUTS.usage_convergence, interval=0.2)
+        stored = poll(
+            lambda: _total_calls(http), lambda total: total == expected_calls, TIMEOUTS.usage_convergence, interval=0.2
+        )
         assert stored.done, f"the engine stored {stored.last} of {expected_calls} events of the meters' type"
 
         differential = Differential(http, upstream_store, season.name)
@@ -60,9 +64,13 @@ def test_engine_answers_as_upstream(season, stack_factory, upstream_store, tmp_p
     failed = [o for o in outcomes if not o.agrees]
     report_file.write_text("\n\n".join(o.report() for o in failed) + "\n")
     closing = render_summary(f"{season.name} ({chosen.name}, {elapsed:.0f}s)", counts)
-    print(closing)
+    SUMMARIES.append(closing)
     assert counts["queries"] >= chosen.min_queries
     assert not failed, (
         f"{closing}\n{len(failed)} answers differ from upstream's (all reports: {report_file})\n\n"
         + "\n\n".join(o.report() for o in failed[:5])
     )
+    if chosen.attribute_every == 1:
+        # every adjustment must be exercised: one that changes no answer would hide nothing, or hide a mistake
+        idle = sorted({d.name for d in adjusting()} - set(counts["changed_by_deliberate_difference"]))
+        assert not idle, f"{closing}\nthese deliberate differences changed no answer: {idle}"

@@ -21,6 +21,7 @@ from bp_openmeter.meters import parse_meter_spec
 from bp_openmeter.migrate import available
 from testkit.client import SINGLE, event
 from testkit.stack.local import create_database
+from tests.engine.schema_versions import migrated_to
 
 pytestmark = pytest.mark.servers
 
@@ -99,26 +100,10 @@ def test_a_sum_past_float64_is_still_a_number(client, uid):
     assert "inf" not in csv and csv.splitlines()[1].endswith(".500000")
 
 
-def _migrated_to(url: str, version: int) -> None:
-    """The schema as an engine of that version left it (migrations 1..version)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
-            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for migration in available()[:version]:
-            with conn.transaction():
-                conn.execute(migration.sql)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                    (migration.version, migration.name, migration.checksum),
-                )
-
-
 def test_migrate_rebuilds_rollups_that_counted_huge_values(servers):
     url = create_database(servers.postgres_url, f"db_{uuid.uuid4().hex[:8]}")
     version = next(m.version for m in available() if m.name == "finite_numbers") - 1
-    _migrated_to(url, version)
+    migrated_to(url, version)
     with psycopg.connect(url) as conn:
         for i, v in enumerate(['"1e400"', "2", '"3"', "5"]):
             conn.execute(
