@@ -90,7 +90,7 @@ DIFFERENCES: tuple[Deliberate, ...] = (
     ),
     Deliberate(
         "exact_integers",
-        readme="whole numbers beyond 2^53",
+        readme="whole numbers from 2^53 to 2^64",
         model="the stored data keeps such whole numbers with all their digits (the table's data_exact column)",
         adjust=_exact_integers,
     ),

@@ -122,12 +122,12 @@ def _go_string(text: str) -> str:
 def go_json(value: Any, exact_integers: bool = False) -> str:
     """The JSON text Go's encoding/json writes for the value decoded from `client_json(value)`.
 
-    `exact_integers`: write whole numbers that a float64 cannot hold with all their
-    digits instead of rounding them (the engine keeps them; the tier's `exact_integers`
-    difference)."""
+    `exact_integers`: write whole numbers of up to 64 bits that a float64 cannot hold with
+    all their digits instead of rounding them (the engine keeps them; the tier's
+    `exact_integers` difference)."""
     if isinstance(value, (RawNumber, int, float)) and not isinstance(value, bool):
         exact = exact_number(value)
-        if exact_integers and exact == exact.to_integral_value() and abs(exact) > FLOAT64_EXACT_INTEGERS:
+        if exact_integers and exact == exact.to_integral_value() and FLOAT64_EXACT_INTEGERS < abs(exact) < 2**64:
             return str(int(exact))
         number = float(exact)
         if not math.isfinite(number):

@@ -59,6 +59,10 @@ class UpstreamError(RuntimeError):
     """ClickHouse refused a statement."""
 
 
+def _shown(sql: str, limit: int = 4000) -> str:
+    return sql if len(sql) <= limit else f"{sql[:limit]}... ({len(sql)} characters)"
+
+
 @dataclass(frozen=True)
 class Result:
     columns: list[str]
@@ -107,7 +111,7 @@ class UpstreamStore:
         try:
             self.session.query(sql)
         except Exception as exc:  # chdb raises its own RuntimeError subclasses; keep the statement with it
-            raise UpstreamError(f"{exc}\nSQL: {sql}") from exc
+            raise UpstreamError(f"{exc}\nSQL: {_shown(sql)}") from exc
 
     def load(self, namespace: str, events: Iterable[SentEvent]) -> int:
         rows = [row(namespace, event, number) for number, event in enumerate(events)]
@@ -128,7 +132,7 @@ class UpstreamStore:
         try:
             answer = self.session.query(sql, "JSONCompact")
         except Exception as exc:  # as in execute
-            raise UpstreamError(f"{exc}\nSQL: {sql}") from exc
+            raise UpstreamError(f"{exc}\nSQL: {_shown(sql)}") from exc
         text = answer.bytes()
         if not text:
             return Result([], [])

@@ -8,8 +8,8 @@
 --     1E2 "100", 0.0001 "1e-04").
 --   * UNIQUE_COUNT: JSON null and "null" are not counted; objects and arrays count as "".
 --     A missing value is not counted (on purpose: upstream counts it as "").
---   * Whole numbers keep all their digits (on purpose: upstream's float64 makes
---     9007199254740993 and 9007199254740992 one value).
+--   * Whole numbers of up to 64 bits keep all their digits (on purpose: upstream's float64
+--     makes 9007199254740993 and 9007199254740992 one value).
 
 CREATE OR REPLACE FUNCTION bpom_number(v jsonb) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -25,37 +25,84 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- A float64 as ClickHouse prints it: the shortest digits that read back as the same
--- float64, in fixed or exponent notation, whichever is shorter (fixed on a tie), the
--- exponent with a sign and at least two digits. A whole float64 below 1e21 is written by
--- Go without a point and read by ClickHouse as an integer: its digits. float8's text is
--- the shortest form only while extra_float_digits > 0, hence the setting.
-CREATE FUNCTION bpom_float_text(f float8) RETURNS text
+-- A float64 as ClickHouse prints it: in fixed or exponent notation, whichever is shorter
+-- (fixed on a tie); exponent notation with the shortest digits that read back as the same
+-- float64 and a signed exponent of at least two digits; fixed notation with those digits
+-- too, but for a float64 from 2^53 on, a whole number written exactly. A whole float64 below
+-- 1e21 is written by Go without a point and read by ClickHouse as an integer: the shortest
+-- digits, padded with zeros. float8's text has the shortest digits below 2^53 (while
+-- extra_float_digits > 0, hence the setting); from 2^53 on it may have more than needed (it
+-- never ends on a tie, which round-half-even reads back), so they are searched for here.
+CREATE OR REPLACE FUNCTION bpom_float_text(f float8) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 SET extra_float_digits = 1
 AS $$
 DECLARE
-    d numeric := f::text::numeric;
-    sign text := '';
+    d numeric := abs(f)::text::numeric;
+    sign text := CASE WHEN f < 0 THEN '-' ELSE '' END;
+    shortest numeric;
     fixed text;
     digits text;
     power integer;
     exponent text;
+    ulp numeric;
+    units numeric;
+    rest numeric;
+    exact numeric;
+    step numeric;
+    below numeric;
+    candidate numeric;
 BEGIN
-    IF d = trunc(d) AND abs(d) < 1e21 THEN
-        RETURN trunc(d)::text;
-    END IF;
-    IF d < 0 THEN
-        sign := '-';
-        d := -d;
-    END IF;
-    fixed := trim_scale(d)::text;
-    IF d >= 1 THEN
-        power := length(split_part(fixed, '.', 1)) - 1;
+    IF d >= 9007199254740992 THEN
+        -- a whole number: its exact value is the multiple of its unit in the last place
+        -- nearest to d (which reads back as f), a tie to the even multiple
+        power := floor(log(2, d))::integer;
+        WHILE 2::numeric ^ (power + 1) <= d LOOP power := power + 1; END LOOP;
+        WHILE 2::numeric ^ power > d LOOP power := power - 1; END LOOP;
+        ulp := trim_scale(2::numeric ^ (power - 52));
+        units := div(d, ulp);
+        rest := d - units * ulp;
+        IF 2 * rest > ulp OR (2 * rest = ulp AND mod(units, 2) = 1) THEN
+            units := units + 1;
+        END IF;
+        IF units = 9007199254740992 THEN  -- rounded up to the next power of two
+            units := 4503599627370496;
+            ulp := ulp * 2;
+        END IF;
+        exact := units * ulp;
+        shortest := exact;
+        <<search>>
+        FOR length_ IN 1..17 LOOP
+            -- the numbers of this many digits just below and just above, the nearer first
+            step := 10::numeric ^ (length(exact::text) - length_);
+            below := trunc(exact / step) * step;
+            FOREACH candidate IN ARRAY CASE WHEN exact - below <= below + step - exact
+                                            THEN ARRAY[below, below + step] ELSE ARRAY[below + step, below] END LOOP
+                -- reads back as f: nearer than half the gap to the float64 on its side, or exactly
+                -- half of it from an even f (the gap below a power of two is half the one above)
+                rest := abs(candidate - exact) * CASE WHEN candidate < exact AND units = 4503599627370496 THEN 4 ELSE 2 END;
+                IF rest < ulp OR (rest = ulp AND mod(units, 2) = 0) THEN
+                    shortest := candidate;
+                    EXIT search;
+                END IF;
+            END LOOP;
+        END LOOP;
+        IF exact < 1e21 THEN
+            RETURN sign || trim_scale(shortest)::text;
+        END IF;
+        fixed := exact::text;
+    ELSIF d = trunc(d) THEN
+        RETURN sign || trunc(d)::text;
     ELSE
-        power := -(length(substring(split_part(fixed, '.', 2) FROM '^0*')) + 1);
+        shortest := d;
+        fixed := trim_scale(d)::text;
     END IF;
-    digits := rtrim(ltrim(replace(fixed, '.', ''), '0'), '0');
+    digits := rtrim(ltrim(replace(trim_scale(shortest)::text, '.', ''), '0'), '0');
+    IF shortest >= 1 THEN
+        power := length(split_part(trim_scale(shortest)::text, '.', 1)) - 1;
+    ELSE
+        power := -(length(substring(split_part(trim_scale(shortest)::text, '.', 2) FROM '^0*')) + 1);
+    END IF;
     exponent := substr(digits, 1, 1) || CASE WHEN length(digits) > 1 THEN '.' || substr(digits, 2) ELSE '' END
                 || 'e' || CASE WHEN power < 0 THEN '-' ELSE '+' END
                 || CASE WHEN abs(power) < 10 THEN '0' ELSE '' END || abs(power)::text;
@@ -63,14 +110,14 @@ BEGIN
 END
 $$;
 
--- A JSON number as a group or UNIQUE_COUNT value: a whole number with all its digits,
--- any other as upstream spells the float64 nearest to it.
-CREATE FUNCTION bpom_number_text(n numeric) RETURNS text
+-- A JSON number as a group or UNIQUE_COUNT value: a whole number of up to 64 bits (an id)
+-- with all its digits, any other as upstream spells the float64 nearest to it.
+CREATE OR REPLACE FUNCTION bpom_number_text(n numeric) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE
-        WHEN n = trunc(n) THEN trunc(n)::text
+        WHEN n = trunc(n) AND abs(n) < 18446744073709551616 THEN trunc(n)::text
         -- past float64's range (upstream cannot store it): its digits
-        WHEN abs(n) >= 2::numeric ^ 1024 - 2::numeric ^ 970 THEN n::text
+        WHEN abs(n) >= 2::numeric ^ 1024 - 2::numeric ^ 970 THEN trim_scale(n)::text
         -- rounds to zero as a float64 (from about 2^-1075 down), which float8 refuses to hold
         WHEN abs(n) < 2.4703282292062328e-324 THEN '0'
         ELSE bpom_float_text(n::float8)
@@ -80,7 +127,7 @@ $$;
 -- The text of a JSON value as upstream's JSON_VALUE gives it: strings unquoted, booleans
 -- and numbers spelt (above), "null" for JSON null, "" for an object or an array; NULL
 -- when the path selects nothing (a group reads it as "", UNIQUE_COUNT does not count it).
-CREATE FUNCTION bpom_value_text(v jsonb) RETURNS text
+CREATE OR REPLACE FUNCTION bpom_value_text(v jsonb) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN v IS NULL THEN NULL
                 ELSE CASE jsonb_typeof(v)
