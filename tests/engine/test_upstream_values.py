@@ -139,11 +139,12 @@ def test_a_unique_count_without_window_spans_every_event(client, uid):
         client,
         uid,
         ['{"v":null}', '{"v":"a"}', "{}"],
-        ["2024-03-01T10:00:30Z", "2024-03-01T10:05:00Z", "2024-03-01T10:09:10Z"],
+        # other hours too: whether minutes or sealed hours answer, the extent is all three
+        ["2024-03-01T09:59:30Z", "2024-03-01T10:05:00Z", "2024-03-01T11:09:10Z"],
     )
     rows = client.query(slug)["data"]
     assert [(r["windowStart"], r["windowEnd"], r["value"]) for r in rows] == [
-        ("2024-03-01T10:00:00Z", "2024-03-01T10:10:00Z", 1)
+        ("2024-03-01T09:59:00Z", "2024-03-01T11:10:00Z", 1)
     ]
 
 
