@@ -12,9 +12,9 @@ without the plugin.
 
 from __future__ import annotations
 
-import os
-
 import pytest
+
+from e2e.lib.options import env_flag
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--cni-not-enforcing",
         action="store_true",
-        default=os.environ.get("BPOM_E2E_CNI_NOT_ENFORCING", "") not in ("", "0", "false"),
+        default=env_flag("BPOM_E2E_CNI_NOT_ENFORCING"),
         help="the cluster's network plugin is known not to enforce NetworkPolicy: when the default-deny "
         "canary confirms it, the NetworkPolicy tests skip with that reason instead of failing "
         "(env BPOM_E2E_CNI_NOT_ENFORCING=1)",

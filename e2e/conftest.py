@@ -70,13 +70,39 @@ def _option(config: pytest.Config, name: str) -> Any:
         return None
 
 
+def given_on_command_line(config: pytest.Config, flag: str) -> bool:
+    """Whether `flag` was passed (`--flag VALUE` or `--flag=VALUE`), not merely defaulted."""
+    return any(arg == flag or arg.startswith(flag + "=") for arg in config.invocation_params.args)
+
+
+def cluster_name(config: pytest.Config, default: str) -> str:
+    """--cluster-name when given; else BPOM_E2E_CLUSTER_NAME; else the suite's (fixtures/platform.yaml).
+
+    pytest-kind-ng defaults the option to its own name, `pytest-kind`, which is not the
+    cluster the kind tier creates: its default must not win over the suite's.
+    """
+    if given_on_command_line(config, "--cluster-name"):
+        return str(_option(config, "cluster_name"))
+    return os.environ.get("BPOM_E2E_CLUSTER_NAME") or default
+
+
+def use_the_tier_tools() -> None:
+    """The helm and kubectl of the kind tier for every call of this run (rendering included), unless given."""
+    from testkit.tools import ensure_tools
+
+    if not (os.environ.get("BPOM_HELM") and os.environ.get("BPOM_KUBECTL")):
+        tools = ensure_tools()
+        os.environ.setdefault("BPOM_HELM", str(tools.helm))
+        os.environ.setdefault("BPOM_KUBECTL", str(tools.kubectl))
+
+
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest, run_id: RunId, artifacts: Path, fixture_meters, platform_config):
     config = request.config
     if config.getoption("--target") == "kind":
+        use_the_tier_tools()
         kubeconfig = _option(config, "kubeconfig") or os.environ.get("BPOM_E2E_KUBECONFIG")
-        cluster_name = _option(config, "cluster_name") or platform_config.cluster_name
-        path = Path(kubeconfig) if kubeconfig else kind_kubeconfig(cluster_name)
+        path = Path(kubeconfig) if kubeconfig else kind_kubeconfig(cluster_name(config, platform_config.cluster_name))
         namespace = config.getoption("--release-namespace") or platform_config.blueprint.namespace
         chosen = KindTarget(
             path.resolve(), config.getoption("--backend"), namespace, run_id.value, artifacts / "port-forward"

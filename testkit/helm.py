@@ -15,6 +15,16 @@ class HelmError(RuntimeError):
     pass
 
 
+# How installs wait (helm 4). `watcher` is kstatus: workloads by their own readiness
+# rules, any object until its status.observedGeneration is current; custom resources
+# without such status are "Current" at once, so the suite keeps its own readiness waits
+# (CNPG clusters Ready, the API answering a real call). `--wait-for-jobs` adds Jobs:
+# complete, or failed at once (a failed migration ends the install with the Job's
+# message instead of a timeout). Not `--rollback-on-failure`: a failed release stays
+# on the cluster for the diagnostics.
+WAIT = ("--wait=watcher", "--wait-for-jobs")
+
+
 @dataclass(frozen=True)
 class Helm(ClusterTool):
     cache: Path | None = None  # keeps helm's repository cache out of the user's home

@@ -1,33 +1,38 @@
 """The kind binary at the pinned version, and the kind cluster of the e2e tier.
 
-The binary: BPOM_KIND (a path), else `kind` on PATH when it reports the pinned
-version, else the pinned release downloaded once into .cache/tools and checked
-against the checksum file published with it.
+The binary: BPOM_KIND (a path), else the pinned release downloaded earlier into
+.cache/tools, else `kind` on PATH when it reports exactly the pinned version, else the
+pinned release for this platform, downloaded and refused unless its digest is the one
+fixtures/platform.yaml records.
 
-The cluster: pytest-kind-ng's `KindCluster` creates (or reuses) and deletes it and
-loads images, given that binary and the kubectl from `ensure_tools()`. Only the
-cluster functions import the plugin, so the prerequisite check runs without it.
+The cluster: run with the pinned kind itself, as argv lists. Created with `--retain`
+(a failed creation keeps its node containers, so `kind export logs` can save why
+before the cluster is deleted) and, when it already exists, reused with its
+kubeconfig written again: pytest-kind-ng's `KindCluster.create` can do neither, and
+deleting must work wherever the flow runs, plugin installed or not. pytest-kind-ng
+stays the pytest plugin whose options (`--cluster-name`, `--kubeconfig`,
+`--keep-cluster`) `pytest e2e --target kind` reads.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform as _platform
 import re
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from testkit.command import run_command
+from testkit.downloads import DownloadError, Fetch, fetch_release, platform_key, urlopen_fetch
 from testkit.paths import CACHE
+from testkit.platform import platform
 
 DEFAULT_CACHE = CACHE / "tools"
-RELEASES = "https://github.com/kubernetes-sigs/kind/releases/download"
-_VERSION_OUT = re.compile(r"kind (v\d+\.\d+\.\d+)")
+RELEASE = platform().kind
+# `kind version` prints "kind v0.33.0 go1.26.7 linux/amd64"; a pre-release build prints
+# "kind v0.33.0-alpha.12+abcdef... ...", which must not pass for the release.
+_VERSION_OUT = re.compile(r"kind (v\d+\.\d+\.\d+)\s")
 
 
 class KindError(RuntimeError):
@@ -37,29 +42,22 @@ class KindError(RuntimeError):
 def how_to_get(version: str) -> str:
     return (
         f"get kind {version}: `go install sigs.k8s.io/kind@{version}`, or download "
-        f"{RELEASES}/{version}/kind-{_os()}-{_arch()} onto your PATH, or set BPOM_KIND to its path"
+        f"{download_url(version)} onto your PATH, or set BPOM_KIND to its path"
     )
 
 
-def _os() -> str:
-    return _platform.system().lower()
-
-
-def _arch() -> str:
-    machine = _platform.machine().lower()
-    return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
-
-
-def download_url(version: str) -> str:
-    return f"{RELEASES}/{version}/kind-{_os()}-{_arch()}"
+def download_url(version: str, key: str | None = None) -> str:
+    os_name, _, arch = (key or platform_key()).partition("-")
+    return RELEASE.url.format(version=version, os=os_name, arch=arch)
 
 
 def binary_version(binary: Path, timeout: float = 10.0) -> str | None:
+    """The release `kind version` reports, or None (not runnable, not a release build)."""
     try:
         proc = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    match = _VERSION_OUT.search(proc.stdout)
+    match = _VERSION_OUT.match(proc.stdout)
     return match.group(1) if proc.returncode == 0 and match else None
 
 
@@ -70,12 +68,12 @@ def locate_kind(version: str, cache: Path = DEFAULT_CACHE) -> Path | None:
         found = binary_version(Path(explicit))
         if found != version:
             raise KindError(
-                f"BPOM_KIND={explicit} reports {found or 'no version'}, the suite pins {version}; "
+                f"BPOM_KIND={explicit} reports {found or 'no release version'}, the suite pins {version}; "
                 + how_to_get(version)
             )
         return Path(explicit)
-    cached = cache / f"kind-{version}"
-    if cached.exists() and binary_version(cached) == version:
+    cached = RELEASE.cached(cache, platform_key())
+    if version == RELEASE.version and cached.exists() and binary_version(cached) == version:
         return cached
     on_path = shutil.which("kind")
     if on_path and binary_version(Path(on_path)) == version:
@@ -83,34 +81,19 @@ def locate_kind(version: str, cache: Path = DEFAULT_CACHE) -> Path | None:
     return None
 
 
-def _fetch(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read()
-
-
 def download_kind(
-    version: str, cache: Path = DEFAULT_CACHE, timeout: float = 60.0, fetch: Callable[[str, float], bytes] = _fetch
+    version: str, cache: Path = DEFAULT_CACHE, timeout: float = 60.0, fetch: Fetch = urlopen_fetch
 ) -> Path:
-    """Download the pinned release and check it against its published .sha256sum."""
-    url = download_url(version)
+    """The pinned release for this platform, checked against the digest fixtures/platform.yaml records."""
+    if version != RELEASE.version:
+        raise KindError(f"fixtures/platform.yaml records kind {RELEASE.version}, not {version}; " + how_to_get(version))
     try:
-        checksum_text = fetch(url + ".sha256sum", timeout).decode()
-        blob = fetch(url, timeout)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise KindError(
-            f"kind {version} is not installed and downloading {url} failed ({exc}); " + how_to_get(version)
-        ) from exc
-    expected = checksum_text.split()[0].lower() if checksum_text.split() else ""
-    actual = hashlib.sha256(blob).hexdigest()
-    if actual != expected:
-        raise KindError(f"{url}: sha256 {actual} does not match the published {expected or '(empty)'}")
-    cache.mkdir(parents=True, exist_ok=True)
-    staged = cache / f".kind-{version}.part"
-    staged.write_bytes(blob)
-    staged.chmod(0o755)
-    target = cache / f"kind-{version}"
-    staged.replace(target)
-    return target
+        binary = fetch_release(RELEASE, cache, timeout=timeout, fetch=fetch)
+    except DownloadError as exc:
+        raise KindError(f"kind {version} is not installed and {exc}; " + how_to_get(version)) from exc
+    if binary_version(binary) != version:
+        raise KindError(f"{binary} does not report kind {version}; " + how_to_get(version))
+    return binary
 
 
 def ensure_kind(version: str, cache: Path = DEFAULT_CACHE, timeout: float = 60.0) -> Path:
@@ -122,43 +105,58 @@ def ensure_kind(version: str, cache: Path = DEFAULT_CACHE, timeout: float = 60.0
 
 @dataclass
 class Cluster:
-    """A kind cluster of the e2e tier, as pytest-kind-ng manages it."""
+    """A kind cluster of the e2e tier."""
 
     name: str
     kind_bin: Path
-    kubectl_bin: Path
+    kubectl_bin: Path  # kept for callers that pair the cluster with its kubectl
     node_image: str | None = None
     kubeconfig: Path | None = None
 
-    def _handle(self):
-        from pytest_kind import KindCluster  # only installed in the kind sessions
-
-        return KindCluster(
-            self.name,
-            kubeconfig=self.kubeconfig,
-            image=self.node_image,
-            kind_path=self.kind_bin,
-            kubectl_path=self.kubectl_bin,
-        )
-
     @property
     def kubeconfig_path(self) -> Path:
-        return Path(self._handle().kubeconfig_path).resolve()
+        if self.kubeconfig is None:
+            raise KindError(f"cluster {self.name}: no kubeconfig path given")
+        return self.kubeconfig.resolve()
+
+    def _kind(self, *args: str, timeout: float) -> subprocess.CompletedProcess:
+        return run_command([str(self.kind_bin), *args], timeout, error=KindError)
 
     def exists(self, timeout: float = 30.0) -> bool:
-        proc = subprocess.run([str(self.kind_bin), "get", "clusters"], capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise KindError(f"`kind get clusters` failed: {proc.stderr.strip()}")
-        return self.name in proc.stdout.split()
+        return self.name in self._kind("get", "clusters", timeout=timeout).stdout.split()
 
-    def create(self, config: Path) -> Path:
-        """Create the cluster, or reuse it when it exists; returns its kubeconfig path."""
-        handle = self._handle()
-        handle.create(config_file=config)
-        return Path(handle.kubeconfig_path).resolve()
+    def create_argv(self, config: Path) -> list[str]:
+        argv = [
+            str(self.kind_bin),
+            "create",
+            "cluster",
+            "--name",
+            self.name,
+            "--kubeconfig",
+            str(self.kubeconfig_path),
+            "--config",
+            str(config),
+            "--retain",  # a failed creation keeps its nodes for `kind export logs`
+        ]
+        return argv + (["--image", self.node_image] if self.node_image else [])
 
-    def load_image(self, image: str) -> None:
-        self._handle().load_docker_image(image)
+    def create(self, config: Path, timeout: float = 600.0) -> Path:
+        """Create the cluster, or reuse it (its kubeconfig written again); returns the kubeconfig path."""
+        self.kubeconfig_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.exists():
+            self._kind(
+                "export", "kubeconfig", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path), timeout=60
+            )
+        else:
+            run_command(self.create_argv(config), timeout, error=KindError, stderr_tail=6000)
+        return self.kubeconfig_path
 
-    def delete(self) -> None:
-        self._handle().delete()
+    def export_logs_argv(self, dest: Path) -> list[str]:
+        return [str(self.kind_bin), "export", "logs", str(dest), "--name", self.name]
+
+    def load_image(self, image: str, timeout: float = 600.0) -> None:
+        self._kind("load", "docker-image", "--name", self.name, image, timeout=timeout)
+
+    def delete(self, timeout: float = 300.0) -> None:
+        """Delete the cluster (retained nodes of a failed creation too); its kubeconfig entry goes with it."""
+        self._kind("delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path), timeout=timeout)

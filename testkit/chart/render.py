@@ -27,7 +27,7 @@ import yaml
 
 from testkit.chart.schemas import KUBE_VERSION, SchemaError, describe, validate_object
 from testkit.paths import CHART_DIR
-from testkit.tools import ensure_tools
+from testkit.tools import ensure_helm
 from testkit.values import merge_values, write_values
 
 DEFAULT_RELEASE = "openmeter"
@@ -99,11 +99,16 @@ def renderable_chart(values: Mapping[str, Any] | None = None, chart_dir: Path = 
         yield copy
 
 
+def names_key(message: str, key: str) -> bool:
+    """Whether a helm schema error names this values key (`api.port`): helm 4 writes it as a JSON pointer."""
+    return f"'/{key.replace('.', '/')}" in message
+
+
 # ── helm ──────────────────────────────────────────────────────────────────────
 
 
 def _run_helm(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ensure_tools().helm), *args], capture_output=True, text=True)
+    return subprocess.run([str(ensure_helm(render=True)), *args], capture_output=True, text=True)
 
 
 @contextlib.contextmanager
@@ -121,6 +126,7 @@ def helm_template(
     release: str = DEFAULT_RELEASE,
     chart_dir: Path = CHART_DIR,
     kube_version: str = KUBE_VERSION,
+    include_crds: bool = False,
 ) -> str:
     """helm template's output (YAML text); raises RenderError with helm's message."""
     with _chart_and_values(values, chart_dir) as (chart, values_file):
@@ -137,10 +143,19 @@ def helm_template(
         ]
         for api_version in api_versions:
             args += ["--api-versions", api_version]
+        if include_crds:
+            args.append("--include-crds")
         proc = _run_helm(args)
     if proc.returncode != 0:
         raise RenderError(proc.stderr.strip())
     return proc.stdout
+
+
+def build_dependencies(chart_dir: Path = CHART_DIR) -> None:
+    """`helm dependency build`: vendor the declared dependencies into charts/ (needs their repositories)."""
+    proc = _run_helm(["dependency", "build", str(chart_dir)])
+    if proc.returncode != 0:
+        raise RenderError(proc.stderr.strip())
 
 
 def helm_lint(

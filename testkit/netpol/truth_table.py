@@ -167,6 +167,40 @@ def report(expected: Matrix, observed: Matrix, reproduce: Callable[[Key], str] |
     )
 
 
+def parse_table(text: str) -> Matrix:
+    """A matrix written as `Matrix.render` prints it (by hand, as data); '#' lines and blank lines are comments.
+
+    The header row names the sources after `to \\ from`; each row is a destination
+    (`target:port/protocol`) and one word per source: allow, block, ERROR, or - (no cell).
+    """
+    words = {symbol: outcome for outcome, symbol in _SYMBOL.items()}
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines or not lines[0].startswith("to \\ from"):
+        raise ValueError("a truth table starts with its header row: `to \\ from  <source> ...`")
+    sources = lines[0].split()[3:]
+    cells: dict[Key, Outcome] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if set(line.replace(" ", "")) == {"-"}:
+            continue  # the rule under the header
+        destination, *symbols = line.split()
+        if len(symbols) != len(sources):
+            raise ValueError(f"row {number} ({destination}): {len(symbols)} cells for {len(sources)} sources")
+        target, _, port_protocol = destination.rpartition(":")
+        port, _, protocol = port_protocol.partition("/")
+        if not target or not port.isdigit() or protocol not in ("TCP", "UDP", "SCTP"):
+            raise ValueError(f"row {number}: {destination!r} is not target:port/protocol")
+        for source, symbol in zip(sources, symbols):
+            if symbol == _MISSING:
+                continue
+            if symbol not in words:
+                raise ValueError(f"row {number} ({destination}), {source}: {symbol!r} is not one of {sorted(words)}")
+            key = Key(source, target, int(port), protocol)
+            if key in cells:
+                raise ValueError(f"row {number}: {key} is written twice")
+            cells[key] = words[symbol]
+    return Matrix(cells)
+
+
 def _table(header: list[str], rows: list[list[str]], title: str) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 

@@ -4,7 +4,10 @@ The engine runs in namespace `openmeter`; an existing CloudNativePG cluster
 `shared-pg` runs in `databases` (another namespace, next to an unrelated cluster);
 the CNPG operator in `cnpg-system`; NATS in `nats-system` (where bp-nats installs
 it); Valkey in `valkey`; DNS in `kube-system`; an unrelated service in `shop`; the
-Kubernetes API outside the pod network.
+Kubernetes API outside the pod network. Labels, names and declared ports are those
+the pinned platform charts render with the suite's values (fixtures/platform.yaml):
+Valkey is a Deployment (a pod named by its ReplicaSet, labelled with name and instance
+only), NATS without clustering declares no 6222, CoreDNS declares its probe ports too.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ from testkit.netpol.truth_table import Key, Matrix, Outcome
 RELEASE = "openmeter"
 NAMESPACE = "openmeter"
 ENGINE_PODS = ["api", "sink", "migrate"]
+VALKEY_POD = "valkey-5f7d8c9b6-qwert"
+# A nats-box pod carries the NATS chart's name and instance labels, component nats-box.
+NATS_BOX = Pod(
+    "nats-box",
+    "nats-system",
+    {"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats", "app.kubernetes.io/component": "nats-box"},
+)
 
 # Chart values for this cluster.
 VALUES = {
@@ -89,26 +99,37 @@ def layout(extra_pods: tuple[Pod, ...] = ()) -> Layout:
             Pod(
                 "nats-0",
                 "nats-system",
-                {"app.kubernetes.io/name": "nats", "app.kubernetes.io/component": "nats"},
-                [
-                    ContainerPort(4222, name="nats"),
-                    ContainerPort(6222, name="cluster"),
-                    ContainerPort(8222, name="monitor"),
-                ],
+                {
+                    "app.kubernetes.io/name": "nats",
+                    "app.kubernetes.io/instance": "nats",
+                    "app.kubernetes.io/component": "nats",
+                },
+                [ContainerPort(4222, name="nats"), ContainerPort(8222, name="monitor")],
             ),
             Pod(
-                "valkey-primary-0",
+                VALKEY_POD,
                 "valkey",
-                {"app.kubernetes.io/name": "valkey", "app.kubernetes.io/component": "primary"},
-                [ContainerPort(6379, name="redis")],
+                {"app.kubernetes.io/name": "valkey", "app.kubernetes.io/instance": "valkey"},
+                [ContainerPort(6379, name="tcp")],
             ),
             Pod(
                 "coredns",
                 "kube-system",
                 {"k8s-app": "kube-dns"},
-                [ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp"), ContainerPort(9153)],
+                [
+                    ContainerPort(53, "UDP", "dns"),
+                    ContainerPort(53, "TCP", "dns-tcp"),
+                    ContainerPort(9153, name="metrics"),
+                    ContainerPort(8080, name="liveness-probe"),
+                    ContainerPort(8181, name="readiness-probe"),
+                ],
             ),
-            Pod("metrics-server", "kube-system", {"k8s-app": "metrics-server"}, [ContainerPort(10250)]),
+            Pod(
+                "metrics-server",
+                "kube-system",
+                {"app.kubernetes.io/name": "metrics-server", "app.kubernetes.io/instance": "metrics-server"},
+                [ContainerPort(10250, name="https")],
+            ),
             Pod("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}, [ContainerPort(9090)]),
             Pod("envoy", "gateway-system", {"app": "envoy"}, [ContainerPort(8443)]),
             Pod("web", "shop", {"app": "web"}, [ContainerPort(8080)]),
@@ -129,7 +150,7 @@ PEERS = {
     "dns": {"coredns:53/UDP", "coredns:53/TCP"},
     "postgres": {"shared-pg-1:5432/TCP", "shared-pg-2:5432/TCP"},
     "nats": {"nats-0:4222/TCP"},
-    "valkey": {"valkey-primary-0:6379/TCP"},
+    "valkey": {f"{VALKEY_POD}:6379/TCP"},
 }
 NEEDS = destinations(PEERS, ENGINE_PODS)
 

@@ -11,7 +11,7 @@ import pytest
 
 from testkit.chart.render import CHART_DIR, dependencies, helm_lint, is_vendored
 from testkit.paths import REPO_ROOT
-from testkit.tools import ensure_tools
+from testkit.tools import ensure_helm
 
 pytestmark = pytest.mark.helm
 
@@ -32,7 +32,9 @@ def test_helm_lint_strict_is_clean(values):
 
 
 def test_helm_lint_of_the_chart_directory():
-    result = subprocess.run([str(ensure_tools().helm), "lint", "chart"], cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(ensure_helm(render=True)), "lint", "chart"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # Without `helm dependency build` the one finding is the absent upstream chart.
     allowed = [
@@ -44,7 +46,7 @@ def test_helm_lint_of_the_chart_directory():
 
 
 def run_script(chart_dir):
-    env = {**os.environ, "HELM": str(ensure_tools().helm)}
+    env = {**os.environ, "HELM": str(ensure_helm(render=True))}
     return subprocess.run(["bash", str(SCRIPT), str(chart_dir)], capture_output=True, text=True, env=env)
 
 

@@ -22,8 +22,10 @@ from tests.chart.chart_layout import (
     INGRESS_SOURCES,
     INGRESS_TARGETS,
     NAMESPACE,
+    NATS_BOX,
     NEEDS,
     RELEASE,
+    VALKEY_POD,
     VALUES,
     cnpg_instance,
     egress_targets,
@@ -147,9 +149,17 @@ def test_cluster_created_by_the_chart_is_reached_in_the_release_namespace():
 def test_without_valkey_the_api_does_not_reach_it():
     values = merge_values(VALUES, {"valkey": {"enabled": False}})
     policies = find(render_chart(values, namespace=NAMESPACE, release=RELEASE), "NetworkPolicy")
-    needs = {c: reach - {"valkey-primary-0:6379/TCP"} for c, reach in NEEDS.items()}
+    needs = {c: reach - {f"{VALKEY_POD}:6379/TCP"} for c, reach in NEEDS.items()}
     wrong, text = egress_wrong_cells(policies, needs)
     assert not wrong, text
+
+
+def test_a_nats_box_pod_next_to_the_servers_is_not_reached(policies):
+    """The NATS peer pins the server component: nats-box carries the chart's name label too."""
+    cluster = layout((NATS_BOX,))
+    matrix = expected_egress(policies, cluster, ENGINE_PODS, [Target("nats-box", 4222), Target("nats-0", 4222)])
+    assert {k.source for k, o in matrix.items() if k.target == "nats-box" and o is Outcome.ALLOWED} == set()
+    assert {k.source for k, o in matrix.items() if k.target == "nats-0" and o is Outcome.ALLOWED} == {"api", "sink"}
 
 
 def test_extra_egress_rules_reach_the_oidc_issuer_from_api_and_sink_only():
@@ -174,7 +184,13 @@ def test_selectors_namespaces_and_ports_are_values():
                     # Helm merges maps: a default selector label is dropped by setting it to null.
                     "nats": {
                         "namespace": "messaging",
-                        "podSelector": {"matchLabels": {"app": "jetstream", "app.kubernetes.io/name": None}},
+                        "podSelector": {
+                            "matchLabels": {
+                                "app": "jetstream",
+                                "app.kubernetes.io/name": None,
+                                "app.kubernetes.io/component": None,
+                            }
+                        },
                         "ports": [{"port": 14222, "protocol": "TCP"}],
                     },
                     "dns": {

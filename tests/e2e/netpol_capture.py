@@ -9,6 +9,8 @@ the run, and the Kubernetes API behind default/kubernetes. Pod dicts are shaped 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from e2e.lib.live_layout import Capture, TargetSpec, slim_pod
 from e2e.lib.probes import PROBE_LABEL
 from testkit.netpol.needs import destinations
@@ -55,6 +57,14 @@ PROBES = {
 }
 
 CNPG_PORTS = ((5432, "TCP", "postgresql"), (8000, "TCP", "status"), (9187, "TCP", "metrics"))
+# kubeadm's CoreDNS declares its probe ports too (the kube-dns Service exposes 53 and 9153 only).
+COREDNS_PORTS = (
+    (53, "UDP", "dns"),
+    (53, "TCP", "dns-tcp"),
+    (9153, "TCP", "metrics"),
+    (8080, "TCP", "liveness-probe"),
+    (8181, "TCP", "readiness-probe"),
+)
 
 PODS = [
     kube_pod(
@@ -104,19 +114,19 @@ PODS = [
         "kube-system",
         {"k8s-app": "kube-dns"},
         "10.244.0.2",
-        ((53, "UDP", "dns"), (53, "TCP", "dns-tcp"), (9153, "TCP", "metrics")),
+        COREDNS_PORTS,
     ),
     kube_pod(
         "coredns-674b8bbfcf-bbbbb",
         "kube-system",
         {"k8s-app": "kube-dns"},
         "10.244.0.3",
-        ((53, "UDP", "dns"), (53, "TCP", "dns-tcp"), (9153, "TCP", "metrics")),
+        COREDNS_PORTS,
     ),
     kube_pod(
         "metrics-server-7b9c4d5f6-zzzzz",
         "kube-system",
-        {"k8s-app": "metrics-server"},
+        {"app.kubernetes.io/name": "metrics-server", "app.kubernetes.io/instance": "metrics-server"},
         "10.244.1.15",
         ((10250, "TCP", "https"),),
     ),
@@ -129,7 +139,7 @@ TARGETS = [
     TargetSpec("postgres", "databases", "cnpg.io/cluster=shared-pg,cnpg.io/podRole=instance"),
     TargetSpec("other-postgres", "databases", "cnpg.io/cluster=other-pg,cnpg.io/podRole=instance"),
     TargetSpec("cnpg-operator", "cnpg-system", "app.kubernetes.io/name=cloudnative-pg"),
-    TargetSpec("nats", "nats-system", "app.kubernetes.io/name=nats"),
+    TargetSpec("nats", "nats-system", "app.kubernetes.io/name=nats,app.kubernetes.io/component=nats"),
     TargetSpec("valkey", "valkey", "app.kubernetes.io/name=valkey"),
     TargetSpec("dns", "kube-system", "k8s-app=kube-dns"),
     TargetSpec("unrelated", UNRELATED, "app.kubernetes.io/name=web"),
@@ -169,3 +179,6 @@ PEERS = {
     "valkey": {"valkey/valkey-5f7d8c9b6-qwert:6379/TCP"},
 }
 NEEDS = destinations(PEERS, PROBES)
+
+# What the probe pods must observe on this layout, written by hand (not computed).
+EXPECTED_EGRESS_FILE = Path(__file__).with_name("expected_egress.txt")

@@ -55,7 +55,8 @@ def helm_options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--create-namespace", action="store_true")
     parser.add_argument("--values", action="append", default=[])
     parser.add_argument("--set", action="append", default=[])
-    parser.add_argument("--wait", action="store_true")
+    parser.add_argument("--wait", nargs="?", const="watcher", default=None)  # helm 4: a strategy
+    parser.add_argument("--wait-for-jobs", action="store_true")
     parser.add_argument("--timeout")
     options, unknown = parser.parse_known_intermixed_args(argv)
     assert not unknown, f"flags helm_options does not know: {unknown}"

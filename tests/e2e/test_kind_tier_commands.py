@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 import urllib.error
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -23,10 +24,11 @@ from e2e.lib.flow import kind_kubeconfig, make_plan, pytest_argv
 from e2e.lib.options import parse
 from e2e.lib.progress import Reporter, StepTimeout, step
 from testkit import kind
+from testkit.downloads import platform_key
 from testkit.helm import Helm
 from testkit.kube import Kubectl, PortForward
 from testkit.platform import load_platform
-from testkit.tools import ensure_tools
+from testkit.tools import ensure_helm
 from tests.e2e.recording_tool import helm_options, recording_tool
 
 PLATFORM = load_platform()
@@ -41,7 +43,7 @@ def test_platform_install_pins_version_repo_and_namespace(tmp_path):
     assert options.words == ["upgrade", "nats", "nats"] and options.install
     assert (options.repo, options.version) == (nats.repo, nats.version)
     assert (options.namespace, options.create_namespace) == ("nats-system", True)
-    assert options.wait and options.timeout == "600s"
+    assert options.wait == "watcher" and options.wait_for_jobs and options.timeout == "600s"
     (values,) = options.values
     assert yaml.safe_load(Path(values).read_text()) == nats.values
 
@@ -65,7 +67,7 @@ def test_blueprint_install_uses_profile_then_overrides_files(tmp_path):
     assert (options.namespace, options.create_namespace) == ("ns", True)
     # helm gives the later file precedence: the overrides win over the profile.
     assert options.values == [str(bp.profile("clickhouse")), str(overrides)]
-    assert options.wait and options.timeout == "300s"
+    assert options.wait == "watcher" and options.wait_for_jobs and options.timeout == "300s"
     assert not options.set, "values travel in files, never on the command line"
     assert json.loads(overrides.read_text()) == {
         "image": {"repository": "bp-openmeter", "tag": "e2e-0123456789ab", "pullPolicy": "IfNotPresent"},
@@ -84,7 +86,7 @@ def test_dependency_build_is_a_command_helm_runs(tmp_path):
     chart_file = yaml.safe_load((copy / "Chart.yaml").read_text())
     chart_file.pop("dependencies", None)  # nothing to fetch: the command itself is under test
     (copy / "Chart.yaml").write_text(yaml.safe_dump(chart_file))
-    Helm(ensure_tools().helm, cache=tmp_path / "helm").run(chart.dependency_args(copy), timeout=120)
+    Helm(ensure_helm(render=True), cache=tmp_path / "helm").run(chart.dependency_args(copy), timeout=120)
 
 
 def test_pytest_argv_passes_the_cni_flag():
@@ -193,18 +195,23 @@ def test_step_interrupts_a_blocked_call_at_its_deadline():
     assert time.monotonic() - started < 10
 
 
-def test_kind_download_is_checked_against_the_published_checksum(tmp_path):
-    blob = b"kind binary"
-    good = {
-        kind.download_url("v0.33.0") + ".sha256sum": f"{hashlib.sha256(blob).hexdigest()}  kind\n".encode(),
-        kind.download_url("v0.33.0"): blob,
-    }
-    path = kind.download_kind("v0.33.0", tmp_path, fetch=lambda url, timeout: good[url])
-    assert path.read_bytes() == blob and path.stat().st_mode & 0o111
-    bad = dict(good)
-    bad[kind.download_url("v0.33.0")] = b"tampered"
-    with pytest.raises(kind.KindError, match="does not match"):
-        kind.download_kind("v0.33.0", tmp_path / "b", fetch=lambda url, timeout: bad[url])
+KIND_SCRIPT = b"#!/bin/sh\necho 'kind v0.33.0 go1.26.7 linux/amd64'\n"
+
+
+def test_kind_download_is_refused_unless_its_digest_is_the_recorded_one(tmp_path, monkeypatch):
+    recorded = replace(kind.RELEASE, sha256={platform_key(): hashlib.sha256(KIND_SCRIPT).hexdigest()})
+    monkeypatch.setattr(kind, "RELEASE", recorded)
+    urls = []
+
+    def fetch(url, timeout):
+        urls.append(url)
+        return KIND_SCRIPT
+
+    path = kind.download_kind("v0.33.0", tmp_path, fetch=fetch)
+    assert path.read_bytes() == KIND_SCRIPT and path.stat().st_mode & 0o111
+    assert urls == [kind.download_url("v0.33.0")], "the binary only: its digest is recorded, not fetched beside it"
+    with pytest.raises(kind.KindError, match="is not the recorded"):
+        kind.download_kind("v0.33.0", tmp_path / "b", fetch=lambda url, timeout: b"tampered")
 
 
 def test_kind_offline_error_says_how_to_get_it(tmp_path):
@@ -213,6 +220,15 @@ def test_kind_offline_error_says_how_to_get_it(tmp_path):
 
     with pytest.raises(kind.KindError, match="go install sigs.k8s.io/kind@v0.33.0"):
         kind.download_kind("v0.33.0", tmp_path, fetch=offline)
+
+
+def test_kind_pre_release_builds_are_not_the_release(tmp_path):
+    fake = tmp_path / "kind"
+    fake.write_text("#!/bin/sh\necho 'kind v0.33.0-alpha.12+fed26882a1b2c3 go1.26.7 linux/amd64'\n")
+    fake.chmod(0o755)
+    assert kind.binary_version(fake) is None
+    fake.write_text("#!/bin/sh\necho 'kind v0.33.0 go1.26.7 linux/amd64'\n")
+    assert kind.binary_version(fake) == "v0.33.0"
 
 
 def test_kind_from_env_must_be_the_pinned_version(tmp_path, monkeypatch):

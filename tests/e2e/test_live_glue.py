@@ -1,9 +1,11 @@
 """The cluster-only test modules run whole, with `--target kind`, against a stand-in kubectl and helm.
 
-Not a cluster (tests/e2e/fake_cluster.py: each probe is answered by the
-NetworkPolicy model, as an ideal plugin would; `helm upgrade --install` renders the
-chart with the real helm and runs one pod per Deployment), but every call the live
-tests make is made, in order, with its real arguments.
+Not a cluster (tests/e2e/fake_cluster.py: each probe is answered from the truth table
+written by hand, tests/e2e/expected_egress.txt, never by the model that computes the
+tests' expectation; `helm upgrade --install` renders the chart with the real helm and
+runs one pod per Deployment; a call it does not know fails), but every call the live
+tests make is made, in order, with its real arguments. Each run's outcome is read per
+test from its junit report, not from pytest's summary line.
 
 e2e/test_netpol.py: the release's values from helm, the rendering, the canary, the
 probe pods with their owner, the capture of the layout, the probes, the comparison,
@@ -21,6 +23,8 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,19 +33,19 @@ from e2e.lib import chart as chart_lib
 from testkit.chart.render import find, render_chart
 from testkit.paths import REPO_ROOT
 from testkit.platform import load_platform
-from testkit.tools import ensure_tools
+from testkit.tools import ensure_helm
 from tests.e2e import netpol_capture as cap
 
 pytestmark = pytest.mark.helm
 PLATFORM = load_platform()
 BP = PLATFORM.blueprint
-RUN = "rglue"
+RUN = cap.RUN  # the run id of the hand-written table's layout (its unrelated namespace carries it)
 
 
 @pytest.fixture
 def fake(tmp_path: Path) -> dict:
     """The stand-in tools on PATH, a state with the platform's pods and the release, and the env to run pytest."""
-    real_helm = ensure_tools().helm
+    real_helm = ensure_helm(render=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("kubectl", "helm"):
@@ -103,7 +107,31 @@ def fake(tmp_path: Path) -> dict:
     return {"env": env, "artifacts": tmp_path / "artifacts", "state": state, "kubectl": bin_dir / "kubectl"}
 
 
-def run_live_tests(module: str, fake: dict, *extra: str, **env: str) -> subprocess.CompletedProcess:
+@dataclass
+class Run:
+    proc: subprocess.CompletedProcess
+    outcomes: dict[str, str]  # test name -> passed | failed | error | skipped, from the junit report
+
+    @property
+    def out(self) -> str:
+        return self.proc.stdout
+
+    def explain(self) -> str:
+        return self.proc.stdout[-6000:] + self.proc.stderr[-3000:]
+
+
+def junit_outcomes(path: Path) -> dict[str, str]:
+    """Each test case's outcome, as pytest's junit report records it (a setup error is `error`)."""
+    outcomes = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        children = {child.tag for child in case}
+        outcome = next((o for o in ("error", "failure", "skipped") if o in children), "passed")
+        outcomes[case.get("name")] = {"failure": "failed"}.get(outcome, outcome)
+    return outcomes
+
+
+def run_live_tests(module: str, fake: dict, *extra: str, **env: str) -> Run:
+    report = fake["artifacts"].parent / f"junit-{Path(module).stem}.xml"
     argv = [
         sys.executable,
         "-m",
@@ -117,6 +145,8 @@ def run_live_tests(module: str, fake: dict, *extra: str, **env: str) -> subproce
         RUN,
         "--artifacts-dir",
         str(fake["artifacts"]),
+        "--junitxml",
+        str(report),
         "-p",
         "no:cacheprovider",
         "-rA",
@@ -124,31 +154,40 @@ def run_live_tests(module: str, fake: dict, *extra: str, **env: str) -> subproce
         "addopts=",
         *extra,
     ]
-    return subprocess.run(argv, cwd=REPO_ROOT, env={**fake["env"], **env}, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(argv, cwd=REPO_ROOT, env={**fake["env"], **env}, capture_output=True, text=True, timeout=600)
+    assert report.is_file(), f"pytest wrote no junit report:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    return Run(proc, junit_outcomes(report))
 
 
-def run_netpol_tests(fake: dict, *extra: str, **env: str) -> subprocess.CompletedProcess:
+def run_netpol_tests(fake: dict, *extra: str, **env: str) -> Run:
     return run_live_tests("e2e/test_netpol.py", fake, *extra, **env)
 
 
-def summary(proc: subprocess.CompletedProcess) -> str:
-    return proc.stdout.strip().splitlines()[-1]
+NETPOL_TESTS = (
+    "test_default_deny_canary",
+    "test_probe_pods_are_not_adopted_and_get_no_service_traffic",
+    "test_live_policies_are_the_rendered_ones",
+    "test_expected_matrix_is_what_the_engine_needs",
+    "test_engine_egress_matrix",
+)
 
 
 def test_an_enforcing_plugin_passes_every_netpol_test(fake):
-    proc = run_netpol_tests(fake)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert "5 passed" in summary(proc), proc.stdout[-3000:]
+    run = run_netpol_tests(fake)
+    assert run.outcomes == dict.fromkeys(NETPOL_TESTS, "passed"), run.explain()
+    assert run.proc.returncode == 0
     state = json.loads(fake["state"].read_text())
     leftovers = [(o["kind"], o["metadata"]["name"]) for o in state["objects"] if RUN in json.dumps(o["metadata"])]
     assert leftovers == [], "the probe pods, their ConfigMap and the run's namespaces are deleted"
 
 
 def test_a_leaking_plugin_fails_the_matrix_with_report_and_saved_files(fake):
-    proc = run_netpol_tests(fake, FAKE_LEAK=f"bpom-probe-sink-{RUN}->172.18.0.3:6443")
-    out = proc.stdout
-    assert proc.returncode == 1, out[-4000:]
-    assert "4 passed" in summary(proc) and "1 failed" in summary(proc), summary(proc)
+    run = run_netpol_tests(fake, FAKE_LEAK=f"bpom-probe-sink-{RUN}->172.18.0.3:6443")
+    assert run.outcomes == {**dict.fromkeys(NETPOL_TESTS, "passed"), "test_engine_egress_matrix": "failed"}, (
+        run.explain()
+    )
+    assert run.proc.returncode == 1
+    out = run.out
     assert "WRONG sink -> kubernetes-api/172.18.0.3:6443/TCP: expected blocked, observed allowed" in out
     assert (
         f"reproduce: kubectl --kubeconfig {fake['env']['BPOM_E2E_KUBECONFIG']} exec --namespace "
@@ -169,28 +208,75 @@ def test_a_leaking_plugin_fails_the_matrix_with_report_and_saved_files(fake):
 
 
 def test_a_plugin_that_ignores_policy_fails_every_netpol_test(fake):
-    proc = run_netpol_tests(fake, FAKE_ENFORCE="0")
-    out = proc.stdout
-    assert proc.returncode == 1
-    assert "passed" not in summary(proc), summary(proc)
-    assert "does not enforce NetworkPolicy" in out and "--cni-not-enforcing" in out
+    run = run_netpol_tests(fake, FAKE_ENFORCE="0")
+    assert set(run.outcomes) == set(NETPOL_TESTS), run.explain()
+    assert "passed" not in run.outcomes.values() and "skipped" not in run.outcomes.values(), run.outcomes
+    assert run.proc.returncode == 1
+    assert "does not enforce NetworkPolicy" in run.out and "--cni-not-enforcing" in run.out
     assert (fake["artifacts"] / "netpol" / "canary" / "verdict.txt").read_text().startswith("fail: ")
 
 
 def test_a_plugin_known_not_to_enforce_skips_with_the_reason(fake):
-    proc = run_netpol_tests(fake, "--cni-not-enforcing", FAKE_ENFORCE="0")
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "passed" not in summary(proc) and "skipped" in summary(proc), summary(proc)
-    assert "known not to enforce" in proc.stdout
+    run = run_netpol_tests(fake, "--cni-not-enforcing", FAKE_ENFORCE="0")
+    assert run.outcomes == dict.fromkeys(NETPOL_TESTS, "skipped"), run.explain()
+    assert run.proc.returncode == 0
+    assert "known not to enforce" in run.out
+
+
+def test_a_call_the_stand_in_does_not_know_fails(fake):
+    kubectl = [str(fake["kubectl"]), "--kubeconfig", fake["env"]["BPOM_E2E_KUBECONFIG"]]
+    env = fake["env"]
+    for argv in (
+        [*kubectl, "cordon", "node-1"],
+        [*kubectl, "get", "pods", "--namespace", "x", "--field-selector", "status.phase=Running"],
+        [*kubectl, "get", "widgets", "--namespace", "x", "-o", "json"],
+        [*kubectl, "delete", "pod", "p", "--namespace", "x", "--grace-period", "0"],
+        [str(fake["kubectl"]).replace("kubectl", "helm"), "rollback", "bp-openmeter", "1"],
+    ):
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "refused" in proc.stderr, (argv, proc.stdout, proc.stderr)
+
+
+def test_a_probe_cell_without_a_written_answer_is_a_probe_error(fake):
+    """The stand-in never invents an answer: an address outside the hand-written table is an error."""
+    state = json.loads(fake["state"].read_text())
+    pod = next(o for o in state["objects"] if o["kind"] == "Pod" and o["metadata"]["name"] == "other-pg-1")
+    argv = [
+        str(fake["kubectl"]),
+        "exec",
+        "--namespace",
+        pod["metadata"]["namespace"],
+        "other-pg-1",
+        "--container",
+        "main",
+        "--",
+        "python3",
+        "-B",
+        "/probe/probe.py",
+        "tcp",
+        "10.244.2.10",
+        "5432",
+        "--timeout",
+        "3",
+    ]
+    proc = subprocess.run(argv, env=fake["env"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 15 and "has no cell other-pg-1 -> databases/shared-pg-1:5432/TCP" in proc.stdout
 
 
 # --- e2e/test_cluster_toggles.py ---------------------------------------------------------------------
 
 
+TOGGLE_TESTS = (
+    "test_default_release_has_no_service_monitor_and_no_hpa",
+    "test_service_monitor_scrapes_a_port_that_serves_metrics",
+    "test_hpa_targets_the_rendered_deployment_and_can_scale",
+)
+
+
 def test_toggles_install_a_release_whose_monitor_scrapes_metrics_and_whose_hpa_scales(fake):
-    proc = run_live_tests("e2e/test_cluster_toggles.py", fake)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert "3 passed" in summary(proc), proc.stdout[-3000:]
+    run = run_live_tests("e2e/test_cluster_toggles.py", fake)
+    assert run.outcomes == dict.fromkeys(TOGGLE_TESTS, "passed"), run.explain()
+    assert run.proc.returncode == 0
     state = json.loads(fake["state"].read_text())
     assert not [o for o in state["objects"] if o["metadata"].get("namespace") == f"bpom-toggles-{RUN}"], (
         "the toggle release and its namespace are removed"
@@ -200,8 +286,8 @@ def test_toggles_install_a_release_whose_monitor_scrapes_metrics_and_whose_hpa_s
 
 
 def test_toggles_fail_when_the_scraped_port_serves_no_metrics(fake):
-    proc = run_live_tests("e2e/test_cluster_toggles.py", fake, FAKE_METRICS="none")
-    assert proc.returncode == 1
-    assert "1 failed" in summary(proc) and "2 passed" in summary(proc), summary(proc)
-    assert "/metrics: HTTP 404" in proc.stdout and "port 10000 (telemetry, behind Service" in proc.stdout
+    run = run_live_tests("e2e/test_cluster_toggles.py", fake, FAKE_METRICS="none")
+    assert run.outcomes == {**dict.fromkeys(TOGGLE_TESTS, "passed"), TOGGLE_TESTS[1]: "failed"}, run.explain()
+    assert run.proc.returncode == 1
+    assert "/metrics: HTTP 404" in run.out and "port 10000 (telemetry, behind Service" in run.out
     assert (fake["artifacts"] / "toggles" / "commands.txt").is_file(), "diagnostics of the toggle namespace"

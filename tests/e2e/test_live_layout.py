@@ -59,8 +59,8 @@ def test_upstream_1901_rule_would_cut_the_engine_off_its_database_here(policies)
 def test_cells_probe_every_declared_port_with_the_right_mode(policies):
     cells = live_layout.cells(cap.capture(policies), cap.NAMESPACE, 3)
     by_key = {c.key: c for c in cells}
-    # 3 probes x (3 + 3 CNPG, 2 operator, 2 NATS, 1 Valkey, 2 x 3 CoreDNS, 1 web, 1 API) ports
-    assert len(cells) == 3 * 19
+    # 3 probes x (3 + 3 CNPG, 2 operator, 2 NATS, 1 Valkey, 2 x 5 CoreDNS, 1 web, 1 API) ports
+    assert len(cells) == 3 * 23
     dns_udp = by_key[Key("migrate", "kube-system/coredns-674b8bbfcf-bbbbb", 53, "UDP")]
     assert (dns_udp.command.mode, dns_udp.command.host, dns_udp.command.port, dns_udp.command.timeout) == (
         "dns-udp",

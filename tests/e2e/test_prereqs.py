@@ -1,16 +1,23 @@
 """Prerequisite checks end the kind tier at once, naming what is missing and how to get it."""
 
+import json
+import shutil
 import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
 import pytest
+import yaml
 
 from e2e.lib import prereqs
 from e2e.lib.flow import checks_for, make_plan
 from e2e.lib.options import parse
 from testkit.kind import KindError
-from testkit.tools import ToolError
+from testkit.platform import load_platform
+from testkit.tools import HELM_VERSION, KUBECTL_VERSION, ToolError, Tools, helm_version, kubectl_version
+
+PLATFORM = load_platform()
 
 
 def no_network(url, timeout):
@@ -87,11 +94,56 @@ def _plan(*argv):
     return make_plan(parse(list(argv)))
 
 
+def tool_script(folder: Path, name: str, answer: str) -> Path:
+    """A helm or kubectl that answers its version question with `answer`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho '{answer}'\n")
+    path.chmod(0o755)
+    return path
+
+
+def kubectl_answer(version: str) -> str:
+    return json.dumps({"clientVersion": {"gitVersion": version}})
+
+
+@pytest.fixture
+def pinned_tools(tmp_path):
+    """helm and kubectl that report the pinned versions (helm 4.2: Kubernetes 1.36 client)."""
+    helm_version.cache_clear()
+    kubectl_version.cache_clear()
+    return Tools(
+        tool_script(tmp_path / "t", "helm", f"{HELM_VERSION} v1.36"),
+        tool_script(tmp_path / "t", "kubectl", kubectl_answer(KUBECTL_VERSION)),
+    )
+
+
 def _names(plan, steps, **kw):
     kw.setdefault("kind_obtain", lambda v: Path("/bin/kind"))
-    kw.setdefault("tools_obtain", lambda: object())
+    kw.setdefault("tools_obtain", lambda: PINNED)
     kw.setdefault("probe", lambda url, timeout: 200)
+    kw.setdefault("fetch", lambda url, timeout: INDEX)
+    kw.setdefault("inotify_read", lambda name: "1048576")
+    kw.setdefault("disk_usage", lambda path: shutil._ntuple_diskusage(100 * 2**30, 0, 100 * 2**30))
     return {c.name: c for c in prereqs.run_all(checks_for(plan, steps, **kw))}
+
+
+def _index() -> bytes:
+    """An index.yaml listing every pinned platform chart, tarballs beside it (relative URLs)."""
+    entries = {
+        c.chart: [{"name": c.chart, "version": c.version, "urls": [f"{c.chart}-{c.version}.tgz"]}]
+        for c in PLATFORM.charts
+    }
+    return yaml.safe_dump({"apiVersion": "v1", "entries": entries}).encode()
+
+
+INDEX = _index()
+PINNED = None  # set by the autouse fixture below
+
+
+@pytest.fixture(autouse=True)
+def _pinned(pinned_tools, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "PINNED", pinned_tools)
 
 
 def test_whole_flow_on_an_offline_machine_without_docker_names_everything():
@@ -103,12 +155,17 @@ def test_whole_flow_on_an_offline_machine_without_docker_names_everything():
 
     plan = _plan("all")
     checks = _names(
-        plan, ("up", "platform", "chart", "test"), kind_obtain=offline_kind, tools_obtain=no_tools, probe=no_network
+        plan,
+        ("up", "platform", "chart", "test"),
+        kind_obtain=offline_kind,
+        tools_obtain=no_tools,
+        probe=no_network,
+        fetch=no_network,
     )
     missing = {name for name, c in checks.items() if not c.ok}
     assert "kind v0.33.0" in missing
     assert any(n.startswith("helm") for n in missing)
-    assert {f"chart repository of {c.name}" for c in plan.platform.charts} <= missing
+    assert {f"chart {c.chart} {c.version} ({c.name})" for c in plan.platform.charts} <= missing
     assert {f"container registry {h}" for h in plan.platform.registries} <= missing
     with pytest.raises(prereqs.PrerequisitesMissing) as info:
         raise prereqs.PrerequisitesMissing(list(checks.values()), "`e2e all`")
@@ -138,3 +195,103 @@ def test_only_the_clickhouse_chart_step_needs_the_upstream_charts_oci_registry(t
     assert all(c.ok for c in cnpg.values()), "the cnpg install pulls no chart dependency"
     clickhouse = _names(_plan(*base, "--backend", "clickhouse"), ("chart",), probe=no_network)
     assert not clickhouse["container registry ghcr.io"].ok
+
+
+# --- versions, skew, chart releases, the host --------------------------------------------------
+
+
+def test_tools_are_run_not_just_found(tmp_path):
+    """A helm built for another platform fails at the prerequisite check (defect: Exec format error after create)."""
+    foreign = tmp_path / "helm"
+    foreign.write_bytes(b"\xcf\xfa\xed\xfe" + b"\0" * 64)  # a Mach-O header: not runnable on Linux
+    foreign.chmod(0o755)
+    kubectl = tool_script(tmp_path / "k", "kubectl", kubectl_answer(KUBECTL_VERSION))
+    check = prereqs.check_tools(lambda: Tools(foreign, kubectl), PLATFORM.node_images["v1.34"])
+    assert not check.ok and "could not run" in check.detail, check
+
+
+@pytest.mark.parametrize("key", sorted(PLATFORM.node_images))
+def test_pinned_tools_suit_every_node_image(pinned_tools, key):
+    check = prereqs.check_tools(lambda: pinned_tools, PLATFORM.node_images[key])
+    assert check.ok, check
+    assert f"helm {HELM_VERSION}" in check.detail and f"kubectl {KUBECTL_VERSION}" in check.detail
+
+
+def test_tools_outside_their_skew_policy_are_refused(tmp_path):
+    helm3 = tool_script(tmp_path / "h3", "helm", "v3.18.0 ")  # helm 3: no KubeClientVersion
+    kubectl133 = tool_script(tmp_path / "k133", "kubectl", kubectl_answer("v1.33.1"))
+    check = prereqs.check_tools(lambda: Tools(helm3, kubectl133), PLATFORM.node_images["v1.36"])
+    assert not check.ok
+    assert "kubectl v1.33.1 is not within one minor version of Kubernetes 1.36" in check.detail
+    assert "not helm 4" in check.detail
+    helm41 = tool_script(tmp_path / "h41", "helm", "v4.1.4 v1.35")
+    check = prereqs.check_tools(
+        lambda: Tools(helm41, tool_script(tmp_path / "k", "kubectl", kubectl_answer(KUBECTL_VERSION))),
+        PLATFORM.node_images["v1.36"],
+    )
+    assert not check.ok and "supports 1.32 to 1.35, not 1.36" in check.detail
+
+
+def test_chart_release_present_in_the_index_and_its_tarball_host_answers():
+    asked = []
+
+    def probe(url, timeout):
+        asked.append(url)
+        return 200
+
+    check = prereqs.check_chart_release(
+        "nats", "https://charts.example/nats/", "nats", "2.14.2", fetch=lambda u, t: INDEX, probe=probe
+    )
+    assert check.ok, check
+    assert asked == ["https://charts.example/nats/nats-2.14.2.tgz"], "relative tarball URLs resolve against the repo"
+
+
+def test_a_version_missing_from_the_index_fails_at_once_naming_what_is_there():
+    check = prereqs.check_chart_release(
+        "prometheus-operator-crds",
+        "https://charts.example",
+        "prometheus-operator-crds",
+        "99.0.0",
+        fetch=lambda u, t: INDEX,
+        probe=lambda u, t: 200,
+    )
+    pinned = PLATFORM.chart("prometheus-operator-crds").version
+    assert not check.ok and f"has no prometheus-operator-crds 99.0.0 (newest listed: {pinned})" in check.detail
+
+
+def test_an_unreachable_tarball_host_fails():
+    index = yaml.safe_dump(
+        {"entries": {"cnpg": [{"version": "0.29.0", "urls": ["https://releases.example/cnpg-0.29.0.tgz"]}]}}
+    ).encode()
+    check = prereqs.check_chart_release(
+        "cnpg", "https://charts.example", "cnpg", "0.29.0", fetch=lambda u, t: index, probe=no_network
+    )
+    assert not check.ok and "https://releases.example/cnpg-0.29.0.tgz unreachable" in check.detail
+
+
+def test_every_registry_of_the_platform_is_checked():
+    checks = _names(_plan("all"), ("up", "platform", "chart", "test"))
+    assert {
+        f"container registry {h}" for h in ("registry-1.docker.io", "quay.io", "ghcr.io", "registry.k8s.io")
+    } <= set(checks)
+
+
+def test_inotify_limits_below_kinds_recommendation_fail_with_the_sysctl_to_run():
+    values = {"max_user_watches": "8192", "max_user_instances": "128"}
+    check = prereqs.check_inotify(524288, 512, read=values.get)
+    assert not check.ok
+    assert "fs.inotify.max_user_watches is 8192, kind needs 524288" in check.detail
+    assert check.fix.startswith("sudo sysctl fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=512")
+    assert prereqs.check_inotify(524288, 512, read=lambda n: "524288\n" if "watches" in n else "1024").ok
+    assert prereqs.check_inotify(524288, 512, read=lambda n: None).ok, "no /proc: Docker's VM has its own limits"
+
+
+def test_too_little_free_disk_fails():
+    usage = lambda path: shutil._ntuple_diskusage(100 * 2**30, 97 * 2**30, 3 * 2**30)  # noqa: E731
+    check = prereqs.check_free_disk(15, Path("/var/lib/docker"), disk_usage=usage)
+    assert not check.ok and "3.0 GiB free on /var/lib/docker" in check.detail
+
+
+def test_creating_a_cluster_checks_the_host():
+    checks = _names(_plan("up"), ("up",), inotify_read=lambda n: "128")
+    assert not checks["inotify limits"].ok and checks["free disk"].ok

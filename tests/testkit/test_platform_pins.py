@@ -10,7 +10,7 @@ import tomllib
 import pytest
 import yaml
 
-from testkit import tools
+from testkit import kind, tools
 from testkit.chart import schemas
 from testkit.paths import README, REPO_ROOT
 from testkit.platform import platform
@@ -45,12 +45,16 @@ def test_every_vendored_crd_is_recorded():
 
 def test_tools_and_schemas_read_their_pins_from_the_platform_file():
     raw = yaml.safe_load((REPO_ROOT / "fixtures" / "platform.yaml").read_text())
-    assert (tools.WHEEL_REQUIREMENT, tools.WHEEL_SHA256, tools.HELM_VERSION, tools.KUBECTL_VERSION) == (
-        raw["tools"]["wheel"],
-        raw["tools"]["wheelSha256"],
-        raw["tools"]["helm"],
-        raw["tools"]["kubectl"],
+    assert (tools.WHEEL_REQUIREMENT, tools.WHEEL_SHA256, tools.RENDER_HELM_VERSION) == (
+        raw["tools"]["renderWheel"]["requirement"],
+        raw["tools"]["renderWheel"]["sha256"],
+        raw["tools"]["renderWheel"]["helm"],
     )
+    assert (tools.HELM_VERSION, tools.KUBECTL_VERSION) == (
+        raw["tools"]["helm"]["version"],
+        raw["tools"]["kubectl"]["version"],
+    )
+    assert kind.RELEASE.version == raw["kind"]["version"] and kind.RELEASE.sha256 == raw["kind"]["sha256"]
     assert schemas.KUBE_VERSION == str(raw["kubernetesVersion"])
 
 
@@ -64,6 +68,9 @@ def _readme_pins() -> dict[str, str]:
 def test_readme_pinned_versions_are_the_platform_file_s():
     pins = _readme_pins()
     assert pins["kind"] == PLATFORM.kind_version
+    assert pins["helm"].split()[0] == PLATFORM.tools.helm.version.removeprefix("v")
+    assert f"{PLATFORM.tools.render_helm.removeprefix('v')} for the render tiers" in pins["helm"]
+    assert pins["kubectl"].split()[0].rstrip(",") == PLATFORM.tools.kubectl.version.removeprefix("v")
     for chart in PLATFORM.charts:
         cell = pins[{"cnpg": "cloudnative-pg"}.get(chart.name, chart.name)]
         assert cell.split()[0].rstrip(",") == chart.version, (
