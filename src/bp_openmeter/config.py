@@ -209,6 +209,10 @@ class SinkConfig:
     batch_size: int = 10_000
     max_wait: float = 0.2
     concurrency: int = 2  # batches in flight per sink process (each its own database session)
+    # A worker that makes no progress this long while holding messages (or failing to fetch
+    # any) fails /healthz/ready. Longer than a data error's retries before its dead letter
+    # (about 30 s at maxDeliver 5) and than a batch under any sane load.
+    stall_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,9 @@ class Config:
     sink: SinkConfig = field(default_factory=SinkConfig)
     log_level: str = "info"
     meters: tuple[dict, ...] = ()
+    # Live meters per namespace at most: every meter on an event type is folded for each
+    # event of that type, so their number bounds the sink's work per event.
+    max_meters: int = 100
 
     def redacted(self) -> dict:
         """The effective config as a dict, secrets replaced (redaction.py), for `check-config`."""
@@ -454,7 +461,8 @@ def build_config(raw: Any) -> Config:
     sink_r = root.section("sink")
     sink = SinkConfig(batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
                       max_wait=sink_r.duration("maxWait", 0.2),
-                      concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16))
+                      concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16),
+                      stall_timeout=sink_r.duration("stallTimeout", SinkConfig.stall_timeout))
     sink_r.reject_unknown()
 
     log_r = root.section("logging")
@@ -467,11 +475,14 @@ def build_config(raw: Any) -> Config:
     for index, meter in enumerate(meters):
         if not isinstance(meter, dict):
             raise ConfigError(f"meters[{index}]: expected a mapping, got {meter!r}")
+    max_meters = root.int_in("maxMeters", Config.max_meters, 1, 10_000)
+    if len(meters) > max_meters:
+        raise ConfigError(f"meters: {len(meters)} declared, more than maxMeters ({max_meters})")
     root.reject_unknown()
 
     return Config(namespace=namespace, instance=instance, api=api, telemetry=TelemetryConfig(tel_host, tel_port),
                   postgres=postgres, nats=nats, valkey=valkey, sink=sink, log_level=log_level,
-                  meters=tuple(meters))
+                  meters=tuple(meters), max_meters=max_meters)
 
 
 def load_config(path: str | Path | None = None) -> Config:

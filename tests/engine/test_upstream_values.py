@@ -1,26 +1,14 @@
 """Values read as upstream OpenMeter reads them (the upstream_value_text migration), and the
 rows it answers where nothing was counted: group values, UNIQUE_COUNT values, numeric
 strings, zero rows and extents. The differential tier (tests/compat) compares whole
-answers with upstream's SQL; each test here pins one rule to a minimal example."""
+answers with upstream's SQL; each test here pins one rule to a minimal example.
+test_migration_value_text.py: what the migration does to rollups counted before."""
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
-import uuid
-
-import psycopg
 import pytest
 
-from bp_openmeter.config import PostgresConfig
-from bp_openmeter.db import make_pool
-from bp_openmeter.meter_store import create_meter
-from bp_openmeter.meters import parse_meter_spec
-from bp_openmeter.migrate import available
 from testkit.client import BATCH
-from testkit.stack.local import create_database
-from tests.engine.schema_versions import migrated_to
 
 pytestmark = pytest.mark.servers
 
@@ -193,95 +181,3 @@ def test_numeric_strings_with_white_space_are_not_numbers(client, uid):
     assert [r["value"] for r in client.query(slug)["data"]] == [1010.5]
     listed = client.events(id=f"{uid}-0", from_=LISTED_FROM)
     assert listed[0]["validationError"] == "invalid event: value cannot be parsed as float64:  7 "
-
-
-def test_migrate_rebuilds_rollups_that_read_values_the_earlier_way(servers):
-    url = create_database(servers.postgres_url, f"db_{uuid.uuid4().hex[:8]}")
-    migrated_to(url, next(m.version for m in available() if m.name == "upstream_value_text") - 1)
-    rows = [
-        ("grouped", '{"v": 1}'),
-        ("grouped", '{"v": 2, "region": null}'),
-        ("unique", '{"v": "null"}'),
-        ("unique", '{"v": "a"}'),
-        ("padded", '{"v": " 7 "}'),
-        ("padded", '{"v": 5}'),
-        ("plain", '{"v": 5, "region": "eu"}'),
-    ]
-    with psycopg.connect(url) as conn:
-        for i, (kind, data) in enumerate(rows):
-            conn.execute(
-                "INSERT INTO events (namespace, source, id, type, subject, time, data, ingested_at) "
-                "VALUES ('default', 's', %s, %s, 's', '2025-01-01T00:00:00Z', %s::jsonb, now())",
-                (str(i), kind, data),
-            )
-    meters = {
-        "grouped": {"aggregation": "SUM", "valueProperty": "$.v", "groupBy": {"region": "$.region"}},
-        "unique": {"aggregation": "UNIQUE_COUNT", "valueProperty": "$.v"},
-        "padded": {"aggregation": "SUM", "valueProperty": "$.v"},
-        "plain": {"aggregation": "SUM", "valueProperty": "$.v", "groupBy": {"region": "$.region"}},
-    }
-
-    async def create() -> None:
-        pool = make_pool(PostgresConfig(url=url), "tests", max_size=1)
-        await pool.open(wait=True)
-        try:
-            async with pool.connection() as conn:
-                for slug, body in meters.items():
-                    await create_meter(conn, "default", parse_meter_spec({"slug": slug, "eventType": slug, **body}))
-        finally:
-            await pool.close()
-
-    asyncio.run(create())
-    # What an engine before the migration stored where it read values another way (this code
-    # folded the rest): the missing and the null group value as one null group, "null" counted.
-    with psycopg.connect(url) as conn:
-        conn.execute("""
-            WITH old AS (
-                DELETE FROM rollup_minute r USING meters m
-                 WHERE r.meter_pk = m.pk AND m.slug = 'grouped'
-                RETURNING r.*)
-            INSERT INTO rollup_minute (meter_pk, subject, groups, minute, events, n, sum, min, max)
-            SELECT meter_pk, subject, '{"region": null}', minute, sum(events), sum(n), sum(sum), min(min), max(max)
-              FROM old GROUP BY meter_pk, subject, minute""")
-        conn.execute(
-            "UPDATE rollup_minute r SET vals = r.vals || ARRAY['null'] "
-            "FROM meters m WHERE r.meter_pk = m.pk AND m.slug = 'unique'"
-        )
-
-    def rollups() -> dict:
-        with psycopg.connect(url) as conn:
-            found = conn.execute(
-                "SELECT m.slug, r.groups, r.sum, r.vals FROM rollup_minute r JOIN meters m ON m.pk = r.meter_pk "
-                "ORDER BY m.slug, r.groups::text"
-            ).fetchall()
-        return {
-            "grouped": [(g, s) for slug, g, s, _ in found if slug == "grouped"],
-            "unique": sorted(v for slug, _, _, vals in found if slug == "unique" for v in vals or []),
-            "padded": [s for slug, _, s, _ in found if slug == "padded"],
-            "plain": [(g, s) for slug, g, s, _ in found if slug == "plain"],
-        }
-
-    before = rollups()
-    assert before == {  # read the earlier way; " 7 " a number (the earlier bpom_number)
-        "grouped": [({"region": None}, 3)],
-        "unique": ["a", "null"],
-        "padded": [12],
-        "plain": [({"region": "eu"}, 5)],
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "bp_openmeter.cli", "migrate"],
-        capture_output=True,
-        text=True,
-        env={"BPOM_POSTGRES_URL": url, "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    for slug in ("grouped", "unique", "padded"):
-        assert f"default/{slug}" in done.stdout, done.stdout
-    assert "default/plain" not in done.stdout
-    assert rollups() == {
-        "grouped": [({"region": ""}, 1), ({"region": "null"}, 2)],
-        "unique": ["a"],
-        "padded": [5],
-        "plain": [({"region": "eu"}, 5)],
-    }

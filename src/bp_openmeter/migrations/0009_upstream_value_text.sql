@@ -141,7 +141,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Rollups that read a value another way before are rebuilt from the stored events by
--- `migrate` (meter_store.rebuild_requested), as the finite_numbers migration does; deleted
+-- `migrate` (meter_store.rebuild_requested), as the finite_numbers migration does: under a
+-- new internal key of the meter, backfilled in chunks, while the rows under the old key are
+-- deleted at every level. (A group spelt anew has another digest key, groups_key: rebuilt
+-- in place, a row under the earlier spelling's key would stay beside the new one.) Deleted
 -- meters keep what they counted. Every sealed hour is a merge of minute rows that stay,
 -- so the minute rows find them all. Over-marking (a string that looks like a number) only
 -- costs a rebuild.
