@@ -24,9 +24,9 @@ from .timefmt import format_time, utcnow
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
 DEFAULT_LOOKBACK = timedelta(days=32)
-# The strings the SQL function bpom_number (the finite_numbers migration) reads as
-# numbers, before numeric.counts.
-NUMERIC_STRING = re.compile(r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\s*", re.ASCII)
+# The strings the SQL function bpom_number (the upstream_value_text migration) reads as
+# numbers, before numeric.counts: no white space around them, as upstream's float parsing.
+NUMERIC_STRING = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _value_error(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return None if numeric.counts(value) else "invalid event: value cannot be infinity"
     if len(value) <= 400 and NUMERIC_STRING.fullmatch(value):
-        if numeric.counts(Decimal(value.strip())):
+        if numeric.counts(Decimal(value)):
             return None
         return f"invalid event: value cannot be parsed as float64: {value[:200]}"
     word = value.strip().lower().lstrip("+-")

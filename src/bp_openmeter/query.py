@@ -372,7 +372,9 @@ scoped AS (
     ) parts (subject, groups, minute, first_minute, last_minute, hourly, {_ROW}){group_filter}
 )""")
     unique = meter.spec.aggregation == "UNIQUE_COUNT"
-    rows = "scoped CROSS JOIN LATERAL unnest(scoped.vals) AS v" if unique else "scoped"
+    # Every row with events answers, as upstream: a window whose values are all null counts 0,
+    # and the extent without windowSize spans all its events.
+    rows = "scoped LEFT JOIN LATERAL unnest(scoped.vals) AS v ON true" if unique else "scoped"
     window_start = _WINDOW if params.window_size is not None else "NULL::timestamptz"
     return f"""WITH {",".join(ctes)}
 SELECT window_start, subject, groups, value, first_minute, last_minute, hourly
@@ -479,10 +481,23 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
             continue  # no countable value in the window (e.g. SUM over events without the property)
         out.append({
             "value": value, "windowStart": window_start, "windowEnd": window_end,
-            # A group value the event did not have reads as "", as upstream answers.
             "subject": subject, "groupBy": {key: (groups or {}).get(key) or "" for key in group_keys},
         })
+    if not out and not group_keys and not by_subject and params.window_size is None \
+            and meter.spec.aggregation in ("COUNT", "UNIQUE_COUNT"):
+        out.append(_zero_row(params))
     return QueryResult(params, group_keys, by_subject, out)
+
+
+# Upstream's zero row (see _zero_row) spans the first minute of Unix time when from/to are absent.
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _zero_row(params: QueryParams) -> dict[str, Any]:
+    """A count over no events, as upstream answers it: a query that groups by nothing is one
+    aggregate row in SQL, and a count of nothing is 0, where a sum of nothing is no value."""
+    return {"value": 0, "windowStart": params.start or _EPOCH,
+            "windowEnd": params.end or _EPOCH + timedelta(minutes=1), "subject": None, "groupBy": {}}
 
 
 # --- answers ----------------------------------------------------------------------------
