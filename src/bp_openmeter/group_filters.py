@@ -102,7 +102,7 @@ def parse_advanced(body: Any) -> dict[str, Filter]:
     if not isinstance(body, dict):
         raise bad_request(f"{ADVANCED}: must be a JSON object of group key -> filter", field=ADVANCED)
     budget = [MAX_FILTER_VALUES]
-    return {key: _parse(node, f"{ADVANCED}.{key}", 0, budget) for key, node in body.items()}
+    return {key: _parse(node, f"{ADVANCED}.{key[:80]}", 0, budget) for key, node in body.items()}
 
 
 class Compiler:

@@ -22,6 +22,7 @@ import psycopg
 
 from . import numeric, projection, windows, zones
 from .group_filters import ADVANCED, MAX_FILTER_VALUES, Compiler, Filter, parse_advanced, values_filter
+from .jsonlimits import has_nul
 from .meters import WINDOW_SIZES, Meter
 from .problems import Problem, bad_request
 from .timefmt import EARLIEST, LATEST, format_time, parse_time
@@ -110,6 +111,8 @@ def _advanced_from_query(text: str | None) -> dict[str, Filter | None]:
         decoded = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"{ADVANCED}: not valid JSON: {exc}", field=ADVANCED) from exc
+    if has_nul(text.encode()):
+        raise bad_request(f"{ADVANCED}: contains a NUL character (\\u0000), which no group value holds", field=ADVANCED)
     return parse_advanced(decoded)
 
 
@@ -210,7 +213,8 @@ def _resolve_grouping(meter: Meter, params: QueryParams) -> tuple[list[str], boo
             raise bad_request(f"validation error: invalid group by filter: {key}", field=f"filterGroupBy[{key}]")
     for key in sorted(params.advanced_filters):
         if key not in keys:
-            raise bad_request(f"validation error: meter does not have group by: {key}", field=f"{ADVANCED}.{key}")
+            raise bad_request(f"validation error: meter does not have group by: {key[:80]}",
+                              field=f"{ADVANCED}.{key[:80]}")
     return group_keys, by_subject
 
 

@@ -168,6 +168,12 @@ def _nested(depth: int) -> dict:
             "advancedMeterGroupByFilters.region",
             f"at most {MAX_FILTER_DEPTH} levels",
         ),
+        ({"advancedMeterGroupByFilters": '{"region":{"$eq":"a\\u0000"}}'}, "advancedMeterGroupByFilters", "NUL"),
+        (
+            {"advancedMeterGroupByFilters": json.dumps({"k" * 5000: {"$eq": "x"}})},
+            "advancedMeterGroupByFilters." + "k" * 80,
+            "meter does not have group by: " + "k" * 80,
+        ),
         # a client that sends the filter object's text as filterGroupBy
         ({"filterGroupBy": "{'region': 'eu'}"}, "filterGroupBy", "filterGroupBy[key]=value"),
         ({"clientId": "x" * 37}, "clientId", "1 to 36"),
