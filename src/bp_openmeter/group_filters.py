@@ -94,7 +94,7 @@ def _parse(node: Any, where: str, depth: int, budget: list[int]) -> Filter | Non
     return Filter(op, parsed)
 
 
-def parse_advanced(body: Any) -> dict[str, Filter]:
+def parse_advanced(body: Any) -> dict[str, Filter | None]:
     """`advancedMeterGroupByFilters` (decoded JSON): group key -> filter; keys whose filter is
     empty are kept with None, so that a key the meter lacks is refused all the same."""
     if body is None:

@@ -142,7 +142,7 @@ def parse_query_params(qp: Mapping) -> QueryParams:
         elif key == "filterGroupBy":
             # e.g. a client that sends the object's text instead of one member per key
             raise bad_request("filterGroupBy: send one filterGroupBy[key]=value per key (deepObject style), "
-                              f"or {ADVANCED} as JSON; got filterGroupBy={qp.get(key)[:80]!r}", field=key)
+                              f"or {ADVANCED} as JSON; got filterGroupBy={str(qp.get(key))[:80]!r}", field=key)
         elif key == "filterCustomerId":
             raise _unsupported(key)
         elif key not in known:
