@@ -33,8 +33,13 @@ def make_pool(cfg: PostgresConfig, name: str,
         await conn.commit()
 
     size = max_size or cfg.pool_max
+    # check: a pooled connection is tried (one empty query) before it is handed out, so that
+    # the connections a restart or a failover broke are replaced instead of failing a request
+    # or a batch each.
     return AsyncConnectionPool(cfg.url, min_size=min(cfg.pool_min, size), max_size=size, name=name,
                                configure=configure, reset=reset, open=False, timeout=10,
+                               check=AsyncConnectionPool.check_connection,
+                               reconnect_timeout=cfg.reconnect_timeout,
                                kwargs={"application_name": f"bp-openmeter-{name}"})
 
 

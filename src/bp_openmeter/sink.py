@@ -16,6 +16,12 @@ as soon as it is seen, never stored.
 
 A message carries many events (messages.py), so the sink fetches as many
 messages as make about `sink.batchSize` events, judging by the messages so far.
+
+A batch is acked only after a COMMIT known to be durable where a failover would
+look (commit_outcome.py): a connection lost during COMMIT, or a COMMIT whose wait
+for a synchronous standby was cancelled, leaves the batch un-acked and it is stored
+again (a no-op where the first commit did land; see _store for why even that no-op
+waits for the standbys).
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import messages, metrics, projection
+from . import commit_outcome, messages, metrics, projection
 from .bus import EventBus
+from .commit_outcome import CommitNotConfirmed
 from .config import Config
 from .logs import get_logger
 from .meter_store import METERS_LOCK
@@ -41,7 +48,9 @@ from .timefmt import parse_time
 log = get_logger("sink")
 
 _BACKOFF_START = 0.1
-_BACKOFF_MAX = 5.0
+
+# A WAL record of the transaction's own (logical decoding message, harmless to any reader).
+_WAIT_FOR_STANDBYS = "SELECT pg_logical_emit_message(true, 'bp-openmeter', 'stored again')"
 
 
 @dataclass
@@ -53,6 +62,7 @@ class BatchOutcome:
 
 
 async def setup_session(conn: psycopg.AsyncConnection) -> None:
+    commit_outcome.watch(conn)
     await conn.execute(projection.STAGING_TABLE)
     # A batch's aggregation is sized by the batch, not by table statistics (there are none
     # for its CTEs); enough memory keeps it from spilling to disk.
@@ -72,6 +82,14 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]],
                     await copy.write_row((seq, payload.decode("utf-8")))
             await cur.execute(projection.STORE_BATCH, {"meter_pk": None, "namespace": namespace})
             delivered, inserted, oldest, foreign = await cur.fetchone()
+            if inserted == 0 and delivered > foreign:
+                # All stored before, by a commit that may not have reached the standbys (its wait
+                # was cancelled, or its connection lost). A transaction that writes no WAL commits
+                # without waiting for them; one WAL record makes this COMMIT wait until the
+                # standbys hold everything before it, those events included, before the ack.
+                await cur.execute(_WAIT_FOR_STANDBYS)
+        commit_outcome.forget(conn)
+    commit_outcome.confirm(conn)
     return delivered, inserted, oldest, foreign
 
 
@@ -81,6 +99,8 @@ def _rows(msgs: list) -> list[tuple[int, bytes]]:
 
 # What a message's content can cause; anything else is the database or the network.
 DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, UnicodeDecodeError)
+# The database is away, or a commit's outcome unknown: the messages come back, nothing is held against them.
+RETRY_LATER = (psycopg.Error, PoolTimeout, CommitNotConfirmed)
 
 
 class Sink:
@@ -106,12 +126,12 @@ class Sink:
         lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
         seal_task = asyncio.create_task(Sealer(self.pool).run(self.stopping))
         try:
-            await asyncio.gather(*(self._work(psub) for psub in subscriptions))
+            await asyncio.gather(*(self._work(psub, worker) for worker, psub in enumerate(subscriptions)))
         finally:
             lag_task.cancel()
             seal_task.cancel()
 
-    async def _work(self, psub) -> None:
+    async def _work(self, psub, worker: int) -> None:
         while not self.stopping.is_set():
             try:
                 msgs = await psub.fetch(self.fetch_size(), timeout=self.cfg.sink.max_wait)
@@ -122,7 +142,7 @@ class Sink:
                 await self._sleep(1.0)
                 continue
             if msgs:
-                await self.process(msgs)
+                await self.process(msgs, worker)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -139,7 +159,7 @@ class Sink:
                 pass
             await asyncio.sleep(5)
 
-    async def process(self, msgs: list) -> BatchOutcome:
+    async def process(self, msgs: list, worker: int = 0) -> BatchOutcome:
         """Store one fetched batch; returns what happened. Acks only what is committed."""
         outcome = BatchOutcome(delivered=len(msgs))
         started = time.perf_counter()
@@ -154,18 +174,18 @@ class Sink:
             except DATA_ERRORS as exc:
                 log.warning("batch rejected by its data, storing message by message", error=str(exc).strip())
                 return await self._one_by_one(msgs, outcome)
-            except (psycopg.Error, PoolTimeout) as exc:
-                # Down, restarting, not yet migrated: wait it out; the events are safe in JetStream.
+            except RETRY_LATER as exc:
+                # Down, restarting, failing over, not yet migrated: wait it out; the events are safe in JetStream.
                 self.db_ok = False
                 metrics.SINK_BATCHES.labels("failed").inc()
                 log.warning("batch not stored, will retry", error=str(exc).strip() or type(exc).__name__,
-                            retry_in_s=backoff, events=len(msgs))
+                            retry_in_s=backoff, events=len(msgs), worker=worker)
                 if self.stopping.is_set():
                     log.info("stopping: batch abandoned un-acked, JetStream will redeliver it", events=len(msgs))
                     return outcome
                 await self._keep_in_progress(msgs)
                 await self._sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                backoff = min(backoff * 2, self.cfg.sink.retry_max_delay)
 
         if foreign and not await self._dead_letter_foreign(msgs, outcome):
             return outcome
@@ -191,7 +211,7 @@ class Sink:
                 await msg.ack()
             except DATA_ERRORS:
                 await self._event_by_event(msg, outcome)
-            except (psycopg.Error, PoolTimeout):
+            except RETRY_LATER:
                 # Infrastructure again: leave it for redelivery, do not count it against the event.
                 outcome.retried_later += 1
                 await msg.nak(delay=1.0)
@@ -220,7 +240,7 @@ class Sink:
                     foreign.append(position)
             except DATA_ERRORS as exc:
                 failed.append((position, str(exc).strip()))
-            except (psycopg.Error, PoolTimeout):
+            except RETRY_LATER:
                 outcome.retried_later += 1
                 await msg.nak(delay=1.0)
                 return
@@ -228,10 +248,16 @@ class Sink:
             outcome.retried_later += 1
             await msg.nak(delay=min(30.0, 2.0 ** deliveries))
             return
-        for position, reason in [*failed, *((p, self._foreign_reason(events[p])) for p in foreign)]:
-            event = events[position] if isinstance(events[position], dict) else None
-            await self._dead_letter(msg, position, event, reason, deliveries)
-            outcome.dead_lettered += 1
+        try:
+            for position, reason in [*failed, *((p, self._foreign_reason(events[p])) for p in foreign)]:
+                event = events[position] if isinstance(events[position], dict) else None
+                await self._dead_letter(msg, position, event, reason, deliveries)
+                outcome.dead_lettered += 1
+        except RETRY_LATER:
+            # Recorded again when it comes back (a dead letter is recorded once: ON CONFLICT DO NOTHING).
+            outcome.retried_later += 1
+            await msg.nak(delay=1.0)
+            return
         await msg.ack()
 
     def _foreign_reason(self, event) -> str:
@@ -257,7 +283,7 @@ class Sink:
                         await self._dead_letter(msg, position, event if isinstance(event, dict) else None,
                                                 reason or self._foreign_reason(event), msg.metadata.num_delivered)
                         outcome.dead_lettered += 1
-        except (psycopg.Error, PoolTimeout) as exc:
+        except RETRY_LATER as exc:
             log.warning("dead letters not recorded, the batch comes back", error=str(exc).strip())
             outcome.retried_later += len(msgs)
             for msg in msgs:
@@ -284,14 +310,17 @@ class Sink:
             event_time = None
 
         async with self.pool.connection() as conn:
-            await conn.execute(
-                """INSERT INTO dead_letters (stream, stream_seq, position, namespace, source, id, type, subject, time,
-                                             payload, reason, deliveries)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT DO NOTHING""",
-                (self.cfg.nats.stream.name, msg.metadata.sequence.stream, position, field("namespace"),
-                 field("source"), field("id"), field("type"), field("subject"), event_time, text,
-                 reason[:2000], deliveries))
+            async with conn.transaction():
+                await conn.execute(
+                    """INSERT INTO dead_letters (stream, stream_seq, position, namespace, source, id, type, subject,
+                                                 time, payload, reason, deliveries)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                       ON CONFLICT DO NOTHING""",
+                    (self.cfg.nats.stream.name, msg.metadata.sequence.stream, position, field("namespace"),
+                     field("source"), field("id"), field("type"), field("subject"), event_time, text,
+                     reason[:2000], deliveries))
+                commit_outcome.forget(conn)
+            commit_outcome.confirm(conn)
         metrics.SINK_DEAD_LETTERS.inc()
         log.error("event dead-lettered", stream_seq=msg.metadata.sequence.stream, position=position,
                   reason=reason[:500], deliveries=deliveries)

@@ -198,3 +198,37 @@ def sink_in_transaction(stack: LocalStack, timeout: float) -> bool:
 
         # Polled every 2 ms: a batch's transaction may last only a few milliseconds.
         return poll_until(open_transactions, bool, timeout, interval=0.002).done
+
+
+def drained_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> Totals:
+    """Totals once the sink has acked every message, whatever they say (a control run expects a difference)."""
+    poll(lambda: consumer_backlog(stack), lambda backlog: backlog == 0, timeout, "the sink acked every message")
+    return totals(stack, ledger)
+
+
+def stored_count(database_url: str, stack: LocalStack) -> int:
+    """The stack's events as one server sees them (a primary or a standby, by its own URL)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM events WHERE namespace = %s AND type = %s", (stack.namespace, EVENT_TYPE)
+        ).fetchone()[0]
+
+
+def sink_sessions_waiting_for_standby(server_url: str) -> list[int]:
+    """Backend pids of sink sessions whose COMMIT waits for a synchronous standby."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'bp-openmeter-sink' AND wait_event = 'SyncRep'"
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def cancel_backends(server_url: str, pids: list[int]) -> int:
+    """pg_cancel_backend each pid, as an administrator would; returns how many were signalled."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        return sum(bool(conn.execute("SELECT pg_cancel_backend(%s)", (pid,)).fetchone()[0]) for pid in pids)
+
+
+def query_status(stack: LocalStack) -> int:
+    """The status of one usage query (200, or 503 when the api could not reach PostgreSQL)."""
+    return httpx.get(f"{stack.api_url}/api/v1/meters/{COUNT_METER}/query", timeout=10).status_code
