@@ -4,7 +4,9 @@ readiness, metrics, log lines, the sink's open transaction and its consumer's ba
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import httpx
@@ -70,8 +72,11 @@ def poll(read: Callable[[], object], done: Callable[[object], bool], timeout: fl
     return polled.last
 
 
-def _query_total(stack: LocalStack, slug: str) -> int:
+def query_total(stack: LocalStack, slug: str, ok_only: bool = True) -> int | None:
+    """The meter's total over all time; with ok_only=False, None when the api cannot answer it (503)."""
     response = httpx.get(f"{stack.api_url}/api/v1/meters/{slug}/query", timeout=10)
+    if not ok_only and response.status_code != 200:
+        return None
     response.raise_for_status()
     return int(sum(row["value"] for row in response.json()["data"]))
 
@@ -98,9 +103,9 @@ def totals(stack: LocalStack, ledger: Ledger) -> Totals:
         posted=len(posted),
         acknowledged=len(acked),
         stored=len(stored),
-        queried=_query_total(stack, COUNT_METER),
+        queried=query_total(stack, COUNT_METER),
         acknowledged_units=ledger.acked_units(),
-        queried_units=_query_total(stack, SUM_METER),
+        queried_units=query_total(stack, SUM_METER),
         missing=len(acked - stored),
         unexpected=len(stored - posted),
         dead_letters=dead_letter_count(stack),
@@ -232,3 +237,38 @@ def cancel_backends(server_url: str, pids: list[int]) -> int:
 def query_status(stack: LocalStack) -> int:
     """The status of one usage query (200, or 503 when the api could not reach PostgreSQL)."""
     return httpx.get(f"{stack.api_url}/api/v1/meters/{COUNT_METER}/query", timeout=10).status_code
+
+
+def local_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets: its descriptors' socket inodes, found in /proc/net/tcp*."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def sink_process_in_transaction(stack: LocalStack, index: int, timeout: float) -> bool:
+    """Wait until sink process `index` has a session inside an open transaction (storing a batch)."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+
+        def its_open_transactions() -> int:
+            ports = local_ports(stack.sinks[index].proc.pid)
+            rows = conn.execute(
+                "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'bp-openmeter-sink' AND xact_start IS NOT NULL "
+                "AND state IN ('active', 'idle in transaction')"
+            ).fetchall()
+            return sum(port in ports for (port,) in rows)
+
+        return poll_until(its_open_transactions, bool, timeout, interval=0.002).done
