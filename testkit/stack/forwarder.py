@@ -12,6 +12,9 @@ test can change it while the client runs:
 - a network link (streaming replication between two PostgreSQL instances): `cut`
   ends every open connection and refuses new ones until `switch` gives it a
   backend again.
+- a Service whose ready pods change during a rolling update: `set_endpoints` gives
+  new connections to any of several backends (in turn) and leaves open connections
+  alone, as kube-proxy does; a pod that goes closes its own connections.
 
 Every accepted connection is recorded with its time (`accepted_at`), so a test can
 see how often a client tried to connect while the backend was away.
@@ -34,7 +37,8 @@ class TcpForwarder:
     def __init__(self, target: int | None, *, name: str = "forwarder", port: int | None = None):
         self.name = name
         self.port = port or free_port()
-        self._target = target
+        self._targets: list[int] = [] if target is None else [target]
+        self._turn = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -44,7 +48,11 @@ class TcpForwarder:
 
     @property
     def target(self) -> int | None:
-        return self._target
+        return self._targets[0] if self._targets else None
+
+    @property
+    def endpoints(self) -> list[int]:
+        return list(self._targets)
 
     def start(self) -> "TcpForwarder":
         self._thread.start()
@@ -53,8 +61,12 @@ class TcpForwarder:
 
     def switch(self, target: int | None) -> None:
         """Forward new connections to `target` (None: refuse them); open connections end."""
-        self._target = target
+        self._targets = [] if target is None else [target]
         self._call(self._close_all())
+
+    def set_endpoints(self, targets: list[int]) -> None:
+        """Forward new connections to these backends in turn; open connections stay."""
+        self._targets = list(targets)
 
     def cut(self) -> None:
         """End every open connection and refuse new ones, until `switch` names a backend."""
@@ -109,16 +121,17 @@ class TcpForwarder:
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with self._lock:
             self.accepted_at.append(time.monotonic())
-        target = self._target
-        if target is None:
+        if not self._targets:
             writer.transport.abort()
             return
+        self._turn += 1
+        target = self._targets[self._turn % len(self._targets)]
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target)
         except OSError:
             writer.transport.abort()
             return
-        if self._target != target:  # switched while connecting
+        if target not in self._targets:  # switched while connecting
             up_writer.transport.abort()
             writer.transport.abort()
             return

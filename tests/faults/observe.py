@@ -15,6 +15,7 @@ import orjson
 import psycopg
 import yaml
 
+from bp_openmeter import config as engine_config
 from bp_openmeter import messages
 from testkit.stack.local import LocalStack
 from testkit.wait import poll as poll_until
@@ -90,8 +91,11 @@ def stored_ids(stack: LocalStack) -> set[str]:
 
 
 def dead_letter_count(stack: LocalStack) -> int:
+    """Dead letters of the scenario's events, or of messages that could not be read at all."""
     with psycopg.connect(stack.database_url) as conn:
-        return conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM dead_letters WHERE type IS NULL OR type = %s", (EVENT_TYPE,)
+        ).fetchone()[0]
 
 
 def totals(stack: LocalStack, ledger: Ledger) -> Totals:
@@ -114,12 +118,13 @@ def totals(stack: LocalStack, ledger: Ledger) -> Totals:
 
 def _with_consumer(stack: LocalStack, read: Callable) -> Any:
     """Run `read(js, stream, durable)` on a fresh connection to the stack's JetStream."""
-    config = yaml.safe_load(stack.config_path.read_text())
+    # The engine's own reading of its config: names it derives from the instance included.
+    names = engine_config.build_config(yaml.safe_load(stack.config_path.read_text())).nats
 
     async def run() -> Any:
         nc = await nats.connect(stack.servers.nats_url, connect_timeout=5, max_reconnect_attempts=0)
         try:
-            return await read(nc.jetstream(), config["nats"]["stream"]["name"], config["nats"]["consumer"]["durable"])
+            return await read(nc.jetstream(), names.stream.name, names.consumer.durable)
         finally:
             await nc.close()
 
