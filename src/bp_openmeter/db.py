@@ -19,7 +19,8 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.er
 def make_pool(cfg: PostgresConfig, name: str,
               setup: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
               max_size: int | None = None,
-              reset: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None) -> AsyncConnectionPool:
+              reset: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
+              acquire_timeout: float = 10.0) -> AsyncConnectionPool:
     if not cfg.url:
         raise ValueError("postgres.url is empty: set BPOM_POSTGRES_URL or postgres.url in the config file")
 
@@ -37,7 +38,7 @@ def make_pool(cfg: PostgresConfig, name: str,
     # the connections a restart or a failover broke are replaced instead of failing a request
     # or a batch each.
     return AsyncConnectionPool(cfg.url, min_size=min(cfg.pool_min, size), max_size=size, name=name,
-                               configure=configure, reset=reset, open=False, timeout=10,
+                               configure=configure, reset=reset, open=False, timeout=acquire_timeout,
                                check=AsyncConnectionPool.check_connection,
                                reconnect_timeout=cfg.reconnect_timeout,
                                kwargs={"application_name": f"bp-openmeter-{name}"})
