@@ -4,6 +4,7 @@ nox -s bench                      # defaults: a few minutes on 2 cores
 nox -s bench -- --full            # the sizes of the targets: 1M events ingested, 10M events queried
 nox -s bench -- --only ingest,freshness --events 500000 --profile .artifacts/bench-profile
 nox -s bench -- --only explain    # where one sink batch spends PostgreSQL's time
+nox -s bench -- --only backfill   # a meter created over a stored history: rate, storage pause
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from pathlib import Path
 
 from bp_openmeter.config import SinkConfig
 
-from . import dataset, explain, freshness, ingest, queries, references
+from . import backfill, dataset, explain, freshness, ingest, queries, references
 from .env import BenchEnv, engine_tables, relation_bytes
 from .report import heading, mib, ms, note, rate, ratio, table
-from .workload import METERS, Workload
+from .workload import EVENT_TYPE, METERS, Workload
 
-ALL = ("references", "ingest", "freshness", "single", "scaleout", "explain", "queries")
+ALL = ("references", "ingest", "freshness", "single", "scaleout", "explain", "backfill", "queries")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--single-events", type=int, default=20_000, help="events ingested one per post (default 20,000)")
     p.add_argument("--freshness-seconds", type=float, help="probing time under load (default 20; --full 60)")
     p.add_argument("--query-events", type=int, help="history for the query benchmark (default 1,000,000; --full 10M)")
+    p.add_argument(
+        "--backfill-events", type=int, help="stored events a new meter backfills (default 200,000; --full 1,000,000)"
+    )
     p.add_argument("--subjects", type=int, default=1000, help="subjects in the query history (default 1000)")
     p.add_argument("--days", type=int, default=30, help="days of query history (default 30)")
     p.add_argument("--query-repeat", type=int, default=200, help="runs of each query through the API (default 200)")
@@ -55,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.events = args.events or (1_000_000 if args.full else 200_000)
     args.query_events = args.query_events or (10_000_000 if args.full else 1_000_000)
+    args.backfill_events = args.backfill_events or (1_000_000 if args.full else 200_000)
     args.freshness_seconds = args.freshness_seconds or (60.0 if args.full else 20.0)
     args.raw_repeat = args.raw_repeat or (5 if args.full else 10)
     args.only = {name.strip() for name in args.only.split(",") if name.strip()}
@@ -178,6 +183,8 @@ async def _run_all(env: BenchEnv, args: argparse.Namespace, summary: list[list[s
         )
     if "explain" in args.only:
         _explain(env, args, summary)
+    if "backfill" in args.only:
+        await _backfill(env, args, summary, run_id)
     if "queries" in args.only:
         await _queries(env, args, summary)
 
@@ -208,6 +215,40 @@ def _explain(env: BenchEnv, args: argparse.Namespace, summary: list[list[str]]) 
             "sink batch in PostgreSQL (EXPLAIN ANALYZE)",
             f"{plan.execution_ms * 1000 / sink_batch:,.0f} us/event",
             f"largest: {top.label} {top.exclusive_ms / plan.execution_ms:.0%}",
+        ]
+    )
+
+
+async def _backfill(env: BenchEnv, args: argparse.Namespace, summary: list[list[str]], run_id: str) -> None:
+    count = args.backfill_events
+    heading(f"7. a meter created over {count:,} stored events: backfill rate, and the storage pause it causes")
+    stack = env.start_stack("backfill")
+    history = dataset.Dataset(namespace=stack.namespace, count=count, subjects=args.subjects, days=args.days)
+    loaded = dataset.load(stack.database_url, history, 0, count)
+    sealed = await dataset.seal(stack.database_url)  # as the sinks would have by now
+    dataset.vacuum_analyze(stack.database_url, ["events"])
+    note(f"history stored in {loaded:.0f} s, sealed in {sealed:.0f} s")
+    meter = {
+        "slug": "bench_new",
+        "eventType": EVENT_TYPE,
+        "aggregation": "SUM",
+        "valueProperty": "$.tokens",
+        "groupBy": {"model": "$.model", "user": "$.user"},
+    }
+    figures = backfill.create_meter_over_history(stack, meter, count, run_id)
+    env.stop_stack(stack)
+    note(
+        f"backfill: {figures.seconds:.1f} s, {rate(figures.per_second)}; events of another type stored "
+        f"meanwhile: {backfill.summary(figures)}"
+    )
+    summary.append(
+        ["meter backfill rate", rate(figures.per_second), f"{count:,} stored events, {figures.seconds:.1f} s"]
+    )
+    summary.append(
+        [
+            "storage pause during a meter creation",
+            ms(figures.pause),
+            f"slowest event of another type stored while it ran; before: {ms(max(figures.before, default=math.nan))}",
         ]
     )
 

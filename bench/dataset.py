@@ -134,7 +134,9 @@ def one_batch_seconds(database_url: str, ds: Dataset, batch: int, repeat: int = 
     `repeat` batches of live events (new ids, times spread over the last `batch / 20,000`
     seconds, as at the ingest target), with the sink's session settings."""
     recent = live(ds, batch * repeat)
-    times = sorted(_load_chunk(database_url, recent, k * batch, (k + 1) * batch, "64MB") for k in range(repeat))
+    times = sorted(
+        _load_chunk(database_url, recent, k * batch, (k + 1) * batch, projection.FOLD_WORK_MEM) for k in range(repeat)
+    )
     return times[len(times) // 2]
 
 

@@ -65,7 +65,7 @@ def flatten(node: dict) -> list[NodeTime]:
 
 def explain_batch(database_url: str, history: dataset.Dataset, batch: int) -> BatchPlan:
     with psycopg.connect(database_url) as conn:
-        dataset.prepare_session(conn, "64MB")
+        dataset.prepare_session(conn, projection.FOLD_WORK_MEM)  # as a sink session
         recent = dataset.live(history, batch)
         plan = None
         for _ in range(RUNS):

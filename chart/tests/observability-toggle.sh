@@ -2,7 +2,8 @@
 # Observability toggles default off (Catalyst blueprint convention).
 #
 #   1. default render: no monitoring.coreos.com object, even where the CRDs exist;
-#   2. opt-in (serviceMonitor.enabled=true, CRDs present): a ServiceMonitor;
+#   2. opt-in (serviceMonitor.enabled=true, prometheusRule.enabled=true, CRDs present):
+#      a ServiceMonitor and a PrometheusRule, each by its own switch;
 #   3. explicit off: none;
 #   4. opt-in on a cluster without the CRDs: none (the capability gate);
 #   5. backend clickhouse (only when the upstream subchart is vendored): none.
@@ -76,20 +77,29 @@ render default --api-versions "$MONITORING_API"
 expect_none default "the default render (CRDs present)"
 
 echo "[observability-toggle] 2. opt-in"
-render optin --api-versions "$MONITORING_API" --set serviceMonitor.enabled=true
-if ! grep -qE "^kind: ServiceMonitor$" "$TMP/optin.yaml"; then
-  echo "FAIL: serviceMonitor.enabled=true renders no ServiceMonitor: the toggle is not wired" >&2
-  exit 1
-fi
-echo "  PASS: serviceMonitor.enabled=true renders a ServiceMonitor"
+for toggle in serviceMonitor:ServiceMonitor prometheusRule:PrometheusRule; do
+  switch="${toggle%%:*}"; kind="${toggle##*:}"
+  render "optin-$switch" --api-versions "$MONITORING_API" --set "$switch.enabled=true"
+  if ! grep -qE "^kind: $kind$" "$TMP/optin-$switch.yaml"; then
+    echo "FAIL: $switch.enabled=true renders no $kind: the toggle is not wired" >&2
+    exit 1
+  fi
+  others="$(monitoring_objects "$TMP/optin-$switch.yaml" | grep -E "^[0-9]+:kind: " | grep -vE ":kind: $kind$" || true)"
+  if [ -n "$others" ]; then
+    echo "FAIL: $switch.enabled=true renders other monitoring objects too:" >&2
+    echo "$others" >&2
+    exit 1
+  fi
+  echo "  PASS: $switch.enabled=true renders a $kind"
+done
 
 echo "[observability-toggle] 3. explicit off"
-render off --api-versions "$MONITORING_API" --set serviceMonitor.enabled=false
-expect_none off "serviceMonitor.enabled=false"
+render off --api-versions "$MONITORING_API" --set serviceMonitor.enabled=false --set prometheusRule.enabled=false
+expect_none off "serviceMonitor.enabled=false, prometheusRule.enabled=false"
 
 echo "[observability-toggle] 4. opt-in without the CRDs"
-render nocrd --set serviceMonitor.enabled=true
-expect_none nocrd "serviceMonitor.enabled=true on a cluster without $MONITORING_API"
+render nocrd --set serviceMonitor.enabled=true --set prometheusRule.enabled=true
+expect_none nocrd "serviceMonitor.enabled=true, prometheusRule.enabled=true on a cluster without $MONITORING_API"
 
 if upstream_vendored; then
   echo "[observability-toggle] 5. backend clickhouse"

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import auth, db, events_list, meter_store, metrics, query
+from . import auth, events_list, meter_store, metrics, query
 from .body_budget import BodyBudget, ChargeBodies
 from .bus import BusUnavailable
 from .cloudevents_in import parse_body
@@ -137,6 +137,13 @@ async def _meter_or_404(conn, namespace: str, request: Request):
     return meter
 
 
+def _counts_complete(meter) -> None:
+    """A meter whose backfill is still running would answer with part of its events."""
+    if meter.backfilling:
+        raise Problem(503, f"meter {meter.spec.slug} is still being built from the stored events; "
+                           "its answers are complete once that finishes", headers={"Retry-After": "5"})
+
+
 def _checked(parse, *args):
     try:
         return parse(*args)
@@ -155,9 +162,10 @@ async def create_meter(request: Request) -> Response:
     state = _state(request)
     spec = _checked(parse_meter_spec, await read_json(request))
     async with state.pool.connection() as conn:
-        await db.lift_statement_timeout(conn)   # its backfill takes as long as the history it folds
         try:
-            meter = await meter_store.create_meter(conn, state.cfg.namespace, spec)
+            meter = await meter_store.create_meter(conn, state.cfg.namespace, spec, max_meters=state.cfg.max_meters)
+        except meter_store.MeterLimitReached as exc:
+            raise Problem(409, f"conflict error: {exc}", extra={"field": "maxMeters"}) from exc
         except meter_store.MeterConflict as exc:
             raise Problem(409, "conflict error: meter with the same slug already exists") from exc
     log.info("meter created", slug=spec.slug, aggregation=spec.aggregation)
@@ -175,7 +183,6 @@ async def update_meter(request: Request) -> Response:
     state = _state(request)
     body = await read_json(request)
     async with state.pool.connection() as conn:
-        await db.lift_statement_timeout(conn)   # a changed meter is backfilled again
         current = await _meter_or_404(conn, state.cfg.namespace, request)
         if current.deleted_at is not None:
             raise Problem(409, f"conflict error: meter {current.id} is deleted")
@@ -205,6 +212,7 @@ async def meter_subjects(request: Request) -> Response:
     async def answer():
         async with state.pool.connection() as conn:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
+            _counts_complete(meter)
             return await query.subjects(conn, meter, start, end, state.cfg.api.max_query_rows)
 
     return json_response(await unless_client_leaves(request, answer()))
@@ -222,6 +230,7 @@ async def query_meter(request: Request) -> Response:
     async def answer():
         async with state.pool.connection() as conn:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
+            _counts_complete(meter)
             return meter, await query.run(conn, meter, params, state.cfg.api.max_query_rows)
 
     meter, result = await unless_client_leaves(request, answer())

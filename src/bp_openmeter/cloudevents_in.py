@@ -24,7 +24,15 @@ SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 PLAIN_JSON = "application/json"
 
-MAX_ATTRIBUTE_LENGTH = 1024
+# id, source, type and subject: at most this many bytes of UTF-8 each (README "Guarantees").
+# The events key (namespace, source, id) is then at most 63 + 2 x 1024 bytes plus
+# overhead, about 2.2 KB, within PostgreSQL's 2704-byte limit per btree row with room to
+# spare; rollup keys hold digests of subjects and group values (the rollup_digest_keys
+# migration), so no other value a caller sends reaches an index.
+MAX_ATTRIBUTE_BYTES = 1024
+# Up to this many characters a string cannot exceed MAX_ATTRIBUTE_BYTES (4 bytes at most
+# per character): no need to encode it to know.
+_SURELY_SHORT = MAX_ATTRIBUTE_BYTES // 4
 # Deeper data could not be serialized (orjson stops at 255 levels) nor listed back;
 # no meter reads past 32 path segments anyway.
 MAX_DATA_DEPTH = 64
@@ -181,7 +189,7 @@ def _plain_event(event: Any, now_text: str) -> IncomingEvent | None:
         return None
     event_id, source, event_type, subject = event.get("id"), event.get("source"), event.get("type"), event.get("subject")
     for value in (event_id, source, event_type, subject):
-        if type(value) is not str or not 0 < len(value) <= MAX_ATTRIBUTE_LENGTH or "\x00" in value:
+        if type(value) is not str or not value or not _fits(value) or "\x00" in value:
             return None
     data = event.get("data")
     if data is not None and type(data) is not dict:
@@ -195,9 +203,14 @@ def _plain_event(event: Any, now_text: str) -> IncomingEvent | None:
         return None
 
 
+def _fits(value: str) -> bool:
+    """At most MAX_ATTRIBUTE_BYTES bytes of UTF-8 (JSON parsing has refused lone surrogates)."""
+    return len(value) <= _SURELY_SHORT or len(value.encode()) <= MAX_ATTRIBUTE_BYTES
+
+
 def _required_text(event: dict, name: str, where: str) -> str:
     value = event.get(name)
-    if type(value) is str and 0 < len(value) <= MAX_ATTRIBUTE_LENGTH and "\x00" not in value:
+    if type(value) is str and value and _fits(value) and "\x00" not in value:
         return value  # the usual case, decided in one step
     if value is None:
         raise bad_request(f"{where}{name}: is required", field=f"{where}{name}")
@@ -205,8 +218,9 @@ def _required_text(event: dict, name: str, where: str) -> str:
         raise bad_request(f"{where}{name}: must be a string, got {type(value).__name__}", field=f"{where}{name}")
     if not value:
         raise bad_request(f"{where}{name}: must not be empty", field=f"{where}{name}")
-    if len(value) > MAX_ATTRIBUTE_LENGTH:
-        raise bad_request(f"{where}{name}: longer than {MAX_ATTRIBUTE_LENGTH} characters", field=f"{where}{name}")
+    if not _fits(value):
+        raise bad_request(f"{where}{name}: {len(value.encode())} bytes of UTF-8, longer than the limit of "
+                          f"{MAX_ATTRIBUTE_BYTES} bytes", field=f"{where}{name}")
     if "\x00" in value:
         raise bad_request(f"{where}{name}: must not contain NUL characters", field=f"{where}{name}")
     return value

@@ -217,6 +217,10 @@ class SinkConfig:
     # The longest pause between two attempts to store a batch while the database fails
     # (pauses start at 0.1 s and double).
     retry_max_delay: float = 5.0
+    # A worker that makes no progress this long while holding messages (or failing to fetch
+    # any) fails /healthz/ready. Longer than a data error's retries before its dead letter
+    # (about 30 s at maxDeliver 5) and than a batch under any sane load.
+    stall_timeout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,9 @@ class Config:
     sink: SinkConfig = field(default_factory=SinkConfig)
     log_level: str = "info"
     meters: tuple[dict, ...] = ()
+    # Live meters per namespace at most: every meter on an event type is folded for each
+    # event of that type, so their number bounds the sink's work per event.
+    max_meters: int = 100
 
     def redacted(self) -> dict:
         """The effective config as a dict, secrets replaced (redaction.py), for `check-config`."""
@@ -466,7 +473,8 @@ def build_config(raw: Any) -> Config:
     sink = SinkConfig(batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
                       max_wait=sink_r.duration("maxWait", 0.2),
                       concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16),
-                      retry_max_delay=sink_r.duration("retryMaxDelay", SinkConfig.retry_max_delay))
+                      retry_max_delay=sink_r.duration("retryMaxDelay", SinkConfig.retry_max_delay),
+                      stall_timeout=sink_r.duration("stallTimeout", SinkConfig.stall_timeout))
     sink_r.reject_unknown()
     if not 0.1 <= sink.retry_max_delay <= 600.0:
         raise ConfigError(f"sink.retryMaxDelay: must be between 100ms and 10m, got {sink.retry_max_delay}s")
@@ -481,11 +489,14 @@ def build_config(raw: Any) -> Config:
     for index, meter in enumerate(meters):
         if not isinstance(meter, dict):
             raise ConfigError(f"meters[{index}]: expected a mapping, got {meter!r}")
+    max_meters = root.int_in("maxMeters", Config.max_meters, 1, 10_000)
+    if len(meters) > max_meters:
+        raise ConfigError(f"meters: {len(meters)} declared, more than maxMeters ({max_meters})")
     root.reject_unknown()
 
     return Config(namespace=namespace, instance=instance, api=api, telemetry=TelemetryConfig(tel_host, tel_port),
                   postgres=postgres, nats=nats, valkey=valkey, sink=sink, log_level=log_level,
-                  meters=tuple(meters))
+                  meters=tuple(meters), max_meters=max_meters)
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Awaitable, Callable
 
 import psycopg
@@ -19,7 +18,6 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.er
 def make_pool(cfg: PostgresConfig, name: str,
               setup: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
               max_size: int | None = None,
-              reset: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
               acquire_timeout: float = 10.0) -> AsyncConnectionPool:
     if not cfg.url:
         raise ValueError("postgres.url is empty: set BPOM_POSTGRES_URL or postgres.url in the config file")
@@ -38,20 +36,16 @@ def make_pool(cfg: PostgresConfig, name: str,
     # the connections a restart or a failover broke are replaced instead of failing a request
     # or a batch each.
     return AsyncConnectionPool(cfg.url, min_size=min(cfg.pool_min, size), max_size=size, name=name,
-                               configure=configure, reset=reset, open=False, timeout=acquire_timeout,
+                               configure=configure, open=False, timeout=acquire_timeout,
                                check=AsyncConnectionPool.check_connection,
                                reconnect_timeout=cfg.reconnect_timeout,
                                kwargs={"application_name": f"bp-openmeter-{name}"})
 
 
-
-# Pooled connections whose statement timeout is lifted until they are back in the pool.
-_UNBOUNDED: "weakref.WeakSet[psycopg.AsyncConnection]" = weakref.WeakSet()
-
-
 class StatementTimeout:
     """A statement timeout on every session of a pool (api.statementTimeout): PostgreSQL
-    cancels a longer statement with SQLSTATE 57014 (psycopg.errors.QueryCanceled)."""
+    cancels a longer statement with SQLSTATE 57014 (psycopg.errors.QueryCanceled). Meter
+    changes lift it for their own transactions that wait or fold (meter_store.unbounded)."""
 
     def __init__(self, seconds: float):
         self.setting = f"{max(1, round(seconds * 1000))}ms"
@@ -59,20 +53,3 @@ class StatementTimeout:
     async def setup(self, conn: psycopg.AsyncConnection) -> None:
         """The pool's session setup."""
         await conn.execute("SELECT set_config('statement_timeout', %s, false)", (self.setting,))
-
-    async def reset(self, conn: psycopg.AsyncConnection) -> None:
-        """The pool's check-in hook: puts a lifted timeout back (the connection is idle here)."""
-        if conn in _UNBOUNDED:
-            _UNBOUNDED.discard(conn)
-            await self.setup(conn)
-            await conn.commit()
-
-
-async def lift_statement_timeout(conn: psycopg.AsyncConnection) -> None:
-    """No statement timeout for this use of a pooled connection: for meter changes, whose
-    backfill takes as long as the history it folds. Set for the session and committed at
-    once, so that the work's own transactions stay its own; StatementTimeout.reset puts the
-    timeout back when the connection returns to the pool. Call it on an idle connection."""
-    await conn.execute("SET statement_timeout = 0")
-    await conn.commit()
-    _UNBOUNDED.add(conn)

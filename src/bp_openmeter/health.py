@@ -1,8 +1,10 @@
-"""Readiness: PostgreSQL answers, the JetStream stream answers, the schema is current."""
+"""Readiness: PostgreSQL answers, the JetStream stream answers, the schema is current;
+for the sink also: no worker has been stalled longer than sink.stallTimeout."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -37,6 +39,7 @@ async def check_jetstream(bus: EventBus) -> dict[str, str | None]:
     return {"jetstream": None}
 
 
-async def readiness(pool: AsyncConnectionPool, bus: EventBus) -> dict[str, str | None]:
+async def readiness(pool: AsyncConnectionPool, bus: EventBus,
+                    progress: Callable[[], str | None] | None = None) -> dict[str, str | None]:
     pg, js = await asyncio.gather(check_postgres(pool), check_jetstream(bus))
-    return {**pg, **js}
+    return {**pg, **js, **({"progress": progress()} if progress else {})}

@@ -1,28 +1,62 @@
 """Meters in PostgreSQL: CRUD, and the backfill that makes a new meter retroactive.
 
-Every change to the set of live meters takes the meters lock exclusively; every sink
-batch takes it shared. So while a meter is created, no batch is between "insert
-events" and "fold into rollups": the watermark read under the lock splits events
-cleanly into "backfilled here" (seq <= watermark) and "folded by the sink later".
+Every change to the set of live meters takes the meters lock exclusively, for a moment;
+every sink batch takes it shared for its transaction. So while a meter is registered, no
+batch is between "insert events" (where sequence numbers are drawn) and "fold into
+rollups": every event with a sequence number up to the watermark read then is committed,
+and every batch after sees the meter. The watermark thus splits the events exactly: the
+backfill folds those with seq <= watermark, the sink those after, and neither misses or
+repeats one, whatever order batches commit in.
+
+The backfill itself runs after the lock is released, in chunks of sequence numbers, each
+its own transaction that records how far it got (`backfilled_through`): a sink batch waits
+at most for one short chunk (and only if they write the same rollup row), never for the
+whole backfill. An interrupted backfill is finished by the sink (Backfiller); meanwhile
+the meter answers queries with 503 (its counts are not complete yet).
+
+A change of what a meter counts (type, aggregation, value, groups, eventFrom) gives the
+meter a new internal key (pk): new rollups are built under it by a backfill, and the old
+ones are deleted outside the lock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
+
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import projection
 from .ids import new_ulid
+from .logs import get_logger
 from .meters import Meter, MeterSpec
 
+log = get_logger("meters")
+
 METERS_LOCK = 0x6270_6F6D_6D65_7472  # "bpommetr"
+# pg_advisory_lock(BACKFILL_LOCK, pk): held by whoever backfills the meter, for the whole backfill.
+BACKFILL_LOCK = 0x6266_696C  # "bfil"
+
+_LOCK_PATIENCE = 10.0   # seconds of trying for a free moment before queueing for the exclusive lock
+_LOCK_RETRY = 0.02
+_CHUNK_START, _CHUNK_MIN, _CHUNK_MAX = 20_000, 1_000, 5_000_000  # sequence numbers per chunk
+_CHUNK_QUICK, _CHUNK_SLOW = 0.1, 0.4  # seconds a chunk may take: grow below, shrink above
+RESUME_INTERVAL = 10.0  # seconds between the sink's looks for interrupted backfills
 
 _COLUMNS = """pk, id, namespace, slug, name, description, event_type, event_from, aggregation, value_property,
-              group_by, metadata, managed_by, created_at, updated_at, deleted_at"""
+              group_by, metadata, managed_by, created_at, updated_at, deleted_at,
+              backfill_target IS NOT NULL AS backfilling"""
 
 
 class MeterConflict(Exception):
+    pass
+
+
+class MeterLimitReached(MeterConflict):
     pass
 
 
@@ -32,7 +66,8 @@ def _row_to_meter(row: dict) -> Meter:
                      name=row["name"], description=row["description"], event_from=row["event_from"],
                      metadata=row["metadata"])
     return Meter(pk=row["pk"], id=row["id"], namespace=row["namespace"], spec=spec, managed_by=row["managed_by"],
-                 created_at=row["created_at"], updated_at=row["updated_at"], deleted_at=row["deleted_at"])
+                 created_at=row["created_at"], updated_at=row["updated_at"], deleted_at=row["deleted_at"],
+                 backfilling=row["backfilling"])
 
 
 def _derived(spec: MeterSpec) -> dict:
@@ -65,59 +100,100 @@ async def get_meter(conn: psycopg.AsyncConnection, namespace: str, id_or_slug: s
     return _row_to_meter(row) if row else None
 
 
-async def _lock_exclusive(conn: psycopg.AsyncConnection) -> None:
+async def unbounded(conn: psycopg.AsyncConnection) -> None:
+    """No statement timeout (the api's api.statementTimeout) for the rest of the current
+    transaction: the meter-change work here waits for locks and folds history, each step as
+    long as it takes, where a query must not. Ends with the transaction, so a pooled session
+    keeps its own setting."""
+    await conn.execute("SET LOCAL statement_timeout = 0")
+
+
+async def lock_exclusive(conn: psycopg.AsyncConnection) -> None:
+    """Take the meters lock exclusively (for the current transaction) in a moment when no
+    batch holds it, rather than queueing for it: a queued exclusive request makes every new
+    batch wait behind it too, for as long as the batches in flight take (a pause in storage).
+    Only after _LOCK_PATIENCE seconds without such a moment does it queue."""
+    await unbounded(conn)
+    deadline = time.monotonic() + _LOCK_PATIENCE
+    while time.monotonic() < deadline:
+        cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (METERS_LOCK,))
+        if (await cur.fetchone())[0]:
+            return
+        await asyncio.sleep(_LOCK_RETRY)
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (METERS_LOCK,))
 
 
-async def _backfill(conn: psycopg.AsyncConnection, namespace: str, meter_pk: int, event_type: str) -> int:
-    """Fold every stored event of the meter's type into its (empty) rollups; returns events metered."""
-    cur = await conn.execute("SELECT last_value FROM events_seq_seq")
-    watermark = (await cur.fetchone())[0]
-    cur = await conn.execute(projection.BACKFILL, {"namespace": namespace, "event_type": event_type,
-                                                   "watermark": watermark, "meter_pk": meter_pk})
-    _scanned, metered = await cur.fetchone()
-    await conn.execute("UPDATE meters SET backfilled_through = %s WHERE pk = %s", (watermark, meter_pk))
-    return metered
+async def _idle(conn: psycopg.AsyncConnection) -> None:
+    """End the caller's implicit read transaction, if any: the functions below run their own
+    transactions, and one opened inside another would only be a savepoint (holding its locks
+    until the caller's commit)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        await conn.commit()
 
 
-async def _clear_rollups(conn: psycopg.AsyncConnection, meter_pk: int) -> None:
-    await conn.execute("DELETE FROM rollup_minute WHERE meter_pk = %s", (meter_pk,))
-    await conn.execute("DELETE FROM rollup_hour WHERE meter_pk = %s", (meter_pk,))
-    await conn.execute("DELETE FROM rollup_hour_total WHERE meter_pk = %s", (meter_pk,))
+async def _watermark(conn: psycopg.AsyncConnection) -> int:
+    """The last events sequence number handed out (0: none yet). Under the exclusive meters
+    lock every event up to it is committed (or rolled back for good)."""
+    cur = await conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_seq_seq")
+    return (await cur.fetchone())[0]
+
+
+async def _check_room(conn: psycopg.AsyncConnection, namespace: str, max_meters: int | None) -> None:
+    if max_meters is None:
+        return
+    cur = await conn.execute("SELECT count(*) FROM meters WHERE namespace = %s AND deleted_at IS NULL", (namespace,))
+    live = (await cur.fetchone())[0]
+    if live >= max_meters:
+        raise MeterLimitReached(f"the namespace has {live} meters, the most allowed (maxMeters: {max_meters}); "
+                                "delete one first")
 
 
 async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: MeterSpec,
-                       managed_by: str = "api") -> Meter:
+                       managed_by: str = "api", max_meters: int | None = None) -> Meter:
+    """Register the meter (a moment under the exclusive lock), then backfill it from the
+    stored events; returns once its counts are complete."""
+    await _idle(conn)
     async with conn.transaction():
-        await _lock_exclusive(conn)
+        await lock_exclusive(conn)
         cur = await conn.execute("SELECT 1 FROM meters WHERE namespace = %s AND slug = %s AND deleted_at IS NULL",
                                  (namespace, spec.slug))
         if await cur.fetchone():
             raise MeterConflict(f"meter with slug {spec.slug!r} already exists")
+        await _check_room(conn, namespace, max_meters)
+        watermark = await _watermark(conn)
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             f"""INSERT INTO meters (id, namespace, slug, name, description, event_type, event_from, aggregation,
                                    value_property, value_path, value_field, group_by, group_keys, group_paths,
-                                   group_fields, metadata, managed_by)
+                                   group_fields, metadata, managed_by, backfilled_through, backfill_target)
                VALUES (%(id)s, %(namespace)s, %(slug)s, %(name)s, %(description)s, %(event_type)s, %(event_from)s,
                        %(aggregation)s, %(value_property)s, %(value_path)s, %(value_field)s, %(group_by)s,
                        %(group_keys)s, %(group_paths)s::jsonpath[], %(group_fields)s::text[], %(metadata)s,
-                       %(managed_by)s)
+                       %(managed_by)s, 0, NULLIF(%(watermark)s::bigint, 0))
                RETURNING {_COLUMNS}""",
             {"id": new_ulid(), "namespace": namespace, "slug": spec.slug, "name": spec.name,
              "description": spec.description, "event_type": spec.event_type, "event_from": spec.event_from,
              "aggregation": spec.aggregation, "value_property": spec.value_property,
-             "managed_by": managed_by, **_derived(spec)})
+             "managed_by": managed_by, "watermark": watermark, **_derived(spec)})
         meter = _row_to_meter(await cur.fetchone())
-        await _backfill(conn, namespace, meter.pk, spec.event_type)
+    return await _completed(conn, meter)
+
+
+async def _completed(conn: psycopg.AsyncConnection, meter: Meter) -> Meter:
+    if meter.backfilling:
+        await backfill(conn, meter.pk)
+        meter = await get_meter(conn, meter.namespace, meter.id) or meter
     return meter
 
 
 async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: Meter, spec: MeterSpec,
                        managed_by: str | None = None) -> Meter:
-    """Replace a meter's definition; rollups are rebuilt when what they count changed."""
+    """Replace a meter's definition. When what it counts changed, its rollups are rebuilt
+    under a new internal key, as for a new meter; returns once they are complete."""
+    rebuild = not current.spec.same_projection(spec)
+    await _idle(conn)
     async with conn.transaction():
-        await _lock_exclusive(conn)
+        await lock_exclusive(conn)
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             f"""UPDATE meters SET name = %(name)s, description = %(description)s, event_type = %(event_type)s,
@@ -135,45 +211,203 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
         row = await cur.fetchone()
         if row is None:
             raise MeterConflict(f"meter {current.spec.slug!r} was deleted meanwhile")
+        if rebuild:
+            row = await _rekey(conn, current.pk)
         meter = _row_to_meter(row)
-        if not current.spec.same_projection(spec):
-            await _clear_rollups(conn, meter.pk)
-            await _backfill(conn, namespace, meter.pk, spec.event_type)
-    return meter
+    if rebuild:
+        await collect_garbage(conn)
+    return await _completed(conn, meter)
+
+
+async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict:
+    """Give the meter a new internal key with a backfill to do, in the caller's transaction
+    under the exclusive lock: sink batches after this one fold into the new key, nothing
+    writes the old one any more, and its rollups are garbage. Returns the meter's new row."""
+    await conn.execute("INSERT INTO rollup_garbage (meter_pk) VALUES (%s) ON CONFLICT DO NOTHING", (meter_pk,))
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0,
+                                 backfill_target = NULLIF(%s::bigint, 0)
+                           WHERE pk = %s RETURNING {_COLUMNS}""", (await _watermark(conn), meter_pk))
+    return await cur.fetchone()
 
 
 async def delete_meter(conn: psycopg.AsyncConnection, meter: Meter) -> None:
     """Soft delete: the slug is free again, nothing new is folded in, and the meter stays
-    readable and queryable by id with what it had counted (as upstream)."""
+    readable and queryable by id with what it had counted (as upstream). A backfill still
+    running is finished first, so that what it had counted is complete."""
+    await backfill(conn, meter.pk)
     async with conn.transaction():
-        await _lock_exclusive(conn)
+        await lock_exclusive(conn)
         await conn.execute("UPDATE meters SET deleted_at = now(), updated_at = now() "
                            "WHERE pk = %s AND deleted_at IS NULL", (meter.pk,))
 
 
+# --- backfill ------------------------------------------------------------------------------
+
+@dataclass
+class BackfillProgress:
+    chunks: int = 0
+    scanned: int = 0     # events of the meter's type read
+    metered: int = 0     # of those, events the meter counts
+    seconds: float = 0.0
+
+
+async def _summarize(conn: psycopg.AsyncConnection) -> None:
+    """Summarize the newest block ranges of the events' BRIN index, which autovacuum may not
+    have reached yet: unsummarized ranges are read by every chunk. Best effort, never waited for."""
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL lock_timeout = '1s'")
+            await conn.execute("SELECT brin_summarize_new_values('events_seq_brin'::regclass)")
+    except psycopg.Error as exc:
+        log.info("BRIN summary skipped", error=str(exc).strip())
+
+
+async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tuple[bool, int, int]:
+    """Fold the next chunk of the meter's backfill; (done, scanned, metered)."""
+    async with conn.transaction():
+        await unbounded(conn)
+        # Shared, as a sink batch: the sealer must not move its watermark past minutes this
+        # chunk is folding.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
+        cur = await conn.execute("""SELECT namespace, event_type, backfilled_through, backfill_target FROM meters
+                                     WHERE pk = %s FOR UPDATE""", (meter_pk,))
+        row = await cur.fetchone()
+        if row is None or row[3] is None:
+            return True, 0, 0  # complete, or the meter got a new key (its own backfill does that one)
+        namespace, event_type, done_through, target = row
+        hi = min(done_through + width, target)
+        await conn.execute(f"SET LOCAL work_mem = '{projection.FOLD_WORK_MEM}'")  # as a sink batch
+        cur = await conn.execute(projection.BACKFILL, {"namespace": namespace, "event_type": event_type,
+                                                       "lo": done_through, "hi": hi, "meter_pk": meter_pk})
+        scanned, metered = await cur.fetchone()
+        await conn.execute("""UPDATE meters SET backfilled_through = %(hi)s,
+                                     backfill_target = CASE WHEN %(hi)s >= backfill_target THEN NULL
+                                                            ELSE backfill_target END
+                               WHERE pk = %(pk)s""", {"hi": hi, "pk": meter_pk})
+    return hi >= target, scanned, metered
+
+
+async def backfill(conn: psycopg.AsyncConnection, meter_pk: int, wait: bool = True) -> BackfillProgress | None:
+    """Fold the meter's pending backfill, chunk by chunk, until it is complete. `wait`: if
+    another session is backfilling this meter, wait until it has finished (else return None)."""
+    await _idle(conn)
+    progress = BackfillProgress()
+    cur = await conn.execute("SELECT 1 FROM meters WHERE pk = %s AND backfill_target IS NOT NULL", (meter_pk,))
+    pending = await cur.fetchone() is not None
+    await conn.commit()
+    if not pending:
+        return progress
+    key = (BACKFILL_LOCK, meter_pk & 0x7FFF_FFFF)
+    if wait:
+        await unbounded(conn)  # as long as the other session's backfill takes
+        await conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+    else:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
+        if not (await cur.fetchone())[0]:
+            await conn.commit()
+            return None
+    await conn.commit()
+    started = time.perf_counter()
+    try:
+        await _summarize(conn)
+        width = _CHUNK_START
+        while True:
+            chunk_started = time.perf_counter()
+            done, scanned, metered = await _chunk(conn, meter_pk, width)
+            elapsed = time.perf_counter() - chunk_started
+            progress.chunks += 1
+            progress.scanned += scanned
+            progress.metered += metered
+            if done:
+                break
+            if elapsed < _CHUNK_QUICK:
+                width = min(_CHUNK_MAX, width * 2)
+            elif elapsed > _CHUNK_SLOW:
+                width = max(_CHUNK_MIN, width // 2)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        await conn.commit()
+    progress.seconds = time.perf_counter() - started
+    if progress.scanned:
+        log.info("meter backfilled", meter_pk=meter_pk, events=progress.scanned, metered=progress.metered,
+                 chunks=progress.chunks, seconds=round(progress.seconds, 3))
+    return progress
+
+
+async def collect_garbage(conn: psycopg.AsyncConnection) -> None:
+    """Delete the rollups of replaced meter definitions (nothing reads or writes them)."""
+    await _idle(conn)
+    cur = await conn.execute("SELECT meter_pk FROM rollup_garbage")
+    for (meter_pk,) in await cur.fetchall():
+        async with conn.transaction():
+            await unbounded(conn)  # a replaced meter's rollups: as many rows as it had counted
+            for table in ("rollup_minute", "rollup_hour", "rollup_hour_total"):
+                await conn.execute(f"DELETE FROM {table} WHERE meter_pk = %s", (meter_pk,))  # constant names
+            await conn.execute("DELETE FROM rollup_garbage WHERE meter_pk = %s", (meter_pk,))
+    await conn.commit()
+
+
+class Backfiller:
+    """In the sink: finishes backfills that nobody is running (the api that started one was
+    stopped, or the migrate job), and deletes leftover rollups of replaced meters."""
+
+    def __init__(self, pool: AsyncConnectionPool, interval: float = RESUME_INTERVAL):
+        self.pool = pool
+        self.interval = interval
+
+    async def resume(self) -> int:
+        """Backfills finished here; returns how many."""
+        finished = 0
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT pk FROM meters WHERE backfill_target IS NOT NULL ORDER BY pk")
+            pending = [row[0] for row in await cur.fetchall()]
+            await conn.commit()
+            for meter_pk in pending:
+                if await backfill(conn, meter_pk, wait=False) is not None:
+                    finished += 1
+            await collect_garbage(conn)
+        return finished
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await self.resume()
+            except (psycopg.Error, PoolTimeout) as exc:
+                log.warning("backfills postponed", error=str(exc).strip() or type(exc).__name__)
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=self.interval)
+            except asyncio.TimeoutError:
+                pass
+
+
 async def rebuild_requested(conn: psycopg.AsyncConnection) -> list[str]:
     """Rebuild the rollups of the live meters a migration flagged (what they count changed,
-    e.g. the finite_numbers migration), as a meter update does; returns them as namespace/slug."""
+    e.g. the finite_numbers migration), as a meter update that changes what it counts does:
+    a new internal key, backfilled from the stored events; the old rollups are deleted.
+    Returns them as namespace/slug, once their counts are complete."""
+    await _idle(conn)
     cur = await conn.execute("SELECT pk, namespace, slug FROM meters "
                              "WHERE rebuild_requested AND deleted_at IS NULL ORDER BY pk")
+    flagged = await cur.fetchall()
     rebuilt = []
-    for pk, namespace, slug in await cur.fetchall():
+    for pk, namespace, slug in flagged:
+        await _idle(conn)
         async with conn.transaction():
-            await _lock_exclusive(conn)
+            await lock_exclusive(conn)
             cur = await conn.execute("UPDATE meters SET rebuild_requested = false "
-                                     "WHERE pk = %s AND rebuild_requested AND deleted_at IS NULL "
-                                     "RETURNING event_type", (pk,))
-            row = await cur.fetchone()
-            if row is None:
+                                     "WHERE pk = %s AND rebuild_requested AND deleted_at IS NULL RETURNING pk", (pk,))
+            if await cur.fetchone() is None:
                 continue  # rebuilt by a concurrent migrate, or deleted meanwhile
-            await _clear_rollups(conn, pk)
-            await _backfill(conn, namespace, pk, row[0])
+            meter = _row_to_meter(await _rekey(conn, pk))
+        await collect_garbage(conn)
+        await _completed(conn, meter)
         rebuilt.append(f"{namespace}/{slug}")
     return rebuilt
 
 
 async def sync_config_meters(conn: psycopg.AsyncConnection, namespace: str,
-                             specs: list[MeterSpec]) -> dict[str, str]:
+                             specs: list[MeterSpec], max_meters: int | None = None) -> dict[str, str]:
     """Create or update the meters declared in the config file; returns slug -> what happened.
 
     Meters that disappear from the file are left alone: deleting billing data is
@@ -184,8 +418,10 @@ async def sync_config_meters(conn: psycopg.AsyncConnection, namespace: str,
         current = await get_meter(conn, namespace, spec.slug)
         if current is None:
             try:
-                await create_meter(conn, namespace, spec, managed_by="config")
+                await create_meter(conn, namespace, spec, managed_by="config", max_meters=max_meters)
                 outcome[spec.slug] = "created"
+            except MeterLimitReached:
+                raise
             except MeterConflict:
                 outcome[spec.slug] = "unchanged"  # another replica created it first
         elif current.spec == spec:
@@ -194,4 +430,3 @@ async def sync_config_meters(conn: psycopg.AsyncConnection, namespace: str,
             await update_meter(conn, namespace, current, spec, managed_by="config")
             outcome[spec.slug] = "updated"
     return outcome
-

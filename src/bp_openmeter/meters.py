@@ -70,6 +70,7 @@ class Meter:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    backfilling: bool = False  # its rollups are still being built from the stored events
 
     def to_json(self) -> dict[str, Any]:
         """Upstream's shape: name always, optional members omitted when unset."""

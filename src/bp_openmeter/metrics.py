@@ -23,7 +23,16 @@ SINK_BATCHES = Counter("bpom_sink_batches_total", "Sink batches, by result", ["r
 SINK_BATCH_SECONDS = Histogram(
     "bpom_sink_batch_seconds", "Time to store and fold one batch, commit included",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+SINK_CONFLICTING = Counter(
+    "bpom_sink_events_conflicting_total",
+    "Delivered events whose source and id were stored before with other content (dropped; the first stays)")
 SINK_DEAD_LETTERS = Counter("bpom_sink_dead_letters_total", "Events moved to the dead-letter table")
+SINK_STALLED = Gauge(
+    "bpom_sink_stalled_seconds",
+    "Seconds since a sink worker last made progress (finished a batch, or found nothing to fetch): "
+    "the longest among the process's workers")
+SINK_STALL_TIMEOUT = Gauge(
+    "bpom_sink_stall_timeout_seconds", "sink.stallTimeout: a stall longer than this fails /healthz/ready")
 SINK_LAG = Gauge("bpom_sink_lag_messages", "Messages in the stream not yet delivered to the sink consumer")
 SINK_FRESHNESS = Histogram(
     "bpom_sink_freshness_seconds", "From ingest (API receipt) to stored and folded",

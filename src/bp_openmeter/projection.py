@@ -73,8 +73,15 @@ class Level:
     extent: bool = False
 
     @property
-    def key(self) -> str:
-        return ", ".join(["meter_pk", *(["subject"] if self.by_subject else []), "groups", self.time_column])
+    def key(self) -> list[str]:
+        """The primary key: digests of the subject and groups (the rollup_digest_keys migration),
+        never the values."""
+        return ["meter_pk", *(["subject_key"] if self.by_subject else []), self.time_column, "groups_key"]
+
+    @property
+    def key_expressions(self) -> list[str]:
+        """The key of a rollup row of a CTE (which has subject, groups, bucket), in the order of `key`."""
+        return ["meter_pk", *(["bpom_key(subject)"] if self.by_subject else []), "bucket", "bpom_groups_key(groups)"]
 
     @property
     def values(self) -> list[str]:
@@ -166,9 +173,9 @@ def merged(name: str, rows: str, level: Level) -> str:
 
 
 def upsert(level: Level, rows: str) -> str:
-    """Merge rollup rows (CTE `rows`, already one per key of `level`) into the level's table.
-    Rows are written in key order, so concurrent sinks lock rollup rows in the same order
-    and cannot deadlock each other."""
+    """Merge rollup rows (CTE `rows`, already one per (subject, groups, bucket) of `level`) into
+    the level's table. Rows are written in key order, so concurrent writers (sinks, backfills)
+    lock rollup rows in the same order and cannot deadlock each other."""
     t = level.table
     newer = f"""(excluded.latest_time IS NOT NULL AND ({t}.latest_time IS NULL
      OR (excluded.latest_time, excluded.latest_id COLLATE "C", excluded.latest_source COLLATE "C")
@@ -191,12 +198,14 @@ def upsert(level: Level, rows: str) -> str:
                    f"last_minute = GREATEST({t}.last_minute, excluded.last_minute)"]
     subject = "subject, " if level.by_subject else ""
     values = ", ".join(level.values)
+    key = ", ".join(level.key)
+    # The digests are computed once per row written (not per event), and the rows sorted by them.
     return f"""
-    INSERT INTO {t} ({level.key}, {values})
-    SELECT meter_pk, {subject}groups, bucket, {values}
+    INSERT INTO {t} ({key}, {subject}groups, {values})
+    SELECT {", ".join(level.key_expressions)}, {subject}groups, {values}
       FROM {rows}
-     ORDER BY meter_pk, {subject}bucket, groups
-    ON CONFLICT ({level.key}) DO UPDATE SET
+     ORDER BY {", ".join(str(i + 1) for i in range(len(level.key)))}
+    ON CONFLICT ({key}) DO UPDATE SET
         {(","+chr(10)+"        ").join(merges)}
     RETURNING 1"""
 
@@ -217,13 +226,10 @@ hour_written AS ({upsert(HOUR, "late_hour")}),
 {merged("late_total", "late_hour", HOUR_TOTAL)},
 hour_total_written AS ({upsert(HOUR_TOTAL, "late_total")})"""
 
-# The sink: insert the staged batch (idempotent on the event key) and fold exactly
-# the rows that were really inserted, in one statement of one transaction. Parameter
-# %(namespace)s: the engine's namespace; events claiming another are counted, not stored. The
-# staged rows are the messages exactly as published (messages.py: a batch of
-# events, or one event in the earlier form); PostgreSQL takes them apart.
-STORE_BATCH = f"""
-WITH msgs AS MATERIALIZED (
+# The staged messages taken apart into events (the messages exactly as published:
+# messages.py; a batch of events, or one event in the earlier form).
+_STAGED = """
+msgs AS MATERIALIZED (
     -- once per message: read per event row, a message's (large, out-of-line) value would be
     -- fetched again for every event of it
     SELECT stream_seq, m->>'namespace' AS namespace, m->>'ingestedAt' AS ingested_at,
@@ -243,7 +249,13 @@ staged AS (
      -- this engine's namespace only: the sink dead-letters the others (sink.py), never stores them
      WHERE namespace = %(namespace)s
      ORDER BY stream_seq, pos
-),
+)"""
+
+# The sink: insert the staged batch (idempotent on the event key) and fold exactly
+# the rows that were really inserted, in one statement of one transaction. Parameter
+# %(namespace)s: the engine's namespace; events claiming another are counted, not stored.
+STORE_BATCH = f"""
+WITH {_STAGED},
 src AS (
     -- Inserted in delivery order: of an event delivered twice in the batch, or already
     -- stored, only the first delivery is stored (DO NOTHING skips the rest).
@@ -260,18 +272,35 @@ SELECT (SELECT count(*) FROM items) AS delivered,
        (SELECT count(*) FROM items WHERE namespace IS DISTINCT FROM %(namespace)s) AS foreign_events
 """
 
-# A meter's backfill: the stored events of its type up to the watermark.
+# After STORE_BATCH, in its transaction, when some staged events were not inserted: those
+# whose stored event (same key) differs in what the caller sent. They are dropped like
+# any duplicate (the first stays, as upstream), and counted. Only batches with duplicates
+# (redeliveries, replays) pay for this comparison. Parameter %(namespace)s as STORE_BATCH's.
+CONFLICTING = f"""
+WITH {_STAGED}
+SELECT count(*), min(left(s.source, 200) || ' ' || left(s.id, 200))
+  FROM staged s JOIN events e USING (namespace, source, id)
+ WHERE (e.type, e.subject, e.time, e.data, e.attributes)
+       IS DISTINCT FROM (s.type, s.subject, s.time, s.data, s.attributes)
+"""
+
+# One chunk of a meter's backfill (meter_store.py): the stored events of its type with
+# sequence numbers in (lo, hi]; the BRIN index on seq (the chunked_backfill migration) finds them.
 BACKFILL = f"""
 WITH src AS (
     SELECT namespace, source, id, type, subject, time, data
       FROM events
-     WHERE namespace = %(namespace)s AND type = %(event_type)s AND seq <= %(watermark)s
+     WHERE namespace = %(namespace)s AND type = %(event_type)s AND seq > %(lo)s AND seq <= %(hi)s
 ),
 {PROJECTED},
 {FOLD}
 SELECT (SELECT count(*) FROM src) AS scanned,
        (SELECT count(*) FROM projected) AS metered
 """
+
+# Memory for a fold's aggregation (sink batches, backfill chunks): sized by the batch, not
+# by table statistics (there are none for its CTEs); enough keeps it from spilling to disk.
+FOLD_WORK_MEM = "64MB"
 
 # The staged messages are read once each, so they are stored uncompressed (a batch's
 # message is up to a megabyte: compressing it on COPY would cost more than it saves).

@@ -266,11 +266,18 @@ def _bound(name: str, value: datetime | None, infinite: str) -> str:
     return f"%({name})s::timestamptz" if value is not None else f"'{infinite}'::timestamptz"
 
 
-def _parts(r: _Ranges, columns: str, subject_filter: str, all_subjects: bool) -> tuple[list[str], list[str]]:
+def _parts(r: _Ranges, columns: str, by_subjects: bool, all_subjects: bool) -> tuple[list[str], list[str]]:
     """(CTEs, SELECTs of rollup-shaped rows with their minute, extent and level).
-    `all_subjects`: the answer neither filters nor groups by subject, so whole sealed hours
-    can come from the all-subjects level."""
+    `by_subjects`: the request names subjects; rollup rows are found by the digest of each
+    (their key) and take the subject's text from the request, so that a subject's rows come
+    from the index alone. `all_subjects`: the answer neither filters nor groups by subject,
+    so whole sealed hours can come from the all-subjects level."""
     ctes, parts = [], []
+    if by_subjects:
+        ctes.append("""
+wanted_subjects AS NOT MATERIALIZED (
+    SELECT s AS subject, bpom_key(s) AS subject_key FROM unnest(%(subjects)s::text[]) AS s
+)""")
     if r.edges:
         spans = " OR ".join(f"(time >= %(e{i}_lo)s AND time < {_bound(f'e{i}_hi', hi, 'infinity')})"
                             for i, (_lo, hi) in enumerate(r.edges))
@@ -280,17 +287,26 @@ src AS (
       FROM events
      WHERE namespace = %(namespace)s AND type = %(event_type)s AND ({spans})
 )""", projection.PROJECTED, projection.aggregated("edges", "minute")]
+        subject_filter = " AND subject = ANY(%(subjects)s::text[])" if by_subjects else ""
         parts.append(f"""SELECT subject, groups, bucket AS minute, bucket AS first_minute, bucket AS last_minute,
                 false AS hourly, {columns}
            FROM edges WHERE TRUE{subject_filter}""")
     if not r.rollups:
         return ctes, parts
+
+    def rows_of(table: str) -> tuple[str, str]:
+        """The subject column and the FROM clause of a per-subject rollup level."""
+        if by_subjects:
+            return "w.subject", f"{table} JOIN wanted_subjects w USING (subject_key)"
+        return "subject", table
+
     lo = _bound("whole_lo", r.whole_lo, "-infinity")
     hi = _bound("whole_hi", r.whole_hi, "infinity")
-    minute_rows = f"""SELECT subject, groups, minute, minute AS first_minute, minute AS last_minute, false AS hourly,
+    subject, minute_table = rows_of("rollup_minute")
+    minute_rows = f"""SELECT {subject}, groups, minute, minute AS first_minute, minute AS last_minute, false AS hourly,
                 {columns}
-           FROM rollup_minute
-          WHERE meter_pk = %(meter_pk)s{subject_filter}"""
+           FROM {minute_table}
+          WHERE meter_pk = %(meter_pk)s"""
     if not r.hourly:
         parts.append(f"{minute_rows} AND minute >= {lo} AND minute < {hi}")
         return ctes, parts
@@ -307,9 +323,10 @@ hours AS (
            FROM rollup_hour_total
           WHERE meter_pk = %(meter_pk)s AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
     else:
-        parts.append(f"""SELECT subject, groups, hour, first_minute, last_minute, true, {columns}
-           FROM rollup_hour
-          WHERE meter_pk = %(meter_pk)s{subject_filter}
+        subject, hour_table = rows_of("rollup_hour")
+        parts.append(f"""SELECT {subject}, groups, hour, first_minute, last_minute, true, {columns}
+           FROM {hour_table}
+          WHERE meter_pk = %(meter_pk)s
             AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
     parts.append(f"{minute_rows} AND minute >= {lo} AND minute < COALESCE((SELECT lo FROM hours), {hi})")
     parts.append(f"{minute_rows} AND minute >= COALESCE((SELECT hi FROM hours), 'infinity'::timestamptz) "
@@ -341,10 +358,9 @@ def too_many_rows(limit: int, what: str, advice: str) -> Problem:
 def _statement(meter: Meter, params: QueryParams, r: _Ranges, group_keys: list[str], by_subject: bool) -> str:
     """The query's SQL, assembled from constant fragments (values only as parameters).
     Only the filters the request has are in it, so each plan fits the request."""
-    subject_filter = " AND subject = ANY(%(subjects)s::text[])" if params.subjects else ""
     aggregation = meter.spec.aggregation
     all_subjects = not by_subject and not params.subjects and aggregation != "UNIQUE_COUNT"
-    ctes, parts = _parts(r, _columns(aggregation), subject_filter, all_subjects)
+    ctes, parts = _parts(r, _columns(aggregation), bool(params.subjects), all_subjects)
     group_filter = """
      WHERE NOT EXISTS (SELECT 1 FROM jsonb_each(%(filter)s::jsonb) f
                         WHERE NOT (f.value ? COALESCE(groups ->> f.key, '')))""" if params.filter_group_by else ""
@@ -534,22 +550,24 @@ def to_csv(result: QueryResult) -> str:
 async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None, end: datetime | None,
                    max_rows: int) -> list[str]:
     """Distinct subjects the meter has seen (optionally in [from, to) at minute precision),
-    by a loose index scan over the rollups' primary key (meter_pk, subject, ...); 400 past `max_rows`."""
+    by a loose index scan over the rollups' primary key (meter_pk, subject_key, ...): one
+    probe per subject, whose text is read beside its key; 400 past `max_rows`."""
     cur = await conn.execute("""
         WITH RECURSIVE s AS (
-            (SELECT subject FROM rollup_minute r
+            (SELECT subject_key, subject FROM rollup_minute r
               WHERE meter_pk = %(pk)s AND (%(lo)s::timestamptz IS NULL OR minute >= %(lo)s)
                 AND (%(hi)s::timestamptz IS NULL OR minute < %(hi)s)
-              ORDER BY subject LIMIT 1)
+              ORDER BY subject_key LIMIT 1)
             UNION ALL
-            SELECT (SELECT subject FROM rollup_minute r
-                     WHERE meter_pk = %(pk)s AND subject > s.subject
-                       AND (%(lo)s::timestamptz IS NULL OR minute >= %(lo)s)
-                       AND (%(hi)s::timestamptz IS NULL OR minute < %(hi)s)
-                     ORDER BY subject LIMIT 1)
-              FROM s WHERE s.subject IS NOT NULL
+            SELECT next.subject_key, next.subject
+              FROM s CROSS JOIN LATERAL (
+                   SELECT subject_key, subject FROM rollup_minute r
+                    WHERE meter_pk = %(pk)s AND subject_key > s.subject_key
+                      AND (%(lo)s::timestamptz IS NULL OR minute >= %(lo)s)
+                      AND (%(hi)s::timestamptz IS NULL OR minute < %(hi)s)
+                    ORDER BY subject_key LIMIT 1) next
         )
-        SELECT subject FROM s WHERE subject IS NOT NULL LIMIT %(row_limit)s""",
+        SELECT subject FROM (SELECT subject FROM s LIMIT %(row_limit)s) found ORDER BY subject""",
         {"pk": meter.pk, "lo": _floor_minute(start) if start else None, "hi": end, "row_limit": max_rows + 1})
     found = [row[0] for row in await cur.fetchall()]
     if len(found) > max_rows:

@@ -22,7 +22,7 @@ from .bus import EventBus
 from .config import Config, ConfigError, load_config
 from .dedupe import Deduplicator
 from .http_protocol import ConnectionLimits, protocol_factory
-from .db import StatementTimeout, lift_statement_timeout, make_pool
+from .db import StatementTimeout, make_pool
 from .ingest import Ingestor
 from .logs import configure, get_logger
 from .meters import MeterError, MeterSpec, parse_meter_spec
@@ -104,9 +104,11 @@ async def _sync_meters(pool, cfg: Config, specs: list[MeterSpec]) -> None:
     while True:
         try:
             async with pool.connection() as conn:
-                await lift_statement_timeout(conn)   # backfills take as long as the history they fold
-                outcome = await meter_store.sync_config_meters(conn, cfg.namespace, specs)
+                outcome = await meter_store.sync_config_meters(conn, cfg.namespace, specs, cfg.max_meters)
             log.info("config meters applied", **outcome)
+            return
+        except meter_store.MeterLimitReached as exc:
+            log.error("config meters not all applied", error=str(exc))
             return
         except (psycopg.Error, OSError) as exc:
             log.warning("config meters not applied yet, retrying", error=str(exc).strip(), retry_in_s=delay)
@@ -159,7 +161,7 @@ async def run_api(config_path: str | None) -> int:
     configure(cfg.log_level, "api")
     specs = config_meter_specs(cfg)
     timeout = StatementTimeout(cfg.api.statement_timeout)
-    pool = make_pool(cfg.postgres, "api", setup=timeout.setup, reset=timeout.reset)
+    pool = make_pool(cfg.postgres, "api", setup=timeout.setup)
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-api")
     dedupe = Deduplicator(cfg.valkey)
@@ -206,8 +208,8 @@ async def run_sink(config_path: str | None) -> int:
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-sink")
     sink = Sink(cfg, bus, pool)
-    tel = _server(telemetry_app(lambda: health.readiness(pool, bus)), cfg.telemetry.host, cfg.telemetry.port,
-                  _limits(cfg))
+    tel = _server(telemetry_app(lambda: health.readiness(pool, bus, progress=sink.stall_problem)),
+                  cfg.telemetry.host, cfg.telemetry.port, _limits(cfg))
 
     def stop() -> None:
         log.info("shutting down: finishing the current batch")

@@ -14,7 +14,7 @@ the lock and find nothing left to do. Steps adapt their length so that each hold
 the lock briefly (a sink batch waits meanwhile; nothing is lost). The sealer takes the
 lock in a moment when no batch holds it, rather than queueing for it: a queued
 exclusive request would make every new batch wait behind it too, for as long as the
-batches in flight take (a pause in freshness); only after `_LOCK_PATIENCE` does it queue.
+batches in flight take (a pause in freshness); see meter_store.lock_exclusive.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .logs import get_logger
-from .meter_store import METERS_LOCK
+from .meter_store import lock_exclusive
 from .projection import HOUR, HOUR_TOTAL, merged, upsert
 
 log = get_logger("sealing")
@@ -37,8 +37,6 @@ INTERVAL = 30.0                    # seconds between sealing rounds
 _STEP_START = timedelta(hours=1)
 _STEP_MIN, _STEP_MAX = timedelta(minutes=1), timedelta(days=7)
 _STEP_QUICK, _STEP_SLOW = 0.1, 0.5  # seconds a step may hold the lock: grow below, shrink above
-_LOCK_PATIENCE = 10.0               # seconds of trying for a free moment before queueing for the lock
-_LOCK_RETRY = 0.02
 
 # Merge the minute rows in [watermark, %(hi)s) into the hourly levels and move the
 # watermark. Meters are read under the lock: a meter created meanwhile is sealed too.
@@ -97,21 +95,12 @@ class Sealer:
                 await conn.commit()
                 hi = target if next_minute is None else min(target, floor_minute(next_minute) + self.step)
                 async with conn.transaction():
-                    await self._lock(conn)
+                    await lock_exclusive(conn)
                     started = time.perf_counter()
                     cur = await conn.execute(SEAL, {"hi": hi})
                     row = await cur.fetchone()
                 written += row[0] if row else 0
             self._adapt(time.perf_counter() - started)
-
-    async def _lock(self, conn: psycopg.AsyncConnection) -> None:
-        deadline = time.monotonic() + _LOCK_PATIENCE
-        while time.monotonic() < deadline:
-            cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (METERS_LOCK,))
-            if (await cur.fetchone())[0]:
-                return
-            await asyncio.sleep(_LOCK_RETRY)
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (METERS_LOCK,))
 
     def _adapt(self, seconds: float) -> None:
         if seconds < _STEP_QUICK:

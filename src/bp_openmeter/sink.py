@@ -2,12 +2,15 @@
 
 Delivery is at-least-once; the events key makes the insert idempotent and rollups
 fold only rows the insert really added, so a redelivered batch changes nothing.
-A database outage is waited out with backoff (the batch stays un-acked, its ack
-deadline extended), never counted against the event. A batch that fails on its
-data is retried one message at a time, and a message that fails one event at a
-time; an event that still fails after nats.consumer.maxDeliver deliveries of its
-message goes to the dead-letter table with its reason, and the rest of its
-message is stored.
+What a failure means is decided by its SQLSTATE (pgerrors.py). The database being
+unavailable is waited out with backoff (the batch stays un-acked, its ack deadline
+extended), never counted against the event. A batch that fails on its data is stored
+one message at a time, and a message that fails one event at a time; an event that
+still fails after nats.consumer.maxDeliver deliveries of its message goes to the
+dead-letter table with its reason, and the rest of its message is stored.
+
+A worker that makes no progress while it holds messages, or cannot fetch any, is
+stalled: bpom_sink_stalled_seconds, and /healthz/ready fails after sink.stallTimeout.
 
 The sink stores its own namespace's events only: an event claiming another
 namespace (published onto this engine's subject by something else, or read
@@ -27,21 +30,21 @@ waits for the standbys).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 import nats.errors
 import orjson
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from . import commit_outcome, messages, metrics, projection
 from .bus import EventBus
-from .commit_outcome import CommitNotConfirmed
 from .config import Config
 from .logs import get_logger
-from .meter_store import METERS_LOCK
+from .meter_store import METERS_LOCK, Backfiller
+from .pgerrors import STORE_ERRORS, Cause, cause_of
 from .sealing import Sealer
 from .timefmt import parse_time
 
@@ -49,7 +52,7 @@ log = get_logger("sink")
 
 _BACKOFF_START = 0.1
 
-# A WAL record of the transaction's own (logical decoding message, harmless to any reader).
+# A WAL record of the transaction's own (a logical decoding message, harmless to any reader).
 _WAIT_FOR_STANDBYS = "SELECT pg_logical_emit_message(true, 'bp-openmeter', 'stored again')"
 
 
@@ -64,25 +67,37 @@ class BatchOutcome:
 async def setup_session(conn: psycopg.AsyncConnection) -> None:
     commit_outcome.watch(conn)
     await conn.execute(projection.STAGING_TABLE)
-    # A batch's aggregation is sized by the batch, not by table statistics (there are none
-    # for its CTEs); enough memory keeps it from spilling to disk.
-    await conn.execute("SET work_mem = '64MB'")
+    await conn.execute(f"SET work_mem = '{projection.FOLD_WORK_MEM}'")
 
 
-async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]],
-                 namespace: str) -> tuple[int, int, object, int]:
-    """Stage (stream sequence, message) rows and store them in one transaction; returns
-    (events delivered, events newly stored, oldest ingestedAt among those, events of another
-    namespace, which are not stored)."""
+@dataclass
+class Stored:
+    delivered: int        # events in the staged messages
+    inserted: int         # of those, newly stored
+    oldest: object        # the oldest ingestedAt among the inserted
+    foreign: int          # not stored: they claim another namespace (to be dead-lettered)
+    conflicting: int = 0  # not inserted: their key was stored with other content
+
+
+async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str) -> Stored:
+    """Stage (stream sequence, message) rows and store this engine's namespace's events of
+    them in one transaction."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
         async with conn.cursor() as cur:
             async with cur.copy("COPY staged_events (stream_seq, m) FROM STDIN") as copy:
                 for seq, payload in rows:
                     await copy.write_row((seq, payload.decode("utf-8")))
-            await cur.execute(projection.STORE_BATCH, {"meter_pk": None, "namespace": namespace})
-            delivered, inserted, oldest, foreign = await cur.fetchone()
-            if inserted == 0 and delivered > foreign:
+            params = {"meter_pk": None, "namespace": namespace}
+            await cur.execute(projection.STORE_BATCH, params)
+            stored = Stored(*await cur.fetchone())
+            if stored.inserted + stored.foreign < stored.delivered:
+                await cur.execute(projection.CONFLICTING, params)
+                stored.conflicting, example = await cur.fetchone()
+                if stored.conflicting:
+                    log.warning("events dropped: their source and id were stored before with other content",
+                                events=stored.conflicting, example=example)
+            if stored.inserted == 0 and stored.delivered > stored.foreign:
                 # All stored before, by a commit that may not have reached the standbys (its wait
                 # was cancelled, or its connection lost). A transaction that writes no WAL commits
                 # without waiting for them; one WAL record makes this COMMIT wait until the
@@ -90,17 +105,38 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]],
                 await cur.execute(_WAIT_FOR_STANDBYS)
         commit_outcome.forget(conn)
     commit_outcome.confirm(conn)
-    return delivered, inserted, oldest, foreign
+    return stored
 
 
 def _rows(msgs: list) -> list[tuple[int, bytes]]:
     return [(msg.metadata.sequence.stream, msg.data) for msg in msgs]
 
 
-# What a message's content can cause; anything else is the database or the network.
-DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, UnicodeDecodeError)
-# The database is away, or a commit's outcome unknown: the messages come back, nothing is held against them.
-RETRY_LATER = (psycopg.Error, PoolTimeout, CommitNotConfirmed)
+class DataFault(Exception):
+    """The work failed because of what the events hold (pgerrors.Cause.DATA)."""
+
+
+class Abandoned(Exception):
+    """The sink is stopping while waiting for the database: leave the messages un-acked."""
+
+
+@dataclass
+class Progress:
+    """When a worker last made progress: finished a batch or message (stored, dead-lettered,
+    or handed back to JetStream for later), or found nothing to fetch. Between such moments
+    it holds messages it cannot finish, or cannot fetch at all: that time is its stall."""
+
+    clock: Callable[[], float] = time.monotonic
+    since: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        self.since = self.clock()
+
+    def made(self) -> None:
+        self.since = self.clock()
+
+    def stalled(self) -> float:
+        return max(0.0, self.clock() - self.since)
 
 
 class Sink:
@@ -111,6 +147,21 @@ class Sink:
         self.stopping = asyncio.Event()
         self.db_ok = True
         self.events_per_message = 1.0
+        self.workers: list[Progress] = []
+        metrics.SINK_STALLED.set_function(self.stalled_seconds)
+        metrics.SINK_STALL_TIMEOUT.set(cfg.sink.stall_timeout)
+
+    def stalled_seconds(self) -> float:
+        """The longest stall among this process's workers (0 before they start)."""
+        return max((worker.stalled() for worker in self.workers), default=0.0)
+
+    def stall_problem(self) -> str | None:
+        """Why /healthz/ready should fail, if a worker has been stalled past sink.stallTimeout."""
+        stalled, limit = self.stalled_seconds(), self.cfg.sink.stall_timeout
+        if stalled <= limit:
+            return None
+        return (f"no progress for {stalled:.0f} s while holding messages or failing to fetch them "
+                f"(sink.stallTimeout {limit:g} s); see the sink log")
 
     def fetch_size(self) -> int:
         """Messages to ask for: about batchSize events at the recent events per message."""
@@ -125,24 +176,32 @@ class Sink:
                          for _ in range(self.cfg.sink.concurrency)]
         lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
         seal_task = asyncio.create_task(Sealer(self.pool).run(self.stopping))
+        backfill_task = asyncio.create_task(Backfiller(self.pool).run(self.stopping))
         try:
-            await asyncio.gather(*(self._work(psub, worker) for worker, psub in enumerate(subscriptions)))
+            await asyncio.gather(*(self._work(psub, self._new_worker()) for psub in subscriptions))
         finally:
             lag_task.cancel()
             seal_task.cancel()
+            backfill_task.cancel()
 
-    async def _work(self, psub, worker: int) -> None:
+    def _new_worker(self) -> Progress:
+        worker = Progress()
+        self.workers.append(worker)
+        return worker
+
+    async def _work(self, psub, progress: Progress) -> None:
         while not self.stopping.is_set():
             try:
                 msgs = await psub.fetch(self.fetch_size(), timeout=self.cfg.sink.max_wait)
             except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                progress.made()  # nothing to deliver to this worker: idle, not stalled
                 continue
             except nats.errors.Error as exc:
                 log.warning("fetch failed", error=str(exc) or type(exc).__name__)
                 await self._sleep(1.0)
                 continue
             if msgs:
-                await self.process(msgs, worker)
+                await self.process(msgs, progress)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -159,65 +218,84 @@ class Sink:
                 pass
             await asyncio.sleep(5)
 
-    async def process(self, msgs: list, worker: int = 0) -> BatchOutcome:
-        """Store one fetched batch; returns what happened. Acks only what is committed."""
-        outcome = BatchOutcome(delivered=len(msgs))
-        started = time.perf_counter()
+    async def _retrying(self, work: Callable[[psycopg.AsyncConnection], Awaitable], keep: list, what: str):
+        """Run `work` on a pooled connection until it succeeds: an unavailable database is waited
+        out with backoff (the messages in `keep` kept in progress meanwhile), an error caused by
+        the data raises DataFault, and stopping while waiting raises Abandoned."""
         backoff = _BACKOFF_START
         while True:
             try:
                 async with self.pool.connection() as conn:
-                    delivered, inserted, oldest, foreign = await _store(conn, _rows(msgs), self.cfg.namespace)
+                    result = await work(conn)
                 self.db_ok = True
-                self.events_per_message = 0.5 * self.events_per_message + 0.5 * delivered / len(msgs)
-                break
-            except DATA_ERRORS as exc:
-                log.warning("batch rejected by its data, storing message by message", error=str(exc).strip())
-                return await self._one_by_one(msgs, outcome)
-            except RETRY_LATER as exc:
-                # Down, restarting, failing over, not yet migrated: wait it out; the events are safe in JetStream.
+                return result
+            except STORE_ERRORS as exc:
+                reason = _reason(exc)
+                if cause_of(exc) is Cause.DATA:
+                    raise DataFault(reason) from exc
+                # Down, restarting, not yet migrated: wait it out; the events are safe in JetStream.
                 self.db_ok = False
                 metrics.SINK_BATCHES.labels("failed").inc()
-                log.warning("batch not stored, will retry", error=str(exc).strip() or type(exc).__name__,
-                            retry_in_s=backoff, events=len(msgs), worker=worker)
+                log.warning(f"{what} not stored, will retry", error=reason, retry_in_s=backoff, messages=len(keep),
+                            first_seq=keep[0].metadata.sequence.stream if keep else None)
                 if self.stopping.is_set():
-                    log.info("stopping: batch abandoned un-acked, JetStream will redeliver it", events=len(msgs))
-                    return outcome
-                await self._keep_in_progress(msgs)
+                    log.info("stopping: messages abandoned un-acked, JetStream will redeliver them",
+                             messages=len(keep))
+                    raise Abandoned() from exc
+                await self._keep_in_progress(keep)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.sink.retry_max_delay)
 
-        if foreign and not await self._dead_letter_foreign(msgs, outcome):
+    async def process(self, msgs: list, progress: Progress | None = None) -> BatchOutcome:
+        """Store one fetched batch; returns what happened. Acks only what is committed."""
+        progress = progress or Progress()
+        outcome = BatchOutcome(delivered=len(msgs))
+        started = time.perf_counter()
+        try:
+            stored = await self._retrying(lambda conn: _store(conn, _rows(msgs), self.cfg.namespace), msgs, "batch")
+        except DataFault as fault:
+            log.warning("batch rejected by its data, storing message by message", error=str(fault))
+            return await self._one_by_one(msgs, outcome, progress)
+        except Abandoned:
+            return outcome
+        self.events_per_message = 0.5 * self.events_per_message + 0.5 * stored.delivered / len(msgs)
+        if stored.foreign and not await self._dead_letter_foreign(msgs, outcome, msgs):
             return outcome
         await self._ack_all(msgs)
-        outcome.inserted = inserted
+        progress.made()
+        outcome.inserted = stored.inserted
         metrics.SINK_BATCHES.labels("committed").inc()
-        metrics.SINK_STORED.inc(inserted)
-        metrics.SINK_REDELIVERED.inc(delivered - inserted - foreign)
+        self._count(stored)
         metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
-        if oldest is not None:
-            metrics.SINK_FRESHNESS.observe(max(0.0, time.time() - oldest.timestamp()))
+        if stored.oldest is not None:
+            metrics.SINK_FRESHNESS.observe(max(0.0, time.time() - stored.oldest.timestamp()))
         return outcome
 
-    async def _one_by_one(self, msgs: list, outcome: BatchOutcome) -> BatchOutcome:
-        for msg in msgs:
+    @staticmethod
+    def _count(stored: Stored) -> None:
+        metrics.SINK_STORED.inc(stored.inserted)
+        metrics.SINK_REDELIVERED.inc(stored.delivered - stored.inserted - stored.foreign)
+        metrics.SINK_CONFLICTING.inc(stored.conflicting)
+
+    async def _one_by_one(self, msgs: list, outcome: BatchOutcome, progress: Progress) -> BatchOutcome:
+        for index, msg in enumerate(msgs):
             try:
-                async with self.pool.connection() as conn:
-                    _delivered, inserted, _, foreign = await _store(conn, _rows([msg]), self.cfg.namespace)
-                outcome.inserted += inserted
-                metrics.SINK_STORED.inc(inserted)
-                if foreign and not await self._dead_letter_foreign([msg], outcome):
-                    continue
+                stored = await self._retrying(lambda conn: _store(conn, _rows([msg]), self.cfg.namespace),
+                                              msgs[index:], "message")
+            except DataFault:
+                await self._event_by_event(msg, outcome, msgs[index:])
+            except Abandoned:
+                return outcome
+            else:
+                outcome.inserted += stored.inserted
+                self._count(stored)
+                if stored.foreign and not await self._dead_letter_foreign([msg], outcome, msgs[index:]):
+                    return outcome
                 await msg.ack()
-            except DATA_ERRORS:
-                await self._event_by_event(msg, outcome)
-            except RETRY_LATER:
-                # Infrastructure again: leave it for redelivery, do not count it against the event.
-                outcome.retried_later += 1
-                await msg.nak(delay=1.0)
+            progress.made()
         return outcome
 
-    async def _event_by_event(self, msg, outcome: BatchOutcome) -> None:
+    async def _event_by_event(self, msg, outcome: BatchOutcome, keep: list) -> None:
         """Store a message's events one at a time; the ones its data makes fail are dead-lettered
         once the message has had its deliveries, else the message is retried later (what was
         stored meanwhile is not stored twice: the events key)."""
@@ -230,33 +308,27 @@ class Sink:
         else:
             failed = []
         foreign = []
-        for position, single in enumerate(singles):
-            try:
-                async with self.pool.connection() as conn:
-                    _delivered, inserted, _, other = await _store(conn, [(seq, single)], self.cfg.namespace)
-                outcome.inserted += inserted
-                metrics.SINK_STORED.inc(inserted)
-                if other:
-                    foreign.append(position)
-            except DATA_ERRORS as exc:
-                failed.append((position, str(exc).strip()))
-            except RETRY_LATER:
-                outcome.retried_later += 1
-                await msg.nak(delay=1.0)
-                return
-        if failed and deliveries < self.cfg.nats.consumer.max_deliver:
-            outcome.retried_later += 1
-            await msg.nak(delay=min(30.0, 2.0 ** deliveries))
-            return
         try:
+            for position, single in enumerate(singles):
+                try:
+                    stored = await self._retrying(lambda conn: _store(conn, [(seq, single)], self.cfg.namespace),
+                                                  keep, "event")
+                except DataFault as fault:
+                    failed.append((position, str(fault)))
+                else:
+                    outcome.inserted += stored.inserted
+                    self._count(stored)
+                    if stored.foreign:
+                        foreign.append(position)
+            if failed and deliveries < self.cfg.nats.consumer.max_deliver:
+                outcome.retried_later += 1
+                await msg.nak(delay=min(30.0, 2.0 ** deliveries))
+                return
             for position, reason in [*failed, *((p, self._foreign_reason(events[p])) for p in foreign)]:
                 event = events[position] if isinstance(events[position], dict) else None
-                await self._dead_letter(msg, position, event, reason, deliveries)
+                await self._dead_letter(msg, position, event, reason, deliveries, keep)
                 outcome.dead_lettered += 1
-        except RETRY_LATER:
-            # Recorded again when it comes back (a dead letter is recorded once: ON CONFLICT DO NOTHING).
-            outcome.retried_later += 1
-            await msg.nak(delay=1.0)
+        except Abandoned:
             return
         await msg.ack()
 
@@ -265,10 +337,11 @@ class Sink:
         return (f"the event's namespace {claimed!r} is not this engine's namespace {self.cfg.namespace!r}: "
                 "not stored (another deployment's event, on this engine's stream)")
 
-    async def _dead_letter_foreign(self, msgs: list, outcome: BatchOutcome) -> bool:
+    async def _dead_letter_foreign(self, msgs: list, outcome: BatchOutcome, keep: list) -> bool:
         """Dead-letter the events of `msgs` that claim another namespace (STORE_BATCH has not
-        stored them). False when the database failed meanwhile: the messages are left un-acked
-        and come back (what was stored is not stored twice, a dead letter not recorded twice)."""
+        stored them). An unavailable database is waited out like a store (`keep` kept in
+        progress); False when the sink stops meanwhile: the messages are left un-acked and
+        come back (what was stored is not stored twice, a dead letter not recorded twice)."""
         try:
             for msg in msgs:
                 try:
@@ -281,18 +354,15 @@ class Sink:
                 for position, event in enumerate(events):
                     if not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace:
                         await self._dead_letter(msg, position, event if isinstance(event, dict) else None,
-                                                reason or self._foreign_reason(event), msg.metadata.num_delivered)
+                                                reason or self._foreign_reason(event), msg.metadata.num_delivered,
+                                                keep)
                         outcome.dead_lettered += 1
-        except RETRY_LATER as exc:
-            log.warning("dead letters not recorded, the batch comes back", error=str(exc).strip())
-            outcome.retried_later += len(msgs)
-            for msg in msgs:
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.nak(delay=1.0)
+        except Abandoned:
             return False
         return True
 
-    async def _dead_letter(self, msg, position: int, event: dict | None, reason: str, deliveries: int) -> None:
+    async def _dead_letter(self, msg, position: int, event: dict | None, reason: str, deliveries: int,
+                           keep: list) -> None:
         """Record one event (or an unreadable message, event None) that cannot be stored."""
         fields = event or {}
         if event is not None:
@@ -309,7 +379,7 @@ class Sink:
         except ValueError:
             event_time = None
 
-        async with self.pool.connection() as conn:
+        async def insert(conn: psycopg.AsyncConnection) -> None:
             async with conn.transaction():
                 await conn.execute(
                     """INSERT INTO dead_letters (stream, stream_seq, position, namespace, source, id, type, subject,
@@ -321,6 +391,16 @@ class Sink:
                      reason[:2000], deliveries))
                 commit_outcome.forget(conn)
             commit_outcome.confirm(conn)
+
+        try:
+            await self._retrying(insert, keep, "dead letter")
+        except DataFault:
+            # Even its fields cannot be stored: keep the payload and the reason only.
+            fields, event_time = {}, None
+            try:
+                await self._retrying(insert, keep, "dead letter")
+            except DataFault as fault:
+                log.error("dead letter not recorded", error=str(fault), payload=text[:1000], reason=reason[:500])
         metrics.SINK_DEAD_LETTERS.inc()
         log.error("event dead-lettered", stream_seq=msg.metadata.sequence.stream, position=position,
                   reason=reason[:500], deliveries=deliveries)
@@ -341,3 +421,10 @@ class Sink:
                 await msg.in_progress()
             except nats.errors.Error:
                 return
+
+
+def _reason(exc: BaseException) -> str:
+    """An error as a dead letter or a log line gives it: SQLSTATE first, when it has one."""
+    text = str(exc).strip() or type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{sqlstate}: {text}" if sqlstate else text

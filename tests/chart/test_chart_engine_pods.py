@@ -173,6 +173,7 @@ def test_config_file_has_the_contract_sections(objects):
         "sink",
         "logging",
         "meters",
+        "maxMeters",
     }
     assert config["nats"]["url"] == "nats://nats.nats-system.svc.cluster.local:4222"
     assert config["valkey"]["url"] == "redis://valkey.valkey.svc.cluster.local:6379"
@@ -239,8 +240,17 @@ def test_the_chart_sink_defaults_are_the_engine_defaults(objects):
     engine_config = pytest.importorskip("bp_openmeter.config", reason="the engine package is not installed")
     loaded = engine_config.build_config(config_of(objects)).sink
     assert loaded == engine_config.SinkConfig()
-    tuned = engine_config.build_config(config_of(render_chart({"sink": {"batchSize": 2000, "concurrency": 4}}))).sink
-    assert (tuned.batch_size, tuned.concurrency) == (2000, 4)
+    tuned = engine_config.build_config(
+        config_of(render_chart({"sink": {"batchSize": 2000, "concurrency": 4, "stallTimeout": "90s"}}))
+    ).sink
+    assert (tuned.batch_size, tuned.concurrency, tuned.stall_timeout) == (2000, 4, 90.0)
+
+
+def test_the_chart_meter_limit_is_the_engine_default(objects):
+    engine_config = pytest.importorskip("bp_openmeter.config", reason="the engine package is not installed")
+    assert engine_config.build_config(config_of(objects)).max_meters == engine_config.Config.max_meters
+    tuned = render_chart({"engine": {"maxMeters": 7}})
+    assert engine_config.build_config(config_of(tuned)).max_meters == 7
 
 
 def test_the_chart_event_time_range_is_the_engine_default(objects):

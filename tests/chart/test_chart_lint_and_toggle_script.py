@@ -23,7 +23,16 @@ def lint_findings(output: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "values", [{}, {"networkPolicy": {"enabled": True}, "hpa": {"enabled": True}, "serviceMonitor": {"enabled": True}}]
+    "values",
+    [
+        {},
+        {
+            "networkPolicy": {"enabled": True},
+            "hpa": {"enabled": True},
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        },
+    ],
 )
 def test_helm_lint_strict_is_clean(values):
     result = helm_lint(values, strict=True)
@@ -53,7 +62,7 @@ def run_script(chart_dir):
 def test_observability_toggle_script_passes():
     result = run_script(CHART_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("PASS") == 4
+    assert result.stdout.count("PASS") == 5
     assert result.stdout.rstrip().endswith("all cases pass")
 
 
@@ -75,8 +84,23 @@ def test_script_fails_when_monitoring_defaults_on(chart_copy):
     assert "FAIL: the default render (CRDs present) renders monitoring objects" in result.stderr
 
 
-def test_script_fails_when_the_toggle_is_not_wired(chart_copy):
-    (chart_copy / "templates" / "servicemonitor.yaml").unlink()
+@pytest.mark.parametrize(
+    "template, switch", [("servicemonitor.yaml", "serviceMonitor"), ("prometheusrule.yaml", "prometheusRule")]
+)
+def test_script_fails_when_a_toggle_is_not_wired(chart_copy, template, switch):
+    (chart_copy / "templates" / template).unlink()
     result = run_script(chart_copy)
     assert result.returncode != 0
-    assert "the toggle is not wired" in result.stderr
+    assert f"{switch}.enabled=true renders no" in result.stderr and "the toggle is not wired" in result.stderr
+
+
+def test_script_fails_when_a_prometheus_rule_defaults_on(chart_copy):
+    values = chart_copy / "values.yaml"
+    marker = "prometheusRule:\n"
+    text = values.read_text()
+    assert text.count("  enabled: false\n", text.index(marker)) >= 1
+    head, tail = text.split(marker, 1)
+    values.write_text(head + marker + tail.replace("  enabled: false", "  enabled: true", 1))
+    result = run_script(chart_copy)
+    assert result.returncode != 0
+    assert "FAIL: the default render (CRDs present) renders monitoring objects" in result.stderr

@@ -28,6 +28,7 @@ PROFILES = {
     "every overlay on": {
         "networkPolicy": {"enabled": True},
         "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
         "hpa": {"enabled": True},
     },
     "existing cluster elsewhere": {
@@ -143,7 +144,8 @@ def test_template_failures_surface_as_render_errors():
 @pytest.fixture(scope="module")
 def rendered():
     return render_chart(
-        {"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True}}, api_versions=[MONITORING]
+        {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}, "networkPolicy": {"enabled": True}},
+        api_versions=[MONITORING],
     )
 
 
@@ -172,6 +174,14 @@ def mutated(objects, kind, name, change):
         ("Cluster", "openmeter-pg", lambda o: o["spec"].update(instancez=1), "'instancez' was unexpected"),
         ("Cluster", "openmeter-pg", lambda o: o["spec"].update(instances="3"), "spec.instances"),
         ("ServiceMonitor", "openmeter", lambda o: o["spec"]["endpoints"][0].update(interval=30), "interval"),
+        (
+            "PrometheusRule",
+            "openmeter",
+            lambda o: o["spec"]["groups"][0]["rules"][0].update(four="1m"),
+            "'four' was unexpected",
+        ),
+        ("PrometheusRule", "openmeter", lambda o: o["spec"]["groups"][0]["rules"][0].update(expr=None), "expr"),
+        ("PrometheusRule", "openmeter", lambda o: o["spec"]["groups"][0]["rules"][0].update(**{"for": "1.5m"}), "for"),
         ("Cluster", "openmeter-pg", lambda o: o["metadata"]["labels"].update(bad=5), "metadata.labels"),
         ("Service", "openmeter-api", lambda o: o["metadata"].update(name="1-api"), "DNS-1035"),
         ("ConfigMap", "openmeter-config", lambda o: o["metadata"]["labels"].update(x="-bad-"), "label value"),

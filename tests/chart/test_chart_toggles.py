@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from testkit.chart.render import RenderError, find, get, render_chart
@@ -64,6 +66,71 @@ def selects(selector, labels):
         if labels.get(expr["key"]) not in expr["values"]:
             return False
     return True
+
+
+# ── PrometheusRule ────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    "values, api_versions, rendered",
+    [
+        ({"prometheusRule": {"enabled": True}}, [], False),  # no CRDs, no object
+        ({"prometheusRule": {"enabled": True}}, [MONITORING], True),
+        ({"prometheusRule": {"enabled": False}}, [MONITORING], False),
+    ],
+)
+def test_prometheus_rule_needs_the_switch_and_the_api(values, api_versions, rendered):
+    assert [o["kind"] for o in monitoring_objects(render_chart(values, api_versions=api_versions))] == (
+        ["PrometheusRule"] if rendered else []
+    )
+
+
+def alerts(objects) -> dict[str, dict]:
+    [rule] = find(objects, "PrometheusRule")
+    return {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+
+
+def test_prometheus_rule_alerts_on_stall_lag_and_dead_letters_of_this_release():
+    objects = render_chart(
+        {
+            "prometheusRule": {
+                "enabled": True,
+                "labels": {"release": "kps"},
+                "lagMessages": 250,
+                "lagFor": "5m",
+                "deadLettersWindow": "30m",
+            }
+        },
+        api_versions=[MONITORING],
+        release="billing",
+    )
+    assert get(objects, "PrometheusRule", "billing-openmeter")["metadata"]["labels"]["release"] == "kps"
+    rules = alerts(objects)
+    assert sorted(rules) == ["BpOpenmeterDeadLetters", "BpOpenmeterSinkLagging", "BpOpenmeterSinkStalled"]
+    # The stall threshold is the engine's own sink.stallTimeout, exported next to the stall.
+    assert re.fullmatch(
+        r"bpom_sink_stalled_seconds\{(.+)\} > bpom_sink_stall_timeout_seconds\{\1\}",
+        rules["BpOpenmeterSinkStalled"]["expr"],
+    )
+    assert rules["BpOpenmeterSinkLagging"]["expr"].endswith("> 250") and rules["BpOpenmeterSinkLagging"]["for"] == "5m"
+    assert "[30m]" in rules["BpOpenmeterDeadLetters"]["expr"]
+    # Only this release's sink pods: named after its sink Deployment, in its namespace.
+    sink = get(objects, "Deployment", "billing-openmeter-sink")
+    for rule in rules.values():
+        matchers = dict(re.findall(r'(\w+)=~?"([^"]*)"', rule["expr"]))
+        assert matchers == {"namespace": "openmeter", "pod": "billing-openmeter-sink-.+"}, rule["expr"]
+        assert re.fullmatch(matchers["pod"], sink["metadata"]["name"] + "-5d8f7c9b6-x2x9q")
+        assert re.fullmatch(matchers["pod"], "billing-openmeter-api-5d8f7c9b6-x2x9q") is None
+
+
+def test_prometheus_rule_reads_metrics_the_engine_exports():
+    pytest.importorskip("bp_openmeter.metrics", reason="the engine package is not installed")
+    from prometheus_client import REGISTRY
+
+    exported = {sample.name for family in REGISTRY.collect() for sample in family.samples}
+    for rule in alerts(render_chart({"prometheusRule": {"enabled": True}}, api_versions=[MONITORING])).values():
+        used = set(re.findall(r"\bbpom_\w+", rule["expr"]))
+        assert used and used <= exported, (rule["alert"], used - exported)
 
 
 # ── NetworkPolicy ─────────────────────────────────────────────────────────────

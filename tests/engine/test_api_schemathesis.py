@@ -40,9 +40,10 @@ schema.config.generation.update(
 # rightly get 400, so "positive data accepted" cannot hold.
 schema.config.checks.update(excluded_check_names=["positive_data_acceptance"])
 # A schema-violating request must be refused with a client error: 413 for a batch over
-# maxItems is one. A 5xx is not a refusal (the default list counts it as one).
+# maxItems is one, 431 for parameters past the request head's limit another. A 5xx is
+# not a refusal (the default list counts it as one).
 schema.config.checks.negative_data_rejection = NegativeDataRejectionConfig(
-    expected_statuses=[400, 401, 403, 404, 405, 409, 413, 415]
+    expected_statuses=[400, 401, 403, 404, 405, 409, 413, 415, 431]
 )
 
 

@@ -4,7 +4,6 @@ that counted other values before are rebuilt by `migrate`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -14,13 +13,9 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from bp_openmeter.config import PostgresConfig
-from bp_openmeter.db import make_pool
-from bp_openmeter.meter_store import create_meter
-from bp_openmeter.meters import parse_meter_spec
-from bp_openmeter.migrate import available
 from testkit.client import SINGLE, event
 from testkit.stack.local import create_database
+from tests.engine.schema_at import migrate_to, version_before
 
 pytestmark = pytest.mark.servers
 
@@ -99,48 +94,38 @@ def test_a_sum_past_float64_is_still_a_number(client, uid):
     assert "inf" not in csv and csv.splitlines()[1].endswith(".500000")
 
 
-def _migrated_to(url: str, version: int) -> None:
-    """The schema as an engine of that version left it (migrations 1..version)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
-            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        for migration in available()[:version]:
-            with conn.transaction():
-                conn.execute(migration.sql)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                    (migration.version, migration.name, migration.checksum),
-                )
+# Meters and their rollups as an engine before the finite_numbers migration wrote them:
+# folded by that schema's own bpom_number, which still read "1e400" as a number.
+_OLD_METERS = """
+INSERT INTO meters (id, namespace, slug, event_type, aggregation, value_property, value_path, value_field,
+                    backfilled_through)
+SELECT 'old-' || t, 'default', t, t, 'SUM', '$.v', '$."v"', 'v', (SELECT max(seq) FROM events)
+  FROM unnest(ARRAY['huge', 'plain']) AS t"""
+_OLD_ROLLUPS = """
+INSERT INTO rollup_minute (meter_pk, subject, groups, minute, events, n, sum, min, max)
+SELECT m.pk, e.subject, '{}', date_trunc('minute', e.time), count(*), count(bpom_number(e.data -> 'v')),
+       sum(bpom_number(e.data -> 'v')), min(bpom_number(e.data -> 'v')), max(bpom_number(e.data -> 'v'))
+  FROM events e JOIN meters m ON m.namespace = e.namespace AND m.event_type = e.type
+ GROUP BY m.pk, e.subject, date_trunc('minute', e.time)"""
 
 
 def test_migrate_rebuilds_rollups_that_counted_huge_values(servers):
+    """From the schema before finite_numbers, with data: the migrations after it (rollup keys
+    become digests, backfills become chunked) keep what they convert, and `migrate` then
+    rebuilds the flagged meter under the new keys, chunk by chunk."""
     url = create_database(servers.postgres_url, f"db_{uuid.uuid4().hex[:8]}")
-    version = next(m.version for m in available() if m.name == "finite_numbers") - 1
-    _migrated_to(url, version)
+    migrate_to(url, version_before("finite_numbers"))
     with psycopg.connect(url) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
         for i, v in enumerate(['"1e400"', "2", '"3"', "5"]):
             conn.execute(
                 "INSERT INTO events (namespace, source, id, type, subject, time, data, ingested_at) "
                 "VALUES ('default', 's', %s, %s, 's', '2025-01-01T00:00:00Z', %s::jsonb, now())",
                 (str(i), "huge" if i < 3 else "plain", f'{{"v": {v}}}'),
             )
-
-    async def meters() -> None:
-        pool = make_pool(PostgresConfig(url=url), "tests", max_size=1)
-        await pool.open(wait=True)
-        try:
-            async with pool.connection() as conn:
-                for slug in ("huge", "plain"):
-                    spec = parse_meter_spec(
-                        {"slug": slug, "eventType": slug, "aggregation": "SUM", "valueProperty": "$.v"}
-                    )
-                    await create_meter(conn, "default", spec)
-        finally:
-            await pool.close()
-
-    asyncio.run(meters())
+        conn.execute(_OLD_METERS)
+        conn.execute(_OLD_ROLLUPS)
+        plain_pk = conn.execute("SELECT pk FROM meters WHERE slug = 'plain'").fetchone()[0]
 
     def sums() -> dict:
         with psycopg.connect(url) as conn:
@@ -160,3 +145,15 @@ def test_migrate_rebuilds_rollups_that_counted_huge_values(servers):
     assert sums() == {"huge": 5, "plain": 5}
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM meters WHERE rebuild_requested").fetchone()[0] == 0
+        # Complete, and under the keys the engine computes; the plain meter kept its converted row.
+        assert conn.execute("SELECT count(*) FROM meters WHERE backfill_target IS NOT NULL").fetchone()[0] == 0
+        keyed = conn.execute(
+            "SELECT m.slug, r.meter_pk, r.subject_key = bpom_key(r.subject), r.groups_key = bpom_groups_key(r.groups) "
+            "FROM rollup_minute r JOIN meters m ON m.pk = r.meter_pk ORDER BY m.slug"
+        ).fetchall()
+        assert [(slug, pk == plain_pk, subject, groups) for slug, pk, subject, groups in keyed] == [
+            ("huge", False, True, True),
+            ("plain", True, True, True),
+        ]
+        assert conn.execute("SELECT count(*) FROM rollup_minute").fetchone()[0] == 2  # the old rows deleted
+        assert conn.execute("SELECT count(*) FROM rollup_garbage").fetchone()[0] == 0

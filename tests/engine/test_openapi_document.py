@@ -68,6 +68,8 @@ def test_every_error_is_documented_as_problem_json_and_no_operation_promises_a_5
             statuses = set(operation["responses"])
             assert "500" not in statuses and "default" not in statuses, f"{method} {path}"
             assert {"401", "403"} <= statuses, f"{method} {path}: authentication errors undocumented"
+            # The connection's limits come before any operation: a head past them is 431 anywhere.
+            assert "431" in statuses, f"{method} {path}: a request head past the limits (431) undocumented"
             for status, response in operation["responses"].items():
                 if int(status) >= 400:
                     content = _resolve(document, response)["content"]

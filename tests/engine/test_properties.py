@@ -63,6 +63,12 @@ QUERIES = [
 AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
 
 
+@pytest.fixture(scope="module")
+def stack(stack_factory):
+    # Seven meters per example, all kept: more than the default maxMeters.
+    return stack_factory(overrides={"maxMeters": 1000})
+
+
 @settings(
     max_examples=15,
     deadline=None,

@@ -243,18 +243,23 @@ def test_a_statement_past_the_timeout_answers_504_naming_it(impatient):
 
 def test_meter_changes_are_not_cut_by_the_statement_timeout(impatient, uid):
     """Creating a meter backfills it, which may take longer than any query should."""
+    with OpenMeterClient(impatient.api_url) as client:  # stored events of its type: a backfill to do
+        client.ingest([event(f"{uid}-{i}", f"backfilled-{uid}", "s") for i in range(3)])
+        client.wait_stored(uid, 3)
     with ThreadPoolExecutor(1) as pool:
         with LockedRollups(impatient.database_url, table="events"):
             created = pool.submit(
                 httpx.post,
                 f"{impatient.api_url}/api/v1/meters",
                 timeout=60,
-                json={"slug": f"m_{uid}", "eventType": "call", "aggregation": "COUNT"},
+                json={"slug": f"m_{uid}", "eventType": f"backfilled-{uid}", "aggregation": "COUNT"},
             )
             until(lambda: waiting_api_statements(impatient.database_url), 10, "the backfill waits for the lock")
             time.sleep(2)  # the lock is held past the 1 s statement timeout while the backfill waits for it
         response = created.result(timeout=60)
     assert response.status_code == 200, response.text
+    with OpenMeterClient(impatient.api_url) as client:
+        assert client.total(f"m_{uid}") == 3  # backfilled, not cut short
     # The connection it used is back in the pool with the timeout in force again.
     for _ in range(3):
         with LockedRollups(impatient.database_url):

@@ -1,0 +1,29 @@
+"""A database as an engine of an earlier schema version left it, for migration tests."""
+
+from __future__ import annotations
+
+import psycopg
+
+from bp_openmeter.migrate import available
+
+
+def version_before(name: str) -> int:
+    """The schema version just before the migration called `name` (NNNN_<name>.sql)."""
+    return next(m.version for m in available() if m.name == name) - 1
+
+
+def migrate_to(url: str, version: int) -> None:
+    """Apply migrations 1..version to an empty database as `migrate` would have, with its
+    bookkeeping, so that `migrate` later applies only the ones after."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for migration in available()[:version]:
+            with conn.transaction():
+                conn.execute(migration.sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
