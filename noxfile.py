@@ -95,7 +95,9 @@ def faults(session: nox.Session) -> None:
     BPOM_LOAD_SECONDS=180 nox -s faults -- -k load
     BPOM_PG_OUTAGE_SECONDS=330 nox -s faults -- -k long_outage   # the 5-minute PostgreSQL outage
     """
-    session.install("-e", ".[test]")
+    # render and helm: the upgrade scenario renders the previous and the candidate chart's config.
+    session.install("-e", ".[test,render]")
+    session.run("python", "-m", "testkit.tools")
     session.run("pytest", "tests/faults", *session.posargs)
 
 
