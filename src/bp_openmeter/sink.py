@@ -102,10 +102,28 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], n
                 # was cancelled, or its connection lost). A transaction that writes no WAL commits
                 # without waiting for them; one WAL record makes this COMMIT wait until the
                 # standbys hold everything before it, those events included, before the ack.
+                # (Emptying the staging table at COMMIT logs a lock record today: not relied on.)
                 await cur.execute(_WAIT_FOR_STANDBYS)
         commit_outcome.forget(conn)
     commit_outcome.confirm(conn)
     return stored
+
+
+async def _insert_dead_letter(conn: psycopg.AsyncConnection, row: tuple) -> None:
+    """Record one dead letter (stream, stream_seq, position, namespace, source, id, type,
+    subject, time, payload, reason, deliveries) in a transaction of its own."""
+    async with conn.transaction():
+        async with conn.cursor() as cur:
+            await cur.execute(
+                """INSERT INTO dead_letters (stream, stream_seq, position, namespace, source, id, type, subject,
+                                             time, payload, reason, deliveries)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT DO NOTHING""", row)
+            if cur.rowcount == 0:
+                # Recorded before, maybe by a commit the standbys lack: wait for them as _store does.
+                await cur.execute(_WAIT_FOR_STANDBYS)
+        commit_outcome.forget(conn)
+    commit_outcome.confirm(conn)
 
 
 def _rows(msgs: list) -> list[tuple[int, bytes]]:
@@ -380,17 +398,9 @@ class Sink:
             event_time = None
 
         async def insert(conn: psycopg.AsyncConnection) -> None:
-            async with conn.transaction():
-                await conn.execute(
-                    """INSERT INTO dead_letters (stream, stream_seq, position, namespace, source, id, type, subject,
-                                                 time, payload, reason, deliveries)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                       ON CONFLICT DO NOTHING""",
-                    (self.cfg.nats.stream.name, msg.metadata.sequence.stream, position, field("namespace"),
-                     field("source"), field("id"), field("type"), field("subject"), event_time, text,
-                     reason[:2000], deliveries))
-                commit_outcome.forget(conn)
-            commit_outcome.confirm(conn)
+            await _insert_dead_letter(conn, (self.cfg.nats.stream.name, msg.metadata.sequence.stream, position,
+                                             field("namespace"), field("source"), field("id"), field("type"),
+                                             field("subject"), event_time, text, reason[:2000], deliveries))
 
         try:
             await self._retrying(insert, keep, "dead letter")
