@@ -18,15 +18,15 @@ from . import jsonpath, numeric
 from .meter_store import list_meters
 from .meters import Meter
 from .problems import bad_request
-from .query import time_param
+from .query import client_id_param, time_param
 from .timefmt import format_time, utcnow
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
 DEFAULT_LOOKBACK = timedelta(days=32)
-# The strings the SQL function bpom_number (the finite_numbers migration) reads as
-# numbers, before numeric.counts.
-NUMERIC_STRING = re.compile(r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\s*", re.ASCII)
+# The strings the SQL function bpom_number (the upstream_value_text migration) reads as
+# numbers, before numeric.counts: no white space around them, as upstream's float parsing.
+NUMERIC_STRING = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,18 @@ def _time(qp: Mapping, name: str) -> datetime | None:
 
 
 def parse_params(qp: Mapping) -> ListParams:
-    known = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit"}
+    known = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit", "clientId"}
+    if "customerId" in qp:
+        raise bad_request("customerId: customers are not part of this engine; filter by subject instead",
+                          field="customerId")
     unknown = sorted(set(qp.keys()) - known)
     if unknown:
         raise bad_request(f"{unknown[0]}: unknown query parameter", field=unknown[0])
+    client_id_param(qp.get("clientId"))
     raw_limit = qp.get("limit")
     limit = DEFAULT_LIMIT
     if raw_limit not in (None, ""):
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise bad_request(f"limit: must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}", field="limit")
         limit = int(raw_limit)
     params = ListParams(_time(qp, "from"), _time(qp, "to"), _time(qp, "ingestedAtFrom"), _time(qp, "ingestedAtTo"),
@@ -112,7 +116,7 @@ def _value_error(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return None if numeric.counts(value) else "invalid event: value cannot be infinity"
     if len(value) <= 400 and NUMERIC_STRING.fullmatch(value):
-        if numeric.counts(Decimal(value.strip())):
+        if numeric.counts(Decimal(value)):
             return None
         return f"invalid event: value cannot be parsed as float64: {value[:200]}"
     word = value.strip().lower().lstrip("+-")
@@ -146,7 +150,7 @@ def validation_error(event_type: str, data: Any, meters: list[Meter]) -> str | N
     return "\n".join(dict.fromkeys(errors)) or None
 
 
-def _exact_numbers(text: str) -> dict[str, Any]:
+def exact_numbers(text: str) -> dict[str, Any]:
     """A stored JSON object whose numbers are written back exactly as stored (an integer
     past 64 bits is a valid JSON number that orjson cannot write from a Python int)."""
     return json.loads(text, parse_int=orjson.Fragment, parse_float=orjson.Fragment)
@@ -171,7 +175,7 @@ async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: Lis
         if row["time"] is not None:
             event["time"] = format_time(row["time"])
         if row["attributes"] is not None:
-            event.update(_exact_numbers(row["attributes"]))
+            event.update(exact_numbers(row["attributes"]))
         data = None
         if row["data"] is not None:
             event["data"] = orjson.Fragment(row["data"])

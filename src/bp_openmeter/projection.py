@@ -22,8 +22,13 @@ def _value_at(field: str, path: str) -> str:
             f"ELSE jsonb_path_query_first(s.data, {path}, '{{}}', true) END")
 
 
+def _group_text(value: str) -> str:
+    """A group value: its text as upstream reads it, "" when the event does not have it."""
+    return f"COALESCE(bpom_value_text({value}), '')"
+
+
 def _group_value(i: int) -> str:
-    return f"bpom_text({_value_at(f'm.group_fields[{i}]', f'm.group_paths[{i}]')})"
+    return _group_text(_value_at(f"m.group_fields[{i}]", f"m.group_paths[{i}]"))
 
 
 # Inputs: a relation `src(namespace, source, id, type, subject, time, data)` and the
@@ -39,7 +44,7 @@ projected AS (
                 WHEN 1 THEN jsonb_build_object(m.group_keys[1], {_group_value(1)})
                 WHEN 2 THEN jsonb_build_object(m.group_keys[1], {_group_value(1)},
                                                m.group_keys[2], {_group_value(2)})
-                ELSE COALESCE((SELECT jsonb_object_agg(g.k, bpom_text(jsonb_path_query_first(s.data, g.p, '{{}}', true)))
+                ELSE COALESCE((SELECT jsonb_object_agg(g.k, {_group_text("jsonb_path_query_first(s.data, g.p, '{}', true)")})
                                  FROM unnest(m.group_keys, m.group_paths) AS g(k, p)), '{{}}'::jsonb)
            END AS groups,
            date_trunc('minute', s.time) AS minute,
@@ -47,8 +52,9 @@ projected AS (
            m.aggregation = 'LATEST' AS keeps_latest,
            CASE WHEN m.aggregation IN ('SUM', 'AVG', 'MIN', 'MAX', 'LATEST')
                 THEN bpom_number({_value_at("m.value_field", "m.value_path")}) END AS num,
+           -- UNIQUE_COUNT counts neither a missing value nor null (JSON null or "null", as upstream)
            CASE WHEN m.aggregation = 'UNIQUE_COUNT'
-                THEN bpom_text({_value_at("m.value_field", "m.value_path")}) END AS str
+                THEN NULLIF(bpom_value_text({_value_at("m.value_field", "m.value_path")}), 'null') END AS str
       FROM src s
       JOIN meters m
         ON m.namespace = s.namespace

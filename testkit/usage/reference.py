@@ -11,16 +11,20 @@ numbers read from strings), this module keeps its own on purpose and imports non
 - `from` is inclusive, `to` exclusive;
 - windows are calendar-aligned in an IANA zone (DAY windows last 23 h or 25 h across
   a DST change), empty windows are omitted;
-- SUM/AVG/MIN/MAX read the value as a number (numeric strings count; missing,
-  non-numeric, NaN and infinite values are ignored), COUNT counts events,
-  UNIQUE_COUNT counts distinct values as strings, LATEST is the value of the latest
-  event (ties on time broken by the greater id, then the greater source);
+- SUM/AVG/MIN/MAX read the value as a number (numeric strings without white space
+  around them count; missing, non-numeric, NaN and infinite values are ignored), COUNT
+  counts events, UNIQUE_COUNT counts distinct values as strings (neither a missing value
+  nor null nor "null"; a row whose events have none counts 0), LATEST is the value of the
+  latest event (ties on time broken by the greater id, then the greater source);
+- a COUNT or UNIQUE_COUNT without window, group keys and subjects over no events is one
+  row of 0;
 - a subject filter filters and groups by subject; groupBy and filterGroupBy act on the
-  meter's group-by properties, read as strings.
+  meter's group-by properties, read as strings (a missing value, an object or an array
+  as "", null as "null").
 
-A result the semantics leave open (a row whose events all lack a usable value, a
-group-by property missing from an event) raises `Undefined`, so that fixture data
-can never make the suite assert something the specification does not say.
+A result the semantics leave open (a row whose events all lack a usable value for SUM,
+AVG, MIN, MAX or LATEST; a fractional number as a string) raises `Undefined`, so that
+fixture data can never make the suite assert something the specification does not say.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from zoneinfo import ZoneInfo
 UTC = timezone.utc
 AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
 WINDOW_SIZES = ("MINUTE", "HOUR", "DAY", "MONTH")
-_NUMERIC = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_NUMERIC = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$", re.ASCII)
 _PATH = re.compile(r"^\$(?:\.[A-Za-z_][A-Za-z0-9_]*)+$")
 MISSING = object()
 
@@ -190,17 +194,21 @@ def as_number(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         number = float(value)
-    elif isinstance(value, str) and _NUMERIC.match(value.strip()):
-        number = float(value.strip())
+    elif isinstance(value, str) and _NUMERIC.match(value):
+        number = float(value)
     else:
         return None
     return number if math.isfinite(number) else None
 
 
 def as_string(value: Any) -> str | None:
-    """A value as the API reads it for UNIQUE_COUNT and group-by keys."""
-    if value is MISSING or value is None:
+    """A value as the API reads it for UNIQUE_COUNT and group-by keys (None: missing)."""
+    if value is MISSING:
         return None
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return ""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -256,10 +264,7 @@ def _aggregate(meter: Meter, events: Sequence[Event]) -> float:
         return float(len(events))
     values = [read_path(e.data, meter.value_property) for e in events]
     if meter.aggregation == "UNIQUE_COUNT":
-        strings = {s for s in (as_string(v) for v in values) if s is not None}
-        if not strings:
-            raise Undefined(f"{meter.slug}: a row whose events carry no {meter.value_property}")
-        return float(len(strings))
+        return float(len({s for s in (as_string(v) for v in values) if s not in (None, "null")}))
     numbered = [(as_number(v), e) for v, e in zip(values, events)]
     numbers = [n for n, _ in numbered if n is not None]
     if not numbers:
@@ -284,9 +289,7 @@ def group_values(meter: Meter, event: Event, keys: Sequence[str]) -> tuple[tuple
         if key not in meter.group_by:
             raise ValueError(f"{meter.slug}: {key!r} is not a group-by key of the meter")
         value = as_string(read_path(event.data, meter.group_by[key]))
-        if value is None:
-            raise Undefined(f"{meter.slug}: event {event.id} has no {meter.group_by[key]}")
-        out.append((key, value))
+        out.append((key, "" if value is None else value))
     return tuple(sorted(out))
 
 
@@ -307,7 +310,9 @@ def expected_usage(meter: Meter, events: Iterable[Event], query: Query) -> dict[
             continue
         if query.subjects and event.subject not in query.subjects:
             continue
-        if any(as_string(read_path(event.data, meter.group_by[k])) != v for k, v in query.filter_group_by.items()):
+        if any(
+            (as_string(read_path(event.data, meter.group_by[k])) or "") != v for k, v in query.filter_group_by.items()
+        ):
             continue
         if query.window_size is None:
             window: tuple[datetime | None, datetime | None] = (None, None)
@@ -317,6 +322,12 @@ def expected_usage(meter: Meter, events: Iterable[Event], query: Query) -> dict[
             window[0], window[1], event.subject if by_subject else None, group_values(meter, event, group_keys)
         )
         rows[key].append(event)
+    if (
+        not rows
+        and meter.aggregation in ("COUNT", "UNIQUE_COUNT")
+        and not (query.window_size or group_keys or by_subject)
+    ):
+        return {RowKey(None, None, None, ()): 0.0}  # one aggregate row over nothing
     return {key: _aggregate(meter, members) for key, members in sorted(rows.items(), key=_sort_key)}
 
 

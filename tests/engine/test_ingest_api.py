@@ -61,7 +61,7 @@ def test_an_invalid_event_in_a_batch_refuses_the_whole_batch_and_names_the_field
     assert f"[3].{field}" in body["detail"]
     # Nothing of the refused batch may be counted: send a marker and wait until it is counted.
     client.ingest(event(f"{uid}-marker", event_type, "s"))
-    answer = client.query_until(slug, lambda a: bool(a["data"]))
+    answer = client.query_until(slug, lambda a: bool(a["data"]) and a["data"][0]["value"] > 0)
     assert answer["data"][0]["value"] == 1
 
 
@@ -74,7 +74,7 @@ def test_nul_inside_data_is_refused(client, count_meter, uid):
 def test_a_literal_backslash_u0000_text_is_not_a_nul(client, count_meter, uid):
     slug, event_type = count_meter
     client.ingest(event(f"{uid}-1", event_type, "s", data={"k": "\\u0000"}))
-    assert client.query_until(slug, lambda a: bool(a["data"]))["data"][0]["value"] == 1
+    assert client.query_until(slug, lambda a: bool(a["data"]) and a["data"][0]["value"] > 0)["data"][0]["value"] == 1
 
 
 @pytest.mark.parametrize(

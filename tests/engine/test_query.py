@@ -73,7 +73,8 @@ def test_second_precision_edges_are_exact(client, meters, agg, start, end):
     values = [i for i in range(360) if parse_time(start) <= parse_time(at(i)) < parse_time(end)]
     rows = client.query(meters[agg], from_=start, to=end)["data"]
     if not values:
-        assert rows == []
+        # a count of nothing is one row of 0 (as upstream); other aggregations have no value
+        assert [row["value"] for row in rows] == ([0] if agg == "COUNT" else [])
         return
     assert len(rows) == 1
     assert rows[0]["value"] == pytest.approx(expected(values)[agg])
@@ -188,7 +189,8 @@ def test_values_are_read_as_numbers_and_the_rest_ignored(client, uid):
     )
     client.wait_stored(uid, len(values) + 1)
     answer = client.query(slug)
-    assert answer["data"][0]["value"] == pytest.approx(1 + 2 + 3.5 + 100 - 0.5)
+    # " 3.5 " is not a number: white space around it, as upstream's float parsing
+    assert answer["data"][0]["value"] == pytest.approx(1 + 2 + 100 - 0.5)
 
 
 def test_a_window_with_no_countable_value_is_omitted(client, uid):

@@ -51,7 +51,7 @@ def slug(stack):
     with OpenMeterClient(stack.api_url) as client:
         client.create_meter(slug="zone_names", eventType="zone.event", aggregation="COUNT")
         client.ingest(event("z-1", "zone.event", "s", time="2025-06-01T12:00:00Z"))
-        client.query_until("zone_names", lambda a: bool(a["data"]))
+        client.query_until("zone_names", lambda a: bool(a["data"]) and a["data"][0]["value"] > 0)
     return "zone_names"
 
 

@@ -1,10 +1,12 @@
 """The reference calculation, checked on hand-computed cases."""
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from testkit.usage.reference import (
+    MISSING,
     Event,
     Meter,
     Query,
@@ -46,7 +48,7 @@ def test_parse_time_normalises_offsets():
         (3, 3.0),
         (2.5, 2.5),
         ("12.5", 12.5),
-        (" 7 ", 7.0),
+        (" 7 ", None),  # white space around it: not a number (as upstream)
         ("1e3", 1000.0),
         ("n/a", None),
         ("NaN", None),
@@ -65,6 +67,22 @@ def test_as_string_reads_integers_and_strings_alike():
     assert as_string(1042) == as_string("1042") == "1042"
     with pytest.raises(Undefined):
         as_string(1.5)
+
+
+def test_as_string_reads_null_objects_and_arrays_as_upstream():
+    assert (as_string(None), as_string({"k": 1}), as_string([1]), as_string(MISSING)) == ("null", "", "", None)
+
+
+def test_missing_group_values_are_one_group_and_counts_over_nothing_are_zero():
+    events = [ev(1, m=""), ev(2), ev(3, m="null"), ev(4, m=None)]
+    q = Query(group_by=("m",))
+    assert expected_usage(COUNT, events, q) == {
+        RowKey(None, None, None, (("m", ""),)): 2.0,
+        RowKey(None, None, None, (("m", "null"),)): 2.0,
+    }
+    empty = Query(start=t("2020-01-01T00:00:00Z"), end=t("2020-01-02T00:00:00Z"))
+    assert expected_usage(COUNT, events, empty) == {RowKey(None, None, None, ()): 0.0}
+    assert expected_usage(COUNT, events, replace(empty, group_by=("m",))) == {}
 
 
 def test_duplicates_keep_the_first_copy():
