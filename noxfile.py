@@ -141,6 +141,8 @@ def faults(session: nox.Session) -> None:
     prints its posted / acknowledged / stored / queried totals. Longer runs:
     BPOM_LOAD_SECONDS=180 nox -s faults -- -k load
     BPOM_PG_OUTAGE_SECONDS=330 nox -s faults -- -k long_outage   # the 5-minute PostgreSQL outage
+    BPOM_UPGRADE_CONTROL=1 nox -s faults -- -k upgrade           # the upgrade's control too
+    (the release gate runs both)
     """
     # render and helm: the upgrade scenario renders the previous and the candidate chart's config.
     session.install("-e", ".[test,render]")
