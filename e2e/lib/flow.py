@@ -251,10 +251,10 @@ def engine_image(plan: Plan) -> tuple[str, str]:
         tag = images.build(bp.image_repository, bp.image_tag)
     with step(
         f"loading {bp.image_repository}:{tag} into kind cluster {plan.cluster_name}",
-        waiting_for="kind load docker-image",
-        timeout=600,
+        waiting_for="kind load docker-image (or its fallback, docker image save + kind load image-archive)",
+        timeout=900,  # three commands of at most 280 s each
     ):
-        _cluster(plan).load_image(f"{bp.image_repository}:{tag}")
+        _cluster(plan).load_image(f"{bp.image_repository}:{tag}", timeout=280, say=REPORTER.say)
     return bp.image_repository, tag
 
 
