@@ -86,7 +86,9 @@ def test_a_checkout_after_a_kind_run_sends_only_what_the_dockerfile_copies(tmp_p
     sent = context_files(tmp_path)
     assert not any(Path(p).name == "kubeconfig" for p in sent), f"a kubeconfig reaches the Docker daemon: {sent}"
     always = {"Dockerfile", ".dockerignore"}  # the builder reads them, whatever the patterns say
-    assert sent - always == set(needed), f"sent beyond the Dockerfile's COPY sources: {sorted(sent - always - set(needed))}"
+    assert sent - always == set(needed), (
+        f"sent beyond the Dockerfile's COPY sources: {sorted(sent - always - set(needed))}"
+    )
 
 
 @functools.cache

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from e2e.lib import prereqs
-from e2e.lib.flow import checks_for, make_plan
+from e2e.lib.flow import checks_for, make_plan, run_prerequisites
 from e2e.lib.options import parse
 from testkit.kind import KindError
 from testkit.platform import load_platform
@@ -125,7 +125,7 @@ def _names(plan, steps, **kw):
     kw.setdefault("fetch", lambda url, timeout: INDEX)
     kw.setdefault("inotify_read", lambda name: "1048576")
     kw.setdefault("disk_usage", lambda path: shutil._ntuple_diskusage(100 * 2**30, 0, 100 * 2**30))
-    return {c.name: c for c in prereqs.run_all(checks_for(plan, steps, **kw))}
+    return {c.name: c for c in run_prerequisites(checks_for(plan, steps, **kw), "`e2e test`")}
 
 
 def _index() -> bytes:
