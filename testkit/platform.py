@@ -84,6 +84,7 @@ class PlatformChart:
     namespace: str
     values: Mapping[str, Any] = field(default_factory=dict)
     app_version: str | None = None  # what the chart installs, where a vendored CRD must match it
+    docker_hub_images: Mapping[str, int] = field(default_factory=dict)  # repository -> pods that run it
 
     @property
     def repo_alias(self) -> str:
@@ -173,6 +174,7 @@ class Blueprint:
     profiles: Mapping[str, Path]
     api: Mapping[str, ApiService]
     toggles: Mapping[str, str]
+    docker_hub_images: Mapping[str, Mapping[str, int]]  # backend -> repository -> pods that run it
 
     @property
     def image(self) -> str:
@@ -314,6 +316,7 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
                 namespace=c["namespace"],
                 values=c.get("values") or {},
                 app_version=str(c["appVersion"]) if c.get("appVersion") else None,
+                docker_hub_images={str(k): int(v) for k, v in (c.get("dockerHubImages") or {}).items()},
             )
             for c in raw["platform"]
         ),
@@ -337,6 +340,10 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
                 for k, v in bp["api"].items()
             },
             toggles=dict(bp.get("toggles") or {}),
+            docker_hub_images={
+                str(backend): {str(k): int(v) for k, v in (images or {}).items()}
+                for backend, images in (bp.get("dockerHubImages") or {}).items()
+            },
         ),
         databases=Databases(
             namespace=dbs["namespace"],

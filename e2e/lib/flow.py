@@ -88,6 +88,8 @@ def checks_for(
     fetch: prereqs.Fetch | None = None,
     inotify_read: Callable[[str], str | None] | None = None,
     disk_usage: Callable[[Path], object] | None = None,
+    docker_hub_allowance: Callable[[], object] | None = None,
+    docker_login: bool | None = None,
 ) -> prereqs.Wanted:
     """The checks the given steps need, as thunks by name: the downloads first, then the rest (prereqs.run_all)."""
     from testkit import kind as kindmod
@@ -123,6 +125,7 @@ def checks_for(
         wanted["container registry registry-1.docker.io"] = lambda: prereqs.check_registry(
             "registry-1.docker.io", **probe_kw
         )
+        wanted["Docker Hub pull allowance"] = lambda: _docker_hub_allowance(plan, docker_hub_allowance, docker_login)
     if needs_tools(step_names):
         # An existing cluster's version is not known before it is asked; kind's is the node image's.
         node_image = None if existing else plan.node_image
@@ -158,6 +161,18 @@ def checks_for(
                 "the engine image is built from Dockerfile at the repository root",
             )
     return prereqs.Wanted(downloads, wanted)
+
+
+def _docker_hub_allowance(plan: Plan, read: Callable[[], object] | None, login: bool | None) -> prereqs.Check:
+    """A new cluster pulls every Docker Hub image of the run once per node that runs it: enough left for that?"""
+    from e2e.lib import docker_hub
+
+    pulls = docker_hub.run_pulls(plan.platform, plan.opts.backend, docker_hub.image_on_host)
+    return docker_hub.check_allowance(
+        pulls,
+        read or docker_hub.read_allowance,  # type: ignore[arg-type]
+        docker_hub.logged_in() if login is None else login,
+    )
 
 
 def _free_disk(min_gib: float, disk_usage: Callable[[Path], object] | None) -> prereqs.Check:

@@ -44,6 +44,7 @@ def quick_host(**kw):
     kw.setdefault("probe", lambda url, timeout: 200)
     kw.setdefault("inotify_read", lambda name: "1048576")
     kw.setdefault("disk_usage", lambda path: shutil._ntuple_diskusage(100 * 2**30, 0, 100 * 2**30))
+    kw.setdefault("docker_hub_allowance", lambda: None)
     return kw
 
 
