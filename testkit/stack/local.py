@@ -32,9 +32,17 @@ def _database_url(base_url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-def create_database(base_url: str, name: str) -> str:
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, never user input
+def create_database(base_url: str, name: str, admin_url: str | None = None) -> str:
+    """A new database owned by `base_url`'s role, created by `admin_url`'s (default: that role itself); its URL.
+
+    The engine's role of a PostgreSQL started here may not create databases (testkit/stack/servers.py):
+    give the Servers' `postgres_admin_url`.
+    """
+    owner = urlsplit(base_url).username
+    # name is generated here and owner is the kit's own role, never user input
+    owned = f' OWNER "{owner}"' if admin_url and owner else ""
+    with psycopg.connect(admin_url or base_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{owned}')
     return _database_url(base_url, name)
 
 
@@ -219,7 +227,7 @@ def start_local_stack(
     """
     stack_id = uuid.uuid4().hex[:10]
     root.mkdir(parents=True, exist_ok=True)
-    database_url = create_database(servers.postgres_url, f"om_{stack_id}")
+    database_url = create_database(servers.postgres_url, f"om_{stack_id}", servers.postgres_admin_url)
     api_port, telemetry_port = api_port or free_port(), telemetry_port or free_port()
     config = stack_config(servers, stack_id, meters or [], api_port, telemetry_port, overrides)
     config_path = root / "config.yaml"

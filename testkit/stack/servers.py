@@ -148,21 +148,39 @@ def _unprivileged_user() -> str | None:
     raise ServerError("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL")
 
 
-def _pg_bindir() -> Path:
+PG_LIB = Path("/usr/lib/postgresql")  # Debian's and Ubuntu's home of each installed major: <major>/bin
+PG_OLDEST = 15  # the oldest PostgreSQL the engine supports
+
+
+def pg_bindir(search: Path = PG_LIB) -> Path:
+    """PostgreSQL's server binaries: BPOM_PG_BINDIR, else `initdb` on PATH, else the newest major in `search`."""
     explicit = os.environ.get("BPOM_PG_BINDIR")
     if explicit:
         return Path(explicit)
     found = which("initdb")
     if found:
         return Path(found).resolve().parent
-    for version in ("17", "16", "15"):
-        candidate = Path(f"/usr/lib/postgresql/{version}/bin")
-        if (candidate / "initdb").exists():
-            return candidate
-    raise ServerError(
-        "PostgreSQL server binaries not found (initdb). Install them: "
-        "apt-get install postgresql (15 or newer), or set BPOM_PG_BINDIR"
+    majors = sorted(
+        (int(entry.name), entry / "bin")
+        for entry in (search.iterdir() if search.is_dir() else [])
+        if entry.name.isdigit() and (entry / "bin" / "initdb").exists()
     )
+    supported = [bindir for major, bindir in majors if major >= PG_OLDEST]
+    if supported:
+        return supported[-1]
+    raise ServerError(
+        f"PostgreSQL server binaries not found (initdb of {PG_OLDEST} or newer; {search} holds "
+        f"{', '.join(str(m) for m, _ in majors) or 'none'}). Install them: apt-get install postgresql "
+        f"({PG_OLDEST} or newer), or set BPOM_PG_BINDIR"
+    )
+
+
+# The bootstrap superuser creates the engine's role and databases, nothing else; the
+# engine connects as ENGINE_ROLE, the owner of its database and nothing more (no
+# superuser, no CREATEROLE, no CREATEDB, no replication), as CloudNativePG's app user.
+ADMIN_ROLE = "postgres"
+ENGINE_ROLE = "openmeter"
+ENGINE_ROLE_ATTRIBUTES = ["--no-superuser", "--no-createrole", "--no-createdb", "--no-replication"]
 
 
 @dataclass
@@ -182,14 +200,20 @@ class PostgresServer(ManagedServer):
 
     @property
     def url(self) -> str:
-        return f"postgresql://openmeter@127.0.0.1:{self.port}/{self.database}"
+        """The engine's: its role, its database."""
+        return f"postgresql://{ENGINE_ROLE}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def admin_url(self) -> str:
+        """The bootstrap superuser's, for what only it may do (create databases for the engine's role)."""
+        return f"postgresql://{ADMIN_ROLE}@127.0.0.1:{self.port}/postgres"
 
     @property
     def _data(self) -> Path:
         return self.workdir / "data"
 
     def start(self) -> "PostgresServer":
-        bindir = _pg_bindir()
+        bindir = pg_bindir()
         self._user = _unprivileged_user()
         if self._user:
             # The caller's directory is usually private to root; give the server one it can reach.
@@ -205,7 +229,7 @@ class PostgresServer(ManagedServer):
                     "-D",
                     str(self._data),
                     "-U",
-                    "openmeter",
+                    ADMIN_ROLE,
                     "-A",
                     "trust",
                     "-E",
@@ -220,6 +244,7 @@ class PostgresServer(ManagedServer):
             if proc.returncode != 0:
                 raise ServerError(f"initdb failed (exit {proc.returncode}): {proc.stderr.strip()}")
         self._launch()
+        self._create_engine_role(bindir, self._user)
         self._create_database(bindir, self._user)
         return self
 
@@ -236,7 +261,7 @@ class PostgresServer(ManagedServer):
             "-c",
             "shared_buffers=256MB",
         ]
-        self._spawn([str(_pg_bindir() / "postgres"), "-D", str(self._data), *options], user=self._user)
+        self._spawn([str(pg_bindir() / "postgres"), "-D", str(self._data), *options], user=self._user)
         wait_for_port(self.port, self.proc, "postgres", self.log_path)
         self._wait_accepting()
 
@@ -248,13 +273,13 @@ class PostgresServer(ManagedServer):
             nonlocal last
             proc = subprocess.run(
                 [
-                    str(_pg_bindir() / "pg_isready"),
+                    str(pg_bindir() / "pg_isready"),
                     "-h",
                     "127.0.0.1",
                     "-p",
                     str(self.port),
                     "-U",
-                    "openmeter",
+                    ADMIN_ROLE,
                     "-d",
                     "postgres",
                 ],
@@ -277,29 +302,32 @@ class PostgresServer(ManagedServer):
             f"log: {self.log_path}\n{_tail(self.log_path)}"
         )
 
-    def _create_database(self, bindir: Path, user: str | None) -> None:
-        last = ""
+    def _create_engine_role(self, bindir: Path, user: str | None) -> None:
+        self._admin_command(bindir, user, "createuser", [*ENGINE_ROLE_ATTRIBUTES, ENGINE_ROLE])
 
-        def created() -> bool:
+    def _create_database(self, bindir: Path, user: str | None) -> None:
+        self._admin_command(bindir, user, "createdb", ["--owner", ENGINE_ROLE, self.database])
+
+    def _admin_command(self, bindir: Path, user: str | None, tool: str, args: list[str]) -> None:
+        """createuser / createdb as the bootstrap superuser; what exists already (a resumed data directory) is kept."""
+        last = ""
+        argv = [str(bindir / tool), "-h", "127.0.0.1", "-p", str(self.port), "-U", ADMIN_ROLE, *args]
+
+        def done() -> bool:
             nonlocal last
-            proc = subprocess.run(
-                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "openmeter", self.database],
-                capture_output=True,
-                text=True,
-                user=user,
-            )
+            proc = subprocess.run(argv, capture_output=True, text=True, user=user)
             last = proc.stderr.strip()
             if proc.returncode == 0 or "already exists" in proc.stderr:
                 return True
             # The port opens a moment before the server accepts sessions ("starting up").
             if "starting up" not in proc.stderr:
-                raise ServerError(f"createdb failed: {last}")
+                raise ServerError(f"{tool} failed: {last}")
             return False
 
         try:
-            wait_until(created, TIMEOUTS.server_start, f"createdb {self.database}", interval=START_POLL)
+            wait_until(done, TIMEOUTS.server_start, f"{tool} {' '.join(args)}", interval=START_POLL)
         except WaitTimeout:
-            raise ServerError(f"createdb failed: {last}") from None
+            raise ServerError(f"{tool} failed: {last}") from None
 
 
 @dataclass
@@ -376,6 +404,9 @@ class Servers:
     nats_url: str
     valkey_url: str
     started: list[ManagedServer] = field(default_factory=list)
+    # Who creates the engine's databases: the bootstrap superuser of a PostgreSQL started
+    # here; for one given by BPOM_TEST_POSTGRES_URL, BPOM_TEST_POSTGRES_ADMIN_URL, else that URL's own role.
+    postgres_admin_url: str | None = None
 
     def by_name(self, name: str) -> ManagedServer:
         for server in self.started:
@@ -408,4 +439,7 @@ def start_servers(root: Path, *, reuse_given: bool = True) -> Servers:
         for server in reversed(started):
             server.stop()
         raise
-    return Servers(urls["POSTGRES"], urls["NATS"], urls["VALKEY"], started)
+    admin = next((server.admin_url for server in started if isinstance(server, PostgresServer)), None)
+    if admin is None:
+        admin = os.environ.get("BPOM_TEST_POSTGRES_ADMIN_URL") or None
+    return Servers(urls["POSTGRES"], urls["NATS"], urls["VALKEY"], started, postgres_admin_url=admin)
