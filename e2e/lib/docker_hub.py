@@ -105,7 +105,10 @@ def run_pulls(platform: Platform, backend: str, on_host: Callable[[str], bool]) 
         if repo and not on_host(image):
             pulls.append(Pull(repo, 1, "host", why))
     cluster: list[tuple[str, int, str]] = []
-    for chart in platform.charts:
+    charts = list(platform.charts)
+    if backend == "cnpg":  # the HTTPS test (e2e/test_exposure.py) installs its controller on that backend
+        charts.append(platform.exposure.controller)
+    for chart in charts:
         cluster += [
             (repo, pods, f"chart {chart.chart} {chart.version}") for repo, pods in chart.docker_hub_images.items()
         ]
