@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 import yaml
 
+from e2e.lib.prereqs import Check
 from testkit.paths import REPO_ROOT
 from testkit.platform import Platform
 
@@ -203,8 +204,6 @@ def check_allowance(pulls: Sequence[Pull], read: Callable[[], Allowance | None] 
 
     `login`: the host's Docker is logged in to Docker Hub, so its own pulls are not this address's.
     """
-    from e2e.lib.prereqs import Check
-
     pulls = [p for p in pulls if not (login and p.by == "host")]
     needed = sum(p.times for p in pulls)
     name = "Docker Hub pull allowance"

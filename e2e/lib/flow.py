@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from e2e.lib import prereqs
+from e2e.lib import docker_hub, prereqs
 from e2e.lib.options import Options
 from e2e.lib.progress import REPORTER, StepTimeout, step
 from testkit.paths import ARTIFACTS, CACHE, KIND_CLUSTERS, REPO_ROOT
@@ -88,7 +88,7 @@ def checks_for(
     fetch: prereqs.Fetch | None = None,
     inotify_read: Callable[[str], str | None] | None = None,
     disk_usage: Callable[[Path], object] | None = None,
-    docker_hub_allowance: Callable[[], object] | None = None,
+    docker_hub_allowance: Callable[[], docker_hub.Allowance | None] | None = None,
     docker_login: bool | None = None,
 ) -> prereqs.Wanted:
     """The checks the given steps need, as thunks by name: the downloads first, then the rest (prereqs.run_all)."""
@@ -179,15 +179,13 @@ def checks_for(
     return prereqs.Wanted(downloads, wanted)
 
 
-def _docker_hub_allowance(plan: Plan, read: Callable[[], object] | None, login: bool | None) -> prereqs.Check:
+def _docker_hub_allowance(
+    plan: Plan, read: Callable[[], docker_hub.Allowance | None] | None, login: bool | None
+) -> prereqs.Check:
     """A new cluster pulls every Docker Hub image of the run once per node that runs it: enough left for that?"""
-    from e2e.lib import docker_hub
-
     pulls = docker_hub.run_pulls(plan.platform, plan.opts.backend, docker_hub.image_on_host)
     return docker_hub.check_allowance(
-        pulls,
-        read or docker_hub.read_allowance,  # type: ignore[arg-type]
-        docker_hub.logged_in() if login is None else login,
+        pulls, read or docker_hub.read_allowance, docker_hub.logged_in() if login is None else login
     )
 
 
