@@ -22,6 +22,7 @@ import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from testkit.net import accepts, free_port
 from testkit.timeouts import TIMEOUTS
@@ -181,6 +182,21 @@ def pg_bindir(search: Path = PG_LIB) -> Path:
 ADMIN_ROLE = "postgres"
 ENGINE_ROLE = "openmeter"
 ENGINE_ROLE_ATTRIBUTES = ["--no-superuser", "--no-createrole", "--no-createdb", "--no-replication"]
+_ADMIN_URLS: dict[
+    str, str
+] = {}  # the engine's URL (to its `postgres` database) -> the superuser's, per server started here
+
+
+def admin_url_for(url: str) -> str | None:
+    """Who may create databases for `url`'s role: the bootstrap superuser of a PostgreSQL this process
+    started; for one given by BPOM_TEST_POSTGRES_URL, BPOM_TEST_POSTGRES_ADMIN_URL (None: that URL's own role)."""
+    parts = urlsplit(url)
+    found = _ADMIN_URLS.get(urlunsplit(parts._replace(path="/postgres")))
+    if found:
+        return found
+    if url == os.environ.get("BPOM_TEST_POSTGRES_URL"):
+        return os.environ.get("BPOM_TEST_POSTGRES_ADMIN_URL") or None
+    return None
 
 
 @dataclass
@@ -246,6 +262,7 @@ class PostgresServer(ManagedServer):
         self._launch()
         self._create_engine_role(bindir, self._user)
         self._create_database(bindir, self._user)
+        _ADMIN_URLS[self.url.rsplit("/", 1)[0] + "/postgres"] = self.admin_url
         return self
 
     def _launch(self) -> None:
@@ -404,9 +421,6 @@ class Servers:
     nats_url: str
     valkey_url: str
     started: list[ManagedServer] = field(default_factory=list)
-    # Who creates the engine's databases: the bootstrap superuser of a PostgreSQL started
-    # here; for one given by BPOM_TEST_POSTGRES_URL, BPOM_TEST_POSTGRES_ADMIN_URL, else that URL's own role.
-    postgres_admin_url: str | None = None
 
     def by_name(self, name: str) -> ManagedServer:
         for server in self.started:
@@ -439,7 +453,4 @@ def start_servers(root: Path, *, reuse_given: bool = True) -> Servers:
         for server in reversed(started):
             server.stop()
         raise
-    admin = next((server.admin_url for server in started if isinstance(server, PostgresServer)), None)
-    if admin is None:
-        admin = os.environ.get("BPOM_TEST_POSTGRES_ADMIN_URL") or None
-    return Servers(urls["POSTGRES"], urls["NATS"], urls["VALKEY"], started, postgres_admin_url=admin)
+    return Servers(urls["POSTGRES"], urls["NATS"], urls["VALKEY"], started)

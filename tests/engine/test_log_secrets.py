@@ -7,13 +7,11 @@ the pod's log.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from testkit.client import OpenMeterClient, event
 from testkit.stack.local import start_local_stack
-from testkit.stack.servers import NatsServer
+from testkit.stack.servers import NatsServer, Servers
 from testkit.timeouts import TIMEOUTS
 from testkit.wait import poll
 
@@ -35,7 +33,7 @@ def test_nats_credentials_never_reach_a_log_line(servers, tmp_path, auth, uid):
     nats_server = NatsServer(workdir=tmp_path / "nats", options=options).start()
     try:
         url = f"nats://{userinfo}@127.0.0.1:{nats_server.port}"
-        stack = start_local_stack(tmp_path / "engine", dataclasses.replace(servers, nats_url=url, started=[]))
+        stack = start_local_stack(tmp_path / "engine", Servers(servers.postgres_url, url, servers.valkey_url))
         try:
             nats_server.restart()
             assert poll(lambda: _reconnected(stack), bool, TIMEOUTS.engine_ready).last, "api and sink reconnect to NATS"

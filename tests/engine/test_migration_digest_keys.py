@@ -35,7 +35,7 @@ def _key(text: str) -> bytes:
 
 @pytest.fixture
 def migrated(servers):
-    url = create_database(servers.postgres_url, f"mig_{uuid.uuid4().hex[:8]}", servers.postgres_admin_url)
+    url = create_database(servers.postgres_url, f"mig_{uuid.uuid4().hex[:8]}")
     migrate_to(url, BEFORE)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")

@@ -126,7 +126,7 @@ START = "2025-01-01T00:00:00Z"
 @pytest.fixture
 def before(servers):
     """A database at the schema before the migration, with the old rollups at every level."""
-    url = create_database(servers.postgres_url, f"vt_{uuid.uuid4().hex[:8]}", servers.postgres_admin_url)
+    url = create_database(servers.postgres_url, f"vt_{uuid.uuid4().hex[:8]}")
     migrate_to(url, BEFORE)
     with psycopg.connect(url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")

@@ -113,7 +113,7 @@ def test_migrate_rebuilds_rollups_that_counted_huge_values(servers):
     """From the schema before finite_numbers, with data: the migrations after it (rollup keys
     become digests, backfills become chunked) keep what they convert, and `migrate` then
     rebuilds the flagged meter under the new keys, chunk by chunk."""
-    url = create_database(servers.postgres_url, f"db_{uuid.uuid4().hex[:8]}", servers.postgres_admin_url)
+    url = create_database(servers.postgres_url, f"db_{uuid.uuid4().hex[:8]}")
     migrate_to(url, version_before("finite_numbers"))
     with psycopg.connect(url) as conn:
         conn.execute("SET TIME ZONE 'UTC'")

@@ -23,7 +23,7 @@ DATABASE, DATA = Cause.DATABASE, Cause.DATA
 
 @pytest.fixture(scope="module")
 def conn(servers):
-    url = create_database(servers.postgres_url, f"err_{uuid.uuid4().hex[:8]}", servers.postgres_admin_url)
+    url = create_database(servers.postgres_url, f"err_{uuid.uuid4().hex[:8]}")
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("CREATE TABLE t (k text PRIMARY KEY, n integer)")
         connection.execute("INSERT INTO t VALUES ('taken', 1)")
