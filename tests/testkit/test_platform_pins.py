@@ -105,3 +105,12 @@ def test_readme_pinned_versions_are_the_platform_file_s():
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     kind_plugin = next(r for r in extras["kind"] if r.startswith("pytest-kind-ng=="))
     assert f"`pytest-kind-ng` {kind_plugin.split('==')[1]} " in README.read_text()
+
+
+def test_readme_upgrade_note_gives_the_values_platform_yaml_pins_for_the_previous_release():
+    """README "Upgrading" shows the values the upgrade tests use: platform.yaml is their one home."""
+    previous = PLATFORM.previous_release
+    section = README.read_text().split("### Upgrading", 1)[1].split("\n### ", 1)[0]
+    [block] = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert yaml.safe_load(block) == previous.upgrade_values
+    assert f"`{previous.ref[:7]}`" in section, "README names another previous release"
