@@ -21,8 +21,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from . import numeric, projection, windows, zones
+from .csv_cells import cell_text
 from .meters import WINDOW_SIZES, Meter
 from .problems import Problem, bad_request
+from .query_string import refuse_repeated, refuse_unknown
 from .timefmt import EARLIEST, LATEST, format_time, parse_time
 
 _FILTER_KEY = re.compile(r"^filterGroupBy\[([^\]]{1,64})\]$")
@@ -94,6 +96,9 @@ def _unsupported(name: str) -> Problem:
 
 
 def parse_range(qp: Mapping) -> tuple[datetime | None, datetime | None]:
+    """from and to of the subjects list, its only parameters."""
+    refuse_unknown(qp, ("from", "to"))
+    refuse_repeated(qp, ("from", "to"))
     start, end = time_param(qp.get("from"), "from"), time_param(qp.get("to"), "to")
     if start is not None and end is not None and start >= end:
         raise bad_request("validation error: from must be before to (to is exclusive)", field="from")
@@ -111,6 +116,7 @@ def parse_query_params(qp: Mapping) -> QueryParams:
             raise _unsupported(key)
         elif key not in known:
             raise bad_request(f"{key}: unknown query parameter", field=key)
+    refuse_repeated(qp, ("from", "to", "windowSize", "windowTimeZone", "clientId"))
     return _validate(QueryParams(
         start=time_param(qp.get("from"), "from"), end=time_param(qp.get("to"), "to"),
         window_size=qp.get("windowSize") or None, time_zone=qp.get("windowTimeZone") or "UTC",
@@ -522,17 +528,6 @@ def wants_csv(accept: str) -> bool:
     return any(part.split(";")[0].strip().lower() == "text/csv" for part in accept.split(","))
 
 
-# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_text(text: str) -> str:
-    """A caller's text as a CSV cell a spreadsheet shows as text: prefixed with ' when it
-    would start a formula (OWASP's advice). Only subjects and group values come from callers;
-    times and values are written here, and values stay numbers (-5 is not a formula)."""
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
-
-
 class _CsvWriter:
     """RFC 4180 cells, rows ending in \n as upstream's: a cell holding a comma, a quote, CR or
     LF is quoted. (Python's csv module quotes only the line terminator's characters, so with
@@ -556,8 +551,8 @@ def to_csv(result: QueryResult) -> str:
     for row in result.rows:
         writer.writerow([
             format_time(row["windowStart"], zone, fraction=False), format_time(row["windowEnd"], zone, fraction=False),
-            *([_csv_text(row["subject"] or "")] if result.by_subject else []),
-            *[_csv_text(row["groupBy"].get(k, "")) for k in result.group_keys], numeric.to_csv(row["value"]),
+            *([cell_text(row["subject"] or "")] if result.by_subject else []),
+            *[cell_text(row["groupBy"].get(k, "")) for k in result.group_keys], numeric.to_csv(row["value"]),
         ])
     return buffer.getvalue()
 

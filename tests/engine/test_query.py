@@ -212,6 +212,15 @@ def test_subjects_endpoint(client, meters):
 
 @pytest.mark.parametrize(
     "params, field",
+    [({"foo": "1"}, "foo"), ({"subject": "s0"}, "subject"), ([("from", "2024-01-01T00:00:00Z")] * 2, "from")],
+)
+def test_subjects_parameters_it_does_not_take_are_refused(client, meters, params, field):
+    response = client.http.get(f"/api/v1/meters/{meters['COUNT']}/subjects", params=params)
+    assert problem(response, 400)["field"] == field
+
+
+@pytest.mark.parametrize(
+    "params, field",
     [
         ({"from": "2024-03-15T11:00:00Z", "to": "2024-03-15T10:00:00Z"}, "from"),
         ({"from": "2024-03-15T10:00:00Z", "to": "2024-03-15T10:00:00Z"}, "from"),
@@ -223,6 +232,9 @@ def test_subjects_endpoint(client, meters):
         ({"filterGroupBy[nope]": "x"}, "filterGroupBy[nope]"),
         ({"filterCustomerId": "01J0000000000000000000000"}, "filterCustomerId"),
         ({"bogus": "1"}, "bogus"),
+        ([("windowSize", "HOUR"), ("windowSize", "DAY")], "windowSize"),
+        ([("to", "2024-03-16T00:00:00Z"), ("to", "2024-03-17T00:00:00Z")], "to"),
+        ([("windowTimeZone", "UTC"), ("windowTimeZone", "Asia/Muscat")], "windowTimeZone"),
     ],
 )
 def test_query_parameter_errors_name_the_parameter(client, meters, params, field):
