@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -28,13 +29,17 @@ import orjson
 import psycopg
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bp_openmeter import numeric
 from bp_openmeter.config import PostgresConfig
 from bp_openmeter.db import make_pool
 from bp_openmeter.sealing import Sealer
-from testkit.client import BATCH, SINGLE, OpenMeterClient
+from testkit.client import BATCH, SINGLE, OpenMeterClient, event
 from testkit.stack.local import create_database
+from testkit.timeouts import TIMEOUTS
+from testkit.wait import poll
 from tests.engine.hostile_text import text_of_bytes
 from tests.engine.schema_at import migrate_to, version_before
 from tests.engine.test_ingest_api import problem
@@ -44,6 +49,7 @@ pytestmark = pytest.mark.servers
 # The review's number: 42 and 3000 random digits after the point (random: an index compresses
 # a value that repeats itself, and would fit it).
 ATTACK = "42." + "".join(random.Random(1).choices("0123456789", k=3000))
+EXAMPLES = int(os.environ.get("BPOM_NUMBER_EXAMPLES", "150"))
 
 
 def _raw_event(uid: str, suffix: str, data_json: str, time: str = "2025-01-01T00:00:00Z", **attributes: str) -> str:
@@ -127,6 +133,68 @@ def test_a_number_past_float64_is_stored_and_not_counted(client, uid):
     client.wait_stored(uid, 2, from_="2024-01-01T00:00:00Z")
     assert client.query_until(f"s_{uid}", lambda a: bool(a["data"]))["data"][0]["value"] == 5
     assert _listed(client, f"{uid}-big")["validationError"] == "invalid event: value cannot be infinity"
+
+
+@st.composite
+def number_literal(draw) -> str:
+    """A JSON number near the bound: up to 420 digits before and after the point, exponents
+    of up to five digits (leading zeros included), magnitudes far past float64 both ways."""
+    whole = draw(st.sampled_from(["0", "1", "9"])) + "".join(
+        draw(st.lists(st.sampled_from("0123456789"), max_size=420))
+    )
+    if whole.startswith("0"):
+        whole = "0"
+    fraction = "".join(draw(st.lists(st.sampled_from("0123456789"), max_size=420)))
+    text = draw(st.sampled_from(["", "-"])) + whole + ("." + fraction if fraction else "")
+    if draw(st.booleans()):
+        text += (
+            draw(st.sampled_from("eE")) + draw(st.sampled_from(["", "+", "-"])) + draw(st.from_regex(r"\A[0-9]{1,5}\Z"))
+        )
+    return text
+
+
+def _within_bound(text: str) -> bool:
+    return len(text) <= numeric.MAX_NUMBER_CHARS and len(text.lower().partition("e")[2].lstrip("+-")) <= 3
+
+
+def test_numbers_near_the_bound_are_stored_exactly_or_refused_naming_the_first(client, stack, uid):
+    """Property: a batch is refused naming the first number past the bound, or stored with every
+    number exact; ordinary events afterwards are stored."""
+    accepted: dict[str, str] = {}
+    seen = {"refused": 0, "stored": 0}
+    unique = iter(range(10**6))
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(number_literal(), min_size=1, max_size=8))
+    def send(numbers):
+        ids = [f"{uid}-p{next(unique)}" for _ in numbers]
+        events = [_raw_event(uid, i.removeprefix(f"{uid}-"), f'{{"v":{n}}}') for i, n in zip(ids, numbers)]
+        response = _post(client, f"[{','.join(events)}]", BATCH)
+        past = [i for i, n in enumerate(numbers) if not _within_bound(n)]
+        if past:
+            body = problem(response, 400)
+            assert body["field"] == f"[{past[0]}].data.v", (body, numbers[past[0]][:40])
+            seen["refused"] += 1
+        else:
+            assert response.status_code == 204, response.text[:300]
+            accepted.update(zip(ids, numbers))
+            seen["stored"] += 1
+
+    send()
+    assert seen["refused"] and seen["stored"], seen
+    with psycopg.connect(stack.database_url) as conn:
+        stored = dict(
+            poll(
+                lambda: conn.execute(
+                    "SELECT id, data ->> 'v' FROM events WHERE id = ANY(%s)", (list(accepted),)
+                ).fetchall(),
+                lambda rows: len(rows) == len(accepted),
+                TIMEOUTS.usage_convergence,
+            ).last
+        )
+    assert {i: Decimal(v) for i, v in stored.items()} == {i: Decimal(n) for i, n in accepted.items()}
+    client.ingest(event(f"{uid}-after", f"t_{uid}", "s"))
+    client.wait_stored(f"{uid}-after", 1)
 
 
 # --- rollups and sealing ------------------------------------------------------------------------
