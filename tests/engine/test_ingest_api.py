@@ -103,12 +103,28 @@ def test_an_event_member_given_twice_is_refused_naming_it(client, count_meter, u
     assert client.events(id=uid) == []
 
 
-def test_a_data_member_named_like_an_attribute_is_no_repeat(client, count_meter, uid):
-    """Names of event members inside data, or as values, only make the reader look twice."""
+@pytest.mark.parametrize(
+    "data_json, field",
+    [('{"v": 1, "v": 2}', "data.v"), ('{"a": [{"b": 1, "c": {"d": 1, "d": 1}}]}', "data.a[0].c.d")],
+)
+def test_a_data_member_given_twice_is_refused_naming_it(client, count_meter, uid, data_json, field):
     slug, event_type = count_meter
-    data = {"subject": "subject", "id": {"id": "id"}, "type": ["type"]}
+    text = json.dumps(event(f"{uid}-twice", event_type, "s"))[:-1] + f', "data": {data_json}}}'
+    answer = problem(client.http.post("/api/v1/events", content=text, headers={"content-type": SINGLE}), 400)
+    assert answer["field"] == field and "more than once" in answer["detail"], answer
+
+
+def test_member_names_and_colons_inside_strings_are_no_repeat(client, count_meter, uid):
+    """Names of event members inside data or as values, colons inside strings, a colon spelt
+    \\u003a, white space before a colon: none is a member twice."""
+    slug, event_type = count_meter
+    data = {"subject": "subject", "id": {"id": "id:"}, "type": ["type", "a:b", '":']}
     client.ingest(event(f"{uid}-inner", event_type, "subject", data=data))
     assert client.wait_stored(f"{uid}-inner", 1)[0]["event"]["data"] == data
+    spelt = json.dumps(event(f"{uid}-spelt", event_type, "s", data={"k": "x"})).replace('"k": "x"', '"k" : "\\u003a"')
+    response = client.http.post("/api/v1/events", content=spelt, headers={"content-type": SINGLE})
+    assert response.status_code == 204, response.text
+    assert client.wait_stored(f"{uid}-spelt", 1)[0]["event"]["data"] == {"k": ":"}
 
 
 def test_nul_inside_data_is_refused(client, count_meter, uid):
