@@ -115,7 +115,7 @@ class SealingWatch:
     def __post_init__(self) -> None:
         self.since = self.clock()
 
-    def progressed(self, watermark: float) -> None:
+    def progressed(self, watermark: float | None) -> None:
         self.since, self.watermark, self.error = self.clock(), watermark, None
 
     def failed(self, error: str) -> None:
@@ -207,8 +207,8 @@ class Sealer:
         if stalled <= limit:
             return None
         return (f"no sealing progress for {stalled:.0f} s (sink.sealingStallTimeout {limit:g} s), the hourly "
-                f"rollups {self.watch.lag():.0f} s behind: {self.watch.error or 'a sealing step is still running'}; "
-                "see the sink log")
+                f"rollups {self.watch.lag():.0f} s behind: "
+                f"{self.watch.error or 'no round has finished (a step may wait for the meters lock)'}; see the sink log")
 
     async def run(self, stopping: asyncio.Event) -> None:
         retry = _RETRY_START
