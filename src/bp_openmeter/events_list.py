@@ -17,7 +17,7 @@ from . import jsonpath, numeric
 from .meter_store import list_meters
 from .meters import Meter
 from .problems import bad_request
-from .query import time_param
+from .query import client_id_param, time_param
 from .query_string import refuse_repeated, refuse_unknown
 from .timefmt import format_time, utcnow
 
@@ -42,13 +42,17 @@ def _time(qp: Mapping, name: str) -> datetime | None:
 
 
 def parse_params(qp: Mapping) -> ListParams:
-    known = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit"}
+    known = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit", "clientId"}
+    if "customerId" in qp:
+        raise bad_request("customerId: customers are not part of this engine; filter by subject instead",
+                          field="customerId")
     refuse_unknown(qp, known)
     refuse_repeated(qp, known)
+    client_id_param(qp.get("clientId"))
     raw_limit = qp.get("limit")
     limit = DEFAULT_LIMIT
     if raw_limit not in (None, ""):
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise bad_request(f"limit: must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}", field="limit")
         limit = int(raw_limit)
     params = ListParams(_time(qp, "from"), _time(qp, "to"), _time(qp, "ingestedAtFrom"), _time(qp, "ingestedAtTo"),
@@ -148,7 +152,7 @@ def validation_error(event_type: str, data: Any, meters: list[Meter]) -> str | N
     return "\n".join(dict.fromkeys(errors)) or None
 
 
-def _exact_numbers(text: str) -> dict[str, Any]:
+def exact_numbers(text: str) -> dict[str, Any]:
     """A stored JSON object whose numbers are written back exactly as stored (an integer
     past 64 bits is a valid JSON number that orjson cannot write from a Python int)."""
     return json.loads(text, parse_int=orjson.Fragment, parse_float=orjson.Fragment)
@@ -173,7 +177,7 @@ async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: Lis
         if row["time"] is not None:
             event["time"] = format_time(row["time"])
         if row["attributes"] is not None:
-            event.update(_exact_numbers(row["attributes"]))
+            event.update(exact_numbers(row["attributes"]))
         data = None
         if row["data"] is not None:
             event["data"] = orjson.Fragment(row["data"])
