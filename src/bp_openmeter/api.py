@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import auth, events_list, meter_store, metrics, query
+from . import auth, events_list, meter_store, metrics, query_output, query_params, query_run
 from .body_budget import BodyBudget, ChargeBodies
 from .bus import BusUnavailable
 from .cloudevents_in import parse_body
@@ -222,27 +222,27 @@ async def delete_meter(request: Request) -> Response:
 
 async def meter_subjects(request: Request) -> Response:
     state = _state(request)
-    start, end = query.parse_range(request.query_params)
+    start, end = query_params.parse_range(request.query_params)
 
     async def answer():
         async with state.pool.connection() as conn:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
             _counts_complete(meter)
-            return await query.subjects(conn, meter, start, end, state.cfg.api.max_query_rows)
+            return await query_run.subjects(conn, meter, start, end, state.cfg.api.max_query_rows)
 
     return json_response(await unless_client_leaves(request, answer()))
 
 
 async def meter_group_values(request: Request) -> Response:
     state = _state(request)
-    start, end = query.parse_range(request.query_params, known={"from", "to"})
+    start, end = query_params.parse_range(request.query_params, known={"from", "to"})
     key = request.path_params["group_by_key"]
 
     async def answer():
         async with state.pool.connection() as conn:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
             _counts_complete(meter)
-            return await query.group_values(conn, meter, key, start, end, state.cfg.api.max_query_rows)
+            return await query_run.group_values(conn, meter, key, start, end, state.cfg.api.max_query_rows)
 
     return json_response(await unless_client_leaves(request, answer()))
 
@@ -251,23 +251,23 @@ async def query_meter(request: Request) -> Response:
     state = _state(request)
     if request.method == "POST":
         body = await read_json(request)
-        params = query.parse_body_params(body)
+        params = query_params.parse_body_params(body)
     else:
-        params = query.parse_query_params(request.query_params)
+        params = query_params.parse_query_params(request.query_params)
     started = time.perf_counter()
 
     async def answer():
         async with state.pool.connection() as conn:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
             _counts_complete(meter)
-            return meter, await query.run(conn, meter, params, state.cfg.api.max_query_rows)
+            return meter, await query_run.run(conn, meter, params, state.cfg.api.max_query_rows)
 
     meter, result = await unless_client_leaves(request, answer())
     metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
-    if query.wants_csv(request.headers.get("accept", "")):
-        return Response(query.to_csv(result), media_type="text/csv",
+    if query_output.wants_csv(request.headers.get("accept", "")):
+        return Response(query_output.to_csv(result), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{meter.spec.slug}.csv"'})
-    return json_response(query.to_json(result))
+    return json_response(query_output.to_json(result))
 
 
 async def openapi_document(_: Request) -> Response:

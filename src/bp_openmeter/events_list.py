@@ -17,7 +17,7 @@ from . import jsonpath, numeric
 from .meter_store import list_meters
 from .meters import Meter
 from .problems import bad_request
-from .query import client_id_param, time_param
+from .query_params import client_id_param, time_param
 from .query_string import refuse_repeated, refuse_unknown
 from .timefmt import format_time, utcnow
 

@@ -39,6 +39,7 @@ from .logs import get_logger
 from .meter_store import lock_exclusive
 from .pgerrors import Cause, cause_of, describe
 from .projection import HOUR, HOUR_TOTAL, merged, upsert
+from .windows import floor_minute
 
 log = get_logger("sealing")
 
@@ -94,10 +95,6 @@ SELECT min(first.minute)
        LATERAL (SELECT min(minute) AS minute FROM rollup_minute
                  WHERE meter_pk = meters.pk AND minute >= (SELECT sealed_through FROM rollup_seal)) AS first
 """
-
-
-def floor_minute(t: datetime) -> datetime:
-    return t.replace(second=0, microsecond=0)
 
 
 @dataclass

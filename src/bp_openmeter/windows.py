@@ -34,6 +34,11 @@ _SECOND = timedelta(seconds=1)
 _CYCLE = timedelta(days=146097)
 
 
+def floor_minute(t: datetime) -> datetime:
+    """The minute `t` is in (minutes are whole in every offset the rollups are kept in: UTC)."""
+    return t.replace(second=0, microsecond=0)
+
+
 def window_of(moment: datetime, size: str, zone: tzinfo) -> tuple[datetime, datetime]:
     """The window [start, end) of `size` in `zone` that holds `moment` (aware), in UTC."""
     try:

@@ -46,10 +46,11 @@ from typing import Any, Iterator
 import orjson
 import psycopg
 
-from .. import numeric, query
+from .. import numeric, query_params, query_run
 from ..meter_store import get_meter, list_meters
 from ..problems import Problem
 from ..timefmt import format_time, parse_time
+from ..windows import floor_minute
 from .source import Scope
 from .target import Target, TargetError, api_base, describe
 
@@ -117,7 +118,7 @@ def _floor(t: datetime, window: str) -> datetime:
         return t.replace(hour=0, minute=0, second=0, microsecond=0)
     if window == "HOUR":
         return t.replace(minute=0, second=0, microsecond=0)
-    return t.replace(second=0, microsecond=0)
+    return floor_minute(t)
 
 
 def _next(t: datetime, window: str) -> datetime:
@@ -165,10 +166,10 @@ async def _source_rows(conn: psycopg.AsyncConnection, meter, start: datetime, en
                        window: str, subject: str | None = None) -> dict[Key, Decimal] | None:
     """The source's rows of [start, end) (of one subject); None when they are too many for one answer."""
     keys = _group_keys(meter)
-    params = query.QueryParams(start=start, end=end, window_size=window, group_by=("subject", *keys),
+    params = query_params.QueryParams(start=start, end=end, window_size=window, group_by=("subject", *keys),
                                subjects=(subject,) if subject is not None else ())
     try:
-        result = await query.run(conn, meter, params, MAX_ROWS)
+        result = await query_run.run(conn, meter, params, MAX_ROWS)
     except Problem as exc:
         if exc.status == 400:
             return None
@@ -197,7 +198,7 @@ async def _subjects(conn: psycopg.AsyncConnection, target: Target, meter, start:
                     end: datetime) -> list[str] | None:
     """The subjects either side has usage of in [start, end); None when either cannot list them."""
     try:
-        mine = await query.subjects(conn, meter, start, end, MAX_ROWS)
+        mine = await query_run.subjects(conn, meter, start, end, MAX_ROWS)
     except Problem as exc:
         if exc.status == 400:
             return None
