@@ -30,7 +30,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import projection
+from . import rollup_sql
 from .ids import new_ulid
 from .logs import get_logger
 from .meters import ListParams, Meter, MeterSpec
@@ -293,8 +293,8 @@ async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tu
             return True, 0, 0  # complete, or the meter got a new key (its own backfill does that one)
         namespace, event_type, done_through, target = row
         hi = min(done_through + width, target)
-        await conn.execute(f"SET LOCAL work_mem = '{projection.FOLD_WORK_MEM}'")  # as a sink batch
-        cur = await conn.execute(projection.BACKFILL, {"namespace": namespace, "event_type": event_type,
+        await conn.execute(f"SET LOCAL work_mem = '{rollup_sql.FOLD_WORK_MEM}'")  # as a sink batch
+        cur = await conn.execute(rollup_sql.BACKFILL, {"namespace": namespace, "event_type": event_type,
                                                        "lo": done_through, "hi": hi, "meter_pk": meter_pk})
         scanned, metered = await cur.fetchone()
         await conn.execute("""UPDATE meters SET backfilled_through = %(hi)s,

@@ -2,7 +2,7 @@
 
 Whole minutes come from the per-minute rollups; when `from` or `to` is not on a
 minute boundary, the partial edge minutes are computed from the raw events with
-the same projection the sink uses (projection.PROJECTED), so second-precision
+the same projection the sink uses (rollup_sql.PROJECTED), so second-precision
 edges are exact. PostgreSQL's date_trunc(unit, ts, zone) groups minutes into windows
 calendar-aligned in the requested IANA zone (DAY windows are 23 h or 25 h across DST);
 where each window starts and ends is windows.py's. Every statement here is assembled
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from . import projection
+from . import rollup_sql
 from .group_filters import ADVANCED, Filter, values_filter
 from .meters import Meter
 from .problems import bad_request
@@ -158,7 +158,7 @@ src AS (
     SELECT namespace, source, id, type, subject, time, data
       FROM events
      WHERE namespace = %(namespace)s AND type = %(event_type)s AND ({spans})
-)""", projection.PROJECTED, projection.aggregated("edges", "minute")]
+)""", rollup_sql.PROJECTED, rollup_sql.aggregated("edges", "minute")]
         subject_filter = " AND subject = ANY(%(subjects)s::text[])" if by_subjects else ""
         parts.append(f"""SELECT subject, groups, bucket AS minute, bucket AS first_minute, bucket AS last_minute,
                 false AS hourly, {columns}

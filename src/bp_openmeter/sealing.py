@@ -38,7 +38,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .logs import get_logger
 from .meter_store import lock_exclusive
 from .pgerrors import Cause, cause_of, describe
-from .projection import HOUR, HOUR_TOTAL, merged, upsert
+from .rollup_sql import HOUR, HOUR_TOTAL, merged, upsert
 from .windows import floor_minute
 
 log = get_logger("sealing")

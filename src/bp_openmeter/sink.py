@@ -40,7 +40,7 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from . import commit_outcome, messages, metrics, projection
+from . import commit_outcome, messages, metrics, rollup_sql
 from .bus import EventBus
 from .config import Config
 from .logs import get_logger
@@ -67,8 +67,8 @@ class BatchOutcome:
 
 async def setup_session(conn: psycopg.AsyncConnection) -> None:
     commit_outcome.watch(conn)
-    await conn.execute(projection.STAGING_TABLE)
-    await conn.execute(f"SET work_mem = '{projection.FOLD_WORK_MEM}'")
+    await conn.execute(rollup_sql.STAGING_TABLE)
+    await conn.execute(f"SET work_mem = '{rollup_sql.FOLD_WORK_MEM}'")
 
 
 @dataclass
@@ -90,10 +90,10 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], n
                 for seq, payload in rows:
                     await copy.write_row((seq, payload.decode("utf-8")))
             params = {"meter_pk": None, "namespace": namespace}
-            await cur.execute(projection.STORE_BATCH, params)
+            await cur.execute(rollup_sql.STORE_BATCH, params)
             stored = Stored(*await cur.fetchone())
             if stored.inserted + stored.foreign < stored.delivered:
-                await cur.execute(projection.CONFLICTING, params)
+                await cur.execute(rollup_sql.CONFLICTING, params)
                 stored.conflicting, example = await cur.fetchone()
                 if stored.conflicting:
                     log.warning("events dropped: their source and id were stored before with other content",

@@ -1,4 +1,6 @@
-"""The one SQL projection from events to meter rows, and the fold into rollups.
+"""The rollup SQL: the one projection from events to meter rows, the fold into rollups,
+and the statements with which the sink writes a batch (staging, store, fold) and a
+backfill folds stored events.
 
 The sink (rows it has just inserted), a meter backfill (stored rows up to a
 watermark) and a query's partial edge minutes (raw rows in a time range) all read
