@@ -21,7 +21,7 @@ import psycopg
 from bp_openmeter import rollup_sql
 from bp_openmeter.config import PostgresConfig
 from bp_openmeter.db import make_pool
-from bp_openmeter.meter_store import METERS_LOCK
+from bp_openmeter.meters_lock import METERS_LOCK
 from bp_openmeter.sealing import Sealer
 
 from .workload import EVENT_TYPE, MODELS, USERS_PER_SUBJECT

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from bp_openmeter import rollup_sql
-from bp_openmeter.meter_store import METERS_LOCK
+from bp_openmeter.meters_lock import METERS_LOCK
 
 from . import dataset
 

@@ -1,7 +1,7 @@
 """Meters in PostgreSQL: CRUD, and the backfill that makes a new meter retroactive.
 
-Every change to the set of live meters takes the meters lock exclusively, for a moment;
-every sink batch takes it shared for its transaction. So while a meter is registered, no
+Every change to the set of live meters takes the meters lock (meters_lock.py) exclusively,
+for a moment; every sink batch takes it shared for its transaction. So while a meter is registered, no
 batch is between "insert events" (where sequence numbers are drawn) and "fold into
 rollups": every event with a sequence number up to the watermark read then is committed,
 and every batch after sees the meter. The watermark thus splits the events exactly: the
@@ -31,18 +31,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import rollup_sql
+from .db import unbounded
 from .ids import new_ulid
 from .logs import get_logger
 from .meters import ListParams, Meter, MeterSpec
+from .meters_lock import lock_exclusive, lock_shared, release_backfill, take_backfill, watermark
 
 log = get_logger("meters")
 
-METERS_LOCK = 0x6270_6F6D_6D65_7472  # "bpommetr"
-# pg_advisory_lock(BACKFILL_LOCK, pk): held by whoever backfills the meter, for the whole backfill.
-BACKFILL_LOCK = 0x6266_696C  # "bfil"
-
-_LOCK_PATIENCE = 10.0   # seconds of trying for a free moment before queueing for the exclusive lock
-_LOCK_RETRY = 0.02
 _CHUNK_START, _CHUNK_MIN, _CHUNK_MAX = 20_000, 1_000, 5_000_000  # sequence numbers per chunk
 _CHUNK_QUICK, _CHUNK_SLOW = 0.1, 0.4  # seconds a chunk may take: grow below, shrink above
 RESUME_INTERVAL = 10.0  # seconds between the sink's looks for interrupted backfills
@@ -114,43 +110,12 @@ async def get_meter(conn: psycopg.AsyncConnection, namespace: str, id_or_slug: s
     return _row_to_meter(row) if row else None
 
 
-async def unbounded(conn: psycopg.AsyncConnection) -> None:
-    """No statement timeout (the api's api.statementTimeout) for the rest of the current
-    transaction: the meter-change work here waits for locks and folds history, each step as
-    long as it takes, where a query must not. Ends with the transaction, so a pooled session
-    keeps its own setting."""
-    await conn.execute("SET LOCAL statement_timeout = 0")
-
-
-async def lock_exclusive(conn: psycopg.AsyncConnection) -> None:
-    """Take the meters lock exclusively (for the current transaction) in a moment when no
-    batch holds it, rather than queueing for it: a queued exclusive request makes every new
-    batch wait behind it too, for as long as the batches in flight take (a pause in storage).
-    Only after _LOCK_PATIENCE seconds without such a moment does it queue."""
-    await unbounded(conn)
-    deadline = time.monotonic() + _LOCK_PATIENCE
-    while time.monotonic() < deadline:
-        cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (METERS_LOCK,))
-        if (await cur.fetchone())[0]:
-            return
-        await asyncio.sleep(_LOCK_RETRY)
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (METERS_LOCK,))
-
-
 async def _idle(conn: psycopg.AsyncConnection) -> None:
     """End the caller's implicit read transaction, if any: the functions below run their own
     transactions, and one opened inside another would only be a savepoint (holding its locks
     until the caller's commit)."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         await conn.commit()
-
-
-async def watermark(conn: psycopg.AsyncConnection) -> int:
-    """The last events sequence number handed out (0: none yet). Under the exclusive meters
-    lock every event up to it is committed (or rolled back for good). The export's horizon
-    (export/source.py) is this too."""
-    cur = await conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_seq_seq")
-    return (await cur.fetchone())[0]
 
 
 async def _check_room(conn: psycopg.AsyncConnection, namespace: str, max_meters: int | None) -> None:
@@ -285,7 +250,7 @@ async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tu
         await unbounded(conn)
         # Shared, as a sink batch: the sealer must not move its watermark past minutes this
         # chunk is folding.
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
+        await lock_shared(conn)
         cur = await conn.execute("""SELECT namespace, event_type, backfilled_through, backfill_target FROM meters
                                      WHERE pk = %s FOR UPDATE""", (meter_pk,))
         row = await cur.fetchone()
@@ -314,15 +279,9 @@ async def backfill(conn: psycopg.AsyncConnection, meter_pk: int, wait: bool = Tr
     await conn.commit()
     if not pending:
         return progress
-    key = (BACKFILL_LOCK, meter_pk & 0x7FFF_FFFF)
-    if wait:
-        await unbounded(conn)  # as long as the other session's backfill takes
-        await conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
-    else:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
-        if not (await cur.fetchone())[0]:
-            await conn.commit()
-            return None
+    if not await take_backfill(conn, meter_pk, wait):
+        await conn.commit()
+        return None
     await conn.commit()
     started = time.perf_counter()
     try:
@@ -342,7 +301,7 @@ async def backfill(conn: psycopg.AsyncConnection, meter_pk: int, wait: bool = Tr
             elif elapsed > _CHUNK_SLOW:
                 width = max(_CHUNK_MIN, width // 2)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        await release_backfill(conn, meter_pk)
         await conn.commit()
     progress.seconds = time.perf_counter() - started
     if progress.scanned:

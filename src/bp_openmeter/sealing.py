@@ -14,7 +14,7 @@ the lock and find nothing left to do. Steps adapt their length so that each hold
 the lock briefly (a sink batch waits meanwhile; nothing is lost). The sealer takes the
 lock in a moment when no batch holds it, rather than queueing for it: a queued
 exclusive request would make every new batch wait behind it too, for as long as the
-batches in flight take (a pause in freshness); see meter_store.lock_exclusive.
+batches in flight take (a pause in freshness); see meters_lock.py.
 
 Sealing that makes no progress is visible (README "Guarantees"): bpom_sealing_stalled_seconds
 (since the sealer last moved the watermark or found nothing due), bpom_sealing_lag_seconds
@@ -36,7 +36,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .logs import get_logger
-from .meter_store import lock_exclusive
+from .meters_lock import lock_exclusive
 from .pgerrors import Cause, cause_of, describe
 from .rollup_sql import HOUR, HOUR_TOTAL, merged, upsert
 from .windows import floor_minute

@@ -44,7 +44,8 @@ from . import commit_outcome, messages, metrics, rollup_sql
 from .bus import EventBus
 from .config import Config
 from .logs import get_logger
-from .meter_store import METERS_LOCK, Backfiller
+from .meter_store import Backfiller
+from .meters_lock import lock_shared
 from .pgerrors import STORE_ERRORS, Cause, cause_of, describe
 from .sealing import Sealer
 from .timefmt import parse_time
@@ -84,7 +85,7 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], n
     """Stage (stream sequence, message) rows and store this engine's namespace's events of
     them in one transaction."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
+        await lock_shared(conn)
         async with conn.cursor() as cur:
             async with cur.copy("COPY staged_events (stream_seq, m) FROM STDIN") as copy:
                 for seq, payload in rows:
