@@ -47,6 +47,7 @@ import orjson
 import psycopg
 
 from .. import numeric, query_params, query_run
+from ..config import ApiConfig
 from ..meter_store import get_meter, list_meters
 from ..problems import Problem
 from ..timefmt import format_time, parse_time
@@ -55,7 +56,7 @@ from .source import Scope
 from .target import Target, TargetError, api_base, describe
 
 Key = tuple[datetime, str | None, tuple[str, ...]]  # window start, subject, group values (by sorted key)
-MAX_ROWS = 10_000  # rows of one slice's answer at the source (the engine's default api.maxQueryRows)
+MAX_ROWS = ApiConfig.max_query_rows  # rows of one slice's answer at the source (the api's default)
 SLICE_WINDOWS = {"MINUTE": 24 * 60, "HOUR": 24 * 7, "DAY": 31, "MONTH": 12}
 _STEP = {"MINUTE": timedelta(minutes=1), "HOUR": timedelta(hours=1), "DAY": timedelta(days=1)}
 FLOAT64_EXACT = 2 ** 53  # every whole number of smaller magnitude is a float64, exactly
