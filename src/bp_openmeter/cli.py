@@ -20,12 +20,8 @@ def _cmd_version(_args) -> int:
 def _cmd_check_config(args) -> int:
     try:
         cfg = load_config(args.config)
-        from .meters import MeterError, parse_meter_spec
-        for index, meter in enumerate(cfg.meters):
-            try:
-                parse_meter_spec(meter)
-            except MeterError as exc:
-                raise ConfigError(f"meters[{index}].{exc}") from exc
+        from .meters import config_meter_specs
+        config_meter_specs(cfg.meters)
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2

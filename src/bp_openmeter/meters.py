@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable
 
 from . import jsonpath
+from .config import ConfigError
 from .timefmt import format_time, parse_time
 
 AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
@@ -246,6 +247,22 @@ def parse_meter_spec(body: Any) -> MeterSpec:
         description=_text(body, "description", required=False, max_len=1024, min_len=1),
         event_from=event_from, metadata=_metadata(body),
     )
+
+
+def config_meter_specs(declared: Iterable[Any]) -> list[MeterSpec]:
+    """The meters a config file declares (`meters`): each checked as the API checks a new
+    meter, and no slug twice. The one check of check-config, migrate, api and sink."""
+    specs = []
+    for index, meter in enumerate(declared):
+        try:
+            specs.append(parse_meter_spec(meter))
+        except MeterError as exc:
+            raise ConfigError(f"meters[{index}].{exc}") from exc
+    slugs = [s.slug for s in specs]
+    duplicates = sorted({s for s in slugs if slugs.count(s) > 1})
+    if duplicates:
+        raise ConfigError(f"meters: slug {duplicates[0]!r} is declared more than once")
+    return specs
 
 
 def apply_update(current: MeterSpec, body: Any) -> MeterSpec:

@@ -20,12 +20,12 @@ from . import health, meter_store
 from .api import ApiState, build_app
 from .bus import EventBus
 from .config import Config, ConfigError, load_config
+from .db import StatementTimeout, make_pool
 from .dedupe import Deduplicator
 from .http_protocol import ConnectionLimits, protocol_factory
-from .db import StatementTimeout, make_pool
 from .ingest import Ingestor
 from .logs import configure, get_logger
-from .meters import MeterError, MeterSpec, parse_meter_spec
+from .meters import MeterSpec, config_meter_specs
 from .migrate import MigrationError, apply_migrations
 from .sink import Sink, setup_session
 from .telemetry import telemetry_app
@@ -34,20 +34,6 @@ log = get_logger("runtime")
 
 MIGRATE_DEADLINE_S = 300.0
 SINK_ACQUIRE_TIMEOUT_S = 2.0
-
-
-def config_meter_specs(cfg: Config) -> list[MeterSpec]:
-    specs = []
-    for index, meter in enumerate(cfg.meters):
-        try:
-            specs.append(parse_meter_spec(meter))
-        except MeterError as exc:
-            raise ConfigError(f"meters[{index}].{exc}") from exc
-    slugs = [s.slug for s in specs]
-    duplicates = sorted({s for s in slugs if slugs.count(s) > 1})
-    if duplicates:
-        raise ConfigError(f"meters: slug {duplicates[0]!r} is declared more than once")
-    return specs
 
 
 class _Server(uvicorn.Server):
@@ -119,7 +105,7 @@ async def _sync_meters(pool, cfg: Config, specs: list[MeterSpec]) -> None:
 def run_migrate(config_path: str | None) -> int:
     cfg = load_config(config_path)
     configure(cfg.log_level, "migrate")
-    specs = config_meter_specs(cfg)
+    specs = config_meter_specs(cfg.meters)
     if not cfg.postgres.url:
         raise ConfigError("postgres.url is empty: set BPOM_POSTGRES_URL or postgres.url")
     deadline = time.monotonic() + MIGRATE_DEADLINE_S
@@ -159,7 +145,7 @@ def run_migrate(config_path: str | None) -> int:
 async def run_api(config_path: str | None) -> int:
     cfg = load_config(config_path)
     configure(cfg.log_level, "api")
-    specs = config_meter_specs(cfg)
+    specs = config_meter_specs(cfg.meters)
     timeout = StatementTimeout(cfg.api.statement_timeout)
     pool = make_pool(cfg.postgres, "api", setup=timeout.setup)
     await pool.open(wait=False)
