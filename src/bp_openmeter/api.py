@@ -363,12 +363,11 @@ def build_app(state: ApiState) -> Starlette:
                                         for method, (handler, permission) in methods.items()}),
                     methods=list(methods))
               for path, methods in OPERATIONS.items()]
-    middleware = [Middleware(RefuseNulInQuery)]
-    if state is not None:
-        # Who is calling, first: nothing is read for a caller who may not call; then the
-        # bodies of those who may, charged to the process's budget.
-        middleware[:0] = [Middleware(auth.BearerAuth, verifier=auth.verifier_for(state.cfg.api.auth)),
-                          Middleware(ChargeBodies, budget=BodyBudget(state.cfg.api.body_budget_bytes))]
+    # Who is calling, first: nothing is read for a caller who may not call; then the bodies
+    # of those who may, charged to the process's budget.
+    middleware = [Middleware(auth.BearerAuth, verifier=auth.verifier_for(state.cfg.api.auth)),
+                  Middleware(ChargeBodies, budget=BodyBudget(state.cfg.api.body_budget_bytes)),
+                  Middleware(RefuseNulInQuery)]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         Problem: _problem,
         HTTPException: _http_error,
