@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 from . import jsonpath
 from .config import ConfigError
+from .query_string import refuse_repeated, refuse_unknown
 from .timefmt import format_time, parse_time
 
 AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
@@ -49,15 +50,10 @@ def _positive(qp: Any, name: str, most: int) -> int | None:
 
 def parse_list_params(qp: Any) -> ListParams:
     """The list's query parameters; unknown ones are refused, as on the other endpoints."""
-    known = {"includeDeleted", "order", "orderBy", "page", "pageSize"}
-    unknown = sorted(set(qp.keys()) - known)
-    if unknown:
-        raise MeterError(unknown[0], "unknown query parameter")
+    known = ("includeDeleted", "order", "orderBy", "page", "pageSize")
+    refuse_unknown(qp, known)
     # Each takes one value: a second one would silently win (includeDeleted=true&includeDeleted=false).
-    for name in sorted(known):
-        given = len(qp.getlist(name))
-        if given > 1:
-            raise MeterError(name, f"given {given} times; it takes one value")
+    refuse_repeated(qp, known)
     include_deleted = qp.get("includeDeleted", "false")
     if include_deleted not in ("true", "false"):
         raise MeterError("includeDeleted", f"must be true or false, got {include_deleted[:40]!r}")
