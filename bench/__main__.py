@@ -20,12 +20,12 @@ from pathlib import Path
 
 from bp_openmeter.config import SinkConfig
 
-from . import backfill, dataset, explain, freshness, ingest, queries, references
+from . import backfill, dataset, explain, export, freshness, ingest, queries, references
 from .env import BenchEnv, engine_tables, relation_bytes
 from .report import heading, mib, ms, note, rate, ratio, table
 from .workload import EVENT_TYPE, METERS, Workload
 
-ALL = ("references", "ingest", "freshness", "single", "scaleout", "explain", "backfill", "queries")
+ALL = ("references", "ingest", "freshness", "single", "scaleout", "explain", "backfill", "queries", "export")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--raw-repeat", type=int, help="runs of each raw-SQL reference query (default 10; --full 5)")
     p.add_argument("--sink-batch", type=int, help="sink.batchSize of the engine stacks (default: the engine's)")
     p.add_argument("--sink-concurrency", type=int, help="sink.concurrency of the engine stacks (default: the engine's)")
+    p.add_argument("--export-events", type=int, help="history exported by `bp-openmeter export` (default: --events)")
     p.add_argument("--time-zone", default="UTC", help="windowTimeZone of the queries (default UTC)")
     p.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of: {', '.join(ALL)}")
     p.add_argument("--profile", type=Path, metavar="DIR", help="record py-spy profiles of api and sink into DIR")
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.backfill_events = args.backfill_events or (1_000_000 if args.full else 200_000)
     args.freshness_seconds = args.freshness_seconds or (60.0 if args.full else 20.0)
     args.raw_repeat = args.raw_repeat or (5 if args.full else 10)
+    args.export_events = args.export_events or args.events
     args.only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = args.only - set(ALL)
     if unknown:
@@ -187,6 +189,10 @@ async def _run_all(env: BenchEnv, args: argparse.Namespace, summary: list[list[s
         await _backfill(env, args, summary, run_id)
     if "queries" in args.only:
         await _queries(env, args, summary)
+    if "export" in args.only:
+        heading(f"8. bp-openmeter export of {args.export_events:,} stored events")
+        for f in await export.export_history(env, args.export_events, batch=500):
+            summary.append([f"export {f.label}", rate(f.per_second), f"exporter peak RSS {mib(f.peak_rss)}"])
 
 
 def _explain(env: BenchEnv, args: argparse.Namespace, summary: list[list[str]]) -> None:

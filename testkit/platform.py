@@ -47,7 +47,8 @@ class VendoredCrd:
     """A CRD file kept verbatim for offline validation, and where it came from."""
 
     file: str
-    chart: str  # the platform chart that installs this CRD on the cluster
+    chart: str | None  # the platform chart that installs this CRD on the cluster, or
+    bundle: str | None  # the CRD bundle applied from its release (exposure.gatewayApi: "gateway-api")
     repository: str
     path: str
     tag: str
@@ -88,6 +89,39 @@ class PlatformChart:
     @property
     def repo_alias(self) -> str:
         return f"bpom-{self.name}"
+
+
+@dataclass(frozen=True)
+class GatewayApi:
+    """The Gateway API CRDs of one release and channel, applied file by file, each by digest."""
+
+    version: str
+    channel: str
+    url: str  # with {version} and {file}
+    files: Mapping[str, str]  # file name -> sha256
+
+    def file_url(self, name: str) -> str:
+        return self.url.format(version=self.version, file=name)
+
+
+@dataclass(frozen=True)
+class ExposureGateway:
+    name: str  # in the controller's namespace
+    listener: str
+    port: int  # the listener's port (the controller's entrypoint)
+    service_port: int  # where the controller's Service publishes it
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What the kind tier's HTTPS test installs and creates (fixtures/platform.yaml `exposure`)."""
+
+    gateway_api: GatewayApi
+    controller: "PlatformChart"
+    gateway: ExposureGateway
+    route_hostname: str
+    ingress_hostname: str
+    cluster_issuer: str
 
 
 @dataclass(frozen=True)
@@ -202,6 +236,7 @@ class Platform:
     blueprint: Blueprint
     databases: Databases
     netpol: Netpol
+    exposure: Exposure
 
     @property
     def kind_version(self) -> str:
@@ -222,6 +257,40 @@ class Platform:
         if wanted.startswith("kindest/node:") or "/" in wanted:
             return wanted
         raise ValueError(f"node image {wanted!r}: give one of {sorted(self.node_images)} or a full image reference")
+
+
+def _chart(c: Mapping[str, Any]) -> PlatformChart:
+    return PlatformChart(
+        name=c["name"],
+        repo=c["repo"],
+        chart=c["chart"],
+        version=str(c["version"]),
+        namespace=c["namespace"],
+        values=c.get("values") or {},
+        app_version=str(c["appVersion"]) if c.get("appVersion") else None,
+    )
+
+
+def _exposure(raw: Mapping[str, Any]) -> Exposure:
+    gateway_api, gateway = raw["gatewayApi"], raw["gateway"]
+    return Exposure(
+        gateway_api=GatewayApi(
+            version=gateway_api["version"],
+            channel=gateway_api["channel"],
+            url=gateway_api["url"],
+            files=dict(gateway_api["files"]),
+        ),
+        controller=_chart(raw["controller"]),
+        gateway=ExposureGateway(
+            name=gateway["name"],
+            listener=gateway["listener"],
+            port=int(gateway["port"]),
+            service_port=int(gateway["servicePort"]),
+        ),
+        route_hostname=raw["hostnames"]["route"],
+        ingress_hostname=raw["hostnames"]["ingress"],
+        cluster_issuer=raw["clusterIssuer"],
+    )
 
 
 def kubernetes_minor(version: str) -> tuple[int, int]:
@@ -276,7 +345,8 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
         crds=tuple(
             VendoredCrd(
                 file=c["file"],
-                chart=c["chart"],
+                chart=c.get("chart"),
+                bundle=c.get("bundle"),
                 repository=c["repository"],
                 path=c["path"],
                 tag=str(c["tag"]),
@@ -305,18 +375,7 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             free_disk_gib=float(host["freeDiskGiB"]),
         ),
         gating_backends=tuple(raw["ci"]["gatingBackends"]),
-        charts=tuple(
-            PlatformChart(
-                name=c["name"],
-                repo=c["repo"],
-                chart=c["chart"],
-                version=str(c["version"]),
-                namespace=c["namespace"],
-                values=c.get("values") or {},
-                app_version=str(c["appVersion"]) if c.get("appVersion") else None,
-            )
-            for c in raw["platform"]
-        ),
+        charts=tuple(_chart(c) for c in raw["platform"]),
         blueprint=Blueprint(
             chart_dir=chart_dir,
             release=bp["release"],
@@ -362,4 +421,5 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             probes_at_once=int(netpol["probesAtOnce"]),
             probes_per_pod=int(netpol["probesPerPod"]),
         ),
+        exposure=_exposure(raw["exposure"]),
     )

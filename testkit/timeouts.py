@@ -30,6 +30,9 @@ class Timeouts:
     diagnostics: float = 120.0  # collecting events / describe / logs
     hpa_active: float = 300.0  # an HPA reports AbleToScale and ScalingActive (metrics-server has data)
     port_forward: float = 30.0  # kubectl port-forward listens on its local port
+    certificate_ready: float = 180.0  # cert-manager reports a Certificate Ready (its Secret written)
+    route_served: float = 180.0  # a Gateway listener / Ingress serves the API over HTTPS
+    export_job: float = 600.0  # the chart's export Job completes on a cluster
 
 
 def _load() -> Timeouts:

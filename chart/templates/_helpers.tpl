@@ -140,3 +140,61 @@ Usage: include "bp-openmeter.peer" (dict "peer" $peer "namespace" $defaultNamesp
   ports:
     {{- toYaml .target.ports | nindent 4 }}
 {{- end -}}
+
+{{/*
+The engine's history (its PostgreSQL, its sink, the migration step) stays while the
+engine runs, and while an export runs after the switch to clickhouse: the sink stores
+what JetStream still holds, the export Job sends it on (README "Switching the backend").
+*/}}
+{{- define "bp-openmeter.historyEnabled" -}}
+{{- if or (include "bp-openmeter.engineEnabled" .) .Values.export.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The upstream openmeter chart's full name (backend clickhouse), by the rule that chart
+follows: its fullnameOverride, else the release name when it holds the chart's name
+(nameOverride, default "openmeter"), else <release>-<name>.
+*/}}
+{{- define "bp-openmeter.upstreamFullname" -}}
+{{- $upstream := .Values.openmeter | default dict -}}
+{{- if $upstream.fullnameOverride -}}
+{{- $upstream.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default "openmeter" $upstream.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Service that serves the OpenMeter API in this release, whichever backend: name and port. */}}
+{{- define "bp-openmeter.apiServiceName" -}}
+{{- if include "bp-openmeter.engineEnabled" . -}}
+{{- include "bp-openmeter.componentName" (list . "api") -}}
+{{- else -}}
+{{- printf "%s-api" (include "bp-openmeter.upstreamFullname" . | trunc 59 | trimSuffix "-") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bp-openmeter.apiServicePort" -}}
+{{- if include "bp-openmeter.engineEnabled" . -}}
+{{- .Values.api.service.port -}}
+{{- else -}}
+{{- ((.Values.openmeter | default dict).service | default dict).port | default 80 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret (kubernetes.io/tls) holding the API's certificate. */}}
+{{- define "bp-openmeter.tlsSecretName" -}}
+{{- default (include "bp-openmeter.componentName" (list . "api-tls")) .Values.tls.secretName -}}
+{{- end -}}
+
+{{/* The hostnames the API is published under: httpRoute's and ingress's, once each, in order. */}}
+{{- define "bp-openmeter.hostnames" -}}
+{{- $hosts := list -}}
+{{- if .Values.httpRoute.enabled }}{{ $hosts = concat $hosts .Values.httpRoute.hostnames }}{{ end -}}
+{{- if .Values.ingress.enabled }}{{ $hosts = concat $hosts .Values.ingress.hosts }}{{ end -}}
+{{- toJson (uniq $hosts) -}}
+{{- end -}}

@@ -68,15 +68,19 @@
 One engine container.
 Usage: include "bp-openmeter.container" (dict "root" . "name" "api" "command" "api" "serve" true "resources" .Values.api.resources)
 serve: the container answers health probes on the telemetry port (api, sink).
+args, env (optional): more arguments after the command's, more environment entries.
 */}}
 {{- define "bp-openmeter.container" -}}
 {{- $root := .root -}}
 - name: {{ .name }}
   image: {{ include "bp-openmeter.image" $root }}
   imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-  args: [{{ .command | quote }}, "--config", {{ include "bp-openmeter.configPath" $root | quote }}]
+  args: {{ concat (list .command "--config" (include "bp-openmeter.configPath" $root)) (.args | default list) | toJson }}
   env:
     {{- include "bp-openmeter.env" $root | nindent 4 }}
+    {{- with .env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- if .serve }}
   ports:
     {{- if eq .command "api" }}
@@ -112,6 +116,8 @@ serve: the container answers health probes on the telemetry port (api, sink).
 {{/*
 A pod template for one component.
 Usage: include "bp-openmeter.podTemplate" (dict "root" . "component" "api" "serve" true "resources" ... "restartPolicy" "")
+migrateFirst: a migrate init container whatever migrate.mode says (the export Job).
+args, env: passed to the component's container.
 */}}
 {{- define "bp-openmeter.podTemplate" -}}
 {{- $root := .root -}}
@@ -139,12 +145,12 @@ spec:
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- if and .serve (eq $root.Values.migrate.mode "initContainer") }}
+  {{- if or .migrateFirst (and .serve (eq $root.Values.migrate.mode "initContainer")) }}
   initContainers:
     {{- include "bp-openmeter.container" (dict "root" $root "name" "migrate" "command" "migrate" "serve" false "resources" $root.Values.migrate.resources) | nindent 4 }}
   {{- end }}
   containers:
-    {{- include "bp-openmeter.container" (dict "root" $root "name" .component "command" .component "serve" .serve "resources" .resources) | nindent 4 }}
+    {{- include "bp-openmeter.container" (dict "root" $root "name" .component "command" .component "serve" .serve "resources" .resources "args" .args "env" .env) | nindent 4 }}
   volumes:
     - name: config
       configMap:

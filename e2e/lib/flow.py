@@ -125,6 +125,20 @@ def checks_for(
             )
         for host_name in platform.registries:
             wanted[f"registry:{host_name}"] = lambda h=host_name: prereqs.check_registry(h, **probe_kw)
+    if "test" in steps and opts.backend == "cnpg":
+        # The HTTPS test (e2e/test_exposure.py) installs its controller and the Gateway API CRDs.
+        exposure = platform.exposure
+        controller = exposure.controller
+        wanted[f"chart:{controller.name}"] = lambda: prereqs.check_chart_release(
+            controller.name, controller.repo, controller.chart, controller.version, **fetch_kw, **probe_kw
+        )
+        first = sorted(exposure.gateway_api.files)[0]
+        wanted["gateway-api"] = lambda: prereqs.check_url(
+            f"Gateway API {exposure.gateway_api.version} CRDs",
+            exposure.gateway_api.file_url(first),
+            f"allow HTTPS to {exposure.gateway_api.file_url(first).split('/')[2]}",
+            **probe_kw,
+        )
     if "chart" in steps and opts.backend == "clickhouse":
         # The upstream openmeter chart is vendored from its OCI registry (helm dependency build).
         wanted["registry:ghcr.io"] = lambda: prereqs.check_registry("ghcr.io", **probe_kw)

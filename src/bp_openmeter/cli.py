@@ -1,4 +1,4 @@
-"""`bp-openmeter` command line: api, sink, migrate, check-config, version."""
+"""`bp-openmeter` command line: api, sink, migrate, export, check-config, version."""
 
 from __future__ import annotations
 
@@ -57,6 +57,11 @@ def _cmd_sink(args) -> int:
     return _run(run_sink(args.config))
 
 
+def _cmd_export(args) -> int:
+    from .export.command import run
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bp-openmeter", description=__doc__)
     parser.add_argument("--config", help="config file (default: $BPOM_CONFIG, else /etc/bp-openmeter/config.yaml)")
@@ -71,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         cmd.set_defaults(func=func)
+    text = "stream the stored events to another OpenMeter-v1 ingest endpoint (resumable), or --verify"
+    cmd = sub.add_parser("export", help=text, description=text)
+    cmd.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    from .export.command import add_arguments
+    add_arguments(cmd)
+    cmd.set_defaults(func=_cmd_export)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -146,7 +146,7 @@ def validation_error(event_type: str, data: Any, meters: list[Meter]) -> str | N
     return "\n".join(dict.fromkeys(errors)) or None
 
 
-def _exact_numbers(text: str) -> dict[str, Any]:
+def exact_numbers(text: str) -> dict[str, Any]:
     """A stored JSON object whose numbers are written back exactly as stored (an integer
     past 64 bits is a valid JSON number that orjson cannot write from a Python int)."""
     return json.loads(text, parse_int=orjson.Fragment, parse_float=orjson.Fragment)
@@ -171,7 +171,7 @@ async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: Lis
         if row["time"] is not None:
             event["time"] = format_time(row["time"])
         if row["attributes"] is not None:
-            event.update(_exact_numbers(row["attributes"]))
+            event.update(exact_numbers(row["attributes"]))
         data = None
         if row["data"] is not None:
             event["data"] = orjson.Fragment(row["data"])

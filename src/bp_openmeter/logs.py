@@ -48,7 +48,7 @@ def configure(level: str = "info", component: str = "") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_LEVELS[level], logging.INFO))
-    for noisy in ("uvicorn.access",):
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):  # a line per request: access logs, not events
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

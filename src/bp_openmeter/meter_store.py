@@ -131,9 +131,10 @@ async def _idle(conn: psycopg.AsyncConnection) -> None:
         await conn.commit()
 
 
-async def _watermark(conn: psycopg.AsyncConnection) -> int:
+async def watermark(conn: psycopg.AsyncConnection) -> int:
     """The last events sequence number handed out (0: none yet). Under the exclusive meters
-    lock every event up to it is committed (or rolled back for good)."""
+    lock every event up to it is committed (or rolled back for good). The export's horizon
+    (export/source.py) is this too."""
     cur = await conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_seq_seq")
     return (await cur.fetchone())[0]
 
@@ -160,7 +161,7 @@ async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: Mete
         if await cur.fetchone():
             raise MeterConflict(f"meter with slug {spec.slug!r} already exists")
         await _check_room(conn, namespace, max_meters)
-        watermark = await _watermark(conn)
+        target = await watermark(conn)
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(
             f"""INSERT INTO meters (id, namespace, slug, name, description, event_type, event_from, aggregation,
@@ -174,7 +175,7 @@ async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: Mete
             {"id": new_ulid(), "namespace": namespace, "slug": spec.slug, "name": spec.name,
              "description": spec.description, "event_type": spec.event_type, "event_from": spec.event_from,
              "aggregation": spec.aggregation, "value_property": spec.value_property,
-             "managed_by": managed_by, "watermark": watermark, **_derived(spec)})
+             "managed_by": managed_by, "watermark": target, **_derived(spec)})
         meter = _row_to_meter(await cur.fetchone())
     return await _completed(conn, meter)
 
@@ -227,7 +228,7 @@ async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0,
                                  backfill_target = NULLIF(%s::bigint, 0)
-                           WHERE pk = %s RETURNING {_COLUMNS}""", (await _watermark(conn), meter_pk))
+                           WHERE pk = %s RETURNING {_COLUMNS}""", (await watermark(conn), meter_pk))
     return await cur.fetchone()
 
 
@@ -252,9 +253,10 @@ class BackfillProgress:
     seconds: float = 0.0
 
 
-async def _summarize(conn: psycopg.AsyncConnection) -> None:
+async def summarize_seq_index(conn: psycopg.AsyncConnection) -> None:
     """Summarize the newest block ranges of the events' BRIN index, which autovacuum may not
-    have reached yet: unsummarized ranges are read by every chunk. Best effort, never waited for."""
+    have reached yet: unsummarized ranges are read by every backfill chunk and every export
+    range. Best effort, never waited for."""
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL lock_timeout = '1s'")
@@ -310,7 +312,7 @@ async def backfill(conn: psycopg.AsyncConnection, meter_pk: int, wait: bool = Tr
     await conn.commit()
     started = time.perf_counter()
     try:
-        await _summarize(conn)
+        await summarize_seq_index(conn)
         width = _CHUNK_START
         while True:
             chunk_started = time.perf_counter()

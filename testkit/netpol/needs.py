@@ -15,7 +15,7 @@ peer changes this module and the chart together.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,26 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "api": ("postgres", "nats", "valkey", "dns"),
     "sink": ("postgres", "nats", "dns"),
     "migrate": ("postgres", "dns"),
+    "export": ("postgres", "nats", "dns"),
 }
-# Reached through `networkPolicy.egress.extra`, not a peer of its own.
-EXTRA = {"api": "the OIDC issuer in `oidc` mode (an extra egress rule)"}
+# A peer one component needs only under a condition of the values: (test, the docs' words).
+WHEN: dict[tuple[str, str], tuple[Callable[[Mapping[str, Any]], bool], str]] = {
+    ("export", "nats"): (
+        lambda values: bool(_value(values, "export.waitDrained")) and not _value(values, "export.verify"),
+        "while it waits for the sink, `export.waitDrained`",
+    ),
+}
+# Reached through rules of their own, not a peer.
+EXTRA = {
+    "api": "the OIDC issuer in `oidc` mode (an extra egress rule)",
+    "export": "the export's target (`networkPolicy.egress.exportTarget`)",
+}
 # What each component accepts (ingress), for the docs table.
 ACCEPTS = {
     "api": "`http` from clients, `telemetry` from monitoring",
     "sink": "`telemetry` from monitoring",
     "migrate": "nothing",
+    "export": "nothing",
 }
 
 TABLE_START, TABLE_END = "<!-- network-needs:start -->", "<!-- network-needs:end -->"
@@ -56,22 +68,25 @@ def peer(name: str) -> Peer:
     raise KeyError(f"no peer named {name!r}; peers: {[p.name for p in PEERS]}")
 
 
-def _switched_on(values: Mapping[str, Any], path: str) -> bool:
+def _value(values: Mapping[str, Any], path: str) -> Any:
     node: Any = values
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
             raise KeyError(f"chart values lack {path} (give the chart's defaults merged with the release's values)")
         node = node[part]
-    return bool(node)
+    return node
+
+
+def _needed(component: str, name: str, values: Mapping[str, Any]) -> bool:
+    if peer(name).switch and not _value(values, peer(name).switch):
+        return False
+    when = WHEN.get((component, name))
+    return when is None or when[0](values)
 
 
 def peers_of(component: str, values: Mapping[str, Any] | None = None) -> tuple[str, ...]:
-    """The peers `component` must reach; with chart values, a peer whose switch is off is left out."""
-    return tuple(
-        name
-        for name in NEEDS[component]
-        if values is None or not peer(name).switch or _switched_on(values, peer(name).switch)
-    )
+    """The peers `component` must reach; with chart values, a peer switched off for it is left out."""
+    return tuple(name for name in NEEDS[component] if values is None or _needed(component, name, values))
 
 
 def destinations(
@@ -85,8 +100,11 @@ def network_table() -> str:
     """docs/engine-runtime.md's table, between its markers."""
     rows = ["| component | connects to | accepts |", "| --- | --- | --- |"]
     for component, names in NEEDS.items():
-        peers = [peer(n) for n in names]
-        reach = ", ".join(f"{p.title} ({p.condition})" if p.condition else p.title for p in peers)
+        parts = []
+        for name in names:
+            condition = WHEN[(component, name)][1] if (component, name) in WHEN else peer(name).condition
+            parts.append(f"{peer(name).title} ({condition})" if condition else peer(name).title)
+        reach = ", ".join(parts)
         if component in EXTRA:
             reach += f"; {EXTRA[component]}"
         rows.append(f"| `{component}` | {reach} | {ACCEPTS[component]} |")

@@ -118,9 +118,18 @@ class LocalStack:
     def sink_telemetry_url(self, index: int = 0) -> str:
         return f"http://127.0.0.1:{self.sink_telemetry_ports[index]}"
 
-    def _process(self, command: str, log_name: str, extra_env: dict[str, str] | None = None) -> EngineProcess:
-        argv = [sys.executable, "-m", "bp_openmeter.cli", "--config", str(self.config_path), command]
+    def _process(
+        self, command: str, log_name: str, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> EngineProcess:
+        argv = [sys.executable, "-m", "bp_openmeter.cli", "--config", str(self.config_path), command, *args]
         return EngineProcess(command, argv, {**self.env, **(extra_env or {})}, self.root / f"{log_name}.log")
+
+    def command(
+        self, command: str, *args: str, log_name: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> EngineProcess:
+        """Start another engine command (e.g. `export`) with this stack's config and environment;
+        its output goes to <root>/<log_name>.log."""
+        return self._process(command, log_name or command, extra_env, tuple(args)).start()
 
     def migrate(self) -> None:
         proc = self._process("migrate", "migrate").start()

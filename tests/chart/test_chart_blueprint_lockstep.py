@@ -119,6 +119,12 @@ def test_config_schema_maps_onto_chart_values(documents):
         "replicas",
         "serviceMonitor.enabled",
         "networkPolicy.enabled",
+        "httpRoute.enabled",
+        "ingress.enabled",
+        "certificate.enabled",
+        "certificate.clusterIssuer",
+        "export.enabled",
+        "export.target",
     }
     for path, field in fields.items():
         values_path = field["x-values-path"]

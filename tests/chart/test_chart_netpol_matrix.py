@@ -12,8 +12,9 @@ import copy
 
 import pytest
 
-from testkit.chart.render import find, merge_values, render_chart
+from testkit.chart.render import chart_values, find, merge_values, render_chart
 from testkit.netpol.model import NAMESPACE_NAME_LABEL, ContainerPort, External, Layout, Pod, Target, expected_egress
+from testkit.netpol.needs import destinations
 from testkit.netpol.truth_table import Key, Outcome, diff, report
 from testkit.paths import REPO_ROOT
 from tests.chart.chart_layout import (
@@ -24,11 +25,13 @@ from tests.chart.chart_layout import (
     NAMESPACE,
     NATS_BOX,
     NEEDS,
+    PEERS,
     RELEASE,
     VALKEY_POD,
     VALUES,
     cnpg_instance,
     egress_targets,
+    engine_labels,
     layout,
     needs_matrix,
 )
@@ -218,6 +221,57 @@ def test_selectors_namespaces_and_ports_are_values():
         ],
         "ports": [{"port": 14222, "protocol": "TCP"}],
     } in egress
+
+
+def test_api_from_any_source_opens_the_api_port_alone():
+    """The plain-NetworkPolicy way to admit Cilium's gateway (no pod's identity): every
+    source reaches the API port, and nothing else changes."""
+    values = merge_values(VALUES, {"networkPolicy": {"ingress": {"apiFromAnySource": True}}})
+    policies = find(render_chart(values, namespace=NAMESPACE, release=RELEASE), "NetworkPolicy")
+    allowed = {source: reach | {"api:8888/TCP"} for source, reach in INGRESS_ALLOWED.items()}
+    expected = needs_matrix(allowed, INGRESS_TARGETS)
+    observed = expected_egress(policies, layout(), INGRESS_SOURCES, INGRESS_TARGETS)
+    assert not diff(expected, observed), report(expected, observed)
+    wrong, text = egress_wrong_cells(policies)
+    assert not wrong, text
+
+
+@pytest.mark.parametrize(
+    "export, nats",
+    [({}, True), ({"waitDrained": ""}, False), ({"verify": True}, False)],
+    ids=["waits for the sink", "does not wait", "verifies"],
+)
+def test_the_export_job_reaches_its_database_its_target_and_jetstream_while_it_waits(export, nats):
+    """Its target here: the `web` pods of namespace `shop`, by a rule of exportTarget."""
+    target = {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "shop"}},
+                "podSelector": {"matchLabels": {"app": "web"}},
+            }
+        ],
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+    }
+    values = merge_values(
+        VALUES,
+        {
+            "networkPolicy": {"egress": {"exportTarget": [target]}},
+            "export": {"enabled": True, "target": {"url": "http://web.shop.svc:8080"}, **export},
+        },
+    )
+    policies = find(render_chart(values, namespace=NAMESPACE, release=RELEASE), "NetworkPolicy")
+    cluster = layout((Pod("export", NAMESPACE, engine_labels("export")),))
+    merged = chart_values(overrides=values)
+    needs = destinations(PEERS, ["export"], merged)
+    assert ("nats-0:4222/TCP" in needs["export"]) is nats
+    needs["export"] |= {"web:8080/TCP"}
+    targets = egress_targets(cluster)
+    expected = needs_matrix(needs, targets)
+    observed = expected_egress(policies, cluster, ["export"], targets)
+    assert not diff(expected, observed), report(expected, observed)
+    # Nothing connects to it.
+    closed = expected_egress(policies, cluster, ["neighbour", "prometheus"], [Target("export", 8080)])
+    assert set(closed.values()) == {Outcome.BLOCKED}
 
 
 def test_probe_pods_with_engine_labels_get_the_engine_matrix(policies):

@@ -132,7 +132,7 @@ def _index() -> bytes:
     """An index.yaml listing every pinned platform chart, tarballs beside it (relative URLs)."""
     entries = {
         c.chart: [{"name": c.chart, "version": c.version, "urls": [f"{c.chart}-{c.version}.tgz"]}]
-        for c in PLATFORM.charts
+        for c in (*PLATFORM.charts, PLATFORM.exposure.controller)
     }
     return yaml.safe_dump({"apiVersion": "v1", "entries": entries}).encode()
 
@@ -185,6 +185,20 @@ def test_existing_cluster_needs_no_docker_or_kind_but_an_image_reference(tmp_pat
 def test_separate_steps_need_the_cluster_created_first(tmp_path):
     checks = _names(_plan("test", "--cluster-name", "nothere"), ("test",))
     assert not checks["cluster kubeconfig"].ok and "nox -s e2e-up" in checks["cluster kubeconfig"].fix
+
+
+def test_the_cnpg_test_step_needs_the_https_test_s_controller_chart_and_gateway_api_files(tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("apiVersion: v1\n")
+    controller = PLATFORM.exposure.controller
+    checks = _names(_plan("test", "--kubeconfig", str(kubeconfig)), ("test",))
+    name = f"chart {controller.chart} {controller.version} ({controller.name})"
+    gateway_api = f"Gateway API {PLATFORM.exposure.gateway_api.version} CRDs"
+    assert checks[name].ok and checks[gateway_api].ok
+    offline = _names(_plan("test", "--kubeconfig", str(kubeconfig)), ("test",), probe=no_network, fetch=no_network)
+    assert not offline[name].ok and not offline[gateway_api].ok
+    clickhouse = _names(_plan("test", "--kubeconfig", str(kubeconfig), "--backend", "clickhouse"), ("test",))
+    assert name not in clickhouse and gateway_api not in clickhouse
 
 
 def test_only_the_clickhouse_chart_step_needs_the_upstream_charts_oci_registry(tmp_path):

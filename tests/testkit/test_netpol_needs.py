@@ -27,6 +27,7 @@ def test_destinations_follow_the_needs_of_each_component():
         "api": {"pg:5432", "nats:4222", "valkey:6379", "dns:53"},
         "sink": {"pg:5432", "nats:4222", "dns:53"},
         "migrate": {"pg:5432", "dns:53"},
+        "export": {"pg:5432", "nats:4222", "dns:53"},
     }
     assert set(reach) == set(NEEDS)
 
@@ -37,3 +38,17 @@ def test_a_peer_switched_off_in_the_values_is_not_needed():
     assert destinations(AT, ["api"], {"valkey": {"enabled": False}})["api"] == {"pg:5432", "nats:4222", "dns:53"}
     with pytest.raises(KeyError, match="valkey.enabled"):
         peers_of("api", {})
+
+
+@pytest.mark.parametrize(
+    "export, needs_nats",
+    [
+        ({"waitDrained": "10m", "verify": False}, True),
+        ({"waitDrained": "", "verify": False}, False),  # no waiting for the sink: no JetStream
+        ({"waitDrained": "10m", "verify": True}, False),  # --verify exports nothing and waits for nothing
+    ],
+)
+def test_the_export_needs_jetstream_only_while_it_waits_for_the_sink(export, needs_nats):
+    values = {"valkey": {"enabled": True}, "export": export}
+    assert ("nats" in peers_of("export", values)) is needs_nats
+    assert {"postgres", "dns"} <= set(peers_of("export", values))

@@ -18,7 +18,29 @@ from testkit.platform import platform
 PLATFORM = platform()
 
 
-@pytest.mark.parametrize("crd", PLATFORM.crds, ids=[c.file for c in PLATFORM.crds])
+CHART_CRDS = [c for c in PLATFORM.crds if c.chart]
+BUNDLE_CRDS = [c for c in PLATFORM.crds if c.bundle]
+
+
+def test_every_vendored_crd_names_what_installs_it():
+    assert [c.file for c in PLATFORM.crds if bool(c.chart) == bool(c.bundle)] == [], (
+        "each CRD entry names either the platform chart or the bundle that installs it"
+    )
+    assert {c.bundle for c in BUNDLE_CRDS} <= {"gateway-api"}
+
+
+@pytest.mark.parametrize("crd", BUNDLE_CRDS, ids=[c.file for c in BUNDLE_CRDS])
+def test_vendored_gateway_api_crd_is_the_release_and_file_the_tier_applies(crd):
+    bundle = PLATFORM.exposure.gateway_api
+    assert crd.tag == bundle.version, f"{crd.file} is vendored from {crd.tag}, the kind tier applies {bundle.version}"
+    assert bundle.files.get(crd.file) == crd.sha256, f"{crd.file}: exposure.gatewayApi records another digest"
+    assert crd.path == f"config/crd/{bundle.channel}/{crd.file}"
+    annotations = yaml.safe_load((schemas.CRD_DIR / crd.file).read_text())["metadata"]["annotations"]
+    assert annotations["gateway.networking.k8s.io/bundle-version"] == crd.tag
+    assert annotations["gateway.networking.k8s.io/channel"] == bundle.channel
+
+
+@pytest.mark.parametrize("crd", CHART_CRDS, ids=[c.file for c in CHART_CRDS])
 def test_vendored_crd_is_the_release_its_platform_chart_installs(crd):
     chart = PLATFORM.chart(crd.chart)
     assert chart.app_version, f"platform chart {chart.name} needs appVersion: the release of the CRDs it installs"
@@ -76,6 +98,10 @@ def test_readme_pinned_versions_are_the_platform_file_s():
         assert cell.split()[0].rstrip(",") == chart.version, (
             f"README pins {chart.name} at {cell}, platform.yaml at {chart.version}"
         )
+    controller = PLATFORM.exposure.controller
+    assert pins[controller.name].split()[0] == controller.version
+    assert f"Traefik {controller.app_version}" in pins[controller.name]
+    assert pins["gateway-api"].split(",")[0] == PLATFORM.exposure.gateway_api.version
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     kind_plugin = next(r for r in extras["kind"] if r.startswith("pytest-kind-ng=="))
     assert f"`pytest-kind-ng` {kind_plugin.split('==')[1]} " in README.read_text()

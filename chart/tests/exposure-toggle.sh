@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Exposure toggles default off (Catalyst blueprint convention): the API is published
+# through a gateway or an ingress only when asked, with TLS from cert-manager.
+#
+#   1. default render: no HTTPRoute, ReferenceGrant, Ingress or Certificate, even where
+#      the Gateway API and cert-manager are served;
+#   2. opt-in (httpRoute, referenceGrant, ingress, tls.certificate; APIs served): each one;
+#   3. explicit off: none;
+#   4. opt-in on a cluster without the Gateway API and cert-manager: no HTTPRoute,
+#      ReferenceGrant or Certificate (the capability gates); the Ingress (a built-in API) stays.
+#
+# Usage: bash chart/tests/exposure-toggle.sh [CHART_DIR]
+# helm: $HELM, else helm on PATH, else the project's pinned helm (python3 -m testkit.tools).
+set -euo pipefail
+
+CHART_DIR="$(cd "${1:-$(dirname "$0")/..}" && pwd)"
+APIS=(--api-versions gateway.networking.k8s.io/v1/HTTPRoute
+      --api-versions gateway.networking.k8s.io/v1beta1/ReferenceGrant
+      --api-versions cert-manager.io/v1/Certificate)
+UPSTREAM="openmeter"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+find_helm() {
+  if [ -n "${HELM:-}" ]; then echo "$HELM"; return; fi
+  if command -v helm >/dev/null 2>&1; then command -v helm; return; fi
+  local repo
+  repo="$(cd "$CHART_DIR/.." && pwd)"
+  if [ -f "$repo/testkit/tools.py" ]; then
+    (cd "$repo" && python3 -m testkit.tools | sed -n 's/^helm: //p')
+    return
+  fi
+  echo "FAIL: helm not found; put it on PATH or set HELM" >&2
+  exit 2
+}
+HELM_BIN="$(find_helm)"
+
+# The upstream chart is a dependency of the clickhouse profile only. Where it is
+# not vendored (no `helm dependency build`, e.g. no registry access), render a
+# copy whose Chart.yaml omits it: helm refuses a missing dependency even when its
+# condition is off, and drops a disabled one before rendering anyway.
+upstream_vendored() {
+  compgen -G "$CHART_DIR/charts/${UPSTREAM}-*.tgz" >/dev/null || [ -f "$CHART_DIR/charts/$UPSTREAM/Chart.yaml" ]
+}
+RENDER_DIR="$CHART_DIR"
+if ! upstream_vendored; then
+  RENDER_DIR="$TMP/chart"
+  cp -R "$CHART_DIR" "$RENDER_DIR"
+  awk '/^dependencies:/ {skip=1; next} skip && /^[^[:space:]#-]/ {skip=0} !skip' \
+    "$CHART_DIR/Chart.yaml" > "$RENDER_DIR/Chart.yaml"
+  echo "[exposure-toggle] upstream $UPSTREAM chart not vendored: rendering the cnpg profile without it"
+fi
+
+render() {  # render NAME [helm template args...]
+  local name="$1"; shift
+  if ! "$HELM_BIN" template smoke "$RENDER_DIR" "$@" > "$TMP/$name.yaml" 2> "$TMP/$name.err"; then
+    echo "FAIL: $name render failed:" >&2
+    cat "$TMP/$name.err" >&2
+    exit 1
+  fi
+}
+
+kinds_of() {  # kinds_of FILE KIND...: the lines declaring those kinds
+  local file="$1"; shift
+  local pattern
+  pattern="$(IFS='|'; echo "$*")"
+  grep -nE "^kind: ($pattern)$" "$file" || true
+}
+
+expect_none() {  # expect_none NAME DESCRIPTION KIND...
+  local name="$1" description="$2"; shift 2
+  local found
+  found="$(kinds_of "$TMP/$name.yaml" "$@")"
+  if [ -n "$found" ]; then
+    echo "FAIL: $description renders exposure objects:" >&2
+    echo "$found" >&2
+    exit 1
+  fi
+  echo "  PASS: $description renders no $(IFS=/; echo "$*")"
+}
+
+expect_each() {  # expect_each NAME DESCRIPTION KIND...
+  local name="$1" description="$2"; shift 2
+  for kind in "$@"; do
+    if [ -z "$(kinds_of "$TMP/$name.yaml" "$kind")" ]; then
+      echo "FAIL: $description renders no $kind: the toggle is not wired" >&2
+      exit 1
+    fi
+  done
+  echo "  PASS: $description renders $(IFS=/; echo "$*")"
+}
+
+OPT_IN=(--set httpRoute.enabled=true
+        --set "httpRoute.parentRefs[0].name=platform" --set "httpRoute.parentRefs[0].namespace=gateway-system"
+        --set "httpRoute.hostnames[0]=metering.example.com"
+        --set httpRoute.referenceGrant.enabled=true
+        --set ingress.enabled=true --set "ingress.hosts[0]=metering.example.com"
+        --set tls.certificate.enabled=true --set tls.certificate.issuerRef.name=platform-ca)
+ALL=(HTTPRoute ReferenceGrant Ingress Certificate)
+
+echo "[exposure-toggle] 1. default render"
+render default "${APIS[@]}"
+expect_none default "the default render (APIs served)" "${ALL[@]}"
+
+echo "[exposure-toggle] 2. opt-in"
+render optin "${APIS[@]}" "${OPT_IN[@]}"
+expect_each optin "httpRoute, referenceGrant, ingress and tls.certificate enabled" "${ALL[@]}"
+
+echo "[exposure-toggle] 3. explicit off"
+render off "${APIS[@]}" --set httpRoute.enabled=false --set ingress.enabled=false --set tls.certificate.enabled=false
+expect_none off "httpRoute, ingress and tls.certificate set to false" "${ALL[@]}"
+
+echo "[exposure-toggle] 4. opt-in without the Gateway API and cert-manager"
+render noapi "${OPT_IN[@]}"
+expect_none noapi "the opt-in on a cluster without gateway.networking.k8s.io and cert-manager.io" \
+  HTTPRoute ReferenceGrant Certificate
+expect_each noapi "the opt-in on a cluster without them" Ingress
+
+echo "[exposure-toggle] all cases pass"
