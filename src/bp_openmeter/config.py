@@ -53,7 +53,7 @@ def parse_address(value: Any, key: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-# What a caller may do (README "API authentication"): `ingest` posts events; `read` lists
+# What a caller may do (docs/operations.md "Authentication"): `ingest` posts events; `read` lists
 # events and meters and queries them; `admin` creates, changes and deletes meters, and
 # may do everything else too, so that a token configured before permissions existed
 # (an admin token) keeps working.
@@ -110,7 +110,7 @@ class ApiConfig:
     publish_timeout: float = 10.0
     body_timeout: float = 30.0
     # What one client can make the process hold before it is authenticated or answered
-    # (README "Guarantees"). Request line and header fields, together:
+    # (docs/guarantees.md). Request line and header fields, together:
     max_header_bytes: int = 64 * 1024
     max_header_count: int = 100
     header_timeout: float = 10.0    # from a connection's start (or a request's first byte) to its last header

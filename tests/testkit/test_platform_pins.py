@@ -12,10 +12,11 @@ import yaml
 
 from testkit import kind, tools
 from testkit.chart import schemas
-from testkit.paths import README, REPO_ROOT
+from testkit.paths import DOCS, REPO_ROOT
 from testkit.platform import platform
 
 PLATFORM = platform()
+KIND_DOC = DOCS / "kind.md"
 
 
 CHART_CRDS = [c for c in PLATFORM.crds if c.chart]
@@ -80,15 +81,15 @@ def test_tools_and_schemas_read_their_pins_from_the_platform_file():
     assert schemas.KUBE_VERSION == str(raw["kubernetesVersion"])
 
 
-def _readme_pins() -> dict[str, str]:
-    """The 'Pinned versions' table of README.md: first column -> second column."""
-    text = README.read_text().split("#### Pinned versions", 1)[1]
+def _documented_pins() -> dict[str, str]:
+    """The 'Pinned versions' table of docs/kind.md: first column -> second column."""
+    text = KIND_DOC.read_text().split("## Pinned versions", 1)[1]
     rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|", text, re.MULTILINE)
     return {name: version for name, version in rows if name not in ("what", "---")}
 
 
-def test_readme_pinned_versions_are_the_platform_file_s():
-    pins = _readme_pins()
+def test_documented_pinned_versions_are_the_platform_file_s():
+    pins = _documented_pins()
     assert pins["kind"] == PLATFORM.kind_version
     assert pins["helm"].split()[0] == PLATFORM.tools.helm.version.removeprefix("v")
     assert f"{PLATFORM.tools.render_helm.removeprefix('v')} for the render tiers" in pins["helm"]
@@ -96,7 +97,7 @@ def test_readme_pinned_versions_are_the_platform_file_s():
     for chart in PLATFORM.charts:
         cell = pins[{"cnpg": "cloudnative-pg"}.get(chart.name, chart.name)]
         assert cell.split()[0].rstrip(",") == chart.version, (
-            f"README pins {chart.name} at {cell}, platform.yaml at {chart.version}"
+            f"docs/kind.md pins {chart.name} at {cell}, platform.yaml at {chart.version}"
         )
     controller = PLATFORM.exposure.controller
     assert pins[controller.name].split()[0] == controller.version
@@ -104,4 +105,4 @@ def test_readme_pinned_versions_are_the_platform_file_s():
     assert pins["gateway-api"].split(",")[0] == PLATFORM.exposure.gateway_api.version
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     kind_plugin = next(r for r in extras["kind"] if r.startswith("pytest-kind-ng=="))
-    assert f"`pytest-kind-ng` {kind_plugin.split('==')[1]} " in README.read_text()
+    assert f"`pytest-kind-ng` {kind_plugin.split('==')[1]} " in KIND_DOC.read_text()
