@@ -2,8 +2,9 @@
 
 `nox` runs every tier that needs no Kubernetes cluster (what CI runs on every
 change): chart, engine, compat-light (the engine's answers against upstream's SQL on
-embedded ClickHouse, a lighter matrix), faults (the engine under injected faults and a
-bounded load run, a few minutes) and suite (the test kit's and the kind tier's own
+embedded ClickHouse, a lighter matrix), sdk (both official SDKs, unmodified, against a
+local stack), faults (the engine under injected faults and a bounded load run, a few
+minutes) and suite (the test kit's and the kind tier's own
 tests, and the usage tests on a local stack); `nox -s compat` is the full differential
 tier; `nox -s e2e` is the kind tier; `nox -s bench` the benchmarks; `nox -s lint` ruff
 and mypy.
@@ -26,13 +27,15 @@ and its steps one by one, to iterate without recreating everything:
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["chart", "engine", "compat-light", "faults", "suite"]
+nox.options.sessions = ["chart", "engine", "compat-light", "sdk", "faults", "suite"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -107,6 +110,26 @@ def compat(session: nox.Session) -> None:
 def compat_light(session: nox.Session) -> None:
     """The differential tier with a lighter matrix (360 queries per season): part of the default `nox` run."""
     _compat(session, "light")
+
+
+@nox.session
+def sdk(session: nox.Session) -> None:
+    """Both official OpenMeter SDKs, unmodified, against a local stack (under a minute).
+
+    Python: `openmeter` (pinned in pyproject.toml). JavaScript: `@openmeter/sdk` (pinned
+    in tests/sdk/js/package.json and its lockfile), installed here with `npm ci` and run
+    by Node.js's test runner. Without Node.js and npm the JS half fails in CI (CI=true)
+    and is skipped, saying why, elsewhere.
+    """
+    session.install("-e", ".[test]")
+    if shutil.which("npm") and shutil.which("node"):
+        with session.chdir("tests/sdk/js"):
+            session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+    elif os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        session.error("node and npm are needed for the JS SDK tier (Debian 12: apt-get install nodejs npm)")
+    else:
+        session.warn("node or npm not found: the JS SDK tier will be skipped")
+    session.run("pytest", "tests/sdk", *session.posargs)
 
 
 @nox.session

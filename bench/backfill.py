@@ -95,7 +95,7 @@ def create_meter_over_history(stack: LocalStack, meter: dict, history: int, run:
         started = time.monotonic()
         response = httpx.post(f"{stack.api_url}/api/v1/meters", json=meter, timeout=3600)
         seconds = time.monotonic() - started
-        if response.status_code != 200:
+        if response.status_code != 201:
             raise RuntimeError(f"meter creation answered HTTP {response.status_code}: {response.text[:300]}")
     finally:
         prober.stop.set()

@@ -27,7 +27,7 @@ from .disconnect import ClientGone, unless_client_leaves
 from .ingest import Ingestor
 from .jsonlimits import has_nul
 from .logs import get_logger
-from .meters import MeterError, apply_update, parse_meter_spec, valid_id_or_slug
+from .meters import MeterError, apply_update, parse_list_params, parse_meter_spec, valid_id_or_slug
 from .problems import Problem, bad_request, not_found
 from .timefmt import utcnow
 
@@ -153,8 +153,9 @@ def _checked(parse, *args):
 
 async def list_meters(request: Request) -> Response:
     state = _state(request)
+    params = _checked(parse_list_params, request.query_params)
     async with state.pool.connection() as conn:
-        meters = await meter_store.list_meters(conn, state.cfg.namespace)
+        meters = await meter_store.list_meters(conn, state.cfg.namespace, params)
     return json_response([m.to_json() for m in meters])
 
 
@@ -169,7 +170,7 @@ async def create_meter(request: Request) -> Response:
         except meter_store.MeterConflict as exc:
             raise Problem(409, "conflict error: meter with the same slug already exists") from exc
     log.info("meter created", slug=spec.slug, aggregation=spec.aggregation)
-    return json_response(meter.to_json(), status=200)  # 200, not the spec's 201: upstream's code
+    return json_response(meter.to_json(), status=201)  # the spec's and the SDKs' (upstream's code answers 200)
 
 
 async def get_meter(request: Request) -> Response:
@@ -214,6 +215,20 @@ async def meter_subjects(request: Request) -> Response:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
             _counts_complete(meter)
             return await query.subjects(conn, meter, start, end, state.cfg.api.max_query_rows)
+
+    return json_response(await unless_client_leaves(request, answer()))
+
+
+async def meter_group_values(request: Request) -> Response:
+    state = _state(request)
+    start, end = query.parse_range(request.query_params, known={"from", "to"})
+    key = request.path_params["group_by_key"]
+
+    async def answer():
+        async with state.pool.connection() as conn:
+            meter = await _meter_or_404(conn, state.cfg.namespace, request)
+            _counts_complete(meter)
+            return await query.group_values(conn, meter, key, start, end, state.cfg.api.max_query_rows)
 
     return json_response(await unless_client_leaves(request, answer()))
 
@@ -324,6 +339,7 @@ OPERATIONS: dict[str, dict[str, tuple[Callable[[Request], Awaitable[Response]], 
                                     "DELETE": (delete_meter, "admin")},
     "/api/v1/meters/{id_or_slug}/query": {"GET": (query_meter, "read"), "POST": (query_meter, "read")},
     "/api/v1/meters/{id_or_slug}/subjects": {"GET": (meter_subjects, "read")},
+    "/api/v1/meters/{id_or_slug}/group-by/{group_by_key}/values": {"GET": (meter_group_values, "read")},
     "/api/v1/openapi.yaml": {"GET": (openapi_document, None)},
 }
 

@@ -18,7 +18,7 @@ from . import jsonpath, numeric
 from .meter_store import list_meters
 from .meters import Meter
 from .problems import bad_request
-from .query import time_param
+from .query import client_id_param, time_param
 from .timefmt import format_time, utcnow
 
 DEFAULT_LIMIT = 100
@@ -45,14 +45,18 @@ def _time(qp: Mapping, name: str) -> datetime | None:
 
 
 def parse_params(qp: Mapping) -> ListParams:
-    known = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit"}
+    known = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit", "clientId"}
+    if "customerId" in qp:
+        raise bad_request("customerId: customers are not part of this engine; filter by subject instead",
+                          field="customerId")
     unknown = sorted(set(qp.keys()) - known)
     if unknown:
         raise bad_request(f"{unknown[0]}: unknown query parameter", field=unknown[0])
+    client_id_param(qp.get("clientId"))
     raw_limit = qp.get("limit")
     limit = DEFAULT_LIMIT
     if raw_limit not in (None, ""):
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise bad_request(f"limit: must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}", field="limit")
         limit = int(raw_limit)
     params = ListParams(_time(qp, "from"), _time(qp, "to"), _time(qp, "ingestedAtFrom"), _time(qp, "ingestedAtTo"),

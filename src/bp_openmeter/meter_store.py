@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from . import projection
 from .ids import new_ulid
 from .logs import get_logger
-from .meters import Meter, MeterSpec
+from .meters import ListParams, Meter, MeterSpec
 
 log = get_logger("meters")
 
@@ -84,10 +84,24 @@ def _derived(spec: MeterSpec) -> dict:
     }
 
 
-async def list_meters(conn: psycopg.AsyncConnection, namespace: str) -> list[Meter]:
+# What each of the list's orders sorts by: constant SQL, chosen by name (text in byte order;
+# `name` as answered, the slug when unset).
+_LIST_ORDER = {"key": 'slug COLLATE "C"', "name": 'COALESCE(name, slug) COLLATE "C"',
+               "aggregation": 'aggregation COLLATE "C"', "createdAt": "created_at", "updatedAt": "updated_at"}
+
+
+async def list_meters(conn: psycopg.AsyncConnection, namespace: str,
+                      params: ListParams = ListParams()) -> list[Meter]:
+    """The namespace's meters (live ones unless asked for deleted ones too), in the order
+    asked for; ties (a deleted meter and a live one of the same slug) in creation order."""
+    direction = "DESC" if params.descending else "ASC"
+    paging = "LIMIT %(limit)s OFFSET %(offset)s" if params.page is not None else ""
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"SELECT {_COLUMNS} FROM meters WHERE namespace = %s AND deleted_at IS NULL "
-                      "ORDER BY slug, pk", (namespace,))
+    await cur.execute(f"""SELECT {_COLUMNS} FROM meters
+                           WHERE namespace = %(namespace)s AND (%(deleted)s OR deleted_at IS NULL)
+                           ORDER BY {_LIST_ORDER[params.order_by]} {direction}, pk {direction} {paging}""",
+                      {"namespace": namespace, "deleted": params.include_deleted, "limit": params.page_size,
+                       "offset": ((params.page or 1) - 1) * params.page_size})
     return [_row_to_meter(row) for row in await cur.fetchall()]
 
 

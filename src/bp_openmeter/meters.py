@@ -21,6 +21,51 @@ MAX_GROUP_BY = 16
 MAX_METADATA = 64
 
 
+# GET /api/v1/meters: the orders upstream offers (`key` is the slug), and its page size bounds.
+LIST_ORDER_BY = ("key", "name", "aggregation", "createdAt", "updatedAt")
+LIST_ORDERS = ("ASC", "DESC")
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
+MAX_PAGE = 1_000_000  # keeps the offset a bigint
+
+
+@dataclass(frozen=True)
+class ListParams:
+    include_deleted: bool = False
+    order_by: str = "key"
+    descending: bool = False
+    page: int | None = None        # None: every meter (no page asked for)
+    page_size: int = DEFAULT_PAGE_SIZE
+
+
+def _positive(qp: Any, name: str, most: int) -> int | None:
+    raw = qp.get(name)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12) or not 1 <= int(raw) <= most:
+        raise MeterError(name, f"must be an integer from 1 to {most}, got {raw[:40]!r}")
+    return int(raw)
+
+
+def parse_list_params(qp: Any) -> ListParams:
+    """The list's query parameters; unknown ones are refused, as on the other endpoints."""
+    known = {"includeDeleted", "order", "orderBy", "page", "pageSize"}
+    unknown = sorted(set(qp.keys()) - known)
+    if unknown:
+        raise MeterError(unknown[0], "unknown query parameter")
+    include_deleted = qp.get("includeDeleted", "false")
+    if include_deleted not in ("true", "false"):
+        raise MeterError("includeDeleted", f"must be true or false, got {include_deleted[:40]!r}")
+    order = qp.get("order", "ASC")
+    if order not in LIST_ORDERS:
+        raise MeterError("order", f"must be one of {', '.join(LIST_ORDERS)}, got {order[:40]!r}")
+    order_by = qp.get("orderBy", "key")
+    if order_by not in LIST_ORDER_BY:
+        raise MeterError("orderBy", f"must be one of {', '.join(LIST_ORDER_BY)}, got {order_by[:40]!r}")
+    page, page_size = _positive(qp, "page", MAX_PAGE), _positive(qp, "pageSize", MAX_PAGE_SIZE)
+    return ListParams(include_deleted=include_deleted == "true", order_by=order_by, descending=order == "DESC",
+                      page=page or (1 if page_size else None), page_size=page_size or DEFAULT_PAGE_SIZE)
+
+
 def valid_id_or_slug(text: str) -> bool:
     """The path parameter rule of upstream's spec: a slug or a ULID, at most 64 characters."""
     return len(text) <= 64 and (SLUG.match(text) is not None or ULID.match(text) is not None)

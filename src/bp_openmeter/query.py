@@ -17,18 +17,20 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
+import orjson
 import psycopg
-from psycopg.types.json import Jsonb
 
 from . import numeric, projection, windows, zones
+from .group_filters import ADVANCED, MAX_FILTER_VALUES, Compiler, Filter, parse_advanced, values_filter
+from .jsonlimits import has_nul
 from .meters import WINDOW_SIZES, Meter
 from .problems import Problem, bad_request
 from .timefmt import EARLIEST, LATEST, format_time, parse_time
 
 _FILTER_KEY = re.compile(r"^filterGroupBy\[([^\]]{1,64})\]$")
 MAX_SUBJECTS = 1000
-# filterGroupBy values of one query, over all keys: each is compared with every row's groups.
-MAX_FILTER_VALUES = 1000
+# clientId: upstream tracks a request's progress under it; here it is accepted and unused.
+MAX_CLIENT_ID = 36
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class QueryParams:
     subjects: tuple[str, ...] = ()
     group_by: tuple[str, ...] = ()
     filter_group_by: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    advanced_filters: dict[str, Filter | None] = field(default_factory=dict)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -85,7 +88,32 @@ def _validate(params: QueryParams) -> QueryParams:
     if filter_values > MAX_FILTER_VALUES:
         raise bad_request(f"filterGroupBy: at most {MAX_FILTER_VALUES} values per query over all keys, "
                           f"got {filter_values}", field="filterGroupBy")
+    if params.filter_group_by and params.advanced_filters:
+        raise bad_request("validation error: advanced meter group by filters and filter group by cannot be used "
+                          "together", field=ADVANCED)
     return params
+
+
+def client_id_param(value: Any) -> str | None:
+    """`clientId`: accepted (1 to 36 characters, as upstream's spec) and not used."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_ID:
+        raise bad_request(f"clientId: must be a string of 1 to {MAX_CLIENT_ID} characters", field="clientId")
+    return value
+
+
+def _advanced_from_query(text: str | None) -> dict[str, Filter | None]:
+    """GET's advancedMeterGroupByFilters: one parameter holding the JSON object."""
+    if text in (None, ""):
+        return {}
+    try:
+        decoded = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"{ADVANCED}: not valid JSON: {exc}", field=ADVANCED) from exc
+    if has_nul(text.encode()):
+        raise bad_request(f"{ADVANCED}: contains a NUL character (\\u0000), which no group value holds", field=ADVANCED)
+    return parse_advanced(decoded)
 
 
 def _unsupported(name: str) -> Problem:
@@ -93,7 +121,11 @@ def _unsupported(name: str) -> Problem:
                        field=name)
 
 
-def parse_range(qp: Mapping) -> tuple[datetime | None, datetime | None]:
+def parse_range(qp: Mapping, known: set[str] | None = None) -> tuple[datetime | None, datetime | None]:
+    """`from` and `to`; with `known`, any other parameter is refused."""
+    unknown = sorted(set(qp.keys()) - known) if known is not None else []
+    if unknown:
+        raise bad_request(f"{unknown[0]}: unknown query parameter", field=unknown[0])
     start, end = time_param(qp.get("from"), "from"), time_param(qp.get("to"), "to")
     if start is not None and end is not None and start >= end:
         raise bad_request("validation error: from must be before to (to is exclusive)", field="from")
@@ -101,30 +133,35 @@ def parse_range(qp: Mapping) -> tuple[datetime | None, datetime | None]:
 
 
 def parse_query_params(qp: Mapping) -> QueryParams:
-    known = {"from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "clientId"}
+    known = {"from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "clientId", ADVANCED}
     filters: dict[str, tuple[str, ...]] = {}
     for key in qp.keys():
         match = _FILTER_KEY.match(key)
         if match:
             filters[match.group(1)] = tuple(qp.getlist(key))
-        elif key in ("filterCustomerId", "advancedMeterGroupByFilters"):
+        elif key == "filterGroupBy":
+            # e.g. a client that sends the object's text instead of one member per key
+            raise bad_request("filterGroupBy: send one filterGroupBy[key]=value per key (deepObject style), "
+                              f"or {ADVANCED} as JSON; got filterGroupBy={str(qp.get(key))[:80]!r}", field=key)
+        elif key == "filterCustomerId":
             raise _unsupported(key)
         elif key not in known:
             raise bad_request(f"{key}: unknown query parameter", field=key)
+    client_id_param(qp.get("clientId"))
     return _validate(QueryParams(
         start=time_param(qp.get("from"), "from"), end=time_param(qp.get("to"), "to"),
         window_size=qp.get("windowSize") or None, time_zone=qp.get("windowTimeZone") or "UTC",
         subjects=tuple(dict.fromkeys(qp.getlist("subject"))),
         group_by=tuple(dict.fromkeys(qp.getlist("groupBy"))),
-        filter_group_by=filters))
+        filter_group_by=filters, advanced_filters=_advanced_from_query(qp.get(ADVANCED))))
 
 
 def parse_body_params(body: Any) -> QueryParams:
     if not isinstance(body, dict):
         raise bad_request("body: must be a JSON object")
-    for name in ("filterCustomerId", "advancedMeterGroupByFilters"):
-        if body.get(name):
-            raise _unsupported(name)
+    if body.get("filterCustomerId"):
+        raise _unsupported("filterCustomerId")
+    client_id_param(body.get("clientId"))
 
     def strings(name: str) -> tuple[str, ...]:
         value = body.get(name) or []
@@ -153,7 +190,7 @@ def parse_body_params(body: Any) -> QueryParams:
     return _validate(QueryParams(
         start=time_param(body.get("from"), "from"), end=time_param(body.get("to"), "to"),
         window_size=window_size, time_zone=time_zone, subjects=strings("subject"),
-        group_by=strings("groupBy"), filter_group_by=filters))
+        group_by=strings("groupBy"), filter_group_by=filters, advanced_filters=parse_advanced(body.get(ADVANCED))))
 
 
 def _resolve_grouping(meter: Meter, params: QueryParams) -> tuple[list[str], bool]:
@@ -174,7 +211,18 @@ def _resolve_grouping(meter: Meter, params: QueryParams) -> tuple[list[str], boo
     for key in params.filter_group_by:
         if key not in keys:
             raise bad_request(f"validation error: invalid group by filter: {key}", field=f"filterGroupBy[{key}]")
+    for key in sorted(params.advanced_filters):
+        if key not in keys:
+            raise bad_request(f"validation error: meter does not have group by: {key[:80]}",
+                              field=f"{ADVANCED}.{key[:80]}")
     return group_keys, by_subject
+
+
+def _group_filters(params: QueryParams) -> dict[str, Filter | None]:
+    """The request's filters on group values, whichever form it used (one at most)."""
+    if params.filter_group_by:
+        return {key: values_filter(values) for key, values in params.filter_group_by.items()}
+    return params.advanced_filters
 
 
 # --- SQL ---------------------------------------------------------------------------------
@@ -355,15 +403,14 @@ def too_many_rows(limit: int, what: str, advice: str) -> Problem:
                        limit=limit)
 
 
-def _statement(meter: Meter, params: QueryParams, r: _Ranges, group_keys: list[str], by_subject: bool) -> str:
+def _statement(meter: Meter, params: QueryParams, r: _Ranges, group_keys: list[str], by_subject: bool,
+               group_where: str) -> str:
     """The query's SQL, assembled from constant fragments (values only as parameters).
     Only the filters the request has are in it, so each plan fits the request."""
     aggregation = meter.spec.aggregation
     all_subjects = not by_subject and not params.subjects and aggregation != "UNIQUE_COUNT"
     ctes, parts = _parts(r, _columns(aggregation), bool(params.subjects), all_subjects)
-    group_filter = """
-     WHERE NOT EXISTS (SELECT 1 FROM jsonb_each(%(filter)s::jsonb) f
-                        WHERE NOT (f.value ? COALESCE(groups ->> f.key, '')))""" if params.filter_group_by else ""
+    group_filter = f"\n     WHERE {group_where}" if group_where != "TRUE" else ""
     union = "\n         UNION ALL\n         ".join(parts)
     ctes.append(f"""
 scoped AS (
@@ -416,13 +463,13 @@ def _hour_aligned_zone(params: QueryParams) -> bool:
 
 
 async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, r: _Ranges,
-                 group_keys: list[str], by_subject: bool, args: dict[str, Any]) -> list[tuple]:
+                 group_keys: list[str], by_subject: bool, group_where: str, args: dict[str, Any]) -> list[tuple]:
     """Rows (start, end, subject, groups, value, hourly): the window's bounds, or without
     windowSize the range's (from/to, else the extent of the data)."""
     # Not prepared: every execution is planned for its own range, subjects and level.
     try:
-        cur = await conn.execute(_statement(meter, params, r, group_keys, by_subject), {**args, **r.args()},
-                                 prepare=False)
+        cur = await conn.execute(_statement(meter, params, r, group_keys, by_subject, group_where),
+                                 {**args, **r.args()}, prepare=False)
     except psycopg.errors.InvalidParameterValue as exc:
         # The zone names come from the engine's tz database; PostgreSQL's own may be older.
         raise bad_request(f"validation error: invalid time zone: the database does not know "
@@ -466,15 +513,18 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
     args = {
         "namespace": meter.namespace, "event_type": meter.spec.event_type, "meter_pk": meter.pk,
         "subjects": list(params.subjects) or None,
-        "filter": Jsonb({k: list(v) for k, v in params.filter_group_by.items()}),
         "dropped_keys": sorted(set(meter.spec.group_by) - set(group_keys)),
         "unit": unit, "tz": params.time_zone, "earliest": EARLIEST,
         "row_limit": max_rows + 1,
     }
+    compiler = Compiler()
+    group_where = compiler.where(_group_filters(params))
+    args.update(compiler.args)
     hourly = params.window_size != "MINUTE" and (unit is None or _hour_aligned_zone(params))
-    rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly), group_keys, by_subject, args)
+    rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly), group_keys, by_subject, group_where, args)
     if hourly and unit is not None and _straddles(rows):
-        rows = await _fetch(conn, meter, params, _Ranges.of(params, False), group_keys, by_subject, args)
+        rows = await _fetch(conn, meter, params, _Ranges.of(params, False), group_keys, by_subject, group_where,
+                            args)
     out = []
     for window_start, window_end, subject, groups, value, _hourly in rows:
         if value is None:
@@ -587,4 +637,36 @@ async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime 
     found = [row[0] for row in await cur.fetchall()]
     if len(found) > max_rows:
         raise too_many_rows(max_rows, "subjects", "ask for a narrower from/to range")
+    return found
+
+
+# As upstream: without from and to, the values of the last day.
+GROUP_VALUES_LOOKBACK = timedelta(hours=24)
+
+
+async def group_values(conn: psycopg.AsyncConnection, meter: Meter, key: str, start: datetime | None,
+                       end: datetime | None, max_rows: int) -> list[str]:
+    """Distinct values of one group key in [from, to), as the answers spell them ("" for a
+    missing value), in byte order; read like a query's groups (whole minutes from the
+    rollups, partial edge minutes from the raw events); 400 past `max_rows`."""
+    if key not in meter.spec.group_by:
+        raise bad_request(f"validation error: group by key is not valid for this meter: {key[:80]} (meter "
+                          f"{meter.spec.slug} groups by: {', '.join(sorted(meter.spec.group_by)) or 'nothing'})",
+                          field="groupByKey")
+    if start is None and end is None:
+        start = datetime.now(timezone.utc) - GROUP_VALUES_LOOKBACK
+    ranges = _Ranges.of(QueryParams(start=start, end=end), hourly=True)
+    ctes, parts = _parts(ranges, _columns("COUNT"), by_subjects=False, all_subjects=True)
+    union = "\n         UNION ALL\n         ".join(parts)
+    cur = await conn.execute(f"""WITH {",".join(ctes)}
+SELECT value FROM (
+    SELECT DISTINCT COALESCE(groups ->> %(key)s, '') AS value
+      FROM ({union}) parts (subject, groups, minute, first_minute, last_minute, hourly, {_ROW})
+) found
+ ORDER BY value COLLATE "C"
+ LIMIT %(row_limit)s""", {"namespace": meter.namespace, "event_type": meter.spec.event_type, "meter_pk": meter.pk,
+                          "subjects": None, "key": key, "row_limit": max_rows + 1, **ranges.args()}, prepare=False)
+    found = [row[0] for row in await cur.fetchall()]
+    if len(found) > max_rows:
+        raise too_many_rows(max_rows, "values", "ask for a narrower from/to range")
     return found

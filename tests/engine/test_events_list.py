@@ -96,3 +96,13 @@ def test_dead_letters_are_listed_with_their_reason(stack_factory, servers, uid):
     assert "could not be stored" in by_id[f"{uid}-poison"]["validationError"]
     assert "not-a-time" in by_id[f"{uid}-poison"]["validationError"]
     assert "could not be stored" not in by_id[f"{uid}-fine"].get("validationError", "")
+
+
+def test_client_id_is_accepted_and_changes_nothing(client, listed, uid):
+    """The JS and Python SDKs send clientId (upstream tracks progress under it)."""
+    base = {"from_": "2024-08-01T00:00:00Z", "id": uid}
+    assert client.events(**base, clientId="c" * 36) == client.events(**base)
+    assert problem(client.http.get("/api/v1/events", params={"clientId": "c" * 37}), 400)["field"] == "clientId"
+    assert problem(client.http.get("/api/v1/events", params={"clientId": ""}), 400)["field"] == "clientId"
+    body = problem(client.http.get("/api/v1/events", params={"customerId": "01J0000000000000000000000"}), 400)
+    assert body["field"] == "customerId" and "customers are not part of this engine" in body["detail"]

@@ -157,3 +157,69 @@ def test_meters_from_the_config_file(stack_factory):
         client.ingest(event("c1", "api.call", "bank-a", data={"tpp": "fintech-1"}))
         answer = client.query_until("cfg_calls", lambda a: bool(a["data"]), groupBy="tpp")
         assert answer["data"][0]["groupBy"] == {"tpp": "fintech-1"}
+
+
+def test_create_answers_201_as_the_spec_and_the_sdks(client, uid):
+    response = client.http.post(
+        "/api/v1/meters", json={"slug": f"c201_{uid}", "eventType": "t", "aggregation": "COUNT"}
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["slug"] == f"c201_{uid}"
+
+
+def test_list_honours_include_deleted_order_order_by_and_pages(stack_factory):
+    from testkit.client import OpenMeterClient
+
+    with OpenMeterClient(stack_factory().api_url) as client:
+        # created in this order; names sort otherwise than slugs; one deleted, one updated last
+        for slug, name, aggregation in [
+            ("m_b", "Zeta", "SUM"),
+            ("m_d", None, "COUNT"),
+            ("m_a", "Alpha", "MAX"),
+            ("m_c", "Beta", "AVG"),
+        ]:
+            body = {"slug": slug, "eventType": "t", "aggregation": aggregation, "name": name}
+            if aggregation != "COUNT":
+                body["valueProperty"] = "$.v"
+            client.create_meter(body)
+        assert client.http.delete("/api/v1/meters/m_d").status_code == 204
+        assert client.http.put("/api/v1/meters/m_b", json={"name": "Zeta"}).status_code == 200
+
+        def slugs(**params) -> list[str]:
+            response = client.http.get("/api/v1/meters", params=params)
+            assert response.status_code == 200, response.text
+            return [m["slug"] for m in response.json()]
+
+        assert slugs() == ["m_a", "m_b", "m_c"]  # live ones, by key ascending
+        assert slugs(includeDeleted="false") == ["m_a", "m_b", "m_c"]
+        assert slugs(includeDeleted="true") == ["m_a", "m_b", "m_c", "m_d"]
+        assert slugs(order="DESC") == ["m_c", "m_b", "m_a"]
+        assert slugs(orderBy="name", includeDeleted="true") == ["m_a", "m_c", "m_b", "m_d"]  # Alpha Beta Zeta m_d
+        assert slugs(orderBy="aggregation") == ["m_c", "m_a", "m_b"]  # AVG MAX SUM
+        assert slugs(orderBy="createdAt", includeDeleted="true") == ["m_b", "m_d", "m_a", "m_c"]
+        assert slugs(orderBy="updatedAt", order="DESC") == ["m_b", "m_c", "m_a"]
+        assert slugs(pageSize="2") == ["m_a", "m_b"]
+        assert slugs(page="2", pageSize="2") == ["m_c"]
+        assert slugs(page="3", pageSize="2") == []
+        deleted = [
+            m for m in client.http.get("/api/v1/meters", params={"includeDeleted": "true"}).json() if m["slug"] == "m_d"
+        ]
+        assert deleted[0]["deletedAt"]
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"includeDeleted": "yes"}, "includeDeleted"),
+        ({"order": "asc"}, "order"),
+        ({"orderBy": "slug"}, "orderBy"),
+        ({"page": "0"}, "page"),
+        ({"page": "²"}, "page"),
+        ({"pageSize": "1001"}, "pageSize"),
+        ({"limit": "5"}, "limit"),
+    ],
+)
+def test_list_parameter_errors_name_the_parameter(client, params, field):
+    body = problem(client.http.get("/api/v1/meters", params=params), 400)
+    assert body["field"] == field and field in body["detail"]

@@ -65,7 +65,7 @@ def _stored(admin: httpx.Client, uid: str, expected: bool) -> bool:
 def _delete(http: httpx.Client, admin: httpx.Client, uid: str) -> httpx.Response:
     assert (
         admin.post("/api/v1/meters", json={"slug": f"d_{uid}", "eventType": "call", "aggregation": "COUNT"}).status_code
-        == 200
+        == 201
     )
     return http.delete(f"/api/v1/meters/d_{uid}")
 
@@ -121,7 +121,7 @@ def check(
         response = operation.send(http, admin, uid)
         allowed = operation.permission is None or operation.permission in granted or "admin" in granted
         if allowed:
-            assert response.status_code in (200, 204), (operation.name, response.status_code, response.text[:300])
+            assert response.status_code in (200, 201, 204), (operation.name, response.status_code, response.text[:300])
             if operation.done is not None:
                 assert operation.done(admin, uid, True), f"{operation.name}: answered but not done"
             return

@@ -257,7 +257,7 @@ def test_meter_changes_are_not_cut_by_the_statement_timeout(impatient, uid):
             until(lambda: waiting_api_statements(impatient.database_url), 10, "the backfill waits for the lock")
             time.sleep(2)  # the lock is held past the 1 s statement timeout while the backfill waits for it
         response = created.result(timeout=60)
-    assert response.status_code == 200, response.text
+    assert response.status_code == 201, response.text
     with OpenMeterClient(impatient.api_url) as client:
         assert client.total(f"m_{uid}") == 3  # backfilled, not cut short
     # The connection it used is back in the pool with the timeout in force again.
