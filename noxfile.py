@@ -100,8 +100,8 @@ def compat(session: nox.Session) -> None:
     """The engine's query answers against upstream OpenMeter's own SQL on embedded ClickHouse (chdb).
 
     Two seeded seasons (autumn and spring DST changes), every aggregation, window size and
-    zone, 1,260 queries each; any difference other than the deliberate ones of docs/compatibility.md fails
-    it. About 5 minutes on 2 cores.
+    zone, 1,260 queries each; any difference other than the deliberate ones
+    (docs/compatibility.md) fails it. About 5 minutes on 2 cores.
     """
     _compat(session, "full")
 
