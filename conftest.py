@@ -12,6 +12,8 @@ without the plugin.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from e2e.lib.options import env_flag
@@ -45,6 +47,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--release-namespace",
         default=None,
         help="namespace of the chart release under test on --target kind (default: fixtures/platform.yaml)",
+    )
+    group.addoption(
+        "--previous-engine-image",
+        default=os.environ.get("BPOM_E2E_PREVIOUS_IMAGE"),
+        help="the previous release's engine image (REPOSITORY:TAG) for the upgrade test on --target kind; "
+        "the kind tier's `chart` step builds it from git (env BPOM_E2E_PREVIOUS_IMAGE)",
     )
     group.addoption(
         "--cni-not-enforcing",

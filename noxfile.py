@@ -136,10 +136,17 @@ def sdk(session: nox.Session) -> None:
 def faults(session: nox.Session) -> None:
     """Faults injected into a running engine (kill -9, restarts, outages, SIGTERM) and a bounded load run.
 
-    Each test starts servers of its own and prints its posted / acknowledged / stored /
-    queried totals. Longer runs: BPOM_LOAD_SECONDS=180 nox -s faults -- -k load
+    Each test starts servers of its own (a primary and a standby, a 3-node JetStream
+    cluster, the previous release built from git where the scenario needs them) and
+    prints its posted / acknowledged / stored / queried totals. Longer runs:
+    BPOM_LOAD_SECONDS=180 nox -s faults -- -k load
+    BPOM_PG_OUTAGE_SECONDS=330 nox -s faults -- -k long_outage   # the 5-minute PostgreSQL outage
+    BPOM_UPGRADE_CONTROL=1 nox -s faults -- -k upgrade           # the upgrade's control too
+    (the release gate runs both)
     """
-    session.install("-e", ".[test]")
+    # render and helm: the upgrade scenario renders the previous and the candidate chart's config.
+    session.install("-e", ".[test,render]")
+    session.run("python", "-m", "testkit.tools")
     session.run("pytest", "tests/faults", *session.posargs)
 
 

@@ -219,6 +219,14 @@ class Blueprint:
 
 
 @dataclass(frozen=True)
+class PreviousRelease:
+    """The release an upgrade starts from (platform.yaml `previousRelease`)."""
+
+    ref: str  # a tag, or a commit while no release is tagged
+    upgrade_values: Mapping[str, Any]  # what docs/operations.md "Upgrades" tells an operator to set when leaving it
+
+
+@dataclass(frozen=True)
 class Platform:
     tools: Tools
     kubernetes_version: str
@@ -236,6 +244,7 @@ class Platform:
     blueprint: Blueprint
     databases: Databases
     netpol: Netpol
+    previous_release: PreviousRelease
     exposure: Exposure
 
     @property
@@ -420,6 +429,10 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
             pod_resources=dict(netpol["podResources"]),
             probes_at_once=int(netpol["probesAtOnce"]),
             probes_per_pod=int(netpol["probesPerPod"]),
+        ),
+        previous_release=PreviousRelease(
+            ref=str(raw["previousRelease"]["ref"]),
+            upgrade_values=raw["previousRelease"].get("upgradeValues") or {},
         ),
         exposure=_exposure(raw["exposure"]),
     )

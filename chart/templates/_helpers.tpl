@@ -109,6 +109,17 @@ parts (release, namespace; dots, which NATS names refuse, as dashes), and a dige
 {{- end -}}
 
 {{/*
+Backups through CloudNativePG's Barman Cloud plugin: the plugin's name (what the
+Cluster's spec.plugins and a ScheduledBackup's pluginConfiguration name) and the
+ObjectStore the cluster archives to.
+*/}}
+{{- define "bp-openmeter.barmanPlugin" -}}barman-cloud.cloudnative-pg.io{{- end -}}
+
+{{- define "bp-openmeter.backupStoreName" -}}
+{{- default (printf "%s-backup" (include "bp-openmeter.pgClusterName" .)) .Values.postgres.cluster.backup.objectStore.name -}}
+{{- end -}}
+
+{{/*
 A NetworkPolicyPeer from {namespace, namespaceSelector, podSelector}: the
 namespace and pod selectors go into ONE peer, so only the selected pods of the
 selected namespace match (two peers would allow either).

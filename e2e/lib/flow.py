@@ -272,6 +272,39 @@ def engine_image(plan: Plan) -> tuple[str, str]:
     return bp.image_repository, tag
 
 
+def previous_engine_image(plan: Plan, build: bool) -> str | None:
+    """The previous release's engine image for the upgrade test (e2e/test_upgrade.py), or None.
+
+    Given (--previous-engine-image): as it is. Else, on a cluster this flow loads images
+    into: built from git at fixtures/platform.yaml previousRelease (its own Dockerfile)
+    and loaded when `build`, or the one built earlier. Only the cnpg profile runs it.
+    """
+    from e2e.lib import images
+    from e2e.lib.upgrade import previous_image_tag
+    from testkit import previous_release
+
+    if plan.opts.previous_engine_image:
+        return plan.opts.previous_engine_image
+    if plan.opts.backend != "cnpg" or plan.opts.existing_cluster or plan.opts.engine_image:
+        return None
+    repository = plan.platform.blueprint.image_repository
+    if not build:
+        try:
+            base_tag = previous_image_tag(previous_release.commit())
+            return f"{repository}:{images.existing_tag(repository, base_tag)}"
+        except (images.ImageError, previous_release.PreviousReleaseError, OSError):
+            return None  # never built here: the upgrade test says so and skips
+    base_tag = previous_image_tag(previous_release.commit())
+    tag = images.build(repository, base_tag, context=previous_release.source_tree())
+    with step(
+        f"loading the previous release's image {repository}:{tag} into kind cluster {plan.cluster_name}",
+        waiting_for="kind load docker-image",
+        timeout=600,
+    ):
+        _cluster(plan).load_image(f"{repository}:{tag}")
+    return f"{repository}:{tag}"
+
+
 def chart(plan: Plan) -> None:
     from e2e.lib.chart import install_blueprint
     from testkit.client import OpenMeterClient
@@ -279,6 +312,8 @@ def chart(plan: Plan) -> None:
 
     bp = plan.platform.blueprint
     repository, tag = engine_image(plan)
+    if not plan.opts.skip_build:
+        previous_engine_image(plan, build=True)
     kubectl = _kubectl(plan)
     if uses_databases(plan):
         from e2e.lib.database import copy_engine_secret
@@ -320,6 +355,9 @@ def pytest_argv(plan: Plan) -> list[str]:
         argv.append("--keep-cluster")
     if plan.opts.cni_not_enforcing:
         argv.append("--cni-not-enforcing")
+    previous = previous_engine_image(plan, build=False)
+    if previous:
+        argv += ["--previous-engine-image", previous]
     return argv + list(plan.opts.pytest_args)
 
 

@@ -38,6 +38,7 @@ class Options:
     keep_cluster: bool = False
     skip_build: bool = False
     engine_image: str | None = None
+    previous_engine_image: str | None = None
     run_id: str | None = None
     artifacts_dir: Path | None = None
     preflight_only: bool = False
@@ -98,6 +99,13 @@ def parser() -> argparse.ArgumentParser:
         help="use this engine image reference as it is (no build, no kind load); required with "
         "--kubeconfig, where the cluster must be able to pull it (env BPOM_E2E_IMAGE)",
     )
+    p.add_argument(
+        "--previous-engine-image",
+        default=env("BPOM_E2E_PREVIOUS_IMAGE"),
+        help="the previous release's engine image for the upgrade test, as it is (no build, no kind load); "
+        "without it the `chart` step builds it from git at fixtures/platform.yaml previousRelease "
+        "(env BPOM_E2E_PREVIOUS_IMAGE)",
+    )
     p.add_argument("--run-id", default=env("BPOM_RUN_ID"), help="run id (default: a new one)")
     p.add_argument(
         "--artifacts-dir",
@@ -131,6 +139,7 @@ def parse(argv: Sequence[str]) -> Options:
         keep_cluster=known.keep_cluster,
         skip_build=known.skip_build,
         engine_image=known.engine_image,
+        previous_engine_image=known.previous_engine_image,
         run_id=known.run_id,
         artifacts_dir=known.artifacts_dir,
         preflight_only=known.preflight_only,

@@ -27,6 +27,13 @@ class BusUnavailable(Exception):
     """JetStream did not acknowledge; nothing may be reported as accepted."""
 
 
+# What a publish can end in besides a PubAck: every nats-py error (a stream without quorum
+# answers "no responders", NoStreamResponseError; a leader change leaves a publish without
+# an answer, TimeoutError, an unknown outcome that a retry with the same Nats-Msg-Id settles),
+# and our own deadline. All of them are BusUnavailable: 503, never 204.
+PUBLISH_FAILURES = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
+
+
 @dataclass(frozen=True)
 class Outgoing:
     subject: str
@@ -123,7 +130,7 @@ class EventBus:
                         msg.subject, msg.payload, stream=self.cfg.stream.name,
                         headers={"Nats-Msg-Id": msg.msg_id}))
                 acks = await asyncio.gather(*futures)
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+        except PUBLISH_FAILURES as exc:
             for fut in futures:
                 fut.cancel()
             raise BusUnavailable(f"JetStream did not acknowledge: {exc or type(exc).__name__}") from exc

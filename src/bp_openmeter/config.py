@@ -135,6 +135,11 @@ class PostgresConfig:
     url: str = ""
     pool_min: int = 1
     pool_max: int = 10
+    # How long one series of reconnection attempts of a pool lasts; its pauses (1 s, doubling)
+    # stay under half of it, and when it ends a connection that is asked for starts the next.
+    # The pool's own default (5 min) let pauses grow past a minute: usage stayed stale that
+    # long after the database was back (docs/guarantees.md).
+    reconnect_timeout: float = 10.0
 
 
 # Names on the shared servers, derived from the instance (the namespace unless set) when not
@@ -209,6 +214,9 @@ class SinkConfig:
     batch_size: int = 10_000
     max_wait: float = 0.2
     concurrency: int = 2  # batches in flight per sink process (each its own database session)
+    # The longest pause between two attempts to store a batch while the database fails
+    # (pauses start at 0.1 s and double).
+    retry_max_delay: float = 5.0
     # A worker that makes no progress this long while holding messages (or failing to fetch
     # any) fails /healthz/ready. Longer than a data error's retries before its dead letter
     # (about 30 s at maxDeliver 5) and than a batch under any sane load.
@@ -415,10 +423,13 @@ def build_config(raw: Any) -> Config:
     pg_r = root.section("postgres")
     postgres = PostgresConfig(url=_env("BPOM_POSTGRES_URL", pg_r.get("url", str, "")),
                               pool_min=pg_r.int_in("poolMin", 1, 0, 100),
-                              pool_max=pg_r.int_in("poolMax", 10, 1, 200))
+                              pool_max=pg_r.int_in("poolMax", 10, 1, 200),
+                              reconnect_timeout=pg_r.duration("reconnectTimeout", PostgresConfig.reconnect_timeout))
     pg_r.reject_unknown()
     if postgres.pool_min > postgres.pool_max:
         raise ConfigError("postgres.poolMin: must not exceed postgres.poolMax")
+    if not 1.0 <= postgres.reconnect_timeout <= 3600.0:
+        raise ConfigError(f"postgres.reconnectTimeout: must be between 1s and 1h, got {postgres.reconnect_timeout}s")
 
     nats_r = root.section("nats")
     stream_r = nats_r.section("stream")
@@ -462,8 +473,11 @@ def build_config(raw: Any) -> Config:
     sink = SinkConfig(batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
                       max_wait=sink_r.duration("maxWait", 0.2),
                       concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16),
+                      retry_max_delay=sink_r.duration("retryMaxDelay", SinkConfig.retry_max_delay),
                       stall_timeout=sink_r.duration("stallTimeout", SinkConfig.stall_timeout))
     sink_r.reject_unknown()
+    if not 0.1 <= sink.retry_max_delay <= 600.0:
+        raise ConfigError(f"sink.retryMaxDelay: must be between 100ms and 10m, got {sink.retry_max_delay}s")
 
     log_r = root.section("logging")
     log_level = _env("BPOM_LOG_LEVEL", log_r.get("level", str, "info")).lower()

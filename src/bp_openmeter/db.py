@@ -17,7 +17,8 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.er
 
 def make_pool(cfg: PostgresConfig, name: str,
               setup: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
-              max_size: int | None = None) -> AsyncConnectionPool:
+              max_size: int | None = None,
+              acquire_timeout: float = 10.0) -> AsyncConnectionPool:
     if not cfg.url:
         raise ValueError("postgres.url is empty: set BPOM_POSTGRES_URL or postgres.url in the config file")
 
@@ -31,8 +32,13 @@ def make_pool(cfg: PostgresConfig, name: str,
         await conn.commit()
 
     size = max_size or cfg.pool_max
+    # check: a pooled connection is tried (one empty query) before it is handed out, so that
+    # the connections a restart or a failover broke are replaced instead of failing a request
+    # or a batch each.
     return AsyncConnectionPool(cfg.url, min_size=min(cfg.pool_min, size), max_size=size, name=name,
-                               configure=configure, open=False, timeout=10,
+                               configure=configure, open=False, timeout=acquire_timeout,
+                               check=AsyncConnectionPool.check_connection,
+                               reconnect_timeout=cfg.reconnect_timeout,
                                kwargs={"application_name": f"bp-openmeter-{name}"})
 
 

@@ -18,6 +18,8 @@ from enum import Enum
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from .commit_outcome import CommitNotConfirmed
+
 
 class Cause(Enum):
     DATABASE = "database"   # retry the same work later, unchanged
@@ -55,8 +57,8 @@ UNKNOWN_CLASS = Cause.DATA
 
 def cause_of(exc: BaseException) -> Cause:
     """Whether a failed store should be retried as it is, or its data isolated."""
-    if isinstance(exc, PoolTimeout):
-        return Cause.DATABASE
+    if isinstance(exc, (PoolTimeout, CommitNotConfirmed)):
+        return Cause.DATABASE  # CommitNotConfirmed: stored here, maybe not on the standbys; store it again
     if isinstance(exc, UnicodeDecodeError):
         return Cause.DATA  # a message that is not UTF-8
     sqlstate = getattr(exc, "sqlstate", None)
@@ -70,4 +72,4 @@ def cause_of(exc: BaseException) -> Cause:
 
 
 # What a store can raise; everything else is a bug and propagates.
-STORE_ERRORS = (psycopg.Error, PoolTimeout, UnicodeDecodeError)
+STORE_ERRORS = (psycopg.Error, PoolTimeout, UnicodeDecodeError, CommitNotConfirmed)

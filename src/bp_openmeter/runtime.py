@@ -33,6 +33,7 @@ from .telemetry import telemetry_app
 log = get_logger("runtime")
 
 MIGRATE_DEADLINE_S = 300.0
+SINK_ACQUIRE_TIMEOUT_S = 2.0
 
 
 def config_meter_specs(cfg: Config) -> list[MeterSpec]:
@@ -197,9 +198,13 @@ async def run_api(config_path: str | None) -> int:
 async def run_sink(config_path: str | None) -> int:
     cfg = load_config(config_path)
     configure(cfg.log_level, "sink")
-    # A session per concurrent batch, and one for the sealer.
+    # A session per concurrent batch, and one for the sealer: a batch never waits for another's
+    # connection, so a short wait for one only cuts short a wait for a database that is away.
+    # (A waiting batch does not start the pool's next series of reconnection attempts; its
+    # next try does, so the wait and sink.retryMaxDelay bound the pause between series.)
     pool = make_pool(cfg.postgres, "sink", setup=setup_session,
-                     max_size=max(cfg.sink.concurrency + 1, cfg.postgres.pool_min))
+                     max_size=max(cfg.sink.concurrency + 1, cfg.postgres.pool_min),
+                     acquire_timeout=SINK_ACQUIRE_TIMEOUT_S)
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-sink")
     sink = Sink(cfg, bus, pool)

@@ -19,6 +19,12 @@ as soon as it is seen, never stored.
 
 A message carries many events (messages.py), so the sink fetches as many
 messages as make about `sink.batchSize` events, judging by the messages so far.
+
+A batch is acked only after a COMMIT known to be durable where a failover would
+look (commit_outcome.py): a connection lost during COMMIT, or a COMMIT whose wait
+for a synchronous standby was cancelled, leaves the batch un-acked and it is stored
+again (a no-op where the first commit did land; see _store for why even that no-op
+waits for the standbys).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from . import messages, metrics, projection
+from . import commit_outcome, messages, metrics, projection
 from .bus import EventBus
 from .config import Config
 from .logs import get_logger
@@ -45,7 +51,9 @@ from .timefmt import parse_time
 log = get_logger("sink")
 
 _BACKOFF_START = 0.1
-_BACKOFF_MAX = 5.0
+
+# A WAL record of the transaction's own (a logical decoding message, harmless to any reader).
+_WAIT_FOR_STANDBYS = "SELECT pg_logical_emit_message(true, 'bp-openmeter', 'stored again')"
 
 
 @dataclass
@@ -57,6 +65,7 @@ class BatchOutcome:
 
 
 async def setup_session(conn: psycopg.AsyncConnection) -> None:
+    commit_outcome.watch(conn)
     await conn.execute(projection.STAGING_TABLE)
     await conn.execute(f"SET work_mem = '{projection.FOLD_WORK_MEM}'")
 
@@ -88,7 +97,33 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], n
                 if stored.conflicting:
                     log.warning("events dropped: their source and id were stored before with other content",
                                 events=stored.conflicting, example=example)
+            if stored.inserted == 0 and stored.delivered > stored.foreign:
+                # All stored before, by a commit that may not have reached the standbys (its wait
+                # was cancelled, or its connection lost). A transaction that writes no WAL commits
+                # without waiting for them; one WAL record makes this COMMIT wait until the
+                # standbys hold everything before it, those events included, before the ack.
+                # (Emptying the staging table at COMMIT logs a lock record today: not relied on.)
+                await cur.execute(_WAIT_FOR_STANDBYS)
+        commit_outcome.forget(conn)
+    commit_outcome.confirm(conn)
     return stored
+
+
+async def _insert_dead_letter(conn: psycopg.AsyncConnection, row: tuple) -> None:
+    """Record one dead letter (stream, stream_seq, position, namespace, source, id, type,
+    subject, time, payload, reason, deliveries) in a transaction of its own."""
+    async with conn.transaction():
+        async with conn.cursor() as cur:
+            await cur.execute(
+                """INSERT INTO dead_letters (stream, stream_seq, position, namespace, source, id, type, subject,
+                                             time, payload, reason, deliveries)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   ON CONFLICT DO NOTHING""", row)
+            if cur.rowcount == 0:
+                # Recorded before, maybe by a commit the standbys lack: wait for them as _store does.
+                await cur.execute(_WAIT_FOR_STANDBYS)
+        commit_outcome.forget(conn)
+    commit_outcome.confirm(conn)
 
 
 def _rows(msgs: list) -> list[tuple[int, bytes]]:
@@ -227,7 +262,7 @@ class Sink:
                     raise Abandoned() from exc
                 await self._keep_in_progress(keep)
                 await self._sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                backoff = min(backoff * 2, self.cfg.sink.retry_max_delay)
 
     async def process(self, msgs: list, progress: Progress | None = None) -> BatchOutcome:
         """Store one fetched batch; returns what happened. Acks only what is committed."""
@@ -363,14 +398,9 @@ class Sink:
             event_time = None
 
         async def insert(conn: psycopg.AsyncConnection) -> None:
-            await conn.execute(
-                """INSERT INTO dead_letters (stream, stream_seq, position, namespace, source, id, type, subject, time,
-                                             payload, reason, deliveries)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT DO NOTHING""",
-                (self.cfg.nats.stream.name, msg.metadata.sequence.stream, position, field("namespace"),
-                 field("source"), field("id"), field("type"), field("subject"), event_time, text,
-                 reason[:2000], deliveries))
+            await _insert_dead_letter(conn, (self.cfg.nats.stream.name, msg.metadata.sequence.stream, position,
+                                             field("namespace"), field("source"), field("id"), field("type"),
+                                             field("subject"), event_time, text, reason[:2000], deliveries))
 
         try:
             await self._retrying(insert, keep, "dead letter")

@@ -106,6 +106,8 @@ class LocalStack:
     config: dict = field(default_factory=dict)
     api: EngineProcess | None = None
     sinks: list[EngineProcess] = field(default_factory=list)
+    # The interpreter whose engine runs (another release's virtualenv, for an upgrade).
+    python: str = sys.executable
 
     @property
     def api_url(self) -> str:
@@ -121,7 +123,7 @@ class LocalStack:
     def _process(
         self, command: str, log_name: str, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()
     ) -> EngineProcess:
-        argv = [sys.executable, "-m", "bp_openmeter.cli", "--config", str(self.config_path), command, *args]
+        argv = [self.python, "-m", "bp_openmeter.cli", "--config", str(self.config_path), command, *args]
         return EngineProcess(command, argv, {**self.env, **(extra_env or {})}, self.root / f"{log_name}.log")
 
     def command(
@@ -208,6 +210,44 @@ def stack_config(
         "meters": meters,
     }
     return merge_values(config, overrides or {})
+
+
+def attach_stack(
+    root: Path, servers: Servers, config: dict, database_url: str, *, python: str = sys.executable
+) -> LocalStack:
+    """A stack on an existing database with a config given whole (one a chart rendered), nothing started.
+
+    Addresses the config names for a cluster are replaced the way the chart's pods
+    replace them: by environment (BPOM_*_URL, BPOM_API_ADDRESS, BPOM_TELEMETRY_ADDRESS).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    api_port, telemetry_port = free_port(), free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BPOM_")}
+    env.update(
+        {
+            "BPOM_POSTGRES_URL": database_url,
+            "BPOM_NATS_URL": servers.nats_url,
+            "BPOM_VALKEY_URL": servers.valkey_url,
+            "BPOM_API_ADDRESS": f"127.0.0.1:{api_port}",
+            "BPOM_TELEMETRY_ADDRESS": f"127.0.0.1:{telemetry_port}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return LocalStack(
+        root=root,
+        servers=servers,
+        config_path=config_path,
+        env=env,
+        api_port=api_port,
+        api_telemetry_port=telemetry_port,
+        sink_telemetry_ports=[],
+        namespace=config.get("namespace", "default"),
+        database_url=database_url,
+        config=config,
+        python=python,
+    )
 
 
 def start_local_stack(

@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 from testkit.net import accepts, free_port
 from testkit.timeouts import TIMEOUTS
 from testkit.wait import WaitTimeout, wait_until
@@ -172,6 +174,8 @@ class PostgresServer(ManagedServer):
     # SIGINT is PostgreSQL's fast shutdown: sessions are ended at once. SIGTERM
     # (smart shutdown) would wait for every client, and engine pools never leave.
     shutdown_signal: int = signal.SIGINT
+    # More postgresql.conf settings, each given as `-c name=value` (replication, say).
+    settings: dict[str, str] = field(default_factory=dict)
     _private_dir: bool = False
     _user: str | None = None
 
@@ -179,6 +183,27 @@ class PostgresServer(ManagedServer):
         super().stop(sig)
         if self._private_dir and sig != signal.SIGKILL:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def crash(self) -> None:
+        """kill -9 of the postmaster alone, as a crash does it; returns once its backends are gone too.
+
+        The backends notice the postmaster's death and exit; until they have, a new
+        postmaster refuses the data directory (its shared memory is still attached).
+        """
+        if not self.running:
+            return
+        group = self.proc.pid  # started in a session of its own: the postmaster leads its process group
+        self.proc.kill()
+        self.proc.wait()
+
+        def backends_gone() -> bool:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_until(backends_gone, TIMEOUTS.server_stop, f"the backends of the killed postmaster {group} exit")
 
     @property
     def url(self) -> str:
@@ -188,16 +213,19 @@ class PostgresServer(ManagedServer):
     def _data(self) -> Path:
         return self.workdir / "data"
 
-    def start(self) -> "PostgresServer":
-        bindir = _pg_bindir()
+    def _prepare_workdir(self) -> None:
         self._user = _unprivileged_user()
         if self._user:
             # The caller's directory is usually private to root; give the server one it can reach.
-            self.workdir = Path(tempfile.mkdtemp(prefix="bpom-postgres-"))
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"bpom-{self.name}-"))
             self._private_dir = True
             self.workdir.chmod(0o755)
             shutil.chown(self.workdir, user=self._user)
         self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> "PostgresServer":
+        bindir = _pg_bindir()
+        self._prepare_workdir()
         if not (self._data / "PG_VERSION").exists():
             proc = subprocess.run(
                 [
@@ -223,6 +251,47 @@ class PostgresServer(ManagedServer):
         self._create_database(bindir, self._user)
         return self
 
+    def start_standby(self, primary_port: int) -> "PostgresServer":
+        """A streaming standby of the server on `primary_port`: its base backup, started in
+        standby mode. `settings` must carry `primary_conninfo` (where it streams from, under
+        which application_name)."""
+        bindir = _pg_bindir()
+        self._prepare_workdir()
+        proc = subprocess.run(
+            [
+                str(bindir / "pg_basebackup"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(primary_port),
+                "-U",
+                "openmeter",
+                "-D",
+                str(self._data),
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            user=self._user,
+        )
+        if proc.returncode != 0:
+            raise ServerError(f"pg_basebackup failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        signal_file = self._data / "standby.signal"
+        signal_file.touch()
+        if self._user:
+            shutil.chown(signal_file, user=self._user)
+        self._launch()
+        return self
+
+    def promote(self) -> None:
+        """End standby mode: from now on this server takes writes (a new timeline)."""
+        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            if not conn.execute("SELECT pg_promote(wait => true, wait_seconds => 60)").fetchone()[0]:
+                raise ServerError(f"{self.name} on port {self.port} was not promoted within 60 s")
+
     def _launch(self) -> None:
         options = [
             "-c",
@@ -236,6 +305,8 @@ class PostgresServer(ManagedServer):
             "-c",
             "shared_buffers=256MB",
         ]
+        for setting, value in self.settings.items():
+            options += ["-c", f"{setting}={value}"]
         self._spawn([str(_pg_bindir() / "postgres"), "-D", str(self._data), *options], user=self._user)
         wait_for_port(self.port, self.proc, "postgres", self.log_path)
         self._wait_accepting()
@@ -388,16 +459,18 @@ class Servers:
             server.stop()
 
 
-def start_servers(root: Path, *, reuse_given: bool = True) -> Servers:
+def start_servers(root: Path, *, reuse_given: bool = True, given_urls: dict[str, str] | None = None) -> Servers:
     """Start what the environment does not provide (BPOM_TEST_POSTGRES_URL, ..._NATS_URL, ..._VALKEY_URL).
 
     reuse_given=False starts all three regardless: a test that halts a server needs one of its own.
+    given_urls ({"POSTGRES": url, ...}) names servers the caller runs itself (a replicated
+    PostgreSQL, a NATS cluster): those are used, not started.
     """
     started: list[ManagedServer] = []
     try:
         urls = {}
         for key, cls in (("POSTGRES", PostgresServer), ("NATS", NatsServer), ("VALKEY", ValkeyServer)):
-            given = os.environ.get(f"BPOM_TEST_{key}_URL") if reuse_given else None
+            given = (given_urls or {}).get(key) or (os.environ.get(f"BPOM_TEST_{key}_URL") if reuse_given else None)
             if given:
                 urls[key] = given
                 continue

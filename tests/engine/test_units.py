@@ -124,6 +124,10 @@ def test_config_defaults_and_env(monkeypatch):
         ({"nats": {"stream": {"name": "OM.EVENTS"}}}, "nats.stream.name"),
         ({"nats": {"consumer": {"durable": "sink a"}}}, "nats.consumer.durable"),
         ({"valkey": {"keyPrefix": "a b"}}, "valkey.keyPrefix"),
+        ({"postgres": {"reconnectTimeout": "500ms"}}, "postgres.reconnectTimeout"),
+        ({"postgres": {"reconnectTimeout": "2h"}}, "postgres.reconnectTimeout"),
+        ({"sink": {"retryMaxDelay": "1h"}}, "sink.retryMaxDelay"),
+        ({"sink": {"retryMaxDelay": "never"}}, "sink.retryMaxDelay"),
     ],
 )
 def test_config_errors_name_the_key(raw, key, monkeypatch):

@@ -32,34 +32,44 @@ def own_servers(tmp_path: Path) -> Servers:
     servers.stop()
 
 
-@pytest.fixture
-def fault_stack(own_servers: Servers, tmp_path: Path, request):
-    """Start the engine stack of the test on its own servers; logs printed if the test fails."""
-    stacks: list[LocalStack] = []
+FAULT_CONFIG = {
+    "api": {"publishTimeout": "2s"},
+    "nats": {
+        "stream": {"name": "FAULTS", "subjectPrefix": "faults.events", "storage": "file"},
+        "consumer": {"durable": "fault-sink", "ackWait": ACK_WAIT, "maxDeliver": 5},
+    },
+    "sink": {"batchSize": 500, "maxWait": "100ms"},
+}
 
-    def start(**overrides) -> LocalStack:
-        config = {
-            "api": {"publishTimeout": "2s"},
-            "nats": {
-                "stream": {"name": "FAULTS", "subjectPrefix": "faults.events", "storage": "file"},
-                "consumer": {"durable": "fault-sink", "ackWait": ACK_WAIT, "maxDeliver": 5},
-            },
-            "sink": {"batchSize": 500, "maxWait": "100ms"},
-        }
-        stack = start_local_stack(tmp_path / "stack", own_servers, METERS, overrides=merge_values(config, overrides))
-        stacks.append(stack)
+
+@pytest.fixture
+def stack_on(tmp_path: Path, request):
+    """Start an engine stack of the test on the given servers, with the fault tier's settings
+    (and `overrides`); stopped at the end, its logs printed if the test failed."""
+    started: list[tuple[LocalStack, Servers]] = []
+
+    def start(servers: Servers, *, sinks: int = 1, **overrides) -> LocalStack:
+        root = tmp_path / f"stack-{len(started)}"
+        stack = start_local_stack(root, servers, METERS, sinks=sinks, overrides=merge_values(FAULT_CONFIG, overrides))
+        started.append((stack, servers))
         return stack
 
     yield start
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    for stack in stacks:
+    for stack, servers in started:
         stack.stop()
         if failed:
             for name, path in stack.log_files().items():
                 tail = "\n".join(path.read_text(errors="replace").splitlines()[-40:])
                 print(f"\n----- {name} log (last 40 lines) -----\n{tail}")
-            for server in own_servers.started:
+            for server in servers.started:
                 print(f"\n----- {server.name} log: {server.log_path}")
+
+
+@pytest.fixture
+def fault_stack(own_servers: Servers, stack_on):
+    """Start the engine stack of the test on its own servers."""
+    return lambda **overrides: stack_on(own_servers, **overrides)
 
 
 @pytest.fixture

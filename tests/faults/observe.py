@@ -4,7 +4,9 @@ readiness, metrics, log lines, the sink's open transaction and its consumer's ba
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import httpx
@@ -13,6 +15,7 @@ import orjson
 import psycopg
 import yaml
 
+from bp_openmeter import config as engine_config
 from bp_openmeter import messages
 from testkit.stack.local import LocalStack
 from testkit.wait import poll as poll_until
@@ -70,8 +73,11 @@ def poll(read: Callable[[], object], done: Callable[[object], bool], timeout: fl
     return polled.last
 
 
-def _query_total(stack: LocalStack, slug: str) -> int:
+def query_total(stack: LocalStack, slug: str, ok_only: bool = True) -> int | None:
+    """The meter's total over all time; with ok_only=False, None when the api cannot answer it (503)."""
     response = httpx.get(f"{stack.api_url}/api/v1/meters/{slug}/query", timeout=10)
+    if not ok_only and response.status_code != 200:
+        return None
     response.raise_for_status()
     return int(sum(row["value"] for row in response.json()["data"]))
 
@@ -85,8 +91,11 @@ def stored_ids(stack: LocalStack) -> set[str]:
 
 
 def dead_letter_count(stack: LocalStack) -> int:
+    """Dead letters of the scenario's events, or of messages that could not be read at all."""
     with psycopg.connect(stack.database_url) as conn:
-        return conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM dead_letters WHERE type IS NULL OR type = %s", (EVENT_TYPE,)
+        ).fetchone()[0]
 
 
 def totals(stack: LocalStack, ledger: Ledger) -> Totals:
@@ -98,9 +107,9 @@ def totals(stack: LocalStack, ledger: Ledger) -> Totals:
         posted=len(posted),
         acknowledged=len(acked),
         stored=len(stored),
-        queried=_query_total(stack, COUNT_METER),
+        queried=query_total(stack, COUNT_METER),
         acknowledged_units=ledger.acked_units(),
-        queried_units=_query_total(stack, SUM_METER),
+        queried_units=query_total(stack, SUM_METER),
         missing=len(acked - stored),
         unexpected=len(stored - posted),
         dead_letters=dead_letter_count(stack),
@@ -109,12 +118,13 @@ def totals(stack: LocalStack, ledger: Ledger) -> Totals:
 
 def _with_consumer(stack: LocalStack, read: Callable) -> Any:
     """Run `read(js, stream, durable)` on a fresh connection to the stack's JetStream."""
-    config = yaml.safe_load(stack.config_path.read_text())
+    # The engine's own reading of its config: names it derives from the instance included.
+    names = engine_config.build_config(yaml.safe_load(stack.config_path.read_text())).nats
 
     async def run() -> Any:
         nc = await nats.connect(stack.servers.nats_url, connect_timeout=5, max_reconnect_attempts=0)
         try:
-            return await read(nc.jetstream(), config["nats"]["stream"]["name"], config["nats"]["consumer"]["durable"])
+            return await read(nc.jetstream(), names.stream.name, names.consumer.durable)
         finally:
             await nc.close()
 
@@ -198,3 +208,72 @@ def sink_in_transaction(stack: LocalStack, timeout: float) -> bool:
 
         # Polled every 2 ms: a batch's transaction may last only a few milliseconds.
         return poll_until(open_transactions, bool, timeout, interval=0.002).done
+
+
+def drained_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> Totals:
+    """Totals once the sink has acked every message, whatever they say (a control run expects a difference)."""
+    poll(lambda: consumer_backlog(stack), lambda backlog: backlog == 0, timeout, "the sink acked every message")
+    return totals(stack, ledger)
+
+
+def stored_count(database_url: str, stack: LocalStack) -> int:
+    """The stack's events as one server sees them (a primary or a standby, by its own URL)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM events WHERE namespace = %s AND type = %s", (stack.namespace, EVENT_TYPE)
+        ).fetchone()[0]
+
+
+def sink_sessions_waiting_for_standby(server_url: str) -> list[int]:
+    """Backend pids of sink sessions whose COMMIT waits for a synchronous standby."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'bp-openmeter-sink' AND wait_event = 'SyncRep'"
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def cancel_backends(server_url: str, pids: list[int]) -> int:
+    """pg_cancel_backend each pid, as an administrator would; returns how many were signalled."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        return sum(bool(conn.execute("SELECT pg_cancel_backend(%s)", (pid,)).fetchone()[0]) for pid in pids)
+
+
+def query_status(stack: LocalStack) -> int:
+    """The status of one usage query (200, or 503 when the api could not reach PostgreSQL)."""
+    return httpx.get(f"{stack.api_url}/api/v1/meters/{COUNT_METER}/query", timeout=10).status_code
+
+
+def local_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets: its descriptors' socket inodes, found in /proc/net/tcp*."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def sink_process_in_transaction(stack: LocalStack, index: int, timeout: float) -> bool:
+    """Wait until sink process `index` has a session inside an open transaction (storing a batch)."""
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+
+        def its_open_transactions() -> int:
+            ports = local_ports(stack.sinks[index].proc.pid)
+            rows = conn.execute(
+                "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'bp-openmeter-sink' AND xact_start IS NOT NULL "
+                "AND state IN ('active', 'idle in transaction')"
+            ).fetchall()
+            return sum(port in ports for (port,) in rows)
+
+        return poll_until(its_open_transactions, bool, timeout, interval=0.002).done

@@ -66,7 +66,7 @@ def test_postgres_restart_during_ingest(fault_stack, own_servers, report_totals)
     for _status, body in (api_ready, sink_ready):
         assert orjson.loads(body)["checks"]["postgres"] != "ok", body
     assert set(during_outage) == {204} and during_outage[204] >= 10, during_outage
-    # A retry waits for a pooled connection (up to 10 s), then pauses with growing pauses.
+    # A retry waits for a pooled connection (up to 2 s), then pauses with growing pauses, up to sink.retryMaxDelay.
     assert len(retries) >= 2, "the sink did not retry while the database was down"
     assert retries == sorted(retries) and retries[-1] > retries[0], f"pauses do not grow: {retries}"
     assert totals.exact, totals.line()

@@ -17,6 +17,7 @@ from testkit.platform import platform
 
 PLATFORM = platform()
 KIND_DOC = DOCS / "kind.md"
+OPERATIONS_DOC = DOCS / "operations.md"
 
 
 CHART_CRDS = [c for c in PLATFORM.crds if c.chart]
@@ -106,3 +107,12 @@ def test_documented_pinned_versions_are_the_platform_file_s():
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     kind_plugin = next(r for r in extras["kind"] if r.startswith("pytest-kind-ng=="))
     assert f"`pytest-kind-ng` {kind_plugin.split('==')[1]} " in KIND_DOC.read_text()
+
+
+def test_upgrade_note_gives_the_values_platform_yaml_pins_for_the_previous_release():
+    """docs/operations.md "Upgrades" shows the values the upgrade tests use: platform.yaml is their one home."""
+    previous = PLATFORM.previous_release
+    section = OPERATIONS_DOC.read_text().split("\n## Upgrades", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert yaml.safe_load(block) == previous.upgrade_values
+    assert f"`{previous.ref[:7]}`" in section, "docs/operations.md names another previous release"
