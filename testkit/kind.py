@@ -20,11 +20,13 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from testkit.command import run_command
-from testkit.downloads import DownloadError, Fetch, fetch_release, platform_key, urlopen_fetch
+from testkit.downloads import DownloadError, Fetch, fetch_release, host_platform, platform_key, urlopen_fetch
 from testkit.paths import CACHE
 from testkit.platform import platform
 
@@ -100,7 +102,16 @@ def ensure_kind(version: str, cache: Path = DEFAULT_CACHE, timeout: float = 60.0
     return locate_kind(version, cache) or download_kind(version, cache, timeout)
 
 
-# --- the cluster (needs pytest-kind-ng) -----------------------------------------------
+# --- the cluster -----------------------------------------------------------------------
+
+
+def node_platform() -> str:
+    """The platform of kind's nodes: Linux on this machine's architecture (Docker Desktop runs a Linux VM)."""
+    return f"linux/{host_platform()[1]}"
+
+
+def save_argv(image: str, archive: Path) -> list[str]:
+    return ["docker", "image", "save", "--platform", node_platform(), "--output", str(archive), image]
 
 
 @dataclass
@@ -154,8 +165,43 @@ class Cluster:
     def export_logs_argv(self, dest: Path) -> list[str]:
         return [str(self.kind_bin), "export", "logs", str(dest), "--name", self.name]
 
-    def load_image(self, image: str, timeout: float = 600.0) -> None:
-        self._kind("load", "docker-image", "--name", self.name, image, timeout=timeout)
+    def load_image(
+        self,
+        image: str,
+        timeout: float = 600.0,
+        archive_dir: Path = CACHE / "kind-load",
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        """`kind load docker-image`, and where that fails, the image saved for the nodes' platform and loaded as an archive.
+
+        kind imports what `docker save` gives it with `ctr images import --all-platforms`;
+        under Docker's containerd image store (the default from Docker 29) an image whose
+        other platforms' blobs are not local fails there ("content digest ... not found").
+        An archive of the nodes' platform alone holds only local blobs: kind's documented
+        workaround.
+        """
+        try:
+            self._kind("load", "docker-image", "--name", self.name, image, timeout=timeout)
+            return
+        except KindError as exc:
+            direct = exc
+        if say:
+            said = str(direct).strip().splitlines()
+            say(
+                f"`kind load docker-image` failed ({said[-1] if said else direct}); loading {image} with "
+                "`docker image save` + `kind load image-archive` instead"
+            )
+        archive_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="image-", dir=archive_dir) as folder:
+            archive = Path(folder) / "image.tar"
+            try:
+                run_command(save_argv(image, archive), timeout, error=KindError)
+                self._kind("load", "image-archive", str(archive), "--name", self.name, timeout=timeout)
+            except KindError as exc:
+                raise KindError(
+                    f"loading {image} into kind cluster {self.name} failed: {direct}\n"
+                    f"and so did its fallback (docker image save + kind load image-archive): {exc}"
+                ) from exc
 
     def delete(self, timeout: float = 300.0) -> None:
         """Delete the cluster (retained nodes of a failed creation too); its kubeconfig entry goes with it."""

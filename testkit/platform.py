@@ -85,6 +85,7 @@ class PlatformChart:
     namespace: str
     values: Mapping[str, Any] = field(default_factory=dict)
     app_version: str | None = None  # what the chart installs, where a vendored CRD must match it
+    docker_hub_images: Mapping[str, int] = field(default_factory=dict)  # repository -> pods that run it
 
     @property
     def repo_alias(self) -> str:
@@ -207,6 +208,7 @@ class Blueprint:
     profiles: Mapping[str, Path]
     api: Mapping[str, ApiService]
     toggles: Mapping[str, str]
+    docker_hub_images: Mapping[str, Mapping[str, int]]  # backend -> repository -> pods that run it
 
     @property
     def image(self) -> str:
@@ -277,6 +279,7 @@ def _chart(c: Mapping[str, Any]) -> PlatformChart:
         namespace=c["namespace"],
         values=c.get("values") or {},
         app_version=str(c["appVersion"]) if c.get("appVersion") else None,
+        docker_hub_images={str(k): int(v) for k, v in (c.get("dockerHubImages") or {}).items()},
     )
 
 
@@ -405,6 +408,10 @@ def load_platform(path: Path = PLATFORM_FILE) -> Platform:
                 for k, v in bp["api"].items()
             },
             toggles=dict(bp.get("toggles") or {}),
+            docker_hub_images={
+                str(backend): {str(k): int(v) for k, v in (images or {}).items()}
+                for backend, images in (bp.get("dockerHubImages") or {}).items()
+            },
         ),
         databases=Databases(
             namespace=dbs["namespace"],

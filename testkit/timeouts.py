@@ -17,6 +17,8 @@ class Timeouts:
     engine_ready: float = 60.0  # engine /healthz/ready answers 200
     usage_convergence: float = 60.0  # the query API agrees with the expected usage
     usage_settle: float = 10.0  # after agreeing, the answer must stay the same (no late double count)
+    tool_downloads: float = 600.0  # kind, helm and kubectl fetched on a first run (about 90 MB)
+    prerequisites: float = 150.0  # the kind tier's prerequisite checks after those downloads
     kind_create: float = 600.0  # kind create cluster
     helm_install: float = 600.0  # helm install --wait of one platform chart
     api_answers: float = 300.0  # the chart's API answers a real call in the cluster

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from e2e.lib import prereqs
+from e2e.lib import docker_hub, prereqs
 from e2e.lib.options import Options
-from e2e.lib.progress import REPORTER, step
+from e2e.lib.progress import REPORTER, StepTimeout, step
 from testkit.paths import ARTIFACTS, CACHE, KIND_CLUSTERS, REPO_ROOT
 from testkit.platform import Platform, load_platform
 from testkit.runid import RunId
@@ -66,6 +66,18 @@ def steps_of(step_name: str) -> tuple[str, ...]:
     return ("up", "platform", "chart", "test") if step_name == "all" else (step_name,)
 
 
+def needs_kind(plan: Plan, step_names: Sequence[str]) -> bool:
+    """Docker and kind: to create or delete the cluster, or to load an image built here into it."""
+    steps, opts = set(step_names), plan.opts
+    if opts.existing_cluster:
+        return False
+    return bool(steps & {"up", "down"}) or ("chart" in steps and not opts.engine_image)
+
+
+def needs_tools(step_names: Sequence[str]) -> bool:
+    return bool(set(step_names) & {"platform", "chart", "test", "diagnostics"})
+
+
 def checks_for(
     plan: Plan,
     step_names: Sequence[str],
@@ -76,8 +88,10 @@ def checks_for(
     fetch: prereqs.Fetch | None = None,
     inotify_read: Callable[[str], str | None] | None = None,
     disk_usage: Callable[[Path], object] | None = None,
-) -> list[Callable[[], prereqs.Check]]:
-    """The checks the given steps need, as thunks (run concurrently by prereqs.run_all)."""
+    docker_hub_allowance: Callable[[], docker_hub.Allowance | None] | None = None,
+    docker_login: bool | None = None,
+) -> prereqs.Wanted:
+    """The checks the given steps need, as thunks by name: the downloads first, then the rest (prereqs.run_all)."""
     from testkit import kind as kindmod
     from testkit import tools as toolsmod
 
@@ -87,15 +101,16 @@ def checks_for(
     probe_kw = {"probe": probe} if probe else {}
     fetch_kw = {"fetch": fetch} if fetch else {}
     steps = set(step_names)
+    downloads: dict[str, Callable[[], prereqs.Check]] = {}
     wanted: dict[str, Callable[[], prereqs.Check]] = {}
     existing = opts.existing_cluster
-    if steps & {"up", "down"} and not existing or ("chart" in steps and not existing and not opts.engine_image):
+    if needs_kind(plan, step_names):
         wanted["docker"] = prereqs.check_docker_cli
         wanted["docker daemon"] = prereqs.check_docker_daemon
-        wanted["kind"] = lambda: prereqs.check_kind(platform.kind_version, kind_obtain)
+        downloads[f"kind {platform.kind_version}"] = lambda: prereqs.check_kind(platform.kind_version, kind_obtain)
     if "up" in steps and not existing:
         host = platform.host
-        wanted["inotify"] = lambda: prereqs.check_inotify(
+        wanted["inotify limits"] = lambda: prereqs.check_inotify(
             host.max_user_watches, host.max_user_instances, read=inotify_read
         )
         wanted["free disk"] = lambda: _free_disk(host.free_disk_gib, disk_usage)
@@ -107,33 +122,40 @@ def checks_for(
             "push the engine image to a registry the cluster pulls from and pass --engine-image REPO:TAG",
         )
     if "up" in steps and not existing:
-        wanted["registry:registry-1.docker.io"] = lambda: prereqs.check_registry("registry-1.docker.io", **probe_kw)
-    if steps & {"platform", "chart", "test", "diagnostics"}:
+        wanted["container registry registry-1.docker.io"] = lambda: prereqs.check_registry(
+            "registry-1.docker.io", **probe_kw
+        )
+        wanted["Docker Hub pull allowance"] = lambda: _docker_hub_allowance(plan, docker_hub_allowance, docker_login)
+    if needs_tools(step_names):
         # An existing cluster's version is not known before it is asked; kind's is the node image's.
         node_image = None if existing else plan.node_image
-        wanted["tools"] = lambda: prereqs.check_tools(tools_obtain, node_image)
-    if steps & {"platform", "chart", "test", "diagnostics"} and "up" not in steps:
-        wanted["kubeconfig"] = lambda: prereqs.check_file(
+        downloads[f"helm {toolsmod.HELM_VERSION} / kubectl {toolsmod.KUBECTL_VERSION}"] = lambda: prereqs.check_tools(
+            tools_obtain, node_image
+        )
+    if needs_tools(step_names) and "up" not in steps:
+        wanted["cluster kubeconfig"] = lambda: prereqs.check_file(
             "cluster kubeconfig",
             plan.kubeconfig,
             "create the cluster first (`nox -s e2e-up`) or pass --kubeconfig PATH of an existing cluster",
         )
     if "platform" in steps:
         for chart in platform.charts:
-            wanted[f"chart:{chart.name}"] = lambda c=chart: prereqs.check_chart_release(
+            wanted[f"chart {chart.chart} {chart.version} ({chart.name})"] = lambda c=chart: prereqs.check_chart_release(
                 c.name, c.repo, c.chart, c.version, **fetch_kw, **probe_kw
             )
         for host_name in platform.registries:
-            wanted[f"registry:{host_name}"] = lambda h=host_name: prereqs.check_registry(h, **probe_kw)
+            wanted[f"container registry {host_name}"] = lambda h=host_name: prereqs.check_registry(h, **probe_kw)
     if "test" in steps and opts.backend == "cnpg":
         # The HTTPS test (e2e/test_exposure.py) installs its controller and the Gateway API CRDs.
         exposure = platform.exposure
         controller = exposure.controller
-        wanted[f"chart:{controller.name}"] = lambda: prereqs.check_chart_release(
-            controller.name, controller.repo, controller.chart, controller.version, **fetch_kw, **probe_kw
+        wanted[f"chart {controller.chart} {controller.version} ({controller.name})"] = lambda: (
+            prereqs.check_chart_release(
+                controller.name, controller.repo, controller.chart, controller.version, **fetch_kw, **probe_kw
+            )
         )
         first = sorted(exposure.gateway_api.files)[0]
-        wanted["gateway-api"] = lambda: prereqs.check_url(
+        wanted[f"Gateway API {exposure.gateway_api.version} CRDs"] = lambda: prereqs.check_url(
             f"Gateway API {exposure.gateway_api.version} CRDs",
             exposure.gateway_api.file_url(first),
             f"allow HTTPS to {exposure.gateway_api.file_url(first).split('/')[2]}",
@@ -141,20 +163,30 @@ def checks_for(
         )
     if "chart" in steps and opts.backend == "clickhouse":
         # The upstream openmeter chart is vendored from its OCI registry (helm dependency build).
-        wanted["registry:ghcr.io"] = lambda: prereqs.check_registry("ghcr.io", **probe_kw)
+        wanted["container registry ghcr.io"] = lambda: prereqs.check_registry("ghcr.io", **probe_kw)
     if "chart" in steps:
-        wanted["chart dir"] = lambda: prereqs.check_file(
+        wanted["blueprint chart"] = lambda: prereqs.check_file(
             "blueprint chart",
             platform.blueprint.chart_dir / "Chart.yaml",
             "the blueprint chart must exist at chart/ (Chart.yaml) in this checkout",
         )
         if not opts.engine_image and not opts.skip_build:
-            wanted["dockerfile"] = lambda: prereqs.check_file(
+            wanted["engine Dockerfile"] = lambda: prereqs.check_file(
                 "engine Dockerfile",
                 REPO_ROOT / "Dockerfile",
                 "the engine image is built from Dockerfile at the repository root",
             )
-    return list(wanted.values())
+    return prereqs.Wanted(downloads, wanted)
+
+
+def _docker_hub_allowance(
+    plan: Plan, read: Callable[[], docker_hub.Allowance | None] | None, login: bool | None
+) -> prereqs.Check:
+    """A new cluster pulls every Docker Hub image of the run once per node that runs it: enough left for that?"""
+    pulls = docker_hub.run_pulls(plan.platform, plan.opts.backend, docker_hub.image_on_host)
+    return docker_hub.check_allowance(
+        pulls, read or docker_hub.read_allowance, docker_hub.logged_in() if login is None else login
+    )
 
 
 def _free_disk(min_gib: float, disk_usage: Callable[[Path], object] | None) -> prereqs.Check:
@@ -168,11 +200,27 @@ def _free_disk(min_gib: float, disk_usage: Callable[[Path], object] | None) -> p
     )
 
 
+def run_prerequisites(wanted: prereqs.Wanted, what: str) -> list[prereqs.Check]:
+    """The downloads under their own limit, then the checks under theirs: a slow first download never
+    uses up the checks' time. Each group ends at its deadline with what did not answer named."""
+    checks = []
+    if wanted.downloads:
+        with step(
+            f"fetching {' and '.join(wanted.downloads)} for {what} (once; kept in .cache/tools)",
+            waiting_for="the downloads",
+            timeout=TIMEOUTS.tool_downloads + 30,  # a backstop: run_all returns at its deadline
+        ):
+            checks += prereqs.run_all(wanted.downloads, TIMEOUTS.tool_downloads, "tool_downloads")
+    with step(f"checking the prerequisites of {what}", timeout=TIMEOUTS.prerequisites + 30, every=10):
+        checks += prereqs.run_all(wanted.checks, TIMEOUTS.prerequisites, "prerequisites")
+    return checks
+
+
 def preflight(plan: Plan, step_names: Sequence[str], **kwargs) -> list[prereqs.Check]:
-    with step(f"checking the prerequisites of {', '.join(step_names)}", timeout=180, every=10):
-        checks = prereqs.run_all(checks_for(plan, step_names, **kwargs))
+    what = f"`e2e {'/'.join(step_names)}`"
+    checks = run_prerequisites(checks_for(plan, step_names, **kwargs), what)
     if any(not c.ok for c in checks):
-        raise prereqs.PrerequisitesMissing(checks, f"`e2e {'/'.join(step_names)}`")
+        raise prereqs.PrerequisitesMissing(checks, what)
     REPORTER.say(prereqs.render(checks, "kind tier"))
     return checks
 
@@ -265,10 +313,10 @@ def engine_image(plan: Plan) -> tuple[str, str]:
         tag = images.build(bp.image_repository, bp.image_tag)
     with step(
         f"loading {bp.image_repository}:{tag} into kind cluster {plan.cluster_name}",
-        waiting_for="kind load docker-image",
-        timeout=600,
+        waiting_for="kind load docker-image (or its fallback, docker image save + kind load image-archive)",
+        timeout=900,  # three commands of at most 280 s each
     ):
-        _cluster(plan).load_image(f"{bp.image_repository}:{tag}")
+        _cluster(plan).load_image(f"{bp.image_repository}:{tag}", timeout=280, say=REPORTER.say)
     return bp.image_repository, tag
 
 
@@ -460,3 +508,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except prereqs.PrerequisitesMissing as exc:
         print(f"\n{exc}\n", file=sys.stderr)
         return 3
+    except StepTimeout as exc:  # what was slow, said once; diagnostics (if any) were saved by run_all
+        print(f"\n`e2e {opts.step}` stopped: {exc}\n", file=sys.stderr)
+        return 4

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 NETWORK_TIMEOUT = 8.0
 INDEX_TIMEOUT = 60.0  # a chart repository's index.yaml can be megabytes
@@ -292,9 +293,49 @@ def check_dir(name: str, path: Path, fix: str) -> Check:
     return Check(name, False, f"{path} does not exist", fix)
 
 
-def run_all(thunks: Iterable[Callable[[], Check]]) -> list[Check]:
-    thunks = list(thunks)
-    if not thunks:
-        return []
-    with ThreadPoolExecutor(max_workers=min(16, len(thunks))) as pool:
-        return list(pool.map(lambda thunk: thunk(), thunks))
+Thunk = Callable[[], Check]
+
+
+@dataclass
+class Wanted:
+    """The checks some steps need: those that fetch binaries (minutes on a first run over a slow line), the rest."""
+
+    downloads: dict[str, Thunk]
+    checks: dict[str, Thunk]
+
+
+def run_all(thunks: Mapping[str, Thunk], deadline: float, deadline_name: str) -> list[Check]:
+    """Run the checks at once, each in a thread; give each `deadline` seconds from now, in order of `thunks`.
+
+    A check that has not answered by then is reported missing under its key: the threads
+    are daemons, so one stalled on the network neither holds the answer nor the exit.
+    `deadline_name` is the field of testkit/timeouts.py that sets the deadline.
+    """
+    results: dict[str, Check] = {}
+
+    def run(key: str, thunk: Thunk) -> None:
+        try:
+            results[key] = thunk()
+        except Exception as exc:  # a check's own bug is reported as what it is, with the rest
+            results[key] = Check(key, False, f"the check itself failed: {type(exc).__name__}: {exc}")
+
+    threads = [
+        threading.Thread(target=run, args=(key, thunk), name=f"prerequisite:{key}", daemon=True)
+        for key, thunk in thunks.items()
+    ]
+    for thread in threads:
+        thread.start()
+    ends = time.monotonic() + deadline
+    for thread in threads:
+        thread.join(max(0.0, ends - time.monotonic()))
+    return [
+        results.get(key)
+        or Check(
+            key,
+            False,
+            f"no answer within {deadline:g}s",
+            "a slow or filtered network: check the connection and any proxy (HTTPS_PROXY), "
+            f"or wait longer: BPOM_TIMEOUT_{deadline_name.upper()}=<seconds>",
+        )
+        for key in thunks
+    ]

@@ -45,7 +45,18 @@ def json_response(payload, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
+def _identity_only(request: Request) -> None:
+    """A body must come as it is: a coded one (gzip, say) would reach the JSON reader as bytes it
+    cannot read, and a plain one labelled as coded would be read against its label."""
+    for value in request.headers.getlist("content-encoding"):
+        for coding in value.split(","):
+            if coding.strip().lower() not in ("", "identity"):
+                raise Problem(415, f"Content-Encoding {coding.strip()[:40]!r} is not supported: send the body "
+                                   "as it is (identity)")
+
+
 async def read_body(request: Request, limit: int) -> bytes:
+    _identity_only(request)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise Problem(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
@@ -95,8 +106,11 @@ async def ingest_events(request: Request) -> Response:
             await state.ingestor.ingest(events)
         except BusUnavailable as exc:
             log.warning("ingest refused: event bus unavailable", error=str(exc), events=len(events))
-            raise Problem(503, f"the event bus is unavailable, nothing was accepted: {exc}",
-                          headers={"Retry-After": "1"}) from exc
+            # A PubAck that did not come in time may still follow the publish: the events may be
+            # stored. What is true either way: a retry of the same events counts each once.
+            raise Problem(503, f"the event bus did not acknowledge the request ({exc}): its events may or may "
+                               "not have been stored; send the same request again (the same source and id), "
+                               "each event counts once", headers={"Retry-After": "1"}) from exc
         status = 204
         return Response(status_code=204)
     except Problem as problem:

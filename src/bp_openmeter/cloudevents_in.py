@@ -2,12 +2,12 @@
 
 A request is validated whole before anything is published: the first problem is
 reported with its position and field (`[3].subject: ...`), and nothing of the
-request is accepted. Numbers in data are kept exactly as sent.
+request is accepted. Numbers are kept exactly as sent, within numeric's bound on their
+spelling (exactjson.py).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from . import exactjson
 from .config import EventTimeConfig
 from .jsonlimits import deeper_than
 from .problems import Problem, bad_request
@@ -61,48 +62,9 @@ class IncomingEvent(NamedTuple):  # a NamedTuple: built once per event, cheaper 
 
 
 def _exact_number(value: Any) -> orjson.Fragment:
-    if isinstance(value, Decimal):  # from _load_exact: written back digit for digit
+    if isinstance(value, Decimal):  # from exactjson: written back digit for digit
         return orjson.Fragment(str(value))
     raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-# orjson reads a number of 16 significant digits or more as a float64 (an integer past 64
-# bits too), which would store another number than the one sent. Such a number is a run
-# of 16 digits and dots, found by a byte translation and a literal search (a regex over
-# the body costs more than orjson's whole parse), after ':', ',' or '[' (not in a string).
-_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789.", b"0" * 11)
-_LONG_RUN = b"0" * 16
-
-
-def _has_long_number(body: bytes) -> bool:
-    digits = body.translate(_DIGITS_AS_ZERO)
-    found = digits.find(_LONG_RUN)
-    while found != -1:
-        at, found = found, digits.find(_LONG_RUN, found + len(_LONG_RUN))
-        if at and body[at - 1] == ord("-"):
-            at -= 1
-        while at and body[at - 1] in b" \t\r\n":
-            at -= 1
-        if at and body[at - 1] in b":,[":
-            return True
-    return False
-
-
-def _exact_int(text: str) -> int | Decimal:
-    value = int(text)
-    return value if -(2 ** 63) <= value < 2 ** 64 else Decimal(text)  # orjson writes 64-bit integers
-
-
-def _load(body: bytes) -> Any:
-    """The body as JSON (orjson: strict and fast); again with the standard library when it
-    holds long numbers, which then keep every digit (decimals as Decimal)."""
-    parsed = orjson.loads(body)
-    if _has_long_number(body):
-        try:
-            return json.loads(body, parse_float=Decimal, parse_int=_exact_int)
-        except RecursionError:
-            pass  # nested too deep for it: the depth limit refuses such data anyway
-    return parsed
 
 
 def media_type(content_type: str | None) -> str:
@@ -126,9 +88,11 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
         raise bad_request(f"unsupported Content-Type {kind!r}: use application/cloudevents+json, "
                           "application/cloudevents-batch+json or application/json")
     try:
-        parsed = _load(body)
+        parsed = exactjson.read(body)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from exc
+    except exactjson.BodyError as exc:
+        raise bad_request(exc.detail, **({"field": exc.field} if exc.field else {})) from exc
 
     if kind == SINGLE and not isinstance(parsed, dict):
         raise bad_request(f"{SINGLE} body must be one JSON object (use {BATCH} for an array)")

@@ -221,6 +221,10 @@ class SinkConfig:
     # any) fails /healthz/ready. Longer than a data error's retries before its dead letter
     # (about 30 s at maxDeliver 5) and than a batch under any sane load.
     stall_timeout: float = 300.0
+    # Sealing (minutes folded into hourly rollups, every 30 s) that makes no progress this
+    # long fails /healthz/ready: long queries then read minute rows that keep piling up.
+    # Far above a sealing step's wait for the meters lock (10 s, then queued).
+    sealing_stall_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -474,7 +478,8 @@ def build_config(raw: Any) -> Config:
                       max_wait=sink_r.duration("maxWait", 0.2),
                       concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16),
                       retry_max_delay=sink_r.duration("retryMaxDelay", SinkConfig.retry_max_delay),
-                      stall_timeout=sink_r.duration("stallTimeout", SinkConfig.stall_timeout))
+                      stall_timeout=sink_r.duration("stallTimeout", SinkConfig.stall_timeout),
+                      sealing_stall_timeout=sink_r.duration("sealingStallTimeout", SinkConfig.sealing_stall_timeout))
     sink_r.reject_unknown()
     if not 0.1 <= sink.retry_max_delay <= 600.0:
         raise ConfigError(f"sink.retryMaxDelay: must be between 100ms and 10m, got {sink.retry_max_delay}s")

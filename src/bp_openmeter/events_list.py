@@ -4,7 +4,6 @@ cannot count an event (`validationError`)."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -19,14 +18,12 @@ from .meter_store import list_meters
 from .meters import Meter
 from .problems import bad_request
 from .query import client_id_param, time_param
+from .query_string import refuse_repeated, refuse_unknown
 from .timefmt import format_time, utcnow
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100
 DEFAULT_LOOKBACK = timedelta(days=32)
-# The strings the SQL function bpom_number (the upstream_value_text migration) reads as
-# numbers, before numeric.counts: no white space around them, as upstream's float parsing.
-NUMERIC_STRING = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -49,9 +46,8 @@ def parse_params(qp: Mapping) -> ListParams:
     if "customerId" in qp:
         raise bad_request("customerId: customers are not part of this engine; filter by subject instead",
                           field="customerId")
-    unknown = sorted(set(qp.keys()) - known)
-    if unknown:
-        raise bad_request(f"{unknown[0]}: unknown query parameter", field=unknown[0])
+    refuse_unknown(qp, known)
+    refuse_repeated(qp, known)
     client_id_param(qp.get("clientId"))
     raw_limit = qp.get("limit")
     limit = DEFAULT_LIMIT
@@ -113,9 +109,15 @@ def _value_error(value: Any) -> str | None:
         return "invalid event: value cannot be null"
     if isinstance(value, bool) or isinstance(value, (dict, list)):
         return f"invalid event: unsupported value property type: {_go_type(value)}"
-    if isinstance(value, (int, float)):
-        return None if numeric.counts(value) else "invalid event: value cannot be infinity"
-    if len(value) <= 400 and NUMERIC_STRING.fullmatch(value):
+    if isinstance(value, (int, float, Decimal)):
+        if numeric.counts(value):
+            return None
+        if abs(value) >= numeric.FLOAT64_LIMIT:
+            return "invalid event: value cannot be infinity"
+        # Stored before ingest bounded numbers: not counted, so that no rollup row outgrows its index.
+        return (f"invalid event: value has more digits than a counted number may have (at most "
+                f"{numeric.MAX_SIGNIFICANT_DIGITS} significant digits, {numeric.MAX_SCALE} after the point)")
+    if len(value) <= numeric.MAX_NUMBER_CHARS and numeric.NUMERIC_STRING.fullmatch(value):
         if numeric.counts(Decimal(value)):
             return None
         return f"invalid event: value cannot be parsed as float64: {value[:200]}"
@@ -179,7 +181,8 @@ async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: Lis
         data = None
         if row["data"] is not None:
             event["data"] = orjson.Fragment(row["data"])
-            data = json.loads(row["data"])
+            # numbers exactly: a value's digits decide whether it counts (numeric.counts)
+            data = json.loads(row["data"], parse_float=Decimal, parse_int=Decimal)
         item: dict[str, Any] = {"event": event}
         if row["dead_reason"] is not None:
             item["validationError"] = f"event could not be stored: {row['dead_reason']}"

@@ -51,7 +51,10 @@ def _refuse(where: str, message: str) -> Problem:
 
 
 def _parse(node: Any, where: str, depth: int, budget: list[int]) -> Filter | None:
-    """A validated filter; None for an empty one (no operator), which filters nothing.
+    """A validated filter; None for an empty one, which filters nothing: no operator, or an
+    `$and` / `$or` of empty filters only (or of none). An empty filter is absent at every
+    level, as upstream leaves it out of the SQL: so `{"$or": [{}]}` and `{"$or": []}` keep
+    every row like `{}`, and `{"$or": [{}, {"$eq": "x"}]}` keeps "x".
     `budget` counts down the values and operators the query may still have."""
     if not isinstance(node, dict):
         raise _refuse(where, f"must be an object with one operator ({', '.join(SUPPORTED)})")
@@ -91,6 +94,8 @@ def _parse(node: Any, where: str, depth: int, budget: list[int]) -> Filter | Non
     if budget[0] < 0:
         raise bad_request(f"{ADVANCED}: at most {MAX_FILTER_VALUES} values and operators per query over all keys",
                           field=ADVANCED)
+    if op in _NESTED and not parsed:
+        return None
     return Filter(op, parsed)
 
 
@@ -127,8 +132,6 @@ class Compiler:
             return f"{column} = ANY({self._bind(list(f.value))}::text[])"
         if f.op == "$nin":
             return f"NOT ({column} = ANY({self._bind(list(f.value))}::text[]))"
-        if not f.value:  # the identities: all of nothing holds, any of nothing does not
-            return "TRUE" if f.op == "$and" else "FALSE"
         joiner = " AND " if f.op == "$and" else " OR "
         return "(" + joiner.join(f"({self._expr(column, child)})" for child in f.value) + ")"
 

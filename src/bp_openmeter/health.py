@@ -1,5 +1,6 @@
 """Readiness: PostgreSQL answers, the JetStream stream answers, the schema is current;
-for the sink also: no worker has been stalled longer than sink.stallTimeout."""
+for the sink also: no worker has been stalled longer than sink.stallTimeout, and sealing
+not longer than sink.sealingStallTimeout."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ async def check_jetstream(bus: EventBus) -> dict[str, str | None]:
 
 
 async def readiness(pool: AsyncConnectionPool, bus: EventBus,
-                    progress: Callable[[], str | None] | None = None) -> dict[str, str | None]:
+                    **own: Callable[[], str | None]) -> dict[str, str | None]:
+    """The dependencies' checks and the process's `own` (name -> what is wrong, or None)."""
     pg, js = await asyncio.gather(check_postgres(pool), check_jetstream(bus))
-    return {**pg, **js, **({"progress": progress()} if progress else {})}
+    return {**pg, **js, **{name: check() for name, check in own.items()}}

@@ -13,12 +13,17 @@ hold gigabytes, or every connection it can take, before any authentication runs.
   after the request's first byte on a kept-alive connection (408, closed);
 - a kept-alive connection waits `idle_timeout` for its next request (closed), and a
   body the app answered without reading must arrive within `body_timeout` (closed);
-- at most `max_connections` connections at once: one more is answered 503 and closed.
+- at most `max_connections` connections at once: one more is answered 503 and closed;
+- HTTP/1.1 and HTTP/1.0 only: a request line of another version (HTTP/0.9's, with none,
+  or HTTP/2.0) is answered 400.
 
 Every refusal, and uvicorn's own 400 for a request it cannot parse, is problem+json.
 After a refusal the connection stops reading, sends its answer and a FIN, and closes a
 moment later: closed at once with unread data, it would send a reset that can destroy
-the answer before the client reads it.
+the answer before the client reads it. What is refused after a complete request on the
+same connection (bytes that are not HTTP, a head past a limit) is answered after that
+request's own answer, so a client learns the fate of the request it sent whole (an
+ingest request answered 204 is stored).
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str, str] | None = None   # set by a parser callback that stops parsing
+        self._deferred: tuple[int, str, bool] | None = None  # a refusal to send once the requests before it are answered
         self._lingering = False
 
     # --- connections ---------------------------------------------------------------
@@ -119,6 +125,10 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            self._refusal = (400, "http_version", f"HTTP/{version} is not served: send HTTP/1.1 (or HTTP/1.0)")
+            raise _HeadRefused
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -135,6 +145,12 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self._deferred is not None:
+            if not self.pipeline and self.cycle.response_complete and not self.transport.is_closing():
+                status, detail, retry_after = self._deferred
+                self._deferred = None
+                self._answer_and_close(status, detail, retry_after)
+            return
         if self.cycle.response_complete and not self._reading_head and not self.transport.is_closing():
             # Answered before its body arrived (e.g. 401, 413, 503): the parser reads the rest
             # and drops it, which must not take longer than a body may.
@@ -177,9 +193,19 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         metrics.API_REFUSALS.labels(reason).inc()
         self._cancel_timers()
         if self.cycle is not None and not self.cycle.response_complete:
-            # A pipelined request is still being answered: a second answer now would interleave.
-            self.transport.close()
+            if self.cycle.more_body:
+                # The request being answered is itself cut short: nothing more can be said of it.
+                self.transport.close()
+                return
+            # A complete request is still being answered: an answer now would interleave with
+            # its own. Stop reading; the refusal follows its answer (on_response_complete).
+            self._deferred = (status, detail, retry_after)
+            self._lingering = True
+            self.flow.pause_reading()
             return
+        self._answer_and_close(status, detail, retry_after)
+
+    def _answer_and_close(self, status: int, detail: str, retry_after: bool) -> None:
         title = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
                  503: "Service Unavailable"}[status]
         body = orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})

@@ -19,7 +19,9 @@ one-event-per-message form (the event object itself with "namespace" and
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -85,10 +87,20 @@ class EventTooLarge(ValueError):
         self.limit = limit
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def unpack(payload: bytes) -> list[dict]:
     """The events of a message, each in the one-event form (with namespace and ingestedAt).
-    Raises ValueError when the payload is not a message of either form."""
-    message = orjson.loads(payload)
+    Numbers are kept as their text (orjson.Fragment), so an event written back with
+    orjson.dumps is the event as sent, every digit (orjson would read 0.1234567890123456789
+    as a float64). Raises ValueError when the payload is not a message of either form."""
+    try:
+        message = json.loads(payload, parse_int=orjson.Fragment, parse_float=orjson.Fragment,
+                             parse_constant=_refuse_constant)
+    except RecursionError as exc:
+        raise ValueError("the message is nested too deep to be read") from exc
     if not isinstance(message, dict):
         raise ValueError("a message must be a JSON object")
     if "events" not in message:

@@ -52,6 +52,11 @@ def parse_list_params(qp: Any) -> ListParams:
     unknown = sorted(set(qp.keys()) - known)
     if unknown:
         raise MeterError(unknown[0], "unknown query parameter")
+    # Each takes one value: a second one would silently win (includeDeleted=true&includeDeleted=false).
+    for name in sorted(known):
+        given = len(qp.getlist(name))
+        if given > 1:
+            raise MeterError(name, f"given {given} times; it takes one value")
     include_deleted = qp.get("includeDeleted", "false")
     if include_deleted not in ("true", "false"):
         raise MeterError("includeDeleted", f"must be true or false, got {include_deleted[:40]!r}")

@@ -33,6 +33,16 @@ SINK_STALLED = Gauge(
     "the longest among the process's workers")
 SINK_STALL_TIMEOUT = Gauge(
     "bpom_sink_stall_timeout_seconds", "sink.stallTimeout: a stall longer than this fails /healthz/ready")
+SEALING_STALLED = Gauge(
+    "bpom_sealing_stalled_seconds",
+    "Seconds since this sink's sealer last moved the sealing watermark or found nothing due (0 while it waits "
+    "for its next round)")
+SEALING_STALL_TIMEOUT = Gauge(
+    "bpom_sealing_stall_timeout_seconds", "sink.sealingStallTimeout: sealing stalled longer fails /healthz/ready")
+SEALING_LAG = Gauge(
+    "bpom_sealing_lag_seconds",
+    "Seconds the sealing watermark (minutes folded into hourly rollups) is behind where it should be: now less "
+    "the 2-minute grace period; up to a round (30 s) and a minute when sealing keeps up")
 SINK_LAG = Gauge(
     "bpom_sink_lag_messages", "Messages of the sink's consumer not yet acknowledged (pending and in flight)")
 SINK_FRESHNESS = Histogram(

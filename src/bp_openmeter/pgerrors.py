@@ -73,3 +73,10 @@ def cause_of(exc: BaseException) -> Cause:
 
 # What a store can raise; everything else is a bug and propagates.
 STORE_ERRORS = (psycopg.Error, PoolTimeout, UnicodeDecodeError, CommitNotConfirmed)
+
+
+def describe(exc: BaseException) -> str:
+    """An error as a dead letter or a log line gives it: SQLSTATE first, when it has one."""
+    text = str(exc).strip() or type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{sqlstate}: {text}" if sqlstate else text

@@ -10,21 +10,24 @@ where each window starts and ends is windows.py's.
 
 from __future__ import annotations
 
+import difflib
 import io
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
 
 from . import numeric, projection, windows, zones
+from .csv_cells import cell_text
 from .group_filters import ADVANCED, MAX_FILTER_VALUES, Compiler, Filter, parse_advanced, values_filter
 from .jsonlimits import has_nul
 from .meters import WINDOW_SIZES, Meter
 from .problems import Problem, bad_request
+from .query_string import refuse_repeated, refuse_unknown
 from .timefmt import EARLIEST, LATEST, format_time, parse_time
 
 _FILTER_KEY = re.compile(r"^filterGroupBy\[([^\]]{1,64})\]$")
@@ -117,15 +120,15 @@ def _advanced_from_query(text: str | None) -> dict[str, Filter | None]:
 
 
 def _unsupported(name: str) -> Problem:
-    return bad_request(f"{name}: customers are not part of this engine; filter and group by subject instead",
-                       field=name)
+    return bad_request(f"{name}: not supported: customers are not part of this engine; filter and group by "
+                       "subject instead", field=name)
 
 
-def parse_range(qp: Mapping, known: set[str] | None = None) -> tuple[datetime | None, datetime | None]:
-    """`from` and `to`; with `known`, any other parameter is refused."""
-    unknown = sorted(set(qp.keys()) - known) if known is not None else []
-    if unknown:
-        raise bad_request(f"{unknown[0]}: unknown query parameter", field=unknown[0])
+def parse_range(qp: Mapping, known: Iterable[str] = ("from", "to")) -> tuple[datetime | None, datetime | None]:
+    """`from` and `to` (of the subjects and group-by values lists): any parameter not `known`,
+    or either of them twice, is refused."""
+    refuse_unknown(qp, known)
+    refuse_repeated(qp, ("from", "to"))
     start, end = time_param(qp.get("from"), "from"), time_param(qp.get("to"), "to")
     if start is not None and end is not None and start >= end:
         raise bad_request("validation error: from must be before to (to is exclusive)", field="from")
@@ -147,6 +150,7 @@ def parse_query_params(qp: Mapping) -> QueryParams:
             raise _unsupported(key)
         elif key not in known:
             raise bad_request(f"{key}: unknown query parameter", field=key)
+    refuse_repeated(qp, ("from", "to", "windowSize", "windowTimeZone", "clientId", ADVANCED))
     client_id_param(qp.get("clientId"))
     return _validate(QueryParams(
         start=time_param(qp.get("from"), "from"), end=time_param(qp.get("to"), "to"),
@@ -156,41 +160,88 @@ def parse_query_params(qp: Mapping) -> QueryParams:
         filter_group_by=filters, advanced_filters=_advanced_from_query(qp.get(ADVANCED))))
 
 
+# The members of upstream's query body (MeterQueryRequest); all but filterCustomerId are read.
+BODY_MEMBERS = ("from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "filterGroupBy", ADVANCED,
+                "clientId", "filterCustomerId")
+
+
+def _spelling(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
+
+
+def _refuse_unknown_members(body: dict) -> None:
+    """A member the query body does not have is refused rather than ignored: a misspelt
+    filter (`filterGroupby`, `filter_group_by`, `subjects`) would answer unfiltered totals."""
+    for name in body:
+        if name in BODY_MEMBERS:
+            continue
+        shown = name[:80]
+        alike = [m for m in BODY_MEMBERS if _spelling(m) == _spelling(name)]
+        alike = alike or difflib.get_close_matches(name, BODY_MEMBERS, n=1, cutoff=0.8)
+        hint = f"; did you mean {alike[0]}?" if alike else f"; the fields are {', '.join(BODY_MEMBERS)}"
+        raise bad_request(f"{shown}: unknown field of a query body{hint}", field=shown)
+
+
+def _strings(body: dict, name: str, limit: int = 100) -> tuple[str, ...]:
+    value = body.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad_request(f"{name}: must be an array of strings, got {_json_type(value)}", field=name)
+    if len(value) > limit:
+        raise bad_request(f"{name}: at most {limit} items", field=name)
+    return tuple(dict.fromkeys(value))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
+
+
+def _body_time(body: dict, name: str) -> datetime | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        got = "an empty string" if value == "" else _json_type(value)
+        raise bad_request(f"{name}: must be an RFC 3339 time, got {got}", field=name)
+    return time_param(value, name)
+
+
 def parse_body_params(body: Any) -> QueryParams:
+    """The POST query's body: members typed as upstream's MeterQueryRequest has them (null
+    as absent); an unknown member, a member of another type, or filterCustomerId are 400s."""
     if not isinstance(body, dict):
         raise bad_request("body: must be a JSON object")
-    if body.get("filterCustomerId"):
+    _refuse_unknown_members(body)
+    if _strings(body, "filterCustomerId"):
         raise _unsupported("filterCustomerId")
     client_id_param(body.get("clientId"))
 
-    def strings(name: str) -> tuple[str, ...]:
-        value = body.get(name) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad_request(f"{name}: must be an array of strings", field=name)
-        if len(value) > 100:
-            raise bad_request(f"{name}: at most 100 items", field=name)
-        return tuple(dict.fromkeys(value))
-
-    raw_filters = body.get("filterGroupBy") or {}
-    if not isinstance(raw_filters, dict):
-        raise bad_request("filterGroupBy: must be an object of key -> array of values", field="filterGroupBy")
+    raw_filters = body.get("filterGroupBy")
+    if raw_filters is not None and not isinstance(raw_filters, dict):
+        raise bad_request(f"filterGroupBy: must be an object of group key -> array of values, got "
+                          f"{_json_type(raw_filters)}", field="filterGroupBy")
     filters = {}
-    for key, values in raw_filters.items():
-        values = [values] if isinstance(values, str) else values
+    for key, values in (raw_filters or {}).items():
         if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-            raise bad_request(f"filterGroupBy.{key}: must be a non-empty array of strings",
-                              field=f"filterGroupBy.{key}")
+            raise bad_request(f"filterGroupBy.{key[:80]}: must be a non-empty array of strings, got "
+                              f"{_json_type(values)}", field=f"filterGroupBy.{key[:80]}")
         filters[key] = tuple(values)
     window_size = body.get("windowSize")
-    time_zone = body.get("windowTimeZone") or "UTC"
     if window_size is not None and not isinstance(window_size, str):
-        raise bad_request("windowSize: must be a string", field="windowSize")
-    if not isinstance(time_zone, str):
-        raise bad_request("windowTimeZone: must be a string", field="windowTimeZone")
+        raise bad_request(f"windowSize: must be a string, got {_json_type(window_size)}", field="windowSize")
+    time_zone = body.get("windowTimeZone")
+    if time_zone is not None and not isinstance(time_zone, str):
+        raise bad_request(f"windowTimeZone: must be a string, got {_json_type(time_zone)}", field="windowTimeZone")
     return _validate(QueryParams(
-        start=time_param(body.get("from"), "from"), end=time_param(body.get("to"), "to"),
-        window_size=window_size, time_zone=time_zone, subjects=strings("subject"),
-        group_by=strings("groupBy"), filter_group_by=filters, advanced_filters=parse_advanced(body.get(ADVANCED))))
+        start=_body_time(body, "from"), end=_body_time(body, "to"),
+        window_size=window_size, time_zone=time_zone or "UTC", subjects=_strings(body, "subject"),
+        group_by=_strings(body, "groupBy"), filter_group_by=filters,
+        advanced_filters=parse_advanced(body.get(ADVANCED))))
 
 
 def _resolve_grouping(meter: Meter, params: QueryParams) -> tuple[list[str], bool]:
@@ -572,17 +623,6 @@ def wants_csv(accept: str) -> bool:
     return any(part.split(";")[0].strip().lower() == "text/csv" for part in accept.split(","))
 
 
-# A cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_text(text: str) -> str:
-    """A caller's text as a CSV cell a spreadsheet shows as text: prefixed with ' when it
-    would start a formula (OWASP's advice). Only subjects and group values come from callers;
-    times and values are written here, and values stay numbers (-5 is not a formula)."""
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
-
-
 class _CsvWriter:
     """RFC 4180 cells, rows ending in \n as upstream's: a cell holding a comma, a quote, CR or
     LF is quoted. (Python's csv module quotes only the line terminator's characters, so with
@@ -606,8 +646,8 @@ def to_csv(result: QueryResult) -> str:
     for row in result.rows:
         writer.writerow([
             format_time(row["windowStart"], zone, fraction=False), format_time(row["windowEnd"], zone, fraction=False),
-            *([_csv_text(row["subject"] or "")] if result.by_subject else []),
-            *[_csv_text(row["groupBy"].get(k, "")) for k in result.group_keys], numeric.to_csv(row["value"]),
+            *([cell_text(row["subject"] or "")] if result.by_subject else []),
+            *[cell_text(row["groupBy"].get(k, "")) for k in result.group_keys], numeric.to_csv(row["value"]),
         ])
     return buffer.getvalue()
 

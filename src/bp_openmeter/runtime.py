@@ -208,7 +208,8 @@ async def run_sink(config_path: str | None) -> int:
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-sink")
     sink = Sink(cfg, bus, pool)
-    tel = _server(telemetry_app(lambda: health.readiness(pool, bus, progress=sink.stall_problem)),
+    tel = _server(telemetry_app(lambda: health.readiness(pool, bus, progress=sink.stall_problem,
+                                                         sealing=sink.sealing_problem)),
                   cfg.telemetry.host, cfg.telemetry.port, _limits(cfg))
 
     def stop() -> None:

@@ -15,39 +15,52 @@ the lock briefly (a sink batch waits meanwhile; nothing is lost). The sealer tak
 lock in a moment when no batch holds it, rather than queueing for it: a queued
 exclusive request would make every new batch wait behind it too, for as long as the
 batches in flight take (a pause in freshness); see meter_store.lock_exclusive.
+
+Sealing that makes no progress is visible (docs/guarantees.md): bpom_sealing_stalled_seconds
+(since the sealer last moved the watermark or found nothing due), bpom_sealing_lag_seconds
+(how far the watermark is behind where it should be), the sink's /healthz/ready failing
+after sink.sealingStallTimeout, the chart's alert. A step the database refuses for its
+data (an hourly row past the index's row limit, say) cannot be dead-lettered like an
+event: it is retried, and logged at error level with the row it most likely concerns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .logs import get_logger
 from .meter_store import lock_exclusive
+from .pgerrors import Cause, cause_of, describe
 from .projection import HOUR, HOUR_TOTAL, merged, upsert
 
 log = get_logger("sealing")
 
 GRACE = timedelta(minutes=2)       # minutes this recent stay minute-level only (late events are common)
 INTERVAL = 30.0                    # seconds between sealing rounds
+_RETRY_START = 1.0                 # seconds before a failed round is tried again, doubling up to INTERVAL
 _STEP_START = timedelta(hours=1)
 _STEP_MIN, _STEP_MAX = timedelta(minutes=1), timedelta(days=7)
 _STEP_QUICK, _STEP_SLOW = 0.1, 0.5  # seconds a step may hold the lock: grow below, shrink above
 
 # Merge the minute rows in [watermark, %(hi)s) into the hourly levels and move the
 # watermark. Meters are read under the lock: a meter created meanwhile is sealed too.
-SEAL = f"""
-WITH minutes AS (
+_MINUTES = """
+minutes AS (
     SELECT meter_pk, subject, groups, date_trunc('hour', minute) AS bucket, events, n, sum, min, max,
            latest_value, latest_time, latest_id, latest_source, vals, minute AS first_minute, minute AS last_minute
       FROM rollup_minute
      WHERE meter_pk = ANY(ARRAY(SELECT pk FROM meters))
        AND minute >= (SELECT sealed_through FROM rollup_seal) AND minute < %(hi)s
-),
+)"""
+SEAL = f"""
+WITH {_MINUTES},
 {merged("sealed", "minutes", HOUR)},
 {merged("sealed_total", "sealed", HOUR_TOTAL)},
 written AS ({upsert(HOUR, "sealed")}),
@@ -55,6 +68,23 @@ total_written AS ({upsert(HOUR_TOTAL, "sealed_total")})
 UPDATE rollup_seal SET sealed_through = %(hi)s
  WHERE sealed_through < %(hi)s
 RETURNING (SELECT count(*) FROM written) + (SELECT count(*) FROM total_written)
+"""
+
+# The hourly row a step would write with the most digits in its indexed numbers (the
+# hourly index carries sum, min and max), merged with the row already there: the row an
+# index-size error (54000) is about, and the likeliest one for any other data error.
+_LARGEST_ROW = f"""
+WITH {_MINUTES},
+{merged("sealed", "minutes", HOUR)}
+SELECT m.namespace, m.slug, s.subject, s.bucket,
+       coalesce(pg_column_size(coalesce(h.sum + s.sum, s.sum, h.sum)), 0)
+       + coalesce(pg_column_size(least(h.min, s.min)), 0) + coalesce(pg_column_size(greatest(h.max, s.max)), 0)
+  FROM sealed s
+  JOIN meters m ON m.pk = s.meter_pk
+  LEFT JOIN rollup_hour h ON h.meter_pk = s.meter_pk AND h.subject_key = bpom_key(s.subject)
+                         AND h.hour = s.bucket AND h.groups_key = bpom_groups_key(s.groups)
+ ORDER BY 5 DESC
+ LIMIT 1
 """
 
 # The first minute with data at or after the watermark, one index probe per meter.
@@ -70,37 +100,100 @@ def floor_minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
+@dataclass
+class SealingWatch:
+    """How sealing goes: since when it has made no progress (0 while it is current and
+    waits for its next round), why, and the watermark it last saw."""
+
+    clock: Callable[[], float] = time.monotonic
+    since: float = field(default=0.0)
+    current: bool = False
+    error: str | None = None
+    watermark: float | None = None   # seconds since the epoch (-inf: nothing sealed yet)
+    grace: timedelta = GRACE
+
+    def __post_init__(self) -> None:
+        self.since = self.clock()
+
+    def progressed(self, watermark: float | None) -> None:
+        self.since, self.watermark, self.error = self.clock(), watermark, None
+
+    def failed(self, error: str) -> None:
+        self.current, self.error = False, error
+
+    def stalled(self) -> float:
+        return 0.0 if self.current else max(0.0, self.clock() - self.since)
+
+    def lag(self) -> float:
+        """Seconds from the watermark to where it should be (now less the grace period)."""
+        if self.watermark is None:
+            return 0.0
+        target = floor_minute(datetime.now(timezone.utc) - self.grace).timestamp()
+        return max(0.0, target - self.watermark)
+
+
 class Sealer:
     def __init__(self, pool: AsyncConnectionPool, grace: timedelta = GRACE):
         self.pool = pool
         self.grace = grace
         self.step = _STEP_START
+        self.watch = SealingWatch(grace=grace)
 
     async def _sealed_through(self, conn: psycopg.AsyncConnection, target: datetime) -> bool:
-        cur = await conn.execute("SELECT sealed_through >= %s FROM rollup_seal", (target,))
+        cur = await conn.execute("SELECT sealed_through >= %s, extract(epoch FROM sealed_through)::float8 "
+                                 "FROM rollup_seal", (target,))
         row = await cur.fetchone()
-        return bool(row and row[0])
+        if row is None:
+            return False
+        self.watch.watermark = row[1]
+        return bool(row[0])
 
     async def seal_due(self, now: datetime | None = None) -> int:
         """Seal every minute older than the grace period; returns hourly rows written."""
         target = floor_minute((now or datetime.now(timezone.utc)) - self.grace)
         written = 0
+        self.watch.current = False
         while True:
             async with self.pool.connection() as conn:
                 if await self._sealed_through(conn, target):
                     await conn.commit()
+                    self.watch.progressed(self.watch.watermark)
+                    self.watch.current = True
                     return written
                 cur = await conn.execute(_NEXT_MINUTE)
                 next_minute = (await cur.fetchone())[0]
                 await conn.commit()
                 hi = target if next_minute is None else min(target, floor_minute(next_minute) + self.step)
-                async with conn.transaction():
-                    await lock_exclusive(conn)
-                    started = time.perf_counter()
-                    cur = await conn.execute(SEAL, {"hi": hi})
-                    row = await cur.fetchone()
+                try:
+                    async with conn.transaction():
+                        await lock_exclusive(conn)
+                        started = time.perf_counter()
+                        cur = await conn.execute(SEAL, {"hi": hi})
+                        row = await cur.fetchone()
+                except psycopg.Error as exc:
+                    if cause_of(exc) is Cause.DATA:
+                        await self._log_data_error(conn, hi, exc)
+                    raise
                 written += row[0] if row else 0
+                known = self.watch.watermark
+                self.watch.progressed(hi.timestamp() if known is None else max(known, hi.timestamp()))
             self._adapt(time.perf_counter() - started)
+
+    async def _log_data_error(self, conn: psycopg.AsyncConnection, hi: datetime, exc: psycopg.Error) -> None:
+        """Say which hourly row a step that failed on its data most likely concerns."""
+        row = None
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(_LARGEST_ROW, {"hi": hi})
+                row = await cur.fetchone()
+        except psycopg.Error as diagnosis:
+            log.warning("the row a failed sealing step concerns could not be found", error=str(diagnosis).strip())
+        about = {} if row is None else {
+            "namespace": row[0], "meter": row[1], "subject": row[2][:200], "hour": row[3].isoformat(),
+            "indexed_number_bytes": row[4]}
+        log.error("sealing refused by the database for the data of a rollup row; it is retried, and the "
+                  "minutes from the watermark on stay unsealed until the row is fixed",
+                  error=describe(exc), sealing_up_to=hi.isoformat(), **about)
 
     def _adapt(self, seconds: float) -> None:
         if seconds < _STEP_QUICK:
@@ -108,15 +201,30 @@ class Sealer:
         elif seconds > _STEP_SLOW:
             self.step = max(_STEP_MIN, self.step / 2)
 
+    def stall_problem(self, limit: float) -> str | None:
+        """Why the sink's /healthz/ready should fail, if sealing has made no progress for `limit` s."""
+        stalled = self.watch.stalled()
+        if stalled <= limit:
+            return None
+        return (f"no sealing progress for {stalled:.0f} s (sink.sealingStallTimeout {limit:g} s), the hourly "
+                f"rollups {self.watch.lag():.0f} s behind: "
+                f"{self.watch.error or 'no round has finished (a step may wait for the meters lock)'}; see the sink log")
+
     async def run(self, stopping: asyncio.Event) -> None:
+        retry = _RETRY_START
         while not stopping.is_set():
+            pause = INTERVAL
             try:
                 written = await self.seal_due()
                 if written:
                     log.debug("sealed minutes into hourly rollups", rows=written)
+                retry = _RETRY_START
             except (psycopg.Error, PoolTimeout) as exc:
-                log.warning("sealing postponed", error=str(exc).strip() or type(exc).__name__)
+                self.watch.failed(describe(exc))
+                log.warning("sealing postponed", error=describe(exc), retry_in_s=retry)
+                pause, retry = retry, min(INTERVAL, retry * 2)
             try:
-                await asyncio.wait_for(stopping.wait(), timeout=INTERVAL)
+                await asyncio.wait_for(stopping.wait(), timeout=pause)
             except asyncio.TimeoutError:
                 pass
+

@@ -11,6 +11,7 @@ dead-letter table with its reason, and the rest of its message is stored.
 
 A worker that makes no progress while it holds messages, or cannot fetch any, is
 stalled: bpom_sink_stalled_seconds, and /healthz/ready fails after sink.stallTimeout.
+Sealing (sealing.py) likewise, after sink.sealingStallTimeout.
 
 The sink stores its own namespace's events only: an event claiming another
 namespace (published onto this engine's subject by something else, or read
@@ -44,7 +45,7 @@ from .bus import EventBus
 from .config import Config
 from .logs import get_logger
 from .meter_store import METERS_LOCK, Backfiller
-from .pgerrors import STORE_ERRORS, Cause, cause_of
+from .pgerrors import STORE_ERRORS, Cause, cause_of, describe
 from .sealing import Sealer
 from .timefmt import parse_time
 
@@ -166,8 +167,12 @@ class Sink:
         self.db_ok = True
         self.events_per_message = 1.0
         self.workers: list[Progress] = []
+        self.sealer = Sealer(pool)
         metrics.SINK_STALLED.set_function(self.stalled_seconds)
         metrics.SINK_STALL_TIMEOUT.set(cfg.sink.stall_timeout)
+        metrics.SEALING_STALLED.set_function(self.sealer.watch.stalled)
+        metrics.SEALING_STALL_TIMEOUT.set(cfg.sink.sealing_stall_timeout)
+        metrics.SEALING_LAG.set_function(self.sealer.watch.lag)
 
     def stalled_seconds(self) -> float:
         """The longest stall among this process's workers (0 before they start)."""
@@ -181,6 +186,10 @@ class Sink:
         return (f"no progress for {stalled:.0f} s while holding messages or failing to fetch them "
                 f"(sink.stallTimeout {limit:g} s); see the sink log")
 
+    def sealing_problem(self) -> str | None:
+        """Why /healthz/ready should fail, if sealing has made no progress past sink.sealingStallTimeout."""
+        return self.sealer.stall_problem(self.cfg.sink.sealing_stall_timeout)
+
     def fetch_size(self) -> int:
         """Messages to ask for: about batchSize events at the recent events per message."""
         batch = self.cfg.sink.batch_size
@@ -193,7 +202,7 @@ class Sink:
         subscriptions = [await self.bus.pull_subscription(self.cfg.namespace, self.cfg.sink.batch_size)
                          for _ in range(self.cfg.sink.concurrency)]
         lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
-        seal_task = asyncio.create_task(Sealer(self.pool).run(self.stopping))
+        seal_task = asyncio.create_task(self.sealer.run(self.stopping))
         backfill_task = asyncio.create_task(Backfiller(self.pool).run(self.stopping))
         try:
             await asyncio.gather(*(self._work(psub, self._new_worker()) for psub in subscriptions))
@@ -248,7 +257,7 @@ class Sink:
                 self.db_ok = True
                 return result
             except STORE_ERRORS as exc:
-                reason = _reason(exc)
+                reason = describe(exc)
                 if cause_of(exc) is Cause.DATA:
                     raise DataFault(reason) from exc
                 # Down, restarting, not yet migrated: wait it out; the events are safe in JetStream.
@@ -432,9 +441,3 @@ class Sink:
             except nats.errors.Error:
                 return
 
-
-def _reason(exc: BaseException) -> str:
-    """An error as a dead letter or a log line gives it: SQLSTATE first, when it has one."""
-    text = str(exc).strip() or type(exc).__name__
-    sqlstate = getattr(exc, "sqlstate", None)
-    return f"{sqlstate}: {text}" if sqlstate else text

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta, timezone, tzinfo
 EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 LATEST = datetime.max.replace(tzinfo=timezone.utc)
 
+# ASCII digits only (re.ASCII): \d would also match "２０２６", which is no RFC 3339 year.
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$")
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII)
 
 
 def parse_time(value: object) -> datetime:
@@ -64,9 +65,13 @@ def _from_groups(value: str, match: re.Match) -> datetime:
         if hours > 23 or minutes > 59:
             raise ValueError(f"{value[:64]!r} has an invalid UTC offset")
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    if second == "60":
+        # RFC 3339 allows a leap second; a datetime cannot hold one, and moving it to :59 would
+        # change the event's time silently (upstream's Go time.Parse refuses it too).
+        raise ValueError(f"{value[:64]!r} has second 60, a leap second, which is not accepted: "
+                         "send the time as 59.999999 or as the next second")
     try:
-        return datetime(int(year), int(month), int(day), int(hour), int(minute),
-                        min(int(second), 59), micro, tzinfo=tz)
+        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz)
     except ValueError as exc:
         raise ValueError(f"{value[:64]!r} is not a valid date/time: {exc}") from exc
 

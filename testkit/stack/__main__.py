@@ -16,9 +16,11 @@ import tempfile
 import threading
 from pathlib import Path
 
+import orjson
 import yaml
 
 from testkit.paths import FIXTURES
+from testkit.quickstart import QUICKSTART_EVENT
 from testkit.stack.local import start_local_stack
 from testkit.stack.servers import ServerError, start_servers
 
@@ -26,7 +28,7 @@ EXAMPLE = """\
 Post an event and query it:
 
   curl -si -X POST {api}/api/v1/events -H 'content-type: application/cloudevents+json' \\
-    -d '{{"specversion":"1.0","id":"e-1","source":"tpp-gateway","type":"fingate.api.call","subject":"tpp-acme","data":{{"method":"GET","endpoint":"/accounts","status_class":"2xx","latency_ms":42,"psu":"psu-1"}}}}'
+    -d '{event}'
   curl -s '{api}/api/v1/meters/api_calls/query?windowSize=HOUR&windowTimeZone=Asia/Muscat'
 
 Logs: {logs}
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         f"PostgreSQL  {stack.database_url}\nNATS        {servers.nats_url}\nValkey      {servers.valkey_url}\n"
         f"API         {stack.api_url}\ntelemetry   {stack.telemetry_url}  (/metrics, /healthz/ready)\n"
     )
-    print(EXAMPLE.format(api=stack.api_url, logs=root), flush=True)
+    print(EXAMPLE.format(api=stack.api_url, logs=root, event=orjson.dumps(QUICKSTART_EVENT).decode()), flush=True)
     stop.wait()
     stack.stop()
     servers.stop()

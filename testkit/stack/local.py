@@ -21,7 +21,7 @@ import psycopg
 import yaml
 
 from testkit.net import free_port
-from testkit.stack.servers import START_POLL, ServerError, Servers
+from testkit.stack.servers import START_POLL, ServerError, Servers, admin_url_for
 from testkit.timeouts import TIMEOUTS
 from testkit.values import merge_values
 from testkit.wait import WaitTimeout, wait_until
@@ -32,9 +32,18 @@ def _database_url(base_url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-def create_database(base_url: str, name: str) -> str:
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # name is generated here, never user input
+def create_database(base_url: str, name: str, admin_url: str | None = None) -> str:
+    """A new database owned by `base_url`'s role; its URL.
+
+    The engine's role may not create databases (testkit/stack/servers.py): the server's
+    superuser creates it, `admin_url` or the one `admin_url_for` knows (else `base_url`'s role itself).
+    """
+    admin = admin_url or admin_url_for(base_url)
+    owner = urlsplit(base_url).username
+    # name is generated here and owner is the kit's own role, never user input
+    owned = f' OWNER "{owner}"' if admin and owner else ""
+    with psycopg.connect(admin or base_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"{owned}')
     return _database_url(base_url, name)
 
 
@@ -268,7 +277,7 @@ def start_local_stack(
     """
     stack_id = uuid.uuid4().hex[:10]
     root.mkdir(parents=True, exist_ok=True)
-    database_url = create_database(servers.postgres_url, f"om_{stack_id}")
+    database_url = create_database(servers.postgres_url, f"om_{stack_id}", servers.postgres_admin_url)
     api_port, telemetry_port = api_port or free_port(), telemetry_port or free_port()
     config = stack_config(servers, stack_id, meters or [], api_port, telemetry_port, overrides)
     config_path = root / "config.yaml"

@@ -35,7 +35,7 @@ from pathlib import Path
 import psycopg
 
 from testkit.stack.forwarder import TcpForwarder
-from testkit.stack.servers import PostgresServer
+from testkit.stack.servers import ADMIN_ROLE, PostgresServer, register_admin_url
 
 INSTANCES = ("pg-1", "pg-2")
 SYNCHRONOUS_STANDBY_NAMES = "ANY 1 (" + ", ".join(f'"{name}"' for name in INSTANCES) + ")"
@@ -71,6 +71,8 @@ class PostgresPair:
         self.primary.start()
         self._names[id(self.primary)] = INSTANCES[0]
         self.service = TcpForwarder(self.primary.port, name="rw-service").start()
+        # Databases for the engine are created through the Service too, by the superuser.
+        register_admin_url(self.url, f"postgresql://{ADMIN_ROLE}@127.0.0.1:{self.service.port}/postgres")
         self.link = TcpForwarder(self.primary.port, name="replication-link").start()
         self.standby = self._new_standby(INSTANCES[1], self.primary)
         # Synchronous once the standby streams (before, no commit could return: not even
@@ -81,7 +83,7 @@ class PostgresPair:
     def _configure_primary(self) -> None:
         """The primary's synchronous_standby_names, set as the operator sets it (ALTER SYSTEM, reload)."""
         names = SYNCHRONOUS_STANDBY_NAMES if self.synchronous else ""
-        with psycopg.connect(self.direct_url(self.primary, "postgres"), autocommit=True) as conn:
+        with psycopg.connect(self.primary.admin_url, autocommit=True) as conn:
             conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")  # a constant of this module
             conn.execute("SELECT pg_reload_conf()")
 
@@ -90,7 +92,8 @@ class PostgresPair:
         standby.settings = {
             **_SETTINGS,
             # Given as `-c name=value`: taken as it is, no quotes.
-            "primary_conninfo": f"host=127.0.0.1 port={self.link.port} user=openmeter application_name={name}",
+            # Streams as the superuser: the engine's role has no REPLICATION (as CloudNativePG's app user).
+            "primary_conninfo": f"host=127.0.0.1 port={self.link.port} user={ADMIN_ROLE} application_name={name}",
         }
         standby.start_standby(primary.port)
         self._names[id(standby)] = name
@@ -101,7 +104,8 @@ class PostgresPair:
 
     def streaming(self) -> list[tuple[str, str, str]]:
         """(application_name, state, sync_state) of the primary's WAL senders."""
-        with psycopg.connect(self.direct_url(self.primary), autocommit=True) as conn:
+        # The superuser's view: the engine's role sees no state of a WAL sender that is not its own.
+        with psycopg.connect(self.primary.admin_url, autocommit=True) as conn:
             return conn.execute("SELECT application_name, state, sync_state FROM pg_stat_replication").fetchall()
 
     def fail_over(self) -> None:

@@ -22,6 +22,7 @@ import sysconfig
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -150,21 +151,61 @@ def _unprivileged_user() -> str | None:
     raise ServerError("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL")
 
 
-def _pg_bindir() -> Path:
+PG_LIB = Path("/usr/lib/postgresql")  # Debian's and Ubuntu's home of each installed major: <major>/bin
+PG_OLDEST = 15  # the oldest PostgreSQL the engine supports
+
+
+def pg_bindir(search: Path = PG_LIB) -> Path:
+    """PostgreSQL's server binaries: BPOM_PG_BINDIR, else `initdb` on PATH, else the newest major in `search`."""
     explicit = os.environ.get("BPOM_PG_BINDIR")
     if explicit:
         return Path(explicit)
     found = which("initdb")
     if found:
         return Path(found).resolve().parent
-    for version in ("17", "16", "15"):
-        candidate = Path(f"/usr/lib/postgresql/{version}/bin")
-        if (candidate / "initdb").exists():
-            return candidate
-    raise ServerError(
-        "PostgreSQL server binaries not found (initdb). Install them: "
-        "apt-get install postgresql (15 or newer), or set BPOM_PG_BINDIR"
+    majors = sorted(
+        (int(entry.name), entry / "bin")
+        for entry in (search.iterdir() if search.is_dir() else [])
+        if entry.name.isdigit() and (entry / "bin" / "initdb").exists()
     )
+    supported = [bindir for major, bindir in majors if major >= PG_OLDEST]
+    if supported:
+        return supported[-1]
+    raise ServerError(
+        f"PostgreSQL server binaries not found (initdb of {PG_OLDEST} or newer; {search} holds "
+        f"{', '.join(str(m) for m, _ in majors) or 'none'}). Install them: apt-get install postgresql "
+        f"({PG_OLDEST} or newer), or set BPOM_PG_BINDIR"
+    )
+
+
+# The bootstrap superuser creates the engine's role and databases, nothing else; the
+# engine connects as ENGINE_ROLE, the owner of its database and nothing more (no
+# superuser, no CREATEROLE, no CREATEDB, no replication), as CloudNativePG's app user.
+ADMIN_ROLE = "postgres"
+ENGINE_ROLE = "openmeter"
+ENGINE_ROLE_ATTRIBUTES = ["--no-superuser", "--no-createrole", "--no-createdb", "--no-replication"]
+# An engine URL's server (its `postgres` database) -> that server's superuser.
+_ADMIN_URLS: dict[str, str] = {}
+
+
+def _server_of(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
+
+
+def register_admin_url(url: str, admin_url: str) -> None:
+    """`admin_url` is the superuser of the server `url` reaches (a server started here, or a Service in front of one)."""
+    _ADMIN_URLS[_server_of(url)] = admin_url
+
+
+def admin_url_for(url: str) -> str | None:
+    """Who may create databases for `url`'s role: the bootstrap superuser of a PostgreSQL this process
+    started; for one given by BPOM_TEST_POSTGRES_URL, BPOM_TEST_POSTGRES_ADMIN_URL (None: that URL's own role)."""
+    found = _ADMIN_URLS.get(_server_of(url))
+    if found:
+        return found
+    if url == os.environ.get("BPOM_TEST_POSTGRES_URL"):
+        return os.environ.get("BPOM_TEST_POSTGRES_ADMIN_URL") or None
+    return None
 
 
 @dataclass
@@ -207,7 +248,13 @@ class PostgresServer(ManagedServer):
 
     @property
     def url(self) -> str:
-        return f"postgresql://openmeter@127.0.0.1:{self.port}/{self.database}"
+        """The engine's: its role, its database."""
+        return f"postgresql://{ENGINE_ROLE}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def admin_url(self) -> str:
+        """The bootstrap superuser's, for what only it may do (create databases for the engine's role)."""
+        return f"postgresql://{ADMIN_ROLE}@127.0.0.1:{self.port}/postgres"
 
     @property
     def _data(self) -> Path:
@@ -224,7 +271,7 @@ class PostgresServer(ManagedServer):
         self.workdir.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> "PostgresServer":
-        bindir = _pg_bindir()
+        bindir = pg_bindir()
         self._prepare_workdir()
         if not (self._data / "PG_VERSION").exists():
             proc = subprocess.run(
@@ -233,7 +280,7 @@ class PostgresServer(ManagedServer):
                     "-D",
                     str(self._data),
                     "-U",
-                    "openmeter",
+                    ADMIN_ROLE,
                     "-A",
                     "trust",
                     "-E",
@@ -248,14 +295,16 @@ class PostgresServer(ManagedServer):
             if proc.returncode != 0:
                 raise ServerError(f"initdb failed (exit {proc.returncode}): {proc.stderr.strip()}")
         self._launch()
+        self._create_engine_role(bindir, self._user)
         self._create_database(bindir, self._user)
+        register_admin_url(self.url, self.admin_url)
         return self
 
     def start_standby(self, primary_port: int) -> "PostgresServer":
         """A streaming standby of the server on `primary_port`: its base backup, started in
         standby mode. `settings` must carry `primary_conninfo` (where it streams from, under
         which application_name)."""
-        bindir = _pg_bindir()
+        bindir = pg_bindir()
         self._prepare_workdir()
         proc = subprocess.run(
             [
@@ -265,7 +314,7 @@ class PostgresServer(ManagedServer):
                 "-p",
                 str(primary_port),
                 "-U",
-                "openmeter",
+                ADMIN_ROLE,  # a replication connection: the engine's role may not open one
                 "-D",
                 str(self._data),
                 "-X",
@@ -284,11 +333,12 @@ class PostgresServer(ManagedServer):
         if self._user:
             shutil.chown(signal_file, user=self._user)
         self._launch()
+        register_admin_url(self.url, self.admin_url)
         return self
 
     def promote(self) -> None:
         """End standby mode: from now on this server takes writes (a new timeline)."""
-        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
             if not conn.execute("SELECT pg_promote(wait => true, wait_seconds => 60)").fetchone()[0]:
                 raise ServerError(f"{self.name} on port {self.port} was not promoted within 60 s")
 
@@ -307,7 +357,7 @@ class PostgresServer(ManagedServer):
         ]
         for setting, value in self.settings.items():
             options += ["-c", f"{setting}={value}"]
-        self._spawn([str(_pg_bindir() / "postgres"), "-D", str(self._data), *options], user=self._user)
+        self._spawn([str(pg_bindir() / "postgres"), "-D", str(self._data), *options], user=self._user)
         wait_for_port(self.port, self.proc, "postgres", self.log_path)
         self._wait_accepting()
 
@@ -319,13 +369,13 @@ class PostgresServer(ManagedServer):
             nonlocal last
             proc = subprocess.run(
                 [
-                    str(_pg_bindir() / "pg_isready"),
+                    str(pg_bindir() / "pg_isready"),
                     "-h",
                     "127.0.0.1",
                     "-p",
                     str(self.port),
                     "-U",
-                    "openmeter",
+                    ADMIN_ROLE,
                     "-d",
                     "postgres",
                 ],
@@ -348,29 +398,32 @@ class PostgresServer(ManagedServer):
             f"log: {self.log_path}\n{_tail(self.log_path)}"
         )
 
-    def _create_database(self, bindir: Path, user: str | None) -> None:
-        last = ""
+    def _create_engine_role(self, bindir: Path, user: str | None) -> None:
+        self._admin_command(bindir, user, "createuser", [*ENGINE_ROLE_ATTRIBUTES, ENGINE_ROLE])
 
-        def created() -> bool:
+    def _create_database(self, bindir: Path, user: str | None) -> None:
+        self._admin_command(bindir, user, "createdb", ["--owner", ENGINE_ROLE, self.database])
+
+    def _admin_command(self, bindir: Path, user: str | None, tool: str, args: list[str]) -> None:
+        """createuser / createdb as the bootstrap superuser; what exists already (a resumed data directory) is kept."""
+        last = ""
+        argv = [str(bindir / tool), "-h", "127.0.0.1", "-p", str(self.port), "-U", ADMIN_ROLE, *args]
+
+        def done() -> bool:
             nonlocal last
-            proc = subprocess.run(
-                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "openmeter", self.database],
-                capture_output=True,
-                text=True,
-                user=user,
-            )
+            proc = subprocess.run(argv, capture_output=True, text=True, user=user)
             last = proc.stderr.strip()
             if proc.returncode == 0 or "already exists" in proc.stderr:
                 return True
             # The port opens a moment before the server accepts sessions ("starting up").
             if "starting up" not in proc.stderr:
-                raise ServerError(f"createdb failed: {last}")
+                raise ServerError(f"{tool} failed: {last}")
             return False
 
         try:
-            wait_until(created, TIMEOUTS.server_start, f"createdb {self.database}", interval=START_POLL)
+            wait_until(done, TIMEOUTS.server_start, f"{tool} {' '.join(args)}", interval=START_POLL)
         except WaitTimeout:
-            raise ServerError(f"createdb failed: {last}") from None
+            raise ServerError(f"{tool} failed: {last}") from None
 
 
 @dataclass
@@ -447,6 +500,14 @@ class Servers:
     nats_url: str
     valkey_url: str
     started: list[ManagedServer] = field(default_factory=list)
+
+    @property
+    def postgres_admin_url(self) -> str | None:
+        """The superuser that creates the engine's databases: of the server postgres_url reaches, else of
+        the PostgreSQL started with these servers (postgres_url may lead to it through a forwarder)."""
+        return admin_url_for(self.postgres_url) or next(
+            (server.admin_url for server in self.started if isinstance(server, PostgresServer)), None
+        )
 
     def by_name(self, name: str) -> ManagedServer:
         for server in self.started:

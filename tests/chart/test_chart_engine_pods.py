@@ -241,9 +241,18 @@ def test_the_chart_sink_defaults_are_the_engine_defaults(objects):
     loaded = engine_config.build_config(config_of(objects)).sink
     assert loaded == engine_config.SinkConfig()
     tuned = engine_config.build_config(
-        config_of(render_chart({"sink": {"batchSize": 2000, "concurrency": 4, "stallTimeout": "90s"}}))
+        config_of(
+            render_chart(
+                {"sink": {"batchSize": 2000, "concurrency": 4, "stallTimeout": "90s", "sealingStallTimeout": "20m"}}
+            )
+        )
     ).sink
-    assert (tuned.batch_size, tuned.concurrency, tuned.stall_timeout) == (2000, 4, 90.0)
+    assert (tuned.batch_size, tuned.concurrency, tuned.stall_timeout, tuned.sealing_stall_timeout) == (
+        2000,
+        4,
+        90.0,
+        1200.0,
+    )
 
 
 def test_the_chart_meter_limit_is_the_engine_default(objects):

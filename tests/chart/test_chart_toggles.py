@@ -99,6 +99,7 @@ def test_prometheus_rule_alerts_on_stall_lag_and_dead_letters_of_this_release():
                 "lagMessages": 250,
                 "lagFor": "5m",
                 "deadLettersWindow": "30m",
+                "absentFor": "20m",
             }
         },
         api_versions=[MONITORING],
@@ -106,11 +107,26 @@ def test_prometheus_rule_alerts_on_stall_lag_and_dead_letters_of_this_release():
     )
     assert get(objects, "PrometheusRule", "billing-openmeter")["metadata"]["labels"]["release"] == "kps"
     rules = alerts(objects)
-    assert sorted(rules) == ["BpOpenmeterDeadLetters", "BpOpenmeterSinkLagging", "BpOpenmeterSinkStalled"]
-    # The stall threshold is the engine's own sink.stallTimeout, exported next to the stall.
+    assert sorted(rules) == [
+        "BpOpenmeterDeadLetters",
+        "BpOpenmeterSealingStalled",
+        "BpOpenmeterSinkAbsent",
+        "BpOpenmeterSinkLagging",
+        "BpOpenmeterSinkStalled",
+    ]
+    # Each stall threshold is the engine's own (sink.stallTimeout, sink.sealingStallTimeout),
+    # exported next to the stall.
     assert re.fullmatch(
         r"bpom_sink_stalled_seconds\{(.+)\} > bpom_sink_stall_timeout_seconds\{\1\}",
         rules["BpOpenmeterSinkStalled"]["expr"],
+    )
+    assert re.fullmatch(
+        r"bpom_sealing_stalled_seconds\{(.+)\} > bpom_sealing_stall_timeout_seconds\{\1\}",
+        rules["BpOpenmeterSealingStalled"]["expr"],
+    )
+    # Zero sinks export nothing, so every other rule is silent: absent() says so.
+    assert (
+        rules["BpOpenmeterSinkAbsent"]["expr"].startswith("absent(") and rules["BpOpenmeterSinkAbsent"]["for"] == "20m"
     )
     assert rules["BpOpenmeterSinkLagging"]["expr"].endswith("> 250") and rules["BpOpenmeterSinkLagging"]["for"] == "5m"
     assert "[30m]" in rules["BpOpenmeterDeadLetters"]["expr"]

@@ -8,12 +8,15 @@ diagnostics, export the nodes' logs and delete what it created.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from e2e.lib import flow
 from e2e.lib.options import env_flag, parse
+from testkit.downloads import host_platform
+from testkit.kind import KindError
 from testkit.kube import KubeError
 from testkit.tools import HELM_VERSION, KUBECTL_VERSION, helm_version, kubectl_version
 from tests.e2e.recording_tool import recording_tool
@@ -147,3 +150,80 @@ def test_keep_cluster_zero_does_not_keep_it(monkeypatch):
     monkeypatch.setenv("BPOM_E2E_KEEP_CLUSTER", "maybe")
     with pytest.raises(SystemExit, match="BPOM_E2E_KEEP_CLUSTER='maybe'"):
         parse(["all"])
+
+
+# --- loading the engine image: kind's own path, and its fallback where that fails -----------------
+
+# kind imports with `ctr images import --all-platforms`; under Docker 29's containerd image store an
+# image whose other platforms' blobs are not local fails there (kind issue 3795).
+KIND_LOAD = """
+import sys
+if args[:2] == ["load", "docker-image"]:
+    if os.environ.get("DIRECT_LOAD_WORKS"):
+        sys.exit(0)
+    print('ERROR: failed to load image: command "docker exec --privileged -i bpom-control-plane ctr '
+          '--namespace=k8s.io images import --all-platforms --digests --snapshotter=overlayfs -" failed with '
+          'error: exit status 1', file=sys.stderr)
+    print("ctr: content digest sha256:4f2b0a1c: not found", file=sys.stderr)
+    sys.exit(1)
+if args[:2] == ["load", "image-archive"]:
+    archive = args[2]
+    # what the nodes get is the file docker saved, there when kind reads it
+    print("loaded " + open(archive).read())
+    if os.environ.get("ARCHIVE_LOAD_FAILS"):
+        print("ERROR: failed to load image archive: no space left on device", file=sys.stderr)
+        sys.exit(1)
+"""
+DOCKER_SAVE = """
+import sys
+if args[:2] == ["image", "save"]:
+    out = args[args.index("--output") + 1]
+    open(out, "w").write("image " + args[-1] + " for " + args[args.index("--platform") + 1])
+"""
+
+
+@pytest.fixture
+def loading(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    kind = recording_tool(bin_dir, "kind", "import os\n" + KIND_LOAD)
+    docker = recording_tool(bin_dir, "docker", DOCKER_SAVE)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    from testkit.kind import Cluster
+
+    cluster = Cluster("bpom", kind.path, Path("kubectl"), kubeconfig=tmp_path / "kubeconfig")
+    return cluster, kind, docker
+
+
+def test_an_image_kind_cannot_import_is_saved_for_the_nodes_platform_and_loaded_as_an_archive(tmp_path, loading):
+    cluster, kind, docker = loading
+    said = []
+    cluster.load_image("bp-openmeter:e2e-0123456789ab", archive_dir=tmp_path / "archives", say=said.append)
+    kind_calls = [c["argv"] for c in kind.calls()]
+    (save,) = [c["argv"] for c in docker.calls()]
+    assert kind_calls[0] == ["load", "docker-image", "--name", "bpom", "bp-openmeter:e2e-0123456789ab"]
+    node_platform = f"linux/{host_platform()[1]}"
+    assert save[:2] == ["image", "save"] and save[-1] == "bp-openmeter:e2e-0123456789ab"
+    assert save[save.index("--platform") + 1] == node_platform, "only the nodes' platform: its blobs are all local"
+    archive = save[save.index("--output") + 1]
+    assert kind_calls[1] == ["load", "image-archive", archive, "--name", "bpom"]
+    assert len(kind_calls) == 2
+    assert not Path(archive).exists(), "the archive is removed once loaded"
+    assert "content digest" in said[0] and "image-archive" in said[0], said
+
+
+def test_when_the_fallback_fails_too_both_reasons_are_given(tmp_path, loading, monkeypatch):
+    cluster, kind, docker = loading
+    monkeypatch.setenv("ARCHIVE_LOAD_FAILS", "1")
+    with pytest.raises(KindError) as info:
+        cluster.load_image("bp-openmeter:e2e-0123456789ab", archive_dir=tmp_path / "archives")
+    assert "content digest sha256:4f2b0a1c: not found" in str(info.value)
+    assert "no space left on device" in str(info.value)
+    assert not any((tmp_path / "archives").iterdir()), "no archive left behind"
+
+
+def test_an_image_kind_imports_needs_no_archive(tmp_path, loading, monkeypatch):
+    cluster, kind, docker = loading
+    monkeypatch.setenv("DIRECT_LOAD_WORKS", "1")
+    cluster.load_image("bp-openmeter:e2e-0123456789ab", archive_dir=tmp_path / "archives")
+    assert [c["argv"][:2] for c in kind.calls()] == [["load", "docker-image"]]
+    assert docker.calls() == []

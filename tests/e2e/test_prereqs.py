@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from e2e.lib import prereqs
-from e2e.lib.flow import checks_for, make_plan
+from e2e.lib.flow import checks_for, make_plan, run_prerequisites
 from e2e.lib.options import parse
 from testkit.kind import KindError
 from testkit.platform import load_platform
@@ -125,7 +125,8 @@ def _names(plan, steps, **kw):
     kw.setdefault("fetch", lambda url, timeout: INDEX)
     kw.setdefault("inotify_read", lambda name: "1048576")
     kw.setdefault("disk_usage", lambda path: shutil._ntuple_diskusage(100 * 2**30, 0, 100 * 2**30))
-    return {c.name: c for c in prereqs.run_all(checks_for(plan, steps, **kw))}
+    kw.setdefault("docker_hub_allowance", lambda: None)
+    return {c.name: c for c in run_prerequisites(checks_for(plan, steps, **kw), "`e2e test`")}
 
 
 def _index() -> bytes:
@@ -161,9 +162,11 @@ def test_whole_flow_on_an_offline_machine_without_docker_names_everything():
         tools_obtain=no_tools,
         probe=no_network,
         fetch=no_network,
+        docker_hub_allowance=lambda: no_network("https://auth.docker.io/token", 8),
     )
     missing = {name for name, c in checks.items() if not c.ok}
     assert "kind v0.33.0" in missing
+    assert "Docker Hub pull allowance" in missing
     assert any(n.startswith("helm") for n in missing)
     assert {f"chart {c.chart} {c.version} ({c.name})" for c in plan.platform.charts} <= missing
     assert {f"container registry {h}" for h in plan.platform.registries} <= missing
@@ -309,3 +312,17 @@ def test_too_little_free_disk_fails():
 def test_creating_a_cluster_checks_the_host():
     checks = _names(_plan("up"), ("up",), inotify_read=lambda n: "128")
     assert not checks["inotify limits"].ok and checks["free disk"].ok
+
+
+def test_the_first_run_checklist_opens_with_the_sysctl_the_check_asks_for():
+    """A maintainer following docs/kind.md's checklist on a stock host is not stopped by the inotify check."""
+    from e2e.lib.ci_matrix import sysctl
+    from testkit.paths import DOCS
+
+    checklist = (DOCS / "kind.md").read_text().split("## First run", 1)[1]
+    before_step_one = checklist.split("\n1. ", 1)[0]
+    assert f"sudo sysctl {sysctl(PLATFORM)}" in before_step_one
+    check = prereqs.check_inotify(
+        PLATFORM.host.max_user_watches, PLATFORM.host.max_user_instances, read=lambda name: "128"
+    )
+    assert check.fix.startswith(f"sudo sysctl {sysctl(PLATFORM)}")

@@ -163,7 +163,7 @@ def standby_away(tmp_path_factory) -> str:
     server = PostgresServer(workdir=tmp_path_factory.mktemp("standby-away"), name="standby-away").start()
     try:
         apply_migrations(server.url)
-        with psycopg.connect(server.url, autocommit=True) as conn:
+        with psycopg.connect(server.admin_url, autocommit=True) as conn:  # ALTER SYSTEM: the superuser's
             conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'standby'")
             conn.execute("SELECT pg_reload_conf()")
         # The reload reaches the server's processes in a moment: in effect once a write waits.

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bp_openmeter import jsonpath, numeric
-from bp_openmeter.events_list import NUMERIC_STRING
 from bp_openmeter.migrate import MigrationError, apply_migrations, available
 from testkit.stack.local import create_database
 
@@ -56,7 +55,7 @@ numberish = st.one_of(
 @given(text=numberish)
 def test_numeric_strings_mean_the_same_in_sql_and_python(conn, text):
     sql = conn.execute("SELECT bpom_number(%s::jsonb) IS NOT NULL", (orjson.dumps(text).decode(),)).fetchone()[0]
-    assert sql == bool(NUMERIC_STRING.fullmatch(text) and numeric.counts(Decimal(text.strip()))), text
+    assert sql == bool(numeric.NUMERIC_STRING.fullmatch(text) and numeric.counts(Decimal(text.strip()))), text
 
 
 LIMIT = 2**1024 - 2**970  # written out here: the least magnitude that rounds to an infinite float64

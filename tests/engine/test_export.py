@@ -358,12 +358,19 @@ def test_verify_cuts_the_range_at_window_boundaries(start, end, window, cuts):
 
 
 def test_a_named_export_resumes_only_as_the_same_export(source, stack_factory):
-    code, _lines = export(source, "http://127.0.0.1:9", "--name", "pinned", "--retry-for", "1s")
+    """Another target or range under the same name can never resume: exit 2 (an argument
+    error, not "run again"), the range spelt in RFC 3339."""
+    since = ("--from", "2025-03-29T00:00:00Z")
+    code, _lines = export(source, "http://127.0.0.1:9", "--name", "pinned", "--retry-for", "1s", *since)
     assert code == 1  # nothing listens there; the checkpoint row exists now
-    code, lines = export(source, "http://127.0.0.1:10", "--name", "pinned")
-    assert code == 1
+    code, lines = export(source, "http://127.0.0.1:10", "--name", "pinned", *since)
+    assert code == 2
     error = last(lines, "export stopped")["error"]
     assert "was started with target 'http://127.0.0.1:9/api/v1/events'" in error and "--restart" in error, error
+    code, lines = export(source, "http://127.0.0.1:9", "--name", "pinned", "--from", "2025-03-30T00:00:00+02:00")
+    assert code == 2
+    error = last(lines, "export stopped")["error"]
+    assert "from 2025-03-29T00:00:00Z (now 2025-03-29T22:00:00Z)" in error, error
 
 
 @pytest.mark.parametrize(

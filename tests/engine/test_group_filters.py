@@ -46,19 +46,33 @@ def meter(stack) -> str:
     return slug
 
 
-def holds(f: dict, value: str) -> bool:
-    """The reference: what a filter means, written plainly."""
-    present = {op: arg for op, arg in f.items() if arg is not None}
+def _present(f: dict) -> dict:
+    return {op: arg for op, arg in f.items() if arg is not None}
+
+
+def absent(f: dict) -> bool:
+    """An empty filter: no operator, or an $and / $or of absent filters only (or none),
+    which upstream leaves out of its SQL at every level."""
+    present = _present(f)
     if not present:
         return True
     ((op, arg),) = present.items()
+    return op in ("$and", "$or") and all(absent(child) for child in arg)
+
+
+def holds(f: dict, value: str) -> bool:
+    """The reference: what a filter means, written plainly."""
+    if absent(f):
+        return True
+    ((op, arg),) = _present(f).items()
+    children = [child for child in arg if not absent(child)] if op in ("$and", "$or") else []
     return {
         "$eq": lambda: value == arg,
         "$ne": lambda: value != arg,
         "$in": lambda: value in arg,
         "$nin": lambda: value not in arg,
-        "$and": lambda: all(holds(child, value) for child in arg),
-        "$or": lambda: any(holds(child, value) for child in arg),
+        "$and": lambda: all(holds(child, value) for child in children),
+        "$or": lambda: any(holds(child, value) for child in children),
     }[op]()
 
 
@@ -83,6 +97,13 @@ FILTERS = [
     {"region": {"$nin": []}},
     {"region": {"$and": []}, "tier": {"$or": [{"$eq": "silver"}]}},
     {"region": {}, "tier": {"$eq": "gold", "$ne": None}},  # empty and null operators: absent
+    # An empty filter is absent inside $or too, as at the top and inside $and (upstream drops it).
+    {"region": {"$or": [{}]}},
+    {"region": {"$or": []}},
+    {"region": {"$or": [{"$eq": None}]}},
+    {"region": {"$or": [{}, {"$eq": "eu"}]}},
+    {"region": {"$or": [{"$or": []}, {"$eq": "eu"}]}},
+    {"region": {"$and": [{"$or": [{}]}, {"$ne": "eu"}]}},
     {"region": {"$eq": "eu'); DROP TABLE events; --"}},  # a value is only ever a bound parameter
     {},
 ]

@@ -218,6 +218,8 @@ def test_list_honours_include_deleted_order_order_by_and_pages(stack_factory):
         ({"page": "²"}, "page"),
         ({"pageSize": "1001"}, "pageSize"),
         ({"limit": "5"}, "limit"),
+        ({"includeDeleted": ["true", "false"]}, "includeDeleted"),  # given twice: never the last one silently
+        ({"pageSize": ["5", "5"]}, "pageSize"),
     ],
 )
 def test_list_parameter_errors_name_the_parameter(client, params, field):

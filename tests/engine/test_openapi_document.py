@@ -80,7 +80,15 @@ def test_every_error_is_documented_as_problem_json_and_no_operation_promises_a_5
     "status, operations",
     [
         ("413", [("post", "/api/v1/events"), ("post", "/api/v1/meters")]),
-        ("415", [("post", "/api/v1/events")]),
+        (
+            "415",
+            [
+                ("post", "/api/v1/events"),
+                ("post", "/api/v1/meters"),
+                ("put", "/api/v1/meters/{meterIdOrSlug}"),
+                ("post", "/api/v1/meters/{meterIdOrSlug}/query"),
+            ],
+        ),
         ("503", [("post", "/api/v1/events"), ("get", "/api/v1/meters/{meterIdOrSlug}/query")]),
     ],
 )

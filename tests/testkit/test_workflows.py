@@ -85,3 +85,25 @@ def test_the_matrix_gates_only_proven_backends():
         f"fs.inotify.max_user_watches={platform().host.max_user_watches} "
         f"fs.inotify.max_user_instances={platform().host.max_user_instances}"
     )
+
+
+# Preinstalled toolchains of GitHub's Ubuntu runners that the kind tier never uses (tens of GB together).
+UNUSED_TOOLCHAINS = ("/usr/share/dotnet", "/usr/local/lib/android", "/opt/ghc")
+
+
+@pytest.mark.parametrize("name", ["e2e-nightly.yaml", "release-gate.yaml"])
+def test_kind_cells_free_disk_before_the_tier_checks_for_it(name):
+    """The runner guarantees about 14 GB free; the prerequisite check wants host.freeDiskGiB where Docker keeps data."""
+    kind_steps = load(REPO_ROOT / ".github" / "workflows" / name)["jobs"]["kind"]["steps"]
+    runs = [str(s.get("run", "")) for s in kind_steps]
+    tier = next(i for i, run in enumerate(runs) if "nox -s e2e" in run)
+    cleanup = [i for i, run in enumerate(runs) if all("rm -rf" in run and path in run for path in UNUSED_TOOLCHAINS)]
+    assert cleanup and cleanup[0] < tier, f"{name}: no step frees {UNUSED_TOOLCHAINS} before `nox -s e2e`"
+    setup_python = next(
+        i for i, s in enumerate(kind_steps) if str(s.get("uses", "")).startswith("actions/setup-python")
+    )
+    freed = runs[cleanup[0]]
+    assert cleanup[0] < setup_python or not any(
+        cache in freed for cache in ("hostedtoolcache", "AGENT_TOOLSDIRECTORY")
+    ), "the tool cache holds the Python setup-python installed"
+    assert platform().host.free_disk_gib >= 15, "the gate stays: the run stores node images and PostgreSQL on 3 nodes"

@@ -15,6 +15,7 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import dict_row
 
+from ..timefmt import format_time
 from .source import Scope
 
 # The first half of an export lock's key: advisory lock keys are (int4, int4) pairs here,
@@ -24,6 +25,17 @@ _LOCK_SPACE = 0x62706F6D  # "bpom"
 
 class CheckpointError(RuntimeError):
     """The named export cannot run as asked; the message says why and what to do."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """The name belongs to an export of another namespace, target or range: running again
+    as asked can never resume it (unlike the other stops), so it is an argument error."""
+
+
+def _spelt(value: object) -> str:
+    if isinstance(value, datetime):
+        return format_time(value)
+    return "none" if value is None else repr(value)
 
 
 @dataclass(frozen=True)
@@ -74,11 +86,11 @@ async def open_checkpoint(conn: psycopg.AsyncConnection, name: str, scope: Scope
     would skip events. `restart` starts the named export over."""
     current = await load(conn, name)
     if current is not None and not restart:
-        differs = [f"{what} {was!r} (now {now!r})" for what, was, now in (
+        differs = [f"{what} {_spelt(was)} (now {_spelt(now)})" for what, was, now in (
             ("namespace", current.namespace, scope.namespace), ("target", current.target, target),
             ("from", current.start, scope.start), ("to", current.end, scope.end)) if was != now]
         if differs:
-            raise CheckpointError(
+            raise CheckpointMismatch(
                 f"export {name!r} was started with {', '.join(differs)}: resuming it would skip events. "
                 "Give this export another --name, or pass --restart to start this one over")
         return current
