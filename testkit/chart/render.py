@@ -16,6 +16,7 @@ When the values turn a missing dependency on, it raises `DependencyMissing`
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -164,6 +165,13 @@ def helm_lint(
     """helm lint of the renderable chart for these values."""
     with _chart_and_values(values, chart_dir) as (chart, values_file):
         return _run_helm(["lint", str(chart), "--values", str(values_file), *(["--strict"] if strict else [])])
+
+
+def run_toggle_script(name: str, chart_dir: Path = CHART_DIR) -> subprocess.CompletedProcess[str]:
+    """chart/tests/<name>-toggle.sh on chart_dir, as CI runs it, with the project's helm."""
+    script = CHART_DIR / "tests" / f"{name}-toggle.sh"
+    env = {**os.environ, "HELM": str(ensure_helm(render=True))}
+    return subprocess.run(["bash", str(script), str(chart_dir)], capture_output=True, text=True, env=env)
 
 
 def render_chart(

@@ -9,15 +9,11 @@ where its API is served (exposure-toggle.sh checks the same in the Catalyst way)
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import subprocess
 
 import pytest
 
-from testkit.chart.render import CHART_DIR, RenderError, find, get, render_chart
+from testkit.chart.render import CHART_DIR, RenderError, find, get, render_chart, run_toggle_script
 from testkit.chart.schemas import SchemaError, validate_object
-from testkit.tools import ensure_helm
 
 pytestmark = pytest.mark.helm
 
@@ -25,7 +21,6 @@ HTTPROUTE = "gateway.networking.k8s.io/v1/HTTPRoute"
 REFERENCE_GRANT = "gateway.networking.k8s.io/v1beta1/ReferenceGrant"
 CERTIFICATE = "cert-manager.io/v1/Certificate"
 APIS = [HTTPROUTE, REFERENCE_GRANT, CERTIFICATE]
-SCRIPT = CHART_DIR / "tests" / "exposure-toggle.sh"
 
 PARENT = {"name": "platform", "namespace": "gateway-system", "sectionName": "metering-https"}
 ROUTE = {"enabled": True, "parentRefs": [PARENT], "hostnames": ["metering.example.com"]}
@@ -163,23 +158,11 @@ def test_the_vendored_crds_catch_what_the_api_server_would_refuse():
 # ── the Catalyst-style toggle script ──────────────────────────────────────────
 
 
-def run_script(chart_dir):
-    env = {**os.environ, "HELM": str(ensure_helm(render=True))}
-    return subprocess.run(["bash", str(SCRIPT), str(chart_dir)], capture_output=True, text=True, env=env)
-
-
 def test_exposure_toggle_script_passes():
-    result = run_script(CHART_DIR)
+    result = run_toggle_script("exposure", CHART_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASS") == 5
     assert result.stdout.rstrip().endswith("all cases pass")
-
-
-@pytest.fixture
-def chart_copy(tmp_path):
-    copy_dir = tmp_path / "chart"
-    shutil.copytree(CHART_DIR, copy_dir)
-    return copy_dir
 
 
 def test_script_fails_when_an_exposure_defaults_on(chart_copy):
@@ -192,13 +175,13 @@ def test_script_fails_when_an_exposure_defaults_on(chart_copy):
             "  hosts: []             # e.g. [metering.example.com]", "  hosts: [metering.example.com]"
         )
     )
-    result = run_script(chart_copy)
+    result = run_toggle_script("exposure", chart_copy)
     assert result.returncode != 0
     assert "FAIL: the default render (APIs served) renders exposure objects" in result.stderr
 
 
 def test_script_fails_when_a_toggle_is_not_wired(chart_copy):
     (chart_copy / "templates" / "certificate.yaml").unlink()
-    result = run_script(chart_copy)
+    result = run_toggle_script("exposure", chart_copy)
     assert result.returncode != 0
     assert "renders no Certificate: the toggle is not wired" in result.stderr

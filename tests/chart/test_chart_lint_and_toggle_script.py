@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
-from testkit.chart.render import CHART_DIR, dependencies, helm_lint, is_vendored
+from testkit.chart.render import CHART_DIR, dependencies, helm_lint, is_vendored, run_toggle_script
 from testkit.paths import REPO_ROOT
 from testkit.tools import ensure_helm
 
 pytestmark = pytest.mark.helm
-
-SCRIPT = CHART_DIR / "tests" / "observability-toggle.sh"
 
 
 def lint_findings(output: str) -> list[str]:
@@ -54,23 +50,11 @@ def test_helm_lint_of_the_chart_directory():
     assert lint_findings(result.stdout) == allowed, result.stdout
 
 
-def run_script(chart_dir):
-    env = {**os.environ, "HELM": str(ensure_helm(render=True))}
-    return subprocess.run(["bash", str(SCRIPT), str(chart_dir)], capture_output=True, text=True, env=env)
-
-
 def test_observability_toggle_script_passes():
-    result = run_script(CHART_DIR)
+    result = run_toggle_script("observability", CHART_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASS") == 5
     assert result.stdout.rstrip().endswith("all cases pass")
-
-
-@pytest.fixture
-def chart_copy(tmp_path):
-    copy = tmp_path / "chart"
-    shutil.copytree(CHART_DIR, copy)
-    return copy
 
 
 def test_script_fails_when_monitoring_defaults_on(chart_copy):
@@ -79,7 +63,7 @@ def test_script_fails_when_monitoring_defaults_on(chart_copy):
     marker = "serviceMonitor:\n  # Rendered only when enabled AND the cluster serves monitoring.coreos.com/v1.\n  enabled: false"
     assert marker in text
     values.write_text(text.replace(marker, marker.replace("enabled: false", "enabled: true")))
-    result = run_script(chart_copy)
+    result = run_toggle_script("observability", chart_copy)
     assert result.returncode != 0
     assert "FAIL: the default render (CRDs present) renders monitoring objects" in result.stderr
 
@@ -89,7 +73,7 @@ def test_script_fails_when_monitoring_defaults_on(chart_copy):
 )
 def test_script_fails_when_a_toggle_is_not_wired(chart_copy, template, switch):
     (chart_copy / "templates" / template).unlink()
-    result = run_script(chart_copy)
+    result = run_toggle_script("observability", chart_copy)
     assert result.returncode != 0
     assert f"{switch}.enabled=true renders no" in result.stderr and "the toggle is not wired" in result.stderr
 
@@ -101,6 +85,6 @@ def test_script_fails_when_a_prometheus_rule_defaults_on(chart_copy):
     assert text.count("  enabled: false\n", text.index(marker)) >= 1
     head, tail = text.split(marker, 1)
     values.write_text(head + marker + tail.replace("  enabled: false", "  enabled: true", 1))
-    result = run_script(chart_copy)
+    result = run_toggle_script("observability", chart_copy)
     assert result.returncode != 0
     assert "FAIL: the default render (CRDs present) renders monitoring objects" in result.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import psycopg
 
 from bp_openmeter.migrate import available
@@ -27,3 +30,17 @@ def migrate_to(url: str, version: int) -> None:
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (migration.version, migration.name, migration.checksum),
                 )
+
+
+def run_migrate(url: str) -> str:
+    """The engine's `migrate` command on the database at url, as the chart's Job runs it;
+    returns what it printed (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bp_openmeter.cli", "migrate"],
+        capture_output=True,
+        text=True,
+        env={"BPOM_POSTGRES_URL": url, "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    return done.stdout

@@ -7,8 +7,6 @@ one group "1", a missing value joins ""), so no row under the earlier keys may r
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 
 import psycopg
@@ -20,7 +18,7 @@ from bp_openmeter.config import PostgresConfig
 from bp_openmeter.db import make_pool
 from bp_openmeter.meter_store import get_meter
 from testkit.stack.local import create_database
-from tests.engine.schema_at import migrate_to, version_before
+from tests.engine.schema_at import migrate_to, run_migrate, version_before
 
 pytestmark = pytest.mark.servers
 
@@ -75,18 +73,6 @@ SELECT meter_pk, bpom_key(subject), minute, bpom_groups_key(groups), subject, gr
        sum(num), min(num), max(num), array_agg(str) FILTER (WHERE str IS NOT NULL)
   FROM projected
  GROUP BY meter_pk, subject, minute, groups"""
-
-
-def _migrate(url: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "bp_openmeter.cli", "migrate"],
-        capture_output=True,
-        text=True,
-        env={"BPOM_POSTGRES_URL": url, "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    return done.stdout
 
 
 def _answers(url: str, asked: dict[str, list[dict]]) -> dict[str, list[list[tuple]]]:
@@ -160,7 +146,7 @@ def test_rollups_read_the_earlier_way_answer_the_new_way_after_migrate(before):
     assert earlier["unique"] == [[(START, {}, 1), ("2025-01-01T05:00:00Z", {}, 2)], [(START, {}, 3)]]
     assert earlier["padded"] == [[(START, {}, 12)]]
 
-    stdout = _migrate(url)
+    stdout = run_migrate(url)
     assert "meter rollups rebuilt" in stdout
     for slug in ("grouped", "unique", "padded"):
         assert f"default/{slug}" in stdout, stdout
@@ -185,7 +171,7 @@ def test_rollups_read_the_earlier_way_answer_the_new_way_after_migrate(before):
 
 def test_no_rollup_row_remains_under_the_earlier_keys(before):
     url, old_pks = before
-    _migrate(url)
+    run_migrate(url)
     with psycopg.connect(url) as conn:
         live = dict(conn.execute("SELECT slug, pk FROM meters"))
         assert live["plain"] in old_pks  # not rebuilt: its rows were already read the new way

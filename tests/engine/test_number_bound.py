@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Context, Decimal
@@ -41,7 +39,7 @@ from testkit.stack.local import create_database
 from testkit.timeouts import TIMEOUTS
 from testkit.wait import poll
 from tests.engine.hostile_text import text_of_bytes
-from tests.engine.schema_at import migrate_to, version_before
+from tests.engine.schema_at import migrate_to, run_migrate, version_before
 from tests.engine.test_ingest_api import problem
 
 pytestmark = pytest.mark.servers
@@ -346,15 +344,8 @@ def test_migrate_heals_a_database_whose_sealing_a_long_number_stopped(servers):
 
     with pytest.raises(psycopg.errors.ProgramLimitExceeded, match="rollup_hour_pkey"):
         _seal_through_now(url)  # the state the review left: sealing fails, for every meter
-    done = subprocess.run(
-        [sys.executable, "-m", "bp_openmeter.cli", "migrate"],
-        capture_output=True,
-        text=True,
-        env={"BPOM_POSTGRES_URL": url, "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    assert "meter rollups rebuilt" in done.stdout and "default/latency" in done.stdout
+    printed = run_migrate(url)
+    assert "meter rollups rebuilt" in printed and "default/latency" in printed
     _seal_through_now(url)
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT sum FROM rollup_minute").fetchall() == [(5,)]

@@ -5,8 +5,6 @@ that counted other values before are rebuilt by `migrate`."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from decimal import Decimal
 
@@ -15,7 +13,7 @@ import pytest
 
 from testkit.client import SINGLE, event
 from testkit.stack.local import create_database
-from tests.engine.schema_at import migrate_to, version_before
+from tests.engine.schema_at import migrate_to, run_migrate, version_before
 
 pytestmark = pytest.mark.servers
 
@@ -132,16 +130,9 @@ def test_migrate_rebuilds_rollups_that_counted_huge_values(servers):
             return dict(conn.execute("SELECT m.slug, r.sum FROM rollup_minute r JOIN meters m ON m.pk = r.meter_pk"))
 
     assert sums() == {"huge": 10**400 + 5, "plain": 5}  # as counted before
-    done = subprocess.run(
-        [sys.executable, "-m", "bp_openmeter.cli", "migrate"],
-        capture_output=True,
-        text=True,
-        env={"BPOM_POSTGRES_URL": url, "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr + done.stdout
-    assert "meter rollups rebuilt" in done.stdout and "default/huge" in done.stdout
-    assert "default/plain" not in done.stdout
+    printed = run_migrate(url)
+    assert "meter rollups rebuilt" in printed and "default/huge" in printed
+    assert "default/plain" not in printed
     assert sums() == {"huge": 5, "plain": 5}
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM meters WHERE rebuild_requested").fetchone()[0] == 0
