@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from .config import PostgresConfig
+
+Row = TypeVar("Row")
 
 # Errors that say "the database (or the way to it) is unavailable", not "this data is bad".
 TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.DeadlockDetected,
@@ -61,3 +63,12 @@ async def unbounded(conn: psycopg.AsyncConnection) -> None:
     takes, where a query must not. Ends with the transaction, so a pooled session keeps its
     own setting."""
     await conn.execute("SET LOCAL statement_timeout = 0")
+
+
+async def one_row(cur: psycopg.AsyncCursor[Row]) -> Row:
+    """The row of a statement that always answers one (an aggregate, a sequence's state,
+    RETURNING of a row just written): none is a bug, said so here rather than later."""
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError("the statement answered no row")
+    return row

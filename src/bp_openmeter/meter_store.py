@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -31,7 +32,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import rollup_sql
-from .db import unbounded
+from .db import one_row, unbounded
 from .ids import new_ulid
 from .logs import get_logger
 from .meters import ListParams, Meter, MeterSpec
@@ -92,21 +93,21 @@ async def list_meters(conn: psycopg.AsyncConnection, namespace: str,
     asked for; ties (a deleted meter and a live one of the same slug) in creation order."""
     direction = "DESC" if params.descending else "ASC"
     paging = "LIMIT %(limit)s OFFSET %(offset)s" if params.page is not None else ""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"""SELECT {_COLUMNS} FROM meters
+    rows = conn.cursor(row_factory=dict_row)
+    await rows.execute(f"""SELECT {_COLUMNS} FROM meters
                            WHERE namespace = %(namespace)s AND (%(deleted)s OR deleted_at IS NULL)
                            ORDER BY {_LIST_ORDER[params.order_by]} {direction}, pk {direction} {paging}""",
                       {"namespace": namespace, "deleted": params.include_deleted, "limit": params.page_size,
                        "offset": ((params.page or 1) - 1) * params.page_size})
-    return [_row_to_meter(row) for row in await cur.fetchall()]
+    return [_row_to_meter(row) for row in await rows.fetchall()]
 
 
 async def get_meter(conn: psycopg.AsyncConnection, namespace: str, id_or_slug: str) -> Meter | None:
     """By slug: the live meter. By id: also a deleted one (still queryable, as upstream)."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"SELECT {_COLUMNS} FROM meters WHERE namespace = %s "
+    rows = conn.cursor(row_factory=dict_row)
+    await rows.execute(f"SELECT {_COLUMNS} FROM meters WHERE namespace = %s "
                       "AND (id = %s OR (slug = %s AND deleted_at IS NULL))", (namespace, id_or_slug, id_or_slug))
-    row = await cur.fetchone()
+    row = await rows.fetchone()
     return _row_to_meter(row) if row else None
 
 
@@ -122,7 +123,7 @@ async def _check_room(conn: psycopg.AsyncConnection, namespace: str, max_meters:
     if max_meters is None:
         return
     cur = await conn.execute("SELECT count(*) FROM meters WHERE namespace = %s AND deleted_at IS NULL", (namespace,))
-    live = (await cur.fetchone())[0]
+    live = (await one_row(cur))[0]
     if live >= max_meters:
         raise MeterLimitReached(f"the namespace has {live} meters, the most allowed (maxMeters: {max_meters}); "
                                 "delete one first")
@@ -141,8 +142,8 @@ async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: Mete
             raise MeterConflict(f"meter with slug {spec.slug!r} already exists")
         await _check_room(conn, namespace, max_meters)
         target = await watermark(conn)
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
+        rows = conn.cursor(row_factory=dict_row)
+        await rows.execute(
             f"""INSERT INTO meters (id, namespace, slug, name, description, event_type, event_from, aggregation,
                                    value_property, value_path, value_field, group_by, group_keys, group_paths,
                                    group_fields, metadata, managed_by, backfilled_through, backfill_target)
@@ -155,7 +156,7 @@ async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: Mete
              "description": spec.description, "event_type": spec.event_type, "event_from": spec.event_from,
              "aggregation": spec.aggregation, "value_property": spec.value_property,
              "managed_by": managed_by, "watermark": target, **_derived(spec)})
-        meter = _row_to_meter(await cur.fetchone())
+        meter = _row_to_meter(await one_row(rows))
     return await _completed(conn, meter)
 
 
@@ -174,8 +175,8 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
     await _idle(conn)
     async with conn.transaction():
         await lock_exclusive(conn)
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
+        rows = conn.cursor(row_factory=dict_row)
+        await rows.execute(
             f"""UPDATE meters SET name = %(name)s, description = %(description)s, event_type = %(event_type)s,
                        event_from = %(event_from)s, aggregation = %(aggregation)s,
                        value_property = %(value_property)s, value_path = %(value_path)s,
@@ -188,7 +189,7 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
             {"pk": current.pk, "name": spec.name, "description": spec.description, "event_type": spec.event_type,
              "event_from": spec.event_from, "aggregation": spec.aggregation, "value_property": spec.value_property,
              "managed_by": managed_by, **_derived(spec)})
-        row = await cur.fetchone()
+        row = await rows.fetchone()
         if row is None:
             raise MeterConflict(f"meter {current.spec.slug!r} was deleted meanwhile")
         if rebuild:
@@ -199,16 +200,16 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
     return await _completed(conn, meter)
 
 
-async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict:
+async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict[str, Any]:
     """Give the meter a new internal key with a backfill to do, in the caller's transaction
     under the exclusive lock: sink batches after this one fold into the new key, nothing
     writes the old one any more, and its rollups are garbage. Returns the meter's new row."""
     await conn.execute("INSERT INTO rollup_garbage (meter_pk) VALUES (%s) ON CONFLICT DO NOTHING", (meter_pk,))
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0,
+    rows = conn.cursor(row_factory=dict_row)
+    await rows.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0,
                                  backfill_target = NULLIF(%s::bigint, 0)
                            WHERE pk = %s RETURNING {_COLUMNS}""", (await watermark(conn), meter_pk))
-    return await cur.fetchone()
+    return await one_row(rows)
 
 
 async def delete_meter(conn: psycopg.AsyncConnection, meter: Meter) -> None:
@@ -261,7 +262,7 @@ async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tu
         await conn.execute(f"SET LOCAL work_mem = '{rollup_sql.FOLD_WORK_MEM}'")  # as a sink batch
         cur = await conn.execute(rollup_sql.BACKFILL, {"namespace": namespace, "event_type": event_type,
                                                        "lo": done_through, "hi": hi, "meter_pk": meter_pk})
-        scanned, metered = await cur.fetchone()
+        scanned, metered = await one_row(cur)
         await conn.execute("""UPDATE meters SET backfilled_through = %(hi)s,
                                      backfill_target = CASE WHEN %(hi)s >= backfill_target THEN NULL
                                                             ELSE backfill_target END

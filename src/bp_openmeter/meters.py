@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal, overload
 
 from . import jsonpath
 from .config import ConfigError
-from .query_string import refuse_repeated, refuse_unknown
+from .query_string import Query, refuse_repeated, refuse_unknown
 from .timefmt import format_time, parse_time
 
 AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
@@ -39,7 +39,7 @@ class ListParams:
     page_size: int = DEFAULT_PAGE_SIZE
 
 
-def _positive(qp: Any, name: str, most: int) -> int | None:
+def _positive(qp: Query, name: str, most: int) -> int | None:
     raw = qp.get(name)
     if raw is None:
         return None
@@ -48,7 +48,7 @@ def _positive(qp: Any, name: str, most: int) -> int | None:
     return int(raw)
 
 
-def parse_list_params(qp: Any) -> ListParams:
+def parse_list_params(qp: Query) -> ListParams:
     """The list's query parameters; unknown ones are refused, as on the other endpoints."""
     known = ("includeDeleted", "order", "orderBy", "page", "pageSize")
     refuse_unknown(qp, known)
@@ -146,6 +146,10 @@ class Meter:
         return out
 
 
+@overload
+def _text(body: dict, key: str, *, required: Literal[True], max_len: int, min_len: int = 0) -> str: ...
+@overload
+def _text(body: dict, key: str, *, required: bool, max_len: int, min_len: int = 0) -> str | None: ...
 def _text(body: dict, key: str, *, required: bool, max_len: int, min_len: int = 0) -> str | None:
     value = body.get(key)
     if value is None:

@@ -27,7 +27,7 @@ import time
 
 import psycopg
 
-from .db import unbounded
+from .db import one_row, unbounded
 
 METERS_LOCK = 0x6270_6F6D_6D65_7472  # "bpommetr"
 BACKFILL_LOCK = 0x6266_696C  # "bfil"
@@ -60,7 +60,7 @@ async def watermark(conn: psycopg.AsyncConnection) -> int:
     """The last events sequence number handed out (0: none yet). Under the exclusive meters
     lock every event up to it is committed (or rolled back for good)."""
     cur = await conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_seq_seq")
-    return (await cur.fetchone())[0]
+    return int((await one_row(cur))[0])
 
 
 def backfill_key(meter_pk: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -20,7 +20,7 @@ from .group_filters import ADVANCED, MAX_FILTER_VALUES, Filter, parse_advanced
 from .jsonlimits import has_nul
 from .meters import WINDOW_SIZES
 from .problems import Problem, bad_request
-from .query_string import refuse_repeated, refuse_unknown
+from .query_string import Query, refuse_repeated, refuse_unknown
 from .timefmt import parse_time
 
 _FILTER_KEY = re.compile(r"^filterGroupBy\[([^\]]{1,64})\]$")
@@ -65,7 +65,7 @@ def _validate(params: QueryParams) -> QueryParams:
         raise bad_request(f"windowSize: must be one of {', '.join(WINDOW_SIZES)}, got {params.window_size!r}",
                           field="windowSize")
     try:
-        params.zone
+        zones.zone(params.time_zone)
     except ValueError as exc:
         raise bad_request(f"validation error: invalid time zone: {exc}", field="windowTimeZone") from exc
     if len(params.subjects) > MAX_SUBJECTS:
@@ -107,7 +107,7 @@ def unsupported(name: str) -> Problem:
                        "subject instead", field=name)
 
 
-def parse_range(qp: Mapping, known: Iterable[str] = ("from", "to")) -> tuple[datetime | None, datetime | None]:
+def parse_range(qp: Query, known: Iterable[str] = ("from", "to")) -> tuple[datetime | None, datetime | None]:
     """`from` and `to` (of the subjects and group-by values lists): any parameter not `known`,
     or either of them twice, is refused."""
     refuse_unknown(qp, known)
@@ -118,7 +118,7 @@ def parse_range(qp: Mapping, known: Iterable[str] = ("from", "to")) -> tuple[dat
     return start, end
 
 
-def parse_query_params(qp: Mapping) -> QueryParams:
+def parse_query_params(qp: Query) -> QueryParams:
     known = {"from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "clientId", ADVANCED}
     filters: dict[str, tuple[str, ...]] = {}
     for key in qp.keys():
@@ -176,12 +176,15 @@ def _strings(body: dict, name: str, limit: int = 100) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+_JSON_TYPES: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
-    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
+    return _JSON_TYPES.get(type(value), "a number")
 
 
 def _body_time(body: dict, name: str) -> datetime | None:

@@ -106,8 +106,9 @@ class Ranges:
             whole_hi = floor_minute(end)
             if whole_hi != end:
                 edges.append((whole_hi, end))
-        if hourly and whole_lo is not None and (_ceil_hour(whole_lo) is None or (
-                whole_hi is not None and _ceil_hour(whole_lo) >= _floor_hour(whole_hi))):
+        first_hour = _ceil_hour(whole_lo) if whole_lo is not None else None
+        if hourly and whole_lo is not None and (first_hour is None or (
+                whole_hi is not None and first_hour >= _floor_hour(whole_hi))):
             hourly = False  # no whole hour inside
         return cls(tuple(edges), True, whole_lo, whole_hi, hourly)
 

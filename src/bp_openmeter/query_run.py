@@ -52,12 +52,13 @@ async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParam
     if len(fetched) >= args["row_limit"]:   # one more than allowed: the answer is too large to hold
         raise too_many_rows(args["row_limit"] - 1, "rows",
                             "ask for a larger windowSize, a narrower from/to range, or fewer subjects or group keys")
-    rows, zone, bounds = [], params.zone, {}
+    rows, zone, size = [], params.zone, params.window_size
+    bounds: dict[datetime, tuple[datetime, datetime]] = {}
     for window_start, subject, groups, value, first_minute, last_minute, hourly in fetched:
-        if window_start is not None:
+        if size is not None:  # then every row has its window_start
             # Rows of one window (subjects, groups) share PostgreSQL's key: bounds once per window.
             if window_start not in bounds:
-                bounds[window_start] = windows.window_of(first_minute, params.window_size, zone)
+                bounds[window_start] = windows.window_of(first_minute, size, zone)
             start, end = bounds[window_start]
         else:
             start = params.start or first_minute

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
 def _value_at(field: str, path: str) -> str:
     """The JSON value a meter path selects in the event's data: `data -> key` for a path of
     one key on an object (the same value, several times faster), else the path itself."""

@@ -11,10 +11,13 @@ import asyncio
 import contextlib
 import signal
 import time
+from typing import Callable, Iterator
 
 import nats.errors
 import psycopg
 import uvicorn
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp
 
 from . import health, meter_store
 from .api import ApiState, build_app
@@ -40,7 +43,7 @@ class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to us (two servers share one process)."""
 
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -51,15 +54,18 @@ def _limits(cfg: Config) -> ConnectionLimits:
                             body_timeout=api.body_timeout, max_connections=api.max_connections)
 
 
-def _server(app, host: str, port: int, limits: ConnectionLimits, drain_s: float = 20.0) -> _Server:
+def _server(app: ASGIApp, host: str, port: int, limits: ConnectionLimits, drain_s: float = 20.0) -> _Server:
     # ws="none": the API has no WebSocket route, and an upgraded connection would leave the guarded protocol.
     return _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                  lifespan="off", timeout_graceful_shutdown=drain_s, loop="none",
-                                  http=protocol_factory(limits), ws="none", timeout_keep_alive=limits.idle_timeout,
-                                  server_header=False))
+                                  lifespan="off", loop="none", ws="none", server_header=False,
+                                  # uvicorn's annotations are narrower than what it takes: a protocol
+                                  # factory (it calls http(config=..., ...)), and seconds as floats.
+                                  http=protocol_factory(limits),  # type: ignore[arg-type]
+                                  timeout_graceful_shutdown=drain_s,  # type: ignore[arg-type]
+                                  timeout_keep_alive=limits.idle_timeout))  # type: ignore[arg-type]
 
 
-def _on_sigterm(callback) -> None:
+def _on_sigterm(callback: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, callback)
@@ -83,7 +89,7 @@ async def _connect_bus(bus: EventBus) -> None:
             delay = min(delay * 2, 5.0)
 
 
-async def _sync_meters(pool, cfg: Config, specs: list[MeterSpec]) -> None:
+async def _sync_meters(pool: AsyncConnectionPool, cfg: Config, specs: list[MeterSpec]) -> None:
     if not specs:
         return
     delay = 0.5

@@ -35,6 +35,7 @@ from typing import Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from .db import one_row
 from .logs import get_logger
 from .meters_lock import lock_exclusive
 from .pgerrors import Cause, cause_of, describe
@@ -158,7 +159,7 @@ class Sealer:
                     self.watch.current = True
                     return written
                 cur = await conn.execute(_NEXT_MINUTE)
-                next_minute = (await cur.fetchone())[0]
+                next_minute = (await one_row(cur))[0]
                 await conn.commit()
                 hi = target if next_minute is None else min(target, floor_minute(next_minute) + self.step)
                 try:
