@@ -174,8 +174,7 @@ def bench(session: nox.Session) -> None:
     nox -s bench -- --full          # 1M events ingested, 10M queried (about half an hour)
     nox -s bench -- --help
     """
-    # py-spy: `--profile DIR` samples the api and sink processes while they ingest.
-    session.install("-e", ".[test]", "py-spy>=0.4")
+    session.install("-e", ".[test,bench]")
     session.run("python", "-m", "bench", *session.posargs)
 
 
