@@ -40,7 +40,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 # Python packages are pinned in pyproject.toml (dependencies and extras: test, render,
-# kind, lint); every other version the tiers pin is in fixtures/platform.yaml.
+# kind, compat, bench, lint); every other version the tiers pin is in fixtures/platform.yaml.
 PYPROJECT = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text())
 
 
