@@ -3,11 +3,10 @@ reads them: `check-config` refuses what `migrate` (and the api and sink) would r
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
+
+from tests.engine.engine_cli import run_cli
 
 METER = {"slug": "tokens", "eventType": "prompt", "aggregation": "SUM", "valueProperty": "$.tokens"}
 
@@ -24,11 +23,6 @@ def test_a_slug_declared_twice_is_refused(tmp_path, command):
             }
         )
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "bp_openmeter.cli", "--config", str(path), command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli(command, config=path)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "meters: slug 'tokens' is declared more than once" in done.stderr, done.stderr
