@@ -22,14 +22,17 @@ async def _why_no_session(pool: AsyncConnectionPool) -> dict[str, str | None]:
     """No pooled session came in time: ask PostgreSQL on a session of its own whether it
     answers, and if so what the pool's sessions wait for (a lock held by a frozen peer's
     batch, say), so that readiness does not blame a healthy database."""
+    # The engine's pools are built from a plain string and dict (psycopg_pool also takes callables).
+    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
+    kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
     try:
         async with asyncio.timeout(_DIAGNOSIS_TIMEOUT):
-            conn = await psycopg.AsyncConnection.connect(pool.conninfo, **pool.kwargs, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(conninfo, **kwargs, autocommit=True)
             async with conn:
                 cur = await conn.execute(
                     "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) FROM pg_stat_activity "
                     "WHERE application_name = %s AND pid <> pg_backend_pid() AND state <> 'idle'",
-                    (pool.kwargs.get("application_name", ""),))
+                    (kwargs.get("application_name", ""),))
                 waiting, busy = await one_row(cur)
     except (psycopg.Error, TimeoutError, OSError) as exc:
         return {"postgres": f"no session within {_CHECK_TIMEOUT:g}s, and PostgreSQL does not answer: "
