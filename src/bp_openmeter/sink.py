@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Awaitable, Callable
 
 import nats.errors
@@ -40,14 +41,14 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from . import commit_outcome, messages, metrics, projection
+from . import commit_outcome, messages, metrics, partitions, projection
 from .bus import EventBus
 from .config import Config
 from .logs import get_logger
 from .meter_store import METERS_LOCK, Backfiller
 from .pgerrors import STORE_ERRORS, Cause, cause_of, describe
 from .sealing import Sealer
-from .timefmt import parse_time
+from .timefmt import format_time, parse_time
 
 log = get_logger("sink")
 
@@ -77,12 +78,31 @@ class Stored:
     inserted: int         # of those, newly stored
     oldest: object        # the oldest ingestedAt among the inserted
     foreign: int          # not stored: they claim another namespace (to be dead-lettered)
+    past_retention: int   # not stored: their time is before the retention horizon (to be dead-lettered)
+    raw_from: datetime | None  # the retention horizon (None: nothing dropped)
     conflicting: int = 0  # not inserted: their key was stored with other content
+
+    @property
+    def unstored(self) -> int:
+        """Events to dead-letter rather than store."""
+        return self.foreign + self.past_retention
 
 
 async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str) -> Stored:
     """Stage (stream sequence, message) rows and store this engine's namespace's events of
-    them in one transaction."""
+    them in one transaction. An event of a day without its partition yet (a day past the
+    ones created ahead: backdated history, a time far ahead) has it created, and the batch
+    is stored again."""
+    try:
+        return await _store_once(conn, rows, namespace)
+    except psycopg.errors.CheckViolation as exc:
+        if not partitions.no_partition(exc):
+            raise
+    await partitions.create(conn, partitions.days_of(payload for _seq, payload in rows))
+    return await _store_once(conn, rows, namespace)
+
+
+async def _store_once(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str) -> Stored:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
         async with conn.cursor() as cur:
@@ -92,13 +112,13 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], n
             params = {"meter_pk": None, "namespace": namespace}
             await cur.execute(projection.STORE_BATCH, params)
             stored = Stored(*await cur.fetchone())
-            if stored.inserted + stored.foreign < stored.delivered:
+            if stored.inserted + stored.unstored < stored.delivered:
                 await cur.execute(projection.CONFLICTING, params)
                 stored.conflicting, example = await cur.fetchone()
                 if stored.conflicting:
                     log.warning("events dropped: their source and id were stored before with other content",
                                 events=stored.conflicting, example=example)
-            if stored.inserted == 0 and stored.delivered > stored.foreign:
+            if stored.inserted == 0 and stored.delivered > stored.unstored:
                 # All stored before, by a commit that may not have reached the standbys (its wait
                 # was cancelled, or its connection lost). A transaction that writes no WAL commits
                 # without waiting for them; one WAL record makes this COMMIT wait until the
@@ -204,12 +224,16 @@ class Sink:
         lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
         seal_task = asyncio.create_task(self.sealer.run(self.stopping))
         backfill_task = asyncio.create_task(Backfiller(self.pool).run(self.stopping))
+        keeper = partitions.PartitionKeeper(self.pool, self.cfg.retention.raw_events,
+                                            lambda: self.bus.in_flight_since(subscriptions[0]))
+        partition_task = asyncio.create_task(keeper.run(self.stopping))
         try:
             await asyncio.gather(*(self._work(psub, self._new_worker()) for psub in subscriptions))
         finally:
             lag_task.cancel()
             seal_task.cancel()
             backfill_task.cancel()
+            partition_task.cancel()
 
     def _new_worker(self) -> Progress:
         worker = Progress()
@@ -286,7 +310,7 @@ class Sink:
         except Abandoned:
             return outcome
         self.events_per_message = 0.5 * self.events_per_message + 0.5 * stored.delivered / len(msgs)
-        if stored.foreign and not await self._dead_letter_foreign(msgs, outcome, msgs):
+        if stored.unstored and not await self._dead_letter_unstored(msgs, outcome, msgs, stored.raw_from):
             return outcome
         await self._ack_all(msgs)
         progress.made()
@@ -301,7 +325,7 @@ class Sink:
     @staticmethod
     def _count(stored: Stored) -> None:
         metrics.SINK_STORED.inc(stored.inserted)
-        metrics.SINK_REDELIVERED.inc(stored.delivered - stored.inserted - stored.foreign)
+        metrics.SINK_REDELIVERED.inc(stored.delivered - stored.inserted - stored.unstored)
         metrics.SINK_CONFLICTING.inc(stored.conflicting)
 
     async def _one_by_one(self, msgs: list, outcome: BatchOutcome, progress: Progress) -> BatchOutcome:
@@ -316,7 +340,8 @@ class Sink:
             else:
                 outcome.inserted += stored.inserted
                 self._count(stored)
-                if stored.foreign and not await self._dead_letter_foreign([msg], outcome, msgs[index:]):
+                if stored.unstored and not await self._dead_letter_unstored([msg], outcome, msgs[index:],
+                                                                            stored.raw_from):
                     return outcome
                 await msg.ack()
             progress.made()
@@ -334,7 +359,7 @@ class Sink:
             events, singles, failed = [None], [], [(0, f"the message is not an event batch: {exc}")]
         else:
             failed = []
-        foreign = []
+        unstored: list[tuple[int, str]] = []
         try:
             for position, single in enumerate(singles):
                 try:
@@ -345,13 +370,13 @@ class Sink:
                 else:
                     outcome.inserted += stored.inserted
                     self._count(stored)
-                    if stored.foreign:
-                        foreign.append(position)
+                    if stored.unstored:
+                        unstored.append((position, self._unstored_reason(events[position], stored.raw_from)))
             if failed and deliveries < self.cfg.nats.consumer.max_deliver:
                 outcome.retried_later += 1
                 await msg.nak(delay=min(30.0, 2.0 ** deliveries))
                 return
-            for position, reason in [*failed, *((p, self._foreign_reason(events[p])) for p in foreign)]:
+            for position, reason in [*failed, *unstored]:
                 event = events[position] if isinstance(events[position], dict) else None
                 await self._dead_letter(msg, position, event, reason, deliveries, keep)
                 outcome.dead_lettered += 1
@@ -364,11 +389,27 @@ class Sink:
         return (f"the event's namespace {claimed!r} is not this engine's namespace {self.cfg.namespace!r}: "
                 "not stored (another deployment's event, on this engine's stream)")
 
-    async def _dead_letter_foreign(self, msgs: list, outcome: BatchOutcome, keep: list) -> bool:
-        """Dead-letter the events of `msgs` that claim another namespace (STORE_BATCH has not
-        stored them). An unavailable database is waited out like a store (`keep` kept in
-        progress); False when the sink stops meanwhile: the messages are left un-acked and
-        come back (what was stored is not stored twice, a dead letter not recorded twice)."""
+    def _unstored_reason(self, event, raw_from: datetime | None) -> str:
+        """Why STORE_BATCH did not store this event: another namespace's, or past retention."""
+        if not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace or raw_from is None:
+            return self._foreign_reason(event)
+        return (f"the event's time {event.get('time')} is before {format_time(raw_from)}, where raw events are "
+                f"kept from (retention.rawEvents): its day was dropped with the events it held, so it is neither "
+                "stored nor counted (a replay of an event counted then would count twice)")
+
+    def _past_retention(self, event, raw_from: datetime | None) -> bool:
+        try:
+            return raw_from is not None and parse_time(event.get("time")) < raw_from
+        except (ValueError, TypeError, AttributeError):
+            return False
+
+    async def _dead_letter_unstored(self, msgs: list, outcome: BatchOutcome, keep: list,
+                                    raw_from: datetime | None) -> bool:
+        """Dead-letter the events of `msgs` that claim another namespace or whose time is past
+        retention (STORE_BATCH has not stored them). An unavailable database is waited out like
+        a store (`keep` kept in progress); False when the sink stops meanwhile: the messages are
+        left un-acked and come back (what was stored is not stored twice, a dead letter not
+        recorded twice)."""
         try:
             for msg in msgs:
                 try:
@@ -379,10 +420,11 @@ class Sink:
                 else:
                     reason = None
                 for position, event in enumerate(events):
-                    if not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace:
+                    foreign = not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace
+                    if foreign or self._past_retention(event, raw_from):
                         await self._dead_letter(msg, position, event if isinstance(event, dict) else None,
-                                                reason or self._foreign_reason(event), msg.metadata.num_delivered,
-                                                keep)
+                                                reason or self._unstored_reason(event, raw_from),
+                                                msg.metadata.num_delivered, keep)
                         outcome.dead_lettered += 1
         except Abandoned:
             return False
