@@ -39,7 +39,6 @@ from .timefmt import parse_time
 
 log = get_logger("partitions")
 
-WIDTH = timedelta(days=1)          # a partition's span of event time (the migration's, fixed)
 AHEAD = timedelta(days=2)          # partitions kept ready past now
 INTERVAL = 600.0                   # seconds between maintenance rounds of a sink
 # How far clocks (the api's, which stamps ingestedAt, and the sink's) may differ, and how long
@@ -87,7 +86,7 @@ async def create(conn: psycopg.AsyncConnection, days: Iterable[datetime]) -> int
     created = 0
     for day in sorted(days):
         async with conn.transaction():
-            cur = await conn.execute("SELECT bpom_create_event_partitions(%s, %s)", (day, day + WIDTH))
+            cur = await conn.execute("SELECT bpom_create_event_partitions(%s, %s)", (day, day))
             created += (await cur.fetchone())[0]
     if created:
         log.info("event partitions created", partitions=created)
@@ -96,8 +95,9 @@ async def create(conn: psycopg.AsyncConnection, days: Iterable[datetime]) -> int
 
 async def create_ahead(conn: psycopg.AsyncConnection, now: datetime) -> int:
     """Today's partition and those of the next AHEAD (the rest are created on demand)."""
-    today = day_of(now)
-    return await create(conn, [today + i * WIDTH for i in range(int(AHEAD / WIDTH) + 1)])
+    async with conn.transaction():
+        cur = await conn.execute("SELECT bpom_create_event_partitions(%s, %s)", (now, now + AHEAD))
+        return (await cur.fetchone())[0]
 
 
 def horizon(now: datetime, retention: float, in_flight_since: datetime | None) -> datetime:

@@ -103,8 +103,8 @@ AS $$
      WHERE i.inhparent = 'events'::regclass
 $$;
 
--- Create the missing daily partitions of [lo, hi), none below the retention horizon; returns
--- how many were created. Under the partitions lock (concurrent sinks take turns; the horizon
+-- Create the missing daily partitions of the days from lo's to hi's (UTC), none below the
+-- retention horizon; returns how many were created. Under the partitions lock (concurrent sinks take turns; the horizon
 -- cannot move meanwhile). CREATE TABLE and ATTACH, not CREATE TABLE ... PARTITION OF: ATTACH
 -- takes a lock on events that inserts and reads do not wait for.
 CREATE FUNCTION bpom_create_event_partitions(lo timestamptz, hi timestamptz) RETURNS integer
@@ -118,7 +118,7 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(7093010175566081394);  -- "bpompart": the partitions lock
     day := date_trunc('day', greatest(lo, (SELECT raw_from FROM event_retention)));
-    WHILE day < hi LOOP
+    WHILE day <= hi LOOP
         IF NOT EXISTS (SELECT 1 FROM bpom_event_partitions() p
                         WHERE (p.lo IS NULL OR p.lo <= day) AND (p.hi IS NULL OR day < p.hi)) THEN
             name := 'events_' || to_char(day, 'YYYYMMDD');
