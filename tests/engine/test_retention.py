@@ -112,8 +112,10 @@ def _publish(stack, events: list[dict]) -> None:
         nc = await nats.connect(stack.servers.nats_url)
         js = nc.jetstream()
         for e in events:
-            await js.publish(subject, head + orjson.dumps(format_time(datetime.now(timezone.utc))) + b',"events":['
-                             + orjson.dumps(e) + b"]}")
+            await js.publish(
+                subject,
+                head + orjson.dumps(format_time(datetime.now(timezone.utc))) + b',"events":[' + orjson.dumps(e) + b"]}",
+            )
         await nc.close()
 
     asyncio.run(send())
@@ -146,15 +148,35 @@ def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, 
     kept_day = _day(_ago(10))
     old_name = f"events_{old_day:%Y%m%d}"
     assert old_name not in _partitions(stack), "created ahead? only recent days are"
-    old = [event(f"o{i}-{uid}", f"t_{uid}", f"sub-{i % 3}", time=format_time(old_day + timedelta(hours=1, seconds=i)),
-                 data={"v": i}) for i in range(40)]
-    kept = [event(f"k{i}-{uid}", f"t_{uid}", f"sub-{i % 3}", time=format_time(kept_day + timedelta(hours=2, seconds=i)),
-                  data={"v": 100 + i}) for i in range(30)]
+    old = [
+        event(
+            f"o{i}-{uid}",
+            f"t_{uid}",
+            f"sub-{i % 3}",
+            time=format_time(old_day + timedelta(hours=1, seconds=i)),
+            data={"v": i},
+        )
+        for i in range(40)
+    ]
+    kept = [
+        event(
+            f"k{i}-{uid}",
+            f"t_{uid}",
+            f"sub-{i % 3}",
+            time=format_time(kept_day + timedelta(hours=2, seconds=i)),
+            data={"v": 100 + i},
+        )
+        for i in range(30)
+    ]
     client.ingest(old + kept)  # days without a partition yet: the sink creates them
     _wait(lambda: _stored(stack, uid), lambda n: n == 70, "stored")
     assert old_name in _partitions(stack)
-    whole_days = {"from_": format_time(_day(_ago(RETENTION_DAYS + 2))), "to": format_time(_day(_ago(-1))),
-                  "windowSize": "DAY", "groupBy": "subject"}
+    whole_days = {
+        "from_": format_time(_day(_ago(RETENTION_DAYS + 2))),
+        "to": format_time(_day(_ago(-1))),
+        "windowSize": "DAY",
+        "groupBy": "subject",
+    }
     before = (client.query(count, **whole_days), client.query(total, **whole_days))
     assert sum(row["value"] for row in before[0]["data"]) == 70
     assert sum(row["value"] for row in before[1]["data"]) == sum(range(40)) + sum(range(100, 130))
