@@ -16,10 +16,8 @@ import psycopg
 import pytest
 import yaml
 
-from bp_openmeter import partitions
-from bp_openmeter.config import PostgresConfig
-from bp_openmeter.db import make_pool
 from bp_openmeter.timefmt import format_time
+from testkit import retention
 from testkit.client import OpenMeterClient, event
 from testkit.timeouts import TIMEOUTS
 from testkit.wait import poll
@@ -49,27 +47,11 @@ def _day(t: datetime) -> datetime:
 
 
 def _maintain(stack, now: datetime) -> list[str]:
-    """One round of the sink's partition maintenance, its clock at `now`; the partitions dropped."""
-
-    async def run() -> list[str]:
-        pool = make_pool(PostgresConfig(url=stack.database_url), "tests", max_size=1)
-        await pool.open(wait=True, timeout=30)
-        try:
-
-            async def nothing_in_flight():
-                return None
-
-            keeper = partitions.PartitionKeeper(pool, RETENTION_DAYS * 86400.0, nothing_in_flight)
-            return await keeper.maintain(now)
-        finally:
-            await pool.close()
-
-    return asyncio.run(run())
+    return retention.maintain(stack.database_url, RETENTION_DAYS, now)
 
 
 def _when_past(day: datetime) -> datetime:
-    """A clock at which `day` is wholly past the retention (and the clock slack)."""
-    return day + timedelta(days=1 + RETENTION_DAYS) + partitions.CLOCK_SLACK + timedelta(minutes=1)
+    return retention.when_past(day, RETENTION_DAYS)
 
 
 def _day_to_drop(stack) -> datetime:
