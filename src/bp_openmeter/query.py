@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import psycopg
 
-from . import numeric, projection, windows, zones
+from . import numeric, projection, retention, windows, zones
 from .csv_cells import cell_text
 from .group_filters import ADVANCED, MAX_FILTER_VALUES, Compiler, Filter, parse_advanced, values_filter
 from .jsonlimits import has_nul
@@ -557,8 +557,28 @@ def _straddles(rows: list[tuple]) -> bool:
     return any(hourly and not (_whole_hours(start) and _whole_hours(end)) for start, end, *_rest, hourly in rows)
 
 
+async def refuse_past_retention(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None,
+                                edges: tuple[tuple[datetime, datetime | None], ...] = ()) -> None:
+    """A 400 (retention.py) when the range starts before the meter counts every event, or an edge
+    minute needs raw events past the retention horizon; whole minutes before the horizon are
+    answered from the rollups. The horizon is read (and held) only for edges."""
+    if retention.past(meter.complete_from, start):
+        raise retention.meter_incomplete(meter.spec.slug, meter.complete_from)
+    if not edges:
+        return
+    horizon = await retention.raw_from(conn)
+    for lo, hi in edges:
+        if retention.past(horizon, lo):
+            field = "from" if lo == start else "to"
+            raise retention.raw_events_gone(
+                field, f"the partial minute [{format_time(lo)}, {format_time(hi) if hi else 'the end of time'})",
+                horizon, f"whole minutes before it are answered from the rollups: give from and to on minute "
+                         f"boundaries, or from at or after {format_time(horizon)}")
+
+
 async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, max_rows: int) -> QueryResult:
-    """The answer; 400 when it would have more than `max_rows` rows (the api holds it whole)."""
+    """The answer; 400 when it would have more than `max_rows` rows (the api holds it whole), or
+    when it would need raw events past the retention (refuse_past_retention)."""
     group_keys, by_subject = _resolve_grouping(meter, params)
     unit = params.window_size.lower() if params.window_size else None  # date_trunc's field
     args = {
@@ -572,7 +592,9 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
     group_where = compiler.where(_group_filters(params))
     args.update(compiler.args)
     hourly = params.window_size != "MINUTE" and (unit is None or _hour_aligned_zone(params))
-    rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly), group_keys, by_subject, group_where, args)
+    ranges = _Ranges.of(params, hourly)
+    await refuse_past_retention(conn, meter, params.start, ranges.edges)
+    rows = await _fetch(conn, meter, params, ranges, group_keys, by_subject, group_where, args)
     if hourly and unit is not None and _straddles(rows):
         rows = await _fetch(conn, meter, params, _Ranges.of(params, False), group_keys, by_subject, group_where,
                             args)
@@ -656,7 +678,9 @@ async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime 
                    max_rows: int) -> list[str]:
     """Distinct subjects the meter has seen (optionally in [from, to) at minute precision),
     by a loose index scan over the rollups' primary key (meter_pk, subject_key, ...): one
-    probe per subject, whose text is read beside its key; 400 past `max_rows`."""
+    probe per subject, whose text is read beside its key; 400 past `max_rows`, or before the
+    meter counts every event (refuse_past_retention)."""
+    await refuse_past_retention(conn, meter, start)
     cur = await conn.execute("""
         WITH RECURSIVE s AS (
             (SELECT subject_key, subject FROM rollup_minute r
@@ -696,6 +720,7 @@ async def group_values(conn: psycopg.AsyncConnection, meter: Meter, key: str, st
     if start is None and end is None:
         start = datetime.now(timezone.utc) - GROUP_VALUES_LOOKBACK
     ranges = _Ranges.of(QueryParams(start=start, end=end), hourly=True)
+    await refuse_past_retention(conn, meter, start, ranges.edges)
     ctes, parts = _parts(ranges, _columns("COUNT"), by_subjects=False, all_subjects=True)
     union = "\n         UNION ALL\n         ".join(parts)
     cur = await conn.execute(f"""WITH {",".join(ctes)}
