@@ -5,9 +5,9 @@ The event_partitions migration made `events` a partitioned table and defined the
 module drives: bpom_create_event_partitions, bpom_retain_events_from and the partitions
 lock they share. A drop goes in three steps, each safe to interrupt:
 
-1. the retention horizon (event_retention.raw_from) moves forward to a day boundary, under
-   the partitions lock: from then on the sink stores nothing below it and readers refuse
-   what would need raw rows below it (retention.py);
+1. the retention horizon (event_retention.raw_from) moves forward to the end of the last
+   partition wholly past retention, under the partitions lock: from then on the sink stores
+   nothing below it and readers refuse what would need raw rows below it (retention.py);
 2. each partition wholly below it is detached CONCURRENTLY: that waits for every transaction
    that uses `events` (a reader that read the old horizon holds its lock on `events` from
    before it read it, retention.raw_from), yet blocks no insert or read;
@@ -117,8 +117,8 @@ async def _finish_detached(conn: psycopg.AsyncConnection) -> list[str]:
 
 
 async def drop_past(conn: psycopg.AsyncConnection, until: datetime) -> list[str]:
-    """Move the horizon to the UTC day of `until` (never back) and drop every partition below
-    it; returns the partitions dropped. `conn` must be idle; it is used in autocommit mode
+    """Drop every partition wholly before the UTC day of `until`, the horizon moved to the end
+    of the last (never back); returns the partitions dropped. `conn` must be idle; it is used in autocommit mode
     (DETACH ... CONCURRENTLY runs outside a transaction) and handed back as it came."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         await conn.commit()

@@ -184,7 +184,8 @@ def test_an_event_below_the_horizon_is_never_stored_or_counted_again(stack, clie
     original = event(f"r-{uid}", f"t_{uid}", "s", time=format_time(old_day + timedelta(hours=3)))
     client.ingest(original)
     _wait(lambda: _stored(stack, f"r-{uid}"), lambda n: n == 1, "stored")
-    whole = {"from_": format_time(_day(_ago(RETENTION_DAYS + 2))), "to": format_time(_day(_ago(-1)))}
+    # (from its day on: the meter, created after the days of the earlier tests were dropped, counts from there)
+    whole = {"from_": format_time(old_day), "to": format_time(_day(_ago(-1)))}
     assert client.total(count, **whole) == 1
     _maintain(stack, _when_past(old_day))  # its day is gone
     assert _stored(stack, f"r-{uid}") == 0
@@ -219,3 +220,67 @@ def test_the_events_key_holds_within_a_day_and_the_api_dedupes_across_days(stack
     _wait(lambda: _stored(stack, f"api-{uid}"), lambda n: n == 1, "stored")
     answer = client.query_until(count, lambda a: sum(r["value"] for r in a["data"]) == 4, **whole)
     assert sum(row["value"] for row in answer["data"]) == 4  # same 1 + days 2 + api 1
+
+
+def _refused(answer, field: str, horizon: datetime) -> dict:
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    problem = answer.json()
+    assert problem["field"] == field and problem["retainedFrom"] == format_time(horizon), problem
+    assert "retention.rawEvents" in problem["detail"], problem
+    return problem
+
+
+def test_past_the_horizon_whole_minutes_answer_and_what_needs_raw_events_is_refused(stack, client, uid):
+    count = f"c_{uid}"
+    client.create_meter(slug=count, eventType=f"t_{uid}", aggregation="COUNT", groupBy={"model": "$.model"})
+    old_day = _day_to_drop(stack)
+    at = old_day + timedelta(hours=5)
+    client.ingest(
+        [
+            event(f"e{i}-{uid}", f"t_{uid}", "s", time=format_time(at + timedelta(seconds=10 * i)), data={"model": "m"})
+            for i in range(12)
+        ]
+    )
+    _wait(lambda: _stored(stack, uid), lambda n: n == 12, "stored")
+    _maintain(stack, _when_past(old_day))
+    horizon = _raw_from(stack)
+    assert horizon == old_day + timedelta(days=1)
+    query = f"/api/v1/meters/{count}/query"
+
+    # Whole minutes (and hours, days) past the horizon: from the rollups, exactly.
+    assert client.total(count, from_=format_time(at), to=format_time(at + timedelta(minutes=2))) == 12
+    assert client.total(count, from_=format_time(old_day), to=format_time(horizon), windowSize="HOUR") == 12
+    # A partial minute past it needs raw events: refused, naming the retention and the horizon.
+    edge = client.http.get(query, params={"from": format_time(at + timedelta(seconds=30)), "to": format_time(horizon)})
+    _refused(edge, "from", horizon)
+    edge = client.http.get(query, params={"from": format_time(at), "to": format_time(at + timedelta(seconds=61))})
+    _refused(edge, "to", horizon)
+    # After the horizon, partial minutes are answered from raw events as ever.
+    ok = client.http.get(query, params={"from": format_time(horizon + timedelta(seconds=30))})
+    assert ok.status_code == 200, ok.text
+    # Group-by values read like a query.
+    values = client.http.get(
+        f"/api/v1/meters/{count}/group-by/model/values",
+        params={"from": format_time(at + timedelta(seconds=5)), "to": format_time(horizon)},
+    )
+    _refused(values, "from", horizon)
+    # The events list: from (or to) before the horizon refused; without from it stops there.
+    _refused(client.http.get("/api/v1/events", params={"from": format_time(old_day)}), "from", horizon)
+    listed = client.events(limit=100)
+    assert all(item["event"]["time"] >= format_time(horizon) for item in listed)
+
+    # A meter created now counts from the horizon on: earlier ranges are refused, not answered 0.
+    late = f"late_{uid}"
+    client.create_meter(slug=late, eventType=f"t_{uid}", aggregation="COUNT")
+    problem = _refused(client.http.get(f"/api/v1/meters/{late}/query"), "from", horizon)
+    assert f"meter {late} counts events from {format_time(horizon)} on" in problem["detail"]
+    _refused(client.http.get(f"/api/v1/meters/{late}/subjects"), "from", horizon)
+    ok = client.http.get(f"/api/v1/meters/{late}/query", params={"from": format_time(horizon)})
+    assert ok.status_code == 200 and ok.json()["data"] == [{**ok.json()["data"][0], "value": 0}], ok.text
+    # ... as is an export reaching before it (exit 2, naming the retention).
+    proc = stack.command(
+        "export", "--target", "http://127.0.0.1:9/api/v1/events", "--name", f"x-{uid}", log_name=f"export-{uid}"
+    )
+    assert proc.wait(timeout=TIMEOUTS.usage_convergence) == 2
+    assert "retention.rawEvents" in proc.log_path.read_text()

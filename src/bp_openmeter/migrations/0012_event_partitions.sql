@@ -23,8 +23,9 @@
 
 -- The retention horizon: raw events with a time before raw_from are gone (or about to go): the
 -- sink stores none (it dead-letters them, naming the retention), and an answer that needs raw
--- rows before it is refused. NULL: nothing has been dropped. It only moves forward, under the
--- partitions lock, before the partitions below it are detached (partitions.py says why).
+-- rows before it is refused. NULL: nothing has been dropped. It only moves forward, to the end
+-- of the partitions being dropped, under the partitions lock, before they are detached
+-- (partitions.py says why).
 CREATE TABLE event_retention (
     only_row  boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     raw_from  timestamptz
@@ -135,17 +136,22 @@ BEGIN
 END
 $$;
 
--- Move the retention horizon forward to the UTC day of `horizon` (never back), under the
--- partitions lock; returns the partitions now wholly below it, to detach and drop.
+-- Drop what is past `horizon`: the partitions wholly before its UTC day go, and the retention
+-- horizon moves to the end of the last of them (never back; it stays where it is while no
+-- partition is due, so nothing is refused for a day that held nothing). Under the partitions
+-- lock; returns the partitions below the horizon, to detach and drop (also those whose drop an
+-- earlier round began).
 CREATE FUNCTION bpom_retain_events_from(horizon timestamptz) RETURNS SETOF text
 LANGUAGE plpgsql
 SET timezone = 'UTC'
 AS $$
 DECLARE
+    reach timestamptz;
     retained timestamptz;
 BEGIN
     PERFORM pg_advisory_xact_lock(7093010175566081394);
-    UPDATE event_retention SET raw_from = greatest(raw_from, date_trunc('day', horizon))  -- greatest skips NULL
+    SELECT max(p.hi) INTO reach FROM bpom_event_partitions() p WHERE p.hi <= date_trunc('day', horizon);
+    UPDATE event_retention SET raw_from = greatest(raw_from, reach)  -- greatest skips NULL
     RETURNING raw_from INTO retained;
     RETURN QUERY SELECT p.name FROM bpom_event_partitions() p WHERE p.hi <= retained ORDER BY p.hi;
 END
