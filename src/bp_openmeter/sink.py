@@ -18,6 +18,12 @@ namespace (published onto this engine's subject by something else, or read
 through a durable shared with another engine) is dead-lettered with that reason
 as soon as it is seen, never stored.
 
+Nor does it store an event whose time is before the retention horizon (partitions.py):
+its day is dropped, or being dropped, and a replay of an event counted then would count
+twice; it is dead-lettered, naming retention.rawEvents. An event of a day that has no
+partition yet gets one (the days around now are created ahead, by the partition keeper
+each sink runs).
+
 A message carries many events (messages.py), so the sink fetches as many
 messages as make about `sink.batchSize` events, judging by the messages so far.
 
