@@ -54,6 +54,8 @@ def test_the_events_table_becomes_a_partition_as_it_is(servers):
 
     with psycopg.connect(url) as conn:
         assert _rows(conn) == before, "every event kept, with its seq"
+        watermark = conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_seq_seq")
+        assert watermark.fetchone()[0] == before[-1][4], "the meters' watermark (a backfill's target) is the last seq"
         partitions = conn.execute("SELECT name, lo, hi FROM bpom_event_partitions()").fetchall()
         latest_day = max(TIMES).replace(hour=0, minute=0, second=0, microsecond=0)
         assert partitions == [("events_legacy", None, latest_day + timedelta(days=1))]

@@ -71,7 +71,10 @@ DECLARE
     carried bigint := (SELECT last FROM events_seq_carried);
     latest timestamptz;
 BEGIN
-    EXECUTE format('ALTER TABLE events ALTER COLUMN seq RESTART WITH %s', carried + 1);
+    -- as last handed out (is_called): the meters' watermark reads it (meter_store.watermark)
+    IF carried > 0 THEN
+        PERFORM setval(pg_get_serial_sequence('events', 'seq'), carried, true);
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM events_legacy) THEN
         DROP TABLE events_legacy;
         RETURN;
