@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard, cast
 
 import orjson
 
@@ -110,10 +110,12 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
         raise bad_request("invalid event: no events found")
     if len(parsed) > max_events:
         raise Problem(413, f"the batch has {len(parsed)} events; at most {max_events} are accepted per request")
-    events = [_plain_event(item, now_text) for item in parsed]
-    if None in events:  # something unusual or wrong: the full parser says which and where
+    plain = [_plain_event(item, now_text) for item in parsed]
+    if None in plain:  # something unusual or wrong: the full parser says which and where
         events = [event or parse_event(item, now_text, f"[{index}]")
-                  for index, (event, item) in enumerate(zip(events, parsed))]
+                  for index, (event, item) in enumerate(zip(plain, parsed))]
+    else:
+        events = cast("list[IncomingEvent]", plain)  # none is None
     return _checked(events, now, times, raw_retention, single=False)
 
 
@@ -125,7 +127,7 @@ def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig,
     the retention of raw events: the sink drops such a day whole, and could not tell an event
     of it from a replay of one it counted then (partitions.py)."""
     earliest, latest = times.earliest, now + timedelta(seconds=times.max_ahead)
-    retained_from = now - timedelta(seconds=raw_retention) if raw_retention is not None else None
+    kept = (raw_retention, now - timedelta(seconds=raw_retention)) if raw_retention is not None else None
     for index, event in enumerate(events):
         prefix = "" if single else f"[{index}]."
         if event.data and deeper_than(event.data, MAX_DATA_DEPTH):
@@ -134,11 +136,11 @@ def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig,
         if time < earliest:
             raise bad_request(f"{prefix}time: {event.time} is before {format_time(earliest)}, the earliest "
                               "event time accepted (api.eventTime.earliest)", field=f"{prefix}time")
-        if retained_from is not None and time < retained_from:
-            raise bad_request(f"{prefix}time: {event.time} is more than {_duration(raw_retention)} before the "
-                              f"server's clock ({format_time(now)}): raw events are kept for {_duration(raw_retention)} "
+        if kept is not None and time < kept[1]:
+            raise bad_request(f"{prefix}time: {event.time} is more than {_duration(kept[0])} before the "
+                              f"server's clock ({format_time(now)}): raw events are kept for {_duration(kept[0])} "
                               "(retention.rawEvents), so an event this old cannot be stored or counted "
-                              f"(the oldest time accepted now is {format_time(retained_from)})",
+                              f"(the oldest time accepted now is {format_time(kept[1])})",
                               field=f"{prefix}time")
         if time > latest:
             raise bad_request(f"{prefix}time: {event.time} is more than {_duration(times.max_ahead)} ahead of the "
@@ -162,9 +164,8 @@ def _plain_event(event: Any, now_text: str) -> IncomingEvent | None:
     if type(event) is not dict or event.get("specversion") != "1.0" or not event.keys() <= _PLAIN_KEYS:
         return None
     event_id, source, event_type, subject = event.get("id"), event.get("source"), event.get("type"), event.get("subject")
-    for value in (event_id, source, event_type, subject):
-        if type(value) is not str or not value or not _fits(value) or "\x00" in value:
-            return None
+    if not (_plain_text(event_id) and _plain_text(source) and _plain_text(event_type) and _plain_text(subject)):
+        return None
     data = event.get("data")
     if data is not None and type(data) is not dict:
         return None
@@ -175,6 +176,10 @@ def _plain_event(event: Any, now_text: str) -> IncomingEvent | None:
         return IncomingEvent(event_id, source, event_type, subject, canonical_time(raw_time), data, None)
     except ValueError:
         return None
+
+
+def _plain_text(value: Any) -> TypeGuard[str]:
+    return type(value) is str and bool(value) and _fits(value) and "\x00" not in value
 
 
 def _fits(value: str) -> bool:

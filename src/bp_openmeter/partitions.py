@@ -33,6 +33,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import messages, metrics
+from .db import one_row
 from .logs import get_logger
 from .pgerrors import describe
 from .timefmt import parse_time
@@ -87,7 +88,7 @@ async def create(conn: psycopg.AsyncConnection, days: Iterable[datetime]) -> int
     for day in sorted(days):
         async with conn.transaction():
             cur = await conn.execute("SELECT bpom_create_event_partitions(%s, %s)", (day, day))
-            created += (await cur.fetchone())[0]
+            created += (await one_row(cur))[0]
     if created:
         log.info("event partitions created", partitions=created)
     return created
@@ -97,7 +98,7 @@ async def create_ahead(conn: psycopg.AsyncConnection, now: datetime) -> int:
     """Today's partition and those of the next AHEAD (the rest are created on demand)."""
     async with conn.transaction():
         cur = await conn.execute("SELECT bpom_create_event_partitions(%s, %s)", (now, now + AHEAD))
-        return (await cur.fetchone())[0]
+        return int((await one_row(cur))[0])
 
 
 def horizon(now: datetime, retention: float, in_flight_since: datetime | None) -> datetime:
@@ -173,7 +174,7 @@ class PartitionKeeper:
                 else:
                     dropped = await drop_past(conn, horizon(now, self.retention, since))
             cur = await conn.execute("SELECT raw_from FROM event_retention")
-            raw_from = (await cur.fetchone())[0]
+            raw_from = (await one_row(cur))[0]
             await conn.commit()
         metrics.RAW_EVENTS_FROM.set(raw_from.timestamp() if raw_from is not None else 0)
         return dropped

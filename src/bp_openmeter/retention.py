@@ -15,6 +15,7 @@ from datetime import datetime
 
 import psycopg
 
+from .meters import Meter
 from .problems import Problem, bad_request
 from .timefmt import format_time
 
@@ -52,3 +53,26 @@ def meter_incomplete(slug: str, counted_from: datetime) -> Problem:
                        f"changed when raw events before that were already past retention ({SETTING}), so its "
                        f"usage before then is not known; ask from {format_time(counted_from)} on",
                        field="from", retainedFrom=format_time(counted_from))
+
+
+async def refuse_past_horizon(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None,
+                              edges: tuple[tuple[datetime, datetime | None], ...] = ()) -> None:
+    """For a query, group-by values or subjects list: a 400 when the range starts before the
+    meter counts every event, or when an edge (a partial minute, read from raw events) is before
+    the horizon. Whole minutes before the horizon are answered from the rollups. The horizon is
+    read (and held: raw_from) only when there are edges."""
+    counted_from = meter.complete_from
+    if counted_from is not None and past(counted_from, start):
+        raise meter_incomplete(meter.spec.slug, counted_from)
+    if not edges:
+        return
+    horizon = await raw_from(conn)
+    if horizon is None:
+        return
+    for lo, hi in edges:
+        if past(horizon, lo):
+            raise raw_events_gone(
+                "from" if lo == start else "to",
+                f"the partial minute [{format_time(lo)}, {format_time(hi) if hi else 'the end of time'})",
+                horizon, f"whole minutes before it are answered from the rollups: give from and to on minute "
+                         f"boundaries, or from at or after {format_time(horizon)}")

@@ -14,7 +14,7 @@ the lock and find nothing left to do. Steps adapt their length so that each hold
 the lock briefly (a sink batch waits meanwhile; nothing is lost). The sealer takes the
 lock in a moment when no batch holds it, rather than queueing for it: a queued
 exclusive request would make every new batch wait behind it too, for as long as the
-batches in flight take (a pause in freshness); see meter_store.lock_exclusive.
+batches in flight take (a pause in freshness); see meters_lock.py.
 
 Sealing that makes no progress is visible (docs/guarantees.md): bpom_sealing_stalled_seconds
 (since the sealer last moved the watermark or found nothing due), bpom_sealing_lag_seconds
@@ -35,10 +35,12 @@ from typing import Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from .db import one_row
 from .logs import get_logger
-from .meter_store import lock_exclusive
+from .meters_lock import lock_exclusive
 from .pgerrors import Cause, cause_of, describe
-from .projection import HOUR, HOUR_TOTAL, merged, upsert
+from .rollup_sql import HOUR, HOUR_TOTAL, merged, upsert
+from .windows import floor_minute
 
 log = get_logger("sealing")
 
@@ -94,10 +96,6 @@ SELECT min(first.minute)
        LATERAL (SELECT min(minute) AS minute FROM rollup_minute
                  WHERE meter_pk = meters.pk AND minute >= (SELECT sealed_through FROM rollup_seal)) AS first
 """
-
-
-def floor_minute(t: datetime) -> datetime:
-    return t.replace(second=0, microsecond=0)
 
 
 @dataclass
@@ -161,7 +159,7 @@ class Sealer:
                     self.watch.current = True
                     return written
                 cur = await conn.execute(_NEXT_MINUTE)
-                next_minute = (await cur.fetchone())[0]
+                next_minute = (await one_row(cur))[0]
                 await conn.commit()
                 hi = target if next_minute is None else min(target, floor_minute(next_minute) + self.step)
                 try:
