@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 
-
 # The kernel may hand the same ephemeral port to two binds in a row once the first
 # socket is closed, so two servers of one stack could be given one port.
 _handed_out: set[int] = set()
