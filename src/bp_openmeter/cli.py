@@ -59,9 +59,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def main(argv: list[str] | None = None) -> int:
+CONFIG_HELP = "config file (default: $BPOM_CONFIG, else /etc/bp-openmeter/config.yaml, else built-in defaults)"
+
+
+def _config_option(parser: argparse.ArgumentParser, default: object = None) -> None:
+    # Accepted before and after the command name; the sub-command's copy must not reset what
+    # was given before it, hence no default there.
+    parser.add_argument("--config", metavar="PATH", default=default, help=CONFIG_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every option a command takes is listed in that command's --help."""
     parser = argparse.ArgumentParser(prog="bp-openmeter", description=__doc__)
-    parser.add_argument("--config", help="config file (default: $BPOM_CONFIG, else /etc/bp-openmeter/config.yaml)")
+    _config_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name, func, text in (
         ("api", _cmd_api, "serve the OpenMeter v1 HTTP API"),
@@ -71,14 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         ("version", _cmd_version, "print the engine version"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        _config_option(cmd, default=argparse.SUPPRESS)
         cmd.set_defaults(func=func)
     text = "stream the stored events to another OpenMeter-v1 ingest endpoint (resumable), or --verify"
     cmd = sub.add_parser("export", help=text, description=text)
-    cmd.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _config_option(cmd, default=argparse.SUPPRESS)
     from .export.command import add_arguments
     add_arguments(cmd)
     cmd.set_defaults(func=_cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
