@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any, Coroutine
 
-import orjson
+import yaml
 
 from . import __version__
 from .config import ConfigError, load_config
@@ -26,8 +26,21 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(orjson.dumps(cfg.redacted(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    for key, value in cfg.redacted().items():
+        print(f"{key}: {_yaml_flow(value)}")
     return 0
+
+
+def _yaml_flow(value: object) -> str:
+    """`value` as YAML on one line, as a config file may write it after its key: a string
+    unquoted unless YAML would read it as something else ('', 'bpom:default:')."""
+    if isinstance(value, str) and value.strip() == value and "\n" not in value:
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:
+            pass
+    return yaml.safe_dump([value], default_flow_style=True, width=1 << 30, sort_keys=False).strip()[1:-1]
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
