@@ -157,6 +157,11 @@ class ApiConfig:
     body_budget_bytes: int = 32 * 1024 * 1024
     max_query_rows: int = 10_000    # rows of one query answer
     statement_timeout: float = 30.0  # any one SQL statement of the api (meter changes excepted)
+    # All of one reading request's database work (a pooled session, then its statements), timed
+    # by the api itself: a frozen PostgreSQL enforces no statement_timeout, and the caller still
+    # gets its 503. Longer than statement_timeout, so that a statement the server cancels
+    # answers its 504 (ask for less) first.
+    database_deadline: float = 35.0
     auth: AuthConfig = field(default_factory=AuthConfig)
     event_time: EventTimeConfig = field(default_factory=EventTimeConfig)
 
@@ -240,6 +245,9 @@ class ValkeyConfig:
     password: str = from_env("BPOM_VALKEY_PASSWORD")
     dedupe_ttl: float = 24 * 3600.0
     key_prefix: str = key_prefix_for(DEFAULT_INSTANCE)
+    # After a failed call, dedupe leaves Valkey alone this long, then one request tries it
+    # again: a hung Valkey costs one request per interval its timeout, not every request.
+    recheck_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -506,10 +514,15 @@ def build_config(raw: Any) -> Config:
         body_budget_bytes=api_r.int_in("bodyBudgetBytes", d.body_budget_bytes, 1024, 4 * 1024 * 1024 * 1024),
         max_query_rows=api_r.int_in("maxQueryRows", d.max_query_rows, 1, 10_000_000),
         statement_timeout=api_r.duration("statementTimeout", d.statement_timeout),
+        database_deadline=api_r.duration("databaseDeadline", d.database_deadline),
         auth=auth,
         event_time=_event_time(api_r.section("eventTime")),
     )
     api_r.reject_unknown()
+    if api.database_deadline <= api.statement_timeout:
+        raise ConfigError(f"api.databaseDeadline: must be longer than api.statementTimeout "
+                          f"({api.statement_timeout:g}s), so that a statement PostgreSQL cancels answers 504 "
+                          f"first; got {api.database_deadline:g}s")
     if api.body_budget_bytes < api.max_body_bytes:
         raise ConfigError(f"api.bodyBudgetBytes: must be at least api.maxBodyBytes ({api.max_body_bytes}), "
                           f"or no body of the largest allowed size could ever be read; got {api.body_budget_bytes}")
@@ -567,8 +580,11 @@ def build_config(raw: Any) -> Config:
                           username=_env(env_variable(ValkeyConfig, "username"), ""),
                           password=_env(env_variable(ValkeyConfig, "password"), ""),
                           dedupe_ttl=vk_r.duration("dedupeTtl", ValkeyConfig.dedupe_ttl),
-                          key_prefix=vk_r.get("keyPrefix", str, "") or key_prefix_for(instance))
+                          key_prefix=vk_r.get("keyPrefix", str, "") or key_prefix_for(instance),
+                          recheck_interval=vk_r.duration("recheckInterval", ValkeyConfig.recheck_interval))
     vk_r.reject_unknown()
+    if not 0.1 <= valkey.recheck_interval <= 600.0:
+        raise ConfigError(f"valkey.recheckInterval: must be between 100ms and 10m, got {valkey.recheck_interval}s")
     if not _KEY_PREFIX.fullmatch(valkey.key_prefix):
         raise ConfigError(f"valkey.keyPrefix: must be 1-128 printable ASCII characters without spaces, "
                           f"got {valkey.key_prefix!r}")

@@ -12,6 +12,7 @@ engine runs and give it back as it was.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -266,6 +267,32 @@ class PostgresServer(ManagedServer):
             return False
 
         wait_until(backends_gone, TIMEOUTS.server_stop, f"the backends of the killed postmaster {group} exit")
+
+    def _processes(self) -> list[int]:
+        """The postmaster and the processes it started: each backend and helper sets up a session
+        of its own, so they are not in the postmaster's process group."""
+        pids = [self.proc.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # ended meanwhile
+            if int(fields[1]) == self.proc.pid:  # the field after the state: the parent
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the server, as a paused VM or a hung node: connections stay
+        open and nothing answers. The postmaster first, so that it starts no new one meanwhile."""
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT every process of the server after `freeze`."""
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     @property
     def url(self) -> str:
