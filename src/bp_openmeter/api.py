@@ -32,7 +32,7 @@ from .jsonlimits import has_nul
 from .logs import get_logger
 from .meters import Meter, MeterError, apply_update, parse_list_params, parse_meter_spec, valid_id_or_slug
 from .problems import Problem, bad_request, not_found
-from .timefmt import utcnow
+from .timefmt import format_time, utcnow
 
 log = get_logger("api")
 
@@ -226,6 +226,9 @@ async def update_meter(request: Request) -> Response:
         spec = _checked(apply_update, current.spec, body)
         try:
             meter = await meter_store.update_meter(conn, state.cfg.namespace, current, spec)
+        except meter_store.HistoryPastHorizon as exc:
+            raise Problem(409, str(exc), extra={"field": exc.changes[0][1][0], "meter": current.spec.slug,
+                                                "retainedFrom": format_time(exc.horizon)}) from exc
         except meter_store.MeterConflict as exc:
             raise Problem(409, f"conflict error: {exc}") from exc
     log.info("meter updated", slug=spec.slug)

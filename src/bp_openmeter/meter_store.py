@@ -16,7 +16,9 @@ the meter answers queries with 503 (its counts are not complete yet).
 
 A change of what a meter counts (type, aggregation, value, groups, eventFrom) gives the
 meter a new internal key (pk): new rollups are built under it by a backfill, and the old
-ones are deleted outside the lock.
+ones are deleted outside the lock. Such a change is refused while the meter holds counts
+from before the retention horizon (HistoryPastHorizon): raw events there are gone, a rebuild
+would lose them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -31,7 +34,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import rollup_sql
+from . import retention, rollup_sql
 from .db import one_row, unbounded
 from .ids import new_ulid
 from .logs import get_logger
@@ -55,6 +58,17 @@ class MeterConflict(Exception):
 
 class MeterLimitReached(MeterConflict):
     pass
+
+
+class HistoryPastHorizon(MeterConflict):
+    """A change of what meters count, refused: each holds counts from before the retention
+    horizon, which the rebuild of its rollups from raw events would lose. `changes`: the
+    meters' slugs and what would change in each."""
+
+    def __init__(self, horizon: datetime, changes: list[tuple[str, list[str]]]):
+        super().__init__("; ".join(retention.rebuild_refused(slug, changed, horizon) for slug, changed in changes))
+        self.horizon = horizon
+        self.changes = changes
 
 
 def _row_to_meter(row: dict) -> Meter:
@@ -170,11 +184,16 @@ async def _completed(conn: psycopg.AsyncConnection, meter: Meter) -> Meter:
 async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: Meter, spec: MeterSpec,
                        managed_by: str | None = None) -> Meter:
     """Replace a meter's definition. When what it counts changed, its rollups are rebuilt
-    under a new internal key, as for a new meter; returns once they are complete."""
-    rebuild = not current.spec.same_projection(spec)
+    under a new internal key, as for a new meter; returns once they are complete. Such a
+    change is refused (HistoryPastHorizon, nothing changed) while the meter holds counts from
+    before the retention horizon."""
+    changed = current.spec.projection_changes(spec)
+    rebuild = bool(changed)
     await _idle(conn)
     async with conn.transaction():
         await lock_exclusive(conn)
+        if rebuild:
+            await _refuse_lost_history(conn, current.pk, changed)
         rows = conn.cursor(row_factory=dict_row)
         await rows.execute(
             f"""UPDATE meters SET name = %(name)s, description = %(description)s, event_type = %(event_type)s,
@@ -198,6 +217,18 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
     if rebuild:
         await collect_garbage(conn)
     return await _completed(conn, meter)
+
+
+async def _refuse_lost_history(conn: psycopg.AsyncConnection, meter_pk: int, changed: list[str]) -> None:
+    """Under the exclusive lock, before a rebuild: the meter as it is now (a backfill may have
+    completed since the caller read it), and a horizon that stays put until the rebuild is
+    registered."""
+    horizon = await retention.held_horizon(conn)
+    rows = conn.cursor(row_factory=dict_row)
+    await rows.execute(f"SELECT {_COLUMNS} FROM meters WHERE pk = %s", (meter_pk,))
+    row = await rows.fetchone()
+    if row is not None and horizon is not None and retention.counts_past_horizon(_row_to_meter(row), horizon):
+        raise HistoryPastHorizon(horizon, [(row["slug"], changed)])
 
 
 async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict[str, Any]:
@@ -393,8 +424,11 @@ async def sync_config_meters(conn: psycopg.AsyncConnection, namespace: str,
     """Create or update the meters declared in the config file; returns slug -> what happened.
 
     Meters that disappear from the file are left alone: deleting billing data is
-    an explicit API call, never a side effect of a values change.
+    an explicit API call, never a side effect of a values change. A change that would lose
+    counts past the retention horizon (update_meter) is looked for in every meter first, so
+    that such a file changes none (HistoryPastHorizon).
     """
+    await _refuse_lost_histories(conn, namespace, specs)
     outcome = {}
     for spec in specs:
         current = await get_meter(conn, namespace, spec.slug)
@@ -412,3 +446,17 @@ async def sync_config_meters(conn: psycopg.AsyncConnection, namespace: str,
             await update_meter(conn, namespace, current, spec, managed_by="config")
             outcome[spec.slug] = "updated"
     return outcome
+
+
+async def _refuse_lost_histories(conn: psycopg.AsyncConnection, namespace: str, specs: list[MeterSpec]) -> None:
+    refused = []
+    horizon = await retention.held_horizon(conn)
+    for spec in specs:
+        current = await get_meter(conn, namespace, spec.slug)
+        if current is not None and horizon is not None:
+            changed = current.spec.projection_changes(spec)
+            if changed and retention.counts_past_horizon(current, horizon):
+                refused.append((spec.slug, changed))
+    await _idle(conn)
+    if refused and horizon is not None:
+        raise HistoryPastHorizon(horizon, refused)

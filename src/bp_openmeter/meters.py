@@ -101,10 +101,20 @@ class MeterSpec:
     def group_paths(self) -> list[tuple[str, jsonpath.JsonPath]]:
         return [(key, jsonpath.parse(self.group_by[key])) for key in sorted(self.group_by)]
 
+    def projection_changes(self, other: "MeterSpec") -> list[str]:
+        """What differs between the two in what they count, by the API's names: any of it
+        makes a switch between them rebuild the rollups from raw events."""
+        return [name for name, attribute in _PROJECTION if getattr(self, attribute) != getattr(other, attribute)]
+
     def same_projection(self, other: "MeterSpec") -> bool:
         """True when switching between the two leaves every rollup row valid."""
-        return (self.event_type, self.aggregation, self.value_property, self.group_by, self.event_from) == \
-               (other.event_type, other.aggregation, other.value_property, other.group_by, other.event_from)
+        return not self.projection_changes(other)
+
+
+# What a meter counts (API name, MeterSpec attribute); the rest (name, description, metadata)
+# only describes it.
+_PROJECTION = (("eventType", "event_type"), ("aggregation", "aggregation"), ("valueProperty", "value_property"),
+               ("groupBy", "group_by"), ("eventFrom", "event_from"))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ still answered exactly, from the rollups, while an answer that needs raw rows th
 query's partial edge minute, the events list, an export) is refused with a 400 that names
 the retention and the oldest instant still answerable: never a smaller number. A meter built
 while days were already gone counts from the horizon of then on (Meter.complete_from): a
-range of it before that is refused the same way.
+range of it before that is refused the same way. So a change of what a meter counts, which
+rebuilds its rollups from raw events, is refused while the meter holds counts from before the
+horizon (counts_past_horizon): the rebuild would lose them for good.
 """
 
 from __future__ import annotations
@@ -33,6 +35,33 @@ async def raw_from(conn: psycopg.AsyncConnection) -> datetime | None:
     cur = await conn.execute("SELECT raw_from FROM event_retention")
     row = await cur.fetchone()
     return row[0] if row else None
+
+
+async def held_horizon(conn: psycopg.AsyncConnection) -> datetime | None:
+    """The horizon, kept from moving until the caller's transaction ends: a drop moves it with
+    an UPDATE of this row (bpom_retain_events_from), which waits for the share lock."""
+    cur = await conn.execute("SELECT raw_from FROM event_retention FOR SHARE")
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+def counts_past_horizon(meter: Meter, horizon: datetime | None) -> bool:
+    """Whether the meter's rollups hold counts of events from before the horizon, which raw
+    events can no longer make again: it counts from counted_from (None: from every event it was
+    given) or from its eventFrom, whichever is later."""
+    if horizon is None:
+        return False
+    starts = [t for t in (meter.counted_from, meter.spec.event_from) if t is not None]
+    return not starts or max(starts) < horizon
+
+
+def rebuild_refused(slug: str, changed: list[str], horizon: datetime) -> str:
+    """Why a change of what a meter counts is refused (the api's 409, migrate's exit 2)."""
+    return (f"meter {slug}: changing {', '.join(changed)} rebuilds its rollups from raw events, and raw events "
+            f"before {format_time(horizon)} are gone ({SETTING}), while the meter holds counts from before then: "
+            f"they would be lost. Nothing was changed. Keep its definition (name, description and metadata may "
+            f"change), or create a meter with another slug for the new definition (this one stays as it is, "
+            f"readable)")
 
 
 def past(horizon: datetime | None, start: datetime | None) -> bool:

@@ -90,19 +90,25 @@ async def _connect_bus(bus: EventBus) -> None:
             delay = min(delay * 2, 5.0)
 
 
-async def _sync_meters(pool: AsyncConnectionPool, cfg: Config, specs: list[MeterSpec]) -> None:
+async def _sync_meters(pool: AsyncConnectionPool, cfg: Config,
+                       specs: list[MeterSpec]) -> meter_store.HistoryPastHorizon | None:
+    """Apply the config file's meters, retrying while the database is away; returns the refusal
+    of changes that would lose counts past the retention horizon (none applied then)."""
     if not specs:
-        return
+        return None
     delay = 0.5
     while True:
         try:
             async with pool.connection() as conn:
                 outcome = await meter_store.sync_config_meters(conn, cfg.namespace, specs, cfg.max_meters)
             log.info("config meters applied", **outcome)
-            return
+            return None
+        except meter_store.HistoryPastHorizon as exc:
+            log.error("config meters not applied", error=str(exc))
+            return exc
         except meter_store.MeterLimitReached as exc:
             log.error("config meters not all applied", error=str(exc))
-            return
+            return None
         except (psycopg.Error, OSError) as exc:
             log.warning("config meters not applied yet, retrying", error=str(exc).strip(), retry_in_s=delay)
             await asyncio.sleep(delay)
@@ -133,7 +139,7 @@ def run_migrate(config_path: str | None) -> int:
             return 1
     log.info("schema current", applied=[f"{m.version:04d}_{m.name}" for m in applied])
 
-    async def meters() -> None:
+    async def meters() -> meter_store.HistoryPastHorizon | None:
         pool = make_pool(cfg.postgres, "migrate", max_size=1)
         await pool.open(wait=True, timeout=30)
         try:
@@ -141,11 +147,13 @@ def run_migrate(config_path: str | None) -> int:
                 rebuilt = await meter_store.rebuild_requested(conn)
             if rebuilt:
                 log.info("meter rollups rebuilt", meters=rebuilt)
-            await _sync_meters(pool, cfg, specs)
+            return await _sync_meters(pool, cfg, specs)
         finally:
             await pool.close()
 
-    asyncio.run(meters())
+    refused = asyncio.run(meters())
+    if refused is not None:
+        raise ConfigError(f"meters: {refused}")  # exit 2, as for any config the engine refuses
     return 0
 
 
