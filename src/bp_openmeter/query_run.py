@@ -71,10 +71,12 @@ def _refuse_edges_inside_a_minute(params: QueryParams, rows: list[tuple]) -> Non
     """400 when a window edge inside the range falls within a minute: usage is kept per
     minute, so such a minute would be counted whole on one side. Only zones whose UTC
     offset had seconds do that (e.g. Africa/Monrovia, -00:44:30 until 1972); from/to
-    themselves may fall inside a minute (their partial minutes are read from raw events)."""
+    themselves may fall inside a minute (their partial minutes are read from raw events), and
+    so may the ends of time that clip the first and last windows. Before about 1900 every zone
+    kept local mean time (Los Angeles -07:52:58): windows in those years are refused too."""
     for start, end, *_rest in rows:
         for edge in (start, end):
-            if (edge.second or edge.microsecond) and edge not in (params.start, params.end) \
+            if (edge.second or edge.microsecond) and edge not in (params.start, params.end, EARLIEST, LATEST) \
                     and (params.start is None or edge > params.start) and (params.end is None or edge < params.end):
                 raise bad_request(
                     f"validation error: windowTimeZone {params.time_zone} puts a window edge at "
