@@ -139,6 +139,10 @@ def test_fuzzed_ingest_answers_are_documented_and_storage_matches_them(client, s
         for e in events:
             if e.get("id") == ID:
                 e["id"] = f"{run}-{next(counter)}"
+            elif isinstance(e.get("id"), str) and e["id"]:
+                # A drawn id may repeat across requests at times on other UTC days, where only
+                # Valkey's TTL dedupes (guarantees.md): a timing-dependent count, not this test's subject.
+                e["id"] = f"{e['id']}~{next(counter)}"
             if e.get("source") == SOURCE:
                 e["source"] = f"fuzz-{run}"
             if isinstance(e.get("id"), str) and e.get("source") == f"fuzz-{run}":
