@@ -304,12 +304,26 @@ def _floor_hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
 
+def _ceil_day(t: datetime) -> datetime | None:
+    return _ceil(_floor_day(t), t, timedelta(days=1))
+
+
+def _floor_day(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# The level a rollup row comes from (a query reads each part of its range from one):
+# raw edge minutes and rollup_minute, the hourly levels, rollup_day.
+MINUTES, HOURS, DAYS = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class _Ranges:
     """Which stored level answers which part of [start, end).
 
     Partial minutes at the edges come from raw events; whole minutes from rollups: whole
-    hours (before the sealer's watermark, which the SQL reads) from rollup_hour when
+    UTC days (before the sealer's watermark's day, which the SQL reads) from rollup_day
+    when `daily`, whole hours (before the watermark's hour) from rollup_hour when
     `hourly`, the rest from rollup_minute. An edge without an end runs to the end of time."""
 
     edges: tuple[tuple[datetime, datetime | None], ...]
@@ -317,9 +331,10 @@ class _Ranges:
     whole_lo: datetime | None = None
     whole_hi: datetime | None = None
     hourly: bool = False
+    daily: bool = False
 
     @classmethod
-    def of(cls, params: QueryParams, hourly: bool) -> "_Ranges":
+    def of(cls, params: QueryParams, hourly: bool, daily: bool = False) -> "_Ranges":
         start, end = params.start, params.end
         whole_lo = _ceil_minute(start) if start is not None else None
         if start is not None and (whole_lo is None or (end is not None and whole_lo >= _floor_minute(end))):
@@ -336,12 +351,18 @@ class _Ranges:
         if hourly and whole_lo is not None and (_ceil_hour(whole_lo) is None or (
                 whole_hi is not None and _ceil_hour(whole_lo) >= _floor_hour(whole_hi))):
             hourly = False  # no whole hour inside
-        return cls(tuple(edges), True, whole_lo, whole_hi, hourly)
+        daily = daily and hourly
+        if daily and whole_lo is not None and (_ceil_day(whole_lo) is None or (
+                whole_hi is not None and _ceil_day(whole_lo) >= _floor_day(whole_hi))):
+            daily = False  # no whole day inside
+        return cls(tuple(edges), True, whole_lo, whole_hi, hourly, daily)
 
     def args(self) -> dict[str, Any]:
         out: dict[str, Any] = {"whole_lo": self.whole_lo, "whole_hi": self.whole_hi,
                                "hour_lo": _ceil_hour(self.whole_lo) if self.whole_lo else None,
-                               "hour_hi": _floor_hour(self.whole_hi) if self.whole_hi else None}
+                               "hour_hi": _floor_hour(self.whole_hi) if self.whole_hi else None,
+                               "day_lo": _ceil_day(self.whole_lo) if self.whole_lo else None,
+                               "day_hi": _floor_day(self.whole_hi) if self.whole_hi else None}
         for i, (lo, hi) in enumerate(self.edges):
             out[f"e{i}_lo"], out[f"e{i}_hi"] = lo, hi
         return out
@@ -388,7 +409,7 @@ src AS (
 )""", projection.PROJECTED, projection.aggregated("edges", "minute")]
         subject_filter = " AND subject = ANY(%(subjects)s::text[])" if by_subjects else ""
         parts.append(f"""SELECT subject, groups, bucket AS minute, bucket AS first_minute, bucket AS last_minute,
-                false AS hourly, {columns}
+                {MINUTES} AS level, {columns}
            FROM edges WHERE TRUE{subject_filter}""")
     if not r.rollups:
         return ctes, parts
@@ -402,7 +423,7 @@ src AS (
     lo = _bound("whole_lo", r.whole_lo, "-infinity")
     hi = _bound("whole_hi", r.whole_hi, "infinity")
     subject, minute_table = rows_of("rollup_minute")
-    minute_rows = f"""SELECT {subject}, groups, minute, minute AS first_minute, minute AS last_minute, false AS hourly,
+    minute_rows = f"""SELECT {subject}, groups, minute, minute AS first_minute, minute AS last_minute, {MINUTES},
                 {columns}
            FROM {minute_table}
           WHERE meter_pk = %(meter_pk)s"""
@@ -418,15 +439,37 @@ hours AS (
                          (SELECT date_trunc('hour', sealed_through) FROM rollup_seal)) AS h_hi) wanted
 )""")
     if all_subjects:
-        parts.append(f"""SELECT NULL::text, groups, hour, first_minute, last_minute, true, {columns}
+        parts.append(f"""SELECT NULL::text, groups, hour, first_minute, last_minute, {HOURS}, {columns}
            FROM rollup_hour_total
           WHERE meter_pk = %(meter_pk)s AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
-    else:
+    elif not r.daily:
         subject, hour_table = rows_of("rollup_hour")
-        parts.append(f"""SELECT {subject}, groups, hour, first_minute, last_minute, true, {columns}
+        parts.append(f"""SELECT {subject}, groups, hour, first_minute, last_minute, {HOURS}, {columns}
            FROM {hour_table}
           WHERE meter_pk = %(meter_pk)s
             AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
+    else:
+        # Whole UTC days before the watermark's day from rollup_day (inside the hours' range);
+        # the hours before and after them from rollup_hour.
+        ctes.append(f"""
+days AS (
+    SELECT CASE WHEN d_lo < d_hi THEN d_lo END AS lo, CASE WHEN d_lo < d_hi THEN d_hi END AS hi
+      FROM (SELECT {_bound("day_lo", r.whole_lo, "-infinity")} AS d_lo,
+                   LEAST({_bound("day_hi", r.whole_hi, "infinity")},
+                         (SELECT date_trunc('day', sealed_through) FROM rollup_seal)) AS d_hi) wanted
+)""")
+        subject, day_table = rows_of("rollup_day")
+        parts.append(f"""SELECT {subject}, groups, day, first_minute, last_minute, {DAYS}, {columns}
+           FROM {day_table}
+          WHERE meter_pk = %(meter_pk)s AND day >= (SELECT lo FROM days) AND day < (SELECT hi FROM days)""")
+        subject, hour_table = rows_of("rollup_hour")
+        hour_rows = f"""SELECT {subject}, groups, hour, first_minute, last_minute, {HOURS}, {columns}
+           FROM {hour_table}
+          WHERE meter_pk = %(meter_pk)s"""
+        parts.append(f"""{hour_rows}
+            AND hour >= (SELECT lo FROM hours) AND hour < COALESCE((SELECT lo FROM days), (SELECT hi FROM hours))""")
+        parts.append(f"""{hour_rows}
+            AND hour >= COALESCE((SELECT hi FROM days), (SELECT hi FROM hours)) AND hour < (SELECT hi FROM hours)""")
     parts.append(f"{minute_rows} AND minute >= {lo} AND minute < COALESCE((SELECT lo FROM hours), {hi})")
     parts.append(f"{minute_rows} AND minute >= COALESCE((SELECT hi FROM hours), 'infinity'::timestamptz) "
                  f"AND minute < {hi}")
@@ -467,7 +510,7 @@ def _statement(meter: Meter, params: QueryParams, r: _Ranges, group_keys: list[s
 scoped AS (
     SELECT * FROM (
          {union}
-    ) parts (subject, groups, minute, first_minute, last_minute, hourly, {_ROW}){group_filter}
+    ) parts (subject, groups, minute, first_minute, last_minute, level, {_ROW}){group_filter}
 )""")
     unique = meter.spec.aggregation == "UNIQUE_COUNT"
     # Every row with events answers, as upstream: a window whose values are all null counts 0,
@@ -475,13 +518,13 @@ scoped AS (
     rows = "scoped LEFT JOIN LATERAL unnest(scoped.vals) AS v ON true" if unique else "scoped"
     window_start = _WINDOW if params.window_size is not None else "NULL::timestamptz"
     return f"""WITH {",".join(ctes)}
-SELECT window_start, subject, groups, value, first_minute, last_minute, hourly
+SELECT window_start, subject, groups, value, first_minute, last_minute, level
   FROM (
     SELECT {window_start} AS window_start,
            {"subject" if by_subject else "NULL::text"} AS subject,
            {_groups_kept(meter, group_keys)} AS groups,
            {_VALUE[meter.spec.aggregation]} AS value,
-           min(first_minute) AS first_minute, max(last_minute) AS last_minute, bool_or(hourly) AS hourly
+           min(first_minute) AS first_minute, max(last_minute) AS last_minute, max(level) AS level
       FROM {rows}
      GROUP BY 1, 2, 3
   ) windows
@@ -501,6 +544,17 @@ def _whole_hours(t: datetime) -> bool:
     return t.minute == 0 and t.second == 0 and t.microsecond == 0
 
 
+def _day_aligned_zone(params: QueryParams) -> bool:
+    """Whether the zone is at UTC's offset at the range's ends (or now): then DAY and MONTH
+    windows are very likely whole UTC days. Checked again on the result, as for hours."""
+    zone = params.zone
+    moments = [t for t in (params.start, params.end) if t is not None] or [datetime.now(timezone.utc)]
+    try:
+        return all(not (t.astimezone(zone).utcoffset() or timedelta(0)) for t in moments)
+    except OverflowError:
+        return False
+
+
 def _hour_aligned_zone(params: QueryParams) -> bool:
     """Whether the zone is a whole number of hours from UTC at the range's ends (or now):
     then HOUR, DAY and MONTH windows are very likely made of whole UTC hours. The answer
@@ -515,7 +569,7 @@ def _hour_aligned_zone(params: QueryParams) -> bool:
 
 async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, r: _Ranges,
                  group_keys: list[str], by_subject: bool, group_where: str, args: dict[str, Any]) -> list[tuple]:
-    """Rows (start, end, subject, groups, value, hourly): the window's bounds, or without
+    """Rows (start, end, subject, groups, value, level): the window's bounds, or without
     windowSize the range's (from/to, else the extent of the data)."""
     # Not prepared: every execution is planned for its own range, subjects and level.
     try:
@@ -531,7 +585,7 @@ async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParam
         raise too_many_rows(args["row_limit"] - 1, "rows",
                             "ask for a larger windowSize, a narrower from/to range, or fewer subjects or group keys")
     rows, zone, bounds = [], params.zone, {}
-    for window_start, subject, groups, value, first_minute, last_minute, hourly in fetched:
+    for window_start, subject, groups, value, first_minute, last_minute, level in fetched:
         if window_start is not None:
             # Rows of one window (subjects, groups) share PostgreSQL's key: bounds once per window.
             if window_start not in bounds:
@@ -540,7 +594,7 @@ async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParam
         else:
             start = params.start or first_minute
             end = params.end or _after_minute(last_minute)
-        rows.append((start, end, subject, groups, value, hourly))
+        rows.append((start, end, subject, groups, value, level))
     return rows
 
 
@@ -551,10 +605,22 @@ def _after_minute(minute: datetime) -> datetime:
         return LATEST
 
 
-def _straddles(rows: list[tuple]) -> bool:
-    """An hourly row in a window whose bounds are not whole UTC hours (e.g. days in a zone
-    at +05:30): such an hour belongs to two windows, so the minutes must answer."""
-    return any(hourly and not (_whole_hours(start) and _whole_hours(end)) for start, end, *_rest, hourly in rows)
+def _whole_days(t: datetime) -> bool:
+    return _whole_hours(t) and t.hour == 0
+
+
+def _straddles(rows: list[tuple]) -> int | None:
+    """The coarsest level that holds a row of a window whose bounds are not whole units of
+    it (hours for the hourly level, UTC days for the daily one; e.g. days in a zone at
+    +05:30): such an hour or day belongs to two windows, so a finer level must answer.
+    None when every row is in windows its level fits."""
+    worst = None
+    for start, end, *_rest, level in rows:
+        if level == DAYS and not (_whole_days(start) and _whole_days(end)):
+            return DAYS
+        if level == HOURS and not (_whole_hours(start) and _whole_hours(end)):
+            worst = HOURS
+    return worst
 
 
 async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, max_rows: int) -> QueryResult:
@@ -572,12 +638,21 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
     group_where = compiler.where(_group_filters(params))
     args.update(compiler.args)
     hourly = params.window_size != "MINUTE" and (unit is None or _hour_aligned_zone(params))
-    rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly), group_keys, by_subject, group_where, args)
-    if hourly and unit is not None and _straddles(rows):
-        rows = await _fetch(conn, meter, params, _Ranges.of(params, False), group_keys, by_subject, group_where,
-                            args)
+    daily = params.window_size not in ("MINUTE", "HOUR") and (unit is None or _day_aligned_zone(params))
+    rows = await _fetch(conn, meter, params, _Ranges.of(params, hourly, daily), group_keys, by_subject, group_where,
+                        args)
+    if unit is not None and (hourly or daily):
+        straddling = _straddles(rows)
+        if straddling == DAYS and hourly:
+            # a UTC day in two windows: hours answer (unless they straddle too)
+            rows = await _fetch(conn, meter, params, _Ranges.of(params, True), group_keys, by_subject,
+                                group_where, args)
+            straddling = _straddles(rows)
+        if straddling is not None:
+            rows = await _fetch(conn, meter, params, _Ranges.of(params, False), group_keys, by_subject,
+                                group_where, args)
     out = []
-    for window_start, window_end, subject, groups, value, _hourly in rows:
+    for window_start, window_end, subject, groups, value, _level in rows:
         if value is None:
             continue  # no countable value in the window (e.g. SUM over events without the property)
         out.append({
@@ -701,7 +776,7 @@ async def group_values(conn: psycopg.AsyncConnection, meter: Meter, key: str, st
     cur = await conn.execute(f"""WITH {",".join(ctes)}
 SELECT value FROM (
     SELECT DISTINCT COALESCE(groups ->> %(key)s, '') AS value
-      FROM ({union}) parts (subject, groups, minute, first_minute, last_minute, hourly, {_ROW})
+      FROM ({union}) parts (subject, groups, minute, first_minute, last_minute, level, {_ROW})
 ) found
  ORDER BY value COLLATE "C"
  LIMIT %(row_limit)s""", {"namespace": meter.namespace, "event_type": meter.spec.event_type, "meter_pk": meter.pk,

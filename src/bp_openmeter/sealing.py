@@ -1,7 +1,7 @@
-"""The sealer: folds minutes older than a grace period into the hourly rollups.
+"""The sealer: folds minutes older than a grace period into the hourly and daily rollups.
 
 rollup_hour holds, for every minute before the watermark `rollup_seal.sealed_through`,
-the merge of that hour's minute rows. Sealing moves the watermark forward: it merges
+the merge of that hour's minute rows; rollup_day the merge of that UTC day's. Sealing moves the watermark forward: it merges
 the minute rows in [watermark, new watermark) into rollup_hour and sets the new
 watermark, in one transaction under the exclusive meters lock, so no sink batch is
 half-way between storing events and folding them (sink batches hold the lock shared
@@ -38,7 +38,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from .logs import get_logger
 from .meter_store import lock_exclusive
 from .pgerrors import Cause, cause_of, describe
-from .projection import HOUR, HOUR_TOTAL, merged, upsert
+from .projection import DAY, HOUR, HOUR_TOTAL, by_day, merged, upsert
 
 log = get_logger("sealing")
 
@@ -63,11 +63,14 @@ SEAL = f"""
 WITH {_MINUTES},
 {merged("sealed", "minutes", HOUR)},
 {merged("sealed_total", "sealed", HOUR_TOTAL)},
+sealed_days AS ({by_day("sealed")}),
+{merged("sealed_day", "sealed_days", DAY)},
 written AS ({upsert(HOUR, "sealed")}),
-total_written AS ({upsert(HOUR_TOTAL, "sealed_total")})
+total_written AS ({upsert(HOUR_TOTAL, "sealed_total")}),
+day_written AS ({upsert(DAY, "sealed_day")})
 UPDATE rollup_seal SET sealed_through = %(hi)s
  WHERE sealed_through < %(hi)s
-RETURNING (SELECT count(*) FROM written) + (SELECT count(*) FROM total_written)
+RETURNING (SELECT count(*) FROM written) + (SELECT count(*) FROM total_written) + (SELECT count(*) FROM day_written)
 """
 
 # The hourly row a step would write with the most digits in its indexed numbers (the
