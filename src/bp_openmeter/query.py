@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from . import numeric, projection, windows, zones
 from .csv_cells import cell_text
@@ -572,9 +573,12 @@ async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParam
     """Rows (start, end, subject, groups, value, level): the window's bounds, or without
     windowSize the range's (from/to, else the extent of the data)."""
     # Not prepared: every execution is planned for its own range, subjects and level.
+    cur = conn.cursor()
+    # A row's groups are an object of strings: orjson reads it several times faster than json.
+    set_json_loads(orjson.loads, cur)
     try:
-        cur = await conn.execute(_statement(meter, params, r, group_keys, by_subject, group_where),
-                                 {**args, **r.args()}, prepare=False)
+        await cur.execute(_statement(meter, params, r, group_keys, by_subject, group_where),
+                          {**args, **r.args()}, prepare=False)
     except psycopg.errors.InvalidParameterValue as exc:
         # The zone names come from the engine's tz database; PostgreSQL's own may be older.
         raise bad_request(f"validation error: invalid time zone: the database does not know "
@@ -688,9 +692,18 @@ def to_json(result: QueryResult) -> dict[str, Any]:
         out["to"] = format_time(result.params.end)
     if result.params.window_size is not None:
         out["windowSize"] = result.params.window_size
-    out["data"] = [{**row, "value": numeric.to_json(row["value"]),
-                    "windowStart": format_time(row["windowStart"], zone),
-                    "windowEnd": format_time(row["windowEnd"], zone)} for row in result.rows]
+    # The rows of a window share its bounds (the same objects): each is written once.
+    texts: dict[datetime, str] = {}
+
+    def text(moment: datetime) -> str:
+        written = texts.get(moment)
+        if written is None:
+            written = texts[moment] = format_time(moment, zone)
+        return written
+
+    out["data"] = [{"value": numeric.to_json(row["value"]), "windowStart": text(row["windowStart"]),
+                    "windowEnd": text(row["windowEnd"]), "subject": row["subject"], "groupBy": row["groupBy"]}
+                   for row in result.rows]
     return out
 
 
