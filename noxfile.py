@@ -10,7 +10,7 @@ tier; `nox -s e2e` is the kind tier; `nox -s bench` the benchmarks; `nox -s lint
 and mypy.
 
 The kind tier (needs Docker and network access to chart repositories and container
-registries; see README "e2e suite"):
+registries; see docs/kind.md):
 
     nox -s e2e -- [--backend cnpg|clickhouse] [--node-image v1.34|v1.36|<ref>] [--keep-cluster]
                   [--kubeconfig PATH --engine-image REPO:TAG] [--skip-build] [-- pytest args]
@@ -100,8 +100,8 @@ def compat(session: nox.Session) -> None:
     """The engine's query answers against upstream OpenMeter's own SQL on embedded ClickHouse (chdb).
 
     Two seeded seasons (autumn and spring DST changes), every aggregation, window size and
-    zone, 1,260 queries each; any difference other than the README's deliberate ones fails
-    it. About 5 minutes on 2 cores.
+    zone, 1,260 queries each; any difference other than the deliberate ones
+    (docs/compatibility.md) fails it. About 5 minutes on 2 cores.
     """
     _compat(session, "full")
 

@@ -225,7 +225,7 @@ class PreviousRelease:
     """The release an upgrade starts from (platform.yaml `previousRelease`)."""
 
     ref: str  # a tag, or a commit while no release is tagged
-    upgrade_values: Mapping[str, Any]  # what README "Upgrading" tells an operator to set when leaving it
+    upgrade_values: Mapping[str, Any]  # what docs/operations.md "Upgrades" tells an operator to set when leaving it
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ Usage: include "bp-openmeter.peer" (dict "peer" $peer "namespace" $defaultNamesp
 {{/*
 The engine's history (its PostgreSQL, its sink, the migration step) stays while the
 engine runs, and while an export runs after the switch to clickhouse: the sink stores
-what JetStream still holds, the export Job sends it on (README "Switching the backend").
+what JetStream still holds, the export Job sends it on (docs/switching-backend.md).
 */}}
 {{- define "bp-openmeter.historyEnabled" -}}
 {{- if or (include "bp-openmeter.engineEnabled" .) .Values.export.enabled -}}true{{- end -}}

@@ -7,7 +7,8 @@
 prints when the step starts, a heartbeat every `every` seconds saying what it waits
 for and how long it has waited out of how long it may, and how long it took. When
 the deadline passes while the main thread is blocked (e.g. in a library call that
-has no timeout of its own), the process gets SIGINT, the main thread's
+has no timeout of its own), the process gets SIGINT (taken back for the step even
+when the run started with it ignored, as background jobs do), the main thread's
 wait is interrupted and `StepTimeout` is
 raised: a step never hangs.
 """
@@ -44,6 +45,21 @@ def _fmt(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def _interruptible_main_thread() -> signal.Handlers | None:
+    """Make SIGINT raise KeyboardInterrupt for this step; return the handler to put back.
+
+    A shell starts background jobs (`nox -s e2e &`, nohup, CI runners) with SIGINT
+    ignored, which would silently disable the deadline: take it back for the step.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    current = signal.getsignal(signal.SIGINT)
+    if current is not signal.SIG_IGN:
+        return None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return signal.SIG_IGN
+
+
 @contextmanager
 def step(
     title: str,
@@ -77,6 +93,7 @@ def step(
             out.say(f"  {title}: {waiting}{_fmt(elapsed)} elapsed" + (f" of {_fmt(timeout)}" if timeout else ""))
 
     watcher = threading.Thread(target=heartbeat, name=f"progress:{title}", daemon=True)
+    restore_sigint = _interruptible_main_thread() if timeout is not None else None
     watcher.start()
     try:
         yield
@@ -90,4 +107,6 @@ def step(
     finally:
         done.set()
         watcher.join()
+        if restore_sigint is not None:
+            signal.signal(signal.SIGINT, restore_sigint)
     out.say(f"{title}: done in {_fmt(out.clock() - started)}")

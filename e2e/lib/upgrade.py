@@ -9,7 +9,7 @@ own with two instances: the candidate chart turns synchronous replication on for
 during the upgrade. An in-cluster client (ingest_client.py, a Job) posts events all
 along; meanwhile the release is upgraded with `helm upgrade` to the candidate chart
 and image, with the same values file, as an operator would (those values carry what
-README "Upgrading" says to set when leaving that release). Then the client's ledger
+docs/operations.md "Upgrades" says to set when leaving that release). Then the client's ledger
 (posted, acknowledged, answers by second) is compared with the rows in PostgreSQL and
 the query API's count.
 

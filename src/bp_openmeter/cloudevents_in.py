@@ -25,7 +25,7 @@ SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 PLAIN_JSON = "application/json"
 
-# id, source, type and subject: at most this many bytes of UTF-8 each (README "Guarantees").
+# id, source, type and subject: at most this many bytes of UTF-8 each (docs/guarantees.md).
 # The events key (namespace, source, id) is then at most 63 + 2 x 1024 bytes plus
 # overhead, about 2.2 KB, within PostgreSQL's 2704-byte limit per btree row with room to
 # spare; rollup keys hold digests of subjects and group values (the rollup_digest_keys

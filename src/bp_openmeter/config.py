@@ -53,7 +53,7 @@ def parse_address(value: Any, key: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-# What a caller may do (README "API authentication"): `ingest` posts events; `read` lists
+# What a caller may do (docs/operations.md "Authentication"): `ingest` posts events; `read` lists
 # events and meters and queries them; `admin` creates, changes and deletes meters, and
 # may do everything else too, so that a token configured before permissions existed
 # (an admin token) keeps working.
@@ -110,7 +110,7 @@ class ApiConfig:
     publish_timeout: float = 10.0
     body_timeout: float = 30.0
     # What one client can make the process hold before it is authenticated or answered
-    # (README "Guarantees"). Request line and header fields, together:
+    # (docs/guarantees.md). Request line and header fields, together:
     max_header_bytes: int = 64 * 1024
     max_header_count: int = 100
     header_timeout: float = 10.0    # from a connection's start (or a request's first byte) to its last header
@@ -138,7 +138,7 @@ class PostgresConfig:
     # How long one series of reconnection attempts of a pool lasts; its pauses (1 s, doubling)
     # stay under half of it, and when it ends a connection that is asked for starts the next.
     # The pool's own default (5 min) let pauses grow past a minute: usage stayed stale that
-    # long after the database was back (README "Guarantees").
+    # long after the database was back (docs/guarantees.md).
     reconnect_timeout: float = 10.0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import unicodedata
 
-# The one home of the guard set (README "Where the engine differs from upstream").
+# The one home of the guard set (docs/compatibility.md "Where the engine differs from upstream").
 FORMULA_START = frozenset("=+-@\t\r\n|")
 
 

@@ -153,7 +153,7 @@ def _read_exactly(body: bytes) -> Any:
     if reader.past_bound:
         where, number = _first(parsed, lambda node: isinstance(node, _PastBound))
         raise BodyError(f"{where}: {number.problem} (numbers are stored exactly as sent; "
-                        f"README \"Times, zones and numbers\")", field=where)
+                        f"docs/guarantees.md \"Times, zones and numbers\")", field=where)
     if reader.repeated:
         where, obj = _first(parsed, lambda node: id(node) in reader.repeated)
         where = _member(where if where != "body" else "", reader.repeated[id(obj)])

@@ -4,7 +4,7 @@ Before the app sees a request, the protocol holds its request line and header fi
 uvicorn bounds neither their size, nor their count, nor the time they take to arrive,
 and never closes a connection that sends nothing: a few clients could make the process
 hold gigabytes, or every connection it can take, before any authentication runs. Here
-(limits from `api.*`, README "Guarantees"):
+(limits from `api.*`, docs/guarantees.md):
 
 - request line and header fields together: at most `max_header_bytes`, counted as the
   bytes arrive, so no header block is ever held larger than that (431);

@@ -43,7 +43,8 @@ SEALING_LAG = Gauge(
     "bpom_sealing_lag_seconds",
     "Seconds the sealing watermark (minutes folded into hourly rollups) is behind where it should be: now less "
     "the 2-minute grace period; up to a round (30 s) and a minute when sealing keeps up")
-SINK_LAG = Gauge("bpom_sink_lag_messages", "Messages in the stream not yet delivered to the sink consumer")
+SINK_LAG = Gauge(
+    "bpom_sink_lag_messages", "Messages of the sink's consumer not yet acknowledged (pending and in flight)")
 SINK_FRESHNESS = Histogram(
     "bpom_sink_freshness_seconds", "From ingest (API receipt) to stored and folded",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
@@ -54,7 +55,7 @@ QUERY_SECONDS = Histogram(
 
 API_REFUSALS = Counter(
     "bpom_api_limit_refusals_total",
-    "API connections and requests refused or closed at a limit, by limit (README \"Guarantees\")", ["limit"])
+    "API connections and requests refused or closed at a limit, by limit (docs/guarantees.md)", ["limit"])
 API_BODY_BYTES_HELD = Gauge("bpom_api_body_bytes_held", "Request body bytes the api holds now (api.bodyBudgetBytes)")
 API_CLIENTS_GONE = Counter(
     "bpom_api_client_gone_total", "Requests whose client went away before the answer; their SQL was cancelled")

@@ -2,10 +2,10 @@
 
 Every number an event holds (a JSON number anywhere in it, or a numeric string a meter
 reads) is bounded in its spelling: at most MAX_NUMBER_CHARS characters, an exponent of
-at most MAX_EXPONENT_DIGITS digits (README "Times, zones and numbers"). Ingest refuses
+at most MAX_EXPONENT_DIGITS digits (docs/guarantees.md "Times, zones and numbers"). Ingest refuses
 a JSON number past that bound (400 naming its path) and stores every other exactly as
 sent; a numeric string past it is text, not a number. The bound is what keeps a rollup
-row's sum, min and max small enough for the hourly level's index (README "Why these
+row's sum, min and max small enough for the hourly level's index (docs/guarantees.md "Why these
 numbers"): any sum of such numbers has digits from 10^330 at most down to 10^-MAX_SCALE
 at least, a few hundred bytes.
 

@@ -16,7 +16,7 @@ lock in a moment when no batch holds it, rather than queueing for it: a queued
 exclusive request would make every new batch wait behind it too, for as long as the
 batches in flight take (a pause in freshness); see meter_store.lock_exclusive.
 
-Sealing that makes no progress is visible (README "Guarantees"): bpom_sealing_stalled_seconds
+Sealing that makes no progress is visible (docs/guarantees.md): bpom_sealing_stalled_seconds
 (since the sealer last moved the watermark or found nothing due), bpom_sealing_lag_seconds
 (how far the watermark is behind where it should be), the sink's /healthz/ready failing
 after sink.sealingStallTimeout, the chart's alert. A step the database refuses for its

@@ -1,7 +1,7 @@
 """The differences from upstream OpenMeter that the engine makes on purpose, as the tier models them.
 
-Each is a row of README's table "Where the engine differs from upstream OpenMeter, on
-purpose" (`readme` holds the words that row starts with: a test keeps the two
+Each is a row of docs/compatibility.md's table "Where the engine differs from upstream OpenMeter, on
+purpose" (`doc_row` holds the words that row starts with: a test keeps the two
 together) and a named adjustment of upstream's reading (upstream.Reading): applied,
 upstream's SQL answers what the engine answers on purpose. The tier compares the
 engine with upstream adjusted by all of them, so any other difference fails it; it
@@ -28,7 +28,7 @@ SUM_TOLERANCE = 1e-9  # relative; float64 addition in upstream's order against a
 @dataclass(frozen=True)
 class Deliberate:
     name: str
-    readme: str  # README's row "Where the engine differs ... on purpose" starts with these words
+    doc_row: str  # its row of docs/compatibility.md "Where the engine differs ... on purpose" starts with these words
     model: str  # how the tier adjusts upstream's answer
     adjust: Callable[[Reading], Reading] | None = None  # None: compared with a tolerance instead
 
@@ -71,44 +71,44 @@ def _empty_filter_allowed(reading: Reading) -> Reading:
 DIFFERENCES: tuple[Deliberate, ...] = (
     Deliberate(
         "dedupe",
-        readme="deduplication off by default",
+        doc_row="deduplication off by default",
         model="upstream with its sink deduplication on: one row per (source, id), the first delivered "
         "(the table's first_copy column)",
         adjust=_first_copy,
     ),
     Deliberate(
         "event_time_precision",
-        readme="event time truncated to whole seconds",
+        doc_row="event time truncated to whole seconds",
         model="from/to compare with the exact event time, and LATEST orders by it (the table's time_exact column)",
         adjust=_exact_time,
     ),
     Deliberate(
         "latest_ties",
-        readme="LATEST ties on equal seconds",
+        doc_row="LATEST ties on equal seconds",
         model="LATEST's argMax orders by (time, id, source)",
         adjust=_latest_ties,
     ),
     Deliberate(
         "exact_integers",
-        readme="whole numbers from 2^53 to 2^64",
+        doc_row="whole numbers from 2^53 to 2^64",
         model="the stored data keeps such whole numbers with all their digits (the table's data_exact column)",
         adjust=_exact_integers,
     ),
     Deliberate(
         "unique_missing_value",
-        readme="UNIQUE_COUNT counts a missing value",
+        doc_row="UNIQUE_COUNT counts a missing value",
         model='UNIQUE_COUNT counts a value only where the path exists (JSON_EXISTS), so a missing one is not ""',
         adjust=_unique_present_only,
     ),
     Deliberate(
         "empty_filter_value",
-        readme="`filterGroupBy[k]=` (an empty value)",
+        doc_row="`filterGroupBy[k]=` (an empty value)",
         model="the SQL runs with the empty value instead of the 400 (JSON_VALUE ... IN (['']))",
         adjust=_empty_filter_allowed,
     ),
     Deliberate(
         "exact_sums",
-        readme="values read as Float64 and summed as float64",
+        doc_row="values read as Float64 and summed as float64",
         model=f"SUM and AVG compared with a relative tolerance of {SUM_TOLERANCE:g}",
     ),
 )

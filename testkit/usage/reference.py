@@ -1,7 +1,7 @@
 """The suite's own usage calculation: what the query API must answer.
 
 Plain Python over the same fixture events that the tests send, written from the
-OpenMeter v1 query semantics (the API document src/bp_openmeter/openapi.yaml; README
+OpenMeter v1 query semantics (the API document src/bp_openmeter/openapi.yaml; docs/compatibility.md
 "Where the engine differs from upstream OpenMeter") and sharing no code with the
 engine. It is an independent oracle, not a copy: where the engine has helpers for the
 same arithmetic (minutes floored in src/bp_openmeter/sealing.py and query.py, windows,

@@ -287,13 +287,13 @@ def test_probe_pods_with_engine_labels_get_the_engine_matrix(policies):
     assert observed[Key("probe-api", "kubernetes-api", 6443)] is Outcome.BLOCKED
 
 
-# ── the truth table published in README.md ───────────────────────────────────
+# ── the truth table published in docs/networkpolicy.md ───────────────────────────────
 
-README = REPO_ROOT / "README.md"
+NETPOL_DOC = REPO_ROOT / "docs" / "networkpolicy.md"
 TABLE_START, TABLE_END = "<!-- netpol-truth-table:start -->", "<!-- netpol-truth-table:end -->"
 
 
-def readme_truth_table(policies) -> str:
+def published_truth_table(policies) -> str:
     cluster = layout()
     egress = expected_egress(policies, cluster, ENGINE_PODS, egress_targets(cluster))
     ingress = expected_egress(policies, cluster, INGRESS_SOURCES, INGRESS_TARGETS)
@@ -302,9 +302,11 @@ def readme_truth_table(policies) -> str:
     )
 
 
-def test_readme_truth_table_is_current(policies):
-    text = README.read_text()
-    assert TABLE_START in text and TABLE_END in text, f"README.md needs the {TABLE_START} ... {TABLE_END} block"
+def test_published_truth_table_is_current(policies):
+    text = NETPOL_DOC.read_text()
+    assert TABLE_START in text and TABLE_END in text, (
+        f"docs/networkpolicy.md needs the {TABLE_START} ... {TABLE_END} block"
+    )
     published = text.split(TABLE_START)[1].split(TABLE_END)[0].strip()
-    current = readme_truth_table(policies)
-    assert published == current, f"README.md's truth table is stale; replace its block with:\n{current}"
+    current = published_truth_table(policies)
+    assert published == current, f"docs/networkpolicy.md's truth table is stale; replace its block with:\n{current}"

@@ -3,8 +3,8 @@
 For each season (autumn and spring DST changes), the same seeded events go to a local
 engine stack over its HTTP API and into upstream's table, and every query of the matrix
 is asked of both. Any difference that is not one of the engine's deliberate differences
-(testkit/compat/deliberate.py, README "Where the engine differs from upstream
-OpenMeter, on purpose") fails the test, with the report of each: expected and observed
+(testkit/compat/deliberate.py, docs/compatibility.md "Where the engine differs from
+upstream OpenMeter, on purpose") fails the test, with the report of each: expected and observed
 rows, their diff, a curl line and the SQL run in chdb.
 """
 

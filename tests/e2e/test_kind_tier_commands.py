@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import time
 import urllib.error
 from dataclasses import replace
@@ -240,3 +241,17 @@ def test_kind_from_env_must_be_the_pinned_version(tmp_path, monkeypatch):
         kind.locate_kind("v0.33.0", tmp_path)
     fake.write_text("#!/bin/sh\necho 'kind v0.33.0 go1.26 linux/amd64'\n")
     assert kind.locate_kind("v0.33.0", tmp_path) == fake
+
+
+def test_step_deadline_holds_when_the_run_started_with_sigint_ignored():
+    """Background jobs (`nox -s e2e &`, nohup) inherit SIGINT ignored: the deadline must still end the step."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StepTimeout, match="did not finish within 1s"):
+            with step("blocked", waiting_for="nothing", timeout=1, every=0.2, reporter=Reporter(io.StringIO())):
+                time.sleep(30)
+        assert time.monotonic() - started < 10
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "the run's own choice is put back after the step"
+    finally:
+        signal.signal(signal.SIGINT, previous)

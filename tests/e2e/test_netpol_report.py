@@ -3,7 +3,7 @@
 The observed matrix here is the expected one of the hand-made capture with three
 cells changed, as a broken chart or plugin would change them: the api probe cut
 off its database (a timeout), the sink reaching the Kubernetes API, and the
-migrate probe pod gone mid-run (a probe error). README.md shows the report of a
+migrate probe pod gone mid-run (a probe error). docs/networkpolicy.md shows the report of a
 smaller capture, kept current by a test below.
 """
 
@@ -139,9 +139,9 @@ def test_a_matching_matrix_reports_no_wrong_cells(policies):
     assert f"diff: 0 of {len(expected)} cells wrong\nno wrong cells" in text
 
 
-# --- the example in README.md --------------------------------------------------------------------
+# --- the example in docs/networkpolicy.md --------------------------------------------------------
 
-README = REPO_ROOT / "README.md"
+NETPOL_DOC = REPO_ROOT / "docs" / "networkpolicy.md"
 START, END = "<!-- netpol-report-example:start -->", "<!-- netpol-report-example:end -->"
 
 
@@ -159,9 +159,9 @@ def example_report(policies) -> str:
     return netpol_report.render(expected, observed, cells, REPRODUCER, header)
 
 
-def test_readme_shows_a_current_failure_report(policies):
-    text = README.read_text()
-    assert START in text and END in text, f"README.md needs the {START} ... {END} block"
+def test_docs_show_a_current_failure_report(policies):
+    text = NETPOL_DOC.read_text()
+    assert START in text and END in text, f"docs/networkpolicy.md needs the {START} ... {END} block"
     published = text.split(START)[1].split(END)[0].strip()
     current = "```text\n" + example_report(policies) + "\n```"
-    assert published == current, f"README.md's example report is stale; replace its block with:\n{current}"
+    assert published == current, f"docs/networkpolicy.md's example report is stale; replace its block with:\n{current}"

@@ -315,11 +315,11 @@ def test_creating_a_cluster_checks_the_host():
 
 
 def test_the_first_run_checklist_opens_with_the_sysctl_the_check_asks_for():
-    """A maintainer following README's checklist on a stock host is not stopped by the inotify check."""
+    """A maintainer following docs/kind.md's checklist on a stock host is not stopped by the inotify check."""
     from e2e.lib.ci_matrix import sysctl
-    from testkit.paths import README
+    from testkit.paths import DOCS
 
-    checklist = README.read_text().split("#### First run", 1)[1]
+    checklist = (DOCS / "kind.md").read_text().split("## First run", 1)[1]
     before_step_one = checklist.split("\n1. ", 1)[0]
     assert f"sudo sysctl {sysctl(PLATFORM)}" in before_step_one
     check = prereqs.check_inotify(

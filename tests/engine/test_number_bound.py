@@ -232,7 +232,7 @@ def _hourly(database_url: str, slug: str) -> tuple[Decimal, Decimal, Decimal, in
 def test_the_largest_numbers_the_bound_allows_are_folded_into_every_level(sealed_stack, uid):
     """A row's sum, min and max at their longest: 400-character numbers at both ends of the
     range that counts, their sum spanning 10^308 to 10^-1390. Sealed into the hourly level,
-    whose index carries them (README "Why these numbers")."""
+    whose index carries them (docs/guarantees.md "Why these numbers")."""
     digits = random.Random(2).choices("123456789", k=400)  # random: nothing for the index to compress
     largest, lowest = "1.0" + "".join(digits[:393]) + "e308", "-1.0" + "".join(digits[1:393]) + "e308"
     smallest = "-0." + "".join(digits[2:393]) + "e-999"

@@ -22,8 +22,8 @@ METERS = yaml.safe_load((FIXTURES / "meters.yaml").read_text())
 def _readme_example() -> tuple[dict, set[str]]:
     """The event README's quick start posts, and the meters its queries name."""
     readme = README.read_text()
-    section = readme[readme.index("### Run it on this machine") :]
-    section = section[: section.index("\n### ", 1)]
+    section = readme[readme.index("## Run it locally") :]
+    section = section[: section.index("\n## ", 1)]
     body = re.search(r"curl -si -X POST \S+/api/v1/events .*?-d '([^']*)'", section, re.DOTALL)
     assert body, "README's quick start posts no event"
     return json.loads(body.group(1)), set(re.findall(r"/api/v1/meters/(\w+)/query", section))

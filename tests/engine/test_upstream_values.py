@@ -66,7 +66,7 @@ def test_null_group_values_read_null_and_filters_tell_them_from_missing(client, 
     _raw_events(client, uid, ['{"v":1,"region":null}', '{"v":2,"region":"null"}', '{"v":4}', '{"v":8,"region":""}'])
     assert _by_group(client.query(slug, groupBy="region")["data"], "region") == {"null": 3, "": 12}
     assert [r["value"] for r in client.query(slug, **{"filterGroupBy[region]": "null"})["data"]] == [3]
-    # An empty value selects the events that read "" (upstream refuses it: README, on purpose)
+    # An empty value selects the events that read "" (upstream refuses it: docs/compatibility.md, on purpose)
     assert [r["value"] for r in client.query(slug, **{"filterGroupBy[region]": ""})["data"]] == [12]
 
 

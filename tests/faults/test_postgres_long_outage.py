@@ -9,7 +9,7 @@ acknowledged before the database came back.
 
 The outage lasts BPOM_PG_OUTAGE_SECONDS: 30 by default, which the plain fault run
 takes (uncapped, with psycopg_pool's own 5-minute series, the pauses had grown to
-12 s by then and the test failed). The 5.5-minute run README reports is what the
+12 s by then and the test failed). The 5.5-minute run docs/guarantees.md reports is what the
 release gate runs: BPOM_PG_OUTAGE_SECONDS=330 nox -s faults -- -k long_outage
 """
 
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
 OUTAGE_S = float(os.environ.get("BPOM_PG_OUTAGE_SECONDS", "30"))
 RATE = 300.0  # events/s: a backlog the sink drains in seconds even after a long outage
-# What the test holds the engine to (README "Guarantees" states the same bounds). With the
+# What the test holds the engine to (docs/guarantees.md states the same bounds). With the
 # defaults, a series of attempts pauses 1, 2, 4 s and ends after postgres.reconnectTimeout
 # (10 s); the next starts when the sink tries its batch again: after its wait for a
 # connection (2 s) and its pause (sink.retryMaxDelay, 5 s). Uncapped, pauses doubled on.

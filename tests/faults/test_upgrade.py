@@ -18,7 +18,7 @@ What must hold: posted = acknowledged = stored = queried for the client's events
 during the roll only 204 or retriable answers (503, or a connection the old api
 closed as it stopped); every meter answers for the old data what it answered before.
 
-The values are those README "Upgrading" gives for this previous release: it named its
+The values are those docs/operations.md "Upgrades" gives for this previous release: it named its
 stream, subjects and durable consumer with fixed names, the candidate derives them
 from `engine.instance`, so the upgrade keeps the old names. The control upgrades
 without them: the candidate's pods use new names, and the events the old api still

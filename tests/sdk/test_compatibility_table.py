@@ -1,4 +1,4 @@
-"""README's table of SDK calls lists as served exactly the calls the SDK tiers exercise."""
+"""docs/compatibility.md's table of SDK calls lists as served exactly the calls the SDK tiers exercise."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ JS_CALLS = ROOT / "tests" / "sdk" / "js" / "calls.mjs"
 
 
 def _table_rows() -> list[list[str]]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("### Official SDKs", 1)[1].split("\n## ", 1)[0]
+    text = (ROOT / "docs" / "compatibility.md").read_text()
+    section = text.split("## Official SDKs", 1)[1].split("\n## ", 1)[0]
     return [
         [cell.strip() for cell in line.strip("|").split("|")]
         for line in section.splitlines()

@@ -2,7 +2,7 @@
 against the engine: every call for an endpoint the engine serves, answers checked against
 the events sent; every other call answered 404.
 
-Its known bugs, which fail against upstream OpenMeter too (README "Official SDKs"): `Event`
+Its known bugs, which fail against upstream OpenMeter too (docs/compatibility.md "Official SDKs"): `Event`
 sends no `specversion` unless given one; `query_json(filter_group_by=...)` sends the dict's
 Python text (the engine answers 400 naming `filterGroupBy`; upstream drops the filter);
 `query_csv_post` sends no body (400, as upstream).
@@ -225,7 +225,7 @@ def test_meter_crud(sent):
 
 
 def test_known_sdk_bugs_get_clear_answers(sent):
-    """These fail against upstream too; README says what to call instead."""
+    """These fail against upstream too; docs/compatibility.md says what to call instead."""
     with pytest.raises(HttpResponseError) as dict_text:
         sent.meters.query_json("py_sum", filter_group_by={"model": "gpt-4"})
     assert dict_text.value.status_code == 400 and "filterGroupBy[key]=value" in str(dict_text.value)

@@ -1,5 +1,5 @@
 """The differential tier's kit on its own: Go's re-encoding, upstream's checks and SQL, the
-matrix's coverage, and the deliberate differences each being a row of README's table."""
+matrix's coverage, and the deliberate differences each being a row of docs/compatibility.md's table."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from testkit.compat.scenario import AUTUMN, EVENT_TYPE, METERS, SEASONS, SPRING,
 from testkit.compat.upstream import MeterQuery, Reading, Refused, plan
 
 UTC = timezone.utc
-README = Path(__file__).resolve().parents[2] / "README.md"
+COMPATIBILITY = Path(__file__).resolve().parents[2] / "docs" / "compatibility.md"
 SUM = {"eventType": EVENT_TYPE, **METERS[0]}
 
 
@@ -80,14 +80,14 @@ def test_each_adjustment_changes_the_reading_and_only_its_own_part():
     assert engine_reading().latest_order == ("om_events.time_exact", "om_events.id", "om_events.source")
 
 
-def test_every_deliberate_difference_is_a_row_of_the_readme_table():
-    text = README.read_text()
-    table = text.split("### Where the engine differs from upstream OpenMeter, on purpose", 1)[1].split("\n## ", 1)[0]
+def test_every_deliberate_difference_is_a_row_of_the_compatibility_table():
+    text = COMPATIBILITY.read_text()
+    table = text.split("## Where the engine differs from upstream OpenMeter, on purpose", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     names = [d.name for d in DIFFERENCES]
     assert len(set(names)) == len(names)
     for difference in DIFFERENCES:
-        assert any(row.startswith(f"| {difference.readme}") for row in rows), difference.readme
+        assert any(row.startswith(f"| {difference.doc_row}") for row in rows), difference.doc_row
 
 
 def test_the_seasons_cross_dst_changes_both_ways():

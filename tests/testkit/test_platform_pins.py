@@ -12,10 +12,12 @@ import yaml
 
 from testkit import kind, tools
 from testkit.chart import schemas
-from testkit.paths import README, REPO_ROOT
+from testkit.paths import DOCS, REPO_ROOT
 from testkit.platform import platform
 
 PLATFORM = platform()
+KIND_DOC = DOCS / "kind.md"
+OPERATIONS_DOC = DOCS / "operations.md"
 
 
 CHART_CRDS = [c for c in PLATFORM.crds if c.chart]
@@ -80,15 +82,15 @@ def test_tools_and_schemas_read_their_pins_from_the_platform_file():
     assert schemas.KUBE_VERSION == str(raw["kubernetesVersion"])
 
 
-def _readme_pins() -> dict[str, str]:
-    """The 'Pinned versions' table of README.md: first column -> second column."""
-    text = README.read_text().split("#### Pinned versions", 1)[1]
+def _documented_pins() -> dict[str, str]:
+    """The 'Pinned versions' table of docs/kind.md: first column -> second column."""
+    text = KIND_DOC.read_text().split("## Pinned versions", 1)[1]
     rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|", text, re.MULTILINE)
     return {name: version for name, version in rows if name not in ("what", "---")}
 
 
-def test_readme_pinned_versions_are_the_platform_file_s():
-    pins = _readme_pins()
+def test_documented_pinned_versions_are_the_platform_file_s():
+    pins = _documented_pins()
     assert pins["kind"] == PLATFORM.kind_version
     assert pins["helm"].split()[0] == PLATFORM.tools.helm.version.removeprefix("v")
     assert f"{PLATFORM.tools.render_helm.removeprefix('v')} for the render tiers" in pins["helm"]
@@ -96,7 +98,7 @@ def test_readme_pinned_versions_are_the_platform_file_s():
     for chart in PLATFORM.charts:
         cell = pins[{"cnpg": "cloudnative-pg"}.get(chart.name, chart.name)]
         assert cell.split()[0].rstrip(",") == chart.version, (
-            f"README pins {chart.name} at {cell}, platform.yaml at {chart.version}"
+            f"docs/kind.md pins {chart.name} at {cell}, platform.yaml at {chart.version}"
         )
     controller = PLATFORM.exposure.controller
     assert pins[controller.name].split()[0] == controller.version
@@ -104,13 +106,13 @@ def test_readme_pinned_versions_are_the_platform_file_s():
     assert pins["gateway-api"].split(",")[0] == PLATFORM.exposure.gateway_api.version
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     kind_plugin = next(r for r in extras["kind"] if r.startswith("pytest-kind-ng=="))
-    assert f"`pytest-kind-ng` {kind_plugin.split('==')[1]} " in README.read_text()
+    assert f"`pytest-kind-ng` {kind_plugin.split('==')[1]} " in KIND_DOC.read_text()
 
 
-def test_readme_upgrade_note_gives_the_values_platform_yaml_pins_for_the_previous_release():
-    """README "Upgrading" shows the values the upgrade tests use: platform.yaml is their one home."""
+def test_upgrade_note_gives_the_values_platform_yaml_pins_for_the_previous_release():
+    """docs/operations.md "Upgrades" shows the values the upgrade tests use: platform.yaml is their one home."""
     previous = PLATFORM.previous_release
-    section = README.read_text().split("### Upgrading", 1)[1].split("\n### ", 1)[0]
+    section = OPERATIONS_DOC.read_text().split("\n## Upgrades", 1)[1].split("\n## ", 1)[0]
     [block] = re.findall(r"```yaml\n(.*?)```", section, re.S)
     assert yaml.safe_load(block) == previous.upgrade_values
-    assert f"`{previous.ref[:7]}`" in section, "README names another previous release"
+    assert f"`{previous.ref[:7]}`" in section, "docs/operations.md names another previous release"

@@ -1,7 +1,6 @@
 """`bp-openmeter export`: the stored events, streamed to another OpenMeter-v1 ingest endpoint.
 
-For moving history off this engine (the backend switch to ClickHouse: README "Switching
-the backend") or into another engine. Each event goes as the CloudEvent it came as:
+For moving history off this engine (the backend switch to ClickHouse: docs/switching-backend.md) or into another engine. Each event goes as the CloudEvent it came as:
 original id, source, type, subject, time, data and extension attributes, so an endpoint
 that deduplicates on (source, id) counts each once however often it is sent.
 

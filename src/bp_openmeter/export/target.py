@@ -8,7 +8,7 @@ Every other answer is returned to the caller, which decides (delivery.py).
 A retried request may have been accepted the first time (its answer lost): the target
 then receives those events twice, which an endpoint that deduplicates on (source, id)
 counts once. The engine always does; upstream OpenMeter does with sink dedupe on
-(README "Switching the backend").
+(docs/switching-backend.md).
 """
 
 from __future__ import annotations
