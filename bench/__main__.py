@@ -268,8 +268,11 @@ def _memory(env: BenchEnv, summary: Summary, plots: Plots) -> None:
         return
     heading("4. peak RSS of the engine processes, every section")
     table(
-        [[section, *(mib(v) for v in procs.values())] for section, procs in env.peak_rss.items()],
-        ["stack", *max((list(p) for p in env.peak_rss.values()), key=len)],
+        [
+            [section, ", ".join(f"{name} {mib(v)}" for name, v in procs.items())]
+            for section, procs in env.peak_rss.items()
+        ],
+        ["stack", "peak RSS (VmHWM)"],
     )
     plots.memory(env.peak_rss)
     for role in ("api", "sink"):
