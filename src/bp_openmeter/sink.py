@@ -31,6 +31,7 @@ waits for the standbys).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -80,10 +81,30 @@ class Stored:
     conflicting: int = 0  # not inserted: their key was stored with other content
 
 
-async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str) -> Stored:
+# pg_advisory_xact_lock(STORE_SLOTS_LOCK, slot): held by a batch being stored, for its
+# transaction, one of sink.storeSlots slots (the two-key lock space: no clash with the
+# meters lock's one key).
+STORE_SLOTS_LOCK = 0x62_73_6C_74  # "bslt"
+
+
+async def take_store_slot(conn: psycopg.AsyncConnection, slots: int) -> None:
+    """Wait, in the open transaction, for one of the database-wide store slots (0: no limit):
+    a free one if any, else the turn of one taken at random."""
+    if slots <= 0:
+        return
+    cur = await conn.execute(
+        "SELECT s FROM generate_series(0, %s - 1) AS s WHERE pg_try_advisory_xact_lock(%s, s) LIMIT 1",
+        (slots, STORE_SLOTS_LOCK))
+    if await cur.fetchone() is None:
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (STORE_SLOTS_LOCK, random.randrange(slots)))
+
+
+async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str,
+                 slots: int = 0) -> Stored:
     """Stage (stream sequence, message) rows and store this engine's namespace's events of
-    them in one transaction."""
+    them in one transaction, in one of `slots` database-wide store slots."""
     async with conn.transaction():
+        await take_store_slot(conn, slots)
         await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
         async with conn.cursor() as cur:
             async with cur.copy("COPY staged_events (stream_seq, m) FROM STDIN") as copy:
@@ -279,7 +300,8 @@ class Sink:
         outcome = BatchOutcome(delivered=len(msgs))
         started = time.perf_counter()
         try:
-            stored = await self._retrying(lambda conn: _store(conn, _rows(msgs), self.cfg.namespace), msgs, "batch")
+            stored = await self._retrying(
+                lambda conn: _store(conn, _rows(msgs), self.cfg.namespace, self.cfg.sink.store_slots), msgs, "batch")
         except DataFault as fault:
             log.warning("batch rejected by its data, storing message by message", error=str(fault))
             return await self._one_by_one(msgs, outcome, progress)
@@ -307,8 +329,9 @@ class Sink:
     async def _one_by_one(self, msgs: list, outcome: BatchOutcome, progress: Progress) -> BatchOutcome:
         for index, msg in enumerate(msgs):
             try:
-                stored = await self._retrying(lambda conn: _store(conn, _rows([msg]), self.cfg.namespace),
-                                              msgs[index:], "message")
+                stored = await self._retrying(
+                    lambda conn: _store(conn, _rows([msg]), self.cfg.namespace, self.cfg.sink.store_slots),
+                    msgs[index:], "message")
             except DataFault:
                 await self._event_by_event(msg, outcome, msgs[index:])
             except Abandoned:
