@@ -258,7 +258,9 @@ async def _run_all(env: BenchEnv, args: argparse.Namespace, summary: Summary, pl
         await _queries(env, args, summary, plots)
     if "export" in args.only:
         heading(f"8. bp-openmeter export of {args.export_events:,} stored events")
-        for f in await export.export_history(env, args.export_events, batch=500):
+        exported = await export.export_history(env, args.export_events, batch=500)
+        plots.export(exported)
+        for f in exported:
             summary.add(f"export {f.label}", rate(f.per_second), f"exporter peak RSS {mib(f.peak_rss)}")
 
 

@@ -15,6 +15,7 @@ from .report import note
 if TYPE_CHECKING:
     from .backfill import BackfillFigures
     from .explain import BatchPlan
+    from .export import ExportFigures
     from .freshness import FreshnessFigures
     from .queries import QueryFigures
     from .sweep import SweepPoint
@@ -166,3 +167,21 @@ class Plots:
         ax.set_title(f"7. backfill at {f.per_second:,.0f} events/s and the storage pause it causes")
         ax.legend(fontsize=8)
         self._save(fig, "7-backfill")
+
+    def export(self, figures: list[ExportFigures]) -> None:
+        if not self.enabled or not figures:
+            return
+        fig, ax = self._plt.subplots(figsize=(6.5, 3.4))
+        ax.bar([f.label for f in figures], [f.per_second for f in figures], color="steelblue")
+        for i, f in enumerate(figures):
+            ax.annotate(
+                f"exporter peak RSS {f.peak_rss / MIB:.0f} MiB",
+                (i, f.per_second),
+                ha="center",
+                fontsize=7,
+                xytext=(0, 3),
+                textcoords="offset points",
+            )
+        ax.set_ylabel("events/s")
+        ax.set_title("8. bp-openmeter export of a stored history")
+        self._save(fig, "8-export")
