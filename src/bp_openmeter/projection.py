@@ -99,14 +99,20 @@ class Level:
 MINUTE = Level("rollup_minute", "minute")                      # kept current by the sink
 HOUR = Level("rollup_hour", "hour", extent=True)               # sealed minutes (sealing.py)
 HOUR_TOTAL = Level("rollup_hour_total", "hour", by_subject=False, vals=False, extent=True)  # ... of all subjects
-DAY = Level("rollup_day", "day", extent=True)                  # sealed minutes by UTC day (sealing.py)
+DAY = Level("rollup_day", "day", extent=True)                  # sealed UTC days (sealing.py)
+
+# The UTC day of the sealing watermark: every day before it is complete in rollup_day (the
+# session's zone is UTC, so date_trunc cuts UTC days).
+SEALED_DAYS_END = "(SELECT date_trunc('day', sealed_through) FROM rollup_seal)"
 
 
-def by_day(rows: str) -> str:
-    """Rollup rows of CTE `rows` (bucketed by hour) re-bucketed by their UTC day (the session's zone)."""
+def sealed_days(rows: str) -> str:
+    """Rollup rows of CTE `rows` (bucketed by hour) in the days before SEALED_DAYS_END,
+    re-bucketed by their UTC day."""
     return f"""SELECT meter_pk, subject, groups, date_trunc('day', bucket) AS bucket, events, n, sum, min, max,
            latest_value, latest_time, latest_id, latest_source, vals, first_minute, last_minute
-      FROM {rows}"""
+      FROM {rows}
+     WHERE bucket < {SEALED_DAYS_END}"""
 
 def aggregated(name: str, bucket: str) -> str:
     """CTEs `<name>*`: partial aggregates of the projected rows per (meter, subject, groups,
@@ -240,7 +246,7 @@ late AS (
 hour_written AS ({upsert(HOUR, "late_hour")}),
 {merged("late_total", "late_hour", HOUR_TOTAL)},
 hour_total_written AS ({upsert(HOUR_TOTAL, "late_total")}),
-late_days AS ({by_day("late_hour")}),
+late_days AS ({sealed_days("late_hour")}),
 {merged("late_day", "late_days", DAY)},
 day_written AS ({upsert(DAY, "late_day")})"""
 

@@ -456,8 +456,7 @@ hours AS (
 days AS (
     SELECT CASE WHEN d_lo < d_hi THEN d_lo END AS lo, CASE WHEN d_lo < d_hi THEN d_hi END AS hi
       FROM (SELECT {_bound("day_lo", r.whole_lo, "-infinity")} AS d_lo,
-                   LEAST({_bound("day_hi", r.whole_hi, "infinity")},
-                         (SELECT date_trunc('day', sealed_through) FROM rollup_seal)) AS d_hi) wanted
+                   LEAST({_bound("day_hi", r.whole_hi, "infinity")}, {projection.SEALED_DAYS_END}) AS d_hi) wanted
 )""")
         subject, day_table = rows_of("rollup_day")
         parts.append(f"""SELECT {subject}, groups, day, first_minute, last_minute, {DAYS}, {columns}

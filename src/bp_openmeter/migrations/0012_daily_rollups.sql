@@ -3,10 +3,11 @@
 -- where the hourly level has up to 24. (A query that groups a day by subject and a group
 -- key over 1,000 subjects read 72,000 hourly rows; it reads 3,000 daily ones.)
 --
--- The sealer merges the minutes it seals into the hourly and the daily levels in the same
--- step, and the sink folds a late event of a sealed minute into both: so the daily row of
--- a day always holds the merge of that day's hourly rows, and a day that ends at or before
--- the watermark's day is complete in it. Same shape and key order as rollup_hour.
+-- A day is written once, when the sealer's watermark passes its end: the sealing step that
+-- completes it merges its hourly rows (in the step's transaction, under the exclusive
+-- meters lock), and from then on the sink folds a late event of that day into the daily
+-- level too. So every UTC day before the watermark's day is complete in rollup_day, and
+-- no other day is in it. Same shape and key order as rollup_hour.
 CREATE TABLE rollup_day (
     meter_pk       bigint NOT NULL,
     subject_key    bytea NOT NULL,
@@ -30,7 +31,8 @@ CREATE TABLE rollup_day (
 ) WITH (fillfactor = 80);
 CREATE INDEX rollup_day_time ON rollup_day (meter_pk, day);
 
--- Existing sealed hours: each day's hourly rows merged (the same merge the sealer does).
+-- Existing sealed days (before the watermark's day): each day's hourly rows merged (the
+-- same merge the sealer does).
 INSERT INTO rollup_day (meter_pk, subject_key, subject, groups_key, groups, day, events, n, sum, min, max,
                         latest_value, latest_time, latest_id, latest_source, vals, first_minute, last_minute)
 SELECT totals.meter_pk, totals.subject_key, totals.subject, totals.groups_key, totals.groups, totals.day,
@@ -42,6 +44,7 @@ SELECT totals.meter_pk, totals.subject_key, totals.subject, totals.groups_key, t
                sum(sum) AS sum, min(min) AS min, max(max) AS max,
                min(first_minute) AS first_minute, max(last_minute) AS last_minute
           FROM rollup_hour
+         WHERE hour < (SELECT date_trunc('day', sealed_through, 'UTC') FROM rollup_seal)
          GROUP BY meter_pk, subject_key, groups_key, date_trunc('day', hour, 'UTC')) totals
   LEFT JOIN LATERAL (
         SELECT h.latest_value, h.latest_time, h.latest_id, h.latest_source
