@@ -1,13 +1,12 @@
 """Test sessions.
 
-`nox` runs every tier that needs no Kubernetes cluster (what CI runs on every
-change): chart, engine, compat-light (the engine's answers against upstream's SQL on
+`nox` runs lint (ruff and mypy, seconds) and every tier that needs no Kubernetes cluster
+(what CI runs on every change): chart, engine, compat-light (the engine's answers against upstream's SQL on
 embedded ClickHouse, a lighter matrix), sdk (both official SDKs, unmodified, against a
 local stack), faults (the engine under injected faults and a bounded load run, a few
 minutes) and suite (the test kit's and the kind tier's own
 tests, and the usage tests on a local stack); `nox -s compat` is the full differential
-tier; `nox -s e2e` is the kind tier; `nox -s bench` the benchmarks; `nox -s lint` ruff
-and mypy.
+tier; `nox -s e2e` is the kind tier; `nox -s bench` the benchmarks.
 
 The kind tier (needs Docker and network access to chart repositories and container
 registries; see docs/kind.md):
@@ -35,12 +34,13 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["chart", "engine", "compat-light", "sdk", "faults", "suite"]
+# lint first: it takes seconds and names the line.
+nox.options.sessions = ["lint", "chart", "engine", "compat-light", "sdk", "faults", "suite"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
 # Python packages are pinned in pyproject.toml (dependencies and extras: test, render,
-# kind, lint); every other version the tiers pin is in fixtures/platform.yaml.
+# kind, compat, bench, lint); every other version the tiers pin is in fixtures/platform.yaml.
 PYPROJECT = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text())
 
 
@@ -161,12 +161,9 @@ def suite(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (check and format) on the repository, mypy on the engine (src/); configured in pyproject.toml."""
     session.install("-e", ".[lint]")
-    src_pending = PYPROJECT.get("tool", {}).get("bp-openmeter", {}).get("lint", {}).get("src-pending", False)
-    leave_out = ["--extend-exclude", "src"] if src_pending else []
-    session.run("ruff", "check", *leave_out, ".")
-    session.run("ruff", "format", "--check", *leave_out, ".")
-    # While src/ is pending (pyproject.toml [tool.bp-openmeter.lint]), mypy's findings are reported, not fatal.
-    session.run("mypy", success_codes=[0, 1] if src_pending else [0])
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
 
 
 @nox.session

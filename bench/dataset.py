@@ -18,10 +18,10 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from bp_openmeter import projection
+from bp_openmeter import rollup_sql
 from bp_openmeter.config import PostgresConfig
 from bp_openmeter.db import make_pool
-from bp_openmeter.meter_store import METERS_LOCK
+from bp_openmeter.meters_lock import METERS_LOCK
 from bp_openmeter.sealing import Sealer
 
 from .workload import EVENT_TYPE, MODELS, USERS_PER_SUBJECT
@@ -78,7 +78,7 @@ def prepare_session(conn: psycopg.Connection, work_mem: str) -> None:
     conn.execute("SET TIME ZONE 'UTC'")
     conn.execute("SET jit = off")
     conn.execute(f"SET work_mem = '{work_mem}'")
-    conn.execute(projection.STAGING_TABLE)
+    conn.execute(rollup_sql.STAGING_TABLE)
     conn.commit()
 
 
@@ -114,7 +114,7 @@ def _load_chunk(database_url: str, ds: Dataset, lo: int, hi: int, work_mem: str 
         stage(conn, ds, lo, hi)
         started = time.perf_counter()
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
-        conn.execute(projection.STORE_BATCH, {"meter_pk": None, "namespace": ds.namespace})
+        conn.execute(rollup_sql.STORE_BATCH, {"meter_pk": None, "namespace": ds.namespace})
         conn.commit()
         return time.perf_counter() - started
 
@@ -135,7 +135,7 @@ def one_batch_seconds(database_url: str, ds: Dataset, batch: int, repeat: int = 
     seconds, as at the ingest target), with the sink's session settings."""
     recent = live(ds, batch * repeat)
     times = sorted(
-        _load_chunk(database_url, recent, k * batch, (k + 1) * batch, projection.FOLD_WORK_MEM) for k in range(repeat)
+        _load_chunk(database_url, recent, k * batch, (k + 1) * batch, rollup_sql.FOLD_WORK_MEM) for k in range(repeat)
     )
     return times[len(times) // 2]
 

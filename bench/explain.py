@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bp_openmeter import projection
-from bp_openmeter.meter_store import METERS_LOCK
+from bp_openmeter import rollup_sql
+from bp_openmeter.meters_lock import METERS_LOCK
 
 from . import dataset
 
@@ -65,14 +65,14 @@ def flatten(node: dict) -> list[NodeTime]:
 
 def explain_batch(database_url: str, history: dataset.Dataset, batch: int) -> BatchPlan:
     with psycopg.connect(database_url) as conn:
-        dataset.prepare_session(conn, projection.FOLD_WORK_MEM)  # as a sink session
+        dataset.prepare_session(conn, rollup_sql.FOLD_WORK_MEM)  # as a sink session
         recent = dataset.live(history, batch)
         plan = None
         for _ in range(RUNS):
             dataset.stage(conn, recent, 0, batch)
             conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
             plan = conn.execute(
-                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + projection.STORE_BATCH,
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + rollup_sql.STORE_BATCH,
                 {"meter_pk": None, "namespace": history.namespace},
             ).fetchone()[0][0]
             conn.rollback()  # the same batch again next run: every run inserts it all

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from bp_openmeter import meter_store, query
+from bp_openmeter import meter_store, query_params, query_run
 from testkit.stack.servers import admin_url_for
 
 from .dataset import Dataset
@@ -51,7 +51,7 @@ async def explain(database_url: str, ds: Dataset, case: QueryCase, tz: str) -> l
         if meter is None:
             raise RuntimeError(f"no meter {case.slug} in namespace {ds.namespace}")
         start, end = _range(ds, case, 0)
-        params = query.QueryParams(
+        params = query_params.QueryParams(
             start=start,
             end=end,
             window_size=case.window,
@@ -60,7 +60,7 @@ async def explain(database_url: str, ds: Dataset, case: QueryCase, tz: str) -> l
             group_by=case.group_by,
         )
         plans.clear()  # the meter's lookup is not the query
-        result = await query.run(conn, meter, params, 1_000_000)
+        result = await query_run.run(conn, meter, params, 1_000_000)
     lines = [f"{len(result.rows):,} rows answered; {len(plans)} statement(s):"]
     for notice in plans:
         duration, _, body = notice.partition("plan:")

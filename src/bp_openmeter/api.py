@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 from importlib import resources
+from typing import Any, Awaitable, Callable, TypeVar
 
 import orjson
 import psycopg
@@ -17,8 +17,9 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import auth, events_list, meter_store, metrics, query
+from . import auth, events_list, meter_store, metrics, query_output, query_params, query_run
 from .body_budget import BodyBudget, ChargeBodies
 from .bus import BusUnavailable
 from .cloudevents_in import parse_body
@@ -27,11 +28,14 @@ from .disconnect import ClientGone, unless_client_leaves
 from .ingest import Ingestor
 from .jsonlimits import has_nul
 from .logs import get_logger
-from .meters import MeterError, apply_update, parse_list_params, parse_meter_spec, valid_id_or_slug
+from .meters import Meter, MeterError, apply_update, parse_list_params, parse_meter_spec, valid_id_or_slug
 from .problems import Problem, bad_request, not_found
 from .timefmt import utcnow
 
 log = get_logger("api")
+
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass
@@ -41,7 +45,7 @@ class ApiState:
     ingestor: Ingestor
 
 
-def json_response(payload, status: int = 200) -> Response:
+def json_response(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
@@ -76,7 +80,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, limit: int = 1024 * 1024):
+async def read_json(request: Request, limit: int = 1024 * 1024) -> Any:
     body = await read_body(request, limit)
     if not body:
         raise bad_request("request body is empty; a JSON object is expected")
@@ -126,7 +130,7 @@ async def list_events(request: Request) -> Response:
     state = _state(request)
     params = events_list.parse_params(request.query_params)
 
-    async def answer():
+    async def answer() -> list[dict[str, Any]]:
         async with state.pool.connection() as conn:
             return await events_list.list_events(conn, state.cfg.namespace, params)
 
@@ -143,7 +147,7 @@ def _id_or_slug(request: Request) -> str:
     return value
 
 
-async def _meter_or_404(conn, namespace: str, request: Request):
+async def _meter_or_404(conn: psycopg.AsyncConnection, namespace: str, request: Request) -> Meter:
     id_or_slug = _id_or_slug(request)
     meter = await meter_store.get_meter(conn, namespace, id_or_slug)
     if meter is None:
@@ -151,14 +155,14 @@ async def _meter_or_404(conn, namespace: str, request: Request):
     return meter
 
 
-def _counts_complete(meter) -> None:
+def _counts_complete(meter: Meter) -> None:
     """A meter whose backfill is still running would answer with part of its events."""
     if meter.backfilling:
         raise Problem(503, f"meter {meter.spec.slug} is still being built from the stored events; "
                            "its answers are complete once that finishes", headers={"Retry-After": "5"})
 
 
-def _checked(parse, *args):
+def _checked(parse: Callable[..., T], *args: Any) -> T:
     try:
         return parse(*args)
     except MeterError as exc:
@@ -222,27 +226,27 @@ async def delete_meter(request: Request) -> Response:
 
 async def meter_subjects(request: Request) -> Response:
     state = _state(request)
-    start, end = query.parse_range(request.query_params)
+    start, end = query_params.parse_range(request.query_params)
 
-    async def answer():
+    async def answer() -> list[str]:
         async with state.pool.connection() as conn:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
             _counts_complete(meter)
-            return await query.subjects(conn, meter, start, end, state.cfg.api.max_query_rows)
+            return await query_run.subjects(conn, meter, start, end, state.cfg.api.max_query_rows)
 
     return json_response(await unless_client_leaves(request, answer()))
 
 
 async def meter_group_values(request: Request) -> Response:
     state = _state(request)
-    start, end = query.parse_range(request.query_params, known={"from", "to"})
+    start, end = query_params.parse_range(request.query_params, known={"from", "to"})
     key = request.path_params["group_by_key"]
 
-    async def answer():
+    async def answer() -> list[str]:
         async with state.pool.connection() as conn:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
             _counts_complete(meter)
-            return await query.group_values(conn, meter, key, start, end, state.cfg.api.max_query_rows)
+            return await query_run.group_values(conn, meter, key, start, end, state.cfg.api.max_query_rows)
 
     return json_response(await unless_client_leaves(request, answer()))
 
@@ -251,23 +255,23 @@ async def query_meter(request: Request) -> Response:
     state = _state(request)
     if request.method == "POST":
         body = await read_json(request)
-        params = query.parse_body_params(body)
+        params = query_params.parse_body_params(body)
     else:
-        params = query.parse_query_params(request.query_params)
+        params = query_params.parse_query_params(request.query_params)
     started = time.perf_counter()
 
-    async def answer():
+    async def answer() -> tuple[Meter, query_run.QueryResult]:
         async with state.pool.connection() as conn:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
             _counts_complete(meter)
-            return meter, await query.run(conn, meter, params, state.cfg.api.max_query_rows)
+            return meter, await query_run.run(conn, meter, params, state.cfg.api.max_query_rows)
 
     meter, result = await unless_client_leaves(request, answer())
     metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
-    if query.wants_csv(request.headers.get("accept", "")):
-        return Response(query.to_csv(result), media_type="text/csv",
+    if query_output.wants_csv(request.headers.get("accept", "")):
+        return Response(query_output.to_csv(result), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{meter.spec.slug}.csv"'})
-    return json_response(query.to_json(result))
+    return json_response(query_output.to_json(result))
 
 
 async def openapi_document(_: Request) -> Response:
@@ -311,10 +315,10 @@ class RefuseNulInQuery:
     """A query parameter with a NUL (%00) can match nothing PostgreSQL stores, and as a
     statement parameter it would fail the database call: refuse it up front."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp):
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
             response = bad_request("a query parameter contains a NUL character (%00)").response()
             await response(scope, receive, send)
@@ -322,9 +326,10 @@ class RefuseNulInQuery:
         await self.app(scope, receive, send)
 
 
-def _by_method(**handlers) -> Callable[[Request], Awaitable[Response]]:
+def _by_method(**handlers: Handler) -> Handler:
     """One endpoint per path, so that a 405 lists every method of the path in Allow."""
-    handlers.setdefault("HEAD", handlers.get("GET"))
+    if "GET" in handlers:
+        handlers.setdefault("HEAD", handlers["GET"])
 
     async def endpoint(request: Request) -> Response:
         return await handlers[request.method](request)
@@ -332,7 +337,7 @@ def _by_method(**handlers) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-def _needs(permission: str | None, handler: Callable[[Request], Awaitable[Response]]):
+def _needs(permission: str | None, handler: Handler) -> Handler:
     """The handler, run only for a caller with the permission (None: any authenticated caller)."""
     if permission is None:
         return handler
@@ -346,7 +351,7 @@ def _needs(permission: str | None, handler: Callable[[Request], Awaitable[Respon
 
 # path -> method -> (handler, the permission it needs); the OpenAPI document states the
 # same permission per operation (x-permission), and a test holds the two equal.
-OPERATIONS: dict[str, dict[str, tuple[Callable[[Request], Awaitable[Response]], str | None]]] = {
+OPERATIONS: dict[str, dict[str, tuple[Handler, str | None]]] = {
     "/api/v1/events": {"GET": (list_events, "read"), "POST": (ingest_events, "ingest")},
     "/api/v1/meters": {"GET": (list_meters, "read"), "POST": (create_meter, "admin")},
     "/api/v1/meters/{id_or_slug}": {"GET": (get_meter, "read"), "PUT": (update_meter, "admin"),
@@ -363,13 +368,13 @@ def build_app(state: ApiState) -> Starlette:
                                         for method, (handler, permission) in methods.items()}),
                     methods=list(methods))
               for path, methods in OPERATIONS.items()]
-    middleware = [Middleware(RefuseNulInQuery)]
-    if state is not None:
-        # Who is calling, first: nothing is read for a caller who may not call; then the
-        # bodies of those who may, charged to the process's budget.
-        middleware[:0] = [Middleware(auth.BearerAuth, verifier=auth.verifier_for(state.cfg.api.auth)),
-                          Middleware(ChargeBodies, budget=BodyBudget(state.cfg.api.body_budget_bytes))]
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers={
+    # Who is calling, first: nothing is read for a caller who may not call; then the bodies
+    # of those who may, charged to the process's budget.
+    middleware = [Middleware(auth.BearerAuth, verifier=auth.verifier_for(state.cfg.api.auth)),
+                  Middleware(ChargeBodies, budget=BodyBudget(state.cfg.api.body_budget_bytes)),
+                  Middleware(RefuseNulInQuery)]
+    # Each handler takes the exception class it is registered for (Starlette calls it so).
+    handlers: dict[Any, Callable[..., Awaitable[Response]]] = {
         Problem: _problem,
         HTTPException: _http_error,
         ClientGone: _client_gone,
@@ -378,6 +383,7 @@ def build_app(state: ApiState) -> Starlette:
         psycopg.OperationalError: _database_error,
         PoolTimeout: _database_error,
         Exception: _unexpected,
-    })
+    }
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.api = state
     return app

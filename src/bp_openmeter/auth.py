@@ -24,10 +24,11 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Iterable, Mapping, MutableMapping, Protocol
 
 import jwt
 from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import PERMISSIONS, AuthConfig, OidcConfig
 from .jwks import JwksCache, JwksUnavailable
@@ -42,7 +43,7 @@ LEEWAY_S = 30
 GRANT_KEY = "bp_openmeter.grant"
 
 
-def implied(permissions) -> frozenset[str]:
+def implied(permissions: Iterable[str]) -> frozenset[str]:
     """admin may do everything (tokens from before permissions existed are admin tokens)."""
     granted = frozenset(permissions)
     return frozenset(PERMISSIONS) if "admin" in granted else granted
@@ -80,6 +81,12 @@ def _quotable(text: str) -> str:
 
 def _invalid(reason: str, detail: str) -> Denied:
     return Denied(401, reason, detail, error="invalid_token")
+
+
+class Verifier(Protocol):
+    """What a mode checks: the caller's grant from the Authorization header, or Denied."""
+
+    async def grant(self, authorization: str | None) -> Grant: ...
 
 
 class OpenAccess:
@@ -156,7 +163,7 @@ def _scopes(claims: dict) -> set[str]:
     return found
 
 
-def verifier_for(cfg: AuthConfig):
+def verifier_for(cfg: AuthConfig) -> Verifier:
     if cfg.mode == "token":
         return StaticTokens(cfg)
     if cfg.mode == "oidc":
@@ -169,7 +176,7 @@ _ALLOWS = {"ingest": "post events", "read": "read events, meters and usage",
            "admin": "create, change or delete meters"}
 
 
-def require(scope: dict, permission: str) -> None:
+def require(scope: MutableMapping[str, Any], permission: str) -> None:
     """403 problem+json unless the caller's grant (set by BearerAuth) includes the permission."""
     grant: Grant = scope[GRANT_KEY]     # a KeyError (500) if the middleware is missing: fail closed
     if permission in grant.permissions:
@@ -186,11 +193,11 @@ class BearerAuth:
 
     Outside mode none, every request on the API port needs `Authorization: Bearer <token>`."""
 
-    def __init__(self, app, verifier):
+    def __init__(self, app: ASGIApp, verifier: Verifier):
         self.app = app
         self.verifier = verifier
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

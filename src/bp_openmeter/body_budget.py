@@ -10,6 +10,8 @@ once others are done, and nothing of its request was accepted.
 
 from __future__ import annotations
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from . import metrics
 from .problems import Problem
 
@@ -34,17 +36,17 @@ class BodyBudget:
 class ChargeBodies:
     """ASGI middleware: charges each received body chunk to the budget, for the request's lifetime."""
 
-    def __init__(self, app, budget: BodyBudget):
+    def __init__(self, app: ASGIApp, budget: BodyBudget):
         self.app = app
         self.budget = budget
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         held = 0
 
-        async def charged_receive():
+        async def charged_receive() -> Message:
             nonlocal held
             message = await receive()
             size = len(message.get("body", b""))

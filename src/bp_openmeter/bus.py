@@ -74,15 +74,12 @@ class EventBus:
         async def error(exc: Exception) -> None:
             log.warning("nats error", error=str(exc) or type(exc).__name__)
 
-        options = dict(servers=[self.cfg.url], name=self.name, max_reconnect_attempts=-1,
-                       reconnect_time_wait=0.5, connect_timeout=5, allow_reconnect=True,
-                       disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error,
-                       pending_size=64 * 1024 * 1024)
-        if self.cfg.user:
-            options.update(user=self.cfg.user, password=self.cfg.password)
-        if self.cfg.token:
-            options.update(token=self.cfg.token)
-        self.nc = await nats.connect(**options)
+        self.nc = await nats.connect(
+            servers=[self.cfg.url], name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            connect_timeout=5, allow_reconnect=True, disconnected_cb=disconnected, reconnected_cb=reconnected,
+            error_cb=error, pending_size=64 * 1024 * 1024,
+            user=self.cfg.user or None, password=self.cfg.password if self.cfg.user else None,
+            token=self.cfg.token or None)
         self.js = self.nc.jetstream(timeout=10, publish_async_max_pending=20_000)
 
     async def ensure_stream(self) -> None:
@@ -136,7 +133,7 @@ class EventBus:
             raise BusUnavailable(f"JetStream did not acknowledge: {exc or type(exc).__name__}") from exc
         return [bool(getattr(ack, "duplicate", False)) for ack in acks]
 
-    async def pull_subscription(self, namespace: str, batch_hint: int):
+    async def pull_subscription(self, namespace: str, batch_hint: int) -> JetStreamContext.PullSubscription:
         """The sinks' shared durable pull consumer (a work queue across sink replicas).
 
         Unlimited redelivery on purpose: an outage must never make JetStream give up on
@@ -152,7 +149,7 @@ class EventBus:
                                 max_deliver=-1, deliver_policy=DeliverPolicy.ALL,
                                 max_ack_pending=max(10_000, batch_hint * 4),
                                 filter_subject=self.subject_for(namespace))
-        return await self.js.pull_subscribe(config.filter_subject, durable=c.durable,
+        return await self.js.pull_subscribe(self.subject_for(namespace), durable=c.durable,
                                             stream=self.cfg.stream.name, config=config)
 
     async def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any, Coroutine
 
 import orjson
 
@@ -12,20 +13,16 @@ from . import __version__
 from .config import ConfigError, load_config
 
 
-def _cmd_version(_args) -> int:
+def _cmd_version(_args: argparse.Namespace) -> int:
     print(__version__)
     return 0
 
 
-def _cmd_check_config(args) -> int:
+def _cmd_check_config(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
-        from .meters import MeterError, parse_meter_spec
-        for index, meter in enumerate(cfg.meters):
-            try:
-                parse_meter_spec(meter)
-            except MeterError as exc:
-                raise ConfigError(f"meters[{index}].{exc}") from exc
+        from .meters import config_meter_specs
+        config_meter_specs(cfg.meters)
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
         return 2
@@ -33,12 +30,12 @@ def _cmd_check_config(args) -> int:
     return 0
 
 
-def _cmd_migrate(args) -> int:
+def _cmd_migrate(args: argparse.Namespace) -> int:
     from .runtime import run_migrate
     return run_migrate(args.config)
 
 
-def _run(coro) -> int:
+def _run(coro: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop where it is installed (it halves the event loop's own cost per request)."""
     try:
         import uvloop
@@ -47,17 +44,17 @@ def _run(coro) -> int:
     return uvloop.run(coro)
 
 
-def _cmd_api(args) -> int:
+def _cmd_api(args: argparse.Namespace) -> int:
     from .runtime import run_api
     return _run(run_api(args.config))
 
 
-def _cmd_sink(args) -> int:
+def _cmd_sink(args: argparse.Namespace) -> int:
     from .runtime import run_sink
     return _run(run_sink(args.config))
 
 
-def _cmd_export(args) -> int:
+def _cmd_export(args: argparse.Namespace) -> int:
     from .export.command import run
     return run(args)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard, cast
 
 import orjson
 
@@ -109,10 +109,12 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
         raise bad_request("invalid event: no events found")
     if len(parsed) > max_events:
         raise Problem(413, f"the batch has {len(parsed)} events; at most {max_events} are accepted per request")
-    events = [_plain_event(item, now_text) for item in parsed]
-    if None in events:  # something unusual or wrong: the full parser says which and where
+    plain = [_plain_event(item, now_text) for item in parsed]
+    if None in plain:  # something unusual or wrong: the full parser says which and where
         events = [event or parse_event(item, now_text, f"[{index}]")
-                  for index, (event, item) in enumerate(zip(events, parsed))]
+                  for index, (event, item) in enumerate(zip(plain, parsed))]
+    else:
+        events = cast("list[IncomingEvent]", plain)  # none is None
     return _checked(events, now, times, single=False)
 
 
@@ -152,9 +154,8 @@ def _plain_event(event: Any, now_text: str) -> IncomingEvent | None:
     if type(event) is not dict or event.get("specversion") != "1.0" or not event.keys() <= _PLAIN_KEYS:
         return None
     event_id, source, event_type, subject = event.get("id"), event.get("source"), event.get("type"), event.get("subject")
-    for value in (event_id, source, event_type, subject):
-        if type(value) is not str or not value or not _fits(value) or "\x00" in value:
-            return None
+    if not (_plain_text(event_id) and _plain_text(source) and _plain_text(event_type) and _plain_text(subject)):
+        return None
     data = event.get("data")
     if data is not None and type(data) is not dict:
         return None
@@ -165,6 +166,10 @@ def _plain_event(event: Any, now_text: str) -> IncomingEvent | None:
         return IncomingEvent(event_id, source, event_type, subject, canonical_time(raw_time), data, None)
     except ValueError:
         return None
+
+
+def _plain_text(value: Any) -> TypeGuard[str]:
+    return type(value) is str and bool(value) and _fits(value) and "\x00" not in value
 
 
 def _fits(value: str) -> bool:

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from .timefmt import parse_time
 from .redaction import redact_value
+from .timefmt import parse_time
 
 DEFAULT_CONFIG_PATH = Path("/etc/bp-openmeter/config.yaml")
 
@@ -353,10 +353,12 @@ def _oidc_config(oidc_r: _Reader) -> OidcConfig:
                               f"quote or backslash), got {scope!r}")
         scopes[permission] = scope
     scopes_r.reject_unknown()
-    return OidcConfig(issuer=oidc_r.get("issuer", str, ""), jwks_url=oidc_r.get("jwksUrl", str, ""),
-                      audience=oidc_r.get("audience", str, ""), required_scope=oidc_r.get("requiredScope", str, ""),
-                      allow_insecure_jwks_url=oidc_r.flag("allowInsecureJwksUrl", False),
-                      default_permissions=oidc_r.permissions("defaultPermissions", OidcConfig.default_permissions),
+    d = OidcConfig
+    return OidcConfig(issuer=oidc_r.get("issuer", str, d.issuer), jwks_url=oidc_r.get("jwksUrl", str, d.jwks_url),
+                      audience=oidc_r.get("audience", str, d.audience),
+                      required_scope=oidc_r.get("requiredScope", str, d.required_scope),
+                      allow_insecure_jwks_url=oidc_r.flag("allowInsecureJwksUrl", d.allow_insecure_jwks_url),
+                      default_permissions=oidc_r.permissions("defaultPermissions", d.default_permissions),
                       permission_scopes=scopes)
 
 
@@ -375,9 +377,13 @@ def _check_oidc(mode: str, oidc: OidcConfig) -> None:
                           f"tokens); set {key}.allowInsecureJwksUrl: true to allow {oidc.jwks_url!r}")
 
 
+def _address(defaults: type[ApiConfig] | type[TelemetryConfig]) -> str:
+    return f"{defaults.host}:{defaults.port}"
+
+
 def build_config(raw: Any) -> Config:
     root = _Reader(raw, "")
-    namespace = _env("BPOM_NAMESPACE", root.get("namespace", str, "default"))
+    namespace = _env("BPOM_NAMESPACE", root.get("namespace", str, Config.namespace))
     if not _NAME.fullmatch(namespace):
         raise ConfigError(f"namespace: must match [a-zA-Z0-9_-]{{1,63}}, got {namespace!r}")
     instance = root.get("instance", str, "") or namespace
@@ -385,13 +391,13 @@ def build_config(raw: Any) -> Config:
         raise ConfigError(f"instance: must match [a-zA-Z0-9_-]{{1,63}}, got {instance!r}")
 
     api_r = root.section("api")
-    api_host, api_port = parse_address(_env("BPOM_API_ADDRESS", api_r.get("address", str, "0.0.0.0:8888")),
+    api_host, api_port = parse_address(_env("BPOM_API_ADDRESS", api_r.get("address", str, _address(ApiConfig))),
                                        api_r.key("address"))
     auth_r = api_r.section("auth")
     oidc_r = auth_r.section("oidc")
     oidc = _oidc_config(oidc_r)
     oidc_r.reject_unknown()
-    auth = AuthConfig(mode=auth_r.choice("mode", "none", ("none", "token", "oidc")),
+    auth = AuthConfig(mode=auth_r.choice("mode", AuthConfig.mode, ("none", "token", "oidc")),
                       tokens=_tokens("BPOM_API_TOKENS"), ingest_tokens=_tokens("BPOM_API_INGEST_TOKENS"),
                       read_tokens=_tokens("BPOM_API_READ_TOKENS"), oidc=oidc)
     auth_r.reject_unknown()
@@ -423,17 +429,18 @@ def build_config(raw: Any) -> Config:
                           f"or no body of the largest allowed size could ever be read; got {api.body_budget_bytes}")
 
     tel_r = root.section("telemetry")
-    tel_host, tel_port = parse_address(_env("BPOM_TELEMETRY_ADDRESS", tel_r.get("address", str, "0.0.0.0:10000")),
-                                       tel_r.key("address"))
+    tel_address = _env("BPOM_TELEMETRY_ADDRESS", tel_r.get("address", str, _address(TelemetryConfig)))
+    tel_host, tel_port = parse_address(tel_address, tel_r.key("address"))
     tel_r.reject_unknown()
     if (tel_host, tel_port) == (api_host, api_port):
         raise ConfigError("telemetry.address: must differ from api.address (metrics and health have their own port)")
 
     pg_r = root.section("postgres")
-    postgres = PostgresConfig(url=_env("BPOM_POSTGRES_URL", pg_r.get("url", str, "")),
-                              pool_min=pg_r.int_in("poolMin", 1, 0, 100),
-                              pool_max=pg_r.int_in("poolMax", 10, 1, 200),
-                              reconnect_timeout=pg_r.duration("reconnectTimeout", PostgresConfig.reconnect_timeout))
+    d_pg = PostgresConfig
+    postgres = PostgresConfig(url=_env("BPOM_POSTGRES_URL", pg_r.get("url", str, d_pg.url)),
+                              pool_min=pg_r.int_in("poolMin", d_pg.pool_min, 0, 100),
+                              pool_max=pg_r.int_in("poolMax", d_pg.pool_max, 1, 200),
+                              reconnect_timeout=pg_r.duration("reconnectTimeout", d_pg.reconnect_timeout))
     pg_r.reject_unknown()
     if postgres.pool_min > postgres.pool_max:
         raise ConfigError("postgres.poolMin: must not exceed postgres.poolMax")
@@ -442,13 +449,14 @@ def build_config(raw: Any) -> Config:
 
     nats_r = root.section("nats")
     stream_r = nats_r.section("stream")
+    d_stream = StreamConfig
     stream = StreamConfig(
         name=stream_r.get("name", str, "") or stream_name_for(instance),
         subject_prefix=stream_r.get("subjectPrefix", str, "") or subject_prefix_for(instance),
-        storage=stream_r.choice("storage", "file", ("file", "memory")),
-        replicas=stream_r.int_in("replicas", 1, 1, 5),
-        duplicate_window=stream_r.duration("duplicateWindow", 120.0),
-        max_age=stream_r.duration("maxAge", 7 * 24 * 3600.0),
+        storage=stream_r.choice("storage", d_stream.storage, ("file", "memory")),
+        replicas=stream_r.int_in("replicas", d_stream.replicas, 1, 5),
+        duplicate_window=stream_r.duration("duplicateWindow", d_stream.duplicate_window),
+        max_age=stream_r.duration("maxAge", d_stream.max_age),
     )
     stream_r.reject_unknown()
     if not _NATS_NAME.fullmatch(stream.name):
@@ -457,21 +465,21 @@ def build_config(raw: Any) -> Config:
         raise ConfigError(f"nats.stream.subjectPrefix: must be dot-separated tokens, got {stream.subject_prefix!r}")
     cons_r = nats_r.section("consumer")
     consumer = ConsumerConfig(durable=cons_r.get("durable", str, "") or durable_for(instance),
-                              max_deliver=cons_r.int_in("maxDeliver", 5, 1, 1000),
-                              ack_wait=cons_r.duration("ackWait", 30.0))
+                              max_deliver=cons_r.int_in("maxDeliver", ConsumerConfig.max_deliver, 1, 1000),
+                              ack_wait=cons_r.duration("ackWait", ConsumerConfig.ack_wait))
     cons_r.reject_unknown()
     if not _NATS_NAME.fullmatch(consumer.durable):
         raise ConfigError(f"nats.consumer.durable: must match [A-Za-z0-9_-]{{1,255}}, got {consumer.durable!r}")
-    nats = NatsConfig(url=_env("BPOM_NATS_URL", nats_r.get("url", str, "nats://127.0.0.1:4222")),
+    nats = NatsConfig(url=_env("BPOM_NATS_URL", nats_r.get("url", str, NatsConfig.url)),
                       user=_env("BPOM_NATS_USER", ""), password=_env("BPOM_NATS_PASSWORD", ""),
                       token=_env("BPOM_NATS_TOKEN", ""), stream=stream, consumer=consumer)
     nats_r.reject_unknown()
 
     vk_r = root.section("valkey")
-    valkey = ValkeyConfig(url=_env("BPOM_VALKEY_URL", vk_r.get("url", str, "")),
+    valkey = ValkeyConfig(url=_env("BPOM_VALKEY_URL", vk_r.get("url", str, ValkeyConfig.url)),
                           username=_env("BPOM_VALKEY_USERNAME", ""),
                           password=_env("BPOM_VALKEY_PASSWORD", ""),
-                          dedupe_ttl=vk_r.duration("dedupeTtl", 24 * 3600.0),
+                          dedupe_ttl=vk_r.duration("dedupeTtl", ValkeyConfig.dedupe_ttl),
                           key_prefix=vk_r.get("keyPrefix", str, "") or key_prefix_for(instance))
     vk_r.reject_unknown()
     if not _KEY_PREFIX.fullmatch(valkey.key_prefix):
@@ -480,7 +488,7 @@ def build_config(raw: Any) -> Config:
 
     sink_r = root.section("sink")
     sink = SinkConfig(batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
-                      max_wait=sink_r.duration("maxWait", 0.2),
+                      max_wait=sink_r.duration("maxWait", SinkConfig.max_wait),
                       concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16),
                       store_slots=sink_r.int_in("storeSlots", SinkConfig.store_slots, 0, 64),
                       retry_max_delay=sink_r.duration("retryMaxDelay", SinkConfig.retry_max_delay),
@@ -491,7 +499,7 @@ def build_config(raw: Any) -> Config:
         raise ConfigError(f"sink.retryMaxDelay: must be between 100ms and 10m, got {sink.retry_max_delay}s")
 
     log_r = root.section("logging")
-    log_level = _env("BPOM_LOG_LEVEL", log_r.get("level", str, "info")).lower()
+    log_level = _env("BPOM_LOG_LEVEL", log_r.get("level", str, Config.log_level)).lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"logging.level: must be debug, info, warning or error, got {log_level!r}")
     log_r.reject_unknown()

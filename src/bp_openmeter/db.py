@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from .config import PostgresConfig
+
+Row = TypeVar("Row")
 
 # Errors that say "the database (or the way to it) is unavailable", not "this data is bad".
 TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.DeadlockDetected,
@@ -45,7 +47,7 @@ def make_pool(cfg: PostgresConfig, name: str,
 class StatementTimeout:
     """A statement timeout on every session of a pool (api.statementTimeout): PostgreSQL
     cancels a longer statement with SQLSTATE 57014 (psycopg.errors.QueryCanceled). Meter
-    changes lift it for their own transactions that wait or fold (meter_store.unbounded)."""
+    changes lift it for their own transactions that wait or fold (unbounded)."""
 
     def __init__(self, seconds: float):
         self.setting = f"{max(1, round(seconds * 1000))}ms"
@@ -53,3 +55,20 @@ class StatementTimeout:
     async def setup(self, conn: psycopg.AsyncConnection) -> None:
         """The pool's session setup."""
         await conn.execute("SELECT set_config('statement_timeout', %s, false)", (self.setting,))
+
+
+async def unbounded(conn: psycopg.AsyncConnection) -> None:
+    """No statement timeout (the api's api.statementTimeout) for the rest of the current
+    transaction: meter changes wait for locks and fold history, each step as long as it
+    takes, where a query must not. Ends with the transaction, so a pooled session keeps its
+    own setting."""
+    await conn.execute("SET LOCAL statement_timeout = 0")
+
+
+async def one_row(cur: psycopg.AsyncCursor[Row]) -> Row:
+    """The row of a statement that always answers one (an aggregate, a sequence's state,
+    RETURNING of a row just written): none is a bug, said so here rather than later."""
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError("the statement answered no row")
+    return row

@@ -143,6 +143,7 @@ class Deduplicator:
         return values
 
     async def _mark_pipelined(self, keys: list[str]) -> None:
+        assert self.client is not None  # called only with Valkey configured
         async with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.set(key, b"1", px=self.ttl_ms)

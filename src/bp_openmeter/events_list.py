@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 import psycopg
@@ -17,8 +17,8 @@ from . import jsonpath, numeric
 from .meter_store import list_meters
 from .meters import Meter
 from .problems import bad_request
-from .query import client_id_param, time_param
-from .query_string import refuse_repeated, refuse_unknown
+from .query_params import client_id_param, time_param
+from .query_string import Query, refuse_repeated, refuse_unknown
 from .timefmt import format_time, utcnow
 
 DEFAULT_LIMIT = 100
@@ -37,11 +37,11 @@ class ListParams:
     limit: int
 
 
-def _time(qp: Mapping, name: str) -> datetime | None:
+def _time(qp: Query, name: str) -> datetime | None:
     return time_param(qp.get(name), name)
 
 
-def parse_params(qp: Mapping) -> ListParams:
+def parse_params(qp: Query) -> ListParams:
     known = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit", "clientId"}
     if "customerId" in qp:
         raise bad_request("customerId: customers are not part of this engine; filter by subject instead",
@@ -112,7 +112,7 @@ def _value_error(value: Any) -> str | None:
     if isinstance(value, (int, float, Decimal)):
         if numeric.counts(value):
             return None
-        if abs(value) >= numeric.FLOAT64_LIMIT:
+        if numeric.rounds_to_infinity(value):
             return "invalid event: value cannot be infinity"
         # Stored before ingest bounded numbers: not counted, so that no rollup row outgrows its index.
         return (f"invalid event: value has more digits than a counted number may have (at most "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any, Callable, cast
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -56,10 +57,11 @@ class _HeadRefused(Exception):
 
 
 class GuardedHTTPProtocol(HttpToolsProtocol):
-    def __init__(self, *args, limits: ConnectionLimits, **kwargs):
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.limits = limits
-        self.timeout_keep_alive = limits.idle_timeout
+        # uvicorn's annotation says int; its keep-alive timer takes any number of seconds.
+        self.timeout_keep_alive = limits.idle_timeout  # type: ignore[assignment]
         self._reading_head = True     # between requests, or inside a request line and its header fields
         self._head_bytes = 0          # bytes fed to the parser while reading the current head
         self._header_count = 0
@@ -71,8 +73,8 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
 
     # --- connections ---------------------------------------------------------------
 
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(cast(asyncio.Transport, transport))  # a stream's transport, always
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, "connections", f"the server has {self.limits.max_connections} connections open, "
                                              "its limit (api.maxConnections); try again shortly",
@@ -220,8 +222,8 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self.loop.call_later(LINGER_S, self.transport.close)
 
 
-def protocol_factory(limits: ConnectionLimits):
+def protocol_factory(limits: ConnectionLimits) -> Callable[..., GuardedHTTPProtocol]:
     """What uvicorn.Config(http=...) takes: it calls this with its own keyword arguments."""
-    def make(*args, **kwargs) -> GuardedHTTPProtocol:
+    def make(*args: Any, **kwargs: Any) -> GuardedHTTPProtocol:
         return GuardedHTTPProtocol(*args, limits=limits, **kwargs)
     return make

@@ -68,7 +68,7 @@ class JwksCache:
 
     def _fetch(self) -> dict:
         request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 (URL from config)
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
             body = response.read(MAX_DOCUMENT_BYTES + 1)
         if len(body) > MAX_DOCUMENT_BYTES:
             raise ValueError(f"JWKS document larger than {MAX_DOCUMENT_BYTES} bytes")

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, MutableMapping
 
 import structlog
+from structlog.typing import FilteringBoundLogger, Processor
 
 from .redaction import redact_value
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
-_SHARED = [
+_SHARED: list[Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
 ]
 
 
-def _redact_secrets(_logger, _method, event_dict: dict) -> dict:
+def _redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
     return {key: redact_value(key, value) for key, value in event_dict.items()}
 
 
@@ -52,5 +54,5 @@ def configure(level: str = "info", component: str = "") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def get_logger(name: str):
+def get_logger(name: str) -> FilteringBoundLogger:
     return structlog.get_logger(source=name)

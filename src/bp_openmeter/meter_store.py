@@ -1,7 +1,7 @@
 """Meters in PostgreSQL: CRUD, and the backfill that makes a new meter retroactive.
 
-Every change to the set of live meters takes the meters lock exclusively, for a moment;
-every sink batch takes it shared for its transaction. So while a meter is registered, no
+Every change to the set of live meters takes the meters lock (meters_lock.py) exclusively,
+for a moment; every sink batch takes it shared for its transaction. So while a meter is registered, no
 batch is between "insert events" (where sequence numbers are drawn) and "fold into
 rollups": every event with a sequence number up to the watermark read then is committed,
 and every batch after sees the meter. The watermark thus splits the events exactly: the
@@ -24,25 +24,22 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from . import projection
+from . import rollup_sql
+from .db import one_row, unbounded
 from .ids import new_ulid
 from .logs import get_logger
 from .meters import ListParams, Meter, MeterSpec
+from .meters_lock import lock_exclusive, lock_shared, release_backfill, take_backfill, watermark
 
 log = get_logger("meters")
 
-METERS_LOCK = 0x6270_6F6D_6D65_7472  # "bpommetr"
-# pg_advisory_lock(BACKFILL_LOCK, pk): held by whoever backfills the meter, for the whole backfill.
-BACKFILL_LOCK = 0x6266_696C  # "bfil"
-
-_LOCK_PATIENCE = 10.0   # seconds of trying for a free moment before queueing for the exclusive lock
-_LOCK_RETRY = 0.02
 _CHUNK_START, _CHUNK_MIN, _CHUNK_MAX = 20_000, 1_000, 5_000_000  # sequence numbers per chunk
 _CHUNK_QUICK, _CHUNK_SLOW = 0.1, 0.4  # seconds a chunk may take: grow below, shrink above
 RESUME_INTERVAL = 10.0  # seconds between the sink's looks for interrupted backfills
@@ -96,45 +93,22 @@ async def list_meters(conn: psycopg.AsyncConnection, namespace: str,
     asked for; ties (a deleted meter and a live one of the same slug) in creation order."""
     direction = "DESC" if params.descending else "ASC"
     paging = "LIMIT %(limit)s OFFSET %(offset)s" if params.page is not None else ""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"""SELECT {_COLUMNS} FROM meters
+    rows = conn.cursor(row_factory=dict_row)
+    await rows.execute(f"""SELECT {_COLUMNS} FROM meters
                            WHERE namespace = %(namespace)s AND (%(deleted)s OR deleted_at IS NULL)
                            ORDER BY {_LIST_ORDER[params.order_by]} {direction}, pk {direction} {paging}""",
                       {"namespace": namespace, "deleted": params.include_deleted, "limit": params.page_size,
                        "offset": ((params.page or 1) - 1) * params.page_size})
-    return [_row_to_meter(row) for row in await cur.fetchall()]
+    return [_row_to_meter(row) for row in await rows.fetchall()]
 
 
 async def get_meter(conn: psycopg.AsyncConnection, namespace: str, id_or_slug: str) -> Meter | None:
     """By slug: the live meter. By id: also a deleted one (still queryable, as upstream)."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"SELECT {_COLUMNS} FROM meters WHERE namespace = %s "
+    rows = conn.cursor(row_factory=dict_row)
+    await rows.execute(f"SELECT {_COLUMNS} FROM meters WHERE namespace = %s "
                       "AND (id = %s OR (slug = %s AND deleted_at IS NULL))", (namespace, id_or_slug, id_or_slug))
-    row = await cur.fetchone()
+    row = await rows.fetchone()
     return _row_to_meter(row) if row else None
-
-
-async def unbounded(conn: psycopg.AsyncConnection) -> None:
-    """No statement timeout (the api's api.statementTimeout) for the rest of the current
-    transaction: the meter-change work here waits for locks and folds history, each step as
-    long as it takes, where a query must not. Ends with the transaction, so a pooled session
-    keeps its own setting."""
-    await conn.execute("SET LOCAL statement_timeout = 0")
-
-
-async def lock_exclusive(conn: psycopg.AsyncConnection) -> None:
-    """Take the meters lock exclusively (for the current transaction) in a moment when no
-    batch holds it, rather than queueing for it: a queued exclusive request makes every new
-    batch wait behind it too, for as long as the batches in flight take (a pause in storage).
-    Only after _LOCK_PATIENCE seconds without such a moment does it queue."""
-    await unbounded(conn)
-    deadline = time.monotonic() + _LOCK_PATIENCE
-    while time.monotonic() < deadline:
-        cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (METERS_LOCK,))
-        if (await cur.fetchone())[0]:
-            return
-        await asyncio.sleep(_LOCK_RETRY)
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (METERS_LOCK,))
 
 
 async def _idle(conn: psycopg.AsyncConnection) -> None:
@@ -145,19 +119,11 @@ async def _idle(conn: psycopg.AsyncConnection) -> None:
         await conn.commit()
 
 
-async def watermark(conn: psycopg.AsyncConnection) -> int:
-    """The last events sequence number handed out (0: none yet). Under the exclusive meters
-    lock every event up to it is committed (or rolled back for good). The export's horizon
-    (export/source.py) is this too."""
-    cur = await conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_seq_seq")
-    return (await cur.fetchone())[0]
-
-
 async def _check_room(conn: psycopg.AsyncConnection, namespace: str, max_meters: int | None) -> None:
     if max_meters is None:
         return
     cur = await conn.execute("SELECT count(*) FROM meters WHERE namespace = %s AND deleted_at IS NULL", (namespace,))
-    live = (await cur.fetchone())[0]
+    live = (await one_row(cur))[0]
     if live >= max_meters:
         raise MeterLimitReached(f"the namespace has {live} meters, the most allowed (maxMeters: {max_meters}); "
                                 "delete one first")
@@ -176,8 +142,8 @@ async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: Mete
             raise MeterConflict(f"meter with slug {spec.slug!r} already exists")
         await _check_room(conn, namespace, max_meters)
         target = await watermark(conn)
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
+        rows = conn.cursor(row_factory=dict_row)
+        await rows.execute(
             f"""INSERT INTO meters (id, namespace, slug, name, description, event_type, event_from, aggregation,
                                    value_property, value_path, value_field, group_by, group_keys, group_paths,
                                    group_fields, metadata, managed_by, backfilled_through, backfill_target)
@@ -190,7 +156,7 @@ async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: Mete
              "description": spec.description, "event_type": spec.event_type, "event_from": spec.event_from,
              "aggregation": spec.aggregation, "value_property": spec.value_property,
              "managed_by": managed_by, "watermark": target, **_derived(spec)})
-        meter = _row_to_meter(await cur.fetchone())
+        meter = _row_to_meter(await one_row(rows))
     return await _completed(conn, meter)
 
 
@@ -209,8 +175,8 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
     await _idle(conn)
     async with conn.transaction():
         await lock_exclusive(conn)
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(
+        rows = conn.cursor(row_factory=dict_row)
+        await rows.execute(
             f"""UPDATE meters SET name = %(name)s, description = %(description)s, event_type = %(event_type)s,
                        event_from = %(event_from)s, aggregation = %(aggregation)s,
                        value_property = %(value_property)s, value_path = %(value_path)s,
@@ -223,7 +189,7 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
             {"pk": current.pk, "name": spec.name, "description": spec.description, "event_type": spec.event_type,
              "event_from": spec.event_from, "aggregation": spec.aggregation, "value_property": spec.value_property,
              "managed_by": managed_by, **_derived(spec)})
-        row = await cur.fetchone()
+        row = await rows.fetchone()
         if row is None:
             raise MeterConflict(f"meter {current.spec.slug!r} was deleted meanwhile")
         if rebuild:
@@ -234,16 +200,16 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
     return await _completed(conn, meter)
 
 
-async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict:
+async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict[str, Any]:
     """Give the meter a new internal key with a backfill to do, in the caller's transaction
     under the exclusive lock: sink batches after this one fold into the new key, nothing
     writes the old one any more, and its rollups are garbage. Returns the meter's new row."""
     await conn.execute("INSERT INTO rollup_garbage (meter_pk) VALUES (%s) ON CONFLICT DO NOTHING", (meter_pk,))
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0,
+    rows = conn.cursor(row_factory=dict_row)
+    await rows.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0,
                                  backfill_target = NULLIF(%s::bigint, 0)
                            WHERE pk = %s RETURNING {_COLUMNS}""", (await watermark(conn), meter_pk))
-    return await cur.fetchone()
+    return await one_row(rows)
 
 
 async def delete_meter(conn: psycopg.AsyncConnection, meter: Meter) -> None:
@@ -285,7 +251,7 @@ async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tu
         await unbounded(conn)
         # Shared, as a sink batch: the sealer must not move its watermark past minutes this
         # chunk is folding.
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
+        await lock_shared(conn)
         cur = await conn.execute("""SELECT namespace, event_type, backfilled_through, backfill_target FROM meters
                                      WHERE pk = %s FOR UPDATE""", (meter_pk,))
         row = await cur.fetchone()
@@ -293,10 +259,10 @@ async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tu
             return True, 0, 0  # complete, or the meter got a new key (its own backfill does that one)
         namespace, event_type, done_through, target = row
         hi = min(done_through + width, target)
-        await conn.execute(f"SET LOCAL work_mem = '{projection.FOLD_WORK_MEM}'")  # as a sink batch
-        cur = await conn.execute(projection.BACKFILL, {"namespace": namespace, "event_type": event_type,
+        await conn.execute(f"SET LOCAL work_mem = '{rollup_sql.FOLD_WORK_MEM}'")  # as a sink batch
+        cur = await conn.execute(rollup_sql.BACKFILL, {"namespace": namespace, "event_type": event_type,
                                                        "lo": done_through, "hi": hi, "meter_pk": meter_pk})
-        scanned, metered = await cur.fetchone()
+        scanned, metered = await one_row(cur)
         await conn.execute("""UPDATE meters SET backfilled_through = %(hi)s,
                                      backfill_target = CASE WHEN %(hi)s >= backfill_target THEN NULL
                                                             ELSE backfill_target END
@@ -314,15 +280,9 @@ async def backfill(conn: psycopg.AsyncConnection, meter_pk: int, wait: bool = Tr
     await conn.commit()
     if not pending:
         return progress
-    key = (BACKFILL_LOCK, meter_pk & 0x7FFF_FFFF)
-    if wait:
-        await unbounded(conn)  # as long as the other session's backfill takes
-        await conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
-    else:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
-        if not (await cur.fetchone())[0]:
-            await conn.commit()
-            return None
+    if not await take_backfill(conn, meter_pk, wait):
+        await conn.commit()
+        return None
     await conn.commit()
     started = time.perf_counter()
     try:
@@ -342,7 +302,7 @@ async def backfill(conn: psycopg.AsyncConnection, meter_pk: int, wait: bool = Tr
             elif elapsed > _CHUNK_SLOW:
                 width = max(_CHUNK_MIN, width // 2)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        await release_backfill(conn, meter_pk)
         await conn.commit()
     progress.seconds = time.perf_counter() - started
     if progress.scanned:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable, Literal, overload
 
 from . import jsonpath
+from .config import ConfigError
+from .query_string import Query, refuse_repeated, refuse_unknown
 from .timefmt import format_time, parse_time
 
 AGGREGATIONS = ("SUM", "COUNT", "UNIQUE_COUNT", "AVG", "MIN", "MAX", "LATEST")
@@ -37,7 +39,7 @@ class ListParams:
     page_size: int = DEFAULT_PAGE_SIZE
 
 
-def _positive(qp: Any, name: str, most: int) -> int | None:
+def _positive(qp: Query, name: str, most: int) -> int | None:
     raw = qp.get(name)
     if raw is None:
         return None
@@ -46,17 +48,12 @@ def _positive(qp: Any, name: str, most: int) -> int | None:
     return int(raw)
 
 
-def parse_list_params(qp: Any) -> ListParams:
+def parse_list_params(qp: Query) -> ListParams:
     """The list's query parameters; unknown ones are refused, as on the other endpoints."""
-    known = {"includeDeleted", "order", "orderBy", "page", "pageSize"}
-    unknown = sorted(set(qp.keys()) - known)
-    if unknown:
-        raise MeterError(unknown[0], "unknown query parameter")
+    known = ("includeDeleted", "order", "orderBy", "page", "pageSize")
+    refuse_unknown(qp, known)
     # Each takes one value: a second one would silently win (includeDeleted=true&includeDeleted=false).
-    for name in sorted(known):
-        given = len(qp.getlist(name))
-        if given > 1:
-            raise MeterError(name, f"given {given} times; it takes one value")
+    refuse_repeated(qp, known)
     include_deleted = qp.get("includeDeleted", "false")
     if include_deleted not in ("true", "false"):
         raise MeterError("includeDeleted", f"must be true or false, got {include_deleted[:40]!r}")
@@ -149,6 +146,10 @@ class Meter:
         return out
 
 
+@overload
+def _text(body: dict, key: str, *, required: Literal[True], max_len: int, min_len: int = 0) -> str: ...
+@overload
+def _text(body: dict, key: str, *, required: bool, max_len: int, min_len: int = 0) -> str | None: ...
 def _text(body: dict, key: str, *, required: bool, max_len: int, min_len: int = 0) -> str | None:
     value = body.get(key)
     if value is None:
@@ -246,6 +247,22 @@ def parse_meter_spec(body: Any) -> MeterSpec:
         description=_text(body, "description", required=False, max_len=1024, min_len=1),
         event_from=event_from, metadata=_metadata(body),
     )
+
+
+def config_meter_specs(declared: Iterable[Any]) -> list[MeterSpec]:
+    """The meters a config file declares (`meters`): each checked as the API checks a new
+    meter, and no slug twice. The one check of check-config, migrate, api and sink."""
+    specs = []
+    for index, meter in enumerate(declared):
+        try:
+            specs.append(parse_meter_spec(meter))
+        except MeterError as exc:
+            raise ConfigError(f"meters[{index}].{exc}") from exc
+    slugs = [s.slug for s in specs]
+    duplicates = sorted({s for s in slugs if slugs.count(s) > 1})
+    if duplicates:
+        raise ConfigError(f"meters: slug {duplicates[0]!r} is declared more than once")
+    return specs
 
 
 def apply_update(current: MeterSpec, body: Any) -> MeterSpec:

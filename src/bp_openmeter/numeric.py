@@ -65,12 +65,19 @@ def within_bound(value: Decimal | int) -> bool:
     return significant <= MAX_SIGNIFICANT_DIGITS and -int(exponent) <= MAX_SCALE
 
 
+def rounds_to_infinity(value: int | float | Decimal) -> bool:
+    """Whether the number's magnitude rounds to an infinite float64."""
+    if isinstance(value, Decimal):  # (apart: abs() of a mixed union has no one type)
+        return abs(value) >= FLOAT64_LIMIT
+    return abs(value) >= FLOAT64_LIMIT
+
+
 def counts(value: int | float | Decimal) -> bool:
     """Whether a number read from a value is counted: finite as a float64, and (a stored
     number, whose spelling is gone) within the bound."""
     if isinstance(value, float):
         return math.isfinite(value)
-    return abs(value) < FLOAT64_LIMIT and within_bound(value)
+    return not rounds_to_infinity(value) and within_bound(value)
 
 
 def to_json(value: int | Decimal | float) -> int | float | orjson.Fragment:

@@ -8,19 +8,24 @@ naming the parameter, on every operation.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
+
+from starlette.datastructures import ImmutableMultiDict
 
 from .problems import bad_request
 
+# A request's query parameters, each name with its values in order (starlette's QueryParams).
+Query = ImmutableMultiDict[str, str]
 
-def refuse_unknown(qp: Any, known: Iterable[str]) -> None:
+
+def refuse_unknown(qp: Query, known: Iterable[str]) -> None:
     allowed = set(known)
     for key in qp.keys():
         if key not in allowed:
             raise bad_request(f"{key}: unknown query parameter", field=key)
 
 
-def refuse_repeated(qp: Any, single: Iterable[str]) -> None:
+def refuse_repeated(qp: Query, single: Iterable[str]) -> None:
     for name in single:
         given = len(qp.getlist(name))
         if given > 1:

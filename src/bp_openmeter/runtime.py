@@ -11,21 +11,24 @@ import asyncio
 import contextlib
 import signal
 import time
+from typing import Callable, Iterator
 
 import nats.errors
 import psycopg
 import uvicorn
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp
 
 from . import health, meter_store
 from .api import ApiState, build_app
 from .bus import EventBus
 from .config import Config, ConfigError, load_config
+from .db import StatementTimeout, make_pool
 from .dedupe import Deduplicator
 from .http_protocol import ConnectionLimits, protocol_factory
-from .db import StatementTimeout, make_pool
 from .ingest import Ingestor
 from .logs import configure, get_logger
-from .meters import MeterError, MeterSpec, parse_meter_spec
+from .meters import MeterSpec, config_meter_specs
 from .migrate import MigrationError, apply_migrations
 from .sink import Sink, setup_session
 from .telemetry import telemetry_app
@@ -36,25 +39,11 @@ MIGRATE_DEADLINE_S = 300.0
 SINK_ACQUIRE_TIMEOUT_S = 2.0
 
 
-def config_meter_specs(cfg: Config) -> list[MeterSpec]:
-    specs = []
-    for index, meter in enumerate(cfg.meters):
-        try:
-            specs.append(parse_meter_spec(meter))
-        except MeterError as exc:
-            raise ConfigError(f"meters[{index}].{exc}") from exc
-    slugs = [s.slug for s in specs]
-    duplicates = sorted({s for s in slugs if slugs.count(s) > 1})
-    if duplicates:
-        raise ConfigError(f"meters: slug {duplicates[0]!r} is declared more than once")
-    return specs
-
-
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to us (two servers share one process)."""
 
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -65,15 +54,18 @@ def _limits(cfg: Config) -> ConnectionLimits:
                             body_timeout=api.body_timeout, max_connections=api.max_connections)
 
 
-def _server(app, host: str, port: int, limits: ConnectionLimits, drain_s: float = 20.0) -> _Server:
+def _server(app: ASGIApp, host: str, port: int, limits: ConnectionLimits, drain_s: float = 20.0) -> _Server:
     # ws="none": the API has no WebSocket route, and an upgraded connection would leave the guarded protocol.
     return _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                  lifespan="off", timeout_graceful_shutdown=drain_s, loop="none",
-                                  http=protocol_factory(limits), ws="none", timeout_keep_alive=limits.idle_timeout,
-                                  server_header=False))
+                                  lifespan="off", loop="none", ws="none", server_header=False,
+                                  # uvicorn's annotations are narrower than what it takes: a protocol
+                                  # factory (it calls http(config=..., ...)), and seconds as floats.
+                                  http=protocol_factory(limits),  # type: ignore[arg-type]
+                                  timeout_graceful_shutdown=drain_s,  # type: ignore[arg-type]
+                                  timeout_keep_alive=limits.idle_timeout))  # type: ignore[arg-type]
 
 
-def _on_sigterm(callback) -> None:
+def _on_sigterm(callback: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, callback)
@@ -97,7 +89,7 @@ async def _connect_bus(bus: EventBus) -> None:
             delay = min(delay * 2, 5.0)
 
 
-async def _sync_meters(pool, cfg: Config, specs: list[MeterSpec]) -> None:
+async def _sync_meters(pool: AsyncConnectionPool, cfg: Config, specs: list[MeterSpec]) -> None:
     if not specs:
         return
     delay = 0.5
@@ -119,7 +111,7 @@ async def _sync_meters(pool, cfg: Config, specs: list[MeterSpec]) -> None:
 def run_migrate(config_path: str | None) -> int:
     cfg = load_config(config_path)
     configure(cfg.log_level, "migrate")
-    specs = config_meter_specs(cfg)
+    specs = config_meter_specs(cfg.meters)
     if not cfg.postgres.url:
         raise ConfigError("postgres.url is empty: set BPOM_POSTGRES_URL or postgres.url")
     deadline = time.monotonic() + MIGRATE_DEADLINE_S
@@ -159,7 +151,7 @@ def run_migrate(config_path: str | None) -> int:
 async def run_api(config_path: str | None) -> int:
     cfg = load_config(config_path)
     configure(cfg.log_level, "api")
-    specs = config_meter_specs(cfg)
+    specs = config_meter_specs(cfg.meters)
     timeout = StatementTimeout(cfg.api.statement_timeout)
     pool = make_pool(cfg.postgres, "api", setup=timeout.setup)
     await pool.open(wait=False)

@@ -16,7 +16,7 @@ the lock and find nothing left to do. Steps adapt their length so that each hold
 the lock briefly (a sink batch waits meanwhile; nothing is lost). The sealer takes the
 lock in a moment when no batch holds it, rather than queueing for it: a queued
 exclusive request would make every new batch wait behind it too, for as long as the
-batches in flight take (a pause in freshness); see meter_store.lock_exclusive.
+batches in flight take (a pause in freshness); see meters_lock.py.
 
 Sealing that makes no progress is visible (docs/guarantees.md): bpom_sealing_stalled_seconds
 (since the sealer last moved the watermark or found nothing due), bpom_sealing_lag_seconds
@@ -37,10 +37,12 @@ from typing import Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from .db import one_row
 from .logs import get_logger
-from .meter_store import lock_exclusive
+from .meters_lock import lock_exclusive
 from .pgerrors import Cause, cause_of, describe
-from .projection import DAY, HOUR, HOUR_TOTAL, merged, upsert
+from .rollup_sql import DAY, HOUR, HOUR_TOTAL, merged, upsert
+from .windows import floor_day, floor_minute
 
 log = get_logger("sealing")
 
@@ -117,14 +119,6 @@ SELECT min(first.minute)
 """
 
 
-def floor_minute(t: datetime) -> datetime:
-    return t.replace(second=0, microsecond=0)
-
-
-def floor_day(t: datetime) -> datetime:
-    return t.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 @dataclass
 class SealingWatch:
     """How sealing goes: since when it has made no progress (0 while it is current and
@@ -186,7 +180,7 @@ class Sealer:
                     self.watch.current = True
                     return written
                 cur = await conn.execute(_NEXT_MINUTE)
-                next_minute = (await cur.fetchone())[0]
+                next_minute = (await one_row(cur))[0]
                 await conn.commit()
                 hi = target if next_minute is None else min(target, floor_minute(next_minute) + self.step)
                 try:
@@ -197,7 +191,7 @@ class Sealer:
                         row = await cur.fetchone()
                         if row is not None and row[1] < floor_day(hi).timestamp():
                             cur = await conn.execute(SEAL_DAYS, {"lo": row[1], "hi": hi})
-                            row = (row[0] + (await cur.fetchone())[0],)
+                            row = (row[0] + (await one_row(cur))[0],)
                 except psycopg.Error as exc:
                     if cause_of(exc) is Cause.DATA:
                         await self._log_data_error(conn, hi, exc)

@@ -34,18 +34,24 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from datetime import datetime
+from functools import partial
+from typing import Any, Awaitable, Callable, TypeVar
 
 import nats.errors
 import orjson
 import psycopg
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from . import commit_outcome, messages, metrics, projection
+from . import commit_outcome, messages, metrics, rollup_sql
 from .bus import EventBus
 from .config import Config
+from .db import one_row
 from .logs import get_logger
-from .meter_store import METERS_LOCK, Backfiller
+from .meter_store import Backfiller
+from .meters_lock import lock_shared
 from .pgerrors import STORE_ERRORS, Cause, cause_of, describe
 from .sealing import Sealer
 from .timefmt import parse_time
@@ -55,6 +61,7 @@ log = get_logger("sink")
 _BACKOFF_START = 0.1
 
 # A WAL record of the transaction's own (a logical decoding message, harmless to any reader).
+T = TypeVar("T")
 _WAIT_FOR_STANDBYS = "SELECT pg_logical_emit_message(true, 'bp-openmeter', 'stored again')"
 
 
@@ -68,15 +75,15 @@ class BatchOutcome:
 
 async def setup_session(conn: psycopg.AsyncConnection) -> None:
     commit_outcome.watch(conn)
-    await conn.execute(projection.STAGING_TABLE)
-    await conn.execute(f"SET work_mem = '{projection.FOLD_WORK_MEM}'")
+    await conn.execute(rollup_sql.STAGING_TABLE)
+    await conn.execute(f"SET work_mem = '{rollup_sql.FOLD_WORK_MEM}'")
 
 
 @dataclass
 class Stored:
     delivered: int        # events in the staged messages
     inserted: int         # of those, newly stored
-    oldest: object        # the oldest ingestedAt among the inserted
+    oldest: datetime | None  # the oldest ingestedAt among the inserted
     foreign: int          # not stored: they claim another namespace (to be dead-lettered)
     conflicting: int = 0  # not inserted: their key was stored with other content
 
@@ -105,17 +112,17 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], n
     them in one transaction, in one of `slots` database-wide store slots."""
     async with conn.transaction():
         await take_store_slot(conn, slots)
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
+        await lock_shared(conn)
         async with conn.cursor() as cur:
             async with cur.copy("COPY staged_events (stream_seq, m) FROM STDIN") as copy:
                 for seq, payload in rows:
                     await copy.write_row((seq, payload.decode("utf-8")))
             params = {"meter_pk": None, "namespace": namespace}
-            await cur.execute(projection.STORE_BATCH, params)
-            stored = Stored(*await cur.fetchone())
+            await cur.execute(rollup_sql.STORE_BATCH, params)
+            stored = Stored(*await one_row(cur))
             if stored.inserted + stored.foreign < stored.delivered:
-                await cur.execute(projection.CONFLICTING, params)
-                stored.conflicting, example = await cur.fetchone()
+                await cur.execute(rollup_sql.CONFLICTING, params)
+                stored.conflicting, example = await one_row(cur)
                 if stored.conflicting:
                     log.warning("events dropped: their source and id were stored before with other content",
                                 events=stored.conflicting, example=example)
@@ -148,7 +155,7 @@ async def _insert_dead_letter(conn: psycopg.AsyncConnection, row: tuple) -> None
     commit_outcome.confirm(conn)
 
 
-def _rows(msgs: list) -> list[tuple[int, bytes]]:
+def _rows(msgs: list[Msg]) -> list[tuple[int, bytes]]:
     return [(msg.metadata.sequence.stream, msg.data) for msg in msgs]
 
 
@@ -237,7 +244,7 @@ class Sink:
         self.workers.append(worker)
         return worker
 
-    async def _work(self, psub, progress: Progress) -> None:
+    async def _work(self, psub: JetStreamContext.PullSubscription, progress: Progress) -> None:
         while not self.stopping.is_set():
             try:
                 msgs = await psub.fetch(self.fetch_size(), timeout=self.cfg.sink.max_wait)
@@ -257,16 +264,16 @@ class Sink:
         except asyncio.TimeoutError:
             pass
 
-    async def _report_lag(self, psub) -> None:
+    async def _report_lag(self, psub: JetStreamContext.PullSubscription) -> None:
         while True:
             try:
                 info = await psub.consumer_info()
-                metrics.SINK_LAG.set(info.num_pending + info.num_ack_pending)
+                metrics.SINK_LAG.set((info.num_pending or 0) + (info.num_ack_pending or 0))
             except (nats.errors.Error, asyncio.TimeoutError):
                 pass
             await asyncio.sleep(5)
 
-    async def _retrying(self, work: Callable[[psycopg.AsyncConnection], Awaitable], keep: list, what: str):
+    async def _retrying(self, work: Callable[[psycopg.AsyncConnection], Awaitable[T]], keep: list[Msg], what: str) -> T:
         """Run `work` on a pooled connection until it succeeds: an unavailable database is waited
         out with backoff (the messages in `keep` kept in progress meanwhile), an error caused by
         the data raises DataFault, and stopping while waiting raises Abandoned."""
@@ -294,14 +301,14 @@ class Sink:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.sink.retry_max_delay)
 
-    async def process(self, msgs: list, progress: Progress | None = None) -> BatchOutcome:
+    async def process(self, msgs: list[Msg], progress: Progress | None = None) -> BatchOutcome:
         """Store one fetched batch; returns what happened. Acks only what is committed."""
         progress = progress or Progress()
         outcome = BatchOutcome(delivered=len(msgs))
         started = time.perf_counter()
         try:
-            stored = await self._retrying(
-                lambda conn: _store(conn, _rows(msgs), self.cfg.namespace, self.cfg.sink.store_slots), msgs, "batch")
+            stored = await self._retrying(partial(_store, rows=_rows(msgs), namespace=self.cfg.namespace,
+                                                  slots=self.cfg.sink.store_slots), msgs, "batch")
         except DataFault as fault:
             log.warning("batch rejected by its data, storing message by message", error=str(fault))
             return await self._one_by_one(msgs, outcome, progress)
@@ -326,12 +333,12 @@ class Sink:
         metrics.SINK_REDELIVERED.inc(stored.delivered - stored.inserted - stored.foreign)
         metrics.SINK_CONFLICTING.inc(stored.conflicting)
 
-    async def _one_by_one(self, msgs: list, outcome: BatchOutcome, progress: Progress) -> BatchOutcome:
+    async def _one_by_one(self, msgs: list[Msg], outcome: BatchOutcome, progress: Progress) -> BatchOutcome:
         for index, msg in enumerate(msgs):
             try:
-                stored = await self._retrying(
-                    lambda conn: _store(conn, _rows([msg]), self.cfg.namespace, self.cfg.sink.store_slots),
-                    msgs[index:], "message")
+                stored = await self._retrying(partial(_store, rows=_rows([msg]), namespace=self.cfg.namespace,
+                                                  slots=self.cfg.sink.store_slots),
+                                              msgs[index:], "message")
             except DataFault:
                 await self._event_by_event(msg, outcome, msgs[index:])
             except Abandoned:
@@ -345,13 +352,14 @@ class Sink:
             progress.made()
         return outcome
 
-    async def _event_by_event(self, msg, outcome: BatchOutcome, keep: list) -> None:
+    async def _event_by_event(self, msg: Msg, outcome: BatchOutcome, keep: list[Msg]) -> None:
         """Store a message's events one at a time; the ones its data makes fail are dead-lettered
         once the message has had its deliveries, else the message is retried later (what was
         stored meanwhile is not stored twice: the events key)."""
         seq, deliveries = msg.metadata.sequence.stream, msg.metadata.num_delivered
+        events: list[dict[str, Any] | None]
         try:
-            events = messages.unpack(msg.data)
+            events = list(messages.unpack(msg.data))
             singles = [orjson.dumps(event) for event in events]
         except (ValueError, TypeError) as exc:
             events, singles, failed = [None], [], [(0, f"the message is not an event batch: {exc}")]
@@ -361,8 +369,9 @@ class Sink:
         try:
             for position, single in enumerate(singles):
                 try:
-                    stored = await self._retrying(lambda conn: _store(conn, [(seq, single)], self.cfg.namespace),
-                                                  keep, "event")
+                    store = partial(_store, rows=[(seq, single)], namespace=self.cfg.namespace,
+                                    slots=self.cfg.sink.store_slots)
+                    stored = await self._retrying(store, keep, "event")
                 except DataFault as fault:
                     failed.append((position, str(fault)))
                 else:
@@ -382,20 +391,22 @@ class Sink:
             return
         await msg.ack()
 
-    def _foreign_reason(self, event) -> str:
+    def _foreign_reason(self, event: object) -> str:
         claimed = event.get("namespace") if isinstance(event, dict) else None
         return (f"the event's namespace {claimed!r} is not this engine's namespace {self.cfg.namespace!r}: "
                 "not stored (another deployment's event, on this engine's stream)")
 
-    async def _dead_letter_foreign(self, msgs: list, outcome: BatchOutcome, keep: list) -> bool:
+    async def _dead_letter_foreign(self, msgs: list[Msg], outcome: BatchOutcome, keep: list[Msg]) -> bool:
         """Dead-letter the events of `msgs` that claim another namespace (STORE_BATCH has not
         stored them). An unavailable database is waited out like a store (`keep` kept in
         progress); False when the sink stops meanwhile: the messages are left un-acked and
         come back (what was stored is not stored twice, a dead letter not recorded twice)."""
         try:
             for msg in msgs:
+                events: list[dict[str, Any] | None]
+                reason: str | None
                 try:
-                    events = messages.unpack(msg.data)
+                    events = list(messages.unpack(msg.data))
                 except (ValueError, TypeError) as exc:
                     # PostgreSQL read it; a reader differing on an edge of JSON must not lose the record.
                     events, reason = [None], f"{self._foreign_reason(None)}; the message cannot be read here: {exc}"
@@ -411,8 +422,8 @@ class Sink:
             return False
         return True
 
-    async def _dead_letter(self, msg, position: int, event: dict | None, reason: str, deliveries: int,
-                           keep: list) -> None:
+    async def _dead_letter(self, msg: Msg, position: int, event: dict[str, Any] | None, reason: str, deliveries: int,
+                           keep: list[Msg]) -> None:
         """Record one event (or an unreadable message, event None) that cannot be stored."""
         fields = event or {}
         if event is not None:

@@ -34,6 +34,16 @@ _SECOND = timedelta(seconds=1)
 _CYCLE = timedelta(days=146097)
 
 
+def floor_minute(t: datetime) -> datetime:
+    """The minute `t` is in (minutes are whole in every offset the rollups are kept in: UTC)."""
+    return t.replace(second=0, microsecond=0)
+
+
+def floor_day(t: datetime) -> datetime:
+    """The UTC day `t` is in (the daily rollup level's unit)."""
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def window_of(moment: datetime, size: str, zone: tzinfo) -> tuple[datetime, datetime]:
     """The window [start, end) of `size` in `zone` that holds `moment` (aware), in UTC."""
     try:
@@ -69,6 +79,7 @@ def _window(moment: datetime, size: str, zone: tzinfo) -> tuple[datetime, dateti
 def _clock_window(moment: datetime, local: datetime, step: timedelta, zone: tzinfo) -> tuple[datetime, datetime]:
     """The minute or hour of the local clock at `moment`'s offset, cut where that offset ends."""
     offset = local.utcoffset()
+    assert offset is not None  # `local` is aware
     floor = local.replace(minute=0 if step == _STEPS["HOUR"] else local.minute, second=0, microsecond=0)
     start = (floor.replace(tzinfo=None) - offset).replace(tzinfo=UTC)
     end = start + step

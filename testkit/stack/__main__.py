@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8888, help="API port (telemetry: --port + 2112)")
     args = parser.parse_args(argv)
 
+    if not args.meters.is_file():
+        parser.error(f"--meters {args.meters}: no such file (a YAML list of meters, like fixtures/meters.yaml)")
     root = args.dir or Path(tempfile.mkdtemp(prefix="bp-openmeter-stack-"))
-    meters = yaml.safe_load(args.meters.read_text()) if args.meters.exists() else []
+    meters = yaml.safe_load(args.meters.read_text()) or []
     if isinstance(meters, dict):
         meters = meters.get("meters", [])
     # Installed first: a Ctrl-C while the servers start stops them once they are up, never leaves them running.

@@ -4,7 +4,7 @@ Plain Python over the same fixture events that the tests send, written from the
 OpenMeter v1 query semantics (the API document src/bp_openmeter/openapi.yaml; docs/compatibility.md
 "Where the engine differs from upstream OpenMeter") and sharing no code with the
 engine. It is an independent oracle, not a copy: where the engine has helpers for the
-same arithmetic (minutes floored in src/bp_openmeter/sealing.py and query.py, windows,
+same arithmetic (minutes floored in src/bp_openmeter/windows.py, windows,
 numbers read from strings), this module keeps its own on purpose and imports none.
 
 - an event is identified by (source, id); later copies of a stored event are ignored;

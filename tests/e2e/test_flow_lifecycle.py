@@ -103,38 +103,55 @@ def test_a_given_cluster_is_never_deleted_and_has_no_kind_logs(tmp_path, stand_i
     assert (plan.artifacts / "flow" / "commands.txt").is_file()
 
 
+# A kind that keeps its clusters (name -> images loaded) in a file beside it, and reads its
+# options as kind does (in any order): a test checks what the clusters became.
+KIND_WITH_CLUSTERS = """
+import argparse
+state = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "clusters.json")
+clusters = json.load(open(state)) if os.path.exists(state) else {"bp-openmeter-e2e": []}
+parser = argparse.ArgumentParser(add_help=False)
+parser.add_argument("words", nargs="*")
+parser.add_argument("--name", default="kind")
+parser.add_argument("--kubeconfig")
+options = parser.parse_intermixed_args(args)
+if options.words == ["version"]:
+    print("kind v0.33.0 go1.26.7 linux/amd64")
+elif options.words == ["get", "clusters"]:
+    print("\\n".join(clusters))
+elif options.name not in clusters:
+    print(f"ERROR: unknown cluster {options.name!r}", file=sys.stderr)
+    sys.exit(1)
+elif options.words == ["export", "kubeconfig"]:
+    open(options.kubeconfig, "w").write(f"current-context: kind-{options.name}\\n")
+elif options.words[:2] == ["load", "docker-image"]:
+    clusters[options.name] += options.words[2:]
+elif options.words == ["delete", "cluster"]:
+    del clusters[options.name]
+    if os.path.exists(options.kubeconfig):
+        os.remove(options.kubeconfig)
+else:
+    print(f"ERROR: not a command of this stand-in: {args}", file=sys.stderr)
+    sys.exit(2)
+json.dump(clusters, open(state, "w"))
+"""
+
+
 def test_a_reused_cluster_gets_its_kubeconfig_written_again(tmp_path, stand_ins):
-    kind = recording_tool(
-        tmp_path / "bin2",
-        "kind",
-        'import sys\nif args == ["version"]: print("kind v0.33.0 go1.26.7 linux/amd64")\n'
-        'elif args[:2] == ["get", "clusters"]: print("bp-openmeter-e2e")\n',
-    )
+    kind = recording_tool(tmp_path / "bin2", "kind", "import argparse, json, os, sys\n" + KIND_WITH_CLUSTERS)
     from testkit.kind import Cluster
 
-    cluster = Cluster("bp-openmeter-e2e", kind.path, Path("kubectl"), kubeconfig=tmp_path / "kc" / "kubeconfig")
-    assert cluster.create(tmp_path / "kind.yaml") == (tmp_path / "kc" / "kubeconfig").resolve()
-    assert [c["argv"] for c in kind.calls()][-1] == [
-        "export",
-        "kubeconfig",
-        "--name",
-        "bp-openmeter-e2e",
-        "--kubeconfig",
-        str((tmp_path / "kc" / "kubeconfig").resolve()),
-    ]
+    def clusters() -> dict[str, list[str]]:
+        return json.loads((tmp_path / "bin2" / "clusters.json").read_text())
+
+    kubeconfig = tmp_path / "kc" / "kubeconfig"
+    cluster = Cluster("bp-openmeter-e2e", kind.path, Path("kubectl"), kubeconfig=kubeconfig)
+    assert cluster.create(tmp_path / "kind.yaml") == kubeconfig.resolve()
+    assert kubeconfig.read_text() == "current-context: kind-bp-openmeter-e2e\n"  # written again, not created
+    assert not [c for c in kind.calls() if c["argv"][:2] == ["create", "cluster"]]
     cluster.load_image("bp-openmeter:e2e-0123456789ab")
+    assert clusters() == {"bp-openmeter-e2e": ["bp-openmeter:e2e-0123456789ab"]}
     cluster.delete()
-    assert [c["argv"] for c in kind.calls()][-2:] == [
-        ["load", "docker-image", "--name", "bp-openmeter-e2e", "bp-openmeter:e2e-0123456789ab"],
-        [
-            "delete",
-            "cluster",
-            "--name",
-            "bp-openmeter-e2e",
-            "--kubeconfig",
-            str((tmp_path / "kc" / "kubeconfig").resolve()),
-        ],
-    ]
+    assert clusters() == {} and not kubeconfig.exists()  # its kubeconfig entry goes with it
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Prerequisite checks end the kind tier at once, naming what is missing and how to get it."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,12 +30,14 @@ def test_missing_docker_command():
     assert not check.ok and "install Docker Engine" in check.fix
 
 
-def test_docker_daemon_not_running():
-    def run(argv, **kwargs):
-        assert argv == ["docker", "version", "--format", "{{.Server.Version}}"] and kwargs["timeout"]
-        return subprocess.CompletedProcess(argv, 1, "", "Cannot connect to the Docker daemon at unix:///x.sock.")
+def test_docker_daemon_not_running(tmp_path, monkeypatch):
+    # A docker command whose daemon is down, on PATH: the check runs it as it runs the real one.
+    docker = tmp_path / "docker"
+    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///x.sock.' >&2\nexit 1\n")
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
 
-    check = prereqs.check_docker_daemon(run=run, which=lambda n: "/usr/bin/docker")
+    check = prereqs.check_docker_daemon()
     assert (
         not check.ok
         and "Cannot connect to the Docker daemon" in check.detail

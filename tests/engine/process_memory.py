@@ -6,7 +6,9 @@ from pathlib import Path
 
 import yaml
 
-_VALUES = Path(__file__).resolve().parents[2] / "chart" / "values.yaml"
+from testkit.paths import CHART_DIR
+
+_VALUES = CHART_DIR / "values.yaml"
 
 
 def _chart_api_memory_limit_mib() -> int:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import psycopg
 
 from bp_openmeter.migrate import available
+from tests.engine.engine_cli import run_cli
 
 
 def version_before(name: str) -> int:
@@ -35,12 +33,6 @@ def migrate_to(url: str, version: int) -> None:
 def run_migrate(url: str) -> str:
     """The engine's `migrate` command on the database at url, as the chart's Job runs it;
     returns what it printed (it must succeed)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bp_openmeter.cli", "migrate"],
-        capture_output=True,
-        text=True,
-        env={"BPOM_POSTGRES_URL": url, "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
+    done = run_cli("migrate", env={"BPOM_POSTGRES_URL": url, "PATH": "/usr/bin:/bin"}, timeout=120)
     assert done.returncode == 0, done.stderr + done.stdout
     return done.stdout

@@ -3,13 +3,11 @@ at start-up, with the key and the way out in the message."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
 from bp_openmeter.config import ConfigError, build_config
+from tests.engine.engine_cli import run_cli
 
 ISSUER = "https://sso.example/realms/platform"
 JWKS = f"{ISSUER}/protocol/openid-connect/certs"
@@ -109,12 +107,7 @@ def test_the_engine_refuses_to_start_with_such_a_config(tmp_path, command, setti
     """What a deployment sees: the process exits 2 with the key named, before it serves anything."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(oidc(**settings)))
-    done = subprocess.run(
-        [sys.executable, "-m", "bp_openmeter.cli", "--config", str(path), command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_cli(command, config=path)
     assert done.returncode == 2, (done.stdout, done.stderr)
     for word in words:
         assert word in done.stderr, done.stderr

@@ -21,7 +21,7 @@ import psycopg
 import psycopg.rows
 import pytest
 
-from bp_openmeter.meter_store import BACKFILL_LOCK
+from bp_openmeter.meters_lock import backfill_key
 from testkit.client import OpenMeterClient
 from testkit.stack.local import EngineProcess, LocalStack
 from testkit.timeouts import TIMEOUTS
@@ -206,7 +206,7 @@ def test_verify_reports_a_meter_still_being_built_at_the_source(source, stack_fa
         (pk,) = conn.execute(
             "SELECT pk FROM meters WHERE namespace = %s AND slug = %s AND deleted_at IS NULL", (source.namespace, slug)
         ).fetchone()
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", (BACKFILL_LOCK, pk & 0x7FFF_FFFF))
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", backfill_key(pk))
         try:
             with conn.transaction():
                 for table in ("rollup_minute", "rollup_hour", "rollup_hour_total"):
@@ -218,7 +218,7 @@ def test_verify_reports_a_meter_still_being_built_at_the_source(source, stack_fa
                 )
             code, lines = export(source, target.api_url, "--verify", "--window", "HOUR")
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (BACKFILL_LOCK, pk & 0x7FFF_FFFF))
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", backfill_key(pk))
     assert code == 1
     reports = {line["meter"]: line for line in lines if line.get("msg") in ("meter agrees", "meter differs")}
     assert reports[slug]["msg"] == "meter differs", reports[slug]

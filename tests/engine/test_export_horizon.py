@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from bp_openmeter.export import source
-from bp_openmeter.meter_store import METERS_LOCK
+from bp_openmeter.meters_lock import METERS_LOCK
 from bp_openmeter.migrate import apply_migrations
 from testkit.stack.local import create_database
 

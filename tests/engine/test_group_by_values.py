@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bp_openmeter.query import GROUP_VALUES_LOOKBACK
+from bp_openmeter.query_run import GROUP_VALUES_LOOKBACK
 from bp_openmeter.timefmt import format_time
 from testkit.client import event
 from tests.engine.test_ingest_api import problem

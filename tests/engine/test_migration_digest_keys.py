@@ -11,7 +11,7 @@ import orjson
 import psycopg
 import pytest
 
-from bp_openmeter import projection
+from bp_openmeter import rollup_sql
 from bp_openmeter.migrate import apply_migrations
 from testkit.stack.local import create_database
 from tests.engine.schema_at import migrate_to, version_before
@@ -95,13 +95,13 @@ rows AS (
     with psycopg.connect(migrated) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
         args = {"subjects": SUBJECTS, "groups": [orjson.dumps(g).decode() for g in GROUPS]}
-        for level in (projection.MINUTE, projection.HOUR):
+        for level in (rollup_sql.MINUTE, rollup_sql.HOUR):
             conn.execute(
-                f"WITH {rows}, written AS ({projection.upsert(level, 'rows')}) SELECT count(*) FROM written", args
+                f"WITH {rows}, written AS ({rollup_sql.upsert(level, 'rows')}) SELECT count(*) FROM written", args
             )
-        total = projection.merged("total", "rows", projection.HOUR_TOTAL)  # one row per groups, as the sealer
+        total = rollup_sql.merged("total", "rows", rollup_sql.HOUR_TOTAL)  # one row per groups, as the sealer
         conn.execute(
-            f"WITH {rows}, {total}, written AS ({projection.upsert(projection.HOUR_TOTAL, 'total')}) "
+            f"WITH {rows}, {total}, written AS ({rollup_sql.upsert(rollup_sql.HOUR_TOTAL, 'total')}) "
             "SELECT count(*) FROM written",
             args,
         )

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from starlette.datastructures import QueryParams
 
-from bp_openmeter import query, sealing
+from bp_openmeter import query_output, query_params, query_run, sealing
 from bp_openmeter.config import PostgresConfig
 from bp_openmeter.db import make_pool
 from bp_openmeter.meter_store import get_meter
@@ -91,8 +91,8 @@ def _answers(url: str, asked: dict[str, list[dict]]) -> dict[str, list[list[tupl
                     meter = await get_meter(conn, "default", slug)
                     out[slug] = []
                     for q in queries:
-                        params = query.parse_query_params(QueryParams({**DAY, **q}))
-                        rows = query.to_json(await query.run(conn, meter, params, 1000))["data"]
+                        params = query_params.parse_query_params(QueryParams({**DAY, **q}))
+                        rows = query_output.to_json(await query_run.run(conn, meter, params, 1000))["data"]
                         out[slug].append([(r["windowStart"], r["groupBy"], r["value"]) for r in rows])
                 return out
         finally:

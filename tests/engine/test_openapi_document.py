@@ -10,7 +10,12 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from bp_openmeter.api import build_app
+from bp_openmeter.api import ApiState, build_app
+from bp_openmeter.bus import EventBus
+from bp_openmeter.config import Config, PostgresConfig
+from bp_openmeter.db import make_pool
+from bp_openmeter.dedupe import Deduplicator
+from bp_openmeter.ingest import Ingestor
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -25,7 +30,14 @@ def _normalized(path: str) -> str:
 
 
 def _app_operations() -> set[tuple[str, str]]:
-    app = build_app(state=None)
+    """The routes of the app as the api process builds it (nothing is connected to build it)."""
+    cfg = Config(postgres=PostgresConfig(url="postgresql://unused@127.0.0.1:9/none"))
+    state = ApiState(
+        cfg=cfg,
+        pool=make_pool(cfg.postgres, "api"),
+        ingestor=Ingestor(cfg.namespace, EventBus(cfg.nats, "api"), Deduplicator(cfg.valkey), 1.0),
+    )
+    app = build_app(state)
     operations = set()
     for route in app.routes:
         assert isinstance(route, Route), f"unexpected route type {type(route).__name__}"

@@ -14,7 +14,7 @@ import pytest
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from bp_openmeter.config import ApiConfig
-from bp_openmeter.query import MAX_FILTER_VALUES
+from bp_openmeter.group_filters import MAX_FILTER_VALUES
 from bp_openmeter.timefmt import format_time
 from testkit.client import OpenMeterClient, event
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
+
+from tests.engine.engine_cli import run_cli
 
 # (text, what must remain of it)
 TABLE = [
@@ -76,13 +76,7 @@ def test_check_config_prints_no_secret(tmp_path, variable, value, secrets):
     env.update({"BPOM_API_TOKENS": "t", variable: value})
     config = tmp_path / "config.yaml"
     config.write_text("api:\n  auth:\n    mode: token\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bp_openmeter.cli", "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    proc = run_cli("check-config", config=config, env=env)
     assert proc.returncode == 0, proc.stderr
     for secret in secrets:
         assert secret not in proc.stdout + proc.stderr, f"{variable}: {secret!r} printed:\n{proc.stdout}"

@@ -1,4 +1,4 @@
-"""A meter path of one key is read as `data -> key` (projection._value_at): on a JSON
+"""A meter path of one key is read as `data -> key` (rollup_sql._value_at): on a JSON
 object that must select exactly what the path selects when PostgreSQL evaluates it the
 way the projection does (silently: a missing key is NULL, not an error)."""
 

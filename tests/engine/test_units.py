@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timezone
 
 import pytest
 
 from bp_openmeter import jsonpath
-from bp_openmeter.config import ConfigError, build_config, parse_duration
+from bp_openmeter.config import Config, ConfigError, build_config, parse_duration
 from bp_openmeter.timefmt import format_time, parse_time
 
 
@@ -98,6 +99,15 @@ def test_config_defaults_and_env(monkeypatch):
     assert cfg.api.auth.tokens == ("t1", "t2") and cfg.nats.stream.duplicate_window == 300
     redacted = cfg.redacted()
     assert "secret" not in str(redacted) and "t1" not in str(redacted)
+
+
+def test_an_empty_config_file_means_the_declared_defaults(monkeypatch):
+    """The defaults have one home (the config dataclasses): a file that sets nothing, with no
+    BPOM_ variable set, reads as exactly those."""
+    for name in [n for n in os.environ if n.startswith("BPOM_")]:
+        monkeypatch.delenv(name)
+    assert build_config({}) == Config()
+    assert build_config(None) == Config()
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,15 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
+from testkit.wait import poll as poll_until
 from tests.faults.observe import log_records, poll, settled_totals, sink_in_transaction
 from tests.faults.traffic import BATCH, EVENT_TYPE, EventPump, Ledger
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
 ROUNDS = 3
+# How long an api given SIGTERM with a request in flight is watched for exiting too early.
+EXIT_WATCH_S = 0.5
 
 
 def _slow_post(api_url: str, body: bytes, in_the_middle) -> int:
@@ -69,8 +72,9 @@ def test_sigterm_to_the_api_lets_a_request_in_flight_finish(fault_stack, report_
             10,
             "api saw SIGTERM",
         )
-        time.sleep(0.5)  # give an api that would not wait the time to exit
-        still_running.append(api.running)
+        # Watched for a while, the api does not exit (one that did not wait would, at once).
+        exited = poll_until(lambda: api.running, lambda running: not running, EXIT_WATCH_S, interval=0.02)
+        still_running.append(not exited.done)
 
     status = _slow_post(stack.api_url, orjson.dumps(events), sigterm_and_check_it_drains)
     exit_code = api.wait(timeout=30)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
+from testkit.paths import DOCS, REPO_ROOT
 from tests.sdk.test_python_sdk import SERVED as PYTHON_SERVED
 
-ROOT = Path(__file__).resolve().parents[2]
-JS_CALLS = ROOT / "tests" / "sdk" / "js" / "calls.mjs"
+JS_CALLS = REPO_ROOT / "tests" / "sdk" / "js" / "calls.mjs"
 
 
 def _table_rows() -> list[list[str]]:
-    text = (ROOT / "docs" / "compatibility.md").read_text()
+    text = (DOCS / "compatibility.md").read_text()
     section = text.split("## Official SDKs", 1)[1].split("\n## ", 1)[0]
     return [
         [cell.strip() for cell in line.strip("|").split("|")]

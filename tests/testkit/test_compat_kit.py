@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,9 +15,10 @@ from testkit.compat.gojson import RawNumber, go_float, go_json, stored_data
 from testkit.compat.matrix import WINDOW_SIZES, Matrix
 from testkit.compat.scenario import AUTUMN, EVENT_TYPE, METERS, SEASONS, SPRING, ZONES, generate, meters
 from testkit.compat.upstream import MeterQuery, Reading, Refused, plan
+from testkit.paths import DOCS
 
 UTC = timezone.utc
-COMPATIBILITY = Path(__file__).resolve().parents[2] / "docs" / "compatibility.md"
+COMPATIBILITY = DOCS / "compatibility.md"
 SUM = {"eventType": EVENT_TYPE, **METERS[0]}
 
 

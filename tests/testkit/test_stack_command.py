@@ -71,3 +71,18 @@ def test_stack_command_starts_without_the_virtualenv_on_path(tmp_path):
             proc.kill()
             raise
     assert code == 0, "".join(lines)
+
+
+def test_a_meters_file_that_is_not_there_is_refused_before_anything_starts(tmp_path):
+    """A mistyped --meters path would otherwise start a stack with no meters whose banner names one."""
+    missing = tmp_path / "metres.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "testkit.stack", "--dir", str(tmp_path / "stack"), "--meters", str(missing)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--meters {missing}: no such file" in done.stderr
+    assert not (tmp_path / "stack").exists(), "nothing was started"

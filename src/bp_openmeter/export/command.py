@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import datetime
 
 import psycopg
 
@@ -73,7 +74,7 @@ class _Invalid(ValueError):
 
 
 def _options(args: argparse.Namespace, namespace: str) -> ExportOptions:
-    def time_arg(value: str | None, flag: str):
+    def time_arg(value: str | None, flag: str) -> datetime | None:
         if value is None:
             return None
         try:

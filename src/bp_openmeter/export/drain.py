@@ -13,6 +13,7 @@ import time
 
 import nats.errors
 import nats.js.errors
+from structlog.typing import FilteringBoundLogger
 
 from ..bus import EventBus
 from ..config import NatsConfig
@@ -35,7 +36,7 @@ async def pending(bus: EventBus, cfg: NatsConfig) -> int | None:
     return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
 
-async def wait_drained(cfg: NatsConfig, timeout: float, log) -> None:
+async def wait_drained(cfg: NatsConfig, timeout: float, log: FilteringBoundLogger) -> None:
     bus = EventBus(cfg, "bp-openmeter-export")
     try:
         async with asyncio.timeout(CONNECT_SECONDS):

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
+from structlog.typing import FilteringBoundLogger
 
 from .. import meter_store
 from ..config import NatsConfig
@@ -72,7 +73,7 @@ class ExportBusy(RuntimeError):
     pass
 
 
-async def _lock(conn: psycopg.AsyncConnection, name: str, log) -> None:
+async def _lock(conn: psycopg.AsyncConnection, name: str, log: FilteringBoundLogger) -> None:
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while not await checkpoint.try_lock(conn, name):
         if time.monotonic() >= deadline:
@@ -83,7 +84,8 @@ async def _lock(conn: psycopg.AsyncConnection, name: str, log) -> None:
 
 
 class _Run:
-    def __init__(self, conn: psycopg.AsyncConnection, options: ExportOptions, target: Target, log, summary: Summary):
+    def __init__(self, conn: psycopg.AsyncConnection, options: ExportOptions, target: Target, log: FilteringBoundLogger,
+                 summary: Summary):
         self.conn = conn
         self.options = options
         self.target = target
@@ -142,8 +144,8 @@ class _Run:
         self.summary.exported_through = horizon
 
 
-async def run_export(postgres_url: str, nats: NatsConfig, options: ExportOptions, token: str, log,
-                     summary: Summary) -> Summary:
+async def run_export(postgres_url: str, nats: NatsConfig, options: ExportOptions, token: str,
+                     log: FilteringBoundLogger, summary: Summary) -> Summary:
     """Export as `options` say, filling `summary` as it goes (the caller reports it however the
     run ends). Raises TargetError, CheckpointError, NotDrained or ExportBusy with a message for
     the operator; the checkpoint keeps whatever the target accepted."""

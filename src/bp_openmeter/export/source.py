@@ -5,13 +5,13 @@ index on events.seq that meter backfills read their chunks by), each range throu
 server-side cursor, and at most BUFFER_BYTES of events are held at a time: memory stays
 bounded whatever the history holds.
 
-The end of an export pass is its horizon: the meters' watermark (meter_store.watermark),
+The end of an export pass is its horizon: the meters' watermark (meters_lock.watermark),
 the last sequence value handed out, read under the meters lock held exclusively. Every
 sink batch holds that lock shared from its insert to its commit, so no batch is in flight
 at that moment: every event up to the horizon is committed (or never will be), and an
 event stored later has a greater seq. A pass up to the horizon misses nothing below it,
 and the next pass starts there. The lock is taken as a meter change takes it
-(meter_store.lock_exclusive), in a moment when no batch or backfill chunk holds it, never
+(meters_lock.lock_exclusive), in a moment when no batch or backfill chunk holds it, never
 queued ahead of the batches to come.
 """
 
@@ -24,7 +24,7 @@ from typing import AsyncIterator
 import orjson
 import psycopg
 
-from .. import meter_store
+from .. import meters_lock
 from ..events_list import exact_numbers
 from ..timefmt import format_time
 
@@ -67,8 +67,8 @@ class Scanned:
 async def horizon(conn: psycopg.AsyncConnection) -> int:
     """The seq up to which every event is settled (0 before the first event)."""
     async with conn.transaction():
-        await meter_store.lock_exclusive(conn)
-        return int(await meter_store.watermark(conn))
+        await meters_lock.lock_exclusive(conn)
+        return int(await meters_lock.watermark(conn))
 
 
 _WHERE = """namespace = %(ns)s AND seq > %(after)s AND seq <= %(upto)s

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -107,7 +107,7 @@ class Target:
         """POST to the ingest endpoint: the first answer that is not worth retrying."""
         return await self.request("POST", self.url, content=body, headers={"content-type": content_type})
 
-    async def request(self, method: str, url: str, **kwargs) -> httpx.Response:
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """The first answer that is not worth retrying; TargetUnavailable past retry_for."""
         first_failure: float | None = None
         attempt = 0

@@ -46,15 +46,18 @@ from typing import Any, Iterator
 import orjson
 import psycopg
 
-from .. import numeric, query
+from .. import numeric, query_params, query_run
+from ..config import ApiConfig
 from ..meter_store import get_meter, list_meters
+from ..meters import Meter, MeterSpec
 from ..problems import Problem
 from ..timefmt import format_time, parse_time
+from ..windows import floor_minute
 from .source import Scope
 from .target import Target, TargetError, api_base, describe
 
 Key = tuple[datetime, str | None, tuple[str, ...]]  # window start, subject, group values (by sorted key)
-MAX_ROWS = 10_000  # rows of one slice's answer at the source (the engine's default api.maxQueryRows)
+MAX_ROWS = ApiConfig.max_query_rows  # rows of one slice's answer at the source (the api's default)
 SLICE_WINDOWS = {"MINUTE": 24 * 60, "HOUR": 24 * 7, "DAY": 31, "MONTH": 12}
 _STEP = {"MINUTE": timedelta(minutes=1), "HOUR": timedelta(hours=1), "DAY": timedelta(days=1)}
 FLOAT64_EXACT = 2 ** 53  # every whole number of smaller magnitude is a float64, exactly
@@ -117,7 +120,7 @@ def _floor(t: datetime, window: str) -> datetime:
         return t.replace(hour=0, minute=0, second=0, microsecond=0)
     if window == "HOUR":
         return t.replace(minute=0, second=0, microsecond=0)
-    return t.replace(second=0, microsecond=0)
+    return floor_minute(t)
 
 
 def _next(t: datetime, window: str) -> datetime:
@@ -147,7 +150,7 @@ async def _extent(conn: psycopg.AsyncConnection, scope: Scope, window: str) -> t
     return (start, end) if start is not None and end is not None and start < end else None
 
 
-def _group_keys(meter) -> tuple[str, ...]:
+def _group_keys(meter: Meter) -> tuple[str, ...]:
     return tuple(sorted(meter.spec.group_by))
 
 
@@ -161,14 +164,14 @@ def _key(window_start: datetime, row: dict, keys: tuple[str, ...]) -> Key:
     return window_start, row.get("subject"), tuple(groups.get(key) or "" for key in keys)
 
 
-async def _source_rows(conn: psycopg.AsyncConnection, meter, start: datetime, end: datetime,
+async def _source_rows(conn: psycopg.AsyncConnection, meter: Meter, start: datetime, end: datetime,
                        window: str, subject: str | None = None) -> dict[Key, Decimal] | None:
     """The source's rows of [start, end) (of one subject); None when they are too many for one answer."""
     keys = _group_keys(meter)
-    params = query.QueryParams(start=start, end=end, window_size=window, group_by=("subject", *keys),
+    params = query_params.QueryParams(start=start, end=end, window_size=window, group_by=("subject", *keys),
                                subjects=(subject,) if subject is not None else ())
     try:
-        result = await query.run(conn, meter, params, MAX_ROWS)
+        result = await query_run.run(conn, meter, params, MAX_ROWS)
     except Problem as exc:
         if exc.status == 400:
             return None
@@ -176,7 +179,7 @@ async def _source_rows(conn: psycopg.AsyncConnection, meter, start: datetime, en
     return {_key(row["windowStart"], row, keys): row["value"] for row in result.rows}
 
 
-async def _target_rows(target: Target, meter, start: datetime, end: datetime,
+async def _target_rows(target: Target, meter: Meter, start: datetime, end: datetime,
                        window: str, subject: str | None = None) -> dict[Key, Any] | str | None:
     """The target's rows of [start, end) (of one subject); None for a 400 (too large, perhaps),
     a string for another refusal."""
@@ -193,11 +196,11 @@ async def _target_rows(target: Target, meter, start: datetime, end: datetime,
     return {_key(parse_time(row["windowStart"]), row, keys): row.get("value") for row in body.get("data") or []}
 
 
-async def _subjects(conn: psycopg.AsyncConnection, target: Target, meter, start: datetime,
+async def _subjects(conn: psycopg.AsyncConnection, target: Target, meter: Meter, start: datetime,
                     end: datetime) -> list[str] | None:
     """The subjects either side has usage of in [start, end); None when either cannot list them."""
     try:
-        mine = await query.subjects(conn, meter, start, end, MAX_ROWS)
+        mine = await query_run.subjects(conn, meter, start, end, MAX_ROWS)
     except Problem as exc:
         if exc.status == 400:
             return None
@@ -209,13 +212,13 @@ async def _subjects(conn: psycopg.AsyncConnection, target: Target, meter, start:
     return sorted(set(mine) | set(response.json()))
 
 
-def _definition(spec) -> dict[str, Any]:
+def _definition(spec: MeterSpec) -> dict[str, Any]:
     """What decides which events a meter counts and how: as the v1 API writes it."""
     return {"eventType": spec.event_type, "aggregation": spec.aggregation,
             "valueProperty": spec.value_property or None, "groupBy": dict(spec.group_by)}
 
 
-async def _definition_differs(target: Target, meter) -> str | None:
+async def _definition_differs(target: Target, meter: Meter) -> str | None:
     """Why the target's meter of this slug does not count as the source's does; None when it does."""
     url = f"{api_base(target.url)}/api/v1/meters/{meter.spec.slug}"
     response = await target.request("GET", url)
@@ -248,14 +251,14 @@ _BEING_BUILT = ("the meter is still being built from the stored events at the so
                 "running), so its counts there are partial: verify again once the sink has finished it")
 
 
-async def _being_built(conn: psycopg.AsyncConnection, meter) -> bool:
+async def _being_built(conn: psycopg.AsyncConnection, meter: Meter) -> bool:
     """Whether the meter's counts at the source are partial now: its backfill is running, or
     it was redefined (a new internal key, backfilled from scratch) since it was listed."""
     current = await get_meter(conn, meter.namespace, meter.id)
     return current is None or current.pk != meter.pk or current.backfilling
 
 
-async def _compare_meter(conn: psycopg.AsyncConnection, target: Target, meter, cuts: list[datetime],
+async def _compare_meter(conn: psycopg.AsyncConnection, target: Target, meter: Meter, cuts: list[datetime],
                          window: str, exact: bool) -> MeterReport:
     slug = meter.spec.slug
     report = MeterReport(slug, 0, [])
@@ -274,7 +277,7 @@ async def _compare_meter(conn: psycopg.AsyncConnection, target: Target, meter, c
     return report
 
 
-async def _compare_slices(conn: psycopg.AsyncConnection, target: Target, meter, cuts: list[datetime],
+async def _compare_slices(conn: psycopg.AsyncConnection, target: Target, meter: Meter, cuts: list[datetime],
                           window: str, report: MeterReport, exact: bool) -> None:
     slug = meter.spec.slug
     pending = list(_slices(cuts, SLICE_WINDOWS[window]))
@@ -300,7 +303,7 @@ async def _compare_slices(conn: psycopg.AsyncConnection, target: Target, meter, 
         _tally(meter, source, observed, report, exact)
 
 
-def _tally(meter, source: dict[Key, Any], observed: dict[Key, Any], report: MeterReport, exact: bool) -> None:
+def _tally(meter: Meter, source: dict[Key, Any], observed: dict[Key, Any], report: MeterReport, exact: bool) -> None:
     keys = sorted(source.keys() | observed.keys(), key=lambda k: (k[0], k[1] or "", k[2]))
     report.rows += len(keys)
     group_keys = _group_keys(meter)
@@ -309,7 +312,7 @@ def _tally(meter, source: dict[Key, Any], observed: dict[Key, Any], report: Mete
                            for key in keys if not agree(source.get(key), observed.get(key), exact)]
 
 
-async def _compare_by_subject(conn: psycopg.AsyncConnection, target: Target, meter, start: datetime, end: datetime,
+async def _compare_by_subject(conn: psycopg.AsyncConnection, target: Target, meter: Meter, start: datetime, end: datetime,
                               window: str, report: MeterReport, exact: bool) -> bool:
     """One window, subject by subject; False when its subjects cannot be listed or one
     subject's rows are still too many (the caller reports the window)."""
@@ -328,7 +331,7 @@ async def _compare_by_subject(conn: psycopg.AsyncConnection, target: Target, met
     return True
 
 
-async def _unmetered(conn: psycopg.AsyncConnection, scope: Scope, meters) -> dict[str, int]:
+async def _unmetered(conn: psycopg.AsyncConnection, scope: Scope, meters: list[Meter]) -> dict[str, int]:
     """Event types in the scope that no live meter counts, with their number of events."""
     cur = await conn.execute(
         "SELECT type, count(*) FROM events WHERE namespace = %s AND time >= %s AND time < %s "

@@ -1,4 +1,6 @@
-"""The one SQL projection from events to meter rows, and the fold into rollups.
+"""The rollup SQL: the one projection from events to meter rows, the fold into rollups,
+and the statements with which the sink writes a batch (staging, store, fold) and a
+backfill folds stored events.
 
 The sink (rows it has just inserted), a meter backfill (stored rows up to a
 watermark) and a query's partial edge minutes (raw rows in a time range) all read
@@ -15,6 +17,7 @@ All SQL here is constant text; user input reaches it only as bound parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 
 def _value_at(field: str, path: str) -> str:
     """The JSON value a meter path selects in the event's data: `data -> key` for a path of
