@@ -171,7 +171,7 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, not tests: ingest, freshness, queries at scale beside ClickHouse, memory, scale-out, backfill.
 
     nox -s bench                    # default sizes, a few minutes on 2 cores
-    nox -s bench -- --full          # 1M events ingested, 10M queried (about half an hour)
+    nox -s bench -- --full          # 1M events ingested, 10M queried (over an hour on 2 shared cores)
     nox -s bench -- --plot DIR      # also a PNG per section
     nox -s bench -- --help
     """

@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--full",
         action="store_true",
-        help="target sizes: --events 1000000 --query-events 10000000 (about half an hour)",
+        help="target sizes: --events 1000000 --query-events 10000000 (over an hour on 2 shared cores: loading and sealing 10M events)",
     )
     p.add_argument("--events", type=int, help="events ingested in batches (default 200,000; --full 1,000,000)")
     p.add_argument("--per-request", type=int, default=1000, help="events per batch post (default 1000)")
