@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from .config import NatsConfig
+from .jetstream_refusals import RefusalAwareJetStream, StorageRefusals
 from .logs import get_logger
 
 log = get_logger("bus")
@@ -48,6 +49,7 @@ class EventBus:
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self.stream_ready = False
+        self.storage_refusals = StorageRefusals()
 
     @property
     def connected(self) -> bool:
@@ -80,7 +82,7 @@ class EventBus:
             error_cb=error, pending_size=64 * 1024 * 1024,
             user=self.cfg.user or None, password=self.cfg.password if self.cfg.user else None,
             token=self.cfg.token or None)
-        self.js = self.nc.jetstream(timeout=10, publish_async_max_pending=20_000)
+        self.js = RefusalAwareJetStream(self.nc, timeout=10, publish_async_max_pending=20_000)
 
     async def ensure_stream(self) -> None:
         """Create the stream, or bring an existing one to the configured settings."""
@@ -106,6 +108,10 @@ class EventBus:
             await self.js.stream_info(self.cfg.stream.name)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             raise BusUnavailable(f"stream {self.cfg.stream.name}: {exc or type(exc).__name__}") from exc
+        # The stream answers, and yet stores nothing: publishing is what says so.
+        refused = self.storage_refusals.problem()
+        if refused is not None:
+            raise BusUnavailable(refused)
 
     @property
     def max_payload(self) -> int:
@@ -116,7 +122,7 @@ class EventBus:
         """Publish all, wait for every PubAck; returns, per message, whether JetStream
         reported it as a duplicate (its Nats-Msg-Id seen within the duplicate window)."""
         if not self.connected or self.js is None:
-            raise BusUnavailable("not connected to NATS")
+            raise BusUnavailable(self.storage_refusals.failed(BusUnavailable("not connected to NATS"), timeout))
         futures = []
         try:
             # One deadline for the whole request. (publish_async's own wait_stall would
@@ -130,7 +136,8 @@ class EventBus:
         except PUBLISH_FAILURES as exc:
             for fut in futures:
                 fut.cancel()
-            raise BusUnavailable(f"JetStream did not acknowledge: {exc or type(exc).__name__}") from exc
+            raise BusUnavailable(self.storage_refusals.failed(exc, timeout)) from exc
+        self.storage_refusals.acknowledged()
         return [bool(getattr(ack, "duplicate", False)) for ack in acks]
 
     async def pull_subscription(self, namespace: str, batch_hint: int) -> JetStreamContext.PullSubscription:

@@ -230,6 +230,10 @@ class SinkConfig:
     # long fails /healthz/ready: long queries then read minute rows that keep piling up.
     # Far above a sealing step's wait for the meters lock (10 s, then queued).
     sealing_stall_timeout: float = 600.0
+    # The database ends a sink session idle inside a batch transaction this long (a frozen
+    # process or node): its locks would otherwise hold up sealing and meter changes. Far
+    # above the pause between two statements of a batch under any sane load.
+    idle_in_transaction_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -493,8 +497,13 @@ def build_config(raw: Any) -> Config:
                       store_slots=sink_r.int_in("storeSlots", SinkConfig.store_slots, 0, 64),
                       retry_max_delay=sink_r.duration("retryMaxDelay", SinkConfig.retry_max_delay),
                       stall_timeout=sink_r.duration("stallTimeout", SinkConfig.stall_timeout),
-                      sealing_stall_timeout=sink_r.duration("sealingStallTimeout", SinkConfig.sealing_stall_timeout))
+                      sealing_stall_timeout=sink_r.duration("sealingStallTimeout", SinkConfig.sealing_stall_timeout),
+                      idle_in_transaction_timeout=sink_r.duration("idleInTransactionTimeout",
+                                                                  SinkConfig.idle_in_transaction_timeout))
     sink_r.reject_unknown()
+    if not 1.0 <= sink.idle_in_transaction_timeout <= 3600.0:
+        raise ConfigError("sink.idleInTransactionTimeout: must be between 1s and 1h, "
+                          f"got {sink.idle_in_transaction_timeout}s")
     if not 0.1 <= sink.retry_max_delay <= 600.0:
         raise ConfigError(f"sink.retryMaxDelay: must be between 100ms and 10m, got {sink.retry_max_delay}s")
 

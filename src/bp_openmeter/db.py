@@ -17,6 +17,14 @@ TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.er
                     psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow)
 
 
+# TCP keepalives on both ends of every session: a peer that vanished without a FIN or RST (a
+# node that lost power or network) is noticed in about a minute instead of the kernel's
+# two hours, on the server's side (whose session may hold locks) and on the engine's.
+KEEPALIVE_IDLE_S = 30
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_COUNT = 3
+
+
 def make_pool(cfg: PostgresConfig, name: str,
               setup: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
               max_size: int | None = None,
@@ -29,6 +37,9 @@ def make_pool(cfg: PostgresConfig, name: str,
         await conn.execute("SET TIME ZONE 'UTC'")
         # Statements here are short; compiling one (JIT) can cost more than running it.
         await conn.execute("SET jit = off")
+        await conn.execute(f"SET tcp_keepalives_idle = {KEEPALIVE_IDLE_S}")
+        await conn.execute(f"SET tcp_keepalives_interval = {KEEPALIVE_INTERVAL_S}")
+        await conn.execute(f"SET tcp_keepalives_count = {KEEPALIVE_COUNT}")
         if setup is not None:
             await setup(conn)
         await conn.commit()
@@ -41,7 +52,10 @@ def make_pool(cfg: PostgresConfig, name: str,
                                configure=configure, open=False, timeout=acquire_timeout,
                                check=AsyncConnectionPool.check_connection,
                                reconnect_timeout=cfg.reconnect_timeout,
-                               kwargs={"application_name": f"bp-openmeter-{name}"})
+                               kwargs={"application_name": f"bp-openmeter-{name}", "keepalives": 1,
+                                       "keepalives_idle": KEEPALIVE_IDLE_S,
+                                       "keepalives_interval": KEEPALIVE_INTERVAL_S,
+                                       "keepalives_count": KEEPALIVE_COUNT})
 
 
 class StatementTimeout:
@@ -55,6 +69,18 @@ class StatementTimeout:
     async def setup(self, conn: psycopg.AsyncConnection) -> None:
         """The pool's session setup."""
         await conn.execute("SELECT set_config('statement_timeout', %s, false)", (self.setting,))
+
+
+class IdleInTransactionTimeout:
+    """The server ends a session of the pool that stays idle inside a transaction this long
+    (sink.idleInTransactionTimeout): a sink frozen mid-batch would otherwise hold the shared
+    meters lock, and its batch's row locks, for as long as it stays frozen."""
+
+    def __init__(self, seconds: float):
+        self.setting = f"{max(1, round(seconds * 1000))}ms"
+
+    async def setup(self, conn: psycopg.AsyncConnection) -> None:
+        await conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (self.setting,))
 
 
 async def unbounded(conn: psycopg.AsyncConnection) -> None:

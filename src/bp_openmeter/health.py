@@ -11,9 +11,35 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .bus import BusUnavailable, EventBus
+from .db import one_row
 from .migrate import latest_version, schema_version
 
 _CHECK_TIMEOUT = 2.0
+_DIAGNOSIS_TIMEOUT = 1.0  # a check that found no session in time asks the database why, this long at most
+
+
+async def _why_no_session(pool: AsyncConnectionPool) -> dict[str, str | None]:
+    """No pooled session came in time: ask PostgreSQL on a session of its own whether it
+    answers, and if so what the pool's sessions wait for (a lock held by a frozen peer's
+    batch, say), so that readiness does not blame a healthy database."""
+    # The engine's pools are built from a plain string and dict (psycopg_pool also takes callables).
+    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
+    kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
+    try:
+        async with asyncio.timeout(_DIAGNOSIS_TIMEOUT):
+            conn = await psycopg.AsyncConnection.connect(conninfo, **kwargs, autocommit=True)
+            async with conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) FROM pg_stat_activity "
+                    "WHERE application_name = %s AND pid <> pg_backend_pid() AND state <> 'idle'",
+                    (kwargs.get("application_name", ""),))
+                waiting, busy = await one_row(cur)
+    except (psycopg.Error, TimeoutError, OSError) as exc:
+        return {"postgres": f"no session within {_CHECK_TIMEOUT:g}s, and PostgreSQL does not answer: "
+                            f"{str(exc).strip() or type(exc).__name__}", "migrations": "unknown (no database)"}
+    return {"postgres": f"PostgreSQL answers, but no session of this process came free within "
+                        f"{_CHECK_TIMEOUT:g}s: {busy} busy, {waiting} of them waiting for a lock",
+            "migrations": "unknown (no free session)"}
 
 
 async def check_postgres(pool: AsyncConnectionPool) -> dict[str, str | None]:
@@ -21,7 +47,9 @@ async def check_postgres(pool: AsyncConnectionPool) -> dict[str, str | None]:
         async with asyncio.timeout(_CHECK_TIMEOUT):
             async with pool.connection(timeout=_CHECK_TIMEOUT) as conn:
                 version = await schema_version(conn)
-    except (psycopg.Error, PoolTimeout, TimeoutError, OSError) as exc:
+    except (PoolTimeout, TimeoutError):
+        return await _why_no_session(pool)
+    except (psycopg.Error, OSError) as exc:
         return {"postgres": str(exc).strip() or type(exc).__name__, "migrations": "unknown (no database)"}
     wanted = latest_version()
     if version is None:

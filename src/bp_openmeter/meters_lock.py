@@ -14,7 +14,10 @@ One PostgreSQL advisory lock (METERS_LOCK), per transaction:
 The exclusive lock is taken in a moment when no batch holds it rather than queued for: a
 queued exclusive request makes every new batch wait behind it too, for as long as the
 batches in flight take (a pause in storage). Only after LOCK_PATIENCE seconds without such
-a moment does it queue.
+a moment does it queue, and then for LOCK_QUEUE_WAIT seconds at most (lock_timeout) before
+it steps out of the queue and looks for a free moment again: a batch whose session froze or
+whose peer vanished holds its shared lock until the server ends that session (the sink's
+idle-in-transaction timeout, TCP keepalives), and must not stop every other batch so long.
 
 A second lock, per session and per meter (BACKFILL_LOCK with the meter's pk), is held by
 whoever backfills the meter, for the whole backfill (take_backfill / release_backfill).
@@ -28,11 +31,15 @@ import time
 import psycopg
 
 from .db import one_row, unbounded
+from .logs import get_logger
+
+log = get_logger("meters_lock")
 
 METERS_LOCK = 0x6270_6F6D_6D65_7472  # "bpommetr"
 BACKFILL_LOCK = 0x6266_696C  # "bfil"
 
 LOCK_PATIENCE = 10.0   # seconds of trying for a free moment before queueing for the exclusive lock
+LOCK_QUEUE_WAIT = 2.0  # seconds queued for it at most (every new batch waits behind the request)
 _LOCK_RETRY = 0.02
 
 
@@ -41,19 +48,39 @@ async def lock_shared(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
 
 
-async def lock_exclusive(conn: psycopg.AsyncConnection) -> None:
+async def lock_exclusive(conn: psycopg.AsyncConnection, patience: float = LOCK_PATIENCE,
+                         queue_wait: float = LOCK_QUEUE_WAIT) -> None:
     """Hold the meters lock exclusively until the current transaction ends, taken in a
-    moment when no batch holds it (see the module's note); no statement timeout applies
-    to the wait."""
+    moment when no batch holds it (see the module's note); waits as long as it takes, but
+    never stays queued longer than `queue_wait` at a time. No statement timeout applies."""
     await unbounded(conn)
-    deadline = time.monotonic() + LOCK_PATIENCE
+    setting = f"{max(1, round(queue_wait * 1000))}ms"
+    while True:
+        if await _take_in_a_free_moment(conn, patience):
+            return
+        cur = await conn.execute("SELECT current_setting('lock_timeout')")
+        previous = (await one_row(cur))[0]
+        try:
+            # A savepoint: a queued wait that times out leaves the caller's transaction usable.
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('lock_timeout', %s, true)", (setting,))
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (METERS_LOCK,))
+                await conn.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
+            return
+        except psycopg.errors.LockNotAvailable:
+            log.warning("the meters lock is still held after queueing for it: stepping out of the queue so "
+                        "that batches go on, then trying again", queued_seconds=queue_wait)
+
+
+async def _take_in_a_free_moment(conn: psycopg.AsyncConnection, patience: float) -> bool:
+    deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
         cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (METERS_LOCK,))
         row = await cur.fetchone()
         if row is not None and row[0]:
-            return
+            return True
         await asyncio.sleep(_LOCK_RETRY)
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (METERS_LOCK,))
+    return False
 
 
 async def watermark(conn: psycopg.AsyncConnection) -> int:

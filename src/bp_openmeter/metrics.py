@@ -11,6 +11,11 @@ INGEST_REQUESTS = Counter("bpom_ingest_requests_total", "Ingest requests, by HTT
 PUBLISH_SECONDS = Histogram(
     "bpom_publish_seconds", "Time from publishing a request's events to the last JetStream ack",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+PUBLISH_FAILURES = Counter(
+    "bpom_publish_failures_total", "Ingest publishes JetStream did not acknowledge (answered 503), by cause",
+    ["cause"])
+for _cause in ("storage", "refused", "timeout", "unavailable"):  # every series from the start: increase() sees the first
+    PUBLISH_FAILURES.labels(_cause)
 DEDUPE_DEGRADED = Gauge(
     "bpom_dedupe_degraded", "1 while Valkey is unreachable and dedupe relies on JetStream and PostgreSQL only")
 DEDUPE_ERRORS = Counter("bpom_dedupe_errors_total", "Valkey dedupe calls that failed")

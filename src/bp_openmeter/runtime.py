@@ -23,7 +23,7 @@ from . import health, meter_store
 from .api import ApiState, build_app
 from .bus import EventBus
 from .config import Config, ConfigError, load_config
-from .db import StatementTimeout, make_pool
+from .db import IdleInTransactionTimeout, StatementTimeout, make_pool
 from .dedupe import Deduplicator
 from .http_protocol import ConnectionLimits, protocol_factory
 from .ingest import Ingestor
@@ -194,7 +194,13 @@ async def run_sink(config_path: str | None) -> int:
     # connection, so a short wait for one only cuts short a wait for a database that is away.
     # (A waiting batch does not start the pool's next series of reconnection attempts; its
     # next try does, so the wait and sink.retryMaxDelay bound the pause between series.)
-    pool = make_pool(cfg.postgres, "sink", setup=setup_session,
+    idle = IdleInTransactionTimeout(cfg.sink.idle_in_transaction_timeout)
+
+    async def setup_sink_session(conn: psycopg.AsyncConnection) -> None:
+        await setup_session(conn)
+        await idle.setup(conn)
+
+    pool = make_pool(cfg.postgres, "sink", setup=setup_sink_session,
                      max_size=max(cfg.sink.concurrency + 1, cfg.postgres.pool_min),
                      acquire_timeout=SINK_ACQUIRE_TIMEOUT_S)
     await pool.open(wait=False)

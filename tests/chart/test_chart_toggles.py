@@ -100,6 +100,7 @@ def test_prometheus_rule_alerts_on_stall_lag_and_dead_letters_of_this_release():
                 "lagFor": "5m",
                 "deadLettersWindow": "30m",
                 "absentFor": "20m",
+                "storageRefusalsWindow": "10m",
             }
         },
         api_versions=[MONITORING],
@@ -109,6 +110,7 @@ def test_prometheus_rule_alerts_on_stall_lag_and_dead_letters_of_this_release():
     rules = alerts(objects)
     assert sorted(rules) == [
         "BpOpenmeterDeadLetters",
+        "BpOpenmeterJetStreamOutOfStorage",
         "BpOpenmeterSealingStalled",
         "BpOpenmeterSinkAbsent",
         "BpOpenmeterSinkLagging",
@@ -132,6 +134,14 @@ def test_prometheus_rule_alerts_on_stall_lag_and_dead_letters_of_this_release():
     assert "[30m]" in rules["BpOpenmeterDeadLetters"]["expr"]
     # Only this release's sink pods: named after its sink Deployment, in its namespace.
     sink = get(objects, "Deployment", "billing-openmeter-sink")
+    # JetStream's storage refusals are counted by the api pods, of this release only.
+    storage = rules.pop("BpOpenmeterJetStreamOutOfStorage")["expr"]
+    assert dict(re.findall(r'(\w+)=~?"([^"]*)"', storage)) == {
+        "namespace": "openmeter",
+        "pod": "billing-openmeter-api-.+",
+        "cause": "storage",
+    }
+    assert "[10m]" in storage
     for rule in rules.values():
         matchers = dict(re.findall(r'(\w+)=~?"([^"]*)"', rule["expr"]))
         assert matchers == {"namespace": "openmeter", "pod": "billing-openmeter-sink-.+"}, rule["expr"]

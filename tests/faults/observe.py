@@ -14,6 +14,7 @@ import nats
 import orjson
 import psycopg
 import yaml
+from nats.js.errors import ServiceUnavailableError
 
 from bp_openmeter import config as engine_config
 from bp_openmeter import messages
@@ -161,7 +162,10 @@ def settled_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> 
     """
 
     def read() -> tuple[bool, Totals]:
-        drained = consumer_backlog(stack) == 0
+        try:
+            drained = consumer_backlog(stack) == 0
+        except ServiceUnavailableError:  # a JetStream cluster answers so for a moment after regaining quorum
+            drained = False
         return drained, totals(stack, ledger)
 
     return poll_until(read, lambda answer: answer[0] and answer[1].exact, timeout, interval=0.5).last[1]
