@@ -7,6 +7,7 @@ nox -s bench -- --only ingest,freshness --events 500000 --profile .artifacts/ben
 nox -s bench -- --only explain    # where one sink batch spends PostgreSQL's time
 nox -s bench -- --only backfill   # a meter created over a stored history: rate, storage pause
 nox -s bench -- --only queries    # the query shapes beside upstream's SQL on embedded ClickHouse
+nox -s bench -- --only retention  # bytes per retained raw event; a day dropped under ingest
 
 Every figure is printed beside its reference measured in the same run (raw COPY, raw
 JetStream publish, raw SQL, ClickHouse, one sink) and its target, marked met or NOT MET.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from bp_openmeter.config import SinkConfig
 
-from . import backfill, dataset, explain, export, freshness, ingest, queries, query_plan, references, sweep
+from . import backfill, dataset, explain, export, freshness, ingest, queries, query_plan, references, retention, sweep
 from .env import BenchEnv, engine_tables, relation_bytes
 from .plots import Plots
 from .report import heading, mib, ms, note, rate, ratio, table
@@ -42,6 +43,7 @@ ALL = (
     "backfill",
     "queries",
     "export",
+    "retention",
 )
 
 # The targets (issue 13), one home: the summary and the plots read them.
@@ -77,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--backfill-events", type=int, help="stored events a new meter backfills (default 200,000; --full 1,000,000)"
     )
+    p.add_argument(
+        "--retention-events", type=int, help="history of the retention benchmark (default 200,000; --full 1,000,000)"
+    )
+    p.add_argument(
+        "--drop-load", type=float, default=2000.0, help="events/s posted while a partition is dropped (default 2000)"
+    )
     p.add_argument("--subjects", type=int, default=1000, help="subjects in the query history (default 1000)")
     p.add_argument("--days", type=int, default=30, help="days of query history (default 30)")
     p.add_argument("--query-repeat", type=int, default=200, help="runs of each query through the API (default 200)")
@@ -99,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.raw_repeat = args.raw_repeat or (5 if args.full else 10)
     args.sweep_events = args.sweep_events or 20_000
     args.export_events = args.export_events or args.events
+    args.retention_events = args.retention_events or (1_000_000 if args.full else 200_000)
     args.only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = args.only - set(ALL)
     if unknown:
@@ -262,6 +271,38 @@ async def _run_all(env: BenchEnv, args: argparse.Namespace, summary: Summary, pl
         plots.export(exported)
         for f in exported:
             summary.add(f"export {f.label}", rate(f.per_second), f"exporter peak RSS {mib(f.peak_rss)}")
+    if "retention" in args.only:
+        await _retention(env, args, summary)
+
+
+async def _retention(env: BenchEnv, args: argparse.Namespace, summary: Summary) -> None:
+    days = 10
+    heading(f"9. retention: {args.retention_events:,} raw events over {days} days, then the older half dropped")
+    f = await retention.measure(env, args.retention_events, days, args.drop_load, seconds=15.0)
+    note(
+        f"raw events (every partition's heap, TOAST and indexes): {f.bytes_per_event:,.0f} bytes per event "
+        f"({f.events:,} events); the same rows unpartitioned (the layout before): {f.reference_bytes_per_event:,.0f}; "
+        f"after the drop: {f.bytes_per_event_after:,.0f} per retained event"
+    )
+    note(
+        f"dropped {len(f.dropped)} partitions ({f.dropped_events:,} events) in {f.drop_seconds:.2f} s under "
+        f"{rate(args.drop_load)} of ingest: {rate(f.during.per_second)} achieved, p50 {ms(f.during.latency(50))}, "
+        f"p99 {ms(f.during.latency(99))}, slowest {ms(f.during.slowest)}; without a drop: "
+        f"{rate(f.without.per_second)}, p50 {ms(f.without.latency(50))}, p99 {ms(f.without.latency(99))}, "
+        f"slowest {ms(f.without.slowest)}"
+    )
+    summary.add(
+        "raw events, bytes per retained event",
+        f"{f.bytes_per_event:,.0f}; {f.bytes_per_event_after:,.0f} after a drop",
+        f"unpartitioned (before): {f.reference_bytes_per_event:,.0f} "
+        f"({ratio(f.bytes_per_event, f.reference_bytes_per_event)})",
+    )
+    summary.add(
+        f"drop of {len(f.dropped)} daily partitions ({f.dropped_events:,} events) under ingest",
+        f"{f.drop_seconds:.2f} s",
+        f"ingest p99 {ms(f.during.latency(99))} during, {ms(f.without.latency(99))} without; "
+        f"{rate(f.during.per_second)} during, {rate(f.without.per_second)} without",
+    )
 
 
 def _memory(env: BenchEnv, summary: Summary, plots: Plots) -> None:

@@ -73,6 +73,12 @@ class Dataset:
         return self.start + timedelta(seconds=self.seconds)
 
 
+def create_partitions(conn: psycopg.Connection, ds: Dataset) -> None:
+    """The partitions of the dataset's days, as the sink creates them for what it stores."""
+    conn.execute("SELECT bpom_create_event_partitions(%s, %s)", (ds.start, ds.end))
+    conn.commit()
+
+
 def prepare_session(conn: psycopg.Connection, work_mem: str) -> None:
     """The sink's session settings and its staging table."""
     conn.execute("SET TIME ZONE 'UTC'")
@@ -110,6 +116,7 @@ def live(ds: Dataset, count: int) -> Dataset:
 def _load_chunk(database_url: str, ds: Dataset, lo: int, hi: int, work_mem: str = "256MB") -> float:
     """Generate and store events [lo, hi) in one transaction; returns the seconds of the store and commit."""
     with psycopg.connect(database_url) as conn:
+        create_partitions(conn, ds)
         prepare_session(conn, work_mem)
         stage(conn, ds, lo, hi)
         started = time.perf_counter()

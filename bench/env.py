@@ -35,8 +35,9 @@ class BenchEnv:
         env.servers = start_servers(env.root / "servers")
         return env
 
-    def start_stack(self, name: str, sinks: int = 1) -> LocalStack:
-        """An engine stack with the benchmark's meters and the engine's default sink settings."""
+    def start_stack(self, name: str, sinks: int = 1, overrides: dict | None = None) -> LocalStack:
+        """An engine stack with the benchmark's meters and the engine's default sink settings
+        (and `overrides` of other settings)."""
         defaults = SinkConfig()
         sink = {
             "batchSize": defaults.batch_size,
@@ -44,7 +45,9 @@ class BenchEnv:
             "concurrency": defaults.concurrency,
             **self.sink,
         }
-        stack = start_local_stack(self.root / name, self.servers, METERS, sinks=sinks, overrides={"sink": sink})
+        stack = start_local_stack(
+            self.root / name, self.servers, METERS, sinks=sinks, overrides={**(overrides or {}), "sink": sink}
+        )
         self.stacks.append(stack)
         self.names[id(stack)] = name
         return stack
@@ -87,8 +90,16 @@ class BenchEnv:
 
 
 def relation_bytes(database_url: str, tables: list[str]) -> dict[str, int]:
+    """Heap, TOAST and indexes of each table; of a partitioned one (events), of all its partitions."""
     with psycopg.connect(database_url) as conn:
-        return {t: conn.execute("SELECT pg_total_relation_size(%s::regclass)", (t,)).fetchone()[0] for t in tables}
+        return {
+            t: conn.execute(
+                "SELECT COALESCE((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(%s::regclass) "
+                "WHERE isleaf), pg_total_relation_size(%s::regclass))",
+                (t, t),
+            ).fetchone()[0]
+            for t in tables
+        }
 
 
 def engine_tables(database_url: str) -> list[str]:

@@ -67,6 +67,7 @@ def explain_batch(database_url: str, history: dataset.Dataset, batch: int) -> Ba
     with psycopg.connect(database_url) as conn:
         dataset.prepare_session(conn, rollup_sql.FOLD_WORK_MEM)  # as a sink session
         recent = dataset.live(history, batch)
+        dataset.create_partitions(conn, recent)
         plan = None
         for _ in range(RUNS):
             dataset.stage(conn, recent, 0, batch)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import socket
 
+# The kernel may hand the same ephemeral port to two binds in a row once the first
+# socket is closed, so two servers of one stack could be given one port.
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now and never returned before by this process."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def accepts(port: int, timeout: float = 0.5) -> bool:

@@ -105,7 +105,7 @@ async def ingest_events(request: Request) -> Response:
     try:
         body = await read_body(request, state.cfg.api.max_body_bytes)
         events = parse_body(body, request.headers.get("content-type"), utcnow(), state.cfg.api.max_batch_events,
-                            state.cfg.api.event_time)
+                            state.cfg.api.event_time, state.cfg.retention.raw_events)
         try:
             await state.ingestor.ingest(events)
         except BusUnavailable as exc:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from datetime import datetime
 
 import nats
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -20,6 +22,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from .config import NatsConfig
 from .jetstream_refusals import RefusalAwareJetStream, StorageRefusals
 from .logs import get_logger
+from .partitions import InFlightUnknown
+from .timefmt import parse_time
 
 log = get_logger("bus")
 
@@ -158,6 +162,28 @@ class EventBus:
                                 filter_subject=self.subject_for(namespace))
         return await self.js.pull_subscribe(self.subject_for(namespace), durable=c.durable,
                                             stream=self.cfg.stream.name, config=config)
+
+    async def in_flight_since(self, psub: JetStreamContext.PullSubscription) -> datetime | None:
+        """When the api accepted the oldest message of the sinks' consumer not yet acknowledged
+        (its ingestedAt), or None when every message is; raises InFlightUnknown when JetStream
+        cannot tell. A message older than the ack floor's next is acknowledged, and the messages
+        after it were packed after it (within a publish timeout)."""
+        assert self.js is not None
+        try:
+            info = await psub.consumer_info()
+            if not info.num_pending and not info.num_ack_pending:
+                return None
+            floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+            msg = await self.js.get_msg(self.cfg.stream.name, seq=floor + 1, next=True,
+                                        subject=info.config.filter_subject)
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+            raise InFlightUnknown(f"consumer or message not readable: {exc or type(exc).__name__}") from exc
+        try:
+            return parse_time(orjson.loads(msg.data or b"{}").get("ingestedAt"))
+        except (ValueError, TypeError, AttributeError):
+            if msg.time is None:
+                raise InFlightUnknown(f"message {msg.seq} carries no time") from None
+            return msg.time  # stamped by the server: the api's ingestedAt is unreadable
 
     async def close(self) -> None:
         """Flush what is buffered (a sink's last acks), then close.

@@ -81,8 +81,9 @@ def media_type(content_type: str | None) -> str:
 
 
 def parse_body(body: bytes, content_type: str | None, now: datetime, max_events: int,
-               times: EventTimeConfig = EventTimeConfig()) -> list[IncomingEvent]:
-    """`now` is the time of events that have none; `times` the event times accepted."""
+               times: EventTimeConfig = EventTimeConfig(), raw_retention: float | None = None) -> list[IncomingEvent]:
+    """`now` is the time of events that have none; `times` the event times accepted, and no
+    earlier than `raw_retention` seconds (retention.rawEvents) before now."""
     kind = media_type(content_type)
     if kind not in (SINGLE, BATCH, PLAIN_JSON):
         raise bad_request(f"unsupported Content-Type {kind!r}: use application/cloudevents+json, "
@@ -100,7 +101,7 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
         raise bad_request(f"{BATCH} body must be a JSON array of events")
     now_text = format_time(now)
     if isinstance(parsed, dict):
-        return _checked([parse_event(parsed, now_text, "")], now, times, single=True)
+        return _checked([parse_event(parsed, now_text, "")], now, times, raw_retention, single=True)
     if not isinstance(parsed, list):
         raise bad_request("request body must be a CloudEvent object or an array of them")
     if not parsed:
@@ -115,15 +116,18 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
                   for index, (event, item) in enumerate(zip(plain, parsed))]
     else:
         events = cast("list[IncomingEvent]", plain)  # none is None
-    return _checked(events, now, times, single=False)
+    return _checked(events, now, times, raw_retention, single=False)
 
 
-def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig,
+def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig, raw_retention: float | None,
              single: bool) -> list[IncomingEvent]:
     """What every event must satisfy, however it was sent and parsed: data no deeper than
     MAX_DATA_DEPTH (deeper could not be serialized nor listed back), a time in the
-    accepted range (windows and answers stay within what a datetime can hold)."""
+    accepted range (windows and answers stay within what a datetime can hold), and not past
+    the retention of raw events: the sink drops such a day whole, and could not tell an event
+    of it from a replay of one it counted then (partitions.py)."""
     earliest, latest = times.earliest, now + timedelta(seconds=times.max_ahead)
+    kept = (raw_retention, now - timedelta(seconds=raw_retention)) if raw_retention is not None else None
     for index, event in enumerate(events):
         prefix = "" if single else f"[{index}]."
         if event.data and deeper_than(event.data, MAX_DATA_DEPTH):
@@ -132,6 +136,12 @@ def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig,
         if time < earliest:
             raise bad_request(f"{prefix}time: {event.time} is before {format_time(earliest)}, the earliest "
                               "event time accepted (api.eventTime.earliest)", field=f"{prefix}time")
+        if kept is not None and time < kept[1]:
+            raise bad_request(f"{prefix}time: {event.time} is more than {_duration(kept[0])} before the "
+                              f"server's clock ({format_time(now)}): raw events are kept for {_duration(kept[0])} "
+                              "(retention.rawEvents), so an event this old cannot be stored or counted "
+                              f"(the oldest time accepted now is {format_time(kept[1])})",
+                              field=f"{prefix}time")
         if time > latest:
             raise bad_request(f"{prefix}time: {event.time} is more than {_duration(times.max_ahead)} ahead of the "
                               f"server's clock ({format_time(now)}; api.eventTime.maxAhead)", field=f"{prefix}time")

@@ -236,6 +236,19 @@ class SinkConfig:
     idle_in_transaction_timeout: float = 60.0
 
 
+# Raw events are kept in partitions of one UTC day of their time (partitions.py), so the
+# retention of raw events is counted in whole days of it, at least one.
+MIN_RAW_RETENTION = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """How long raw events are kept (README "Retention"); rollups are kept regardless.
+    None (the default): forever. Past it, their day's partition is dropped whole by the sink."""
+
+    raw_events: float | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     namespace: str = "default"
@@ -246,6 +259,7 @@ class Config:
     nats: NatsConfig = field(default_factory=NatsConfig)
     valkey: ValkeyConfig = field(default_factory=ValkeyConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     log_level: str = "info"
     meters: tuple[dict, ...] = ()
     # Live meters per namespace at most: every meter on an event type is folded for each
@@ -507,6 +521,15 @@ def build_config(raw: Any) -> Config:
     if not 0.1 <= sink.retry_max_delay <= 600.0:
         raise ConfigError(f"sink.retryMaxDelay: must be between 100ms and 10m, got {sink.retry_max_delay}s")
 
+    retention_r = root.section("retention")
+    raw_events = retention_r.get("rawEvents", (str, int, float), None)
+    retention = RetentionConfig(
+        raw_events=None if raw_events in (None, "") else parse_duration(raw_events, retention_r.key("rawEvents")))
+    retention_r.reject_unknown()
+    if retention.raw_events is not None and retention.raw_events < MIN_RAW_RETENTION:
+        raise ConfigError(f"retention.rawEvents: must be at least {MIN_RAW_RETENTION / 3600:g}h (raw events are "
+                          f"dropped a whole UTC day at a time), got {raw_events!r}")
+
     log_r = root.section("logging")
     log_level = _env("BPOM_LOG_LEVEL", log_r.get("level", str, Config.log_level)).lower()
     if log_level not in ("debug", "info", "warning", "error"):
@@ -523,7 +546,7 @@ def build_config(raw: Any) -> Config:
     root.reject_unknown()
 
     return Config(namespace=namespace, instance=instance, api=api, telemetry=TelemetryConfig(tel_host, tel_port),
-                  postgres=postgres, nats=nats, valkey=valkey, sink=sink, log_level=log_level,
+                  postgres=postgres, nats=nats, valkey=valkey, sink=sink, retention=retention, log_level=log_level,
                   meters=tuple(meters), max_meters=max_meters)
 
 

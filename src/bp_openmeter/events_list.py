@@ -13,7 +13,7 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
-from . import jsonpath, numeric
+from . import jsonpath, numeric, retention
 from .meter_store import list_meters
 from .meters import Meter
 from .problems import bad_request
@@ -159,8 +159,18 @@ def exact_numbers(text: str) -> dict[str, Any]:
 
 
 async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: ListParams) -> list[dict]:
-    # As upstream: without `from`, the last 32 days (a bounded scan, whatever the other filters).
+    # As upstream: without `from`, the last 32 days (a bounded scan, whatever the other filters),
+    # and no further back than raw events are kept. A `from` (or a `to`) before that is refused:
+    # the list would silently miss what was dropped.
+    horizon = await retention.raw_from(conn)
     start = params.start if params.start is not None else utcnow() - DEFAULT_LOOKBACK
+    if horizon is not None:
+        for field, bound in (("from", params.start), ("to", params.end)):
+            if bound is not None and bound < horizon:
+                raise retention.raw_events_gone(field, f"the events list {field} {format_time(bound)}", horizon,
+                                                f"list from {format_time(horizon)} on (usage before it is still "
+                                                "answered by meter queries over whole minutes)")
+        start = max(start, horizon)
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(_QUERY, {"ns": namespace, "start": start, "end": params.end,
                                "ing_from": params.ingested_from, "ing_to": params.ingested_to,

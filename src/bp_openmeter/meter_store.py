@@ -46,7 +46,7 @@ RESUME_INTERVAL = 10.0  # seconds between the sink's looks for interrupted backf
 
 _COLUMNS = """pk, id, namespace, slug, name, description, event_type, event_from, aggregation, value_property,
               group_by, metadata, managed_by, created_at, updated_at, deleted_at,
-              backfill_target IS NOT NULL AS backfilling"""
+              backfill_target IS NOT NULL AS backfilling, counted_from"""
 
 
 class MeterConflict(Exception):
@@ -64,7 +64,7 @@ def _row_to_meter(row: dict) -> Meter:
                      metadata=row["metadata"])
     return Meter(pk=row["pk"], id=row["id"], namespace=row["namespace"], spec=spec, managed_by=row["managed_by"],
                  created_at=row["created_at"], updated_at=row["updated_at"], deleted_at=row["deleted_at"],
-                 backfilling=row["backfilling"])
+                 backfilling=row["backfilling"], counted_from=row["counted_from"])
 
 
 def _derived(spec: MeterSpec) -> dict:
@@ -206,7 +206,7 @@ async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict[str, Any]
     writes the old one any more, and its rollups are garbage. Returns the meter's new row."""
     await conn.execute("INSERT INTO rollup_garbage (meter_pk) VALUES (%s) ON CONFLICT DO NOTHING", (meter_pk,))
     rows = conn.cursor(row_factory=dict_row)
-    await rows.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0,
+    await rows.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0, counted_from = NULL,
                                  backfill_target = NULLIF(%s::bigint, 0)
                            WHERE pk = %s RETURNING {_COLUMNS}""", (await watermark(conn), meter_pk))
     return await one_row(rows)
@@ -234,13 +234,14 @@ class BackfillProgress:
 
 
 async def summarize_seq_index(conn: psycopg.AsyncConnection) -> None:
-    """Summarize the newest block ranges of the events' BRIN index, which autovacuum may not
-    have reached yet: unsummarized ranges are read by every backfill chunk and every export
-    range. Best effort, never waited for."""
+    """Summarize the newest block ranges of the events' BRIN index (of each partition's: the
+    parent's is partitioned), which autovacuum may not have reached yet: unsummarized ranges
+    are read by every backfill chunk and every export range. Best effort, never waited for."""
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL lock_timeout = '1s'")
-            await conn.execute("SELECT brin_summarize_new_values('events_seq_brin'::regclass)")
+            await conn.execute("SELECT brin_summarize_new_values(relid) FROM pg_partition_tree('events_seq_brin') "
+                               "WHERE isleaf")
     except psycopg.Error as exc:
         log.info("BRIN summary skipped", error=str(exc).strip())
 
@@ -263,9 +264,14 @@ async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tu
         cur = await conn.execute(rollup_sql.BACKFILL, {"namespace": namespace, "event_type": event_type,
                                                        "lo": done_through, "hi": hi, "meter_pk": meter_pk})
         scanned, metered = await one_row(cur)
+        # Complete: it counts from the retention horizon of now on (a chunk of this backfill may have
+        # run after a day before it was dropped; one that ran before found all of it, and no later).
         await conn.execute("""UPDATE meters SET backfilled_through = %(hi)s,
                                      backfill_target = CASE WHEN %(hi)s >= backfill_target THEN NULL
-                                                            ELSE backfill_target END
+                                                            ELSE backfill_target END,
+                                     counted_from = CASE WHEN %(hi)s >= backfill_target
+                                                         THEN (SELECT raw_from FROM event_retention)
+                                                         ELSE counted_from END
                                WHERE pk = %(pk)s""", {"hi": hi, "pk": meter_pk})
     return hi >= target, scanned, metered
 

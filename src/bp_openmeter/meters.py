@@ -118,6 +118,18 @@ class Meter:
     updated_at: datetime
     deleted_at: datetime | None = None
     backfilling: bool = False  # its rollups are still being built from the stored events
+    # Built while raw events before this were already dropped: its rollups count from here on
+    # (None: every event it was given). The event_partitions migration.
+    counted_from: datetime | None = None
+
+    @property
+    def complete_from(self) -> datetime | None:
+        """From when its rollups hold every event it counts (None: always); eventFrom, if later,
+        makes the ranges before it complete (empty) too."""
+        start = self.counted_from
+        if start is None or (self.spec.event_from is not None and self.spec.event_from >= start):
+            return None
+        return start
 
     def to_json(self) -> dict[str, Any]:
         """Upstream's shape: name always, optional members omitted when unset."""

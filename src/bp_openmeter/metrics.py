@@ -54,6 +54,18 @@ SINK_FRESHNESS = Histogram(
     "bpom_sink_freshness_seconds", "From ingest (API receipt) to stored and folded",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 
+RAW_EVENTS_FROM = Gauge(
+    "bpom_raw_events_retained_from_timestamp_seconds",
+    "The retention horizon (Unix time): raw events before it are dropped (retention.rawEvents); 0 while none is")
+PARTITIONS_DROPPED = Counter(
+    "bpom_event_partitions_dropped_total", "Daily partitions of raw events dropped past retention")
+PARTITION_DROP_SECONDS = Histogram(
+    "bpom_event_partition_drop_seconds", "Time to detach (concurrently) and drop one partition of raw events",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+PARTITION_MAINTENANCE_FAILURES = Counter(
+    "bpom_event_partition_maintenance_failures_total",
+    "Rounds of partition maintenance (create ahead, drop past retention) that failed; retried")
+
 QUERY_SECONDS = Histogram(
     "bpom_query_seconds", "Meter query latency",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))

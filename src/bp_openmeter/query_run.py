@@ -15,7 +15,7 @@ import psycopg
 from psycopg.types.json import set_json_loads
 
 from . import query_plan as plan
-from . import windows
+from . import retention, windows
 from .group_filters import Compiler
 from .meters import Meter
 from .problems import Problem, bad_request
@@ -80,7 +80,8 @@ def _after_minute(minute: datetime) -> datetime:
 
 
 async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, max_rows: int) -> QueryResult:
-    """The answer; 400 when it would have more than `max_rows` rows (the api holds it whole)."""
+    """The answer; 400 when it would have more than `max_rows` rows (the api holds it whole), or
+    when it would need raw events past the retention (retention.refuse_past_horizon)."""
     group_keys, by_subject = plan.resolve_grouping(meter, params)
     unit = params.window_size.lower() if params.window_size else None  # date_trunc's field
     args = {
@@ -96,7 +97,10 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
     hourly = params.window_size != "MINUTE" and (unit is None or plan.hour_aligned_zone(params))
     daily = params.window_size not in ("MINUTE", "HOUR") and (unit is None or plan.day_aligned_zone(params))
     same = (group_keys, by_subject, group_where, args)  # for every plan
-    rows = await _fetch(conn, meter, params, plan.Ranges.of(params, hourly, daily), *same)
+    ranges = plan.Ranges.of(params, hourly, daily)
+    # Every plan has the same raw edges and reads only rollups (never dropped) otherwise.
+    await retention.refuse_past_horizon(conn, meter, params.start, ranges.edges)
+    rows = await _fetch(conn, meter, params, ranges, *same)
     if unit is not None and (hourly or daily):
         straddling = plan.straddles(rows)
         if straddling == plan.DAYS and hourly:
@@ -134,7 +138,9 @@ async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime 
                    max_rows: int) -> list[str]:
     """Distinct subjects the meter has seen (optionally in [from, to) at minute precision),
     by a loose index scan over the rollups' primary key (meter_pk, subject_key, ...): one
-    probe per subject, whose text is read beside its key; 400 past `max_rows`."""
+    probe per subject, whose text is read beside its key; 400 past `max_rows`, or before the
+    meter counts every event (retention.refuse_past_horizon)."""
+    await retention.refuse_past_horizon(conn, meter, start)
     cur = await conn.execute(plan.SUBJECTS, {"pk": meter.pk, "lo": floor_minute(start) if start else None, "hi": end,
                                              "row_limit": max_rows + 1})
     found = [row[0] for row in await cur.fetchall()]
@@ -159,6 +165,7 @@ async def group_values(conn: psycopg.AsyncConnection, meter: Meter, key: str, st
     if start is None and end is None:
         start = datetime.now(timezone.utc) - GROUP_VALUES_LOOKBACK
     ranges = plan.Ranges.of(QueryParams(start=start, end=end), hourly=True)
+    await retention.refuse_past_horizon(conn, meter, start, ranges.edges)
     cur = await conn.execute(plan.group_values_statement(ranges), {
         "namespace": meter.namespace, "event_type": meter.spec.event_type, "meter_pk": meter.pk,
         "subjects": None, "key": key, "row_limit": max_rows + 1, **ranges.args()}, prepare=False)

@@ -283,11 +283,15 @@ staged AS (
 # %(namespace)s: the engine's namespace; events claiming another are counted, not stored.
 STORE_BATCH = f"""
 WITH {_STAGED},
+retained AS MATERIALIZED (SELECT raw_from FROM event_retention),
 src AS (
     -- Inserted in delivery order: of an event delivered twice in the batch, or already
-    -- stored, only the first delivery is stored (DO NOTHING skips the rest).
+    -- stored, only the first delivery is stored (DO NOTHING skips the rest; the key is its
+    -- day's partition's, the event_partitions migration says why). Nothing below the retention
+    -- horizon: its day is dropped, or being dropped, with what it held (the sink dead-letters it).
     INSERT INTO events (namespace, source, id, type, subject, time, data, attributes, ingested_at)
     SELECT namespace, source, id, type, subject, time, data, attributes, ingested_at FROM staged
+     WHERE time >= COALESCE((SELECT raw_from FROM retained), '-infinity')
     ON CONFLICT DO NOTHING
     RETURNING namespace, source, id, type, subject, time, data, ingested_at
 ),
@@ -296,7 +300,9 @@ src AS (
 SELECT (SELECT count(*) FROM items) AS delivered,
        (SELECT count(*) FROM src) AS inserted,
        (SELECT min(ingested_at) FROM src) AS oldest_ingested,
-       (SELECT count(*) FROM items WHERE namespace IS DISTINCT FROM %(namespace)s) AS foreign_events
+       (SELECT count(*) FROM items WHERE namespace IS DISTINCT FROM %(namespace)s) AS foreign_events,
+       (SELECT count(*) FROM staged WHERE time < (SELECT raw_from FROM retained)) AS past_retention,
+       (SELECT raw_from FROM retained) AS raw_from
 """
 
 # After STORE_BATCH, in its transaction, when some staged events were not inserted: those
@@ -309,6 +315,8 @@ SELECT count(*), min(left(s.source, 200) || ' ' || left(s.id, 200))
   FROM staged s JOIN events e USING (namespace, source, id)
  WHERE (e.type, e.subject, e.time, e.data, e.attributes)
        IS DISTINCT FROM (s.type, s.subject, s.time, s.data, s.attributes)
+   -- the stored event with that key in the partition the staged one was routed to (its UTC day)
+   AND e.time >= date_trunc('day', s.time, 'UTC') AND e.time < date_trunc('day', s.time, 'UTC') + interval '1 day'
 """
 
 # One chunk of a meter's backfill (meter_store.py): the stored events of its type with

@@ -18,6 +18,12 @@ namespace (published onto this engine's subject by something else, or read
 through a durable shared with another engine) is dead-lettered with that reason
 as soon as it is seen, never stored.
 
+Nor does it store an event whose time is before the retention horizon (partitions.py):
+its day is dropped, or being dropped, and a replay of an event counted then would count
+twice; it is dead-lettered, naming retention.rawEvents. An event of a day that has no
+partition yet gets one (the days around now are created ahead, by the partition keeper
+each sink runs).
+
 A message carries many events (messages.py), so the sink fetches as many
 messages as make about `sink.batchSize` events, judging by the messages so far.
 
@@ -45,7 +51,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from psycopg_pool import AsyncConnectionPool
 
-from . import commit_outcome, messages, metrics, rollup_sql
+from . import commit_outcome, messages, metrics, partitions, rollup_sql
 from .bus import EventBus
 from .config import Config
 from .db import one_row
@@ -54,7 +60,7 @@ from .meter_store import Backfiller
 from .meters_lock import lock_shared
 from .pgerrors import STORE_ERRORS, Cause, cause_of, describe
 from .sealing import Sealer
-from .timefmt import parse_time
+from .timefmt import format_time, parse_time
 
 log = get_logger("sink")
 
@@ -85,7 +91,14 @@ class Stored:
     inserted: int         # of those, newly stored
     oldest: datetime | None  # the oldest ingestedAt among the inserted
     foreign: int          # not stored: they claim another namespace (to be dead-lettered)
+    past_retention: int   # not stored: their time is before the retention horizon (to be dead-lettered)
+    raw_from: datetime | None  # the retention horizon (None: nothing dropped)
     conflicting: int = 0  # not inserted: their key was stored with other content
+
+    @property
+    def unstored(self) -> int:
+        """Events to dead-letter rather than store."""
+        return self.foreign + self.past_retention
 
 
 # pg_advisory_xact_lock(STORE_SLOTS_LOCK, slot): held by a batch being stored, for its
@@ -109,7 +122,20 @@ async def take_store_slot(conn: psycopg.AsyncConnection, slots: int) -> None:
 async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str,
                  slots: int = 0) -> Stored:
     """Stage (stream sequence, message) rows and store this engine's namespace's events of
-    them in one transaction, in one of `slots` database-wide store slots."""
+    them in one transaction, in one of `slots` database-wide store slots. An event of a day
+    without its partition yet (a day past the ones created ahead: backdated history, a time
+    far ahead) has it created, and the batch is stored again."""
+    try:
+        return await _store_once(conn, rows, namespace, slots)
+    except psycopg.errors.CheckViolation as exc:
+        if not partitions.no_partition(exc):
+            raise
+    await partitions.create(conn, partitions.days_of(payload for _seq, payload in rows))
+    return await _store_once(conn, rows, namespace, slots)
+
+
+async def _store_once(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str,
+                      slots: int) -> Stored:
     async with conn.transaction():
         await take_store_slot(conn, slots)
         await lock_shared(conn)
@@ -120,13 +146,13 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], n
             params = {"meter_pk": None, "namespace": namespace}
             await cur.execute(rollup_sql.STORE_BATCH, params)
             stored = Stored(*await one_row(cur))
-            if stored.inserted + stored.foreign < stored.delivered:
+            if stored.inserted + stored.unstored < stored.delivered:
                 await cur.execute(rollup_sql.CONFLICTING, params)
                 stored.conflicting, example = await one_row(cur)
                 if stored.conflicting:
                     log.warning("events dropped: their source and id were stored before with other content",
                                 events=stored.conflicting, example=example)
-            if stored.inserted == 0 and stored.delivered > stored.foreign:
+            if stored.inserted == 0 and stored.delivered > stored.unstored:
                 # All stored before, by a commit that may not have reached the standbys (its wait
                 # was cancelled, or its connection lost). A transaction that writes no WAL commits
                 # without waiting for them; one WAL record makes this COMMIT wait until the
@@ -232,12 +258,16 @@ class Sink:
         lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
         seal_task = asyncio.create_task(self.sealer.run(self.stopping))
         backfill_task = asyncio.create_task(Backfiller(self.pool).run(self.stopping))
+        keeper = partitions.PartitionKeeper(self.pool, self.cfg.retention.raw_events,
+                                            lambda: self.bus.in_flight_since(subscriptions[0]))
+        partition_task = asyncio.create_task(keeper.run(self.stopping))
         try:
             await asyncio.gather(*(self._work(psub, self._new_worker()) for psub in subscriptions))
         finally:
             lag_task.cancel()
             seal_task.cancel()
             backfill_task.cancel()
+            partition_task.cancel()
 
     def _new_worker(self) -> Progress:
         worker = Progress()
@@ -315,7 +345,7 @@ class Sink:
         except Abandoned:
             return outcome
         self.events_per_message = 0.5 * self.events_per_message + 0.5 * stored.delivered / len(msgs)
-        if stored.foreign and not await self._dead_letter_foreign(msgs, outcome, msgs):
+        if stored.unstored and not await self._dead_letter_unstored(msgs, outcome, msgs, stored.raw_from):
             return outcome
         await self._ack_all(msgs)
         progress.made()
@@ -330,7 +360,7 @@ class Sink:
     @staticmethod
     def _count(stored: Stored) -> None:
         metrics.SINK_STORED.inc(stored.inserted)
-        metrics.SINK_REDELIVERED.inc(stored.delivered - stored.inserted - stored.foreign)
+        metrics.SINK_REDELIVERED.inc(stored.delivered - stored.inserted - stored.unstored)
         metrics.SINK_CONFLICTING.inc(stored.conflicting)
 
     async def _one_by_one(self, msgs: list[Msg], outcome: BatchOutcome, progress: Progress) -> BatchOutcome:
@@ -346,7 +376,8 @@ class Sink:
             else:
                 outcome.inserted += stored.inserted
                 self._count(stored)
-                if stored.foreign and not await self._dead_letter_foreign([msg], outcome, msgs[index:]):
+                if stored.unstored and not await self._dead_letter_unstored([msg], outcome, msgs[index:],
+                                                                            stored.raw_from):
                     return outcome
                 await msg.ack()
             progress.made()
@@ -365,7 +396,7 @@ class Sink:
             events, singles, failed = [None], [], [(0, f"the message is not an event batch: {exc}")]
         else:
             failed = []
-        foreign = []
+        unstored: list[tuple[int, str]] = []
         try:
             for position, single in enumerate(singles):
                 try:
@@ -377,13 +408,13 @@ class Sink:
                 else:
                     outcome.inserted += stored.inserted
                     self._count(stored)
-                    if stored.foreign:
-                        foreign.append(position)
+                    if stored.unstored:
+                        unstored.append((position, self._unstored_reason(events[position], stored.raw_from)))
             if failed and deliveries < self.cfg.nats.consumer.max_deliver:
                 outcome.retried_later += 1
                 await msg.nak(delay=min(30.0, 2.0 ** deliveries))
                 return
-            for position, reason in [*failed, *((p, self._foreign_reason(events[p])) for p in foreign)]:
+            for position, reason in [*failed, *unstored]:
                 event = events[position] if isinstance(events[position], dict) else None
                 await self._dead_letter(msg, position, event, reason, deliveries, keep)
                 outcome.dead_lettered += 1
@@ -396,11 +427,27 @@ class Sink:
         return (f"the event's namespace {claimed!r} is not this engine's namespace {self.cfg.namespace!r}: "
                 "not stored (another deployment's event, on this engine's stream)")
 
-    async def _dead_letter_foreign(self, msgs: list[Msg], outcome: BatchOutcome, keep: list[Msg]) -> bool:
-        """Dead-letter the events of `msgs` that claim another namespace (STORE_BATCH has not
-        stored them). An unavailable database is waited out like a store (`keep` kept in
-        progress); False when the sink stops meanwhile: the messages are left un-acked and
-        come back (what was stored is not stored twice, a dead letter not recorded twice)."""
+    def _unstored_reason(self, event: Any, raw_from: datetime | None) -> str:
+        """Why STORE_BATCH did not store this event: another namespace's, or past retention."""
+        if not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace or raw_from is None:
+            return self._foreign_reason(event)
+        return (f"the event's time {event.get('time')} is before {format_time(raw_from)}, where raw events are "
+                f"kept from (retention.rawEvents): its day was dropped with the events it held, so it is neither "
+                "stored nor counted (a replay of an event counted then would count twice)")
+
+    def _past_retention(self, event: Any, raw_from: datetime | None) -> bool:
+        try:
+            return raw_from is not None and parse_time(event.get("time")) < raw_from
+        except (ValueError, TypeError, AttributeError):
+            return False
+
+    async def _dead_letter_unstored(self, msgs: list[Msg], outcome: BatchOutcome, keep: list[Msg],
+                                    raw_from: datetime | None) -> bool:
+        """Dead-letter the events of `msgs` that claim another namespace or whose time is past
+        retention (STORE_BATCH has not stored them). An unavailable database is waited out like
+        a store (`keep` kept in progress); False when the sink stops meanwhile: the messages are
+        left un-acked and come back (what was stored is not stored twice, a dead letter not
+        recorded twice)."""
         try:
             for msg in msgs:
                 events: list[dict[str, Any] | None]
@@ -413,10 +460,11 @@ class Sink:
                 else:
                     reason = None
                 for position, event in enumerate(events):
-                    if not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace:
+                    foreign = not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace
+                    if foreign or self._past_retention(event, raw_from):
                         await self._dead_letter(msg, position, event if isinstance(event, dict) else None,
-                                                reason or self._foreign_reason(event), msg.metadata.num_delivered,
-                                                keep)
+                                                reason or self._unstored_reason(event, raw_from),
+                                                msg.metadata.num_delivered, keep)
                         outcome.dead_lettered += 1
         except Abandoned:
             return False

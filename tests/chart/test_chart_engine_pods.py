@@ -171,6 +171,7 @@ def test_config_file_has_the_contract_sections(objects):
         "nats",
         "valkey",
         "sink",
+        "retention",
         "logging",
         "meters",
         "maxMeters",

@@ -44,6 +44,8 @@ SELECT data->>'model', sum((data->>'tokens')::numeric), count(*) FROM events
 def stack(stack_factory):
     stack = stack_factory(overrides={"maxMeters": MAX_METERS})
     with psycopg.connect(stack.database_url) as conn:
+        # The days' partitions, as the sink creates them for what it stores.
+        conn.execute("SELECT bpom_create_event_partitions(now() - interval '30 days', now())")
         conn.execute(_HISTORY_SQL, {"ns": stack.namespace, "n": HISTORY})
         conn.execute("ANALYZE events")
     return stack

@@ -96,6 +96,7 @@ def stored_before(stack):
     the events table directly), and meters created afterwards (so backfilled from them)."""
     with psycopg.connect(stack.database_url) as conn:
         for i, time in enumerate(["9999-12-31T23:59:30Z", "0001-01-01T00:00:00Z", "2025-06-01T12:00:00Z"]):
+            conn.execute("SELECT bpom_create_event_partitions(%s, %s)", (time, time))  # as the sink would
             conn.execute(
                 "INSERT INTO events (namespace, source, id, type, subject, time, data, ingested_at) "
                 "VALUES (%s, 'old', %s, 'edge.event', 's', %s, '{\"v\": 2}', now())",

@@ -34,6 +34,9 @@ STARTED_TIMEOUT = 30.0  # the horizon's session is asking for the lock
 def database(servers) -> str:
     url = create_database(servers.postgres_url, f"hz_{uuid.uuid4().hex[:8]}")
     apply_migrations(url)
+    with psycopg.connect(url) as conn:
+        # Today's partition and tomorrow's, as the sink creates them ahead.
+        conn.execute("SELECT bpom_create_event_partitions(now(), now() + interval '1 day')")
     return url
 
 

@@ -59,6 +59,7 @@ def test_data_stored_before_any_check_is_listed(stack, client, uid):
     default view's newest item and must not stop the list."""
     deep = json.dumps(_nested(200))
     with psycopg.connect(stack.database_url) as conn:
+        conn.execute("SELECT bpom_create_event_partitions('9999-12-31T00:00:00Z', '9999-12-31T00:00:00Z')")
         conn.execute(
             "INSERT INTO events (namespace, source, id, type, subject, time, data, attributes, ingested_at) "
             "VALUES (%s, 'old', %s, %s, 's', '9999-12-31T23:59:59Z', %s::jsonb, %s::jsonb, now())",

@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from testkit.wait import poll
 from tests.faults.observe import metric, settled_totals, sink_process_in_transaction
 from tests.faults.traffic import EventPump
 
@@ -26,6 +27,12 @@ def test_a_sink_killed_inside_a_batch_leaves_its_share_to_the_other(fault_stack,
     stack = fault_stack(sinks=2)
     pump = EventPump(stack.api_url, f"two-{uuid.uuid4().hex[:8]}", batch_size=100, concurrency=4).start()
     pump.wait_acked(2_000, timeout=60)
+    # One sink can take every message of a short burst: keep posting until both have stored some.
+    poll(
+        lambda: (metric(stack.sink_telemetry_url(0), STORED), metric(stack.sink_telemetry_url(1), STORED)),
+        lambda stored: bool(stored[0] and stored[1]),
+        60,
+    )
 
     inside_a_transaction = sink_process_in_transaction(stack, 0, timeout=20)
     stored_by_killed = metric(stack.sink_telemetry_url(0), STORED)

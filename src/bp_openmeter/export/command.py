@@ -26,7 +26,7 @@ from ..timefmt import parse_time
 from .checkpoint import CheckpointError, CheckpointMismatch
 from .drain import NotDrained
 from .run import ExportBusy, ExportOptions, Summary, run_export
-from .source import Scope
+from .source import RawEventsGone, Scope
 from .target import Target, TargetError, ingest_url
 from .verify import verify
 
@@ -154,10 +154,13 @@ def run(args: argparse.Namespace) -> int:
         except TargetError as exc:
             log.error("verify stopped", error=str(exc))
             return 1
+        except RawEventsGone as exc:
+            log.error("verify stopped", error=str(exc))
+            return 2
     summary = Summary(options.name)
     try:
         asyncio.run(run_export(cfg.postgres.url, cfg.nats, options, token, log, summary))
-    except CheckpointMismatch as exc:
+    except (CheckpointMismatch, RawEventsGone) as exc:
         log.error("export stopped", error=str(exc), **summary.fields())
         return 2
     except (TargetError, CheckpointError, NotDrained, ExportBusy) as exc:

@@ -24,7 +24,7 @@ from typing import AsyncIterator
 import orjson
 import psycopg
 
-from .. import meters_lock
+from .. import meters_lock, retention
 from ..events_list import exact_numbers
 from ..timefmt import format_time
 
@@ -80,10 +80,28 @@ def _args(scope: Scope, after: int, upto: int) -> dict:
     return {"ns": scope.namespace, "after": after, "upto": upto, "start": scope.start, "end": scope.end}
 
 
+class RawEventsGone(RuntimeError):
+    """The scope reaches before the retention horizon: those raw events are gone."""
+
+
+async def refuse_past_retention(conn: psycopg.AsyncConnection, scope: Scope) -> None:
+    """Raise RawEventsGone when raw events of the scope have been dropped past retention (an export
+    of what is left would be silently short); in a transaction, the horizon is then held until it
+    ends (retention.raw_from)."""
+    horizon = await retention.raw_from(conn)
+    if horizon is not None and (scope.start is None or scope.start < horizon):
+        raise RawEventsGone(
+            f"raw events before {format_time(horizon)} are no longer stored ({retention.SETTING}), and the export's "
+            f"range starts {'at ' + format_time(scope.start) if scope.start else 'with the first event'}: export "
+            f"from {format_time(horizon)} on (--from); usage before it is still answered by meter queries")
+
+
 async def count(conn: psycopg.AsyncConnection, scope: Scope, after: int, upto: int) -> int:
     """The events of the scope in (after, upto]: the size of the pass, for progress."""
-    cur = await conn.execute(f"SELECT count(*) FROM events WHERE {_WHERE}", _args(scope, after, upto))
-    row = await cur.fetchone()
+    async with conn.transaction():
+        await refuse_past_retention(conn, scope)
+        cur = await conn.execute(f"SELECT count(*) FROM events WHERE {_WHERE}", _args(scope, after, upto))
+        row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
@@ -114,6 +132,7 @@ async def read(conn: psycopg.AsyncConnection, scope: Scope, after: int, upto: in
         rows: list[Stored] = []
         size, complete = 0, True
         async with conn.transaction():
+            await refuse_past_retention(conn, scope)
             cur = conn.cursor(name="bpom_export_range")
             cur.itersize = FETCH_ROWS
             await cur.execute(

@@ -53,7 +53,7 @@ from ..meters import Meter, MeterSpec
 from ..problems import Problem
 from ..timefmt import format_time, parse_time
 from ..windows import floor_minute
-from .source import Scope
+from .source import Scope, refuse_past_retention
 from .target import Target, TargetError, api_base, describe
 
 Key = tuple[datetime, str | None, tuple[str, ...]]  # window start, subject, group values (by sorted key)
@@ -343,6 +343,10 @@ async def _unmetered(conn: psycopg.AsyncConnection, scope: Scope, meters: list[M
 
 async def verify(conn: psycopg.AsyncConnection, target: Target, scope: Scope, window: str,
                  exact: bool = False) -> VerifyReport:
+    """Raises RawEventsGone when the scope reaches before the retention horizon: the stored events'
+    extent and the types no meter counts would be read from what is left."""
+    async with conn.transaction():
+        await refuse_past_retention(conn, scope)
     extent = await _extent(conn, scope, window)
     meters = await list_meters(conn, scope.namespace)
     unverifiable = await _unmetered(conn, scope, meters)
