@@ -1,7 +1,10 @@
 """The daily_rollups migration on a database that holds sealed hours: every UTC day before
 the sealing watermark's day, of each (meter, subject, groups), gets the merge of its hourly
 rows (the sealer's merge), so a query that reads whole days from the new level answers what
-the hours answered; the watermark's own day stays in the hours until the sealer completes it."""
+the hours answered; the watermark's own day stays in the hours until the sealer completes it.
+The database holds no raw events of those days, and its retention horizon is past them (as
+after their partitions were dropped): the level is built from the rollups alone, never from
+raw events, so a dropped day is not read as an empty one."""
 
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ def migrated(servers):
                 },
             )
         conn.execute("UPDATE rollup_seal SET sealed_through = %s", (DAY1 + timedelta(days=1, hours=2),))
+        conn.execute("UPDATE event_retention SET raw_from = %s", (DAY1 + timedelta(days=2),))
     applied = apply_migrations(url)
     assert applied[0].name == "daily_rollups"
     return url
