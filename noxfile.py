@@ -168,7 +168,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, not tests: ingest, freshness, queries at scale beside ClickHouse, memory, scale-out, backfill.
+    """Benchmarks, not tests: ingest, freshness, queries at scale beside ClickHouse, memory, scale-out, backfill, retention.
 
     nox -s bench                    # default sizes, a few minutes on 2 cores
     nox -s bench -- --full          # 1M events ingested, 10M queried (over an hour on 2 shared cores)
