@@ -7,6 +7,7 @@ container logs of the release namespace and the run's test namespaces).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -55,8 +56,14 @@ class LocalTarget:
         return dest
 
     def close(self) -> None:
-        self.stack.stop()
-        self.servers.stop()
+        """Stops everything and removes the run's folder: the fixture has already
+        copied the logs of a failed run to the artifacts, and a kept database per run
+        would fill the disk run by run."""
+        try:
+            self.stack.stop()
+        finally:
+            self.servers.stop()
+        shutil.rmtree(self.root)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from .body_budget import BodyBudget, ChargeBodies
 from .bus import BusUnavailable
 from .cloudevents_in import parse_body
 from .config import Config
+from .deadline import DatabaseDeadline, within
 from .disconnect import ClientGone, unless_client_leaves
 from .ingest import Ingestor
 from .jsonlimits import has_nul
@@ -35,6 +36,9 @@ from .timefmt import utcnow
 log = get_logger("api")
 
 T = TypeVar("T")
+# Seconds a client is asked to wait after the database did not answer (a restart, a failover
+# or a frozen node takes seconds, not one).
+DATABASE_RETRY_AFTER_S = 5
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -97,6 +101,12 @@ def _state(request: Request) -> ApiState:
     return request.app.state.api
 
 
+async def _read(request: Request, work: Awaitable[T]) -> T:
+    """A reading request's database work: bounded by api.databaseDeadline, and stopped when
+    its client leaves."""
+    return await unless_client_leaves(request, within(_state(request).cfg.api.database_deadline, work))
+
+
 # --- events ---------------------------------------------------------------------------
 
 async def ingest_events(request: Request) -> Response:
@@ -134,7 +144,7 @@ async def list_events(request: Request) -> Response:
         async with state.pool.connection() as conn:
             return await events_list.list_events(conn, state.cfg.namespace, params)
 
-    return json_response(await unless_client_leaves(request, answer()))
+    return json_response(await _read(request, answer()))
 
 
 # --- meters ---------------------------------------------------------------------------
@@ -172,9 +182,12 @@ def _checked(parse: Callable[..., T], *args: Any) -> T:
 async def list_meters(request: Request) -> Response:
     state = _state(request)
     params = _checked(parse_list_params, request.query_params)
-    async with state.pool.connection() as conn:
-        meters = await meter_store.list_meters(conn, state.cfg.namespace, params)
-    return json_response([m.to_json() for m in meters])
+
+    async def answer() -> list[Meter]:
+        async with state.pool.connection() as conn:
+            return await meter_store.list_meters(conn, state.cfg.namespace, params)
+
+    return json_response([m.to_json() for m in await _read(request, answer())])
 
 
 async def create_meter(request: Request) -> Response:
@@ -193,9 +206,12 @@ async def create_meter(request: Request) -> Response:
 
 async def get_meter(request: Request) -> Response:
     state = _state(request)
-    async with state.pool.connection() as conn:
-        meter = await _meter_or_404(conn, state.cfg.namespace, request)
-    return json_response(meter.to_json())
+
+    async def answer() -> Meter:
+        async with state.pool.connection() as conn:
+            return await _meter_or_404(conn, state.cfg.namespace, request)
+
+    return json_response((await _read(request, answer())).to_json())
 
 
 async def update_meter(request: Request) -> Response:
@@ -234,7 +250,7 @@ async def meter_subjects(request: Request) -> Response:
             _counts_complete(meter)
             return await query_run.subjects(conn, meter, start, end, state.cfg.api.max_query_rows)
 
-    return json_response(await unless_client_leaves(request, answer()))
+    return json_response(await _read(request, answer()))
 
 
 async def meter_group_values(request: Request) -> Response:
@@ -248,7 +264,7 @@ async def meter_group_values(request: Request) -> Response:
             _counts_complete(meter)
             return await query_run.group_values(conn, meter, key, start, end, state.cfg.api.max_query_rows)
 
-    return json_response(await unless_client_leaves(request, answer()))
+    return json_response(await _read(request, answer()))
 
 
 async def query_meter(request: Request) -> Response:
@@ -266,7 +282,7 @@ async def query_meter(request: Request) -> Response:
             _counts_complete(meter)
             return meter, await query_run.run(conn, meter, params, state.cfg.api.max_query_rows)
 
-    meter, result = await unless_client_leaves(request, answer())
+    meter, result = await _read(request, answer())
     metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
     if query_output.wants_csv(request.headers.get("accept", "")):
         return Response(query_output.to_csv(result), media_type="text/csv",
@@ -292,6 +308,23 @@ async def _http_error(_: Request, exc: HTTPException) -> Response:
 async def _database_error(_: Request, exc: Exception) -> Response:
     log.warning("database unavailable", error=str(exc).strip() or type(exc).__name__)
     return Problem(503, "the database is unavailable, try again", headers={"Retry-After": "1"}).response()
+
+
+async def _no_session(request: Request, exc: Exception) -> Response:
+    waited = _state(request).pool.timeout
+    log.warning("no database session", error=str(exc).strip() or type(exc).__name__)
+    return Problem(503, f"no database session came free within {waited:g} s: PostgreSQL is not answering, or "
+                        "every session of this process is busy; try again",
+                   headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)}).response()
+
+
+async def _database_deadline(request: Request, exc: Exception) -> Response:
+    metrics.API_REFUSALS.labels("database_deadline").inc()
+    limit = _state(request).cfg.api.database_deadline
+    log.warning("database did not answer in time", deadline_s=limit, path=request.url.path)
+    return Problem(503, f"the database did not answer within {limit:g} s (api.databaseDeadline): PostgreSQL is "
+                        "not answering or overloaded; nothing was changed, try again",
+                   headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)}).response()
 
 
 async def _statement_timeout(request: Request, _: Exception) -> Response:
@@ -381,7 +414,8 @@ def build_app(state: ApiState) -> Starlette:
         ClientDisconnect: _client_gone,
         psycopg.errors.QueryCanceled: _statement_timeout,
         psycopg.OperationalError: _database_error,
-        PoolTimeout: _database_error,
+        PoolTimeout: _no_session,
+        DatabaseDeadline: _database_deadline,
         Exception: _unexpected,
     }
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)

@@ -2,13 +2,21 @@
 
 Every value is checked when loaded, and an invalid one is reported with its key path,
 so a wrong chart value fails at start-up with a message a person can act on.
+
+A setting's key in the file is its field's name in camelCase, under its section's key
+(`sink.idle_in_transaction_timeout` is `sink.idleInTransactionTimeout`); `address` is host
+and port together, and a field's `key` metadata names any other. A field with `env`
+metadata comes from that environment variable only (a secret). Every float setting is a
+duration in seconds. `Config.redacted` (what `check-config` prints) speaks the file's
+words by these rules, and a test loads its output back into the same configuration.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +24,7 @@ from typing import Any
 import yaml
 
 from .redaction import redact_value
-from .timefmt import parse_time
+from .timefmt import format_time, parse_time
 
 DEFAULT_CONFIG_PATH = Path("/etc/bp-openmeter/config.yaml")
 
@@ -42,6 +50,35 @@ def parse_duration(value: Any, key: str) -> float:
     if seconds <= 0:
         raise ConfigError(f"{key}: must be positive, got {value!r}")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the duration as a config file writes it ('1h30m', '200ms'); parse_duration reads it back."""
+    millis = round(seconds * 1000)
+    if millis <= 0 or abs(millis - seconds * 1000) > 1e-6:
+        return f"{seconds:f}".rstrip("0").rstrip(".") + "s"
+    parts = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def from_env(variable: str, default: Any = "") -> Any:
+    """A setting that only the environment variable `variable` gives (never the file: it is a secret)."""
+    return field(default=default, metadata={"env": variable})
+
+
+def env_variable(section: type, name: str) -> str:
+    """The environment variable that sets `section`'s field `name` (from_env)."""
+    return next(f for f in fields(section) if f.name == name).metadata["env"]
+
+
+def file_key(name: str) -> str:
+    """A setting's field name -> its key in the config file."""
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
 
 
 def parse_address(value: Any, key: str) -> tuple[str, int]:
@@ -78,9 +115,9 @@ class OidcConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     mode: str = "none"  # none | token | oidc
-    tokens: tuple[str, ...] = ()          # BPOM_API_TOKENS: admin (everything)
-    ingest_tokens: tuple[str, ...] = ()   # BPOM_API_INGEST_TOKENS: ingest only
-    read_tokens: tuple[str, ...] = ()     # BPOM_API_READ_TOKENS: read only
+    tokens: tuple[str, ...] = from_env("BPOM_API_TOKENS", ())                # admin (everything)
+    ingest_tokens: tuple[str, ...] = from_env("BPOM_API_INGEST_TOKENS", ())  # ingest only
+    read_tokens: tuple[str, ...] = from_env("BPOM_API_READ_TOKENS", ())      # read only
     oidc: OidcConfig = field(default_factory=OidcConfig)
 
     def token_grants(self) -> tuple[tuple[str, str], ...]:
@@ -120,6 +157,11 @@ class ApiConfig:
     body_budget_bytes: int = 32 * 1024 * 1024
     max_query_rows: int = 10_000    # rows of one query answer
     statement_timeout: float = 30.0  # any one SQL statement of the api (meter changes excepted)
+    # All of one reading request's database work (a pooled session, then its statements), timed
+    # by the api itself: a frozen PostgreSQL enforces no statement_timeout, and the caller still
+    # gets its 503. Longer than statement_timeout, so that a statement the server cancels
+    # answers its 504 (ask for less) first.
+    database_deadline: float = 35.0
     auth: AuthConfig = field(default_factory=AuthConfig)
     event_time: EventTimeConfig = field(default_factory=EventTimeConfig)
 
@@ -189,9 +231,9 @@ class ConsumerConfig:
 @dataclass(frozen=True)
 class NatsConfig:
     url: str = "nats://127.0.0.1:4222"
-    user: str = ""
-    password: str = ""
-    token: str = ""
+    user: str = from_env("BPOM_NATS_USER")
+    password: str = from_env("BPOM_NATS_PASSWORD")
+    token: str = from_env("BPOM_NATS_TOKEN")
     stream: StreamConfig = field(default_factory=StreamConfig)
     consumer: ConsumerConfig = field(default_factory=ConsumerConfig)
 
@@ -199,10 +241,13 @@ class NatsConfig:
 @dataclass(frozen=True)
 class ValkeyConfig:
     url: str = ""
-    username: str = ""
-    password: str = ""
+    username: str = from_env("BPOM_VALKEY_USERNAME")
+    password: str = from_env("BPOM_VALKEY_PASSWORD")
     dedupe_ttl: float = 24 * 3600.0
     key_prefix: str = key_prefix_for(DEFAULT_INSTANCE)
+    # After a failed call, dedupe leaves Valkey alone this long, then one request tries it
+    # again: a hung Valkey costs one request per interval its timeout, not every request.
+    recheck_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -260,15 +305,50 @@ class Config:
     valkey: ValkeyConfig = field(default_factory=ValkeyConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
-    log_level: str = "info"
+    log_level: str = field(default="info", metadata={"key": "logging.level"})
     meters: tuple[dict, ...] = ()
     # Live meters per namespace at most: every meter on an event type is folded for each
     # event of that type, so their number bounds the sink's work per event.
     max_meters: int = 100
 
-    def redacted(self) -> dict:
-        """The effective config as a dict, secrets replaced (redaction.py), for `check-config`."""
-        return redact_value("", asdict(self))
+    def redacted(self) -> dict[str, Any]:
+        """The effective config for `check-config`: each setting under its key in the file (or its
+        environment variable), as the file writes it (durations as durations), secrets replaced
+        (redaction.py)."""
+        return {key: redact_value(key, value) for key, value in _as_written(self, "")}
+
+
+def _as_written(section: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    names = {f.name for f in fields(section)}
+    for f in fields(section):
+        value = getattr(section, f.name)
+        if f.name == "host" and "port" in names:
+            yield f"{prefix}address", _address(section)
+            continue
+        if f.name == "port" and "host" in names:
+            continue
+        if "env" in f.metadata:
+            yield f.metadata["env"], value
+            continue
+        key = prefix + f.metadata.get("key", file_key(f.name))
+        if is_dataclass(value):
+            yield from _as_written(value, f"{key}.")
+        elif isinstance(value, dict):
+            yield from ((f"{key}.{k}", v) for k, v in value.items())
+        elif f.name == "meters":
+            yield from ((f"{key}[{i}]", meter) for i, meter in enumerate(value)) if value else [(key, [])]
+        else:
+            yield key, _as_value(value)
+
+
+def _as_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return format_duration(value)
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return "" if value is None else value
 
 
 class _Reader:
@@ -395,8 +475,8 @@ def _check_oidc(mode: str, oidc: OidcConfig) -> None:
                           f"tokens); set {key}.allowInsecureJwksUrl: true to allow {oidc.jwks_url!r}")
 
 
-def _address(defaults: type[ApiConfig] | type[TelemetryConfig]) -> str:
-    return f"{defaults.host}:{defaults.port}"
+def _address(section: ApiConfig | TelemetryConfig | type[ApiConfig] | type[TelemetryConfig]) -> str:
+    return f"{section.host}:{section.port}"
 
 
 def build_config(raw: Any) -> Config:
@@ -416,8 +496,9 @@ def build_config(raw: Any) -> Config:
     oidc = _oidc_config(oidc_r)
     oidc_r.reject_unknown()
     auth = AuthConfig(mode=auth_r.choice("mode", AuthConfig.mode, ("none", "token", "oidc")),
-                      tokens=_tokens("BPOM_API_TOKENS"), ingest_tokens=_tokens("BPOM_API_INGEST_TOKENS"),
-                      read_tokens=_tokens("BPOM_API_READ_TOKENS"), oidc=oidc)
+                      tokens=_tokens(env_variable(AuthConfig, "tokens")),
+                      ingest_tokens=_tokens(env_variable(AuthConfig, "ingest_tokens")),
+                      read_tokens=_tokens(env_variable(AuthConfig, "read_tokens")), oidc=oidc)
     auth_r.reject_unknown()
     if auth.mode == "token" and not auth.token_grants():
         raise ConfigError("api.auth.mode: 'token' needs at least one token in BPOM_API_TOKENS, "
@@ -438,10 +519,15 @@ def build_config(raw: Any) -> Config:
         body_budget_bytes=api_r.int_in("bodyBudgetBytes", d.body_budget_bytes, 1024, 4 * 1024 * 1024 * 1024),
         max_query_rows=api_r.int_in("maxQueryRows", d.max_query_rows, 1, 10_000_000),
         statement_timeout=api_r.duration("statementTimeout", d.statement_timeout),
+        database_deadline=api_r.duration("databaseDeadline", d.database_deadline),
         auth=auth,
         event_time=_event_time(api_r.section("eventTime")),
     )
     api_r.reject_unknown()
+    if api.database_deadline <= api.statement_timeout:
+        raise ConfigError(f"api.databaseDeadline: must be longer than api.statementTimeout "
+                          f"({api.statement_timeout:g}s), so that a statement PostgreSQL cancels answers 504 "
+                          f"first; got {api.database_deadline:g}s")
     if api.body_budget_bytes < api.max_body_bytes:
         raise ConfigError(f"api.bodyBudgetBytes: must be at least api.maxBodyBytes ({api.max_body_bytes}), "
                           f"or no body of the largest allowed size could ever be read; got {api.body_budget_bytes}")
@@ -489,17 +575,21 @@ def build_config(raw: Any) -> Config:
     if not _NATS_NAME.fullmatch(consumer.durable):
         raise ConfigError(f"nats.consumer.durable: must match [A-Za-z0-9_-]{{1,255}}, got {consumer.durable!r}")
     nats = NatsConfig(url=_env("BPOM_NATS_URL", nats_r.get("url", str, NatsConfig.url)),
-                      user=_env("BPOM_NATS_USER", ""), password=_env("BPOM_NATS_PASSWORD", ""),
-                      token=_env("BPOM_NATS_TOKEN", ""), stream=stream, consumer=consumer)
+                      user=_env(env_variable(NatsConfig, "user"), ""),
+                      password=_env(env_variable(NatsConfig, "password"), ""),
+                      token=_env(env_variable(NatsConfig, "token"), ""), stream=stream, consumer=consumer)
     nats_r.reject_unknown()
 
     vk_r = root.section("valkey")
     valkey = ValkeyConfig(url=_env("BPOM_VALKEY_URL", vk_r.get("url", str, ValkeyConfig.url)),
-                          username=_env("BPOM_VALKEY_USERNAME", ""),
-                          password=_env("BPOM_VALKEY_PASSWORD", ""),
+                          username=_env(env_variable(ValkeyConfig, "username"), ""),
+                          password=_env(env_variable(ValkeyConfig, "password"), ""),
                           dedupe_ttl=vk_r.duration("dedupeTtl", ValkeyConfig.dedupe_ttl),
-                          key_prefix=vk_r.get("keyPrefix", str, "") or key_prefix_for(instance))
+                          key_prefix=vk_r.get("keyPrefix", str, "") or key_prefix_for(instance),
+                          recheck_interval=vk_r.duration("recheckInterval", ValkeyConfig.recheck_interval))
     vk_r.reject_unknown()
+    if not 0.1 <= valkey.recheck_interval <= 600.0:
+        raise ConfigError(f"valkey.recheckInterval: must be between 100ms and 10m, got {valkey.recheck_interval}s")
     if not _KEY_PREFIX.fullmatch(valkey.key_prefix):
         raise ConfigError(f"valkey.keyPrefix: must be 1-128 printable ASCII characters without spaces, "
                           f"got {valkey.key_prefix!r}")

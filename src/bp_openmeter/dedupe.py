@@ -17,7 +17,12 @@ always.
 Keys are read before publishing and written only after JetStream acknowledged, so
 a failed publish never marks an event as seen (a client's retry must get through).
 Valkey being down degrades dedupe to the JetStream window and the PostgreSQL key,
-which still make duplicates harmless; ingest goes on and says so.
+which still make duplicates harmless; ingest goes on and says so. A Valkey that hangs
+(a frozen node: connections open, nothing answers) costs a call its whole timeout, so
+after a failed call dedupe leaves Valkey alone for `valkey.recheckInterval` and then
+lets one request try it again (a circuit breaker): a hung Valkey costs one request per
+interval the timeout, not every request. Keys of events taken meanwhile are not
+written; a duplicate of one is stopped by JetStream's window or PostgreSQL's key.
 
 A request's keys are checked and marked by one Lua script call each, the keys
 joined into one argument by NUL (which no key holds: a hex digest behind a prefix of
@@ -30,15 +35,20 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 
 import valkey.asyncio as valkey_async
 from valkey.exceptions import ResponseError, ValkeyError
 
 from .config import ValkeyConfig
 from .logs import get_logger
-from .metrics import DEDUPE_DEGRADED, DEDUPE_ERRORS
+from .metrics import DEDUPE_DEGRADED, DEDUPE_ERRORS, DEDUPE_SKIPPED
 
 log = get_logger("dedupe")
+
+# One Valkey call (and connecting) at most; a healthy Valkey on the network answers in
+# milliseconds. While Valkey hangs, one request per valkey.recheckInterval waits this long.
+VALKEY_TIMEOUT_S = 0.5
 
 
 # ARGV[1]: the keys joined by NUL. Returns the 1-based positions of the keys that exist
@@ -81,15 +91,19 @@ class Deduplicator:
     def __init__(self, cfg: ValkeyConfig):
         self.ttl_ms = int(cfg.dedupe_ttl * 1000)
         self.prefix = cfg.key_prefix
+        self.recheck_interval = cfg.recheck_interval
         self.client = None
         if cfg.url:
             self.client = valkey_async.from_url(cfg.url, username=cfg.username or None, password=cfg.password or None,
-                                                socket_timeout=0.5, socket_connect_timeout=0.5,
+                                                socket_timeout=VALKEY_TIMEOUT_S,
+                                                socket_connect_timeout=VALKEY_TIMEOUT_S,
                                                 health_check_interval=10)
             self._seen_script = self.client.register_script(_SEEN_SCRIPT)
             self._mark_script = self.client.register_script(_MARK_SCRIPT)
         self.scripts = True
         self.degraded = False
+        self.last_error = ""
+        self._next_try = 0.0  # monotonic time before which a degraded dedupe leaves Valkey alone
 
     @property
     def enabled(self) -> bool:
@@ -99,14 +113,37 @@ class Deduplicator:
         return self.prefix + key
 
     def _set_degraded(self, degraded: bool, error: Exception | None = None) -> None:
+        if degraded:
+            self.last_error = str(error).strip() or type(error).__name__
+            self._next_try = time.monotonic() + self.recheck_interval
         if degraded != self.degraded:
             if degraded:
                 log.warning("dedupe degraded: Valkey unreachable, relying on JetStream and PostgreSQL",
-                            error=str(error))
+                            error=self.last_error, recheck_in_s=self.recheck_interval)
             else:
                 log.info("dedupe restored: Valkey reachable again")
         self.degraded = degraded
         DEDUPE_DEGRADED.set(1 if degraded else 0)
+
+    def _leave_valkey_alone(self) -> bool:
+        """While degraded, True until valkey.recheckInterval has passed since the last failure; then
+        False once, for the one call that tries Valkey again (the next ones wait for its outcome,
+        or for the interval after it)."""
+        if not self.degraded:
+            return False
+        now = time.monotonic()
+        if now < self._next_try:
+            DEDUPE_SKIPPED.inc()
+            return True
+        self._next_try = now + self.recheck_interval
+        return False
+
+    def degraded_problem(self) -> str | None:
+        """What readiness reports: None while Valkey answers (or is not configured)."""
+        if not self.degraded:
+            return None
+        return (f"degraded: Valkey did not answer ({self.last_error}); dedupe rests on JetStream's duplicate "
+                f"window and PostgreSQL's key, Valkey is tried again every {self.recheck_interval:g} s")
 
     def _scripts_refused(self, exc: ResponseError) -> bool:
         """A script refused by the server (e.g. an ACL without EVAL): use plain commands from now on."""
@@ -119,7 +156,7 @@ class Deduplicator:
 
     async def seen(self, keys: list[str]) -> list[bool]:
         """Which event keys are already marked; all False when Valkey cannot answer."""
-        if self.client is None or not keys:
+        if self.client is None or not keys or self._leave_valkey_alone():
             return [False] * len(keys)
         keys = [self.prefix + key for key in keys]
         try:
@@ -150,7 +187,7 @@ class Deduplicator:
             await pipe.execute()
 
     async def mark(self, keys: list[str]) -> None:
-        if self.client is None or not keys:
+        if self.client is None or not keys or self._leave_valkey_alone():
             return
         keys = [self.prefix + key for key in keys]
         try:

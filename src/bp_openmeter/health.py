@@ -1,6 +1,9 @@
 """Readiness: PostgreSQL answers, the JetStream stream answers, the schema is current;
 for the sink also: no worker has been stalled longer than sink.stallTimeout, and sealing
-not longer than sink.sealingStallTimeout."""
+not longer than sink.sealingStallTimeout.
+
+A dependency the process works without (Valkey: dedupe then rests on JetStream and
+PostgreSQL) is named in the answer when it is away, but keeps the process ready."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .bus import BusUnavailable, EventBus
 from .db import one_row
+from .dedupe import Deduplicator
 from .migrate import latest_version, schema_version
 
 _CHECK_TIMEOUT = 2.0
@@ -73,3 +77,8 @@ async def readiness(pool: AsyncConnectionPool, bus: EventBus,
     """The dependencies' checks and the process's `own` (name -> what is wrong, or None)."""
     pg, js = await asyncio.gather(check_postgres(pool), check_jetstream(bus))
     return {**pg, **js, **{name: check() for name, check in own.items()}}
+
+
+def dedupe_degraded(dedupe: Deduplicator) -> dict[str, str | None]:
+    """Valkey's state for the api's readiness answer (nothing when Valkey is not configured)."""
+    return {"valkey": dedupe.degraded_problem()} if dedupe.enabled else {}

@@ -39,21 +39,14 @@ class RefusalAwareJetStream(JetStreamContext):
                 future.set_exception(exc)
 
 
-def cause_of(exc: BaseException) -> str:
-    """The bpom_publish_failures_total cause of a failed publish."""
+def classify(exc: BaseException, timeout: float) -> tuple[str, str]:
+    """A failed publish's bpom_publish_failures_total cause, and the words that say it."""
     if isinstance(exc, nats.js.errors.APIError):
-        return "storage" if exc.err_code in STORAGE_ERR_CODES else "refused"
+        cause = "storage" if exc.err_code in STORAGE_ERR_CODES else "refused"
+        return cause, f"JetStream refused to store the events: {exc.description} (err_code {exc.err_code})"
     if isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
-        return "timeout"
-    return "unavailable"
-
-
-def describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, nats.js.errors.APIError):
-        return f"JetStream refused to store the events: {exc.description} (err_code {exc.err_code})"
-    if isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
-        return f"JetStream did not acknowledge within {timeout:g}s"
-    return f"JetStream did not acknowledge: {str(exc) or type(exc).__name__}"
+        return "timeout", f"JetStream did not acknowledge within {timeout:g}s"
+    return "unavailable", f"JetStream did not acknowledge: {str(exc) or type(exc).__name__}"
 
 
 class StorageRefusals:
@@ -64,9 +57,8 @@ class StorageRefusals:
         self.at = 0.0
 
     def failed(self, exc: BaseException, timeout: float) -> str:
-        cause = cause_of(exc)
+        cause, text = classify(exc, timeout)
         metrics.PUBLISH_FAILURES.labels(cause).inc()
-        text = describe(exc, timeout)
         if cause == "storage":
             self.last, self.at = text, time.monotonic()
         return text

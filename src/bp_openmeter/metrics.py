@@ -19,6 +19,9 @@ for _cause in ("storage", "refused", "timeout", "unavailable"):  # every series 
 DEDUPE_DEGRADED = Gauge(
     "bpom_dedupe_degraded", "1 while Valkey is unreachable and dedupe relies on JetStream and PostgreSQL only")
 DEDUPE_ERRORS = Counter("bpom_dedupe_errors_total", "Valkey dedupe calls that failed")
+DEDUPE_SKIPPED = Counter(
+    "bpom_dedupe_skipped_total",
+    "Valkey dedupe calls not made because Valkey failed less than valkey.recheckInterval ago")
 AUTH_FAILURES = Counter("bpom_auth_failures_total", "API requests refused by authentication, by reason", ["reason"])
 
 SINK_STORED = Counter("bpom_sink_events_stored_total", "Events newly stored in PostgreSQL")

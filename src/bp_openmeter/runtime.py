@@ -160,8 +160,8 @@ async def run_api(config_path: str | None) -> int:
     state = ApiState(cfg=cfg, pool=pool, ingestor=Ingestor(cfg.namespace, bus, dedupe, cfg.api.publish_timeout))
 
     api = _server(build_app(state), cfg.api.host, cfg.api.port, _limits(cfg))
-    tel = _server(telemetry_app(lambda: health.readiness(pool, bus)), cfg.telemetry.host, cfg.telemetry.port,
-                  _limits(cfg))
+    tel = _server(telemetry_app(lambda: health.readiness(pool, bus), degraded=lambda: health.dedupe_degraded(dedupe)),
+                  cfg.telemetry.host, cfg.telemetry.port, _limits(cfg))
 
     def stop() -> None:
         log.info("shutting down: draining in-flight requests")

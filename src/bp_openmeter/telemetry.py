@@ -19,9 +19,16 @@ from .problems import Problem
 
 # Returns {dependency: None if fine, else what is wrong}.
 ReadinessCheck = Callable[[], Awaitable[dict[str, str | None]]]
+# Returns {dependency: None if fine, else how the process works without it}: named in the
+# answer, never failing it (the process still does its job, durably).
+DegradedCheck = Callable[[], dict[str, str | None]]
 
 
-def telemetry_app(readiness: ReadinessCheck) -> Starlette:
+def _no_degraded() -> dict[str, str | None]:
+    return {}
+
+
+def telemetry_app(readiness: ReadinessCheck, degraded: DegradedCheck = _no_degraded) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -30,13 +37,14 @@ def telemetry_app(readiness: ReadinessCheck) -> Starlette:
 
     async def ready(_: Request) -> Response:
         checks = await readiness()
+        notes = degraded()
         failing = {name: problem for name, problem in checks.items() if problem}
+        shown = {k: v or "ok" for k, v in {**checks, **notes}.items()}
         if failing:
             detail = "; ".join(f"{name}: {problem}" for name, problem in sorted(failing.items()))
-            return Problem(503, f"not ready: {detail}",
-                           extra={"checks": {k: v or "ok" for k, v in checks.items()}}).response()
-        return Response(orjson.dumps({"status": "ok", "checks": {k: "ok" for k in checks}}),
-                        media_type="application/json")
+            return Problem(503, f"not ready: {detail}", extra={"checks": shown}).response()
+        status = "degraded" if any(notes.values()) else "ok"
+        return Response(orjson.dumps({"status": status, "checks": shown}), media_type="application/json")
 
     return Starlette(routes=[Route("/metrics", metrics), Route("/healthz/live", live),
                              Route("/healthz/ready", ready)])

@@ -10,6 +10,7 @@ be active: `.venv/bin/python -m testkit.stack` finds the nats-server that
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -22,7 +23,7 @@ import yaml
 from testkit.paths import FIXTURES
 from testkit.quickstart import QUICKSTART_EVENT
 from testkit.stack.local import start_local_stack
-from testkit.stack.servers import ServerError, start_servers
+from testkit.stack.servers import ServerError, postgres_cannot_reach, start_servers
 
 EXAMPLE = """\
 Post an event and query it:
@@ -38,7 +39,14 @@ Ctrl-C stops everything.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testkit.stack", description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, help="where servers keep data and logs (default: a new temp folder)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        help="where everything of the stack lives: each server's data, sockets and log, the engine's config and "
+        "logs (default: a new temp folder). As root, PostgreSQL runs as its own user ('postgres', else 'nobody': "
+        "it refuses root), which must be able to enter every folder on the way to DIR, else the stack stops "
+        "before it starts",
+    )
     parser.add_argument(
         "--meters",
         type=Path,
@@ -50,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.meters.is_file():
         parser.error(f"--meters {args.meters}: no such file (a YAML list of meters, like fixtures/meters.yaml)")
-    root = args.dir or Path(tempfile.mkdtemp(prefix="bp-openmeter-stack-"))
+    root = args.dir
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="bp-openmeter-stack-"))
+        root.chmod(0o711)  # mkdtemp's 0700 would keep PostgreSQL's own user out (as root)
+    if not os.environ.get("BPOM_TEST_POSTGRES_URL") and (blocked := postgres_cannot_reach(root / "servers")):
+        print(f"error: --dir {root}: {blocked}", file=sys.stderr)
+        return 2
     meters = yaml.safe_load(args.meters.read_text()) or []
     if isinstance(meters, dict):
         meters = meters.get("meters", [])

@@ -12,6 +12,7 @@ engine runs and give it back as it was.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -151,6 +152,27 @@ def _unprivileged_user() -> str | None:
     raise ServerError("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL")
 
 
+def postgres_cannot_reach(directory: Path) -> str | None:
+    """Why PostgreSQL cannot keep its files under `directory`, or None when it can.
+
+    As root, PostgreSQL runs as an unprivileged user (it refuses root), which must be able
+    to enter every directory on the way; a private one (pytest's 0700 base folder, /root)
+    stops it. Those of the way that exist are checked. Not root: nothing stands in the way.
+    """
+    user = _unprivileged_user()
+    if user is None:
+        return None
+    path = directory.resolve()
+    for step in [*reversed(path.parents), path]:
+        if step.is_dir() and subprocess.run(["test", "-x", str(step)], user=user).returncode != 0:
+            mode = step.stat().st_mode & 0o777
+            return (
+                f"PostgreSQL refuses to run as root, so it runs as '{user}', which cannot enter {step} "
+                f"(mode {mode:04o}); choose a folder it can reach (e.g. under /tmp) or run as another user"
+            )
+    return None
+
+
 PG_LIB = Path("/usr/lib/postgresql")  # Debian's and Ubuntu's home of each installed major: <major>/bin
 PG_OLDEST = 15  # the oldest PostgreSQL the engine supports
 
@@ -246,6 +268,32 @@ class PostgresServer(ManagedServer):
 
         wait_until(backends_gone, TIMEOUTS.server_stop, f"the backends of the killed postmaster {group} exit")
 
+    def _processes(self) -> list[int]:
+        """The postmaster and the processes it started: each backend and helper sets up a session
+        of its own, so they are not in the postmaster's process group."""
+        pids = [self.proc.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # ended meanwhile
+            if int(fields[1]) == self.proc.pid:  # the field after the state: the parent
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the server, as a paused VM or a hung node: connections stay
+        open and nothing answers. The postmaster first, so that it starts no new one meanwhile."""
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT every process of the server after `freeze`."""
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     @property
     def url(self) -> str:
         """The engine's: its role, its database."""
@@ -261,14 +309,17 @@ class PostgresServer(ManagedServer):
         return self.workdir / "data"
 
     def _prepare_workdir(self) -> None:
+        """Data, socket and log in workdir; as root, owned by the user PostgreSQL runs as. When
+        that user cannot reach workdir (pytest's private temp folders), a temp folder of its own
+        instead, removed at stop: `python -m testkit.stack` refuses such a --dir instead."""
         self._user = _unprivileged_user()
-        if self._user:
-            # The caller's directory is usually private to root; give the server one it can reach.
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self._user and postgres_cannot_reach(self.workdir.parent):
             self.workdir = Path(tempfile.mkdtemp(prefix=f"bpom-{self.name}-"))
             self._private_dir = True
+        if self._user:
             self.workdir.chmod(0o755)
             shutil.chown(self.workdir, user=self._user)
-        self.workdir.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> "PostgresServer":
         bindir = pg_bindir()

@@ -19,6 +19,7 @@ LIMIT_KEYS = {
     "bodyBudgetBytes": "body_budget_bytes",
     "maxQueryRows": "max_query_rows",
     "statementTimeout": "statement_timeout",
+    "databaseDeadline": "database_deadline",
 }
 OIDC = {"issuer": "https://sso.example/realms/platform", "jwksUrl": "https://sso.example/certs"}
 

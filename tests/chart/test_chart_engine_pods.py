@@ -265,6 +265,14 @@ def test_the_chart_sink_defaults_are_the_engine_defaults(objects):
     ) == (2000, 4, 0, 90.0, 1200.0)
 
 
+def test_the_chart_valkey_recheck_interval_is_the_engine_default(objects):
+    engine_config = pytest.importorskip("bp_openmeter.config", reason="the engine package is not installed")
+    loaded = engine_config.build_config(config_of(objects)).valkey
+    assert loaded.recheck_interval == engine_config.ValkeyConfig.recheck_interval
+    tuned = render_chart({"valkey": {"recheckInterval": "30s"}})
+    assert engine_config.build_config(config_of(tuned)).valkey.recheck_interval == 30.0
+
+
 def test_the_chart_meter_limit_is_the_engine_default(objects):
     engine_config = pytest.importorskip("bp_openmeter.config", reason="the engine package is not installed")
     assert engine_config.build_config(config_of(objects)).max_meters == engine_config.Config.max_meters
