@@ -26,6 +26,7 @@ from .cloudevents_in import parse_body
 from .config import Config
 from .deadline import DatabaseDeadline, within
 from .disconnect import ClientGone, unless_client_leaves
+from .horizon_watch import HorizonWatch
 from .ingest import Ingestor
 from .jsonlimits import has_nul
 from .logs import get_logger
@@ -47,6 +48,7 @@ class ApiState:
     cfg: Config
     pool: AsyncConnectionPool
     ingestor: Ingestor
+    horizon: HorizonWatch
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -115,7 +117,7 @@ async def ingest_events(request: Request) -> Response:
     try:
         body = await read_body(request, state.cfg.api.max_body_bytes)
         events = parse_body(body, request.headers.get("content-type"), utcnow(), state.cfg.api.max_batch_events,
-                            state.cfg.api.event_time, state.cfg.retention.raw_events)
+                            state.cfg.api.event_time, state.cfg.retention.raw_events, state.horizon.raw_from)
         try:
             await state.ingestor.ingest(events)
         except BusUnavailable as exc:

@@ -81,9 +81,11 @@ def media_type(content_type: str | None) -> str:
 
 
 def parse_body(body: bytes, content_type: str | None, now: datetime, max_events: int,
-               times: EventTimeConfig = EventTimeConfig(), raw_retention: float | None = None) -> list[IncomingEvent]:
+               times: EventTimeConfig = EventTimeConfig(), raw_retention: float | None = None,
+               horizon: datetime | None = None) -> list[IncomingEvent]:
     """`now` is the time of events that have none; `times` the event times accepted, and no
-    earlier than `raw_retention` seconds (retention.rawEvents) before now."""
+    earlier than `raw_retention` seconds (retention.rawEvents) before now, nor than the
+    retention `horizon` (where raw events were dropped, whatever the retention is now)."""
     kind = media_type(content_type)
     if kind not in (SINGLE, BATCH, PLAIN_JSON):
         raise bad_request(f"unsupported Content-Type {kind!r}: use application/cloudevents+json, "
@@ -101,7 +103,7 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
         raise bad_request(f"{BATCH} body must be a JSON array of events")
     now_text = format_time(now)
     if isinstance(parsed, dict):
-        return _checked([parse_event(parsed, now_text, "")], now, times, raw_retention, single=True)
+        return _checked([parse_event(parsed, now_text, "")], now, times, raw_retention, horizon, single=True)
     if not isinstance(parsed, list):
         raise bad_request("request body must be a CloudEvent object or an array of them")
     if not parsed:
@@ -116,11 +118,11 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
                   for index, (event, item) in enumerate(zip(plain, parsed))]
     else:
         events = cast("list[IncomingEvent]", plain)  # none is None
-    return _checked(events, now, times, raw_retention, single=False)
+    return _checked(events, now, times, raw_retention, horizon, single=False)
 
 
 def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig, raw_retention: float | None,
-             single: bool) -> list[IncomingEvent]:
+             horizon: datetime | None, single: bool) -> list[IncomingEvent]:
     """What every event must satisfy, however it was sent and parsed: data no deeper than
     MAX_DATA_DEPTH (deeper could not be serialized nor listed back), a time in the
     accepted range (windows and answers stay within what a datetime can hold), and not past
@@ -142,6 +144,13 @@ def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig,
                               "(retention.rawEvents), so an event this old cannot be stored or counted "
                               f"(the oldest time accepted now is {format_time(kept[1])})",
                               field=f"{prefix}time")
+        if horizon is not None and time < horizon:
+            # Raised or removed after a drop, the retention would let this day's events in;
+            # its partition is gone, so the sink could only dead-letter them.
+            raise bad_request(f"{prefix}time: {event.time} is before {format_time(horizon)}: raw events before "
+                              "then were dropped (retention.rawEvents), so an event this old cannot be stored or "
+                              f"counted (the oldest time accepted is {format_time(horizon)})",
+                              field=f"{prefix}time", retainedFrom=format_time(horizon))
         if time > latest:
             raise bad_request(f"{prefix}time: {event.time} is more than {_duration(times.max_ahead)} ahead of the "
                               f"server's clock ({format_time(now)}; api.eventTime.maxAhead)", field=f"{prefix}time")

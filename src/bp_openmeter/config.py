@@ -13,6 +13,7 @@ words by these rules, and a test loads its output back into the same configurati
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -28,8 +29,12 @@ from .timefmt import format_time, parse_time
 
 DEFAULT_CONFIG_PATH = Path("/etc/bp-openmeter/config.yaml")
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|ms|m|s))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+# ASCII digits only: \d would take any script's digits ('１２０h').
+_DURATION = re.compile(r"^(?:([0-9]+(?:\.[0-9]+)?)(h|ms|m|s))+$")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s)")
+# No setting means more than this; past it, date arithmetic on a duration overflows
+# (a retention of 99999999999999h made every ingest fail).
+MAX_DURATION_S = 100 * 366 * 86400.0
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
@@ -47,8 +52,10 @@ def parse_duration(value: Any, key: str) -> float:
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value.strip()))
     else:
         raise ConfigError(f"{key}: expected a duration like '30s' or '2m', got {value!r}")
-    if seconds <= 0:
-        raise ConfigError(f"{key}: must be positive, got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{key}: must be positive and finite, got {value!r}")
+    if seconds > MAX_DURATION_S:
+        raise ConfigError(f"{key}: must be at most {format_duration(MAX_DURATION_S)} (about 100 years), got {value!r}")
     return seconds
 
 

@@ -72,6 +72,22 @@ async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParam
     return rows
 
 
+def _refuse_edges_inside_a_minute(params: QueryParams, rows: list[tuple]) -> None:
+    """400 when a window edge inside the range falls within a minute: usage is kept per
+    minute, so such a minute would be counted whole on one side. Only zones whose UTC
+    offset had seconds do that (e.g. Africa/Monrovia, -00:44:30 until 1972); from/to
+    themselves may fall inside a minute (their partial minutes are read from raw events)."""
+    for start, end, *_rest in rows:
+        for edge in (start, end):
+            if (edge.second or edge.microsecond) and edge not in (params.start, params.end) \
+                    and (params.start is None or edge > params.start) and (params.end is None or edge < params.end):
+                raise bad_request(
+                    f"validation error: windowTimeZone {params.time_zone} puts a window edge at "
+                    f"{edge.isoformat().replace('+00:00', 'Z')}, inside a minute (the zone's UTC offset then had "
+                    "seconds); usage is kept per minute, so windows must start on whole minutes: ask in another "
+                    "windowTimeZone or without windowSize", field="windowTimeZone")
+
+
 def _after_minute(minute: datetime) -> datetime:
     try:
         return minute + timedelta(minutes=1)
@@ -109,6 +125,8 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
             straddling = plan.straddles(rows)
         if straddling is not None:
             rows = await _fetch(conn, meter, params, plan.Ranges.of(params, False), *same)
+    if unit is not None:
+        _refuse_edges_inside_a_minute(params, rows)
     out = []
     for window_start, window_end, subject, groups, value, _level in rows:
         if value is None:

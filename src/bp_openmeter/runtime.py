@@ -25,6 +25,7 @@ from .bus import EventBus
 from .config import Config, ConfigError, load_config
 from .db import IdleInTransactionTimeout, StatementTimeout, make_pool
 from .dedupe import Deduplicator
+from .horizon_watch import HorizonWatch
 from .http_protocol import ConnectionLimits, protocol_factory
 from .ingest import Ingestor
 from .logs import configure, get_logger
@@ -157,7 +158,9 @@ async def run_api(config_path: str | None) -> int:
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-api")
     dedupe = Deduplicator(cfg.valkey)
-    state = ApiState(cfg=cfg, pool=pool, ingestor=Ingestor(cfg.namespace, bus, dedupe, cfg.api.publish_timeout))
+    horizon = HorizonWatch(pool)
+    state = ApiState(cfg=cfg, pool=pool, ingestor=Ingestor(cfg.namespace, bus, dedupe, cfg.api.publish_timeout),
+                     horizon=horizon)
 
     api = _server(build_app(state), cfg.api.host, cfg.api.port, _limits(cfg))
     tel = _server(telemetry_app(lambda: health.readiness(pool, bus), degraded=lambda: health.dedupe_degraded(dedupe)),
@@ -168,7 +171,8 @@ async def run_api(config_path: str | None) -> int:
         api.should_exit = True
 
     _on_sigterm(stop)
-    background = [asyncio.create_task(_connect_bus(bus)), asyncio.create_task(_sync_meters(pool, cfg, specs))]
+    background = [asyncio.create_task(_connect_bus(bus)), asyncio.create_task(_sync_meters(pool, cfg, specs)),
+                  asyncio.create_task(horizon.run())]
     log.info("api starting", address=f"{cfg.api.host}:{cfg.api.port}",
              telemetry=f"{cfg.telemetry.host}:{cfg.telemetry.port}", namespace=cfg.namespace,
              dedupe="valkey" if dedupe.enabled else "jetstream+postgres only")

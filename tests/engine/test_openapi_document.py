@@ -15,6 +15,7 @@ from bp_openmeter.bus import EventBus
 from bp_openmeter.config import Config, PostgresConfig
 from bp_openmeter.db import make_pool
 from bp_openmeter.dedupe import Deduplicator
+from bp_openmeter.horizon_watch import HorizonWatch
 from bp_openmeter.ingest import Ingestor
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
@@ -32,10 +33,12 @@ def _normalized(path: str) -> str:
 def _app_operations() -> set[tuple[str, str]]:
     """The routes of the app as the api process builds it (nothing is connected to build it)."""
     cfg = Config(postgres=PostgresConfig(url="postgresql://unused@127.0.0.1:9/none"))
+    pool = make_pool(cfg.postgres, "api")
     state = ApiState(
         cfg=cfg,
-        pool=make_pool(cfg.postgres, "api"),
+        pool=pool,
         ingestor=Ingestor(cfg.namespace, EventBus(cfg.nats, "api"), Deduplicator(cfg.valkey), 1.0),
+        horizon=HorizonWatch(pool),
     )
     app = build_app(state)
     operations = set()

@@ -288,3 +288,27 @@ def test_subjects_parameters_it_does_not_take_are_refused(client, meters, params
 def test_query_parameter_errors_name_the_parameter(client, meters, params, field):
     body = problem(client.http.get(f"/api/v1/meters/{meters['SUM']}/query", params=params), 400)
     assert body["field"] == field
+
+
+def test_windows_whose_edges_fall_inside_a_minute_are_refused_not_miscounted(client, stack):
+    # Africa/Monrovia was UTC-00:44:30 until 1972: its days and hours began at :44:30 UTC.
+    # Usage is kept per minute, so the minute 00:44 would be counted whole on one side.
+    slug = "count_monrovia"
+    client.create_meter(slug=slug, eventType="q.monrovia", aggregation="COUNT")
+    times = ["1971-06-14T00:44:20Z", "1971-06-14T00:44:40Z", "1980-06-14T00:44:20Z"]
+    client.ingest([event(f"mon-{i}", "q.monrovia", "s-mon", time=t) for i, t in enumerate(times)])
+    client.query_until(slug, lambda a: a["data"] and a["data"][0]["value"] == 3)
+
+    for size in ("DAY", "HOUR"):
+        response = client.http.get(
+            f"/api/v1/meters/{slug}/query", params={"windowSize": size, "windowTimeZone": "Africa/Monrovia"}
+        )
+        body = problem(response, 400)
+        assert body["field"] == "windowTimeZone"
+        assert ":44:30Z, inside a minute" in body["detail"]
+
+    # From 1972 on the zone is UTC+0: whole minutes, answered.
+    later = client.query(slug, windowSize="DAY", windowTimeZone="Africa/Monrovia", **{"from": "1975-01-01T00:00:00Z"})
+    assert [(r["windowStart"], r["value"]) for r in later["data"]] == [("1980-06-14T00:00:00+00:00", 1)]
+    # Without windows the range answers exactly.
+    assert client.query(slug)["data"][0]["value"] == 3

@@ -333,3 +333,27 @@ def test_past_the_horizon_whole_minutes_answer_and_what_needs_raw_events_is_refu
     )
     assert proc.wait(timeout=TIMEOUTS.usage_convergence) == 2
     assert "retention.rawEvents" in proc.log_path.read_text()
+
+
+def test_an_event_below_the_horizon_is_refused_at_ingest_whatever_the_retention(stack, client, uid):
+    """A horizon left by a drop outlives the setting that made it (the retention raised or
+    removed later, a sink configured apart from the api): the api refuses what is below it
+    instead of acknowledging events the sink could only dead-letter."""
+    old_day = _day_to_drop(stack)
+    client.ingest([event(f"day-{uid}", f"t_{uid}", "s", time=format_time(old_day + timedelta(hours=3)))])
+    _wait(lambda: _stored(stack, f"day-{uid}"), lambda n: n == 1, "stored")
+    _maintain(stack, _when_past(old_day))
+    horizon = _raw_from(stack)
+    assert horizon == old_day + timedelta(days=1)
+    # Within the api's own retention, below the horizon: what a raised retention lets in.
+    below = event(f"below-{uid}", f"t_{uid}", "s", time=format_time(horizon - timedelta(hours=1)))
+    answers = poll(lambda: client.post_events([below]), lambda a: a.status_code != 204, TIMEOUTS.usage_convergence)
+    assert answers.done, "the api kept acknowledging events below the horizon"
+    answer = answers.last
+    assert answer.status_code == 400, answer.text
+    problem = answer.json()
+    assert problem["field"] == "[0].time" and problem["retainedFrom"] == format_time(horizon)
+    assert "retention.rawEvents" in problem["detail"]
+    at_horizon = event(f"at-{uid}", f"t_{uid}", "s", time=format_time(horizon))
+    client.ingest([at_horizon])
+    _wait(lambda: _stored(stack, f"at-{uid}"), lambda n: n == 1, "stored")

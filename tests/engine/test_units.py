@@ -178,3 +178,25 @@ def test_bus_names_derive_from_the_instance_unless_set(monkeypatch):
 @pytest.mark.parametrize("value, seconds", [("2m", 120), ("1h30m", 5400), ("250ms", 0.25), (5, 5), ("1.5s", 1.5)])
 def test_durations(value, seconds):
     assert parse_duration(value, "k") == seconds
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("99999999999999h", "at most 878400h"),  # overflowed date arithmetic: every ingest answered 500
+        ("１２０h", "expected a duration"),  # digits of another script
+        ("٢٤h", "expected a duration"),
+        (float("nan"), "finite"),
+        (float("inf"), "finite"),
+        (0, "positive"),
+    ],
+)
+def test_durations_out_of_range_or_odd_are_refused_by_name(value, words):
+    with pytest.raises(ConfigError, match=words) as refused:
+        parse_duration(value, "retention.rawEvents")
+    assert "retention.rawEvents" in str(refused.value)
+
+
+def test_a_huge_retention_is_refused_when_the_config_is_built():
+    with pytest.raises(ConfigError, match="retention.rawEvents: must be at most"):
+        build_config({"retention": {"rawEvents": "99999999999999h"}})
