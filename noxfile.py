@@ -168,13 +168,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, not tests: ingest, freshness, queries at scale, memory, scale-out (figures and ratios).
+    """Benchmarks, not tests: ingest, freshness, queries at scale beside ClickHouse, memory, scale-out, backfill, retention.
 
     nox -s bench                    # default sizes, a few minutes on 2 cores
-    nox -s bench -- --full          # 1M events ingested, 10M queried (about half an hour)
+    nox -s bench -- --full          # 1M events ingested, 10M queried (over an hour on 2 shared cores)
+    nox -s bench -- --plot DIR      # also a PNG per section
     nox -s bench -- --help
     """
-    session.install("-e", ".[test,bench]")
+    # compat: the ClickHouse peer (chdb); bench: py-spy (--profile) and matplotlib (--plot).
+    session.install("-e", ".[test,compat,bench]")
     session.run("python", "-m", "bench", *session.posargs)
 
 

@@ -32,6 +32,8 @@ class BackfillFigures:
     seconds: float
     before: list[float] = field(default_factory=list)  # probe storage times before the creation
     during: list[float] = field(default_factory=list)  # ... while it ran
+    started: float = 0.0  # monotonic time the creation was asked for
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (posted at, seconds until stored)
 
     @property
     def per_second(self) -> float:
@@ -102,7 +104,7 @@ def create_meter_over_history(stack: LocalStack, meter: dict, history: int, run:
         prober.join()
     if prober.error is not None:
         raise prober.error
-    figures = BackfillFigures(events=history, seconds=seconds)
+    figures = BackfillFigures(events=history, seconds=seconds, started=started, samples=prober.samples)
     for posted, latency in prober.samples:
         if posted < started:
             figures.before.append(latency)

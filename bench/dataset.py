@@ -148,7 +148,7 @@ def one_batch_seconds(database_url: str, ds: Dataset, batch: int, repeat: int = 
 
 
 async def seal(database_url: str) -> float:
-    """Fold the history into the hourly rollups with the engine's own sealer, as the sink
+    """Fold the history into the hourly and daily rollups with the engine's own sealer, as the sink
     processes would within minutes of live traffic; returns the seconds it took."""
     pool = make_pool(PostgresConfig(url=database_url), "bench-sealer", max_size=1)
     await pool.open(wait=True)

@@ -13,6 +13,7 @@ from bp_openmeter.config import SinkConfig
 from testkit.stack.local import LocalStack, start_local_stack
 from testkit.stack.servers import Servers, start_servers
 
+from .procs import peak_rss_bytes
 from .workload import METERS
 
 
@@ -23,6 +24,8 @@ class BenchEnv:
     sink: dict = field(default_factory=dict)  # sink settings of every stack (None values: the engine's)
     servers: Servers | None = None
     stacks: list[LocalStack] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # id(stack) -> its name
+    peak_rss: dict[str, dict[str, int]] = field(default_factory=dict)  # stack name -> api/sink -> VmHWM
 
     @classmethod
     def start(cls, keep: bool = False, sink: dict | None = None) -> "BenchEnv":
@@ -46,6 +49,7 @@ class BenchEnv:
             self.root / name, self.servers, METERS, sinks=sinks, overrides={**(overrides or {}), "sink": sink}
         )
         self.stacks.append(stack)
+        self.names[id(stack)] = name
         return stack
 
     def pids(self, stack: LocalStack) -> dict[str, int]:
@@ -57,11 +61,27 @@ class BenchEnv:
             out[server.name] = server.proc.pid
         return out
 
+    def _record_peaks(self, stack: LocalStack) -> None:
+        """The engine processes' peak RSS over the stack's life (while they still run), by stack name."""
+        procs = {"api": stack.api, **{f"sink{i if len(stack.sinks) > 1 else ''}": s for i, s in enumerate(stack.sinks)}}
+        peaks = {}
+        for name, proc in procs.items():
+            if proc is None or not proc.running:
+                continue
+            try:
+                peaks[name] = peak_rss_bytes(proc.proc.pid)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+        if peaks:
+            self.peak_rss[self.names.get(id(stack), "?")] = peaks
+
     def stop_stack(self, stack: LocalStack) -> None:
+        self._record_peaks(stack)
         stack.stop()
 
     def stop(self) -> None:
         for stack in self.stacks:
+            self._record_peaks(stack)
             stack.stop()
         if self.servers is not None:
             self.servers.stop()

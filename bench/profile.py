@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +26,8 @@ class Profiler:
     def __enter__(self) -> "Profiler":
         if self.out_dir is None:
             return self
-        binary = shutil.which("py-spy")
+        # on PATH, or beside this interpreter (a virtualenv that is not activated)
+        binary = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
         if binary is None:
             note("py-spy not found: no profile taken (pip install py-spy)")
             return self

@@ -6,6 +6,10 @@ SQL (no rollups, the schema's own indexes). Each sequence runs twice: the first 
 finds the pages on disk (reported as "cold"), the second is timed for the figures
 (the warm cache a busy billing database has). The first answer of each query is
 compared with its reference, so a fast wrong answer cannot pass unnoticed.
+
+With a ClickHouse peer (clickhouse.py) each query is also asked of upstream's SQL over
+the same events, with the same rotation and passes, and its first answer compared
+with the engine's.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import orjson
 import psycopg
 
 from bp_openmeter.timefmt import format_time, parse_time
+from testkit.compat.upstream import MeterQuery
 
+from .clickhouse import ClickHousePeer, compare, meter
 from .dataset import Dataset
 from .http_load import Connection, HttpError, build_request
 from .report import percentile
@@ -60,9 +66,14 @@ class QueryFigures:
     raw: list[float] = field(default_factory=list)
     api_cold: list[float] = field(default_factory=list)
     raw_cold: list[float] = field(default_factory=list)
+    clickhouse: list[float] = field(default_factory=list)
+    clickhouse_cold: list[float] = field(default_factory=list)
     rows: int = 0
     equal: bool = False
     mismatch: str = ""
+    clickhouse_equal: bool | None = None  # None: no peer
+    clickhouse_mismatch: str = ""
+    clickhouse_sql: str = ""
 
     def p(self, which: str, q: float) -> float:
         return percentile(getattr(self, which), q)
@@ -90,6 +101,30 @@ def _api_request(api_url: str, ds: Dataset, case: QueryCase, i: int, tz: str) ->
         params.append(("subject", _subject(ds, i)))
     params += [("groupBy", g) for g in case.group_by]
     return build_request("GET", f"{api_url}/api/v1/meters/{case.slug}/query?{urlencode(params)}")
+
+
+def _peer_query(ds: Dataset, case: QueryCase, i: int, tz: str) -> MeterQuery:
+    """The request of _api_request, as the compat tier's model of upstream's query."""
+    start, end = _range(ds, case, i)
+    return MeterQuery(
+        meter=meter(case.slug),
+        start=start,
+        end=end,
+        window_size=case.window,
+        zone=tz,
+        subjects=(_subject(ds, i),) if case.per_subject else (),
+        group_by=case.group_by,
+    )
+
+
+def _peer_pass(peer: ClickHousePeer, ds: Dataset, case: QueryCase, count: int, tz: str, timings: list[float]) -> str:
+    """Ask upstream's SQL `count` times in-process; returns the first SQL."""
+    first = ""
+    for i in range(count):
+        seconds, _answer, sql = peer.ask(_peer_query(ds, case, i, tz), ds.namespace)
+        timings.append(seconds)
+        first = first or sql
+    return first
 
 
 def _raw_sql(case: QueryCase) -> str:
@@ -167,7 +202,13 @@ async def _api_pass(api_url: str, ds: Dataset, case: QueryCase, count: int, tz: 
 
 
 async def measure(
-    api_url: str, database_url: str, ds: Dataset, repeat: int, raw_repeat: int, tz: str = "UTC"
+    api_url: str,
+    database_url: str,
+    ds: Dataset,
+    repeat: int,
+    raw_repeat: int,
+    tz: str = "UTC",
+    peer: ClickHousePeer | None = None,
 ) -> list[QueryFigures]:
     out = []
     with psycopg.connect(database_url) as db:
@@ -179,6 +220,11 @@ async def measure(
             await _api_pass(api_url, ds, case, repeat, tz, figures.api_cold)
             api_answer = await _api_pass(api_url, ds, case, repeat, tz, figures.api)
             figures.rows, figures.equal, figures.mismatch = _compare(api_answer, raw_answer, case)
+            if peer is not None:
+                _peer_pass(peer, ds, case, repeat, tz, figures.clickhouse_cold)
+                figures.clickhouse_sql = _peer_pass(peer, ds, case, repeat, tz, figures.clickhouse)
+                upstream = peer.answer(_peer_query(ds, case, 0, tz), ds.namespace)
+                figures.clickhouse_equal, figures.clickhouse_mismatch = compare(api_answer, upstream)
             out.append(figures)
     return out
 

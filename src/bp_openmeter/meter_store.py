@@ -355,7 +355,7 @@ async def collect_garbage(conn: psycopg.AsyncConnection) -> None:
     for (meter_pk,) in await cur.fetchall():
         async with conn.transaction():
             await unbounded(conn)  # a replaced meter's rollups: as many rows as it had counted
-            for table in ("rollup_minute", "rollup_hour", "rollup_hour_total"):
+            for table in ("rollup_minute", "rollup_hour", "rollup_hour_total", "rollup_day"):
                 await conn.execute(f"DELETE FROM {table} WHERE meter_pk = %s", (meter_pk,))  # constant names
             await conn.execute("DELETE FROM rollup_garbage WHERE meter_pk = %s", (meter_pk,))
     await conn.commit()

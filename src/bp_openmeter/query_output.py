@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime
 from typing import Any
 
 from . import numeric
@@ -21,9 +22,18 @@ def to_json(result: QueryResult) -> dict[str, Any]:
         out["to"] = format_time(result.params.end)
     if result.params.window_size is not None:
         out["windowSize"] = result.params.window_size
-    out["data"] = [{**row, "value": numeric.to_json(row["value"]),
-                    "windowStart": format_time(row["windowStart"], zone),
-                    "windowEnd": format_time(row["windowEnd"], zone)} for row in result.rows]
+    # The rows of a window share its bounds (the same objects): each is written once.
+    texts: dict[datetime, str] = {}
+
+    def text(moment: datetime) -> str:
+        written = texts.get(moment)
+        if written is None:
+            written = texts[moment] = format_time(moment, zone)
+        return written
+
+    out["data"] = [{"value": numeric.to_json(row["value"]), "windowStart": text(row["windowStart"]),
+                    "windowEnd": text(row["windowEnd"]), "subject": row["subject"], "groupBy": row["groupBy"]}
+                   for row in result.rows]
     return out
 
 

@@ -20,7 +20,7 @@ from .group_filters import ADVANCED, Filter, values_filter
 from .meters import Meter
 from .problems import bad_request
 from .query_params import QueryParams, unsupported
-from .windows import floor_minute
+from .windows import floor_day, floor_minute
 
 
 def resolve_grouping(meter: Meter, params: QueryParams) -> tuple[list[str], bool]:
@@ -77,12 +77,22 @@ def _floor_hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
 
+def _ceil_day(t: datetime) -> datetime | None:
+    return _ceil(floor_day(t), t, timedelta(days=1))
+
+
+# The level a rollup row comes from (a query reads each part of its range from one):
+# raw edge minutes and rollup_minute, the hourly levels, rollup_day.
+MINUTES, HOURS, DAYS = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class Ranges:
     """Which stored level answers which part of [start, end).
 
     Partial minutes at the edges come from raw events; whole minutes from rollups: whole
-    hours (before the sealer's watermark, which the SQL reads) from rollup_hour when
+    UTC days (before the sealer's watermark's day, which the SQL reads) from rollup_day
+    when `daily`, whole hours (before the watermark's hour) from rollup_hour when
     `hourly`, the rest from rollup_minute. An edge without an end runs to the end of time."""
 
     edges: tuple[tuple[datetime, datetime | None], ...]
@@ -90,9 +100,10 @@ class Ranges:
     whole_lo: datetime | None = None
     whole_hi: datetime | None = None
     hourly: bool = False
+    daily: bool = False
 
     @classmethod
-    def of(cls, params: QueryParams, hourly: bool) -> "Ranges":
+    def of(cls, params: QueryParams, hourly: bool, daily: bool = False) -> "Ranges":
         start, end = params.start, params.end
         whole_lo = _ceil_minute(start) if start is not None else None
         if start is not None and (whole_lo is None or (end is not None and whole_lo >= floor_minute(end))):
@@ -110,12 +121,19 @@ class Ranges:
         if hourly and whole_lo is not None and (first_hour is None or (
                 whole_hi is not None and first_hour >= _floor_hour(whole_hi))):
             hourly = False  # no whole hour inside
-        return cls(tuple(edges), True, whole_lo, whole_hi, hourly)
+        daily = daily and hourly
+        first_day = _ceil_day(whole_lo) if whole_lo is not None else None
+        if daily and whole_lo is not None and (first_day is None or (
+                whole_hi is not None and first_day >= floor_day(whole_hi))):
+            daily = False  # no whole day inside
+        return cls(tuple(edges), True, whole_lo, whole_hi, hourly, daily)
 
     def args(self) -> dict[str, Any]:
         out: dict[str, Any] = {"whole_lo": self.whole_lo, "whole_hi": self.whole_hi,
                                "hour_lo": _ceil_hour(self.whole_lo) if self.whole_lo else None,
-                               "hour_hi": _floor_hour(self.whole_hi) if self.whole_hi else None}
+                               "hour_hi": _floor_hour(self.whole_hi) if self.whole_hi else None,
+                               "day_lo": _ceil_day(self.whole_lo) if self.whole_lo else None,
+                               "day_hi": floor_day(self.whole_hi) if self.whole_hi else None}
         for i, (lo, hi) in enumerate(self.edges):
             out[f"e{i}_lo"], out[f"e{i}_hi"] = lo, hi
         return out
@@ -162,7 +180,7 @@ src AS (
 )""", rollup_sql.PROJECTED, rollup_sql.aggregated("edges", "minute")]
         subject_filter = " AND subject = ANY(%(subjects)s::text[])" if by_subjects else ""
         parts.append(f"""SELECT subject, groups, bucket AS minute, bucket AS first_minute, bucket AS last_minute,
-                false AS hourly, {columns}
+                {MINUTES} AS level, {columns}
            FROM edges WHERE TRUE{subject_filter}""")
     if not r.rollups:
         return ctes, parts
@@ -176,7 +194,7 @@ src AS (
     lo = _bound("whole_lo", r.whole_lo, "-infinity")
     hi = _bound("whole_hi", r.whole_hi, "infinity")
     subject, minute_table = rows_of("rollup_minute")
-    minute_rows = f"""SELECT {subject}, groups, minute, minute AS first_minute, minute AS last_minute, false AS hourly,
+    minute_rows = f"""SELECT {subject}, groups, minute, minute AS first_minute, minute AS last_minute, {MINUTES},
                 {columns}
            FROM {minute_table}
           WHERE meter_pk = %(meter_pk)s"""
@@ -192,15 +210,36 @@ hours AS (
                          (SELECT date_trunc('hour', sealed_through) FROM rollup_seal)) AS h_hi) wanted
 )""")
     if all_subjects:
-        parts.append(f"""SELECT NULL::text, groups, hour, first_minute, last_minute, true, {columns}
+        parts.append(f"""SELECT NULL::text, groups, hour, first_minute, last_minute, {HOURS}, {columns}
            FROM rollup_hour_total
           WHERE meter_pk = %(meter_pk)s AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
-    else:
+    elif not r.daily:
         subject, hour_table = rows_of("rollup_hour")
-        parts.append(f"""SELECT {subject}, groups, hour, first_minute, last_minute, true, {columns}
+        parts.append(f"""SELECT {subject}, groups, hour, first_minute, last_minute, {HOURS}, {columns}
            FROM {hour_table}
           WHERE meter_pk = %(meter_pk)s
             AND hour >= (SELECT lo FROM hours) AND hour < (SELECT hi FROM hours)""")
+    else:
+        # Whole UTC days before the watermark's day from rollup_day (inside the hours' range);
+        # the hours before and after them from rollup_hour.
+        ctes.append(f"""
+days AS (
+    SELECT CASE WHEN d_lo < d_hi THEN d_lo END AS lo, CASE WHEN d_lo < d_hi THEN d_hi END AS hi
+      FROM (SELECT {_bound("day_lo", r.whole_lo, "-infinity")} AS d_lo,
+                   LEAST({_bound("day_hi", r.whole_hi, "infinity")}, {rollup_sql.SEALED_DAYS_END}) AS d_hi) wanted
+)""")
+        subject, day_table = rows_of("rollup_day")
+        parts.append(f"""SELECT {subject}, groups, day, first_minute, last_minute, {DAYS}, {columns}
+           FROM {day_table}
+          WHERE meter_pk = %(meter_pk)s AND day >= (SELECT lo FROM days) AND day < (SELECT hi FROM days)""")
+        subject, hour_table = rows_of("rollup_hour")
+        hour_rows = f"""SELECT {subject}, groups, hour, first_minute, last_minute, {HOURS}, {columns}
+           FROM {hour_table}
+          WHERE meter_pk = %(meter_pk)s"""
+        parts.append(f"""{hour_rows}
+            AND hour >= (SELECT lo FROM hours) AND hour < COALESCE((SELECT lo FROM days), (SELECT hi FROM hours))""")
+        parts.append(f"""{hour_rows}
+            AND hour >= COALESCE((SELECT hi FROM days), (SELECT hi FROM hours)) AND hour < (SELECT hi FROM hours)""")
     parts.append(f"{minute_rows} AND minute >= {lo} AND minute < COALESCE((SELECT lo FROM hours), {hi})")
     parts.append(f"{minute_rows} AND minute >= COALESCE((SELECT hi FROM hours), 'infinity'::timestamptz) "
                  f"AND minute < {hi}")
@@ -236,7 +275,7 @@ def statement(meter: Meter, params: QueryParams, r: Ranges, group_keys: list[str
 scoped AS (
     SELECT * FROM (
          {union}
-    ) parts (subject, groups, minute, first_minute, last_minute, hourly, {_ROW}){group_filter}
+    ) parts (subject, groups, minute, first_minute, last_minute, level, {_ROW}){group_filter}
 )""")
     unique = meter.spec.aggregation == "UNIQUE_COUNT"
     # Every row with events answers, as upstream: a window whose values are all null counts 0,
@@ -244,13 +283,13 @@ scoped AS (
     rows = "scoped LEFT JOIN LATERAL unnest(scoped.vals) AS v ON true" if unique else "scoped"
     window_start = _WINDOW if params.window_size is not None else "NULL::timestamptz"
     return f"""WITH {",".join(ctes)}
-SELECT window_start, subject, groups, value, first_minute, last_minute, hourly
+SELECT window_start, subject, groups, value, first_minute, last_minute, level
   FROM (
     SELECT {window_start} AS window_start,
            {"subject" if by_subject else "NULL::text"} AS subject,
            {_groups_kept(meter, group_keys)} AS groups,
            {_VALUE[meter.spec.aggregation]} AS value,
-           min(first_minute) AS first_minute, max(last_minute) AS last_minute, bool_or(hourly) AS hourly
+           min(first_minute) AS first_minute, max(last_minute) AS last_minute, max(level) AS level
       FROM {rows}
      GROUP BY 1, 2, 3
   ) windows
@@ -270,6 +309,17 @@ def _whole_hours(t: datetime) -> bool:
     return t.minute == 0 and t.second == 0 and t.microsecond == 0
 
 
+def day_aligned_zone(params: QueryParams) -> bool:
+    """Whether the zone is at UTC's offset at the range's ends (or now): then DAY and MONTH
+    windows are very likely whole UTC days. Checked again on the result, as for hours."""
+    zone = params.zone
+    moments = [t for t in (params.start, params.end) if t is not None] or [datetime.now(timezone.utc)]
+    try:
+        return all(not (t.astimezone(zone).utcoffset() or timedelta(0)) for t in moments)
+    except OverflowError:
+        return False
+
+
 def hour_aligned_zone(params: QueryParams) -> bool:
     """Whether the zone is a whole number of hours from UTC at the range's ends (or now):
     then HOUR, DAY and MONTH windows are very likely made of whole UTC hours. The answer
@@ -282,10 +332,22 @@ def hour_aligned_zone(params: QueryParams) -> bool:
         return False  # a local time outside the years 1 to 9999: minutes answer
 
 
-def straddles(rows: list[tuple]) -> bool:
-    """An hourly row in a window whose bounds are not whole UTC hours (e.g. days in a zone
-    at +05:30): such an hour belongs to two windows, so the minutes must answer."""
-    return any(hourly and not (_whole_hours(start) and _whole_hours(end)) for start, end, *_rest, hourly in rows)
+def _whole_days(t: datetime) -> bool:
+    return _whole_hours(t) and t.hour == 0
+
+
+def straddles(rows: list[tuple]) -> int | None:
+    """The coarsest level that holds a row of a window whose bounds are not whole units of
+    it (hours for the hourly level, UTC days for the daily one; e.g. days in a zone at
+    +05:30): such an hour or day belongs to two windows, so a finer level must answer.
+    None when every row is in windows its level fits."""
+    worst = None
+    for start, end, *_rest, level in rows:
+        if level == DAYS and not (_whole_days(start) and _whole_days(end)):
+            return DAYS
+        if level == HOURS and not (_whole_hours(start) and _whole_hours(end)):
+            worst = HOURS
+    return worst
 
 
 # The subjects list: a loose index scan over the rollups' primary key (meter_pk,
@@ -315,7 +377,7 @@ def group_values_statement(ranges: Ranges) -> str:
     return f"""WITH {",".join(ctes)}
 SELECT value FROM (
     SELECT DISTINCT COALESCE(groups ->> %(key)s, '') AS value
-      FROM ({union}) parts (subject, groups, minute, first_minute, last_minute, hourly, {_ROW})
+      FROM ({union}) parts (subject, groups, minute, first_minute, last_minute, level, {_ROW})
 ) found
  ORDER BY value COLLATE "C"
  LIMIT %(row_limit)s"""

@@ -6,9 +6,10 @@ The sink (rows it has just inserted), a meter backfill (stored rows up to a
 watermark) and a query's partial edge minutes (raw rows in a time range) all read
 events through `PROJECTED`, so a value is computed the same way wherever it is counted.
 
-Rollups come in two levels of the same shape: rollup_minute, which the sink keeps
-current, and rollup_hour, which the sealer (sealing.py) fills from minutes older
-than its watermark; the sink folds a late event of a sealed minute into both.
+Rollups come in levels of the same shape: rollup_minute, which the sink keeps
+current, and rollup_hour (with its all-subjects twin) and rollup_day, which the
+sealer (sealing.py) fills from minutes older than its watermark; the sink folds a
+late event of a sealed minute into every level.
 
 All SQL here is constant text; user input reaches it only as bound parameters.
 """
@@ -101,6 +102,20 @@ class Level:
 MINUTE = Level("rollup_minute", "minute")                      # kept current by the sink
 HOUR = Level("rollup_hour", "hour", extent=True)               # sealed minutes (sealing.py)
 HOUR_TOTAL = Level("rollup_hour_total", "hour", by_subject=False, vals=False, extent=True)  # ... of all subjects
+DAY = Level("rollup_day", "day", extent=True)                  # sealed UTC days (sealing.py)
+
+# The UTC day of the sealing watermark: every day before it is complete in rollup_day (the
+# session's zone is UTC, so date_trunc cuts UTC days).
+SEALED_DAYS_END = "(SELECT date_trunc('day', sealed_through) FROM rollup_seal)"
+
+
+def sealed_days(rows: str) -> str:
+    """Rollup rows of CTE `rows` (bucketed by hour) in the days before SEALED_DAYS_END,
+    re-bucketed by their UTC day."""
+    return f"""SELECT meter_pk, subject, groups, date_trunc('day', bucket) AS bucket, events, n, sum, min, max,
+           latest_value, latest_time, latest_id, latest_source, vals, first_minute, last_minute
+      FROM {rows}
+     WHERE bucket < {SEALED_DAYS_END}"""
 
 def aggregated(name: str, bucket: str) -> str:
     """CTEs `<name>*`: partial aggregates of the projected rows per (meter, subject, groups,
@@ -220,7 +235,7 @@ def upsert(level: Level, rows: str) -> str:
 
 
 # Every minute folds into rollup_minute; minutes the sealer has already folded into the
-# hourly levels (before its watermark) fold into those as well, merged from the batch's
+# hourly and daily levels (before its watermark) fold into those as well, merged from the batch's
 # minute rows (few, and usually none of them late).
 FOLD = f"""{aggregated("aggregated", "minute")},
 minute_written AS ({upsert(MINUTE, "aggregated")}),
@@ -233,7 +248,10 @@ late AS (
 {merged("late_hour", "late", HOUR)},
 hour_written AS ({upsert(HOUR, "late_hour")}),
 {merged("late_total", "late_hour", HOUR_TOTAL)},
-hour_total_written AS ({upsert(HOUR_TOTAL, "late_total")})"""
+hour_total_written AS ({upsert(HOUR_TOTAL, "late_total")}),
+late_days AS ({sealed_days("late_hour")}),
+{merged("late_day", "late_days", DAY)},
+day_written AS ({upsert(DAY, "late_day")})"""
 
 # The staged messages taken apart into events (the messages exactly as published:
 # messages.py; a batch of events, or one event in the earlier form).

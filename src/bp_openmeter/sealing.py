@@ -1,7 +1,9 @@
-"""The sealer: folds minutes older than a grace period into the hourly rollups.
+"""The sealer: folds minutes older than a grace period into the hourly and daily rollups.
 
 rollup_hour holds, for every minute before the watermark `rollup_seal.sealed_through`,
-the merge of that hour's minute rows. Sealing moves the watermark forward: it merges
+the merge of that hour's minute rows; rollup_day, for every UTC day before the
+watermark's day, the merge of that day's hourly rows (a step that completes a day
+merges its hours once). Sealing moves the watermark forward: it merges
 the minute rows in [watermark, new watermark) into rollup_hour and sets the new
 watermark, in one transaction under the exclusive meters lock, so no sink batch is
 half-way between storing events and folding them (sink batches hold the lock shared
@@ -39,8 +41,8 @@ from .db import one_row
 from .logs import get_logger
 from .meters_lock import lock_exclusive
 from .pgerrors import Cause, cause_of, describe
-from .rollup_sql import HOUR, HOUR_TOTAL, merged, upsert
-from .windows import floor_minute
+from .rollup_sql import DAY, HOUR, HOUR_TOTAL, merged, upsert
+from .windows import floor_day, floor_minute
 
 log = get_logger("sealing")
 
@@ -66,10 +68,29 @@ WITH {_MINUTES},
 {merged("sealed", "minutes", HOUR)},
 {merged("sealed_total", "sealed", HOUR_TOTAL)},
 written AS ({upsert(HOUR, "sealed")}),
-total_written AS ({upsert(HOUR_TOTAL, "sealed_total")})
+total_written AS ({upsert(HOUR_TOTAL, "sealed_total")}),
+previous AS (SELECT sealed_through FROM rollup_seal)
 UPDATE rollup_seal SET sealed_through = %(hi)s
  WHERE sealed_through < %(hi)s
-RETURNING (SELECT count(*) FROM written) + (SELECT count(*) FROM total_written)
+RETURNING (SELECT count(*) FROM written) + (SELECT count(*) FROM total_written),
+          -- where the days this step completes begin (epoch seconds: the first is -infinity)
+          (SELECT extract(epoch FROM date_trunc('day', sealed_through)) FROM previous)::float8
+"""
+
+# After SEAL, in its transaction: the UTC days it completed, [%(lo)s (epoch seconds), the day
+# of %(hi)s), each merged once from its hours (all sealed now) into rollup_day. A day is
+# written when it ends, not at every step that seals part of it: its hours are read once.
+SEAL_DAYS = f"""
+WITH hours AS (
+    SELECT meter_pk, subject, groups, date_trunc('day', hour) AS bucket, events, n, sum, min, max,
+           latest_value, latest_time, latest_id, latest_source, vals, first_minute, last_minute
+      FROM rollup_hour
+     WHERE meter_pk = ANY(ARRAY(SELECT pk FROM meters))
+       AND hour >= to_timestamp(%(lo)s) AND hour < date_trunc('day', %(hi)s::timestamptz)
+),
+{merged("days", "hours", DAY)},
+written AS ({upsert(DAY, "days")})
+SELECT count(*) FROM written
 """
 
 # The hourly row a step would write with the most digits in its indexed numbers (the
@@ -168,6 +189,9 @@ class Sealer:
                         started = time.perf_counter()
                         cur = await conn.execute(SEAL, {"hi": hi})
                         row = await cur.fetchone()
+                        if row is not None and row[1] < floor_day(hi).timestamp():
+                            cur = await conn.execute(SEAL_DAYS, {"lo": row[1], "hi": hi})
+                            row = (row[0] + (await one_row(cur))[0],)
                 except psycopg.Error as exc:
                     if cause_of(exc) is Cause.DATA:
                         await self._log_data_error(conn, hi, exc)

@@ -37,6 +37,7 @@ waits for the standbys).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -100,22 +101,43 @@ class Stored:
         return self.foreign + self.past_retention
 
 
-async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str) -> Stored:
+# pg_advisory_xact_lock(STORE_SLOTS_LOCK, slot): held by a batch being stored, for its
+# transaction, one of sink.storeSlots slots (the two-key lock space: no clash with the
+# meters lock's one key).
+STORE_SLOTS_LOCK = 0x62_73_6C_74  # "bslt"
+
+
+async def take_store_slot(conn: psycopg.AsyncConnection, slots: int) -> None:
+    """Wait, in the open transaction, for one of the database-wide store slots (0: no limit):
+    a free one if any, else the turn of one taken at random."""
+    if slots <= 0:
+        return
+    cur = await conn.execute(
+        "SELECT s FROM generate_series(0, %s - 1) AS s WHERE pg_try_advisory_xact_lock(%s, s) LIMIT 1",
+        (slots, STORE_SLOTS_LOCK))
+    if await cur.fetchone() is None:
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (STORE_SLOTS_LOCK, random.randrange(slots)))
+
+
+async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str,
+                 slots: int = 0) -> Stored:
     """Stage (stream sequence, message) rows and store this engine's namespace's events of
-    them in one transaction. An event of a day without its partition yet (a day past the
-    ones created ahead: backdated history, a time far ahead) has it created, and the batch
-    is stored again."""
+    them in one transaction, in one of `slots` database-wide store slots. An event of a day
+    without its partition yet (a day past the ones created ahead: backdated history, a time
+    far ahead) has it created, and the batch is stored again."""
     try:
-        return await _store_once(conn, rows, namespace)
+        return await _store_once(conn, rows, namespace, slots)
     except psycopg.errors.CheckViolation as exc:
         if not partitions.no_partition(exc):
             raise
     await partitions.create(conn, partitions.days_of(payload for _seq, payload in rows))
-    return await _store_once(conn, rows, namespace)
+    return await _store_once(conn, rows, namespace, slots)
 
 
-async def _store_once(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str) -> Stored:
+async def _store_once(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str,
+                      slots: int) -> Stored:
     async with conn.transaction():
+        await take_store_slot(conn, slots)
         await lock_shared(conn)
         async with conn.cursor() as cur:
             async with cur.copy("COPY staged_events (stream_seq, m) FROM STDIN") as copy:
@@ -315,8 +337,8 @@ class Sink:
         outcome = BatchOutcome(delivered=len(msgs))
         started = time.perf_counter()
         try:
-            stored = await self._retrying(partial(_store, rows=_rows(msgs), namespace=self.cfg.namespace), msgs,
-                                          "batch")
+            stored = await self._retrying(partial(_store, rows=_rows(msgs), namespace=self.cfg.namespace,
+                                                  slots=self.cfg.sink.store_slots), msgs, "batch")
         except DataFault as fault:
             log.warning("batch rejected by its data, storing message by message", error=str(fault))
             return await self._one_by_one(msgs, outcome, progress)
@@ -344,7 +366,8 @@ class Sink:
     async def _one_by_one(self, msgs: list[Msg], outcome: BatchOutcome, progress: Progress) -> BatchOutcome:
         for index, msg in enumerate(msgs):
             try:
-                stored = await self._retrying(partial(_store, rows=_rows([msg]), namespace=self.cfg.namespace),
+                stored = await self._retrying(partial(_store, rows=_rows([msg]), namespace=self.cfg.namespace,
+                                                  slots=self.cfg.sink.store_slots),
                                               msgs[index:], "message")
             except DataFault:
                 await self._event_by_event(msg, outcome, msgs[index:])
@@ -377,7 +400,8 @@ class Sink:
         try:
             for position, single in enumerate(singles):
                 try:
-                    store = partial(_store, rows=[(seq, single)], namespace=self.cfg.namespace)
+                    store = partial(_store, rows=[(seq, single)], namespace=self.cfg.namespace,
+                                    slots=self.cfg.sink.store_slots)
                     stored = await self._retrying(store, keep, "event")
                 except DataFault as fault:
                     failed.append((position, str(fault)))

@@ -39,6 +39,11 @@ def floor_minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
+def floor_day(t: datetime) -> datetime:
+    """The UTC day `t` is in (the daily rollup level's unit)."""
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def window_of(moment: datetime, size: str, zone: tzinfo) -> tuple[datetime, datetime]:
     """The window [start, end) of `size` in `zone` that holds `moment` (aware), in UTC."""
     try:

@@ -14,7 +14,8 @@ the answer the engine gives on purpose:
     first_copy   1 for the first delivery of a (source, id), 0 for a later one
 
 Each season's events go into a namespace of their own (upstream filters every query
-by namespace), so one table serves every season.
+by namespace), so one table serves every season. The benchmark's ClickHouse peer
+(bench/clickhouse.py) creates the table with upstream's columns alone.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from testkit.compat.scenario import SentEvent
 DATABASE = "openmeter"
 TABLE = "om_events"
 
-_CREATE = f"""
-CREATE TABLE IF NOT EXISTS {DATABASE}.{TABLE} (
+# Upstream's columns, in its order (the minmax index sits between stored_at and store_row_id).
+_UPSTREAM_COLUMNS = f"""
     namespace String,
     id String,
     type LowCardinality(String),
@@ -44,10 +45,18 @@ CREATE TABLE IF NOT EXISTS {DATABASE}.{TABLE} (
     ingested_at DateTime,
     stored_at DateTime,
     INDEX {TABLE}_stored_at stored_at TYPE minmax GRANULARITY 4,
-    store_row_id String,
+    store_row_id String"""
+# The tier's own columns (module docstring): read only by its deliberate differences.
+_DELIBERATE_COLUMNS = """,
     time_exact DateTime64(6, 'UTC'),
     data_exact String,
-    first_copy UInt8
+    first_copy UInt8"""
+
+
+def create_statement(deliberate_columns: bool = True) -> str:
+    """CREATE TABLE of upstream's raw events table: its engine, partitioning and sort key."""
+    return f"""
+CREATE TABLE IF NOT EXISTS {DATABASE}.{TABLE} ({_UPSTREAM_COLUMNS}{_DELIBERATE_COLUMNS if deliberate_columns else ""}
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(time)
@@ -96,7 +105,7 @@ def row(namespace: str, event: SentEvent, number: int) -> dict[str, Any]:
 class UpstreamStore:
     """A chdb session holding upstream's table. Queries run in UTC and print times as Unix seconds."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, deliberate_columns: bool = True):
         from chdb import session  # the compat extra (pyproject.toml); imported here so the kit loads without it
 
         self.path = path
@@ -105,7 +114,7 @@ class UpstreamStore:
         # Output only: DateTime columns print as Unix seconds, so instants never depend on a zone.
         self.execute("SET date_time_output_format = 'unix_timestamp'")
         self.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
-        self.execute(_CREATE)
+        self.execute(create_statement(deliberate_columns))
 
     def execute(self, sql: str) -> None:
         try:
@@ -128,12 +137,15 @@ class UpstreamStore:
             Path(out.name).unlink()
         return len(rows)
 
-    def query(self, sql: str) -> Result:
+    def query_bytes(self, sql: str, output_format: str = "JSONCompact") -> bytes:
+        """The answer as ClickHouse writes it (what a benchmark times: no Python decoding)."""
         try:
-            answer = self.session.query(sql, "JSONCompact")
+            return self.session.query(sql, output_format).bytes()
         except Exception as exc:  # as in execute
             raise UpstreamError(f"{exc}\nSQL: {_shown(sql)}") from exc
-        text = answer.bytes()
+
+    def query(self, sql: str) -> Result:
+        text = self.query_bytes(sql)
         if not text:
             return Result([], [])
         body = json.loads(text)

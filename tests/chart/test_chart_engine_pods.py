@@ -244,16 +244,25 @@ def test_the_chart_sink_defaults_are_the_engine_defaults(objects):
     tuned = engine_config.build_config(
         config_of(
             render_chart(
-                {"sink": {"batchSize": 2000, "concurrency": 4, "stallTimeout": "90s", "sealingStallTimeout": "20m"}}
+                {
+                    "sink": {
+                        "batchSize": 2000,
+                        "concurrency": 4,
+                        "storeSlots": 0,
+                        "stallTimeout": "90s",
+                        "sealingStallTimeout": "20m",
+                    }
+                }
             )
         )
     ).sink
-    assert (tuned.batch_size, tuned.concurrency, tuned.stall_timeout, tuned.sealing_stall_timeout) == (
-        2000,
-        4,
-        90.0,
-        1200.0,
-    )
+    assert (
+        tuned.batch_size,
+        tuned.concurrency,
+        tuned.store_slots,
+        tuned.stall_timeout,
+        tuned.sealing_stall_timeout,
+    ) == (2000, 4, 0, 90.0, 1200.0)
 
 
 def test_the_chart_valkey_recheck_interval_is_the_engine_default(objects):

@@ -77,6 +77,16 @@ def _stored(stack, id_part: str) -> int:
         return conn.execute("SELECT count(*) FROM events WHERE id LIKE %s", (f"%{id_part}%",)).fetchone()[0]
 
 
+def _daily_events(stack, slug: str, day: datetime) -> int:
+    """Events the daily rollup level holds for a UTC day of the meter (what a whole-day window reads)."""
+    with psycopg.connect(stack.database_url) as conn:
+        return conn.execute(
+            """SELECT COALESCE(sum(events), 0) FROM rollup_day
+                WHERE day = %s AND meter_pk = (SELECT pk FROM meters WHERE slug = %s AND deleted_at IS NULL)""",
+            (day, slug),
+        ).fetchone()[0]
+
+
 def _dead_letters(stack, id_part: str) -> list[str]:
     with psycopg.connect(stack.database_url) as conn:
         rows = conn.execute("SELECT reason FROM dead_letters WHERE id LIKE %s", (f"%{id_part}%",)).fetchall()
@@ -123,9 +133,13 @@ def test_an_event_older_than_the_retention_is_refused_at_ingest(stack, client, u
 
 
 def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, client, uid):
+    """Every level a query reads past the horizon is a rollup: whole UTC days from the daily level
+    (DAY and MONTH windows, totals), days of other zones from the hourly or minute level; each shape
+    answers after the drop what it answered before."""
     count, total = f"c_{uid}", f"s_{uid}"
-    client.create_meter(slug=count, eventType=f"t_{uid}", aggregation="COUNT")
-    client.create_meter(slug=total, eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.v")
+    by_model = {"model": "$.model"}
+    client.create_meter(slug=count, eventType=f"t_{uid}", aggregation="COUNT", groupBy=by_model)
+    client.create_meter(slug=total, eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.v", groupBy=by_model)
     old_day = _day_to_drop(stack)
     kept_day = _day(_ago(10))
     old_name = f"events_{old_day:%Y%m%d}"
@@ -136,7 +150,7 @@ def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, 
             f"t_{uid}",
             f"sub-{i % 3}",
             time=format_time(old_day + timedelta(hours=1, seconds=i)),
-            data={"v": i},
+            data={"v": i, "model": f"m{i % 2}"},
         )
         for i in range(40)
     ]
@@ -146,22 +160,34 @@ def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, 
             f"t_{uid}",
             f"sub-{i % 3}",
             time=format_time(kept_day + timedelta(hours=2, seconds=i)),
-            data={"v": 100 + i},
+            data={"v": 100 + i, "model": f"m{i % 2}"},
         )
         for i in range(30)
     ]
     client.ingest(old + kept)  # days without a partition yet: the sink creates them
     _wait(lambda: _stored(stack, uid), lambda n: n == 70, "stored")
     assert old_name in _partitions(stack)
-    whole_days = {
-        "from_": format_time(_day(_ago(RETENTION_DAYS + 2))),
-        "to": format_time(_day(_ago(-1))),
-        "windowSize": "DAY",
-        "groupBy": "subject",
-    }
-    before = (client.query(count, **whole_days), client.query(total, **whole_days))
-    assert sum(row["value"] for row in before[0]["data"]) == 70
-    assert sum(row["value"] for row in before[1]["data"]) == sum(range(40)) + sum(range(100, 130))
+    # Both days are in the daily level (folded late, or sealed): whole-day windows read it.
+    _wait(
+        lambda: [_daily_events(stack, slug, day) for slug in (count, total) for day in (old_day, kept_day)],
+        lambda n: n == [40, 30, 40, 30],
+        "both days of both meters in rollup_day",
+    )
+    # (from the day to drop on: a meter created after an earlier test's drop counts from there)
+    span = {"from_": format_time(old_day), "to": format_time(_day(_ago(-1)))}
+    shapes = [
+        {**span, "windowSize": "DAY", "groupBy": "subject"},
+        {**span, "windowSize": "MONTH", "groupBy": "model"},
+        {**span, "groupBy": ["subject", "model"]},
+        {"from_": span["from_"], "windowSize": "MONTH", "groupBy": "subject"},  # up to now
+        {**span, "windowSize": "DAY", "windowTimeZone": "Asia/Tokyo", "groupBy": "model"},  # hours answer
+        {**span, "windowSize": "DAY", "windowTimeZone": "Asia/Kolkata"},  # minutes answer
+    ]
+    before = [client.query(slug, **shape) for slug in (count, total) for shape in shapes]
+    for answer in before[: len(shapes)]:
+        assert sum(row["value"] for row in answer["data"]) == 70, answer
+    for answer in before[len(shapes) :]:
+        assert sum(row["value"] for row in answer["data"]) == sum(range(40)) + sum(range(100, 130)), answer
 
     dropped = _maintain(stack, _when_past(old_day))
 
@@ -170,7 +196,7 @@ def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, 
         assert conn.execute("SELECT to_regclass(%s)", (old_name,)).fetchone()[0] is None, "not dropped"
     assert _raw_from(stack) == old_day + timedelta(days=1)
     assert _stored(stack, uid) == 30, "only the kept day's raw events remain"
-    after = (client.query(count, **whole_days), client.query(total, **whole_days))
+    after = [client.query(slug, **shape) for slug in (count, total) for shape in shapes]
     assert after == before, "whole days past retention are answered from the rollups, unchanged"
 
 
@@ -236,13 +262,15 @@ def test_past_the_horizon_whole_minutes_answer_and_what_needs_raw_events_is_refu
     client.create_meter(slug=count, eventType=f"t_{uid}", aggregation="COUNT", groupBy={"model": "$.model"})
     old_day = _day_to_drop(stack)
     at = old_day + timedelta(hours=5)
+    kept_at = _day(_ago(10)) + timedelta(hours=3)  # a day the drop keeps
     client.ingest(
         [
             event(f"e{i}-{uid}", f"t_{uid}", "s", time=format_time(at + timedelta(seconds=10 * i)), data={"model": "m"})
             for i in range(12)
         ]
+        + [event(f"k{i}-{uid}", f"t_{uid}", "s", time=format_time(kept_at), data={"model": "k"}) for i in range(5)]
     )
-    _wait(lambda: _stored(stack, uid), lambda n: n == 12, "stored")
+    _wait(lambda: _stored(stack, uid), lambda n: n == 17, "stored")
     _maintain(stack, _when_past(old_day))
     horizon = _raw_from(stack)
     assert horizon == old_day + timedelta(days=1)
@@ -277,7 +305,28 @@ def test_past_the_horizon_whole_minutes_answer_and_what_needs_raw_events_is_refu
     assert f"meter {late} counts events from {format_time(horizon)} on" in problem["detail"]
     _refused(client.http.get(f"/api/v1/meters/{late}/subjects"), "from", horizon)
     ok = client.http.get(f"/api/v1/meters/{late}/query", params={"from": format_time(horizon)})
-    assert ok.status_code == 200 and ok.json()["data"] == [{**ok.json()["data"][0], "value": 0}], ok.text
+    assert ok.status_code == 200 and ok.json()["data"] == [{**ok.json()["data"][0], "value": 5}], ok.text
+    # The same for the shapes whole UTC days answer (the daily level, which its backfill filled
+    # from the days still there): before the horizon refused, from it on every event counted.
+    late_grouped = f"late_g_{uid}"
+    client.create_meter(slug=late_grouped, eventType=f"t_{uid}", aggregation="COUNT", groupBy={"model": "$.model"})
+    _wait(lambda: _daily_events(stack, late_grouped, _day(kept_at)), lambda n: n == 5, "its kept day in rollup_day")
+    tomorrow = format_time(_day(_ago(-1)))
+    for shape in (
+        {"windowSize": "DAY", "from": format_time(old_day), "to": tomorrow},
+        {"windowSize": "MONTH", "groupBy": "model"},
+        {"windowSize": "MONTH", "from": format_time(horizon - timedelta(days=1)), "groupBy": "subject"},
+        {"from": format_time(old_day), "to": tomorrow, "groupBy": "model"},
+    ):
+        problem = _refused(client.http.get(f"/api/v1/meters/{late_grouped}/query", params=shape), "from", horizon)
+        assert f"meter {late_grouped} counts events from" in problem["detail"], shape
+    for shape in (
+        {"windowSize": "DAY", "from_": format_time(horizon), "to": tomorrow, "groupBy": "model"},
+        {"windowSize": "MONTH", "from_": format_time(horizon), "groupBy": ["subject", "model"]},
+        {"from_": format_time(horizon), "to": tomorrow, "groupBy": "model"},
+    ):
+        answer = client.query(late_grouped, **shape)["data"]
+        assert [(row["groupBy"], row["value"]) for row in answer] == [({"model": "k"}, 5)], (shape, answer)
     # ... as is an export reaching before it (exit 2, naming the retention).
     proc = stack.command(
         "export", "--target", "http://127.0.0.1:9/api/v1/events", "--name", f"x-{uid}", log_name=f"export-{uid}"

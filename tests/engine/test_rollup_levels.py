@@ -1,4 +1,4 @@
-"""The hourly rollup level answers exactly what the minute level answers.
+"""The hourly and daily rollup levels answer exactly what the minute level answers.
 
 Events far in the future stay minute-level (the running sinks seal only up to now);
 the test then seals them itself and asks every query shape again: the answers must
@@ -59,6 +59,17 @@ SHAPES = [
     {"windowSize": "MONTH", "subject": ["s1"], "groupBy": ["region"]},
     {"windowSize": "DAY", "filterGroupBy[region]": "odd", "from_": "2100-03-27T05:30:00Z"},
     {"windowSize": "MINUTE", "from_": "2100-03-27T10:00:00Z", "to": "2100-03-27T12:00:00Z"},
+    # UTC days: whole days from the daily level, the hours and minutes around them from theirs
+    {
+        "windowSize": "DAY",
+        "groupBy": ["subject", "region"],
+        "from_": "2100-03-26T19:30:10Z",
+        "to": "2100-03-29T02:00:00Z",
+    },
+    {"windowSize": "MONTH", "groupBy": ["subject"]},
+    {"from_": "2100-03-27T00:00:00Z", "to": "2100-03-29T00:00:00Z", "subject": ["s0", "s2"]},
+    # at UTC's offset until the 28th, then an hour ahead: its later days are not UTC days
+    {"windowSize": "DAY", "windowTimeZone": "Europe/London", "groupBy": ["region"]},
 ]
 
 
@@ -106,11 +117,11 @@ def _per_utc_day(events: list[dict], total) -> dict[str, int]:
 
 
 def _hourly_rows(database_url: str) -> int:
-    """Rows of the hourly level with the fewest (both must fill up when sealing)."""
+    """Rows of the sealed level with the fewest (hourly and daily: all must fill up when sealing)."""
     with psycopg.connect(database_url) as conn:
         return min(
             conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("rollup_hour", "rollup_hour_total")
+            for table in ("rollup_hour", "rollup_hour_total", "rollup_day")
         )
 
 
@@ -140,3 +151,42 @@ def test_sealing_changes_no_answer(stack):
         before = _answers(client, slugs)
         _seal(stack.database_url, SEALED_UNTIL + timedelta(days=3))
         assert _answers(client, slugs) == before
+
+
+def _shift_daily_counts(database_url: str, slug: str, day: str, by: int) -> int:
+    """Add `by` to the event counts of one UTC day of the meter's daily rows; returns the rows changed."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(
+            """UPDATE rollup_day SET events = events + %s
+                WHERE day = %s::timestamptz
+                  AND meter_pk = (SELECT pk FROM meters WHERE slug = %s AND deleted_at IS NULL)""",
+            (by, day, slug),
+        ).rowcount
+
+
+def test_whole_utc_days_are_read_from_the_daily_level_and_other_days_are_not(stack):
+    """What the daily level holds is what a UTC-day window by subject answers (it is read, not
+    bypassed), while a day of a zone an hour ahead of UTC is answered from the hours. (Totals
+    over all subjects come from the all-subjects hours: a day of them is 24 rows per group.)"""
+    with OpenMeterClient(stack.api_url) as client:
+        slugs = _create(client, "d")
+        client.ingest(_events("day", range(600)))
+        client.query_until(slugs["COUNT"], lambda a: a["data"] and a["data"][0]["value"] == 600)
+        _seal(stack.database_url, SEALED_UNTIL + timedelta(days=3))
+        by_subject = {"windowSize": "DAY", "groupBy": ["subject"]}
+        utc_day = {**by_subject, "from_": "2100-03-28T00:00:00Z", "to": "2100-03-29T00:00:00Z"}
+        london = {**by_subject, "windowTimeZone": "Europe/London", "from_": "2100-03-28T23:00:00Z"}
+
+        def total(shape: dict) -> int:
+            return sum(row["value"] for row in client.query(slugs["COUNT"], **shape)["data"])
+
+        counted, london_day = total(utc_day), client.query(slugs["COUNT"], **london)["data"]
+        rows = _shift_daily_counts(stack.database_url, slugs["COUNT"], "2100-03-28T00:00:00Z", 1000)
+        also = _shift_daily_counts(stack.database_url, slugs["COUNT"], "2100-03-29T00:00:00Z", 1000)
+        try:
+            assert rows > 0 and also > 0
+            assert total(utc_day) == counted + 1000 * rows
+            assert client.query(slugs["COUNT"], **london)["data"] == london_day
+        finally:
+            _shift_daily_counts(stack.database_url, slugs["COUNT"], "2100-03-28T00:00:00Z", -1000)
+            _shift_daily_counts(stack.database_url, slugs["COUNT"], "2100-03-29T00:00:00Z", -1000)
