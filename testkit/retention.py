@@ -5,7 +5,9 @@ day, then makes it pass the retention now instead of in a month."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+
+import psycopg
 
 from bp_openmeter import partitions
 from bp_openmeter.config import PostgresConfig
@@ -33,3 +35,30 @@ def maintain(database_url: str, retention_days: float, now: datetime) -> list[st
             await pool.close()
 
     return asyncio.run(run())
+
+
+def utc_day(t: datetime) -> datetime:
+    """The start of the UTC day of `t` (raw events' partitions are UTC days)."""
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def raw_from(database_url: str) -> datetime | None:
+    """The retention horizon as stored (None: nothing dropped yet)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT raw_from FROM event_retention").fetchone()
+        return row[0] if row else None
+
+
+def stored(database_url: str, id_part: str) -> int:
+    """Raw events stored whose id holds `id_part`."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM events WHERE id LIKE %s", (f"%{id_part}%",)).fetchone()
+        return int(row[0]) if row else 0
+
+
+def day_to_drop(database_url: str, retention_days: float) -> datetime:
+    """A day the api still accepts (within the retention) that the horizon has not passed: tests
+    sharing a database each drop one, and the horizon only moves forward."""
+    horizon = raw_from(database_url)
+    candidate = utc_day(datetime.now(timezone.utc) - timedelta(days=retention_days - 1))
+    return candidate if horizon is None or horizon <= candidate else horizon

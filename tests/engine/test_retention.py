@@ -42,10 +42,6 @@ def _ago(days: float) -> datetime:
     return datetime.now(timezone.utc) - timedelta(days=days)
 
 
-def _day(t: datetime) -> datetime:
-    return t.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def _maintain(stack, now: datetime) -> list[str]:
     return retention.maintain(stack.database_url, RETENTION_DAYS, now)
 
@@ -54,27 +50,9 @@ def _when_past(day: datetime) -> datetime:
     return retention.when_past(day, RETENTION_DAYS)
 
 
-def _day_to_drop(stack) -> datetime:
-    """A day the api still accepts (within the retention) and the horizon has not passed: the
-    tests of this module each drop one, the horizon only moves forward."""
-    raw_from = _raw_from(stack)
-    candidate = _day(_ago(RETENTION_DAYS - 1))
-    return candidate if raw_from is None or raw_from <= candidate else raw_from
-
-
 def _partitions(stack) -> dict[str, tuple]:
     with psycopg.connect(stack.database_url) as conn:
         return {name: (lo, hi) for name, lo, hi, _ in conn.execute("SELECT * FROM bpom_event_partitions()")}
-
-
-def _raw_from(stack) -> datetime | None:
-    with psycopg.connect(stack.database_url) as conn:
-        return conn.execute("SELECT raw_from FROM event_retention").fetchone()[0]
-
-
-def _stored(stack, id_part: str) -> int:
-    with psycopg.connect(stack.database_url) as conn:
-        return conn.execute("SELECT count(*) FROM events WHERE id LIKE %s", (f"%{id_part}%",)).fetchone()[0]
 
 
 def _daily_events(stack, slug: str, day: datetime) -> int:
@@ -129,7 +107,7 @@ def test_an_event_older_than_the_retention_is_refused_at_ingest(stack, client, u
     assert "retention.rawEvents" in problem["detail"] and f"{RETENTION_DAYS} days" in problem["detail"]
     client.ingest([fresh])
     client.wait_stored(f"fresh-{uid}", 1, from_=format_time(_ago(2)))
-    assert _stored(stack, f"old-{uid}") == 0, "the batch is refused whole"
+    assert retention.stored(stack.database_url, f"old-{uid}") == 0, "the batch is refused whole"
 
 
 def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, client, uid):
@@ -140,8 +118,8 @@ def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, 
     by_model = {"model": "$.model"}
     client.create_meter(slug=count, eventType=f"t_{uid}", aggregation="COUNT", groupBy=by_model)
     client.create_meter(slug=total, eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.v", groupBy=by_model)
-    old_day = _day_to_drop(stack)
-    kept_day = _day(_ago(10))
+    old_day = retention.day_to_drop(stack.database_url, RETENTION_DAYS)
+    kept_day = retention.utc_day(_ago(10))
     old_name = f"events_{old_day:%Y%m%d}"
     assert old_name not in _partitions(stack), "created ahead? only recent days are"
     old = [
@@ -165,7 +143,7 @@ def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, 
         for i in range(30)
     ]
     client.ingest(old + kept)  # days without a partition yet: the sink creates them
-    _wait(lambda: _stored(stack, uid), lambda n: n == 70, "stored")
+    _wait(lambda: retention.stored(stack.database_url, uid), lambda n: n == 70, "stored")
     assert old_name in _partitions(stack)
     # Both days are in the daily level (folded late, or sealed): whole-day windows read it.
     _wait(
@@ -174,7 +152,7 @@ def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, 
         "both days of both meters in rollup_day",
     )
     # (from the day to drop on: a meter created after an earlier test's drop counts from there)
-    span = {"from_": format_time(old_day), "to": format_time(_day(_ago(-1)))}
+    span = {"from_": format_time(old_day), "to": format_time(retention.utc_day(_ago(-1)))}
     shapes = [
         {**span, "windowSize": "DAY", "groupBy": "subject"},
         {**span, "windowSize": "MONTH", "groupBy": "model"},
@@ -194,8 +172,8 @@ def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, 
     assert old_name in dropped and old_name not in _partitions(stack)
     with psycopg.connect(stack.database_url) as conn:
         assert conn.execute("SELECT to_regclass(%s)", (old_name,)).fetchone()[0] is None, "not dropped"
-    assert _raw_from(stack) == old_day + timedelta(days=1)
-    assert _stored(stack, uid) == 30, "only the kept day's raw events remain"
+    assert retention.raw_from(stack.database_url) == old_day + timedelta(days=1)
+    assert retention.stored(stack.database_url, uid) == 30, "only the kept day's raw events remain"
     after = [client.query(slug, **shape) for slug in (count, total) for shape in shapes]
     assert after == before, "whole days past retention are answered from the rollups, unchanged"
 
@@ -206,20 +184,20 @@ def test_an_event_below_the_horizon_is_never_stored_or_counted_again(stack, clie
     from the rollups stay."""
     count = f"c_{uid}"
     client.create_meter(slug=count, eventType=f"t_{uid}", aggregation="COUNT")
-    old_day = _day_to_drop(stack)
+    old_day = retention.day_to_drop(stack.database_url, RETENTION_DAYS)
     original = event(f"r-{uid}", f"t_{uid}", "s", time=format_time(old_day + timedelta(hours=3)))
     client.ingest(original)
-    _wait(lambda: _stored(stack, f"r-{uid}"), lambda n: n == 1, "stored")
+    _wait(lambda: retention.stored(stack.database_url, f"r-{uid}"), lambda n: n == 1, "stored")
     # (from its day on: the meter, created after the days of the earlier tests were dropped, counts from there)
-    whole = {"from_": format_time(old_day), "to": format_time(_day(_ago(-1)))}
+    whole = {"from_": format_time(old_day), "to": format_time(retention.utc_day(_ago(-1)))}
     assert client.total(count, **whole) == 1
     _maintain(stack, _when_past(old_day))  # its day is gone
-    assert _stored(stack, f"r-{uid}") == 0
+    assert retention.stored(stack.database_url, f"r-{uid}") == 0
 
     _publish(stack, [original, {**original, "id": f"new-{uid}"}])
     reasons = _wait(lambda: _dead_letters(stack, uid), lambda found: len(found) == 2, "dead letters")
     assert all("retention.rawEvents" in reason and "neither stored nor counted" in reason for reason in reasons)
-    assert _stored(stack, uid) == 0
+    assert retention.stored(stack.database_url, uid) == 0
     assert client.total(count, **whole) == 1, "the replay of a counted event counted again"
 
 
@@ -229,21 +207,21 @@ def test_the_events_key_holds_within_a_day_and_the_api_dedupes_across_days(stack
     horizon of the key), which the api's dedupe drops when it comes through the api."""
     count = f"c_{uid}"
     client.create_meter(slug=count, eventType=f"t_{uid}", aggregation="COUNT")
-    day = _day(_ago(3))
+    day = retention.utc_day(_ago(3))
     first = event(f"same-{uid}", f"t_{uid}", "s", time=format_time(day + timedelta(hours=1)))
     _publish(stack, [first, {**first, "time": format_time(day + timedelta(hours=5))}])
-    _wait(lambda: _stored(stack, f"same-{uid}"), lambda n: n == 1, "stored")
+    _wait(lambda: retention.stored(stack.database_url, f"same-{uid}"), lambda n: n == 1, "stored")
     whole = {"from_": format_time(day - timedelta(days=2)), "to": format_time(day + timedelta(days=3))}
     assert client.query_until(count, lambda a: sum(r["value"] for r in a["data"]) == 1, **whole)
 
     other_day = event(f"days-{uid}", f"t_{uid}", "s", time=format_time(day + timedelta(hours=1)))
     _publish(stack, [other_day, {**other_day, "time": format_time(day + timedelta(days=1, hours=1))}])
-    _wait(lambda: _stored(stack, f"days-{uid}"), lambda n: n == 2, "stored")
+    _wait(lambda: retention.stored(stack.database_url, f"days-{uid}"), lambda n: n == 2, "stored")
 
     through_api = event(f"api-{uid}", f"t_{uid}", "s", time=format_time(day + timedelta(hours=1)))
     client.ingest(through_api)
     client.ingest({**through_api, "time": format_time(day + timedelta(days=1, hours=1))})
-    _wait(lambda: _stored(stack, f"api-{uid}"), lambda n: n == 1, "stored")
+    _wait(lambda: retention.stored(stack.database_url, f"api-{uid}"), lambda n: n == 1, "stored")
     answer = client.query_until(count, lambda a: sum(r["value"] for r in a["data"]) == 4, **whole)
     assert sum(row["value"] for row in answer["data"]) == 4  # same 1 + days 2 + api 1
 
@@ -260,9 +238,9 @@ def _refused(answer, field: str, horizon: datetime) -> dict:
 def test_past_the_horizon_whole_minutes_answer_and_what_needs_raw_events_is_refused(stack, client, uid):
     count = f"c_{uid}"
     client.create_meter(slug=count, eventType=f"t_{uid}", aggregation="COUNT", groupBy={"model": "$.model"})
-    old_day = _day_to_drop(stack)
+    old_day = retention.day_to_drop(stack.database_url, RETENTION_DAYS)
     at = old_day + timedelta(hours=5)
-    kept_at = _day(_ago(10)) + timedelta(hours=3)  # a day the drop keeps
+    kept_at = retention.utc_day(_ago(10)) + timedelta(hours=3)  # a day the drop keeps
     client.ingest(
         [
             event(f"e{i}-{uid}", f"t_{uid}", "s", time=format_time(at + timedelta(seconds=10 * i)), data={"model": "m"})
@@ -270,9 +248,9 @@ def test_past_the_horizon_whole_minutes_answer_and_what_needs_raw_events_is_refu
         ]
         + [event(f"k{i}-{uid}", f"t_{uid}", "s", time=format_time(kept_at), data={"model": "k"}) for i in range(5)]
     )
-    _wait(lambda: _stored(stack, uid), lambda n: n == 17, "stored")
+    _wait(lambda: retention.stored(stack.database_url, uid), lambda n: n == 17, "stored")
     _maintain(stack, _when_past(old_day))
-    horizon = _raw_from(stack)
+    horizon = retention.raw_from(stack.database_url)
     assert horizon == old_day + timedelta(days=1)
     query = f"/api/v1/meters/{count}/query"
 
@@ -310,8 +288,12 @@ def test_past_the_horizon_whole_minutes_answer_and_what_needs_raw_events_is_refu
     # from the days still there): before the horizon refused, from it on every event counted.
     late_grouped = f"late_g_{uid}"
     client.create_meter(slug=late_grouped, eventType=f"t_{uid}", aggregation="COUNT", groupBy={"model": "$.model"})
-    _wait(lambda: _daily_events(stack, late_grouped, _day(kept_at)), lambda n: n == 5, "its kept day in rollup_day")
-    tomorrow = format_time(_day(_ago(-1)))
+    _wait(
+        lambda: _daily_events(stack, late_grouped, retention.utc_day(kept_at)),
+        lambda n: n == 5,
+        "its kept day in rollup_day",
+    )
+    tomorrow = format_time(retention.utc_day(_ago(-1)))
     for shape in (
         {"windowSize": "DAY", "from": format_time(old_day), "to": tomorrow},
         {"windowSize": "MONTH", "groupBy": "model"},
@@ -339,11 +321,11 @@ def test_an_event_below_the_horizon_is_refused_at_ingest_whatever_the_retention(
     """A horizon left by a drop outlives the setting that made it (the retention raised or
     removed later, a sink configured apart from the api): the api refuses what is below it
     instead of acknowledging events the sink could only dead-letter."""
-    old_day = _day_to_drop(stack)
+    old_day = retention.day_to_drop(stack.database_url, RETENTION_DAYS)
     client.ingest([event(f"day-{uid}", f"t_{uid}", "s", time=format_time(old_day + timedelta(hours=3)))])
-    _wait(lambda: _stored(stack, f"day-{uid}"), lambda n: n == 1, "stored")
+    _wait(lambda: retention.stored(stack.database_url, f"day-{uid}"), lambda n: n == 1, "stored")
     _maintain(stack, _when_past(old_day))
-    horizon = _raw_from(stack)
+    horizon = retention.raw_from(stack.database_url)
     assert horizon == old_day + timedelta(days=1)
     # Within the api's own retention, below the horizon: what a raised retention lets in.
     below = event(f"below-{uid}", f"t_{uid}", "s", time=format_time(horizon - timedelta(hours=1)))
@@ -356,4 +338,4 @@ def test_an_event_below_the_horizon_is_refused_at_ingest_whatever_the_retention(
     assert "retention.rawEvents" in problem["detail"]
     at_horizon = event(f"at-{uid}", f"t_{uid}", "s", time=format_time(horizon))
     client.ingest([at_horizon])
-    _wait(lambda: _stored(stack, f"at-{uid}"), lambda n: n == 1, "stored")
+    _wait(lambda: retention.stored(stack.database_url, f"at-{uid}"), lambda n: n == 1, "stored")

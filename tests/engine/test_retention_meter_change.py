@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import psycopg
 import pytest
 import yaml
 
@@ -41,41 +40,22 @@ def client(stack):
         yield engine
 
 
-def _day(t: datetime) -> datetime:
-    return t.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _raw_from(stack) -> datetime | None:
-    with psycopg.connect(stack.database_url) as conn:
-        return conn.execute("SELECT raw_from FROM event_retention").fetchone()[0]
-
-
-def _stored(stack, id_part: str) -> int:
-    with psycopg.connect(stack.database_url) as conn:
-        return conn.execute("SELECT count(*) FROM events WHERE id LIKE %s", (f"%{id_part}%",)).fetchone()[0]
-
-
-def _day_to_drop(stack) -> datetime:
-    """A day the api still accepts and the horizon has not passed (each test drops one)."""
-    raw_from = _raw_from(stack)
-    candidate = _day(datetime.now(timezone.utc) - timedelta(days=RETENTION_DAYS - 1))
-    return candidate if raw_from is None or raw_from <= candidate else raw_from
-
-
 def _ingest_and_drop(stack, client, events: list[dict], old_day: datetime, id_part: str) -> datetime:
     """Store the events, then drop `old_day`'s raw events; the horizon after the drop."""
     client.ingest(events)
-    stored = poll(lambda: _stored(stack, id_part), lambda n: n == len(events), TIMEOUTS.usage_convergence)
+    stored = poll(
+        lambda: retention.stored(stack.database_url, id_part), lambda n: n == len(events), TIMEOUTS.usage_convergence
+    )
     assert stored.done, f"stored: {stored.last} of {len(events)}"
     retention.maintain(stack.database_url, RETENTION_DAYS, retention.when_past(old_day, RETENTION_DAYS))
-    horizon = _raw_from(stack)
+    horizon = retention.raw_from(stack.database_url)
     assert horizon == old_day + timedelta(days=1)
     return horizon
 
 
 def _usage_events(uid: str, event_type: str, old_day: datetime) -> list[dict]:
     """Events on the day to drop and a recent day, with two group properties."""
-    recent = _day(datetime.now(timezone.utc) - timedelta(days=2))
+    recent = retention.utc_day(datetime.now(timezone.utc) - timedelta(days=2))
     return [
         event(
             f"e{i}-{uid}",
@@ -112,11 +92,13 @@ def _refused(answer, slug: str, horizon: datetime) -> dict:
 
 def test_a_changed_group_by_is_refused_once_the_meter_holds_counts_past_the_horizon(stack, client, uid):
     slug = f"s_{uid}"
-    counted_from = _raw_from(stack)  # None (its default query is its whole history) unless run after the others
+    counted_from = retention.raw_from(
+        stack.database_url
+    )  # None (its default query is its whole history) unless run after the others
     client.create_meter(
         slug=slug, eventType=f"t_{uid}", aggregation="SUM", valueProperty="$.v", groupBy={"method": "$.method"}
     )
-    old_day = _day_to_drop(stack)
+    old_day = retention.day_to_drop(stack.database_url, RETENTION_DAYS)
     horizon = _ingest_and_drop(stack, client, _usage_events(uid, f"t_{uid}", old_day), old_day, uid)
 
     def read() -> tuple:
@@ -141,7 +123,7 @@ def test_a_changed_group_by_is_refused_once_the_meter_holds_counts_past_the_hori
 
 def test_a_meter_counting_from_the_horizon_on_still_changes(stack, client, uid):
     """Created after a drop: its rollups hold nothing a rebuild could not make again."""
-    old_day = _day_to_drop(stack)
+    old_day = retention.day_to_drop(stack.database_url, RETENTION_DAYS)
     horizon = _ingest_and_drop(stack, client, _usage_events(uid, f"t_{uid}", old_day), old_day, uid)
     slug = f"l_{uid}"
     client.create_meter(slug=slug, eventType=f"t_{uid}", aggregation="COUNT", groupBy={"method": "$.method"})
@@ -165,10 +147,10 @@ def test_migrate_refuses_a_config_meter_change_that_would_lose_counts_and_applie
         config.write_text(yaml.safe_dump({**stack.config, "meters": meters}, sort_keys=False))
         return run_cli("migrate", config=config, env=stack.env, timeout=TIMEOUTS.engine_ready)
 
-    counted_from = _raw_from(stack)
+    counted_from = retention.raw_from(stack.database_url)
     done = migrate(first, "first")
     assert done.returncode == 0, done.stderr
-    old_day = _day_to_drop(stack)
+    old_day = retention.day_to_drop(stack.database_url, RETENTION_DAYS)
     horizon = _ingest_and_drop(stack, client, _usage_events(uid, f"t_{uid}", old_day), old_day, uid)
     before = _answers(client, counted, counted_from)
     assert before[0] == 30, before
