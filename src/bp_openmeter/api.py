@@ -61,8 +61,9 @@ def _identity_only(request: Request) -> None:
     for value in request.headers.getlist("content-encoding"):
         for coding in value.split(","):
             if coding.strip().lower() not in ("", "identity"):
-                raise Problem(415, f"Content-Encoding {coding.strip()[:40]!r} is not supported: send the body "
-                                   "as it is (identity)")
+                raise Problem(
+                    415, f"Content-Encoding {coding.strip()[:40]!r} is not supported: send the body as it is (identity)"
+                )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -81,8 +82,9 @@ async def read_body(request: Request, limit: int) -> bytes:
                     raise Problem(413, f"request body exceeds the limit of {limit} bytes")
                 chunks.append(chunk)
     except TimeoutError as exc:
-        raise Problem(408, f"the request body did not arrive within {timeout:g} s",
-                      headers={"Connection": "close"}) from exc
+        raise Problem(
+            408, f"the request body did not arrive within {timeout:g} s", headers={"Connection": "close"}
+        ) from exc
     return b"".join(chunks)
 
 
@@ -111,22 +113,34 @@ async def _read(request: Request, work: Awaitable[T]) -> T:
 
 # --- events ---------------------------------------------------------------------------
 
+
 async def ingest_events(request: Request) -> Response:
     state = _state(request)
     status = 500
     try:
         body = await read_body(request, state.cfg.api.max_body_bytes)
-        events = parse_body(body, request.headers.get("content-type"), utcnow(), state.cfg.api.max_batch_events,
-                            state.cfg.api.event_time, state.cfg.retention.raw_events, state.horizon.raw_from)
+        events = parse_body(
+            body,
+            request.headers.get("content-type"),
+            utcnow(),
+            state.cfg.api.max_batch_events,
+            state.cfg.api.event_time,
+            state.cfg.retention.raw_events,
+            state.horizon.raw_from,
+        )
         try:
             await state.ingestor.ingest(events)
         except BusUnavailable as exc:
             log.warning("ingest refused: event bus unavailable", error=str(exc), events=len(events))
             # A PubAck that did not come in time may still follow the publish: the events may be
             # stored. What is true either way: a retry of the same events counts each once.
-            raise Problem(503, f"the event bus did not acknowledge the request ({exc}): its events may or may "
-                               "not have been stored; send the same request again (the same source and id), "
-                               "each event counts once", headers={"Retry-After": "1"}) from exc
+            raise Problem(
+                503,
+                f"the event bus did not acknowledge the request ({exc}): its events may or may "
+                "not have been stored; send the same request again (the same source and id), "
+                "each event counts once",
+                headers={"Retry-After": "1"},
+            ) from exc
         status = 204
         return Response(status_code=204)
     except Problem as problem:
@@ -151,11 +165,14 @@ async def list_events(request: Request) -> Response:
 
 # --- meters ---------------------------------------------------------------------------
 
+
 def _id_or_slug(request: Request) -> str:
     value = request.path_params["id_or_slug"]
     if not valid_id_or_slug(value):
-        raise bad_request(f"meterIdOrSlug: {value[:80]!r} is neither a meter slug "
-                          "(^[a-z0-9]+(?:_[a-z0-9]+)*$) nor a meter id (ULID)", field="meterIdOrSlug")
+        raise bad_request(
+            f"meterIdOrSlug: {value[:80]!r} is neither a meter slug (^[a-z0-9]+(?:_[a-z0-9]+)*$) nor a meter id (ULID)",
+            field="meterIdOrSlug",
+        )
     return value
 
 
@@ -170,8 +187,12 @@ async def _meter_or_404(conn: psycopg.AsyncConnection, namespace: str, request: 
 def _counts_complete(meter: Meter) -> None:
     """A meter whose backfill is still running would answer with part of its events."""
     if meter.backfilling:
-        raise Problem(503, f"meter {meter.spec.slug} is still being built from the stored events; "
-                           "its answers are complete once that finishes", headers={"Retry-After": "5"})
+        raise Problem(
+            503,
+            f"meter {meter.spec.slug} is still being built from the stored events; "
+            "its answers are complete once that finishes",
+            headers={"Retry-After": "5"},
+        )
 
 
 def _checked(parse: Callable[..., T], *args: Any) -> T:
@@ -227,8 +248,15 @@ async def update_meter(request: Request) -> Response:
         try:
             meter = await meter_store.update_meter(conn, state.cfg.namespace, current, spec)
         except meter_store.HistoryPastHorizon as exc:
-            raise Problem(409, str(exc), extra={"field": exc.changes[0][1][0], "meter": current.spec.slug,
-                                                "retainedFrom": format_time(exc.horizon)}) from exc
+            raise Problem(
+                409,
+                str(exc),
+                extra={
+                    "field": exc.changes[0][1][0],
+                    "meter": current.spec.slug,
+                    "retainedFrom": format_time(exc.horizon),
+                },
+            ) from exc
         except meter_store.MeterConflict as exc:
             raise Problem(409, f"conflict error: {exc}") from exc
     log.info("meter updated", slug=spec.slug)
@@ -290,8 +318,11 @@ async def query_meter(request: Request) -> Response:
     meter, result = await _read(request, answer())
     metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
     if query_output.wants_csv(request.headers.get("accept", "")):
-        return Response(query_output.to_csv(result), media_type="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{meter.spec.slug}.csv"'})
+        return Response(
+            query_output.to_csv(result),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{meter.spec.slug}.csv"'},
+        )
     return json_response(query_output.to_json(result))
 
 
@@ -301,6 +332,7 @@ async def openapi_document(_: Request) -> Response:
 
 
 # --- errors ---------------------------------------------------------------------------
+
 
 async def _problem(_: Request, exc: Problem) -> Response:
     return exc.response()
@@ -318,30 +350,39 @@ async def _database_error(_: Request, exc: Exception) -> Response:
 async def _no_session(request: Request, exc: Exception) -> Response:
     waited = _state(request).pool.timeout
     log.warning("no database session", error=str(exc).strip() or type(exc).__name__)
-    return Problem(503, f"no database session came free within {waited:g} s: PostgreSQL is not answering, or "
-                        "every session of this process is busy; try again",
-                   headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)}).response()
+    return Problem(
+        503,
+        f"no database session came free within {waited:g} s: PostgreSQL is not answering, or "
+        "every session of this process is busy; try again",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    ).response()
 
 
 async def _database_deadline(request: Request, exc: Exception) -> Response:
     metrics.API_REFUSALS.labels("database_deadline").inc()
     limit = _state(request).cfg.api.database_deadline
     log.warning("database did not answer in time", deadline_s=limit, path=request.url.path)
-    return Problem(503, f"the database did not answer within {limit:g} s (api.databaseDeadline): PostgreSQL is "
-                        "not answering or overloaded; nothing was changed, try again",
-                   headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)}).response()
+    return Problem(
+        503,
+        f"the database did not answer within {limit:g} s (api.databaseDeadline): PostgreSQL is "
+        "not answering or overloaded; nothing was changed, try again",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    ).response()
 
 
 async def _statement_timeout(request: Request, _: Exception) -> Response:
     metrics.API_REFUSALS.labels("statement_timeout").inc()
     limit = _state(request).cfg.api.statement_timeout
-    return Problem(504, f"the database did not answer within {limit:g} s (api.statementTimeout) and the statement "
-                        "was cancelled; for a meter query, ask for less: a narrower from/to range, a larger "
-                        "windowSize, fewer subjects or group keys").response()
+    return Problem(
+        504,
+        f"the database did not answer within {limit:g} s (api.statementTimeout) and the statement "
+        "was cancelled; for a meter query, ask for less: a narrower from/to range, a larger "
+        "windowSize, fewer subjects or group keys",
+    ).response()
 
 
 async def _client_gone(_: Request, __: Exception) -> Response:
-    return Response(status_code=499)     # never sent: the connection is closed (nginx's code, for the record)
+    return Response(status_code=499)  # never sent: the connection is closed (nginx's code, for the record)
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
@@ -392,8 +433,11 @@ def _needs(permission: str | None, handler: Handler) -> Handler:
 OPERATIONS: dict[str, dict[str, tuple[Handler, str | None]]] = {
     "/api/v1/events": {"GET": (list_events, "read"), "POST": (ingest_events, "ingest")},
     "/api/v1/meters": {"GET": (list_meters, "read"), "POST": (create_meter, "admin")},
-    "/api/v1/meters/{id_or_slug}": {"GET": (get_meter, "read"), "PUT": (update_meter, "admin"),
-                                    "DELETE": (delete_meter, "admin")},
+    "/api/v1/meters/{id_or_slug}": {
+        "GET": (get_meter, "read"),
+        "PUT": (update_meter, "admin"),
+        "DELETE": (delete_meter, "admin"),
+    },
     "/api/v1/meters/{id_or_slug}/query": {"GET": (query_meter, "read"), "POST": (query_meter, "read")},
     "/api/v1/meters/{id_or_slug}/subjects": {"GET": (meter_subjects, "read")},
     "/api/v1/meters/{id_or_slug}/group-by/{group_by_key}/values": {"GET": (meter_group_values, "read")},
@@ -402,15 +446,21 @@ OPERATIONS: dict[str, dict[str, tuple[Handler, str | None]]] = {
 
 
 def build_app(state: ApiState) -> Starlette:
-    routes = [Route(path, _by_method(**{method: _needs(permission, handler)
-                                        for method, (handler, permission) in methods.items()}),
-                    methods=list(methods))
-              for path, methods in OPERATIONS.items()]
+    routes = [
+        Route(
+            path,
+            _by_method(**{method: _needs(permission, handler) for method, (handler, permission) in methods.items()}),
+            methods=list(methods),
+        )
+        for path, methods in OPERATIONS.items()
+    ]
     # Who is calling, first: nothing is read for a caller who may not call; then the bodies
     # of those who may, charged to the process's budget.
-    middleware = [Middleware(auth.BearerAuth, verifier=auth.verifier_for(state.cfg.api.auth)),
-                  Middleware(ChargeBodies, budget=BodyBudget(state.cfg.api.body_budget_bytes)),
-                  Middleware(RefuseNulInQuery)]
+    middleware = [
+        Middleware(auth.BearerAuth, verifier=auth.verifier_for(state.cfg.api.auth)),
+        Middleware(ChargeBodies, budget=BodyBudget(state.cfg.api.body_budget_bytes)),
+        Middleware(RefuseNulInQuery),
+    ]
     # Each handler takes the exception class it is registered for (Starlette calls it so).
     handlers: dict[Any, Callable[..., Awaitable[Response]]] = {
         Problem: _problem,

@@ -98,13 +98,14 @@ class OpenAccess:
 
 class StaticTokens:
     def __init__(self, cfg: AuthConfig):
-        self._digests = [(hashlib.sha256(token.encode()).digest(), permission)
-                         for token, permission in cfg.token_grants()]
+        self._digests = [
+            (hashlib.sha256(token.encode()).digest(), permission) for token, permission in cfg.token_grants()
+        ]
 
     async def grant(self, authorization: str | None) -> Grant:
         given = hashlib.sha256(_bearer_token(authorization).encode()).digest()
         granted = set()
-        for digest, permission in self._digests:     # no early exit: every token is compared
+        for digest, permission in self._digests:  # no early exit: every token is compared
             if hmac.compare_digest(given, digest):
                 granted.add(permission)
         if not granted:
@@ -132,9 +133,15 @@ class OidcTokens:
         if key.algorithm_name and key.algorithm_name != algorithm:
             raise _invalid("algorithm", "the token's algorithm does not match its key")
         try:
-            claims = jwt.decode(token, key=key.key, algorithms=[algorithm], issuer=self.cfg.issuer,
-                                audience=self.cfg.audience or None, leeway=LEEWAY_S,
-                                options={"require": ["exp", "iss"], "verify_aud": bool(self.cfg.audience)})
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[algorithm],
+                issuer=self.cfg.issuer,
+                audience=self.cfg.audience or None,
+                leeway=LEEWAY_S,
+                options={"require": ["exp", "iss"], "verify_aud": bool(self.cfg.audience)},
+            )
         except jwt.ExpiredSignatureError as exc:
             raise _invalid("expired", "the token has expired") from exc
         except jwt.InvalidAudienceError as exc:
@@ -145,8 +152,13 @@ class OidcTokens:
             raise _invalid("invalid", f"the token is not valid: {type(exc).__name__}") from exc
         scopes = _scopes(claims)
         if self.cfg.required_scope and self.cfg.required_scope not in scopes:
-            raise Denied(403, "scope", f"the token lacks the scope {self.cfg.required_scope!r}",
-                         error="insufficient_scope", scope=self.cfg.required_scope)
+            raise Denied(
+                403,
+                "scope",
+                f"the token lacks the scope {self.cfg.required_scope!r}",
+                error="insufficient_scope",
+                scope=self.cfg.required_scope,
+            )
         by_scope = {permission for permission, scope in self.cfg.permission_scopes.items() if scope in scopes}
         return Grant(implied({*self.cfg.default_permissions, *by_scope}), self.cfg.permission_scopes)
 
@@ -172,20 +184,24 @@ def verifier_for(cfg: AuthConfig) -> Verifier:
 
 
 # What each permission allows, for a 403's detail.
-_ALLOWS = {"ingest": "post events", "read": "read events, meters and usage",
-           "admin": "create, change or delete meters"}
+_ALLOWS = {"ingest": "post events", "read": "read events, meters and usage", "admin": "create, change or delete meters"}
 
 
 def require(scope: MutableMapping[str, Any], permission: str) -> None:
     """403 problem+json unless the caller's grant (set by BearerAuth) includes the permission."""
-    grant: Grant = scope[GRANT_KEY]     # a KeyError (500) if the middleware is missing: fail closed
+    grant: Grant = scope[GRANT_KEY]  # a KeyError (500) if the middleware is missing: fail closed
     if permission in grant.permissions:
         return
     AUTH_FAILURES.labels("permission").inc()
     needed = grant.scopes.get(permission)
     via = f" (the scope {needed!r})" if needed else ""
-    raise Denied(403, "permission", f"this token may not {_ALLOWS[permission]}: that needs the {permission!r} "
-                                    f"permission{via}", error="insufficient_scope", scope=needed).problem()
+    raise Denied(
+        403,
+        "permission",
+        f"this token may not {_ALLOWS[permission]}: that needs the {permission!r} permission{via}",
+        error="insufficient_scope",
+        scope=needed,
+    ).problem()
 
 
 class BearerAuth:
@@ -209,8 +225,9 @@ class BearerAuth:
             return
         except JwksUnavailable:
             AUTH_FAILURES.labels("jwks_unavailable").inc()
-            problem = Problem(503, "tokens cannot be checked: the issuer's keys are unavailable",
-                              headers={"Retry-After": "5"})
+            problem = Problem(
+                503, "tokens cannot be checked: the issuer's keys are unavailable", headers={"Retry-After": "5"}
+            )
             await problem.response()(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -53,9 +53,13 @@ class ChargeBodies:
             if size:
                 if not self.budget.take(size):
                     metrics.API_REFUSALS.labels("body_budget").inc()
-                    raise Problem(503, f"the server holds {self.budget.limit} bytes of request bodies, its limit "
-                                       "(api.bodyBudgetBytes); nothing of this request was accepted, send it again "
-                                       "shortly", headers={"Retry-After": "1"})
+                    raise Problem(
+                        503,
+                        f"the server holds {self.budget.limit} bytes of request bodies, its limit "
+                        "(api.bodyBudgetBytes); nothing of this request was accepted, send it again "
+                        "shortly",
+                        headers={"Retry-After": "1"},
+                    )
                 held += size
             return message
 

@@ -81,11 +81,20 @@ class EventBus:
             log.warning("nats error", error=str(exc) or type(exc).__name__)
 
         self.nc = await nats.connect(
-            servers=[self.cfg.url], name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            connect_timeout=5, allow_reconnect=True, disconnected_cb=disconnected, reconnected_cb=reconnected,
-            error_cb=error, pending_size=64 * 1024 * 1024,
-            user=self.cfg.user or None, password=self.cfg.password if self.cfg.user else None,
-            token=self.cfg.token or None)
+            servers=[self.cfg.url],
+            name=self.name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+            pending_size=64 * 1024 * 1024,
+            user=self.cfg.user or None,
+            password=self.cfg.password if self.cfg.user else None,
+            token=self.cfg.token or None,
+        )
         self.js = RefusalAwareJetStream(self.nc, timeout=10, publish_async_max_pending=20_000)
 
     async def ensure_stream(self) -> None:
@@ -93,10 +102,15 @@ class EventBus:
         assert self.js is not None
         s = self.cfg.stream
         config = StreamConfig(
-            name=s.name, subjects=[f"{s.subject_prefix}.>"], retention=RetentionPolicy.LIMITS,
+            name=s.name,
+            subjects=[f"{s.subject_prefix}.>"],
+            retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE if s.storage == "file" else StorageType.MEMORY,
-            num_replicas=s.replicas, duplicate_window=s.duplicate_window, max_age=s.max_age,
-            description="bp-openmeter raw CloudEvents")
+            num_replicas=s.replicas,
+            duplicate_window=s.duplicate_window,
+            max_age=s.max_age,
+            description="bp-openmeter raw CloudEvents",
+        )
         try:
             await self.js.stream_info(s.name)
             await self.js.update_stream(config)
@@ -133,9 +147,11 @@ class EventBus:
             # start a timer task per message and yield to the loop after each one.)
             async with asyncio.timeout(timeout):
                 for msg in messages:
-                    futures.append(await self.js.publish_async(
-                        msg.subject, msg.payload, stream=self.cfg.stream.name,
-                        headers={"Nats-Msg-Id": msg.msg_id}))
+                    futures.append(
+                        await self.js.publish_async(
+                            msg.subject, msg.payload, stream=self.cfg.stream.name, headers={"Nats-Msg-Id": msg.msg_id}
+                        )
+                    )
                 acks = await asyncio.gather(*futures)
         except PUBLISH_FAILURES as exc:
             for fut in futures:
@@ -156,12 +172,18 @@ class EventBus:
         """
         assert self.js is not None
         c = self.cfg.consumer
-        config = ConsumerConfig(durable_name=c.durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=c.ack_wait,
-                                max_deliver=-1, deliver_policy=DeliverPolicy.ALL,
-                                max_ack_pending=max(10_000, batch_hint * 4),
-                                filter_subject=self.subject_for(namespace))
-        return await self.js.pull_subscribe(self.subject_for(namespace), durable=c.durable,
-                                            stream=self.cfg.stream.name, config=config)
+        config = ConsumerConfig(
+            durable_name=c.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=c.ack_wait,
+            max_deliver=-1,
+            deliver_policy=DeliverPolicy.ALL,
+            max_ack_pending=max(10_000, batch_hint * 4),
+            filter_subject=self.subject_for(namespace),
+        )
+        return await self.js.pull_subscribe(
+            self.subject_for(namespace), durable=c.durable, stream=self.cfg.stream.name, config=config
+        )
 
     async def in_flight_since(self, psub: JetStreamContext.PullSubscription) -> datetime | None:
         """When the api accepted the oldest message of the sinks' consumer not yet acknowledged
@@ -174,8 +196,9 @@ class EventBus:
             if not info.num_pending and not info.num_ack_pending:
                 return None
             floor = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
-            msg = await self.js.get_msg(self.cfg.stream.name, seq=floor + 1, next=True,
-                                        subject=info.config.filter_subject)
+            msg = await self.js.get_msg(
+                self.cfg.stream.name, seq=floor + 1, next=True, subject=info.config.filter_subject
+            )
         except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
             raise InFlightUnknown(f"consumer or message not readable: {exc or type(exc).__name__}") from exc
         try:

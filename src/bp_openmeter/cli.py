@@ -22,6 +22,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
         from .meters import config_meter_specs
+
         config_meter_specs(cfg.meters)
     except ConfigError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)
@@ -45,6 +46,7 @@ def _yaml_flow(value: object) -> str:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from .runtime import run_migrate
+
     return run_migrate(args.config)
 
 
@@ -59,16 +61,19 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 def _cmd_api(args: argparse.Namespace) -> int:
     from .runtime import run_api
+
     return _run(run_api(args.config))
 
 
 def _cmd_sink(args: argparse.Namespace) -> int:
     from .runtime import run_sink
+
     return _run(run_sink(args.config))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export.command import run
+
     return run(args)
 
 
@@ -100,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = sub.add_parser("export", help=text, description=text)
     _config_option(cmd, default=argparse.SUPPRESS)
     from .export.command import add_arguments
+
     add_arguments(cmd)
     cmd.set_defaults(func=_cmd_export)
     return parser

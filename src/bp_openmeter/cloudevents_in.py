@@ -55,10 +55,18 @@ class IncomingEvent(NamedTuple):  # a NamedTuple: built once per event, cheaper 
 
     def payload(self) -> bytes:
         """The event as it travels in a message (messages.py); namespace and ingestedAt are the message's."""
-        return orjson.dumps({
-            "id": self.id, "source": self.source, "type": self.type, "subject": self.subject,
-            "time": self.time, "data": self.data, "attributes": self.attributes,
-        }, default=_exact_number)
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "source": self.source,
+                "type": self.type,
+                "subject": self.subject,
+                "time": self.time,
+                "data": self.data,
+                "attributes": self.attributes,
+            },
+            default=_exact_number,
+        )
 
 
 def _exact_number(value: Any) -> orjson.Fragment:
@@ -70,8 +78,11 @@ def _exact_number(value: Any) -> orjson.Fragment:
 def media_type(content_type: str | None) -> str:
     """The bare media type; a charset other than UTF-8 is refused (JSON is UTF-8)."""
     if not content_type:
-        raise Problem(415, "Content-Type is required: application/cloudevents+json, "
-                           "application/cloudevents-batch+json or application/json")
+        raise Problem(
+            415,
+            "Content-Type is required: application/cloudevents+json, "
+            "application/cloudevents-batch+json or application/json",
+        )
     base, *params = [part.strip() for part in content_type.split(";")]
     for param in params:
         name, _, value = param.partition("=")
@@ -80,16 +91,24 @@ def media_type(content_type: str | None) -> str:
     return base.lower()
 
 
-def parse_body(body: bytes, content_type: str | None, now: datetime, max_events: int,
-               times: EventTimeConfig = EventTimeConfig(), raw_retention: float | None = None,
-               horizon: datetime | None = None) -> list[IncomingEvent]:
+def parse_body(
+    body: bytes,
+    content_type: str | None,
+    now: datetime,
+    max_events: int,
+    times: EventTimeConfig = EventTimeConfig(),
+    raw_retention: float | None = None,
+    horizon: datetime | None = None,
+) -> list[IncomingEvent]:
     """`now` is the time of events that have none; `times` the event times accepted, and no
     earlier than `raw_retention` seconds (retention.rawEvents) before now, nor than the
     retention `horizon` (where raw events were dropped, whatever the retention is now)."""
     kind = media_type(content_type)
     if kind not in (SINGLE, BATCH, PLAIN_JSON):
-        raise bad_request(f"unsupported Content-Type {kind!r}: use application/cloudevents+json, "
-                          "application/cloudevents-batch+json or application/json")
+        raise bad_request(
+            f"unsupported Content-Type {kind!r}: use application/cloudevents+json, "
+            "application/cloudevents-batch+json or application/json"
+        )
     try:
         parsed = exactjson.read(body)
     except orjson.JSONDecodeError as exc:
@@ -114,15 +133,22 @@ def parse_body(body: bytes, content_type: str | None, now: datetime, max_events:
         raise Problem(413, f"the batch has {len(parsed)} events; at most {max_events} are accepted per request")
     plain = [_plain_event(item, now_text) for item in parsed]
     if None in plain:  # something unusual or wrong: the full parser says which and where
-        events = [event or parse_event(item, now_text, f"[{index}]")
-                  for index, (event, item) in enumerate(zip(plain, parsed))]
+        events = [
+            event or parse_event(item, now_text, f"[{index}]") for index, (event, item) in enumerate(zip(plain, parsed))
+        ]
     else:
         events = cast("list[IncomingEvent]", plain)  # none is None
     return _checked(events, now, times, raw_retention, horizon, single=False)
 
 
-def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig, raw_retention: float | None,
-             horizon: datetime | None, single: bool) -> list[IncomingEvent]:
+def _checked(
+    events: list[IncomingEvent],
+    now: datetime,
+    times: EventTimeConfig,
+    raw_retention: float | None,
+    horizon: datetime | None,
+    single: bool,
+) -> list[IncomingEvent]:
     """What every event must satisfy, however it was sent and parsed: data no deeper than
     MAX_DATA_DEPTH (deeper could not be serialized nor listed back), a time in the
     accepted range (windows and answers stay within what a datetime can hold), and not past
@@ -136,24 +162,35 @@ def _checked(events: list[IncomingEvent], now: datetime, times: EventTimeConfig,
             raise bad_request(f"{prefix}data: nested deeper than {MAX_DATA_DEPTH} levels", field=f"{prefix}data")
         time = datetime.fromisoformat(event.time)
         if time < earliest:
-            raise bad_request(f"{prefix}time: {event.time} is before {format_time(earliest)}, the earliest "
-                              "event time accepted (api.eventTime.earliest)", field=f"{prefix}time")
+            raise bad_request(
+                f"{prefix}time: {event.time} is before {format_time(earliest)}, the earliest "
+                "event time accepted (api.eventTime.earliest)",
+                field=f"{prefix}time",
+            )
         if kept is not None and time < kept[1]:
-            raise bad_request(f"{prefix}time: {event.time} is more than {_duration(kept[0])} before the "
-                              f"server's clock ({format_time(now)}): raw events are kept for {_duration(kept[0])} "
-                              "(retention.rawEvents), so an event this old cannot be stored or counted "
-                              f"(the oldest time accepted now is {format_time(kept[1])})",
-                              field=f"{prefix}time")
+            raise bad_request(
+                f"{prefix}time: {event.time} is more than {_duration(kept[0])} before the "
+                f"server's clock ({format_time(now)}): raw events are kept for {_duration(kept[0])} "
+                "(retention.rawEvents), so an event this old cannot be stored or counted "
+                f"(the oldest time accepted now is {format_time(kept[1])})",
+                field=f"{prefix}time",
+            )
         if horizon is not None and time < horizon:
             # Raised or removed after a drop, the retention would let this day's events in;
             # its partition is gone, so the sink could only dead-letter them.
-            raise bad_request(f"{prefix}time: {event.time} is before {format_time(horizon)}: raw events before "
-                              "then were dropped (retention.rawEvents), so an event this old cannot be stored or "
-                              f"counted (the oldest time accepted is {format_time(horizon)})",
-                              field=f"{prefix}time", retainedFrom=format_time(horizon))
+            raise bad_request(
+                f"{prefix}time: {event.time} is before {format_time(horizon)}: raw events before "
+                "then were dropped (retention.rawEvents), so an event this old cannot be stored or "
+                f"counted (the oldest time accepted is {format_time(horizon)})",
+                field=f"{prefix}time",
+                retainedFrom=format_time(horizon),
+            )
         if time > latest:
-            raise bad_request(f"{prefix}time: {event.time} is more than {_duration(times.max_ahead)} ahead of the "
-                              f"server's clock ({format_time(now)}; api.eventTime.maxAhead)", field=f"{prefix}time")
+            raise bad_request(
+                f"{prefix}time: {event.time} is more than {_duration(times.max_ahead)} ahead of the "
+                f"server's clock ({format_time(now)}; api.eventTime.maxAhead)",
+                field=f"{prefix}time",
+            )
     return events
 
 
@@ -172,7 +209,12 @@ def _plain_event(event: Any, now_text: str) -> IncomingEvent | None:
     property test holds them together)."""
     if type(event) is not dict or event.get("specversion") != "1.0" or not event.keys() <= _PLAIN_KEYS:
         return None
-    event_id, source, event_type, subject = event.get("id"), event.get("source"), event.get("type"), event.get("subject")
+    event_id, source, event_type, subject = (
+        event.get("id"),
+        event.get("source"),
+        event.get("type"),
+        event.get("subject"),
+    )
     if not (_plain_text(event_id) and _plain_text(source) and _plain_text(event_type) and _plain_text(subject)):
         return None
     data = event.get("data")
@@ -207,8 +249,11 @@ def _required_text(event: dict, name: str, where: str) -> str:
     if not value:
         raise bad_request(f"{where}{name}: must not be empty", field=f"{where}{name}")
     if not _fits(value):
-        raise bad_request(f"{where}{name}: {len(value.encode())} bytes of UTF-8, longer than the limit of "
-                          f"{MAX_ATTRIBUTE_BYTES} bytes", field=f"{where}{name}")
+        raise bad_request(
+            f"{where}{name}: {len(value.encode())} bytes of UTF-8, longer than the limit of "
+            f"{MAX_ATTRIBUTE_BYTES} bytes",
+            field=f"{where}{name}",
+        )
     if "\x00" in value:
         raise bad_request(f"{where}{name}: must not contain NUL characters", field=f"{where}{name}")
     return value
@@ -220,7 +265,7 @@ def parse_event(event: Any, now_text: str, where: str) -> IncomingEvent:
         raise bad_request(f"{where or 'body'}: each event must be a JSON object, got {type(event).__name__}")
     specversion = event.get("specversion")
     if specversion != "1.0":
-        raise bad_request(f"{prefix}specversion: must be \"1.0\", got {specversion!r}", field=f"{prefix}specversion")
+        raise bad_request(f'{prefix}specversion: must be "1.0", got {specversion!r}', field=f"{prefix}specversion")
     event_id = _required_text(event, "id", prefix)
     source = _required_text(event, "source", prefix)
     event_type = _required_text(event, "type", prefix)
@@ -236,21 +281,24 @@ def parse_event(event: Any, now_text: str, where: str) -> IncomingEvent:
             raise bad_request(f"{prefix}time: {exc}", field=f"{prefix}time") from exc
 
     if "data_base64" in event:
-        raise bad_request(f"{prefix}data_base64: binary data is not supported; send JSON data",
-                          field=f"{prefix}data_base64")
+        raise bad_request(
+            f"{prefix}data_base64: binary data is not supported; send JSON data", field=f"{prefix}data_base64"
+        )
     content_type = event.get("datacontenttype")
-    if content_type is not None and (not isinstance(content_type, str)
-                                     or media_type(content_type) != PLAIN_JSON):
-        raise bad_request(f"{prefix}datacontenttype: must be application/json, got {content_type!r}",
-                          field=f"{prefix}datacontenttype")
+    if content_type is not None and (not isinstance(content_type, str) or media_type(content_type) != PLAIN_JSON):
+        raise bad_request(
+            f"{prefix}datacontenttype: must be application/json, got {content_type!r}", field=f"{prefix}datacontenttype"
+        )
     data = event.get("data")
     if data is not None and not isinstance(data, dict):
-        raise bad_request(f"{prefix}data: must be a JSON object or null, got {type(data).__name__}",
-                          field=f"{prefix}data")
+        raise bad_request(
+            f"{prefix}data: must be a JSON object or null, got {type(data).__name__}", field=f"{prefix}data"
+        )
     dataschema = event.get("dataschema")
     if dataschema is not None and not (isinstance(dataschema, str) and dataschema):
-        raise bad_request(f"{prefix}dataschema: must be a URI string, got {type(dataschema).__name__}",
-                          field=f"{prefix}dataschema")
+        raise bad_request(
+            f"{prefix}dataschema: must be a URI string, got {type(dataschema).__name__}", field=f"{prefix}dataschema"
+        )
 
     attributes = None
     extra = [name for name in event if name not in _CORE] if event.keys() - _CORE else []
@@ -258,15 +306,18 @@ def parse_event(event: Any, now_text: str, where: str) -> IncomingEvent:
         attributes = {}
         for name in extra:
             if not _EXTENSION_NAME.match(name):
-                raise bad_request(f"{prefix}{name[:64]}: CloudEvents attribute names are lower-case letters "
-                                  "and digits", field=f"{prefix}{name[:64]}")
+                raise bad_request(
+                    f"{prefix}{name[:64]}: CloudEvents attribute names are lower-case letters and digits",
+                    field=f"{prefix}{name[:64]}",
+                )
             if isinstance(event[name], (dict, list)):
                 # CloudEvents attribute types are scalars (as the upstream SDK enforces).
-                raise bad_request(f"{prefix}{name}: an extension attribute must be a string, number or boolean",
-                                  field=f"{prefix}{name}")
+                raise bad_request(
+                    f"{prefix}{name}: an extension attribute must be a string, number or boolean",
+                    field=f"{prefix}{name}",
+                )
             attributes[name] = event[name]
         for name in ("datacontenttype", "dataschema"):
             if event.get(name) is not None:
                 attributes[name] = event[name]
     return IncomingEvent(event_id, source, event_type, subject, time, data, attributes)
-

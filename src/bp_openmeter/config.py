@@ -122,15 +122,18 @@ class OidcConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     mode: str = "none"  # none | token | oidc
-    tokens: tuple[str, ...] = from_env("BPOM_API_TOKENS", ())                # admin (everything)
+    tokens: tuple[str, ...] = from_env("BPOM_API_TOKENS", ())  # admin (everything)
     ingest_tokens: tuple[str, ...] = from_env("BPOM_API_INGEST_TOKENS", ())  # ingest only
-    read_tokens: tuple[str, ...] = from_env("BPOM_API_READ_TOKENS", ())      # read only
+    read_tokens: tuple[str, ...] = from_env("BPOM_API_READ_TOKENS", ())  # read only
     oidc: OidcConfig = field(default_factory=OidcConfig)
 
     def token_grants(self) -> tuple[tuple[str, str], ...]:
         """(token, permission) for every configured static token; a token may appear in several lists."""
-        return (*((t, "admin") for t in self.tokens), *((t, "ingest") for t in self.ingest_tokens),
-                *((t, "read") for t in self.read_tokens))
+        return (
+            *((t, "admin") for t in self.tokens),
+            *((t, "ingest") for t in self.ingest_tokens),
+            *((t, "read") for t in self.read_tokens),
+        )
 
 
 @dataclass(frozen=True)
@@ -157,12 +160,12 @@ class ApiConfig:
     # (docs/guarantees.md). Request line and header fields, together:
     max_header_bytes: int = 64 * 1024
     max_header_count: int = 100
-    header_timeout: float = 10.0    # from a connection's start (or a request's first byte) to its last header
-    idle_timeout: float = 75.0      # a kept-alive connection between requests; above common proxies' 60 s
+    header_timeout: float = 10.0  # from a connection's start (or a request's first byte) to its last header
+    idle_timeout: float = 75.0  # a kept-alive connection between requests; above common proxies' 60 s
     max_connections: int = 512
     # Request bodies held at once across the process (each request's until it is answered).
     body_budget_bytes: int = 32 * 1024 * 1024
-    max_query_rows: int = 10_000    # rows of one query answer
+    max_query_rows: int = 10_000  # rows of one query answer
     statement_timeout: float = 30.0  # any one SQL statement of the api (meter changes excepted)
     # All of one reading request's database work (a pooled session, then its statements), timed
     # by the api itself: a frozen PostgreSQL enforces no statement_timeout, and the caller still
@@ -197,9 +200,9 @@ class PostgresConfig:
 # a derived name never overlaps the fixed names of earlier versions (OPENMETER_EVENTS,
 # openmeter.events.>, bp-openmeter-sink, unprefixed keys) still on a server.
 DEFAULT_INSTANCE = "default"
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")           # namespace and instance
-_NATS_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")     # stream and durable: NATS allows up to 255
-_KEY_PREFIX = re.compile(r"[!-~]{1,128}")            # printable ASCII: no space, no NUL (dedupe joins keys by NUL)
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")  # namespace and instance
+_NATS_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")  # stream and durable: NATS allows up to 255
+_KEY_PREFIX = re.compile(r"[!-~]{1,128}")  # printable ASCII: no space, no NUL (dedupe joins keys by NUL)
 
 
 def stream_name_for(instance: str) -> str:
@@ -438,8 +441,9 @@ def _event_time(reader: "_Reader") -> EventTimeConfig:
         earliest = datetime(earliest.year, earliest.month, earliest.day, tzinfo=timezone.utc)
     elif earliest.tzinfo is None:
         raise ConfigError(f"{key}: needs a UTC offset, e.g. 1970-01-01T00:00:00Z")
-    config = EventTimeConfig(earliest=earliest.astimezone(timezone.utc),
-                             max_ahead=reader.duration("maxAhead", EventTimeConfig.max_ahead))
+    config = EventTimeConfig(
+        earliest=earliest.astimezone(timezone.utc), max_ahead=reader.duration("maxAhead", EventTimeConfig.max_ahead)
+    )
     reader.reject_unknown()
     return config
 
@@ -453,18 +457,23 @@ def _oidc_config(oidc_r: _Reader) -> OidcConfig:
     scopes = {}
     for permission in PERMISSIONS:
         scope = scopes_r.get(permission, str, DEFAULT_PERMISSION_SCOPES[permission])
-        if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):   # RFC 6749 scope-token
-            raise ConfigError(f"{scopes_r.key(permission)}: must be one OAuth scope (printable ASCII, no space, "
-                              f"quote or backslash), got {scope!r}")
+        if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):  # RFC 6749 scope-token
+            raise ConfigError(
+                f"{scopes_r.key(permission)}: must be one OAuth scope (printable ASCII, no space, "
+                f"quote or backslash), got {scope!r}"
+            )
         scopes[permission] = scope
     scopes_r.reject_unknown()
     d = OidcConfig
-    return OidcConfig(issuer=oidc_r.get("issuer", str, d.issuer), jwks_url=oidc_r.get("jwksUrl", str, d.jwks_url),
-                      audience=oidc_r.get("audience", str, d.audience),
-                      required_scope=oidc_r.get("requiredScope", str, d.required_scope),
-                      allow_insecure_jwks_url=oidc_r.flag("allowInsecureJwksUrl", d.allow_insecure_jwks_url),
-                      default_permissions=oidc_r.permissions("defaultPermissions", d.default_permissions),
-                      permission_scopes=scopes)
+    return OidcConfig(
+        issuer=oidc_r.get("issuer", str, d.issuer),
+        jwks_url=oidc_r.get("jwksUrl", str, d.jwks_url),
+        audience=oidc_r.get("audience", str, d.audience),
+        required_scope=oidc_r.get("requiredScope", str, d.required_scope),
+        allow_insecure_jwks_url=oidc_r.flag("allowInsecureJwksUrl", d.allow_insecure_jwks_url),
+        default_permissions=oidc_r.permissions("defaultPermissions", d.default_permissions),
+        permission_scopes=scopes,
+    )
 
 
 def _check_oidc(mode: str, oidc: OidcConfig) -> None:
@@ -473,13 +482,17 @@ def _check_oidc(mode: str, oidc: OidcConfig) -> None:
         raise ConfigError(f"{key}: mode 'oidc' needs issuer and jwksUrl")
     if mode == "oidc" and not (oidc.audience or oidc.required_scope):
         # Without either, a token the issuer minted for any other application would be accepted.
-        raise ConfigError(f"{key}: mode 'oidc' needs audience (the token's aud) or requiredScope, so that "
-                          "tokens the issuer minted for other applications are refused")
+        raise ConfigError(
+            f"{key}: mode 'oidc' needs audience (the token's aud) or requiredScope, so that "
+            "tokens the issuer minted for other applications are refused"
+        )
     if oidc.jwks_url and not re.match(r"^https?://", oidc.jwks_url):
         raise ConfigError(f"{key}.jwksUrl: must be an https URL, got {oidc.jwks_url!r}")
     if oidc.jwks_url.startswith("http://") and not oidc.allow_insecure_jwks_url:
-        raise ConfigError(f"{key}.jwksUrl: must be https (whoever can alter a plain-http answer can sign "
-                          f"tokens); set {key}.allowInsecureJwksUrl: true to allow {oidc.jwks_url!r}")
+        raise ConfigError(
+            f"{key}.jwksUrl: must be https (whoever can alter a plain-http answer can sign "
+            f"tokens); set {key}.allowInsecureJwksUrl: true to allow {oidc.jwks_url!r}"
+        )
 
 
 def _address(section: ApiConfig | TelemetryConfig | type[ApiConfig] | type[TelemetryConfig]) -> str:
@@ -496,24 +509,31 @@ def build_config(raw: Any) -> Config:
         raise ConfigError(f"instance: must match [a-zA-Z0-9_-]{{1,63}}, got {instance!r}")
 
     api_r = root.section("api")
-    api_host, api_port = parse_address(_env("BPOM_API_ADDRESS", api_r.get("address", str, _address(ApiConfig))),
-                                       api_r.key("address"))
+    api_host, api_port = parse_address(
+        _env("BPOM_API_ADDRESS", api_r.get("address", str, _address(ApiConfig))), api_r.key("address")
+    )
     auth_r = api_r.section("auth")
     oidc_r = auth_r.section("oidc")
     oidc = _oidc_config(oidc_r)
     oidc_r.reject_unknown()
-    auth = AuthConfig(mode=auth_r.choice("mode", AuthConfig.mode, ("none", "token", "oidc")),
-                      tokens=_tokens(env_variable(AuthConfig, "tokens")),
-                      ingest_tokens=_tokens(env_variable(AuthConfig, "ingest_tokens")),
-                      read_tokens=_tokens(env_variable(AuthConfig, "read_tokens")), oidc=oidc)
+    auth = AuthConfig(
+        mode=auth_r.choice("mode", AuthConfig.mode, ("none", "token", "oidc")),
+        tokens=_tokens(env_variable(AuthConfig, "tokens")),
+        ingest_tokens=_tokens(env_variable(AuthConfig, "ingest_tokens")),
+        read_tokens=_tokens(env_variable(AuthConfig, "read_tokens")),
+        oidc=oidc,
+    )
     auth_r.reject_unknown()
     if auth.mode == "token" and not auth.token_grants():
-        raise ConfigError("api.auth.mode: 'token' needs at least one token in BPOM_API_TOKENS, "
-                          "BPOM_API_INGEST_TOKENS or BPOM_API_READ_TOKENS")
+        raise ConfigError(
+            "api.auth.mode: 'token' needs at least one token in BPOM_API_TOKENS, "
+            "BPOM_API_INGEST_TOKENS or BPOM_API_READ_TOKENS"
+        )
     _check_oidc(auth.mode, oidc)
     d = ApiConfig
     api = ApiConfig(
-        host=api_host, port=api_port,
+        host=api_host,
+        port=api_port,
         max_body_bytes=api_r.int_in("maxBodyBytes", d.max_body_bytes, 1024, 256 * 1024 * 1024),
         max_batch_events=api_r.int_in("maxBatchEvents", d.max_batch_events, 1, 1_000_000),
         publish_timeout=api_r.duration("publishTimeout", d.publish_timeout),
@@ -532,12 +552,16 @@ def build_config(raw: Any) -> Config:
     )
     api_r.reject_unknown()
     if api.database_deadline <= api.statement_timeout:
-        raise ConfigError(f"api.databaseDeadline: must be longer than api.statementTimeout "
-                          f"({api.statement_timeout:g}s), so that a statement PostgreSQL cancels answers 504 "
-                          f"first; got {api.database_deadline:g}s")
+        raise ConfigError(
+            f"api.databaseDeadline: must be longer than api.statementTimeout "
+            f"({api.statement_timeout:g}s), so that a statement PostgreSQL cancels answers 504 "
+            f"first; got {api.database_deadline:g}s"
+        )
     if api.body_budget_bytes < api.max_body_bytes:
-        raise ConfigError(f"api.bodyBudgetBytes: must be at least api.maxBodyBytes ({api.max_body_bytes}), "
-                          f"or no body of the largest allowed size could ever be read; got {api.body_budget_bytes}")
+        raise ConfigError(
+            f"api.bodyBudgetBytes: must be at least api.maxBodyBytes ({api.max_body_bytes}), "
+            f"or no body of the largest allowed size could ever be read; got {api.body_budget_bytes}"
+        )
 
     tel_r = root.section("telemetry")
     tel_address = _env("BPOM_TELEMETRY_ADDRESS", tel_r.get("address", str, _address(TelemetryConfig)))
@@ -548,10 +572,12 @@ def build_config(raw: Any) -> Config:
 
     pg_r = root.section("postgres")
     d_pg = PostgresConfig
-    postgres = PostgresConfig(url=_env("BPOM_POSTGRES_URL", pg_r.get("url", str, d_pg.url)),
-                              pool_min=pg_r.int_in("poolMin", d_pg.pool_min, 0, 100),
-                              pool_max=pg_r.int_in("poolMax", d_pg.pool_max, 1, 200),
-                              reconnect_timeout=pg_r.duration("reconnectTimeout", d_pg.reconnect_timeout))
+    postgres = PostgresConfig(
+        url=_env("BPOM_POSTGRES_URL", pg_r.get("url", str, d_pg.url)),
+        pool_min=pg_r.int_in("poolMin", d_pg.pool_min, 0, 100),
+        pool_max=pg_r.int_in("poolMax", d_pg.pool_max, 1, 200),
+        reconnect_timeout=pg_r.duration("reconnectTimeout", d_pg.reconnect_timeout),
+    )
     pg_r.reject_unknown()
     if postgres.pool_min > postgres.pool_max:
         raise ConfigError("postgres.poolMin: must not exceed postgres.poolMax")
@@ -575,57 +601,71 @@ def build_config(raw: Any) -> Config:
     if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", stream.subject_prefix):
         raise ConfigError(f"nats.stream.subjectPrefix: must be dot-separated tokens, got {stream.subject_prefix!r}")
     cons_r = nats_r.section("consumer")
-    consumer = ConsumerConfig(durable=cons_r.get("durable", str, "") or durable_for(instance),
-                              max_deliver=cons_r.int_in("maxDeliver", ConsumerConfig.max_deliver, 1, 1000),
-                              ack_wait=cons_r.duration("ackWait", ConsumerConfig.ack_wait))
+    consumer = ConsumerConfig(
+        durable=cons_r.get("durable", str, "") or durable_for(instance),
+        max_deliver=cons_r.int_in("maxDeliver", ConsumerConfig.max_deliver, 1, 1000),
+        ack_wait=cons_r.duration("ackWait", ConsumerConfig.ack_wait),
+    )
     cons_r.reject_unknown()
     if not _NATS_NAME.fullmatch(consumer.durable):
         raise ConfigError(f"nats.consumer.durable: must match [A-Za-z0-9_-]{{1,255}}, got {consumer.durable!r}")
-    nats = NatsConfig(url=_env("BPOM_NATS_URL", nats_r.get("url", str, NatsConfig.url)),
-                      user=_env(env_variable(NatsConfig, "user"), ""),
-                      password=_env(env_variable(NatsConfig, "password"), ""),
-                      token=_env(env_variable(NatsConfig, "token"), ""), stream=stream, consumer=consumer)
+    nats = NatsConfig(
+        url=_env("BPOM_NATS_URL", nats_r.get("url", str, NatsConfig.url)),
+        user=_env(env_variable(NatsConfig, "user"), ""),
+        password=_env(env_variable(NatsConfig, "password"), ""),
+        token=_env(env_variable(NatsConfig, "token"), ""),
+        stream=stream,
+        consumer=consumer,
+    )
     nats_r.reject_unknown()
 
     vk_r = root.section("valkey")
-    valkey = ValkeyConfig(url=_env("BPOM_VALKEY_URL", vk_r.get("url", str, ValkeyConfig.url)),
-                          username=_env(env_variable(ValkeyConfig, "username"), ""),
-                          password=_env(env_variable(ValkeyConfig, "password"), ""),
-                          dedupe_ttl=vk_r.duration("dedupeTtl", ValkeyConfig.dedupe_ttl),
-                          key_prefix=vk_r.get("keyPrefix", str, "") or key_prefix_for(instance),
-                          recheck_interval=vk_r.duration("recheckInterval", ValkeyConfig.recheck_interval))
+    valkey = ValkeyConfig(
+        url=_env("BPOM_VALKEY_URL", vk_r.get("url", str, ValkeyConfig.url)),
+        username=_env(env_variable(ValkeyConfig, "username"), ""),
+        password=_env(env_variable(ValkeyConfig, "password"), ""),
+        dedupe_ttl=vk_r.duration("dedupeTtl", ValkeyConfig.dedupe_ttl),
+        key_prefix=vk_r.get("keyPrefix", str, "") or key_prefix_for(instance),
+        recheck_interval=vk_r.duration("recheckInterval", ValkeyConfig.recheck_interval),
+    )
     vk_r.reject_unknown()
     if not 0.1 <= valkey.recheck_interval <= 600.0:
         raise ConfigError(f"valkey.recheckInterval: must be between 100ms and 10m, got {valkey.recheck_interval}s")
     if not _KEY_PREFIX.fullmatch(valkey.key_prefix):
-        raise ConfigError(f"valkey.keyPrefix: must be 1-128 printable ASCII characters without spaces, "
-                          f"got {valkey.key_prefix!r}")
+        raise ConfigError(
+            f"valkey.keyPrefix: must be 1-128 printable ASCII characters without spaces, got {valkey.key_prefix!r}"
+        )
 
     sink_r = root.section("sink")
-    sink = SinkConfig(batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
-                      max_wait=sink_r.duration("maxWait", SinkConfig.max_wait),
-                      concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16),
-                      store_slots=sink_r.int_in("storeSlots", SinkConfig.store_slots, 0, 64),
-                      retry_max_delay=sink_r.duration("retryMaxDelay", SinkConfig.retry_max_delay),
-                      stall_timeout=sink_r.duration("stallTimeout", SinkConfig.stall_timeout),
-                      sealing_stall_timeout=sink_r.duration("sealingStallTimeout", SinkConfig.sealing_stall_timeout),
-                      idle_in_transaction_timeout=sink_r.duration("idleInTransactionTimeout",
-                                                                  SinkConfig.idle_in_transaction_timeout))
+    sink = SinkConfig(
+        batch_size=sink_r.int_in("batchSize", SinkConfig.batch_size, 1, 100_000),
+        max_wait=sink_r.duration("maxWait", SinkConfig.max_wait),
+        concurrency=sink_r.int_in("concurrency", SinkConfig.concurrency, 1, 16),
+        store_slots=sink_r.int_in("storeSlots", SinkConfig.store_slots, 0, 64),
+        retry_max_delay=sink_r.duration("retryMaxDelay", SinkConfig.retry_max_delay),
+        stall_timeout=sink_r.duration("stallTimeout", SinkConfig.stall_timeout),
+        sealing_stall_timeout=sink_r.duration("sealingStallTimeout", SinkConfig.sealing_stall_timeout),
+        idle_in_transaction_timeout=sink_r.duration("idleInTransactionTimeout", SinkConfig.idle_in_transaction_timeout),
+    )
     sink_r.reject_unknown()
     if not 1.0 <= sink.idle_in_transaction_timeout <= 3600.0:
-        raise ConfigError("sink.idleInTransactionTimeout: must be between 1s and 1h, "
-                          f"got {sink.idle_in_transaction_timeout}s")
+        raise ConfigError(
+            f"sink.idleInTransactionTimeout: must be between 1s and 1h, got {sink.idle_in_transaction_timeout}s"
+        )
     if not 0.1 <= sink.retry_max_delay <= 600.0:
         raise ConfigError(f"sink.retryMaxDelay: must be between 100ms and 10m, got {sink.retry_max_delay}s")
 
     retention_r = root.section("retention")
     raw_events = retention_r.get("rawEvents", (str, int, float), None)
     retention = RetentionConfig(
-        raw_events=None if raw_events in (None, "") else parse_duration(raw_events, retention_r.key("rawEvents")))
+        raw_events=None if raw_events in (None, "") else parse_duration(raw_events, retention_r.key("rawEvents"))
+    )
     retention_r.reject_unknown()
     if retention.raw_events is not None and retention.raw_events < MIN_RAW_RETENTION:
-        raise ConfigError(f"retention.rawEvents: must be at least {MIN_RAW_RETENTION / 3600:g}h (raw events are "
-                          f"dropped a whole UTC day at a time), got {raw_events!r}")
+        raise ConfigError(
+            f"retention.rawEvents: must be at least {MIN_RAW_RETENTION / 3600:g}h (raw events are "
+            f"dropped a whole UTC day at a time), got {raw_events!r}"
+        )
 
     log_r = root.section("logging")
     log_level = _env("BPOM_LOG_LEVEL", log_r.get("level", str, Config.log_level)).lower()
@@ -642,9 +682,20 @@ def build_config(raw: Any) -> Config:
         raise ConfigError(f"meters: {len(meters)} declared, more than maxMeters ({max_meters})")
     root.reject_unknown()
 
-    return Config(namespace=namespace, instance=instance, api=api, telemetry=TelemetryConfig(tel_host, tel_port),
-                  postgres=postgres, nats=nats, valkey=valkey, sink=sink, retention=retention, log_level=log_level,
-                  meters=tuple(meters), max_meters=max_meters)
+    return Config(
+        namespace=namespace,
+        instance=instance,
+        api=api,
+        telemetry=TelemetryConfig(tel_host, tel_port),
+        postgres=postgres,
+        nats=nats,
+        valkey=valkey,
+        sink=sink,
+        retention=retention,
+        log_level=log_level,
+        meters=tuple(meters),
+        max_meters=max_meters,
+    )
 
 
 def load_config(path: str | Path | None = None) -> Config:

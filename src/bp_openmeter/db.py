@@ -12,9 +12,15 @@ from .config import PostgresConfig
 Row = TypeVar("Row")
 
 # Errors that say "the database (or the way to it) is unavailable", not "this data is bad".
-TRANSIENT_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.DeadlockDetected,
-                    psycopg.errors.SerializationFailure, psycopg.errors.LockNotAvailable,
-                    psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow)
+TRANSIENT_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.AdminShutdown,
+    psycopg.errors.CannotConnectNow,
+)
 
 
 # TCP keepalives on both ends of every session: a peer that vanished without a FIN or RST (a
@@ -25,10 +31,13 @@ KEEPALIVE_INTERVAL_S = 10
 KEEPALIVE_COUNT = 3
 
 
-def make_pool(cfg: PostgresConfig, name: str,
-              setup: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
-              max_size: int | None = None,
-              acquire_timeout: float = 10.0) -> AsyncConnectionPool:
+def make_pool(
+    cfg: PostgresConfig,
+    name: str,
+    setup: Callable[[psycopg.AsyncConnection], Awaitable[None]] | None = None,
+    max_size: int | None = None,
+    acquire_timeout: float = 10.0,
+) -> AsyncConnectionPool:
     if not cfg.url:
         raise ValueError("postgres.url is empty: set BPOM_POSTGRES_URL or postgres.url in the config file")
 
@@ -48,14 +57,24 @@ def make_pool(cfg: PostgresConfig, name: str,
     # check: a pooled connection is tried (one empty query) before it is handed out, so that
     # the connections a restart or a failover broke are replaced instead of failing a request
     # or a batch each.
-    return AsyncConnectionPool(cfg.url, min_size=min(cfg.pool_min, size), max_size=size, name=name,
-                               configure=configure, open=False, timeout=acquire_timeout,
-                               check=AsyncConnectionPool.check_connection,
-                               reconnect_timeout=cfg.reconnect_timeout,
-                               kwargs={"application_name": f"bp-openmeter-{name}", "keepalives": 1,
-                                       "keepalives_idle": KEEPALIVE_IDLE_S,
-                                       "keepalives_interval": KEEPALIVE_INTERVAL_S,
-                                       "keepalives_count": KEEPALIVE_COUNT})
+    return AsyncConnectionPool(
+        cfg.url,
+        min_size=min(cfg.pool_min, size),
+        max_size=size,
+        name=name,
+        configure=configure,
+        open=False,
+        timeout=acquire_timeout,
+        check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=cfg.reconnect_timeout,
+        kwargs={
+            "application_name": f"bp-openmeter-{name}",
+            "keepalives": 1,
+            "keepalives_idle": KEEPALIVE_IDLE_S,
+            "keepalives_interval": KEEPALIVE_INTERVAL_S,
+            "keepalives_count": KEEPALIVE_COUNT,
+        },
+    )
 
 
 class StatementTimeout:

@@ -94,10 +94,14 @@ class Deduplicator:
         self.recheck_interval = cfg.recheck_interval
         self.client = None
         if cfg.url:
-            self.client = valkey_async.from_url(cfg.url, username=cfg.username or None, password=cfg.password or None,
-                                                socket_timeout=VALKEY_TIMEOUT_S,
-                                                socket_connect_timeout=VALKEY_TIMEOUT_S,
-                                                health_check_interval=10)
+            self.client = valkey_async.from_url(
+                cfg.url,
+                username=cfg.username or None,
+                password=cfg.password or None,
+                socket_timeout=VALKEY_TIMEOUT_S,
+                socket_connect_timeout=VALKEY_TIMEOUT_S,
+                health_check_interval=10,
+            )
             self._seen_script = self.client.register_script(_SEEN_SCRIPT)
             self._mark_script = self.client.register_script(_MARK_SCRIPT)
         self.scripts = True
@@ -118,8 +122,11 @@ class Deduplicator:
             self._next_try = time.monotonic() + self.recheck_interval
         if degraded != self.degraded:
             if degraded:
-                log.warning("dedupe degraded: Valkey unreachable, relying on JetStream and PostgreSQL",
-                            error=self.last_error, recheck_in_s=self.recheck_interval)
+                log.warning(
+                    "dedupe degraded: Valkey unreachable, relying on JetStream and PostgreSQL",
+                    error=self.last_error,
+                    recheck_in_s=self.recheck_interval,
+                )
             else:
                 log.info("dedupe restored: Valkey reachable again")
         self.degraded = degraded
@@ -142,8 +149,10 @@ class Deduplicator:
         """What readiness reports: None while Valkey answers (or is not configured)."""
         if not self.degraded:
             return None
-        return (f"degraded: Valkey did not answer ({self.last_error}); dedupe rests on JetStream's duplicate "
-                f"window and PostgreSQL's key, Valkey is tried again every {self.recheck_interval:g} s")
+        return (
+            f"degraded: Valkey did not answer ({self.last_error}); dedupe rests on JetStream's duplicate "
+            f"window and PostgreSQL's key, Valkey is tried again every {self.recheck_interval:g} s"
+        )
 
     def _scripts_refused(self, exc: ResponseError) -> bool:
         """A script refused by the server (e.g. an ACL without EVAL): use plain commands from now on."""

@@ -39,12 +39,12 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
         if task.done():
             return task.result()
         task.cancel()
-        await asyncio.wait({task})        # psycopg cancels the statement on the server meanwhile
+        await asyncio.wait({task})  # psycopg cancels the statement on the server meanwhile
         if not task.cancelled():
-            task.exception()              # retrieved: nobody is left to hear of it
+            task.exception()  # retrieved: nobody is left to hear of it
         metrics.API_CLIENTS_GONE.inc()
         raise ClientGone
     finally:
         watcher.cancel()
-        if not task.done():     # this request itself was cancelled (e.g. at shutdown)
+        if not task.done():  # this request itself was cancelled (e.g. at shutdown)
             task.cancel()

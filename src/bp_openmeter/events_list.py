@@ -44,8 +44,9 @@ def _time(qp: Query, name: str) -> datetime | None:
 def parse_params(qp: Query) -> ListParams:
     known = {"from", "to", "ingestedAtFrom", "ingestedAtTo", "id", "subject", "limit", "clientId"}
     if "customerId" in qp:
-        raise bad_request("customerId: customers are not part of this engine; filter by subject instead",
-                          field="customerId")
+        raise bad_request(
+            "customerId: customers are not part of this engine; filter by subject instead", field="customerId"
+        )
     refuse_unknown(qp, known)
     refuse_repeated(qp, known)
     client_id_param(qp.get("clientId"))
@@ -55,8 +56,15 @@ def parse_params(qp: Query) -> ListParams:
         if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
             raise bad_request(f"limit: must be an integer from 1 to {MAX_LIMIT}, got {raw_limit!r}", field="limit")
         limit = int(raw_limit)
-    params = ListParams(_time(qp, "from"), _time(qp, "to"), _time(qp, "ingestedAtFrom"), _time(qp, "ingestedAtTo"),
-                        qp.get("id") or None, qp.get("subject") or None, limit)
+    params = ListParams(
+        _time(qp, "from"),
+        _time(qp, "to"),
+        _time(qp, "ingestedAtFrom"),
+        _time(qp, "ingestedAtTo"),
+        qp.get("id") or None,
+        qp.get("subject") or None,
+        limit,
+    )
     if params.start and params.end and params.start >= params.end:
         raise bad_request("from: must be before to", field="from")
     if params.ingested_from and params.ingested_to and params.ingested_from >= params.ingested_to:
@@ -115,8 +123,10 @@ def _value_error(value: Any) -> str | None:
         if numeric.rounds_to_infinity(value):
             return "invalid event: value cannot be infinity"
         # Stored before ingest bounded numbers: not counted, so that no rollup row outgrows its index.
-        return (f"invalid event: value has more digits than a counted number may have (at most "
-                f"{numeric.MAX_SIGNIFICANT_DIGITS} significant digits, {numeric.MAX_SCALE} after the point)")
+        return (
+            f"invalid event: value has more digits than a counted number may have (at most "
+            f"{numeric.MAX_SIGNIFICANT_DIGITS} significant digits, {numeric.MAX_SCALE} after the point)"
+        )
     if len(value) <= numeric.MAX_NUMBER_CHARS and numeric.NUMERIC_STRING.fullmatch(value):
         if numeric.counts(Decimal(value)):
             return None
@@ -143,7 +153,7 @@ def validation_error(event_type: str, data: Any, meters: list[Meter]) -> str | N
             continue
         found, value = jsonpath.parse(spec.value_property).find(data)
         if not found:
-            errors.append(f"invalid event: missing value property: \"{spec.value_property}\"")
+            errors.append(f'invalid event: missing value property: "{spec.value_property}"')
         elif spec.aggregation == "UNIQUE_COUNT":
             if value is None:
                 errors.append("invalid event: value cannot be null")
@@ -167,14 +177,28 @@ async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: Lis
     if horizon is not None:
         for field, bound in (("from", params.start), ("to", params.end)):
             if bound is not None and bound < horizon:
-                raise retention.raw_events_gone(field, f"the events list {field} {format_time(bound)}", horizon,
-                                                f"list from {format_time(horizon)} on (usage before it is still "
-                                                "answered by meter queries over whole minutes)")
+                raise retention.raw_events_gone(
+                    field,
+                    f"the events list {field} {format_time(bound)}",
+                    horizon,
+                    f"list from {format_time(horizon)} on (usage before it is still "
+                    "answered by meter queries over whole minutes)",
+                )
         start = max(start, horizon)
     cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_QUERY, {"ns": namespace, "start": start, "end": params.end,
-                               "ing_from": params.ingested_from, "ing_to": params.ingested_to,
-                               "id": params.event_id, "subject": params.subject, "limit": params.limit})
+    await cur.execute(
+        _QUERY,
+        {
+            "ns": namespace,
+            "start": start,
+            "end": params.end,
+            "ing_from": params.ingested_from,
+            "ing_to": params.ingested_to,
+            "id": params.event_id,
+            "subject": params.subject,
+            "limit": params.limit,
+        },
+    )
     rows = await cur.fetchall()
     meters_by_type: dict[str, list[Meter]] = {}
     for meter in await list_meters(conn, namespace):
@@ -182,8 +206,13 @@ async def list_events(conn: psycopg.AsyncConnection, namespace: str, params: Lis
 
     items = []
     for row in rows:
-        event: dict[str, Any] = {"id": row["id"], "source": row["source"], "specversion": "1.0",
-                                 "type": row["type"], "subject": row["subject"]}
+        event: dict[str, Any] = {
+            "id": row["id"],
+            "source": row["source"],
+            "specversion": "1.0",
+            "type": row["type"],
+            "subject": row["subject"],
+        }
         if row["time"] is not None:
             event["time"] = format_time(row["time"])
         if row["attributes"] is not None:

@@ -34,7 +34,7 @@ from . import numeric
 # A JSON number's characters, translated so that one literal search finds each pattern.
 _NUMBER_BYTES = bytes.maketrans(b"0123456789.Ee+", b"00000000000ee-")
 _SUSPECT = (b"0" * 16, b"0e000", b"0e-000")  # 16 digits or dots; an exponent of three digits or more
-_TOKEN = frozenset(b"0-e")                     # a number's characters, translated
+_TOKEN = frozenset(b"0-e")  # a number's characters, translated
 _BEFORE_VALUE = frozenset(b":,[")
 _SPACE = frozenset(b" \t\r\n")
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -112,7 +112,7 @@ class _ExactReader:
         if "." in text or "e" in text or "E" in text:
             return Decimal(text)
         value = int(text)
-        return value if -(2 ** 63) <= value < 2 ** 64 else Decimal(text)  # orjson writes 64-bit integers
+        return value if -(2**63) <= value < 2**64 else Decimal(text)  # orjson writes 64-bit integers
 
     def members(self, pairs: list[tuple[str, Any]]) -> dict:
         obj = dict(pairs)
@@ -137,8 +137,13 @@ def _read_exactly(body: bytes) -> Any:
         raise BodyError(f"request body is not valid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     reader = _ExactReader()
     try:
-        parsed = json.loads(text, parse_float=reader.number, parse_int=reader.number,
-                            parse_constant=_refuse_constant, object_pairs_hook=reader.members)
+        parsed = json.loads(
+            text,
+            parse_float=reader.number,
+            parse_int=reader.number,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=reader.members,
+        )
     except json.JSONDecodeError as exc:
         raise BodyError(f"request body is not valid JSON: {exc}") from exc
     except RecursionError:
@@ -152,13 +157,18 @@ def _read_exactly(body: bytes) -> Any:
             raise BodyError(f"request body is not valid JSON: {exc}") from exc
     if reader.past_bound:
         where, number = _first(parsed, lambda node: isinstance(node, _PastBound))
-        raise BodyError(f"{where}: {number.problem} (numbers are stored exactly as sent; "
-                        f"docs/guarantees.md \"Times, zones and numbers\")", field=where)
+        raise BodyError(
+            f"{where}: {number.problem} (numbers are stored exactly as sent; "
+            f'docs/guarantees.md "Times, zones and numbers")',
+            field=where,
+        )
     if reader.repeated:
         where, obj = _first(parsed, lambda node: id(node) in reader.repeated)
         where = _member(where if where != "body" else "", reader.repeated[id(obj)])
-        raise BodyError(f"{where}: the member appears more than once; JSON readers differ on which one "
-                        "counts, so none is taken", field=where)
+        raise BodyError(
+            f"{where}: the member appears more than once; JSON readers differ on which one counts, so none is taken",
+            field=where,
+        )
     return parsed
 
 

@@ -28,8 +28,19 @@ _NESTED = ("$and", "$or")
 SUPPORTED = (*_SCALAR, *_LIST, *_NESTED)
 # Operators of upstream's FilterString that this engine does not evaluate: refused by
 # name rather than ignored, so that no filter is silently dropped.
-UNSUPPORTED = ("$like", "$nlike", "$ilike", "$nilike", "$gt", "$gte", "$lt", "$lte", "$exists",
-               "$contains", "$ncontains")
+UNSUPPORTED = (
+    "$like",
+    "$nlike",
+    "$ilike",
+    "$nilike",
+    "$gt",
+    "$gte",
+    "$lt",
+    "$lte",
+    "$exists",
+    "$contains",
+    "$ncontains",
+)
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ def _parse(node: Any, where: str, depth: int, budget: list[int]) -> Filter | Non
         return None
     if len(present) > 1:
         raise _refuse(where, f"filter is invalid: multiple operators are set ({', '.join(sorted(present))})")
-    (op, value), = present.items()
+    ((op, value),) = present.items()
     budget[0] -= 1
     if op in _SCALAR:
         if not isinstance(value, str):
@@ -92,8 +103,9 @@ def _parse(node: Any, where: str, depth: int, budget: list[int]) -> Filter | Non
                 children.append(parsed_child)
         parsed = tuple(children)
     if budget[0] < 0:
-        raise bad_request(f"{ADVANCED}: at most {MAX_FILTER_VALUES} values and operators per query over all keys",
-                          field=ADVANCED)
+        raise bad_request(
+            f"{ADVANCED}: at most {MAX_FILTER_VALUES} values and operators per query over all keys", field=ADVANCED
+        )
     if op in _NESTED and not parsed:
         return None
     return Filter(op, parsed)

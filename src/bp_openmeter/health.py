@@ -36,14 +36,20 @@ async def _why_no_session(pool: AsyncConnectionPool) -> dict[str, str | None]:
                 cur = await conn.execute(
                     "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) FROM pg_stat_activity "
                     "WHERE application_name = %s AND pid <> pg_backend_pid() AND state <> 'idle'",
-                    (kwargs.get("application_name", ""),))
+                    (kwargs.get("application_name", ""),),
+                )
                 waiting, busy = await one_row(cur)
     except (psycopg.Error, TimeoutError, OSError) as exc:
-        return {"postgres": f"no session within {_CHECK_TIMEOUT:g}s, and PostgreSQL does not answer: "
-                            f"{str(exc).strip() or type(exc).__name__}", "migrations": "unknown (no database)"}
-    return {"postgres": f"PostgreSQL answers, but no session of this process came free within "
-                        f"{_CHECK_TIMEOUT:g}s: {busy} busy, {waiting} of them waiting for a lock",
-            "migrations": "unknown (no free session)"}
+        return {
+            "postgres": f"no session within {_CHECK_TIMEOUT:g}s, and PostgreSQL does not answer: "
+            f"{str(exc).strip() or type(exc).__name__}",
+            "migrations": "unknown (no database)",
+        }
+    return {
+        "postgres": f"PostgreSQL answers, but no session of this process came free within "
+        f"{_CHECK_TIMEOUT:g}s: {busy} busy, {waiting} of them waiting for a lock",
+        "migrations": "unknown (no free session)",
+    }
 
 
 async def check_postgres(pool: AsyncConnectionPool) -> dict[str, str | None]:
@@ -72,8 +78,7 @@ async def check_jetstream(bus: EventBus) -> dict[str, str | None]:
     return {"jetstream": None}
 
 
-async def readiness(pool: AsyncConnectionPool, bus: EventBus,
-                    **own: Callable[[], str | None]) -> dict[str, str | None]:
+async def readiness(pool: AsyncConnectionPool, bus: EventBus, **own: Callable[[], str | None]) -> dict[str, str | None]:
     """The dependencies' checks and the process's `own` (name -> what is wrong, or None)."""
     pg, js = await asyncio.gather(check_postgres(pool), check_jetstream(bus))
     return {**pg, **js, **{name: check() for name, check in own.items()}}

@@ -62,13 +62,15 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self.limits = limits
         # uvicorn's annotation says int; its keep-alive timer takes any number of seconds.
         self.timeout_keep_alive = limits.idle_timeout  # type: ignore[assignment]
-        self._reading_head = True     # between requests, or inside a request line and its header fields
-        self._head_bytes = 0          # bytes fed to the parser while reading the current head
+        self._reading_head = True  # between requests, or inside a request line and its header fields
+        self._head_bytes = 0  # bytes fed to the parser while reading the current head
         self._header_count = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
-        self._refusal: tuple[int, str, str] | None = None   # set by a parser callback that stops parsing
-        self._deferred: tuple[int, str, bool] | None = None  # a refusal to send once the requests before it are answered
+        self._refusal: tuple[int, str, str] | None = None  # set by a parser callback that stops parsing
+        self._deferred: tuple[int, str, bool] | None = (
+            None  # a refusal to send once the requests before it are answered
+        )
         self._lingering = False
 
     # --- connections ---------------------------------------------------------------
@@ -76,9 +78,13 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(cast(asyncio.Transport, transport))  # a stream's transport, always
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(503, "connections", f"the server has {self.limits.max_connections} connections open, "
-                                             "its limit (api.maxConnections); try again shortly",
-                         retry_after=True)
+            self._refuse(
+                503,
+                "connections",
+                f"the server has {self.limits.max_connections} connections open, "
+                "its limit (api.maxConnections); try again shortly",
+                retry_after=True,
+            )
             return
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
 
@@ -106,8 +112,12 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
             # finished, so what it is given is what it may hold.
             room = self.limits.max_header_bytes - self._head_bytes
             if room <= 0:
-                self._refuse(431, "header_bytes", f"the request line and header fields exceed "
-                                                  f"{self.limits.max_header_bytes} bytes (api.maxHeaderBytes)")
+                self._refuse(
+                    431,
+                    "header_bytes",
+                    f"the request line and header fields exceed "
+                    f"{self.limits.max_header_bytes} bytes (api.maxHeaderBytes)",
+                )
                 return
             piece, data = data[:room], data[room:]
             self._head_bytes += len(piece)
@@ -115,14 +125,17 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._head_timer is None:      # a kept-alive connection: the clock starts at the first byte
+        if self._head_timer is None:  # a kept-alive connection: the clock starts at the first byte
             self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.limits.max_header_count:
-            self._refusal = (431, "header_count", f"the request has more than {self.limits.max_header_count} "
-                                                  "header fields (api.maxHeaderCount)")
+            self._refusal = (
+                431,
+                "header_count",
+                f"the request has more than {self.limits.max_header_count} header fields (api.maxHeaderCount)",
+            )
             raise _HeadRefused
         super().on_header(name, value)
 
@@ -166,10 +179,14 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
             return
         if self._head_bytes == 0:
             metrics.API_REFUSALS.labels("idle").inc()
-            self.transport.close()        # no request was started: nobody to answer
+            self.transport.close()  # no request was started: nobody to answer
             return
-        self._refuse(408, "header_timeout", f"the request line and header fields did not arrive within "
-                                            f"{self.limits.header_timeout:g} s (api.headerTimeout)")
+        self._refuse(
+            408,
+            "header_timeout",
+            f"the request line and header fields did not arrive within "
+            f"{self.limits.header_timeout:g} s (api.headerTimeout)",
+        )
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
@@ -208,11 +225,20 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self._answer_and_close(status, detail, retry_after)
 
     def _answer_and_close(self, status: int, detail: str, retry_after: bool) -> None:
-        title = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large",
-                 503: "Service Unavailable"}[status]
+        title = {
+            400: "Bad Request",
+            408: "Request Timeout",
+            431: "Request Header Fields Too Large",
+            503: "Service Unavailable",
+        }[status]
         body = orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-        headers = [f"HTTP/1.1 {status} {title}", f"content-type: {PROBLEM_CONTENT_TYPE}",
-                   f"content-length: {len(body)}", *(["retry-after: 1"] if retry_after else []), "connection: close"]
+        headers = [
+            f"HTTP/1.1 {status} {title}",
+            f"content-type: {PROBLEM_CONTENT_TYPE}",
+            f"content-length: {len(body)}",
+            *(["retry-after: 1"] if retry_after else []),
+            "connection: close",
+        ]
         head = ("\r\n".join(headers) + "\r\n\r\n").encode("ascii")
         self._lingering = True
         self.flow.pause_reading()
@@ -224,6 +250,8 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
 
 def protocol_factory(limits: ConnectionLimits) -> Callable[..., GuardedHTTPProtocol]:
     """What uvicorn.Config(http=...) takes: it calls this with its own keyword arguments."""
+
     def make(*args: Any, **kwargs: Any) -> GuardedHTTPProtocol:
         return GuardedHTTPProtocol(*args, limits=limits, **kwargs)
+
     return make

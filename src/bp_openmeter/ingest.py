@@ -152,8 +152,13 @@ class Ingestor:
         packed = self._pack(fresh, fresh_payloads) if fresh else []
         subject = self.bus.subject_for(self.namespace)
         started = time.perf_counter()
-        duplicate_flags = await self.bus.publish_events(
-            [Outgoing(subject, p.payload, p.msg_id) for p in packed], self.publish_timeout) if packed else []
+        duplicate_flags = (
+            await self.bus.publish_events(
+                [Outgoing(subject, p.payload, p.msg_id) for p in packed], self.publish_timeout
+            )
+            if packed
+            else []
+        )
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         await self.dedupe.mark(fresh)
         published = {key for p, duplicate in zip(packed, duplicate_flags) if not duplicate for key in p.keys}

@@ -34,8 +34,8 @@ class JwksCache:
     def __init__(self, url: str):
         self.url = url
         self._keys: dict[str | None, jwt.PyJWK] = {}
-        self._fetched_at = float("-inf")      # last successful fetch
-        self._tried_at = float("-inf")        # last attempt, successful or not
+        self._fetched_at = float("-inf")  # last successful fetch
+        self._tried_at = float("-inf")  # last attempt, successful or not
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str | None) -> jwt.PyJWK | None:
@@ -52,7 +52,7 @@ class JwksCache:
         return time.monotonic() - self._tried_at >= MIN_REFRESH_S
 
     async def _refresh(self) -> None:
-        async with self._lock:            # one fetch at a time; waiters use its result
+        async with self._lock:  # one fetch at a time; waiters use its result
             if not self._may_refresh():
                 return
             self._tried_at = time.monotonic()
@@ -60,8 +60,12 @@ class JwksCache:
                 document = await asyncio.to_thread(self._fetch)
                 keys = {key.key_id: key for key in jwt.PyJWKSet.from_dict(document).keys}
             except (OSError, ValueError, jwt.PyJWKSetError, jwt.InvalidKeyError) as exc:
-                log.warning("jwks refresh failed; keeping the keys already known", url=self.url,
-                            error=str(exc) or type(exc).__name__, keys_known=len(self._keys))
+                log.warning(
+                    "jwks refresh failed; keeping the keys already known",
+                    url=self.url,
+                    error=str(exc) or type(exc).__name__,
+                    keys_known=len(self._keys),
+                )
                 return
             self._keys, self._fetched_at = keys, time.monotonic()
             log.info("jwks fetched", url=self.url, key_ids=sorted(str(k) for k in keys))

@@ -32,8 +32,13 @@ def _redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, 
 
 def configure(level: str = "info", component: str = "") -> None:
     structlog.configure(
-        processors=[*_SHARED, structlog.processors.format_exc_info, _redact_secrets,
-                    structlog.processors.EventRenamer("msg"), structlog.processors.JSONRenderer()],
+        processors=[
+            *_SHARED,
+            structlog.processors.format_exc_info,
+            _redact_secrets,
+            structlog.processors.EventRenamer("msg"),
+            structlog.processors.JSONRenderer(),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
@@ -42,11 +47,18 @@ def configure(level: str = "info", component: str = "") -> None:
         structlog.contextvars.bind_contextvars(component=component)
 
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, _redact_secrets,
-                    structlog.processors.EventRenamer("msg"), structlog.processors.JSONRenderer()]))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _redact_secrets,
+                structlog.processors.EventRenamer("msg"),
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_LEVELS[level], logging.INFO))

@@ -81,8 +81,9 @@ def pack(namespace: str, ingested_at: str, keys: list[str], events: list[bytes],
 
 class EventTooLarge(ValueError):
     def __init__(self, size: int, limit: int):
-        super().__init__(f"an event of {size} bytes exceeds the event bus's message limit: "
-                         f"at most {limit} bytes per event")
+        super().__init__(
+            f"an event of {size} bytes exceeds the event bus's message limit: at most {limit} bytes per event"
+        )
         self.size = size
         self.limit = limit
 
@@ -97,8 +98,9 @@ def unpack(payload: bytes) -> list[dict]:
     orjson.dumps is the event as sent, every digit (orjson would read 0.1234567890123456789
     as a float64). Raises ValueError when the payload is not a message of either form."""
     try:
-        message = json.loads(payload, parse_int=orjson.Fragment, parse_float=orjson.Fragment,
-                             parse_constant=_refuse_constant)
+        message = json.loads(
+            payload, parse_int=orjson.Fragment, parse_float=orjson.Fragment, parse_constant=_refuse_constant
+        )
     except RecursionError as exc:
         raise ValueError("the message is nested too deep to be read") from exc
     if not isinstance(message, dict):

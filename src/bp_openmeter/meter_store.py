@@ -72,13 +72,29 @@ class HistoryPastHorizon(MeterConflict):
 
 
 def _row_to_meter(row: dict) -> Meter:
-    spec = MeterSpec(slug=row["slug"], event_type=row["event_type"], aggregation=row["aggregation"],
-                     value_property=row["value_property"], group_by=dict(row["group_by"] or {}),
-                     name=row["name"], description=row["description"], event_from=row["event_from"],
-                     metadata=row["metadata"])
-    return Meter(pk=row["pk"], id=row["id"], namespace=row["namespace"], spec=spec, managed_by=row["managed_by"],
-                 created_at=row["created_at"], updated_at=row["updated_at"], deleted_at=row["deleted_at"],
-                 backfilling=row["backfilling"], counted_from=row["counted_from"])
+    spec = MeterSpec(
+        slug=row["slug"],
+        event_type=row["event_type"],
+        aggregation=row["aggregation"],
+        value_property=row["value_property"],
+        group_by=dict(row["group_by"] or {}),
+        name=row["name"],
+        description=row["description"],
+        event_from=row["event_from"],
+        metadata=row["metadata"],
+    )
+    return Meter(
+        pk=row["pk"],
+        id=row["id"],
+        namespace=row["namespace"],
+        spec=spec,
+        managed_by=row["managed_by"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        deleted_at=row["deleted_at"],
+        backfilling=row["backfilling"],
+        counted_from=row["counted_from"],
+    )
 
 
 def _derived(spec: MeterSpec) -> dict:
@@ -97,30 +113,42 @@ def _derived(spec: MeterSpec) -> dict:
 
 # What each of the list's orders sorts by: constant SQL, chosen by name (text in byte order;
 # `name` as answered, the slug when unset).
-_LIST_ORDER = {"key": 'slug COLLATE "C"', "name": 'COALESCE(name, slug) COLLATE "C"',
-               "aggregation": 'aggregation COLLATE "C"', "createdAt": "created_at", "updatedAt": "updated_at"}
+_LIST_ORDER = {
+    "key": 'slug COLLATE "C"',
+    "name": 'COALESCE(name, slug) COLLATE "C"',
+    "aggregation": 'aggregation COLLATE "C"',
+    "createdAt": "created_at",
+    "updatedAt": "updated_at",
+}
 
 
-async def list_meters(conn: psycopg.AsyncConnection, namespace: str,
-                      params: ListParams = ListParams()) -> list[Meter]:
+async def list_meters(conn: psycopg.AsyncConnection, namespace: str, params: ListParams = ListParams()) -> list[Meter]:
     """The namespace's meters (live ones unless asked for deleted ones too), in the order
     asked for; ties (a deleted meter and a live one of the same slug) in creation order."""
     direction = "DESC" if params.descending else "ASC"
     paging = "LIMIT %(limit)s OFFSET %(offset)s" if params.page is not None else ""
     rows = conn.cursor(row_factory=dict_row)
-    await rows.execute(f"""SELECT {_COLUMNS} FROM meters
+    await rows.execute(
+        f"""SELECT {_COLUMNS} FROM meters
                            WHERE namespace = %(namespace)s AND (%(deleted)s OR deleted_at IS NULL)
                            ORDER BY {_LIST_ORDER[params.order_by]} {direction}, pk {direction} {paging}""",
-                      {"namespace": namespace, "deleted": params.include_deleted, "limit": params.page_size,
-                       "offset": ((params.page or 1) - 1) * params.page_size})
+        {
+            "namespace": namespace,
+            "deleted": params.include_deleted,
+            "limit": params.page_size,
+            "offset": ((params.page or 1) - 1) * params.page_size,
+        },
+    )
     return [_row_to_meter(row) for row in await rows.fetchall()]
 
 
 async def get_meter(conn: psycopg.AsyncConnection, namespace: str, id_or_slug: str) -> Meter | None:
     """By slug: the live meter. By id: also a deleted one (still queryable, as upstream)."""
     rows = conn.cursor(row_factory=dict_row)
-    await rows.execute(f"SELECT {_COLUMNS} FROM meters WHERE namespace = %s "
-                      "AND (id = %s OR (slug = %s AND deleted_at IS NULL))", (namespace, id_or_slug, id_or_slug))
+    await rows.execute(
+        f"SELECT {_COLUMNS} FROM meters WHERE namespace = %s AND (id = %s OR (slug = %s AND deleted_at IS NULL))",
+        (namespace, id_or_slug, id_or_slug),
+    )
     row = await rows.fetchone()
     return _row_to_meter(row) if row else None
 
@@ -139,19 +167,26 @@ async def _check_room(conn: psycopg.AsyncConnection, namespace: str, max_meters:
     cur = await conn.execute("SELECT count(*) FROM meters WHERE namespace = %s AND deleted_at IS NULL", (namespace,))
     live = (await one_row(cur))[0]
     if live >= max_meters:
-        raise MeterLimitReached(f"the namespace has {live} meters, the most allowed (maxMeters: {max_meters}); "
-                                "delete one first")
+        raise MeterLimitReached(
+            f"the namespace has {live} meters, the most allowed (maxMeters: {max_meters}); delete one first"
+        )
 
 
-async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: MeterSpec,
-                       managed_by: str = "api", max_meters: int | None = None) -> Meter:
+async def create_meter(
+    conn: psycopg.AsyncConnection,
+    namespace: str,
+    spec: MeterSpec,
+    managed_by: str = "api",
+    max_meters: int | None = None,
+) -> Meter:
     """Register the meter (a moment under the exclusive lock), then backfill it from the
     stored events; returns once its counts are complete."""
     await _idle(conn)
     async with conn.transaction():
         await lock_exclusive(conn)
-        cur = await conn.execute("SELECT 1 FROM meters WHERE namespace = %s AND slug = %s AND deleted_at IS NULL",
-                                 (namespace, spec.slug))
+        cur = await conn.execute(
+            "SELECT 1 FROM meters WHERE namespace = %s AND slug = %s AND deleted_at IS NULL", (namespace, spec.slug)
+        )
         if await cur.fetchone():
             raise MeterConflict(f"meter with slug {spec.slug!r} already exists")
         await _check_room(conn, namespace, max_meters)
@@ -166,10 +201,21 @@ async def create_meter(conn: psycopg.AsyncConnection, namespace: str, spec: Mete
                        %(group_keys)s, %(group_paths)s::jsonpath[], %(group_fields)s::text[], %(metadata)s,
                        %(managed_by)s, 0, NULLIF(%(watermark)s::bigint, 0))
                RETURNING {_COLUMNS}""",
-            {"id": new_ulid(), "namespace": namespace, "slug": spec.slug, "name": spec.name,
-             "description": spec.description, "event_type": spec.event_type, "event_from": spec.event_from,
-             "aggregation": spec.aggregation, "value_property": spec.value_property,
-             "managed_by": managed_by, "watermark": target, **_derived(spec)})
+            {
+                "id": new_ulid(),
+                "namespace": namespace,
+                "slug": spec.slug,
+                "name": spec.name,
+                "description": spec.description,
+                "event_type": spec.event_type,
+                "event_from": spec.event_from,
+                "aggregation": spec.aggregation,
+                "value_property": spec.value_property,
+                "managed_by": managed_by,
+                "watermark": target,
+                **_derived(spec),
+            },
+        )
         meter = _row_to_meter(await one_row(rows))
     return await _completed(conn, meter)
 
@@ -181,8 +227,9 @@ async def _completed(conn: psycopg.AsyncConnection, meter: Meter) -> Meter:
     return meter
 
 
-async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: Meter, spec: MeterSpec,
-                       managed_by: str | None = None) -> Meter:
+async def update_meter(
+    conn: psycopg.AsyncConnection, namespace: str, current: Meter, spec: MeterSpec, managed_by: str | None = None
+) -> Meter:
     """Replace a meter's definition. When what it counts changed, its rollups are rebuilt
     under a new internal key, as for a new meter; returns once they are complete. Such a
     change is refused (HistoryPastHorizon, nothing changed) while the meter holds counts from
@@ -205,9 +252,18 @@ async def update_meter(conn: psycopg.AsyncConnection, namespace: str, current: M
                        updated_at = now()
                  WHERE pk = %(pk)s AND deleted_at IS NULL
              RETURNING {_COLUMNS}""",
-            {"pk": current.pk, "name": spec.name, "description": spec.description, "event_type": spec.event_type,
-             "event_from": spec.event_from, "aggregation": spec.aggregation, "value_property": spec.value_property,
-             "managed_by": managed_by, **_derived(spec)})
+            {
+                "pk": current.pk,
+                "name": spec.name,
+                "description": spec.description,
+                "event_type": spec.event_type,
+                "event_from": spec.event_from,
+                "aggregation": spec.aggregation,
+                "value_property": spec.value_property,
+                "managed_by": managed_by,
+                **_derived(spec),
+            },
+        )
         row = await rows.fetchone()
         if row is None:
             raise MeterConflict(f"meter {current.spec.slug!r} was deleted meanwhile")
@@ -237,9 +293,12 @@ async def _rekey(conn: psycopg.AsyncConnection, meter_pk: int) -> dict[str, Any]
     writes the old one any more, and its rollups are garbage. Returns the meter's new row."""
     await conn.execute("INSERT INTO rollup_garbage (meter_pk) VALUES (%s) ON CONFLICT DO NOTHING", (meter_pk,))
     rows = conn.cursor(row_factory=dict_row)
-    await rows.execute(f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0, counted_from = NULL,
+    await rows.execute(
+        f"""UPDATE meters SET pk = DEFAULT, backfilled_through = 0, counted_from = NULL,
                                  backfill_target = NULLIF(%s::bigint, 0)
-                           WHERE pk = %s RETURNING {_COLUMNS}""", (await watermark(conn), meter_pk))
+                           WHERE pk = %s RETURNING {_COLUMNS}""",
+        (await watermark(conn), meter_pk),
+    )
     return await one_row(rows)
 
 
@@ -250,17 +309,19 @@ async def delete_meter(conn: psycopg.AsyncConnection, meter: Meter) -> None:
     await backfill(conn, meter.pk)
     async with conn.transaction():
         await lock_exclusive(conn)
-        await conn.execute("UPDATE meters SET deleted_at = now(), updated_at = now() "
-                           "WHERE pk = %s AND deleted_at IS NULL", (meter.pk,))
+        await conn.execute(
+            "UPDATE meters SET deleted_at = now(), updated_at = now() WHERE pk = %s AND deleted_at IS NULL", (meter.pk,)
+        )
 
 
 # --- backfill ------------------------------------------------------------------------------
 
+
 @dataclass
 class BackfillProgress:
     chunks: int = 0
-    scanned: int = 0     # events of the meter's type read
-    metered: int = 0     # of those, events the meter counts
+    scanned: int = 0  # events of the meter's type read
+    metered: int = 0  # of those, events the meter counts
     seconds: float = 0.0
 
 
@@ -271,8 +332,9 @@ async def summarize_seq_index(conn: psycopg.AsyncConnection) -> None:
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL lock_timeout = '1s'")
-            await conn.execute("SELECT brin_summarize_new_values(relid) FROM pg_partition_tree('events_seq_brin') "
-                               "WHERE isleaf")
+            await conn.execute(
+                "SELECT brin_summarize_new_values(relid) FROM pg_partition_tree('events_seq_brin') WHERE isleaf"
+            )
     except psycopg.Error as exc:
         log.info("BRIN summary skipped", error=str(exc).strip())
 
@@ -284,26 +346,34 @@ async def _chunk(conn: psycopg.AsyncConnection, meter_pk: int, width: int) -> tu
         # Shared, as a sink batch: the sealer must not move its watermark past minutes this
         # chunk is folding.
         await lock_shared(conn)
-        cur = await conn.execute("""SELECT namespace, event_type, backfilled_through, backfill_target FROM meters
-                                     WHERE pk = %s FOR UPDATE""", (meter_pk,))
+        cur = await conn.execute(
+            """SELECT namespace, event_type, backfilled_through, backfill_target FROM meters
+                                     WHERE pk = %s FOR UPDATE""",
+            (meter_pk,),
+        )
         row = await cur.fetchone()
         if row is None or row[3] is None:
             return True, 0, 0  # complete, or the meter got a new key (its own backfill does that one)
         namespace, event_type, done_through, target = row
         hi = min(done_through + width, target)
         await conn.execute(f"SET LOCAL work_mem = '{rollup_sql.FOLD_WORK_MEM}'")  # as a sink batch
-        cur = await conn.execute(rollup_sql.BACKFILL, {"namespace": namespace, "event_type": event_type,
-                                                       "lo": done_through, "hi": hi, "meter_pk": meter_pk})
+        cur = await conn.execute(
+            rollup_sql.BACKFILL,
+            {"namespace": namespace, "event_type": event_type, "lo": done_through, "hi": hi, "meter_pk": meter_pk},
+        )
         scanned, metered = await one_row(cur)
         # Complete: it counts from the retention horizon of now on (a chunk of this backfill may have
         # run after a day before it was dropped; one that ran before found all of it, and no later).
-        await conn.execute("""UPDATE meters SET backfilled_through = %(hi)s,
+        await conn.execute(
+            """UPDATE meters SET backfilled_through = %(hi)s,
                                      backfill_target = CASE WHEN %(hi)s >= backfill_target THEN NULL
                                                             ELSE backfill_target END,
                                      counted_from = CASE WHEN %(hi)s >= backfill_target
                                                          THEN (SELECT raw_from FROM event_retention)
                                                          ELSE counted_from END
-                               WHERE pk = %(pk)s""", {"hi": hi, "pk": meter_pk})
+                               WHERE pk = %(pk)s""",
+            {"hi": hi, "pk": meter_pk},
+        )
     return hi >= target, scanned, metered
 
 
@@ -343,8 +413,14 @@ async def backfill(conn: psycopg.AsyncConnection, meter_pk: int, wait: bool = Tr
         await conn.commit()
     progress.seconds = time.perf_counter() - started
     if progress.scanned:
-        log.info("meter backfilled", meter_pk=meter_pk, events=progress.scanned, metered=progress.metered,
-                 chunks=progress.chunks, seconds=round(progress.seconds, 3))
+        log.info(
+            "meter backfilled",
+            meter_pk=meter_pk,
+            events=progress.scanned,
+            metered=progress.metered,
+            chunks=progress.chunks,
+            seconds=round(progress.seconds, 3),
+        )
     return progress
 
 
@@ -400,16 +476,20 @@ async def rebuild_requested(conn: psycopg.AsyncConnection) -> list[str]:
     a new internal key, backfilled from the stored events; the old rollups are deleted.
     Returns them as namespace/slug, once their counts are complete."""
     await _idle(conn)
-    cur = await conn.execute("SELECT pk, namespace, slug FROM meters "
-                             "WHERE rebuild_requested AND deleted_at IS NULL ORDER BY pk")
+    cur = await conn.execute(
+        "SELECT pk, namespace, slug FROM meters WHERE rebuild_requested AND deleted_at IS NULL ORDER BY pk"
+    )
     flagged = await cur.fetchall()
     rebuilt = []
     for pk, namespace, slug in flagged:
         await _idle(conn)
         async with conn.transaction():
             await lock_exclusive(conn)
-            cur = await conn.execute("UPDATE meters SET rebuild_requested = false "
-                                     "WHERE pk = %s AND rebuild_requested AND deleted_at IS NULL RETURNING pk", (pk,))
+            cur = await conn.execute(
+                "UPDATE meters SET rebuild_requested = false "
+                "WHERE pk = %s AND rebuild_requested AND deleted_at IS NULL RETURNING pk",
+                (pk,),
+            )
             if await cur.fetchone() is None:
                 continue  # rebuilt by a concurrent migrate, or deleted meanwhile
             meter = _row_to_meter(await _rekey(conn, pk))
@@ -419,8 +499,9 @@ async def rebuild_requested(conn: psycopg.AsyncConnection) -> list[str]:
     return rebuilt
 
 
-async def sync_config_meters(conn: psycopg.AsyncConnection, namespace: str,
-                             specs: list[MeterSpec], max_meters: int | None = None) -> dict[str, str]:
+async def sync_config_meters(
+    conn: psycopg.AsyncConnection, namespace: str, specs: list[MeterSpec], max_meters: int | None = None
+) -> dict[str, str]:
     """Create or update the meters declared in the config file; returns slug -> what happened.
 
     Meters that disappear from the file are left alone: deleting billing data is

@@ -35,7 +35,7 @@ class ListParams:
     include_deleted: bool = False
     order_by: str = "key"
     descending: bool = False
-    page: int | None = None        # None: every meter (no page asked for)
+    page: int | None = None  # None: every meter (no page asked for)
     page_size: int = DEFAULT_PAGE_SIZE
 
 
@@ -64,8 +64,13 @@ def parse_list_params(qp: Query) -> ListParams:
     if order_by not in LIST_ORDER_BY:
         raise MeterError("orderBy", f"must be one of {', '.join(LIST_ORDER_BY)}, got {order_by[:40]!r}")
     page, page_size = _positive(qp, "page", MAX_PAGE), _positive(qp, "pageSize", MAX_PAGE_SIZE)
-    return ListParams(include_deleted=include_deleted == "true", order_by=order_by, descending=order == "DESC",
-                      page=page or (1 if page_size else None), page_size=page_size or DEFAULT_PAGE_SIZE)
+    return ListParams(
+        include_deleted=include_deleted == "true",
+        order_by=order_by,
+        descending=order == "DESC",
+        page=page or (1 if page_size else None),
+        page_size=page_size or DEFAULT_PAGE_SIZE,
+    )
 
 
 def valid_id_or_slug(text: str) -> bool:
@@ -113,8 +118,13 @@ class MeterSpec:
 
 # What a meter counts (API name, MeterSpec attribute); the rest (name, description, metadata)
 # only describes it.
-_PROJECTION = (("eventType", "event_type"), ("aggregation", "aggregation"), ("valueProperty", "value_property"),
-               ("groupBy", "group_by"), ("eventFrom", "event_from"))
+_PROJECTION = (
+    ("eventType", "event_type"),
+    ("aggregation", "aggregation"),
+    ("valueProperty", "value_property"),
+    ("groupBy", "group_by"),
+    ("eventFrom", "event_from"),
+)
 
 
 @dataclass(frozen=True)
@@ -264,10 +274,15 @@ def parse_meter_spec(body: Any) -> MeterSpec:
             raise MeterError("eventFrom", str(exc)) from exc
 
     return MeterSpec(
-        slug=slug, event_type=event_type, aggregation=aggregation, value_property=value_property,
-        group_by=_group_by(body, value_property), name=_text(body, "name", required=False, max_len=256, min_len=1),
+        slug=slug,
+        event_type=event_type,
+        aggregation=aggregation,
+        value_property=value_property,
+        group_by=_group_by(body, value_property),
+        name=_text(body, "name", required=False, max_len=256, min_len=1),
         description=_text(body, "description", required=False, max_len=1024, min_len=1),
-        event_from=event_from, metadata=_metadata(body),
+        event_from=event_from,
+        metadata=_metadata(body),
     )
 
 

@@ -38,7 +38,7 @@ log = get_logger("meters_lock")
 METERS_LOCK = 0x6270_6F6D_6D65_7472  # "bpommetr"
 BACKFILL_LOCK = 0x6266_696C  # "bfil"
 
-LOCK_PATIENCE = 10.0   # seconds of trying for a free moment before queueing for the exclusive lock
+LOCK_PATIENCE = 10.0  # seconds of trying for a free moment before queueing for the exclusive lock
 LOCK_QUEUE_WAIT = 2.0  # seconds queued for it at most (every new batch waits behind the request)
 _LOCK_RETRY = 0.02
 
@@ -48,8 +48,9 @@ async def lock_shared(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (METERS_LOCK,))
 
 
-async def lock_exclusive(conn: psycopg.AsyncConnection, patience: float = LOCK_PATIENCE,
-                         queue_wait: float = LOCK_QUEUE_WAIT) -> None:
+async def lock_exclusive(
+    conn: psycopg.AsyncConnection, patience: float = LOCK_PATIENCE, queue_wait: float = LOCK_QUEUE_WAIT
+) -> None:
     """Hold the meters lock exclusively until the current transaction ends, taken in a
     moment when no batch holds it (see the module's note); waits as long as it takes, but
     never stays queued longer than `queue_wait` at a time. No statement timeout applies."""
@@ -68,8 +69,11 @@ async def lock_exclusive(conn: psycopg.AsyncConnection, patience: float = LOCK_P
                 await conn.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
             return
         except psycopg.errors.LockNotAvailable:
-            log.warning("the meters lock is still held after queueing for it: stepping out of the queue so "
-                        "that batches go on, then trying again", queued_seconds=queue_wait)
+            log.warning(
+                "the meters lock is still held after queueing for it: stepping out of the queue so "
+                "that batches go on, then trying again",
+                queued_seconds=queue_wait,
+            )
 
 
 async def _take_in_a_free_moment(conn: psycopg.AsyncConnection, patience: float) -> bool:

@@ -73,12 +73,15 @@ def apply_migrations(url: str) -> list[Migration]:
                     if done[migration.version] != migration.checksum:
                         raise MigrationError(
                             f"migration {migration.version:04d}_{migration.name} was applied with different "
-                            "content; restore the original file and add a new migration instead")
+                            "content; restore the original file and add a new migration instead"
+                        )
                     continue
                 with conn.transaction():
                     conn.execute(migration.sql)
-                    conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                                 (migration.version, migration.name, migration.checksum))
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        (migration.version, migration.name, migration.checksum),
+                    )
                 applied_now.append(migration)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))

@@ -30,8 +30,8 @@ from decimal import Decimal
 
 import orjson
 
-FLOAT64_LIMIT = 2 ** 1024 - 2 ** 970   # the least magnitude that rounds to an infinite float64
-_INT64 = range(-(2 ** 63), 2 ** 63)
+FLOAT64_LIMIT = 2**1024 - 2**970  # the least magnitude that rounds to an infinite float64
+_INT64 = range(-(2**63), 2**63)
 
 # The spelling of a number, its one home (the SQL functions repeat it; tests hold them equal).
 MAX_NUMBER_CHARS = 400
@@ -40,7 +40,7 @@ MAX_EXPONENT_DIGITS = 3
 # after its point (at most 1392, "0.<393 digits>e-999"; bounded here by the characters
 # plus the largest exponent).
 MAX_SIGNIFICANT_DIGITS = MAX_NUMBER_CHARS
-MAX_SCALE = MAX_NUMBER_CHARS + 10 ** MAX_EXPONENT_DIGITS - 1
+MAX_SCALE = MAX_NUMBER_CHARS + 10**MAX_EXPONENT_DIGITS - 1
 # The numeric strings a value may be: no white space around them, as upstream's float
 # parsing; at most MAX_NUMBER_CHARS characters (bpom_number in SQL reads the same).
 NUMERIC_STRING = re.compile(rf"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{{1,{MAX_EXPONENT_DIGITS}}})?", re.ASCII)

@@ -40,8 +40,8 @@ from .timefmt import parse_time
 
 log = get_logger("partitions")
 
-AHEAD = timedelta(days=2)          # partitions kept ready past now
-INTERVAL = 600.0                   # seconds between maintenance rounds of a sink
+AHEAD = timedelta(days=2)  # partitions kept ready past now
+INTERVAL = 600.0  # seconds between maintenance rounds of a sink
 # How far clocks (the api's, which stamps ingestedAt, and the sink's) may differ, and how long
 # a message may take from its ingestedAt to the stream: the horizon stays this much further back.
 CLOCK_SLACK = timedelta(hours=1)
@@ -62,8 +62,9 @@ def day_of(t: datetime) -> datetime:
 
 def no_partition(exc: psycopg.Error) -> bool:
     """Whether an insert failed because no partition holds an event's time (SQLSTATE 23514)."""
-    return isinstance(exc, psycopg.errors.CheckViolation) and \
-        (exc.diag.message_primary or "").startswith("no partition of relation")
+    return isinstance(exc, psycopg.errors.CheckViolation) and (exc.diag.message_primary or "").startswith(
+        "no partition of relation"
+    )
 
 
 def days_of(payloads: Iterable[bytes]) -> set[datetime]:
@@ -140,8 +141,11 @@ async def drop_past(conn: psycopg.AsyncConnection, until: datetime) -> list[str]
             seconds = time.perf_counter() - started
             metrics.PARTITIONS_DROPPED.inc()
             metrics.PARTITION_DROP_SECONDS.observe(seconds)
-            log.info("event partition dropped: its events are past retention (their rollups are kept)",
-                     partition=name, seconds=round(seconds, 3))
+            log.info(
+                "event partition dropped: its events are past retention (their rollups are kept)",
+                partition=name,
+                seconds=round(seconds, 3),
+            )
             dropped.append(name)
     finally:
         await conn.execute("RESET lock_timeout")
@@ -153,8 +157,13 @@ class PartitionKeeper:
     """In each sink process: every INTERVAL, partitions ahead, and (with a retention) the drop of
     those past it. Concurrent keepers take turns on the partitions lock and find nothing to do."""
 
-    def __init__(self, pool: AsyncConnectionPool, retention: float | None,
-                 in_flight_since: Callable[[], Awaitable[datetime | None]], interval: float = INTERVAL):
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        retention: float | None,
+        in_flight_since: Callable[[], Awaitable[datetime | None]],
+        interval: float = INTERVAL,
+    ):
         self.pool = pool
         self.retention = retention
         self.in_flight_since = in_flight_since

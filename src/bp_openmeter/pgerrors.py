@@ -22,8 +22,8 @@ from .commit_outcome import CommitNotConfirmed
 
 
 class Cause(Enum):
-    DATABASE = "database"   # retry the same work later, unchanged
-    DATA = "data"           # isolate the event at fault; dead-letter it once it has had its deliveries
+    DATABASE = "database"  # retry the same work later, unchanged
+    DATA = "data"  # isolate the event at fault; dead-letter it once it has had its deliveries
 
 
 # SQLSTATE class -> cause. Only conditions of the server or the way to it retry.
@@ -35,20 +35,20 @@ SQLSTATE_CLASSES: dict[str, Cause] = {
     "3F": Cause.DATABASE,  # invalid schema name
     "40": Cause.DATABASE,  # transaction rollback: deadlock or serialization failure with a concurrent writer
     "42": Cause.DATABASE,  # undefined table, function, privilege: the schema is not migrated (yet); the
-                           # statements are constant text, so their syntax cannot depend on an event
+    # statements are constant text, so their syntax cannot depend on an event
     "53": Cause.DATABASE,  # insufficient resources: disk full, out of memory, too many connections
     "55": Cause.DATABASE,  # object not in prerequisite state: lock not available, object in use
     "57": Cause.DATABASE,  # operator intervention: shutdown, crash recovery, a cancelled statement
     "58": Cause.DATABASE,  # system error: I/O
     "XX": Cause.DATABASE,  # internal error, corrupted data or index: a fault of the server, not of an
-                           # event; dead-lettering would move every event out of the counts while the
-                           # fault lasts, where retrying keeps them in JetStream and the stall is
-                           # visible (bpom_sink_stalled_seconds, readiness, the chart's alert)
-    "21": Cause.DATA,      # cardinality violation (one key twice in one upsert)
-    "22": Cause.DATA,      # data exception: bad time, number out of range, invalid text or JSON, ...
-    "23": Cause.DATA,      # integrity constraint violation (the events key's own conflicts never raise:
-                           # ON CONFLICT DO NOTHING takes them)
-    "54": Cause.DATA,      # program limit exceeded: an index row over 2704 bytes, a value too large
+    # event; dead-lettering would move every event out of the counts while the
+    # fault lasts, where retrying keeps them in JetStream and the stall is
+    # visible (bpom_sink_stalled_seconds, readiness, the chart's alert)
+    "21": Cause.DATA,  # cardinality violation (one key twice in one upsert)
+    "22": Cause.DATA,  # data exception: bad time, number out of range, invalid text or JSON, ...
+    "23": Cause.DATA,  # integrity constraint violation (the events key's own conflicts never raise:
+    # ON CONFLICT DO NOTHING takes them)
+    "54": Cause.DATA,  # program limit exceeded: an index row over 2704 bytes, a value too large
 }
 # Any class not named above: the data. An unforeseen error then costs one event its
 # place in the counts (kept in the dead-letter table with its reason), never the sink.

@@ -14,8 +14,15 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 class Problem(Exception):
     """Raise anywhere in a request; the app turns it into application/problem+json."""
 
-    def __init__(self, status: int, detail: str, *, title: str | None = None,
-                 headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         super().__init__(detail)
         self.status = status
         self.detail = detail
@@ -24,12 +31,12 @@ class Problem(Exception):
         self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
-        return {"type": "about:blank", "title": self.title, "status": self.status,
-                "detail": self.detail, **self.extra}
+        return {"type": "about:blank", "title": self.title, "status": self.status, "detail": self.detail, **self.extra}
 
     def response(self) -> Response:
-        return Response(orjson.dumps(self.body()), status_code=self.status,
-                        media_type=PROBLEM_CONTENT_TYPE, headers=self.headers)
+        return Response(
+            orjson.dumps(self.body()), status_code=self.status, media_type=PROBLEM_CONTENT_TYPE, headers=self.headers
+        )
 
 
 def bad_request(detail: str, **extra: Any) -> Problem:

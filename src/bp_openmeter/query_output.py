@@ -31,9 +31,16 @@ def to_json(result: QueryResult) -> dict[str, Any]:
             written = texts[moment] = format_time(moment, zone)
         return written
 
-    out["data"] = [{"value": numeric.to_json(row["value"]), "windowStart": text(row["windowStart"]),
-                    "windowEnd": text(row["windowEnd"]), "subject": row["subject"], "groupBy": row["groupBy"]}
-                   for row in result.rows]
+    out["data"] = [
+        {
+            "value": numeric.to_json(row["value"]),
+            "windowStart": text(row["windowStart"]),
+            "windowEnd": text(row["windowEnd"]),
+            "subject": row["subject"],
+            "groupBy": row["groupBy"],
+        }
+        for row in result.rows
+    ]
     return out
 
 
@@ -50,8 +57,10 @@ class _CsvWriter:
         self.out = out
 
     def writerow(self, cells: list[str]) -> None:
-        self.out.write(",".join(f'"{c.replace(chr(34), chr(34) * 2)}"' if any(x in c for x in ',"\r\n') else c
-                                for c in cells) + "\n")
+        self.out.write(
+            ",".join(f'"{c.replace(chr(34), chr(34) * 2)}"' if any(x in c for x in ',"\r\n') else c for c in cells)
+            + "\n"
+        )
 
 
 def to_csv(result: QueryResult) -> str:
@@ -59,14 +68,17 @@ def to_csv(result: QueryResult) -> str:
     zone = result.params.zone if result.params.time_zone != "UTC" else None
     buffer = io.StringIO()
     writer = _CsvWriter(buffer)
-    writer.writerow(["window_start", "window_end", *(["subject"] if result.by_subject else []),
-                     *result.group_keys, "value"])
+    writer.writerow(
+        ["window_start", "window_end", *(["subject"] if result.by_subject else []), *result.group_keys, "value"]
+    )
     for row in result.rows:
-        writer.writerow([
-            format_time(row["windowStart"], zone, fraction=False), format_time(row["windowEnd"], zone, fraction=False),
-            *([cell_text(row["subject"] or "")] if result.by_subject else []),
-            *[cell_text(row["groupBy"].get(k, "")) for k in result.group_keys], numeric.to_csv(row["value"]),
-        ])
+        writer.writerow(
+            [
+                format_time(row["windowStart"], zone, fraction=False),
+                format_time(row["windowEnd"], zone, fraction=False),
+                *([cell_text(row["subject"] or "")] if result.by_subject else []),
+                *[cell_text(row["groupBy"].get(k, "")) for k in result.group_keys],
+                numeric.to_csv(row["value"]),
+            ]
+        )
     return buffer.getvalue()
-
-

@@ -62,8 +62,9 @@ def _validate(params: QueryParams) -> QueryParams:
         if params.start > params.end:
             raise bad_request("validation error: from must be before to (to is exclusive)", field="from")
     if params.window_size is not None and params.window_size not in WINDOW_SIZES:
-        raise bad_request(f"windowSize: must be one of {', '.join(WINDOW_SIZES)}, got {params.window_size!r}",
-                          field="windowSize")
+        raise bad_request(
+            f"windowSize: must be one of {', '.join(WINDOW_SIZES)}, got {params.window_size!r}", field="windowSize"
+        )
     try:
         zones.zone(params.time_zone)
     except ValueError as exc:
@@ -72,11 +73,15 @@ def _validate(params: QueryParams) -> QueryParams:
         raise bad_request(f"subject: at most {MAX_SUBJECTS} subjects per query", field="subject")
     filter_values = sum(len(values) for values in params.filter_group_by.values())
     if filter_values > MAX_FILTER_VALUES:
-        raise bad_request(f"filterGroupBy: at most {MAX_FILTER_VALUES} values per query over all keys, "
-                          f"got {filter_values}", field="filterGroupBy")
+        raise bad_request(
+            f"filterGroupBy: at most {MAX_FILTER_VALUES} values per query over all keys, got {filter_values}",
+            field="filterGroupBy",
+        )
     if params.filter_group_by and params.advanced_filters:
-        raise bad_request("validation error: advanced meter group by filters and filter group by cannot be used "
-                          "together", field=ADVANCED)
+        raise bad_request(
+            "validation error: advanced meter group by filters and filter group by cannot be used together",
+            field=ADVANCED,
+        )
     return params
 
 
@@ -103,8 +108,9 @@ def _advanced_from_query(text: str | None) -> dict[str, Filter | None]:
 
 
 def unsupported(name: str) -> Problem:
-    return bad_request(f"{name}: not supported: customers are not part of this engine; filter and group by "
-                       "subject instead", field=name)
+    return bad_request(
+        f"{name}: not supported: customers are not part of this engine; filter and group by subject instead", field=name
+    )
 
 
 def parse_range(qp: Query, known: Iterable[str] = ("from", "to")) -> tuple[datetime | None, datetime | None]:
@@ -127,25 +133,44 @@ def parse_query_params(qp: Query) -> QueryParams:
             filters[match.group(1)] = tuple(qp.getlist(key))
         elif key == "filterGroupBy":
             # e.g. a client that sends the object's text instead of one member per key
-            raise bad_request("filterGroupBy: send one filterGroupBy[key]=value per key (deepObject style), "
-                              f"or {ADVANCED} as JSON; got filterGroupBy={str(qp.get(key))[:80]!r}", field=key)
+            raise bad_request(
+                "filterGroupBy: send one filterGroupBy[key]=value per key (deepObject style), "
+                f"or {ADVANCED} as JSON; got filterGroupBy={str(qp.get(key))[:80]!r}",
+                field=key,
+            )
         elif key == "filterCustomerId":
             raise unsupported(key)
         elif key not in known:
             raise bad_request(f"{key}: unknown query parameter", field=key)
     refuse_repeated(qp, ("from", "to", "windowSize", "windowTimeZone", "clientId", ADVANCED))
     client_id_param(qp.get("clientId"))
-    return _validate(QueryParams(
-        start=time_param(qp.get("from"), "from"), end=time_param(qp.get("to"), "to"),
-        window_size=qp.get("windowSize") or None, time_zone=qp.get("windowTimeZone") or "UTC",
-        subjects=tuple(dict.fromkeys(qp.getlist("subject"))),
-        group_by=tuple(dict.fromkeys(qp.getlist("groupBy"))),
-        filter_group_by=filters, advanced_filters=_advanced_from_query(qp.get(ADVANCED))))
+    return _validate(
+        QueryParams(
+            start=time_param(qp.get("from"), "from"),
+            end=time_param(qp.get("to"), "to"),
+            window_size=qp.get("windowSize") or None,
+            time_zone=qp.get("windowTimeZone") or "UTC",
+            subjects=tuple(dict.fromkeys(qp.getlist("subject"))),
+            group_by=tuple(dict.fromkeys(qp.getlist("groupBy"))),
+            filter_group_by=filters,
+            advanced_filters=_advanced_from_query(qp.get(ADVANCED)),
+        )
+    )
 
 
 # The members of upstream's query body (MeterQueryRequest); all but filterCustomerId are read.
-BODY_MEMBERS = ("from", "to", "windowSize", "windowTimeZone", "subject", "groupBy", "filterGroupBy", ADVANCED,
-                "clientId", "filterCustomerId")
+BODY_MEMBERS = (
+    "from",
+    "to",
+    "windowSize",
+    "windowTimeZone",
+    "subject",
+    "groupBy",
+    "filterGroupBy",
+    ADVANCED,
+    "clientId",
+    "filterCustomerId",
+)
 
 
 def _spelling(name: str) -> str:
@@ -209,13 +234,17 @@ def parse_body_params(body: Any) -> QueryParams:
 
     raw_filters = body.get("filterGroupBy")
     if raw_filters is not None and not isinstance(raw_filters, dict):
-        raise bad_request(f"filterGroupBy: must be an object of group key -> array of values, got "
-                          f"{_json_type(raw_filters)}", field="filterGroupBy")
+        raise bad_request(
+            f"filterGroupBy: must be an object of group key -> array of values, got {_json_type(raw_filters)}",
+            field="filterGroupBy",
+        )
     filters = {}
     for key, values in (raw_filters or {}).items():
         if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
-            raise bad_request(f"filterGroupBy.{key[:80]}: must be a non-empty array of strings, got "
-                              f"{_json_type(values)}", field=f"filterGroupBy.{key[:80]}")
+            raise bad_request(
+                f"filterGroupBy.{key[:80]}: must be a non-empty array of strings, got {_json_type(values)}",
+                field=f"filterGroupBy.{key[:80]}",
+            )
         filters[key] = tuple(values)
     window_size = body.get("windowSize")
     if window_size is not None and not isinstance(window_size, str):
@@ -223,9 +252,15 @@ def parse_body_params(body: Any) -> QueryParams:
     time_zone = body.get("windowTimeZone")
     if time_zone is not None and not isinstance(time_zone, str):
         raise bad_request(f"windowTimeZone: must be a string, got {_json_type(time_zone)}", field="windowTimeZone")
-    return _validate(QueryParams(
-        start=_body_time(body, "from"), end=_body_time(body, "to"),
-        window_size=window_size, time_zone=time_zone or "UTC", subjects=_strings(body, "subject"),
-        group_by=_strings(body, "groupBy"), filter_group_by=filters,
-        advanced_filters=parse_advanced(body.get(ADVANCED))))
-
+    return _validate(
+        QueryParams(
+            start=_body_time(body, "from"),
+            end=_body_time(body, "to"),
+            window_size=window_size,
+            time_zone=time_zone or "UTC",
+            subjects=_strings(body, "subject"),
+            group_by=_strings(body, "groupBy"),
+            filter_group_by=filters,
+            advanced_filters=parse_advanced(body.get(ADVANCED)),
+        )
+    )

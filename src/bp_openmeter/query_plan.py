@@ -36,15 +36,19 @@ def resolve_grouping(meter: Meter, params: QueryParams) -> tuple[list[str], bool
         elif key in keys:
             group_keys.append(key)
         else:
-            raise bad_request(f"validation error: invalid group by: {key} (meter {meter.spec.slug} groups by: "
-                              f"{', '.join(sorted(keys | {'subject'}))})", field="groupBy")
+            raise bad_request(
+                f"validation error: invalid group by: {key} (meter {meter.spec.slug} groups by: "
+                f"{', '.join(sorted(keys | {'subject'}))})",
+                field="groupBy",
+            )
     for key in params.filter_group_by:
         if key not in keys:
             raise bad_request(f"validation error: invalid group by filter: {key}", field=f"filterGroupBy[{key}]")
     for key in sorted(params.advanced_filters):
         if key not in keys:
-            raise bad_request(f"validation error: meter does not have group by: {key[:80]}",
-                              field=f"{ADVANCED}.{key[:80]}")
+            raise bad_request(
+                f"validation error: meter does not have group by: {key[:80]}", field=f"{ADVANCED}.{key[:80]}"
+            )
     return group_keys, by_subject
 
 
@@ -118,39 +122,55 @@ class Ranges:
             if whole_hi != end:
                 edges.append((whole_hi, end))
         first_hour = _ceil_hour(whole_lo) if whole_lo is not None else None
-        if hourly and whole_lo is not None and (first_hour is None or (
-                whole_hi is not None and first_hour >= _floor_hour(whole_hi))):
+        if (
+            hourly
+            and whole_lo is not None
+            and (first_hour is None or (whole_hi is not None and first_hour >= _floor_hour(whole_hi)))
+        ):
             hourly = False  # no whole hour inside
         daily = daily and hourly
         first_day = _ceil_day(whole_lo) if whole_lo is not None else None
-        if daily and whole_lo is not None and (first_day is None or (
-                whole_hi is not None and first_day >= floor_day(whole_hi))):
+        if (
+            daily
+            and whole_lo is not None
+            and (first_day is None or (whole_hi is not None and first_day >= floor_day(whole_hi)))
+        ):
             daily = False  # no whole day inside
         return cls(tuple(edges), True, whole_lo, whole_hi, hourly, daily)
 
     def args(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"whole_lo": self.whole_lo, "whole_hi": self.whole_hi,
-                               "hour_lo": _ceil_hour(self.whole_lo) if self.whole_lo else None,
-                               "hour_hi": _floor_hour(self.whole_hi) if self.whole_hi else None,
-                               "day_lo": _ceil_day(self.whole_lo) if self.whole_lo else None,
-                               "day_hi": floor_day(self.whole_hi) if self.whole_hi else None}
+        out: dict[str, Any] = {
+            "whole_lo": self.whole_lo,
+            "whole_hi": self.whole_hi,
+            "hour_lo": _ceil_hour(self.whole_lo) if self.whole_lo else None,
+            "hour_hi": _floor_hour(self.whole_hi) if self.whole_hi else None,
+            "day_lo": _ceil_day(self.whole_lo) if self.whole_lo else None,
+            "day_hi": floor_day(self.whole_hi) if self.whole_hi else None,
+        }
         for i, (lo, hi) in enumerate(self.edges):
             out[f"e{i}_lo"], out[f"e{i}_hi"] = lo, hi
         return out
 
 
 _ROW = "events, n, sum, min, max, latest_value, latest_time, latest_id, latest_source, vals"
-_TYPES = {"latest_value": "numeric", "latest_time": "timestamptz", "latest_id": "text", "latest_source": "text",
-          "vals": "text[]"}
+_TYPES = {
+    "latest_value": "numeric",
+    "latest_time": "timestamptz",
+    "latest_id": "text",
+    "latest_source": "text",
+    "vals": "text[]",
+}
 
 
 def _columns(aggregation: str) -> str:
     """The rollup columns the aggregation reads; NULL for the others, so that a subject's
     hours can come from rollup_hour's index alone (it carries the numeric columns)."""
-    needed = {"LATEST": {"latest_value", "latest_time", "latest_id", "latest_source"},
-              "UNIQUE_COUNT": {"vals"}}.get(aggregation, set())
-    return ", ".join(name if name not in _TYPES or name in needed else f"NULL::{_TYPES[name]}"
-                     for name in _ROW.split(", "))
+    needed = {"LATEST": {"latest_value", "latest_time", "latest_id", "latest_source"}, "UNIQUE_COUNT": {"vals"}}.get(
+        aggregation, set()
+    )
+    return ", ".join(
+        name if name not in _TYPES or name in needed else f"NULL::{_TYPES[name]}" for name in _ROW.split(", ")
+    )
 
 
 def _bound(name: str, value: datetime | None, infinite: str) -> str:
@@ -170,14 +190,20 @@ wanted_subjects AS NOT MATERIALIZED (
     SELECT s AS subject, bpom_key(s) AS subject_key FROM unnest(%(subjects)s::text[]) AS s
 )""")
     if r.edges:
-        spans = " OR ".join(f"(time >= %(e{i}_lo)s AND time < {_bound(f'e{i}_hi', hi, 'infinity')})"
-                            for i, (_lo, hi) in enumerate(r.edges))
-        ctes += [f"""
+        spans = " OR ".join(
+            f"(time >= %(e{i}_lo)s AND time < {_bound(f'e{i}_hi', hi, 'infinity')})"
+            for i, (_lo, hi) in enumerate(r.edges)
+        )
+        ctes += [
+            f"""
 src AS (
     SELECT namespace, source, id, type, subject, time, data
       FROM events
      WHERE namespace = %(namespace)s AND type = %(event_type)s AND ({spans})
-)""", rollup_sql.PROJECTED, rollup_sql.aggregated("edges", "minute")]
+)""",
+            rollup_sql.PROJECTED,
+            rollup_sql.aggregated("edges", "minute"),
+        ]
         subject_filter = " AND subject = ANY(%(subjects)s::text[])" if by_subjects else ""
         parts.append(f"""SELECT subject, groups, bucket AS minute, bucket AS first_minute, bucket AS last_minute,
                 {MINUTES} AS level, {columns}
@@ -241,8 +267,9 @@ days AS (
         parts.append(f"""{hour_rows}
             AND hour >= COALESCE((SELECT hi FROM days), (SELECT hi FROM hours)) AND hour < (SELECT hi FROM hours)""")
     parts.append(f"{minute_rows} AND minute >= {lo} AND minute < COALESCE((SELECT lo FROM hours), {hi})")
-    parts.append(f"{minute_rows} AND minute >= COALESCE((SELECT hi FROM hours), 'infinity'::timestamptz) "
-                 f"AND minute < {hi}")
+    parts.append(
+        f"{minute_rows} AND minute >= COALESCE((SELECT hi FROM hours), 'infinity'::timestamptz) AND minute < {hi}"
+    )
     return ctes, parts
 
 
@@ -262,8 +289,9 @@ _VALUE = {
 _WINDOW = "GREATEST(date_trunc(%(unit)s, minute, %(tz)s), %(earliest)s::timestamptz)"
 
 
-def statement(meter: Meter, params: QueryParams, r: Ranges, group_keys: list[str], by_subject: bool,
-               group_where: str) -> str:
+def statement(
+    meter: Meter, params: QueryParams, r: Ranges, group_keys: list[str], by_subject: bool, group_where: str
+) -> str:
     """The query's SQL, assembled from constant fragments (values only as parameters).
     Only the filters the request has are in it, so each plan fits the request."""
     aggregation = meter.spec.aggregation

@@ -33,12 +33,19 @@ class QueryResult:
 
 
 def too_many_rows(limit: int, what: str, advice: str) -> Problem:
-    return bad_request(f"the answer would have more than {limit} {what} (api.maxQueryRows); {advice}",
-                       limit=limit)
+    return bad_request(f"the answer would have more than {limit} {what} (api.maxQueryRows); {advice}", limit=limit)
 
 
-async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, r: plan.Ranges,
-                 group_keys: list[str], by_subject: bool, group_where: str, args: dict[str, Any]) -> list[tuple]:
+async def _fetch(
+    conn: psycopg.AsyncConnection,
+    meter: Meter,
+    params: QueryParams,
+    r: plan.Ranges,
+    group_keys: list[str],
+    by_subject: bool,
+    group_where: str,
+    args: dict[str, Any],
+) -> list[tuple]:
     """Rows (start, end, subject, groups, value, level): the window's bounds, or without
     windowSize the range's (from/to, else the extent of the data)."""
     # Not prepared: every execution is planned for its own range, subjects and level.
@@ -46,17 +53,23 @@ async def _fetch(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParam
     # A row's groups are an object of strings: orjson reads it several times faster than json.
     set_json_loads(orjson.loads, cur)
     try:
-        await cur.execute(plan.statement(meter, params, r, group_keys, by_subject, group_where),
-                          {**args, **r.args()}, prepare=False)
+        await cur.execute(
+            plan.statement(meter, params, r, group_keys, by_subject, group_where), {**args, **r.args()}, prepare=False
+        )
     except psycopg.errors.InvalidParameterValue as exc:
         # The zone names come from the engine's tz database; PostgreSQL's own may be older.
-        raise bad_request(f"validation error: invalid time zone: the database does not know "
-                          f"{params.time_zone!r} (its time zone data is older than the engine's)",
-                          field="windowTimeZone") from exc
+        raise bad_request(
+            f"validation error: invalid time zone: the database does not know "
+            f"{params.time_zone!r} (its time zone data is older than the engine's)",
+            field="windowTimeZone",
+        ) from exc
     fetched = await cur.fetchall()
-    if len(fetched) >= args["row_limit"]:   # one more than allowed: the answer is too large to hold
-        raise too_many_rows(args["row_limit"] - 1, "rows",
-                            "ask for a larger windowSize, a narrower from/to range, or fewer subjects or group keys")
+    if len(fetched) >= args["row_limit"]:  # one more than allowed: the answer is too large to hold
+        raise too_many_rows(
+            args["row_limit"] - 1,
+            "rows",
+            "ask for a larger windowSize, a narrower from/to range, or fewer subjects or group keys",
+        )
     rows, zone, size = [], params.zone, params.window_size
     bounds: dict[datetime, tuple[datetime, datetime]] = {}
     for window_start, subject, groups, value, first_minute, last_minute, level in fetched:
@@ -81,13 +94,19 @@ def _refuse_edges_inside_a_minute(params: QueryParams, rows: list[tuple]) -> Non
     kept local mean time (Los Angeles -07:52:58): windows in those years are refused too."""
     for start, end, *_rest in rows:
         for edge in (start, end):
-            if (edge.second or edge.microsecond) and edge not in (params.start, params.end, EARLIEST, LATEST) \
-                    and (params.start is None or edge > params.start) and (params.end is None or edge < params.end):
+            if (
+                (edge.second or edge.microsecond)
+                and edge not in (params.start, params.end, EARLIEST, LATEST)
+                and (params.start is None or edge > params.start)
+                and (params.end is None or edge < params.end)
+            ):
                 raise bad_request(
                     f"validation error: windowTimeZone {params.time_zone} puts a window edge at "
                     f"{edge.isoformat().replace('+00:00', 'Z')}, inside a minute (the zone's UTC offset then had "
                     "seconds); usage is kept per minute, so windows must start on whole minutes: ask in another "
-                    "windowTimeZone or without windowSize", field="windowTimeZone")
+                    "windowTimeZone or without windowSize",
+                    field="windowTimeZone",
+                )
 
 
 def _after_minute(minute: datetime) -> datetime:
@@ -103,10 +122,14 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
     group_keys, by_subject = plan.resolve_grouping(meter, params)
     unit = params.window_size.lower() if params.window_size else None  # date_trunc's field
     args = {
-        "namespace": meter.namespace, "event_type": meter.spec.event_type, "meter_pk": meter.pk,
+        "namespace": meter.namespace,
+        "event_type": meter.spec.event_type,
+        "meter_pk": meter.pk,
         "subjects": list(params.subjects) or None,
         "dropped_keys": sorted(set(meter.spec.group_by) - set(group_keys)),
-        "unit": unit, "tz": params.time_zone, "earliest": EARLIEST,
+        "unit": unit,
+        "tz": params.time_zone,
+        "earliest": EARLIEST,
         "row_limit": max_rows + 1,
     }
     compiler = Compiler()
@@ -133,12 +156,22 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
     for window_start, window_end, subject, groups, value, _level in rows:
         if value is None:
             continue  # no countable value in the window (e.g. SUM over events without the property)
-        out.append({
-            "value": value, "windowStart": window_start, "windowEnd": window_end,
-            "subject": subject, "groupBy": {key: (groups or {}).get(key) or "" for key in group_keys},
-        })
-    if not out and not group_keys and not by_subject and params.window_size is None \
-            and meter.spec.aggregation in ("COUNT", "UNIQUE_COUNT"):
+        out.append(
+            {
+                "value": value,
+                "windowStart": window_start,
+                "windowEnd": window_end,
+                "subject": subject,
+                "groupBy": {key: (groups or {}).get(key) or "" for key in group_keys},
+            }
+        )
+    if (
+        not out
+        and not group_keys
+        and not by_subject
+        and params.window_size is None
+        and meter.spec.aggregation in ("COUNT", "UNIQUE_COUNT")
+    ):
         out.append(_zero_row(params))
     return QueryResult(params, group_keys, by_subject, out)
 
@@ -150,19 +183,27 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 def _zero_row(params: QueryParams) -> dict[str, Any]:
     """A count over no events, as upstream answers it: a query that groups by nothing is one
     aggregate row in SQL, and a count of nothing is 0, where a sum of nothing is no value."""
-    return {"value": 0, "windowStart": params.start or _EPOCH,
-            "windowEnd": params.end or _EPOCH + timedelta(minutes=1), "subject": None, "groupBy": {}}
+    return {
+        "value": 0,
+        "windowStart": params.start or _EPOCH,
+        "windowEnd": params.end or _EPOCH + timedelta(minutes=1),
+        "subject": None,
+        "groupBy": {},
+    }
 
 
-async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None, end: datetime | None,
-                   max_rows: int) -> list[str]:
+async def subjects(
+    conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None, end: datetime | None, max_rows: int
+) -> list[str]:
     """Distinct subjects the meter has seen (optionally in [from, to) at minute precision),
     by a loose index scan over the rollups' primary key (meter_pk, subject_key, ...): one
     probe per subject, whose text is read beside its key; 400 past `max_rows`, or before the
     meter counts every event (retention.refuse_past_horizon)."""
     await retention.refuse_past_horizon(conn, meter, start)
-    cur = await conn.execute(plan.SUBJECTS, {"pk": meter.pk, "lo": floor_minute(start) if start else None, "hi": end,
-                                             "row_limit": max_rows + 1})
+    cur = await conn.execute(
+        plan.SUBJECTS,
+        {"pk": meter.pk, "lo": floor_minute(start) if start else None, "hi": end, "row_limit": max_rows + 1},
+    )
     found = [row[0] for row in await cur.fetchall()]
     if len(found) > max_rows:
         raise too_many_rows(max_rows, "subjects", "ask for a narrower from/to range")
@@ -173,22 +214,35 @@ async def subjects(conn: psycopg.AsyncConnection, meter: Meter, start: datetime 
 GROUP_VALUES_LOOKBACK = timedelta(hours=24)
 
 
-async def group_values(conn: psycopg.AsyncConnection, meter: Meter, key: str, start: datetime | None,
-                       end: datetime | None, max_rows: int) -> list[str]:
+async def group_values(
+    conn: psycopg.AsyncConnection, meter: Meter, key: str, start: datetime | None, end: datetime | None, max_rows: int
+) -> list[str]:
     """Distinct values of one group key in [from, to), as the answers spell them ("" for a
     missing value), in byte order; read like a query's groups (whole minutes from the
     rollups, partial edge minutes from the raw events); 400 past `max_rows`."""
     if key not in meter.spec.group_by:
-        raise bad_request(f"validation error: group by key is not valid for this meter: {key[:80]} (meter "
-                          f"{meter.spec.slug} groups by: {', '.join(sorted(meter.spec.group_by)) or 'nothing'})",
-                          field="groupByKey")
+        raise bad_request(
+            f"validation error: group by key is not valid for this meter: {key[:80]} (meter "
+            f"{meter.spec.slug} groups by: {', '.join(sorted(meter.spec.group_by)) or 'nothing'})",
+            field="groupByKey",
+        )
     if start is None and end is None:
         start = datetime.now(timezone.utc) - GROUP_VALUES_LOOKBACK
     ranges = plan.Ranges.of(QueryParams(start=start, end=end), hourly=True)
     await retention.refuse_past_horizon(conn, meter, start, ranges.edges)
-    cur = await conn.execute(plan.group_values_statement(ranges), {
-        "namespace": meter.namespace, "event_type": meter.spec.event_type, "meter_pk": meter.pk,
-        "subjects": None, "key": key, "row_limit": max_rows + 1, **ranges.args()}, prepare=False)
+    cur = await conn.execute(
+        plan.group_values_statement(ranges),
+        {
+            "namespace": meter.namespace,
+            "event_type": meter.spec.event_type,
+            "meter_pk": meter.pk,
+            "subjects": None,
+            "key": key,
+            "row_limit": max_rows + 1,
+            **ranges.args(),
+        },
+        prepare=False,
+    )
     found = [row[0] for row in await cur.fetchall()]
     if len(found) > max_rows:
         raise too_many_rows(max_rows, "values", "ask for a narrower from/to range")

@@ -24,7 +24,8 @@ SECRET_KEY = re.compile(rf"(?i)^[A-Za-z0-9_.-]*?{_SECRET_WORD}$")
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"<>]*@")
 _PARAMETER = re.compile(
     rf"(?i)(?:^|(?<=[\s?&;,]))(?P<key>[A-Za-z0-9_.-]*?{_SECRET_WORD})(?P<eq>\s*=\s*)"
-    r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s&;#'"]*)""")
+    r"""(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s&;#'"]*)"""
+)
 
 
 def redact(text: str) -> str:

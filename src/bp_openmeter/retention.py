@@ -57,11 +57,13 @@ def counts_past_horizon(meter: Meter, horizon: datetime | None) -> bool:
 
 def rebuild_refused(slug: str, changed: list[str], horizon: datetime) -> str:
     """Why a change of what a meter counts is refused (the api's 409, migrate's exit 2)."""
-    return (f"meter {slug}: changing {', '.join(changed)} rebuilds its rollups from raw events, and raw events "
-            f"before {format_time(horizon)} are gone ({SETTING}), while the meter holds counts from before then: "
-            f"they would be lost. Nothing was changed. Keep its definition (name, description and metadata may "
-            f"change), or create a meter with another slug for the new definition (this one stays as it is, "
-            f"readable)")
+    return (
+        f"meter {slug}: changing {', '.join(changed)} rebuilds its rollups from raw events, and raw events "
+        f"before {format_time(horizon)} are gone ({SETTING}), while the meter holds counts from before then: "
+        f"they would be lost. Nothing was changed. Keep its definition (name, description and metadata may "
+        f"change), or create a meter with another slug for the new definition (this one stays as it is, "
+        f"readable)"
+    )
 
 
 def past(horizon: datetime | None, start: datetime | None) -> bool:
@@ -71,21 +73,31 @@ def past(horizon: datetime | None, start: datetime | None) -> bool:
 
 def raw_events_gone(field: str, what: str, horizon: datetime, advice: str) -> Problem:
     """A 400 for an answer that needs raw events before the horizon."""
-    return bad_request(f"{field}: {what} needs raw events from before {format_time(horizon)}, and raw events are "
-                       f"kept only from there on ({SETTING}); {advice}",
-                       field=field, retainedFrom=format_time(horizon))
+    return bad_request(
+        f"{field}: {what} needs raw events from before {format_time(horizon)}, and raw events are "
+        f"kept only from there on ({SETTING}); {advice}",
+        field=field,
+        retainedFrom=format_time(horizon),
+    )
 
 
 def meter_incomplete(slug: str, counted_from: datetime) -> Problem:
     """A 400 for a range of a meter before it counts every event (Meter.complete_from)."""
-    return bad_request(f"from: meter {slug} counts events from {format_time(counted_from)} on: it was created or "
-                       f"changed when raw events before that were already past retention ({SETTING}), so its "
-                       f"usage before then is not known; ask from {format_time(counted_from)} on",
-                       field="from", retainedFrom=format_time(counted_from))
+    return bad_request(
+        f"from: meter {slug} counts events from {format_time(counted_from)} on: it was created or "
+        f"changed when raw events before that were already past retention ({SETTING}), so its "
+        f"usage before then is not known; ask from {format_time(counted_from)} on",
+        field="from",
+        retainedFrom=format_time(counted_from),
+    )
 
 
-async def refuse_past_horizon(conn: psycopg.AsyncConnection, meter: Meter, start: datetime | None,
-                              edges: tuple[tuple[datetime, datetime | None], ...] = ()) -> None:
+async def refuse_past_horizon(
+    conn: psycopg.AsyncConnection,
+    meter: Meter,
+    start: datetime | None,
+    edges: tuple[tuple[datetime, datetime | None], ...] = (),
+) -> None:
     """For a query, group-by values or subjects list: a 400 when the range starts before the
     meter counts every event, or when an edge (a partial minute, read from raw events) is before
     the horizon. Whole minutes before the horizon are answered from the rollups. The horizon is
@@ -103,5 +115,7 @@ async def refuse_past_horizon(conn: psycopg.AsyncConnection, meter: Meter, start
             raise raw_events_gone(
                 "from" if lo == start else "to",
                 f"the partial minute [{format_time(lo)}, {format_time(hi) if hi else 'the end of time'})",
-                horizon, f"whole minutes before it are answered from the rollups: give from and to on minute "
-                         f"boundaries, or from at or after {format_time(horizon)}")
+                horizon,
+                f"whole minutes before it are answered from the rollups: give from and to on minute "
+                f"boundaries, or from at or after {format_time(horizon)}",
+            )

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 def _value_at(field: str, path: str) -> str:
     """The JSON value a meter path selects in the event's data: `data -> key` for a path of
     one key on an object (the same value, several times faster), else the path itself."""
-    return (f"CASE WHEN {field} IS NOT NULL AND jsonb_typeof(s.data) = 'object' THEN s.data -> {field} "
-            f"ELSE jsonb_path_query_first(s.data, {path}, '{{}}', true) END")
+    return (
+        f"CASE WHEN {field} IS NOT NULL AND jsonb_typeof(s.data) = 'object' THEN s.data -> {field} "
+        f"ELSE jsonb_path_query_first(s.data, {path}, '{{}}', true) END"
+    )
 
 
 def _group_text(value: str) -> str:
@@ -95,14 +97,25 @@ class Level:
 
     @property
     def values(self) -> list[str]:
-        return ["events", "n", "sum", "min", "max", "latest_value", "latest_time", "latest_id", "latest_source",
-                *(["vals"] if self.vals else []), *(["first_minute", "last_minute"] if self.extent else [])]
+        return [
+            "events",
+            "n",
+            "sum",
+            "min",
+            "max",
+            "latest_value",
+            "latest_time",
+            "latest_id",
+            "latest_source",
+            *(["vals"] if self.vals else []),
+            *(["first_minute", "last_minute"] if self.extent else []),
+        ]
 
 
-MINUTE = Level("rollup_minute", "minute")                      # kept current by the sink
-HOUR = Level("rollup_hour", "hour", extent=True)               # sealed minutes (sealing.py)
+MINUTE = Level("rollup_minute", "minute")  # kept current by the sink
+HOUR = Level("rollup_hour", "hour", extent=True)  # sealed minutes (sealing.py)
 HOUR_TOTAL = Level("rollup_hour_total", "hour", by_subject=False, vals=False, extent=True)  # ... of all subjects
-DAY = Level("rollup_day", "day", extent=True)                  # sealed UTC days (sealing.py)
+DAY = Level("rollup_day", "day", extent=True)  # sealed UTC days (sealing.py)
 
 # The UTC day of the sealing watermark: every day before it is complete in rollup_day (the
 # session's zone is UTC, so date_trunc cuts UTC days).
@@ -116,6 +129,7 @@ def sealed_days(rows: str) -> str:
            latest_value, latest_time, latest_id, latest_source, vals, first_minute, last_minute
       FROM {rows}
      WHERE bucket < {SEALED_DAYS_END}"""
+
 
 def aggregated(name: str, bucket: str) -> str:
     """CTEs `<name>*`: partial aggregates of the projected rows per (meter, subject, groups,
@@ -164,11 +178,15 @@ def merged(name: str, rows: str, level: Level) -> str:
     """CTEs `<name>*`: rollup rows of CTE `rows` merged per key of `level` (bucket kept)."""
     subject = "subject, " if level.by_subject else ""
     key = f"meter_pk, {subject}groups, bucket"
-    vals_part = f"""
+    vals_part = (
+        f"""
             UNION ALL
             SELECT DISTINCT {key}, v, 0, 0, NULL::numeric, NULL::numeric, NULL::numeric, NULL::numeric,
                    NULL::timestamptz, NULL::text, NULL::text, NULL::timestamptz, NULL::timestamptz
-              FROM {rows} CROSS JOIN LATERAL unnest({rows}.vals) AS v""" if level.vals else ""
+              FROM {rows} CROSS JOIN LATERAL unnest({rows}.vals) AS v"""
+        if level.vals
+        else ""
+    )
     return f"""
 {name}_latest AS (
     SELECT DISTINCT ON ({key}) {key}, latest_value, latest_time, latest_id, latest_source
@@ -211,15 +229,19 @@ def upsert(level: Level, rows: str) -> str:
                    ELSE {t}.sum + excluded.sum END""",
         f"min = LEAST({t}.min, excluded.min)",
         f"max = GREATEST({t}.max, excluded.max)",
-        *(f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {t}.{c} END"
-          for c in ("latest_value", "latest_id", "latest_source", "latest_time")),
+        *(
+            f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {t}.{c} END"
+            for c in ("latest_value", "latest_id", "latest_source", "latest_time")
+        ),
     ]
     if level.vals:
         merges.append(f"""vals = CASE WHEN excluded.vals IS NULL THEN {t}.vals WHEN {t}.vals IS NULL THEN excluded.vals
                     ELSE ARRAY(SELECT DISTINCT v FROM unnest({t}.vals || excluded.vals) AS v) END""")
     if level.extent:
-        merges += [f"first_minute = LEAST({t}.first_minute, excluded.first_minute)",
-                   f"last_minute = GREATEST({t}.last_minute, excluded.last_minute)"]
+        merges += [
+            f"first_minute = LEAST({t}.first_minute, excluded.first_minute)",
+            f"last_minute = GREATEST({t}.last_minute, excluded.last_minute)",
+        ]
     subject = "subject, " if level.by_subject else ""
     values = ", ".join(level.values)
     key = ", ".join(level.key)
@@ -230,7 +252,7 @@ def upsert(level: Level, rows: str) -> str:
       FROM {rows}
      ORDER BY {", ".join(str(i + 1) for i in range(len(level.key)))}
     ON CONFLICT ({key}) DO UPDATE SET
-        {(","+chr(10)+"        ").join(merges)}
+        {("," + chr(10) + "        ").join(merges)}
     RETURNING 1"""
 
 

@@ -50,20 +50,36 @@ class _Server(uvicorn.Server):
 
 def _limits(cfg: Config) -> ConnectionLimits:
     api = cfg.api
-    return ConnectionLimits(max_header_bytes=api.max_header_bytes, max_header_count=api.max_header_count,
-                            header_timeout=api.header_timeout, idle_timeout=api.idle_timeout,
-                            body_timeout=api.body_timeout, max_connections=api.max_connections)
+    return ConnectionLimits(
+        max_header_bytes=api.max_header_bytes,
+        max_header_count=api.max_header_count,
+        header_timeout=api.header_timeout,
+        idle_timeout=api.idle_timeout,
+        body_timeout=api.body_timeout,
+        max_connections=api.max_connections,
+    )
 
 
 def _server(app: ASGIApp, host: str, port: int, limits: ConnectionLimits, drain_s: float = 20.0) -> _Server:
     # ws="none": the API has no WebSocket route, and an upgraded connection would leave the guarded protocol.
-    return _Server(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                  lifespan="off", loop="none", ws="none", server_header=False,
-                                  # uvicorn's annotations are narrower than what it takes: a protocol
-                                  # factory (it calls http(config=..., ...)), and seconds as floats.
-                                  http=protocol_factory(limits),  # type: ignore[arg-type]
-                                  timeout_graceful_shutdown=drain_s,  # type: ignore[arg-type]
-                                  timeout_keep_alive=limits.idle_timeout))  # type: ignore[arg-type]
+    return _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            loop="none",
+            ws="none",
+            server_header=False,
+            # uvicorn's annotations are narrower than what it takes: a protocol
+            # factory (it calls http(config=..., ...)), and seconds as floats.
+            http=protocol_factory(limits),  # type: ignore[arg-type]
+            timeout_graceful_shutdown=drain_s,  # type: ignore[arg-type]
+            timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]
+        )
+    )
 
 
 def _on_sigterm(callback: Callable[[], None]) -> None:
@@ -90,8 +106,9 @@ async def _connect_bus(bus: EventBus) -> None:
             delay = min(delay * 2, 5.0)
 
 
-async def _sync_meters(pool: AsyncConnectionPool, cfg: Config,
-                       specs: list[MeterSpec]) -> meter_store.HistoryPastHorizon | None:
+async def _sync_meters(
+    pool: AsyncConnectionPool, cfg: Config, specs: list[MeterSpec]
+) -> meter_store.HistoryPastHorizon | None:
     """Apply the config file's meters, retrying while the database is away; returns the refusal
     of changes that would lose counts past the retention horizon (none applied then)."""
     if not specs:
@@ -167,23 +184,35 @@ async def run_api(config_path: str | None) -> int:
     bus = EventBus(cfg.nats, "bp-openmeter-api")
     dedupe = Deduplicator(cfg.valkey)
     horizon = HorizonWatch(pool)
-    state = ApiState(cfg=cfg, pool=pool, ingestor=Ingestor(cfg.namespace, bus, dedupe, cfg.api.publish_timeout),
-                     horizon=horizon)
+    state = ApiState(
+        cfg=cfg, pool=pool, ingestor=Ingestor(cfg.namespace, bus, dedupe, cfg.api.publish_timeout), horizon=horizon
+    )
 
     api = _server(build_app(state), cfg.api.host, cfg.api.port, _limits(cfg))
-    tel = _server(telemetry_app(lambda: health.readiness(pool, bus), degraded=lambda: health.dedupe_degraded(dedupe)),
-                  cfg.telemetry.host, cfg.telemetry.port, _limits(cfg))
+    tel = _server(
+        telemetry_app(lambda: health.readiness(pool, bus), degraded=lambda: health.dedupe_degraded(dedupe)),
+        cfg.telemetry.host,
+        cfg.telemetry.port,
+        _limits(cfg),
+    )
 
     def stop() -> None:
         log.info("shutting down: draining in-flight requests")
         api.should_exit = True
 
     _on_sigterm(stop)
-    background = [asyncio.create_task(_connect_bus(bus)), asyncio.create_task(_sync_meters(pool, cfg, specs)),
-                  asyncio.create_task(horizon.run())]
-    log.info("api starting", address=f"{cfg.api.host}:{cfg.api.port}",
-             telemetry=f"{cfg.telemetry.host}:{cfg.telemetry.port}", namespace=cfg.namespace,
-             dedupe="valkey" if dedupe.enabled else "jetstream+postgres only")
+    background = [
+        asyncio.create_task(_connect_bus(bus)),
+        asyncio.create_task(_sync_meters(pool, cfg, specs)),
+        asyncio.create_task(horizon.run()),
+    ]
+    log.info(
+        "api starting",
+        address=f"{cfg.api.host}:{cfg.api.port}",
+        telemetry=f"{cfg.telemetry.host}:{cfg.telemetry.port}",
+        namespace=cfg.namespace,
+        dedupe="valkey" if dedupe.enabled else "jetstream+postgres only",
+    )
     tel_task = asyncio.create_task(tel.serve())
     try:
         await api.serve()
@@ -212,15 +241,22 @@ async def run_sink(config_path: str | None) -> int:
         await setup_session(conn)
         await idle.setup(conn)
 
-    pool = make_pool(cfg.postgres, "sink", setup=setup_sink_session,
-                     max_size=max(cfg.sink.concurrency + 1, cfg.postgres.pool_min),
-                     acquire_timeout=SINK_ACQUIRE_TIMEOUT_S)
+    pool = make_pool(
+        cfg.postgres,
+        "sink",
+        setup=setup_sink_session,
+        max_size=max(cfg.sink.concurrency + 1, cfg.postgres.pool_min),
+        acquire_timeout=SINK_ACQUIRE_TIMEOUT_S,
+    )
     await pool.open(wait=False)
     bus = EventBus(cfg.nats, "bp-openmeter-sink")
     sink = Sink(cfg, bus, pool)
-    tel = _server(telemetry_app(lambda: health.readiness(pool, bus, progress=sink.stall_problem,
-                                                         sealing=sink.sealing_problem)),
-                  cfg.telemetry.host, cfg.telemetry.port, _limits(cfg))
+    tel = _server(
+        telemetry_app(lambda: health.readiness(pool, bus, progress=sink.stall_problem, sealing=sink.sealing_problem)),
+        cfg.telemetry.host,
+        cfg.telemetry.port,
+        _limits(cfg),
+    )
 
     def stop() -> None:
         log.info("shutting down: finishing the current batch")
@@ -228,8 +264,9 @@ async def run_sink(config_path: str | None) -> int:
 
     _on_sigterm(stop)
     tel_task = asyncio.create_task(tel.serve())
-    log.info("sink starting", stream=cfg.nats.stream.name, consumer=cfg.nats.consumer.durable,
-             batch_size=cfg.sink.batch_size)
+    log.info(
+        "sink starting", stream=cfg.nats.stream.name, consumer=cfg.nats.consumer.durable, batch_size=cfg.sink.batch_size
+    )
     try:
         connect = asyncio.create_task(_connect_bus(bus))
         stopping = asyncio.create_task(sink.stopping.wait())

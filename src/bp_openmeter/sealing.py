@@ -46,9 +46,9 @@ from .windows import floor_day, floor_minute
 
 log = get_logger("sealing")
 
-GRACE = timedelta(minutes=2)       # minutes this recent stay minute-level only (late events are common)
-INTERVAL = 30.0                    # seconds between sealing rounds
-_RETRY_START = 1.0                 # seconds before a failed round is tried again, doubling up to INTERVAL
+GRACE = timedelta(minutes=2)  # minutes this recent stay minute-level only (late events are common)
+INTERVAL = 30.0  # seconds between sealing rounds
+_RETRY_START = 1.0  # seconds before a failed round is tried again, doubling up to INTERVAL
 _STEP_START = timedelta(hours=1)
 _STEP_MIN, _STEP_MAX = timedelta(minutes=1), timedelta(days=7)
 _STEP_QUICK, _STEP_SLOW = 0.1, 0.5  # seconds a step may hold the lock: grow below, shrink above
@@ -128,7 +128,7 @@ class SealingWatch:
     since: float = field(default=0.0)
     current: bool = False
     error: str | None = None
-    watermark: float | None = None   # seconds since the epoch (-inf: nothing sealed yet)
+    watermark: float | None = None  # seconds since the epoch (-inf: nothing sealed yet)
     grace: timedelta = GRACE
 
     def __post_init__(self) -> None:
@@ -159,8 +159,9 @@ class Sealer:
         self.watch = SealingWatch(grace=grace)
 
     async def _sealed_through(self, conn: psycopg.AsyncConnection, target: datetime) -> bool:
-        cur = await conn.execute("SELECT sealed_through >= %s, extract(epoch FROM sealed_through)::float8 "
-                                 "FROM rollup_seal", (target,))
+        cur = await conn.execute(
+            "SELECT sealed_through >= %s, extract(epoch FROM sealed_through)::float8 FROM rollup_seal", (target,)
+        )
         row = await cur.fetchone()
         if row is None:
             return False
@@ -210,12 +211,24 @@ class Sealer:
                 row = await cur.fetchone()
         except psycopg.Error as diagnosis:
             log.warning("the row a failed sealing step concerns could not be found", error=str(diagnosis).strip())
-        about = {} if row is None else {
-            "namespace": row[0], "meter": row[1], "subject": row[2][:200], "hour": row[3].isoformat(),
-            "indexed_number_bytes": row[4]}
-        log.error("sealing refused by the database for the data of a rollup row; it is retried, and the "
-                  "minutes from the watermark on stay unsealed until the row is fixed",
-                  error=describe(exc), sealing_up_to=hi.isoformat(), **about)
+        about = (
+            {}
+            if row is None
+            else {
+                "namespace": row[0],
+                "meter": row[1],
+                "subject": row[2][:200],
+                "hour": row[3].isoformat(),
+                "indexed_number_bytes": row[4],
+            }
+        )
+        log.error(
+            "sealing refused by the database for the data of a rollup row; it is retried, and the "
+            "minutes from the watermark on stay unsealed until the row is fixed",
+            error=describe(exc),
+            sealing_up_to=hi.isoformat(),
+            **about,
+        )
 
     def _adapt(self, seconds: float) -> None:
         if seconds < _STEP_QUICK:
@@ -228,9 +241,11 @@ class Sealer:
         stalled = self.watch.stalled()
         if stalled <= limit:
             return None
-        return (f"no sealing progress for {stalled:.0f} s (sink.sealingStallTimeout {limit:g} s), the hourly "
-                f"rollups {self.watch.lag():.0f} s behind: "
-                f"{self.watch.error or 'no round has finished (a step may wait for the meters lock)'}; see the sink log")
+        return (
+            f"no sealing progress for {stalled:.0f} s (sink.sealingStallTimeout {limit:g} s), the hourly "
+            f"rollups {self.watch.lag():.0f} s behind: "
+            f"{self.watch.error or 'no round has finished (a step may wait for the meters lock)'}; see the sink log"
+        )
 
     async def run(self, stopping: asyncio.Event) -> None:
         retry = _RETRY_START
@@ -249,4 +264,3 @@ class Sealer:
                 await asyncio.wait_for(stopping.wait(), timeout=pause)
             except asyncio.TimeoutError:
                 pass
-

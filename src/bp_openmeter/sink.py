@@ -87,11 +87,11 @@ async def setup_session(conn: psycopg.AsyncConnection) -> None:
 
 @dataclass
 class Stored:
-    delivered: int        # events in the staged messages
-    inserted: int         # of those, newly stored
+    delivered: int  # events in the staged messages
+    inserted: int  # of those, newly stored
     oldest: datetime | None  # the oldest ingestedAt among the inserted
-    foreign: int          # not stored: they claim another namespace (to be dead-lettered)
-    past_retention: int   # not stored: their time is before the retention horizon (to be dead-lettered)
+    foreign: int  # not stored: they claim another namespace (to be dead-lettered)
+    past_retention: int  # not stored: their time is before the retention horizon (to be dead-lettered)
     raw_from: datetime | None  # the retention horizon (None: nothing dropped)
     conflicting: int = 0  # not inserted: their key was stored with other content
 
@@ -114,13 +114,15 @@ async def take_store_slot(conn: psycopg.AsyncConnection, slots: int) -> None:
         return
     cur = await conn.execute(
         "SELECT s FROM generate_series(0, %s - 1) AS s WHERE pg_try_advisory_xact_lock(%s, s) LIMIT 1",
-        (slots, STORE_SLOTS_LOCK))
+        (slots, STORE_SLOTS_LOCK),
+    )
     if await cur.fetchone() is None:
         await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (STORE_SLOTS_LOCK, random.randrange(slots)))
 
 
-async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str,
-                 slots: int = 0) -> Stored:
+async def _store(
+    conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str, slots: int = 0
+) -> Stored:
     """Stage (stream sequence, message) rows and store this engine's namespace's events of
     them in one transaction, in one of `slots` database-wide store slots. An event of a day
     without its partition yet (a day past the ones created ahead: backdated history, a time
@@ -134,8 +136,9 @@ async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], n
     return await _store_once(conn, rows, namespace, slots)
 
 
-async def _store_once(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str,
-                      slots: int) -> Stored:
+async def _store_once(
+    conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str, slots: int
+) -> Stored:
     async with conn.transaction():
         await take_store_slot(conn, slots)
         await lock_shared(conn)
@@ -150,8 +153,11 @@ async def _store_once(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes
                 await cur.execute(rollup_sql.CONFLICTING, params)
                 stored.conflicting, example = await one_row(cur)
                 if stored.conflicting:
-                    log.warning("events dropped: their source and id were stored before with other content",
-                                events=stored.conflicting, example=example)
+                    log.warning(
+                        "events dropped: their source and id were stored before with other content",
+                        events=stored.conflicting,
+                        example=example,
+                    )
             if stored.inserted == 0 and stored.delivered > stored.unstored:
                 # All stored before, by a commit that may not have reached the standbys (its wait
                 # was cancelled, or its connection lost). A transaction that writes no WAL commits
@@ -173,7 +179,9 @@ async def _insert_dead_letter(conn: psycopg.AsyncConnection, row: tuple) -> None
                 """INSERT INTO dead_letters (stream, stream_seq, position, namespace, source, id, type, subject,
                                              time, payload, reason, deliveries)
                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT DO NOTHING""", row)
+                   ON CONFLICT DO NOTHING""",
+                row,
+            )
             if cur.rowcount == 0:
                 # Recorded before, maybe by a commit the standbys lack: wait for them as _store does.
                 await cur.execute(_WAIT_FOR_STANDBYS)
@@ -237,8 +245,10 @@ class Sink:
         stalled, limit = self.stalled_seconds(), self.cfg.sink.stall_timeout
         if stalled <= limit:
             return None
-        return (f"no progress for {stalled:.0f} s while holding messages or failing to fetch them "
-                f"(sink.stallTimeout {limit:g} s); see the sink log")
+        return (
+            f"no progress for {stalled:.0f} s while holding messages or failing to fetch them "
+            f"(sink.stallTimeout {limit:g} s); see the sink log"
+        )
 
     def sealing_problem(self) -> str | None:
         """Why /healthz/ready should fail, if sealing has made no progress past sink.sealingStallTimeout."""
@@ -253,13 +263,16 @@ class Sink:
         """`sink.concurrency` workers, each with its own pull subscription on the shared durable
         consumer and its own database session, so that PostgreSQL can store one batch while
         it folds another (their rollup writes are ordered alike, so they cannot deadlock)."""
-        subscriptions = [await self.bus.pull_subscription(self.cfg.namespace, self.cfg.sink.batch_size)
-                         for _ in range(self.cfg.sink.concurrency)]
+        subscriptions = [
+            await self.bus.pull_subscription(self.cfg.namespace, self.cfg.sink.batch_size)
+            for _ in range(self.cfg.sink.concurrency)
+        ]
         lag_task = asyncio.create_task(self._report_lag(subscriptions[0]))
         seal_task = asyncio.create_task(self.sealer.run(self.stopping))
         backfill_task = asyncio.create_task(Backfiller(self.pool).run(self.stopping))
-        keeper = partitions.PartitionKeeper(self.pool, self.cfg.retention.raw_events,
-                                            lambda: self.bus.in_flight_since(subscriptions[0]))
+        keeper = partitions.PartitionKeeper(
+            self.pool, self.cfg.retention.raw_events, lambda: self.bus.in_flight_since(subscriptions[0])
+        )
         partition_task = asyncio.create_task(keeper.run(self.stopping))
         try:
             await asyncio.gather(*(self._work(psub, self._new_worker()) for psub in subscriptions))
@@ -321,11 +334,15 @@ class Sink:
                 # Down, restarting, not yet migrated: wait it out; the events are safe in JetStream.
                 self.db_ok = False
                 metrics.SINK_BATCHES.labels("failed").inc()
-                log.warning(f"{what} not stored, will retry", error=reason, retry_in_s=backoff, messages=len(keep),
-                            first_seq=keep[0].metadata.sequence.stream if keep else None)
+                log.warning(
+                    f"{what} not stored, will retry",
+                    error=reason,
+                    retry_in_s=backoff,
+                    messages=len(keep),
+                    first_seq=keep[0].metadata.sequence.stream if keep else None,
+                )
                 if self.stopping.is_set():
-                    log.info("stopping: messages abandoned un-acked, JetStream will redeliver them",
-                             messages=len(keep))
+                    log.info("stopping: messages abandoned un-acked, JetStream will redeliver them", messages=len(keep))
                     raise Abandoned() from exc
                 await self._keep_in_progress(keep)
                 await self._sleep(backoff)
@@ -337,8 +354,11 @@ class Sink:
         outcome = BatchOutcome(delivered=len(msgs))
         started = time.perf_counter()
         try:
-            stored = await self._retrying(partial(_store, rows=_rows(msgs), namespace=self.cfg.namespace,
-                                                  slots=self.cfg.sink.store_slots), msgs, "batch")
+            stored = await self._retrying(
+                partial(_store, rows=_rows(msgs), namespace=self.cfg.namespace, slots=self.cfg.sink.store_slots),
+                msgs,
+                "batch",
+            )
         except DataFault as fault:
             log.warning("batch rejected by its data, storing message by message", error=str(fault))
             return await self._one_by_one(msgs, outcome, progress)
@@ -366,9 +386,11 @@ class Sink:
     async def _one_by_one(self, msgs: list[Msg], outcome: BatchOutcome, progress: Progress) -> BatchOutcome:
         for index, msg in enumerate(msgs):
             try:
-                stored = await self._retrying(partial(_store, rows=_rows([msg]), namespace=self.cfg.namespace,
-                                                  slots=self.cfg.sink.store_slots),
-                                              msgs[index:], "message")
+                stored = await self._retrying(
+                    partial(_store, rows=_rows([msg]), namespace=self.cfg.namespace, slots=self.cfg.sink.store_slots),
+                    msgs[index:],
+                    "message",
+                )
             except DataFault:
                 await self._event_by_event(msg, outcome, msgs[index:])
             except Abandoned:
@@ -376,8 +398,9 @@ class Sink:
             else:
                 outcome.inserted += stored.inserted
                 self._count(stored)
-                if stored.unstored and not await self._dead_letter_unstored([msg], outcome, msgs[index:],
-                                                                            stored.raw_from):
+                if stored.unstored and not await self._dead_letter_unstored(
+                    [msg], outcome, msgs[index:], stored.raw_from
+                ):
                     return outcome
                 await msg.ack()
             progress.made()
@@ -400,8 +423,9 @@ class Sink:
         try:
             for position, single in enumerate(singles):
                 try:
-                    store = partial(_store, rows=[(seq, single)], namespace=self.cfg.namespace,
-                                    slots=self.cfg.sink.store_slots)
+                    store = partial(
+                        _store, rows=[(seq, single)], namespace=self.cfg.namespace, slots=self.cfg.sink.store_slots
+                    )
                     stored = await self._retrying(store, keep, "event")
                 except DataFault as fault:
                     failed.append((position, str(fault)))
@@ -412,7 +436,7 @@ class Sink:
                         unstored.append((position, self._unstored_reason(events[position], stored.raw_from)))
             if failed and deliveries < self.cfg.nats.consumer.max_deliver:
                 outcome.retried_later += 1
-                await msg.nak(delay=min(30.0, 2.0 ** deliveries))
+                await msg.nak(delay=min(30.0, 2.0**deliveries))
                 return
             for position, reason in [*failed, *unstored]:
                 event = events[position] if isinstance(events[position], dict) else None
@@ -424,16 +448,20 @@ class Sink:
 
     def _foreign_reason(self, event: object) -> str:
         claimed = event.get("namespace") if isinstance(event, dict) else None
-        return (f"the event's namespace {claimed!r} is not this engine's namespace {self.cfg.namespace!r}: "
-                "not stored (another deployment's event, on this engine's stream)")
+        return (
+            f"the event's namespace {claimed!r} is not this engine's namespace {self.cfg.namespace!r}: "
+            "not stored (another deployment's event, on this engine's stream)"
+        )
 
     def _unstored_reason(self, event: Any, raw_from: datetime | None) -> str:
         """Why STORE_BATCH did not store this event: another namespace's, or past retention."""
         if not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace or raw_from is None:
             return self._foreign_reason(event)
-        return (f"the event's time {event.get('time')} is before {format_time(raw_from)}, where raw events are "
-                f"kept from (retention.rawEvents): its day was dropped with the events it held, so it is neither "
-                "stored nor counted (a replay of an event counted then would count twice)")
+        return (
+            f"the event's time {event.get('time')} is before {format_time(raw_from)}, where raw events are "
+            f"kept from (retention.rawEvents): its day was dropped with the events it held, so it is neither "
+            "stored nor counted (a replay of an event counted then would count twice)"
+        )
 
     def _past_retention(self, event: Any, raw_from: datetime | None) -> bool:
         try:
@@ -441,8 +469,9 @@ class Sink:
         except (ValueError, TypeError, AttributeError):
             return False
 
-    async def _dead_letter_unstored(self, msgs: list[Msg], outcome: BatchOutcome, keep: list[Msg],
-                                    raw_from: datetime | None) -> bool:
+    async def _dead_letter_unstored(
+        self, msgs: list[Msg], outcome: BatchOutcome, keep: list[Msg], raw_from: datetime | None
+    ) -> bool:
         """Dead-letter the events of `msgs` that claim another namespace or whose time is past
         retention (STORE_BATCH has not stored them). An unavailable database is waited out like
         a store (`keep` kept in progress); False when the sink stops meanwhile: the messages are
@@ -462,16 +491,22 @@ class Sink:
                 for position, event in enumerate(events):
                     foreign = not isinstance(event, dict) or event.get("namespace") != self.cfg.namespace
                     if foreign or self._past_retention(event, raw_from):
-                        await self._dead_letter(msg, position, event if isinstance(event, dict) else None,
-                                                reason or self._unstored_reason(event, raw_from),
-                                                msg.metadata.num_delivered, keep)
+                        await self._dead_letter(
+                            msg,
+                            position,
+                            event if isinstance(event, dict) else None,
+                            reason or self._unstored_reason(event, raw_from),
+                            msg.metadata.num_delivered,
+                            keep,
+                        )
                         outcome.dead_lettered += 1
         except Abandoned:
             return False
         return True
 
-    async def _dead_letter(self, msg: Msg, position: int, event: dict[str, Any] | None, reason: str, deliveries: int,
-                           keep: list[Msg]) -> None:
+    async def _dead_letter(
+        self, msg: Msg, position: int, event: dict[str, Any] | None, reason: str, deliveries: int, keep: list[Msg]
+    ) -> None:
         """Record one event (or an unreadable message, event None) that cannot be stored."""
         fields = event or {}
         if event is not None:
@@ -489,9 +524,23 @@ class Sink:
             event_time = None
 
         async def insert(conn: psycopg.AsyncConnection) -> None:
-            await _insert_dead_letter(conn, (self.cfg.nats.stream.name, msg.metadata.sequence.stream, position,
-                                             field("namespace"), field("source"), field("id"), field("type"),
-                                             field("subject"), event_time, text, reason[:2000], deliveries))
+            await _insert_dead_letter(
+                conn,
+                (
+                    self.cfg.nats.stream.name,
+                    msg.metadata.sequence.stream,
+                    position,
+                    field("namespace"),
+                    field("source"),
+                    field("id"),
+                    field("type"),
+                    field("subject"),
+                    event_time,
+                    text,
+                    reason[:2000],
+                    deliveries,
+                ),
+            )
 
         try:
             await self._retrying(insert, keep, "dead letter")
@@ -503,8 +552,13 @@ class Sink:
             except DataFault as fault:
                 log.error("dead letter not recorded", error=str(fault), payload=text[:1000], reason=reason[:500])
         metrics.SINK_DEAD_LETTERS.inc()
-        log.error("event dead-lettered", stream_seq=msg.metadata.sequence.stream, position=position,
-                  reason=reason[:500], deliveries=deliveries)
+        log.error(
+            "event dead-lettered",
+            stream_seq=msg.metadata.sequence.stream,
+            position=position,
+            reason=reason[:500],
+            deliveries=deliveries,
+        )
 
     async def _ack_all(self, msgs: list) -> None:
         for msg in msgs:
@@ -512,8 +566,10 @@ class Sink:
                 await msg.ack()
             except nats.errors.Error as exc:
                 # Committed already: a lost ack only means a harmless redelivery.
-                log.warning("ack failed after commit; the message will be redelivered and ignored",
-                            error=str(exc) or type(exc).__name__)
+                log.warning(
+                    "ack failed after commit; the message will be redelivered and ignored",
+                    error=str(exc) or type(exc).__name__,
+                )
                 return
 
     async def _keep_in_progress(self, msgs: list) -> None:
@@ -522,4 +578,3 @@ class Sink:
                 await msg.in_progress()
             except nats.errors.Error:
                 return
-

@@ -46,5 +46,4 @@ def telemetry_app(readiness: ReadinessCheck, degraded: DegradedCheck = _no_degra
         status = "degraded" if any(notes.values()) else "ok"
         return Response(orjson.dumps({"status": status, "checks": shown}), media_type="application/json")
 
-    return Starlette(routes=[Route("/metrics", metrics), Route("/healthz/live", live),
-                             Route("/healthz/ready", ready)])
+    return Starlette(routes=[Route("/metrics", metrics), Route("/healthz/live", live), Route("/healthz/ready", ready)])

@@ -11,7 +11,8 @@ LATEST = datetime.max.replace(tzinfo=timezone.utc)
 
 # ASCII digits only (re.ASCII): \d would also match "２０２６", which is no RFC 3339 year.
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII)
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII
+)
 
 
 def parse_time(value: object) -> datetime:
@@ -68,8 +69,10 @@ def _from_groups(value: str, match: re.Match) -> datetime:
     if second == "60":
         # RFC 3339 allows a leap second; a datetime cannot hold one, and moving it to :59 would
         # change the event's time silently (upstream's Go time.Parse refuses it too).
-        raise ValueError(f"{value[:64]!r} has second 60, a leap second, which is not accepted: "
-                         "send the time as 59.999999 or as the next second")
+        raise ValueError(
+            f"{value[:64]!r} has second 60, a leap second, which is not accepted: "
+            "send the time as 59.999999 or as the next second"
+        )
     try:
         return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz)
     except ValueError as exc:

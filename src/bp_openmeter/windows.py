@@ -113,7 +113,7 @@ def _first(lo: datetime, hi: datetime, reached: Callable[[datetime], bool]) -> d
     def at(step: int) -> datetime:
         return min(hi, base + step * _SECOND)
 
-    low, high = 0, -(-(hi - base) // _SECOND)   # at(high) is hi
+    low, high = 0, -(-(hi - base) // _SECOND)  # at(high) is hi
     while high - low > 1:
         middle = (low + high) // 2
         if reached(at(middle)):

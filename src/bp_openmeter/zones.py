@@ -26,6 +26,7 @@ def names() -> frozenset[str]:
 def zone(name: str) -> ZoneInfo:
     """The zone of an IANA name; ValueError for anything else."""
     if len(name) > MAX_NAME_LENGTH or name not in names():
-        raise ValueError(f"unknown time zone {name[:MAX_NAME_LENGTH]!r}: use an IANA name such as "
-                         "'Europe/Berlin' or 'UTC'")
+        raise ValueError(
+            f"unknown time zone {name[:MAX_NAME_LENGTH]!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'"
+        )
     return ZoneInfo(name)

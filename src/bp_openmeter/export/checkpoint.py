@@ -51,8 +51,16 @@ class Checkpoint:
 
     @classmethod
     def from_row(cls, row: dict) -> "Checkpoint":
-        return cls(row["name"], row["namespace"], row["target"], row["time_from"], row["time_to"],
-                   row["exported_through"], row["events_sent"], row["finished_at"])
+        return cls(
+            row["name"],
+            row["namespace"],
+            row["target"],
+            row["time_from"],
+            row["time_to"],
+            row["exported_through"],
+            row["events_sent"],
+            row["finished_at"],
+        )
 
 
 def _lock_key(name: str) -> int:
@@ -79,20 +87,29 @@ async def load(conn: psycopg.AsyncConnection, name: str) -> Checkpoint | None:
     return Checkpoint.from_row(row) if row else None
 
 
-async def open_checkpoint(conn: psycopg.AsyncConnection, name: str, scope: Scope, target: str,
-                          restart: bool) -> Checkpoint:
+async def open_checkpoint(
+    conn: psycopg.AsyncConnection, name: str, scope: Scope, target: str, restart: bool
+) -> Checkpoint:
     """The checkpoint to resume from (new: from the beginning). An existing one must describe
     the same export (namespace, target, time range): resuming another export's position
     would skip events. `restart` starts the named export over."""
     current = await load(conn, name)
     if current is not None and not restart:
-        differs = [f"{what} {_spelt(was)} (now {_spelt(now)})" for what, was, now in (
-            ("namespace", current.namespace, scope.namespace), ("target", current.target, target),
-            ("from", current.start, scope.start), ("to", current.end, scope.end)) if was != now]
+        differs = [
+            f"{what} {_spelt(was)} (now {_spelt(now)})"
+            for what, was, now in (
+                ("namespace", current.namespace, scope.namespace),
+                ("target", current.target, target),
+                ("from", current.start, scope.start),
+                ("to", current.end, scope.end),
+            )
+            if was != now
+        ]
         if differs:
             raise CheckpointMismatch(
                 f"export {name!r} was started with {', '.join(differs)}: resuming it would skip events. "
-                "Give this export another --name, or pass --restart to start this one over")
+                "Give this export another --name, or pass --restart to start this one over"
+            )
         return current
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
@@ -103,7 +120,8 @@ async def open_checkpoint(conn: psycopg.AsyncConnection, name: str, scope: Scope
                   time_to = EXCLUDED.time_to, exported_through = 0, events_sent = 0, finished_at = NULL,
                   created_at = now(), updated_at = now()
            RETURNING *""",
-        {"name": name, "ns": scope.namespace, "target": target, "start": scope.start, "end": scope.end})
+        {"name": name, "ns": scope.namespace, "target": target, "start": scope.start, "end": scope.end},
+    )
     row = await cur.fetchone()
     assert row is not None
     return Checkpoint.from_row(row)
@@ -113,10 +131,14 @@ async def advance(conn: psycopg.AsyncConnection, name: str, through: int, sent: 
     """Every event of the export up to seq `through` is accepted; `sent` more events were."""
     await conn.execute(
         "UPDATE export_checkpoints SET exported_through = greatest(exported_through, %s), "
-        "events_sent = events_sent + %s, updated_at = now() WHERE name = %s", (through, sent, name))
+        "events_sent = events_sent + %s, updated_at = now() WHERE name = %s",
+        (through, sent, name),
+    )
 
 
 async def finish(conn: psycopg.AsyncConnection, name: str, through: int) -> None:
     await conn.execute(
         "UPDATE export_checkpoints SET exported_through = greatest(exported_through, %s), "
-        "finished_at = now(), updated_at = now() WHERE name = %s", (through, name))
+        "finished_at = now(), updated_at = now() WHERE name = %s",
+        (through, name),
+    )

@@ -38,34 +38,55 @@ log = get_logger("export")
 
 
 def add_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--target", required=True,
-                     help="the target's base URL (its /api/v1/events receives the events); "
-                          f"a bearer token goes in ${TOKEN_ENV}")
-    cmd.add_argument("--name", default=DEFAULT_NAME,
-                     help="the export's name: its checkpoint in the source database (default: %(default)s)")
+    cmd.add_argument(
+        "--target",
+        required=True,
+        help=f"the target's base URL (its /api/v1/events receives the events); a bearer token goes in ${TOKEN_ENV}",
+    )
+    cmd.add_argument(
+        "--name",
+        default=DEFAULT_NAME,
+        help="the export's name: its checkpoint in the source database (default: %(default)s)",
+    )
     cmd.add_argument("--namespace", help="the namespace whose events to export (default: the config's)")
     cmd.add_argument("--from", dest="start", metavar="TIME", help="only events with time >= TIME (RFC 3339)")
     cmd.add_argument("--to", dest="end", metavar="TIME", help="only events with time < TIME (RFC 3339)")
     cmd.add_argument("--batch-size", type=int, default=500, help="events per request at most (default: %(default)s)")
-    cmd.add_argument("--max-request-bytes", type=int, default=1024 * 1024,
-                     help="bytes per request at most; a larger event goes alone (default: %(default)s)")
+    cmd.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="bytes per request at most; a larger event goes alone (default: %(default)s)",
+    )
     cmd.add_argument("--timeout", default="30s", help="one request's timeout (default: %(default)s)")
-    cmd.add_argument("--retry-for", default="10m",
-                     help="how long a failing target (timeouts, connection errors, 408, 429, 5xx) is retried "
-                          "before the export stops (default: %(default)s)")
+    cmd.add_argument(
+        "--retry-for",
+        default="10m",
+        help="how long a failing target (timeouts, connection errors, 408, 429, 5xx) is retried "
+        "before the export stops (default: %(default)s)",
+    )
     cmd.add_argument("--progress-every", default="10s", help="a progress line this often (default: %(default)s)")
     cmd.add_argument("--restart", action="store_true", help="start the named export over from the first event")
-    cmd.add_argument("--wait-drained", metavar="DURATION",
-                     help="first wait (at most DURATION) until the sink has stored what JetStream holds, and "
-                          "pass again until nothing new is stored (the backend switch)")
-    cmd.add_argument("--verify", action="store_true",
-                     help="export nothing: compare every meter's definition, and its usage per subject, group "
-                          "and window, at the source and at the target over --from/--to; events of types no "
-                          "meter counts are listed as not verifiable")
-    cmd.add_argument("--exact", action="store_true",
-                     help="--verify's target is another bp-openmeter engine (exact decimals): every value must be "
-                          "equal digit for digit. Without it whole numbers below 2^53 must be equal and other "
-                          "values agree to 1e-9 relative (upstream OpenMeter sums in float64)")
+    cmd.add_argument(
+        "--wait-drained",
+        metavar="DURATION",
+        help="first wait (at most DURATION) until the sink has stored what JetStream holds, and "
+        "pass again until nothing new is stored (the backend switch)",
+    )
+    cmd.add_argument(
+        "--verify",
+        action="store_true",
+        help="export nothing: compare every meter's definition, and its usage per subject, group "
+        "and window, at the source and at the target over --from/--to; events of types no "
+        "meter counts are listed as not verifiable",
+    )
+    cmd.add_argument(
+        "--exact",
+        action="store_true",
+        help="--verify's target is another bp-openmeter engine (exact decimals): every value must be "
+        "equal digit for digit. Without it whole numbers below 2^53 must be equal and other "
+        "values agree to 1e-9 relative (upstream OpenMeter sums in float64)",
+    )
     cmd.add_argument("--window", default="DAY", choices=WINDOW_SIZES, help="--verify's window (default: %(default)s)")
 
 
@@ -102,18 +123,25 @@ def _options(args: argparse.Namespace, namespace: str) -> ExportOptions:
     except ValueError as exc:
         raise _Invalid(str(exc)) from exc
     return ExportOptions(
-        name=args.name, target=target, scope=scope, batch_size=args.batch_size,
-        max_request_bytes=args.max_request_bytes, timeout=duration(args.timeout, "--timeout"),
+        name=args.name,
+        target=target,
+        scope=scope,
+        batch_size=args.batch_size,
+        max_request_bytes=args.max_request_bytes,
+        timeout=duration(args.timeout, "--timeout"),
         retry_for=duration(args.retry_for, "--retry-for"),
-        progress_every=duration(args.progress_every, "--progress-every"), restart=args.restart,
-        wait_drained=duration(args.wait_drained, "--wait-drained") if args.wait_drained else None)
+        progress_every=duration(args.progress_every, "--progress-every"),
+        restart=args.restart,
+        wait_drained=duration(args.wait_drained, "--wait-drained") if args.wait_drained else None,
+    )
 
 
 async def _verify(postgres_url: str, options: ExportOptions, token: str, window: str, exact: bool) -> int:
     target = Target(options.target, token, timeout=options.timeout, retry_for=options.retry_for)
     try:
         async with await psycopg.AsyncConnection.connect(
-                postgres_url, autocommit=True, application_name="bp-openmeter-export") as conn:
+            postgres_url, autocommit=True, application_name="bp-openmeter-export"
+        ) as conn:
             await conn.execute("SET TIME ZONE 'UTC'")
             result = await verify(conn, target, options.scope, window, exact)
     finally:
@@ -122,18 +150,34 @@ async def _verify(postgres_url: str, options: ExportOptions, token: str, window:
     for report in result.meters:
         if report.differences:
             differing += 1
-            log.error("meter differs", meter=report.slug, rows=report.rows, differences=len(report.differences),
-                      first=[d.line() for d in report.differences[:20]])
+            log.error(
+                "meter differs",
+                meter=report.slug,
+                rows=report.rows,
+                differences=len(report.differences),
+                first=[d.line() for d in report.differences[:20]],
+            )
         else:
             log.info("meter agrees", meter=report.slug, rows=report.rows)
     for event_type, count in result.unverifiable.items():
-        log.warning("event type not verifiable at the target", type=event_type, events=count,
-                    why="no meter counts this type, and the v1 API answers usage only through meters: "
-                        "a meter created for it later counts these events (create it at both sides, then verify)")
-    log.info("verify finished", meters=len(result.meters), differing=differing, window=window,
-             comparison="exact" if exact else "float64", complete=not differing and not result.unverifiable,
-             unverifiable_types=result.unverifiable, unverifiable_events=sum(result.unverifiable.values()),
-             **options.scope.fields())
+        log.warning(
+            "event type not verifiable at the target",
+            type=event_type,
+            events=count,
+            why="no meter counts this type, and the v1 API answers usage only through meters: "
+            "a meter created for it later counts these events (create it at both sides, then verify)",
+        )
+    log.info(
+        "verify finished",
+        meters=len(result.meters),
+        differing=differing,
+        window=window,
+        comparison="exact" if exact else "float64",
+        complete=not differing and not result.unverifiable,
+        unverifiable_types=result.unverifiable,
+        unverifiable_events=sum(result.unverifiable.values()),
+        **options.scope.fields(),
+    )
     return 1 if differing else 0
 
 

@@ -26,7 +26,8 @@ class EventRefused(TargetError):
         super().__init__(
             f"{url} refused the event with seq {event.seq} (source {event.source!r}, id {event.id!r}): {answer}. "
             "Events before it are exported and the checkpoint stops there: fix the target (or the event) "
-            "and run the export again to resume with this event")
+            "and run the export again to resume with this event"
+        )
         self.event = event
         self.answer = answer
 
@@ -45,8 +46,12 @@ def body_of(events: list[Stored]) -> bytes:
 
 
 class Delivery:
-    def __init__(self, target: Target, on_accepted: Callable[[list[Stored]], Awaitable[None]],
-                 on_refused_batch: Callable[[str, int], None] | None = None):
+    def __init__(
+        self,
+        target: Target,
+        on_accepted: Callable[[list[Stored]], Awaitable[None]],
+        on_refused_batch: Callable[[str, int], None] | None = None,
+    ):
         self.target = target
         self.on_accepted = on_accepted
         self.on_refused_batch = on_refused_batch or (lambda _answer, _size: None)
@@ -54,11 +59,15 @@ class Delivery:
     def _refuses_requests(self, response: httpx.Response) -> None:
         status = response.status_code
         if 300 <= status < 400:
-            raise TargetError(f"{self.target.url} answered HTTP {status} (to {response.headers.get('location')!r}): "
-                              "give the URL the target serves its API at")
+            raise TargetError(
+                f"{self.target.url} answered HTTP {status} (to {response.headers.get('location')!r}): "
+                "give the URL the target serves its API at"
+            )
         if status in _REFUSES_REQUESTS or not 400 <= status < 500:
-            raise TargetError(f"{self.target.url}: {describe(response)}: "
-                              f"{_REFUSES_REQUESTS.get(status, 'an answer an ingest endpoint does not give')}")
+            raise TargetError(
+                f"{self.target.url}: {describe(response)}: "
+                f"{_REFUSES_REQUESTS.get(status, 'an answer an ingest endpoint does not give')}"
+            )
 
     async def deliver(self, events: list[Stored]) -> None:
         """Deliver the events in order; `on_accepted` is awaited with each accepted run of them."""

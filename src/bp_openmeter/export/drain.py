@@ -53,8 +53,11 @@ async def wait_drained(cfg: NatsConfig, timeout: float, log: FilteringBoundLogge
             else:
                 error = ""
             if left is None:
-                log.info("no sink consumer on the stream: nothing to drain", stream=cfg.stream.name,
-                         consumer=cfg.consumer.durable)
+                log.info(
+                    "no sink consumer on the stream: nothing to drain",
+                    stream=cfg.stream.name,
+                    consumer=cfg.consumer.durable,
+                )
                 return
             if left == 0:
                 log.info("the sink has stored everything the stream holds", consumer=cfg.consumer.durable)
@@ -62,10 +65,15 @@ async def wait_drained(cfg: NatsConfig, timeout: float, log: FilteringBoundLogge
             if time.monotonic() >= deadline:
                 raise NotDrained(
                     f"the sink consumer {cfg.consumer.durable} still has {left} messages to store after "
-                    f"{timeout:g}s (--wait-drained): is the sink running?" if left > 0 else
-                    f"NATS did not answer for {timeout:g}s (--wait-drained): {error}")
-            log.info("waiting for the sink to store what the stream holds", pending=left if left >= 0 else None,
-                     error=error or None)
+                    f"{timeout:g}s (--wait-drained): is the sink running?"
+                    if left > 0
+                    else f"NATS did not answer for {timeout:g}s (--wait-drained): {error}"
+                )
+            log.info(
+                "waiting for the sink to store what the stream holds",
+                pending=left if left >= 0 else None,
+                error=error or None,
+            )
             await asyncio.sleep(POLL_SECONDS)
     finally:
         await bus.close()

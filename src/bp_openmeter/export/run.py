@@ -33,7 +33,7 @@ LOCK_WAIT_SECONDS = 60.0
 @dataclass(frozen=True)
 class ExportOptions:
     name: str
-    target: str                      # the ingest URL (target.ingest_url)
+    target: str  # the ingest URL (target.ingest_url)
     scope: Scope
     batch_size: int = 500
     max_request_bytes: int = 1024 * 1024
@@ -49,8 +49,8 @@ class Summary:
     name: str
     resumed_from: int = 0
     exported_through: int = 0
-    exported: int = 0                # events the target accepted in this run
-    planned: int = 0                 # events of the passes, counted when each began
+    exported: int = 0  # events the target accepted in this run
+    planned: int = 0  # events of the passes, counted when each began
     passes: int = 0
     requests: int = 0
     retries: int = 0
@@ -62,11 +62,19 @@ class Summary:
         return self.exported / self.seconds if self.seconds > 0 else 0.0
 
     def fields(self) -> dict:
-        return {"export": self.name, "exported": self.exported, "planned": self.planned,
-                "resumed_from_seq": self.resumed_from, "exported_through_seq": self.exported_through,
-                "passes": self.passes, "requests": self.requests, "retries": self.retries,
-                "seconds": round(self.seconds, 3), "events_per_s": round(self.rate, 1),
-                "statuses": {str(k): v for k, v in sorted(self.statuses.items())}}
+        return {
+            "export": self.name,
+            "exported": self.exported,
+            "planned": self.planned,
+            "resumed_from_seq": self.resumed_from,
+            "exported_through_seq": self.exported_through,
+            "passes": self.passes,
+            "requests": self.requests,
+            "retries": self.retries,
+            "seconds": round(self.seconds, 3),
+            "events_per_s": round(self.rate, 1),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+        }
 
 
 class ExportBusy(RuntimeError):
@@ -77,15 +85,23 @@ async def _lock(conn: psycopg.AsyncConnection, name: str, log: FilteringBoundLog
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while not await checkpoint.try_lock(conn, name):
         if time.monotonic() >= deadline:
-            raise ExportBusy(f"another run of export {name!r} holds its lock (for {LOCK_WAIT_SECONDS:g}s now); "
-                             "two runs of one export never send at once")
+            raise ExportBusy(
+                f"another run of export {name!r} holds its lock (for {LOCK_WAIT_SECONDS:g}s now); "
+                "two runs of one export never send at once"
+            )
         log.info("waiting for another run of this export to end", export=name)
         await asyncio.sleep(2.0)
 
 
 class _Run:
-    def __init__(self, conn: psycopg.AsyncConnection, options: ExportOptions, target: Target, log: FilteringBoundLogger,
-                 summary: Summary):
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection,
+        options: ExportOptions,
+        target: Target,
+        log: FilteringBoundLogger,
+        summary: Summary,
+    ):
         self.conn = conn
         self.options = options
         self.target = target
@@ -102,8 +118,11 @@ class _Run:
         self._progress()
 
     def _refused_batch(self, answer: str, size: int) -> None:
-        self.log.warning("the target refused a batch; sending its events one at a time to find the one it refuses",
-                         answer=answer, events=size)
+        self.log.warning(
+            "the target refused a batch; sending its events one at a time to find the one it refuses",
+            answer=answer,
+            events=size,
+        )
 
     def _progress(self) -> None:
         now = time.monotonic()
@@ -111,10 +130,15 @@ class _Run:
             return
         self.next_progress = now + self.options.progress_every
         done, planned = self.summary.exported, self.summary.planned
-        self.log.info("export progress", export=self.options.name, exported=done, planned=planned,
-                      percent=round(100.0 * done / planned, 1) if planned else None,
-                      exported_through_seq=self.summary.exported_through,
-                      events_per_s=round(done / (now - self.started), 1))
+        self.log.info(
+            "export progress",
+            export=self.options.name,
+            exported=done,
+            planned=planned,
+            percent=round(100.0 * done / planned, 1) if planned else None,
+            exported_through_seq=self.summary.exported_through,
+            events_per_s=round(done / (now - self.started), 1),
+        )
 
     async def one_pass(self, after: int, horizon: int) -> None:
         options = self.options
@@ -144,28 +168,43 @@ class _Run:
         self.summary.exported_through = horizon
 
 
-async def run_export(postgres_url: str, nats: NatsConfig, options: ExportOptions, token: str,
-                     log: FilteringBoundLogger, summary: Summary) -> Summary:
+async def run_export(
+    postgres_url: str, nats: NatsConfig, options: ExportOptions, token: str, log: FilteringBoundLogger, summary: Summary
+) -> Summary:
     """Export as `options` say, filling `summary` as it goes (the caller reports it however the
     run ends). Raises TargetError, CheckpointError, NotDrained or ExportBusy with a message for
     the operator; the checkpoint keeps whatever the target accepted."""
-    target = Target(options.target, token, timeout=options.timeout, retry_for=options.retry_for,
-                    on_retry=lambda why, delay, attempt: log.warning(
-                        "target unavailable, retrying", answer=why, retry_in_s=delay, attempt=attempt))
+    target = Target(
+        options.target,
+        token,
+        timeout=options.timeout,
+        retry_for=options.retry_for,
+        on_retry=lambda why, delay, attempt: log.warning(
+            "target unavailable, retrying", answer=why, retry_in_s=delay, attempt=attempt
+        ),
+    )
     started = time.monotonic()
     try:
         async with await psycopg.AsyncConnection.connect(
-                postgres_url, autocommit=True, application_name="bp-openmeter-export") as conn:
+            postgres_url, autocommit=True, application_name="bp-openmeter-export"
+        ) as conn:
             await conn.execute("SET TIME ZONE 'UTC'")
             if not await checkpoint.table_exists(conn):
                 raise checkpoint.CheckpointError(
-                    "the database has no export_checkpoints table yet: run `bp-openmeter migrate` first")
+                    "the database has no export_checkpoints table yet: run `bp-openmeter migrate` first"
+                )
             await _lock(conn, options.name, log)
             current = await checkpoint.open_checkpoint(conn, options.name, options.scope, target.url, options.restart)
             run = _Run(conn, options, target, log, summary)
             summary.resumed_from = summary.exported_through = current.exported_through
-            log.info("export starting", export=options.name, target=target.url, **options.scope.fields(),
-                     resume_after_seq=current.exported_through, batch_size=options.batch_size)
+            log.info(
+                "export starting",
+                export=options.name,
+                target=target.url,
+                **options.scope.fields(),
+                resume_after_seq=current.exported_through,
+                batch_size=options.batch_size,
+            )
             after = current.exported_through
             while True:
                 if options.wait_drained is not None:

@@ -28,9 +28,9 @@ from .. import meters_lock, retention
 from ..events_list import exact_numbers
 from ..timefmt import format_time
 
-PAGE_SEQS = 5000          # seq values per range read
-FETCH_ROWS = 100          # rows a server-side cursor hands over at a time
-BUFFER_BYTES = 8 * 1024 * 1024   # events held from one range at most (about: plus one event)
+PAGE_SEQS = 5000  # seq values per range read
+FETCH_ROWS = 100  # rows a server-side cursor hands over at a time
+BUFFER_BYTES = 8 * 1024 * 1024  # events held from one range at most (about: plus one event)
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,11 @@ class Scope:
 
     def fields(self) -> dict:
         """The scope for a log line."""
-        return {"namespace": self.namespace, "time_from": format_time(self.start) if self.start else None,
-                "time_to": format_time(self.end) if self.end else None}
+        return {
+            "namespace": self.namespace,
+            "time_from": format_time(self.start) if self.start else None,
+            "time_to": format_time(self.end) if self.end else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ async def refuse_past_retention(conn: psycopg.AsyncConnection, scope: Scope) -> 
         raise RawEventsGone(
             f"raw events before {format_time(horizon)} are no longer stored ({retention.SETTING}), and the export's "
             f"range starts {'at ' + format_time(scope.start) if scope.start else 'with the first event'}: export "
-            f"from {format_time(horizon)} on (--from); usage before it is still answered by meter queries")
+            f"from {format_time(horizon)} on (--from); usage before it is still answered by meter queries"
+        )
 
 
 async def count(conn: psycopg.AsyncConnection, scope: Scope, after: int, upto: int) -> int:
@@ -105,12 +109,19 @@ async def count(conn: psycopg.AsyncConnection, scope: Scope, after: int, upto: i
     return int(row[0]) if row else 0
 
 
-def cloudevent(id: str, source: str, type: str, subject: str, time: datetime, data: str | None,
-               attributes: str | None) -> bytes:
+def cloudevent(
+    id: str, source: str, type: str, subject: str, time: datetime, data: str | None, attributes: str | None
+) -> bytes:
     """A stored event as the CloudEvent it came as: core attributes, the extension attributes,
     datacontenttype and dataschema kept beside them, and data, numbers digit for digit."""
-    event: dict = {"specversion": "1.0", "id": id, "source": source, "type": type, "subject": subject,
-                   "time": format_time(time)}
+    event: dict = {
+        "specversion": "1.0",
+        "id": id,
+        "source": source,
+        "type": type,
+        "subject": subject,
+        "time": format_time(time),
+    }
     if attributes is not None:
         event.update(exact_numbers(attributes))
     if data is not None:
@@ -118,8 +129,14 @@ def cloudevent(id: str, source: str, type: str, subject: str, time: datetime, da
     return orjson.dumps(event)
 
 
-async def read(conn: psycopg.AsyncConnection, scope: Scope, after: int, upto: int,
-               page_seqs: int = PAGE_SEQS, buffer_bytes: int = BUFFER_BYTES) -> AsyncIterator[Stored | Scanned]:
+async def read(
+    conn: psycopg.AsyncConnection,
+    scope: Scope,
+    after: int,
+    upto: int,
+    page_seqs: int = PAGE_SEQS,
+    buffer_bytes: int = BUFFER_BYTES,
+) -> AsyncIterator[Stored | Scanned]:
     """The scope's events with seq in (after, upto], in seq order, and after each range a
     Scanned marker (so that a checkpoint can pass over ranges with nothing to send).
 
@@ -137,7 +154,9 @@ async def read(conn: psycopg.AsyncConnection, scope: Scope, after: int, upto: in
             cur.itersize = FETCH_ROWS
             await cur.execute(
                 "SELECT seq, id, source, type, subject, time, data::text, attributes::text "
-                f"FROM events WHERE {_WHERE} ORDER BY seq", _args(scope, low, high))
+                f"FROM events WHERE {_WHERE} ORDER BY seq",
+                _args(scope, low, high),
+            )
             async for seq, id, source, type, subject, time, data, attributes in cur:
                 rows.append(Stored(seq, source, id, cloudevent(id, source, type, subject, time, data, attributes)))
                 size += len(rows[-1].body)

@@ -89,8 +89,14 @@ def describe(response: httpx.Response) -> str:
 
 
 class Target:
-    def __init__(self, url: str, token: str = "", timeout: float = 30.0, retry_for: float = 600.0,
-                 on_retry: Callable[[str, float, int], None] | None = None):
+    def __init__(
+        self,
+        url: str,
+        token: str = "",
+        timeout: float = 30.0,
+        retry_for: float = 600.0,
+        on_retry: Callable[[str, float, int], None] | None = None,
+    ):
         self.url = ingest_url(url)
         self.retry_for = retry_for
         self.on_retry = on_retry or (lambda _why, _delay, _attempt: None)
@@ -126,14 +132,15 @@ class Target:
                 retry_after = _retry_after(response)
             now = time.monotonic()
             first_failure = first_failure if first_failure is not None else now
-            delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** attempt)
+            delay = min(BACKOFF_MAX, BACKOFF_START * 2**attempt)
             if retry_after is not None:
                 delay = min(max(delay, retry_after), BACKOFF_MAX * 2)
             self.counters.last_failure = why
             if now - first_failure + delay > self.retry_for:
                 raise TargetUnavailable(
                     f"{url} kept failing for {now - first_failure:.0f}s ({attempt + 1} attempts; "
-                    f"--retry-for {self.retry_for:g}s); last: {why}")
+                    f"--retry-for {self.retry_for:g}s); last: {why}"
+                )
             attempt += 1
             self.counters.retries += 1
             self.on_retry(why, delay, attempt)

@@ -60,7 +60,7 @@ Key = tuple[datetime, str | None, tuple[str, ...]]  # window start, subject, gro
 MAX_ROWS = ApiConfig.max_query_rows  # rows of one slice's answer at the source (the api's default)
 SLICE_WINDOWS = {"MINUTE": 24 * 60, "HOUR": 24 * 7, "DAY": 31, "MONTH": 12}
 _STEP = {"MINUTE": timedelta(minutes=1), "HOUR": timedelta(hours=1), "DAY": timedelta(days=1)}
-FLOAT64_EXACT = 2 ** 53  # every whole number of smaller magnitude is a float64, exactly
+FLOAT64_EXACT = 2**53  # every whole number of smaller magnitude is a float64, exactly
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,10 @@ class Difference:
         if self.note:
             return f"{self.meter}: {self.note}"
         group = f" group {json.dumps(self.group, ensure_ascii=False, sort_keys=True)}" if self.group else ""
-        return (f"{self.meter} window {format_time(self.window_start) if self.window_start else '-'} "
-                f"subject {self.subject!r}{group}: source {self.source} target {self.target}")
+        return (
+            f"{self.meter} window {format_time(self.window_start) if self.window_start else '-'} "
+            f"subject {self.subject!r}{group}: source {self.source} target {self.target}"
+        )
 
 
 @dataclass
@@ -155,8 +157,13 @@ def _group_keys(meter: Meter) -> tuple[str, ...]:
 
 
 def _params(start: datetime, end: datetime, window: str, keys: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [("windowSize", window), ("groupBy", "subject"), *(("groupBy", key) for key in keys),
-            ("from", format_time(start)), ("to", format_time(end))]
+    return [
+        ("windowSize", window),
+        ("groupBy", "subject"),
+        *(("groupBy", key) for key in keys),
+        ("from", format_time(start)),
+        ("to", format_time(end)),
+    ]
 
 
 def _key(window_start: datetime, row: dict, keys: tuple[str, ...]) -> Key:
@@ -164,12 +171,18 @@ def _key(window_start: datetime, row: dict, keys: tuple[str, ...]) -> Key:
     return window_start, row.get("subject"), tuple(groups.get(key) or "" for key in keys)
 
 
-async def _source_rows(conn: psycopg.AsyncConnection, meter: Meter, start: datetime, end: datetime,
-                       window: str, subject: str | None = None) -> dict[Key, Decimal] | None:
+async def _source_rows(
+    conn: psycopg.AsyncConnection, meter: Meter, start: datetime, end: datetime, window: str, subject: str | None = None
+) -> dict[Key, Decimal] | None:
     """The source's rows of [start, end) (of one subject); None when they are too many for one answer."""
     keys = _group_keys(meter)
-    params = query_params.QueryParams(start=start, end=end, window_size=window, group_by=("subject", *keys),
-                               subjects=(subject,) if subject is not None else ())
+    params = query_params.QueryParams(
+        start=start,
+        end=end,
+        window_size=window,
+        group_by=("subject", *keys),
+        subjects=(subject,) if subject is not None else (),
+    )
     try:
         result = await query_run.run(conn, meter, params, MAX_ROWS)
     except Problem as exc:
@@ -179,8 +192,9 @@ async def _source_rows(conn: psycopg.AsyncConnection, meter: Meter, start: datet
     return {_key(row["windowStart"], row, keys): row["value"] for row in result.rows}
 
 
-async def _target_rows(target: Target, meter: Meter, start: datetime, end: datetime,
-                       window: str, subject: str | None = None) -> dict[Key, Any] | str | None:
+async def _target_rows(
+    target: Target, meter: Meter, start: datetime, end: datetime, window: str, subject: str | None = None
+) -> dict[Key, Any] | str | None:
     """The target's rows of [start, end) (of one subject); None for a 400 (too large, perhaps),
     a string for another refusal."""
     keys = _group_keys(meter)
@@ -196,8 +210,9 @@ async def _target_rows(target: Target, meter: Meter, start: datetime, end: datet
     return {_key(parse_time(row["windowStart"]), row, keys): row.get("value") for row in body.get("data") or []}
 
 
-async def _subjects(conn: psycopg.AsyncConnection, target: Target, meter: Meter, start: datetime,
-                    end: datetime) -> list[str] | None:
+async def _subjects(
+    conn: psycopg.AsyncConnection, target: Target, meter: Meter, start: datetime, end: datetime
+) -> list[str] | None:
     """The subjects either side has usage of in [start, end); None when either cannot list them."""
     try:
         mine = await query_run.subjects(conn, meter, start, end, MAX_ROWS)
@@ -214,8 +229,12 @@ async def _subjects(conn: psycopg.AsyncConnection, target: Target, meter: Meter,
 
 def _definition(spec: MeterSpec) -> dict[str, Any]:
     """What decides which events a meter counts and how: as the v1 API writes it."""
-    return {"eventType": spec.event_type, "aggregation": spec.aggregation,
-            "valueProperty": spec.value_property or None, "groupBy": dict(spec.group_by)}
+    return {
+        "eventType": spec.event_type,
+        "aggregation": spec.aggregation,
+        "valueProperty": spec.value_property or None,
+        "groupBy": dict(spec.group_by),
+    }
 
 
 async def _definition_differs(target: Target, meter: Meter) -> str | None:
@@ -223,32 +242,41 @@ async def _definition_differs(target: Target, meter: Meter) -> str | None:
     url = f"{api_base(target.url)}/api/v1/meters/{meter.spec.slug}"
     response = await target.request("GET", url)
     if response.status_code in (401, 403):
-        raise TargetError(f"the target refused to read its meters ({describe(response)}): --verify reads "
-                          "the target's meters and usage, so BPOM_EXPORT_TOKEN needs the 'read' permission "
-                          "there (an ingest-only token exports but cannot verify)")
+        raise TargetError(
+            f"the target refused to read its meters ({describe(response)}): --verify reads "
+            "the target's meters and usage, so BPOM_EXPORT_TOKEN needs the 'read' permission "
+            "there (an ingest-only token exports but cannot verify)"
+        )
     if response.status_code == 404:
         return "the meter is missing at the target"
     if response.status_code != 200:
         return f"the target's meter answered {describe(response)}"
     body = response.json()
-    theirs = {"eventType": body.get("eventType"), "aggregation": body.get("aggregation"),
-              "valueProperty": body.get("valueProperty") or None, "groupBy": dict(body.get("groupBy") or {})}
+    theirs = {
+        "eventType": body.get("eventType"),
+        "aggregation": body.get("aggregation"),
+        "valueProperty": body.get("valueProperty") or None,
+        "groupBy": dict(body.get("groupBy") or {}),
+    }
     mine = _definition(meter.spec)
     changed = [name for name in mine if mine[name] != theirs[name]]
     if not changed:
         return None
     return "the definitions differ: " + "; ".join(
         f"{name} source {json.dumps(mine[name], sort_keys=True)} target {json.dumps(theirs[name], sort_keys=True)}"
-        for name in changed)
+        for name in changed
+    )
 
 
 def _slices(cuts: list[datetime], size: int) -> Iterator[list[datetime]]:
     for index in range(0, len(cuts) - 1, size):
-        yield cuts[index:index + size + 1]
+        yield cuts[index : index + size + 1]
 
 
-_BEING_BUILT = ("the meter is still being built from the stored events at the source (its backfill is "
-                "running), so its counts there are partial: verify again once the sink has finished it")
+_BEING_BUILT = (
+    "the meter is still being built from the stored events at the source (its backfill is "
+    "running), so its counts there are partial: verify again once the sink has finished it"
+)
 
 
 async def _being_built(conn: psycopg.AsyncConnection, meter: Meter) -> bool:
@@ -258,8 +286,9 @@ async def _being_built(conn: psycopg.AsyncConnection, meter: Meter) -> bool:
     return current is None or current.pk != meter.pk or current.backfilling
 
 
-async def _compare_meter(conn: psycopg.AsyncConnection, target: Target, meter: Meter, cuts: list[datetime],
-                         window: str, exact: bool) -> MeterReport:
+async def _compare_meter(
+    conn: psycopg.AsyncConnection, target: Target, meter: Meter, cuts: list[datetime], window: str, exact: bool
+) -> MeterReport:
     slug = meter.spec.slug
     report = MeterReport(slug, 0, [])
     if await _being_built(conn, meter):
@@ -277,8 +306,15 @@ async def _compare_meter(conn: psycopg.AsyncConnection, target: Target, meter: M
     return report
 
 
-async def _compare_slices(conn: psycopg.AsyncConnection, target: Target, meter: Meter, cuts: list[datetime],
-                          window: str, report: MeterReport, exact: bool) -> None:
+async def _compare_slices(
+    conn: psycopg.AsyncConnection,
+    target: Target,
+    meter: Meter,
+    cuts: list[datetime],
+    window: str,
+    report: MeterReport,
+    exact: bool,
+) -> None:
     slug = meter.spec.slug
     pending = list(_slices(cuts, SLICE_WINDOWS[window]))
     while pending:
@@ -292,13 +328,20 @@ async def _compare_slices(conn: psycopg.AsyncConnection, target: Target, meter: 
         if source is None or observed is None:
             if len(piece) > 2:  # more than one window: halve it
                 middle = len(piece) // 2
-                pending[:0] = [piece[:middle + 1], piece[middle:]]
+                pending[:0] = [piece[: middle + 1], piece[middle:]]
                 continue
             side = "source" if source is None else "target"
             if not await _compare_by_subject(conn, target, meter, start, end, window, report, exact):
-                report.differences.append(Difference(
-                    slug, start, None, None, None,
-                    f"the window from {format_time(start)} is too large for one answer at the {side}"))
+                report.differences.append(
+                    Difference(
+                        slug,
+                        start,
+                        None,
+                        None,
+                        None,
+                        f"the window from {format_time(start)} is too large for one answer at the {side}",
+                    )
+                )
             continue
         _tally(meter, source, observed, report, exact)
 
@@ -307,13 +350,30 @@ def _tally(meter: Meter, source: dict[Key, Any], observed: dict[Key, Any], repor
     keys = sorted(source.keys() | observed.keys(), key=lambda k: (k[0], k[1] or "", k[2]))
     report.rows += len(keys)
     group_keys = _group_keys(meter)
-    report.differences += [Difference(meter.spec.slug, key[0], key[1], source.get(key), observed.get(key),
-                                      group=dict(zip(group_keys, key[2])) or None)
-                           for key in keys if not agree(source.get(key), observed.get(key), exact)]
+    report.differences += [
+        Difference(
+            meter.spec.slug,
+            key[0],
+            key[1],
+            source.get(key),
+            observed.get(key),
+            group=dict(zip(group_keys, key[2])) or None,
+        )
+        for key in keys
+        if not agree(source.get(key), observed.get(key), exact)
+    ]
 
 
-async def _compare_by_subject(conn: psycopg.AsyncConnection, target: Target, meter: Meter, start: datetime, end: datetime,
-                              window: str, report: MeterReport, exact: bool) -> bool:
+async def _compare_by_subject(
+    conn: psycopg.AsyncConnection,
+    target: Target,
+    meter: Meter,
+    start: datetime,
+    end: datetime,
+    window: str,
+    report: MeterReport,
+    exact: bool,
+) -> bool:
     """One window, subject by subject; False when its subjects cannot be listed or one
     subject's rows are still too many (the caller reports the window)."""
     subjects = await _subjects(conn, target, meter, start, end)
@@ -336,13 +396,19 @@ async def _unmetered(conn: psycopg.AsyncConnection, scope: Scope, meters: list[M
     cur = await conn.execute(
         "SELECT type, count(*) FROM events WHERE namespace = %s AND time >= %s AND time < %s "
         "AND NOT (type = ANY(%s)) GROUP BY type ORDER BY type",
-        (scope.namespace, scope.start or datetime.min.replace(tzinfo=timezone.utc),
-         scope.end or datetime.max.replace(tzinfo=timezone.utc), sorted({m.spec.event_type for m in meters})))
+        (
+            scope.namespace,
+            scope.start or datetime.min.replace(tzinfo=timezone.utc),
+            scope.end or datetime.max.replace(tzinfo=timezone.utc),
+            sorted({m.spec.event_type for m in meters}),
+        ),
+    )
     return {event_type: count for event_type, count in await cur.fetchall()}
 
 
-async def verify(conn: psycopg.AsyncConnection, target: Target, scope: Scope, window: str,
-                 exact: bool = False) -> VerifyReport:
+async def verify(
+    conn: psycopg.AsyncConnection, target: Target, scope: Scope, window: str, exact: bool = False
+) -> VerifyReport:
     """Raises RawEventsGone when the scope reaches before the retention horizon: the stored events'
     extent and the types no meter counts would be read from what is left."""
     async with conn.transaction():
@@ -353,5 +419,6 @@ async def verify(conn: psycopg.AsyncConnection, target: Target, scope: Scope, wi
     if extent is None:
         return VerifyReport([MeterReport(m.spec.slug, 0, []) for m in meters], unverifiable)
     cuts = boundaries(*extent, window)
-    return VerifyReport([await _compare_meter(conn, target, meter, cuts, window, exact) for meter in meters],
-                        unverifiable)
+    return VerifyReport(
+        [await _compare_meter(conn, target, meter, cuts, window, exact) for meter in meters], unverifiable
+    )
