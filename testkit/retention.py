@@ -62,3 +62,14 @@ def day_to_drop(database_url: str, retention_days: float) -> datetime:
     horizon = raw_from(database_url)
     candidate = utc_day(datetime.now(timezone.utc) - timedelta(days=retention_days - 1))
     return candidate if horizon is None or horizon <= candidate else horizon
+
+
+def daily_events(database_url: str, slug: str, day: datetime) -> int:
+    """Events the daily rollup level holds for a UTC day of a live meter (what a whole-day window reads)."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            """SELECT COALESCE(sum(events), 0) FROM rollup_day
+                WHERE day = %s AND meter_pk = (SELECT pk FROM meters WHERE slug = %s AND deleted_at IS NULL)""",
+            (day, slug),
+        ).fetchone()
+        return int(row[0]) if row else 0

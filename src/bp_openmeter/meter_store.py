@@ -97,10 +97,17 @@ def _row_to_meter(row: dict) -> Meter:
     )
 
 
-def _derived(spec: MeterSpec) -> dict:
+def _spec_columns(spec: MeterSpec) -> dict:
+    """The meters row's columns of a definition, as the INSERT and UPDATE bind them."""
     value_path = spec.value_path()
     groups = spec.group_paths()
     return {
+        "name": spec.name,
+        "description": spec.description,
+        "event_type": spec.event_type,
+        "event_from": spec.event_from,
+        "aggregation": spec.aggregation,
+        "value_property": spec.value_property,
         "value_path": value_path.to_postgres() if value_path else None,
         "value_field": value_path.single_key() if value_path else None,
         "group_by": Jsonb(spec.group_by),
@@ -205,15 +212,9 @@ async def create_meter(
                 "id": new_ulid(),
                 "namespace": namespace,
                 "slug": spec.slug,
-                "name": spec.name,
-                "description": spec.description,
-                "event_type": spec.event_type,
-                "event_from": spec.event_from,
-                "aggregation": spec.aggregation,
-                "value_property": spec.value_property,
                 "managed_by": managed_by,
                 "watermark": target,
-                **_derived(spec),
+                **_spec_columns(spec),
             },
         )
         meter = _row_to_meter(await one_row(rows))
@@ -254,14 +255,8 @@ async def update_meter(
              RETURNING {_COLUMNS}""",
             {
                 "pk": current.pk,
-                "name": spec.name,
-                "description": spec.description,
-                "event_type": spec.event_type,
-                "event_from": spec.event_from,
-                "aggregation": spec.aggregation,
-                "value_property": spec.value_property,
                 "managed_by": managed_by,
-                **_derived(spec),
+                **_spec_columns(spec),
             },
         )
         row = await rows.fetchone()

@@ -55,16 +55,6 @@ def _partitions(stack) -> dict[str, tuple]:
         return {name: (lo, hi) for name, lo, hi, _ in conn.execute("SELECT * FROM bpom_event_partitions()")}
 
 
-def _daily_events(stack, slug: str, day: datetime) -> int:
-    """Events the daily rollup level holds for a UTC day of the meter (what a whole-day window reads)."""
-    with psycopg.connect(stack.database_url) as conn:
-        return conn.execute(
-            """SELECT COALESCE(sum(events), 0) FROM rollup_day
-                WHERE day = %s AND meter_pk = (SELECT pk FROM meters WHERE slug = %s AND deleted_at IS NULL)""",
-            (day, slug),
-        ).fetchone()[0]
-
-
 def _dead_letters(stack, id_part: str) -> list[str]:
     with psycopg.connect(stack.database_url) as conn:
         rows = conn.execute("SELECT reason FROM dead_letters WHERE id LIKE %s", (f"%{id_part}%",)).fetchall()
@@ -147,7 +137,11 @@ def test_a_day_past_retention_is_dropped_whole_and_answered_from_rollups(stack, 
     assert old_name in _partitions(stack)
     # Both days are in the daily level (folded late, or sealed): whole-day windows read it.
     _wait(
-        lambda: [_daily_events(stack, slug, day) for slug in (count, total) for day in (old_day, kept_day)],
+        lambda: [
+            retention.daily_events(stack.database_url, slug, day)
+            for slug in (count, total)
+            for day in (old_day, kept_day)
+        ],
         lambda n: n == [40, 30, 40, 30],
         "both days of both meters in rollup_day",
     )
@@ -289,7 +283,7 @@ def test_past_the_horizon_whole_minutes_answer_and_what_needs_raw_events_is_refu
     late_grouped = f"late_g_{uid}"
     client.create_meter(slug=late_grouped, eventType=f"t_{uid}", aggregation="COUNT", groupBy={"model": "$.model"})
     _wait(
-        lambda: _daily_events(stack, late_grouped, retention.utc_day(kept_at)),
+        lambda: retention.daily_events(stack.database_url, late_grouped, retention.utc_day(kept_at)),
         lambda n: n == 5,
         "its kept day in rollup_day",
     )

@@ -38,15 +38,6 @@ def _old_rows(stack) -> int:
         return conn.execute("SELECT count(*) FROM events WHERE type = %s", (OLD_TYPE,)).fetchone()[0]
 
 
-def _daily_events(stack, slug: str, day: datetime) -> int:
-    with psycopg.connect(stack.database_url) as conn:
-        return conn.execute(
-            """SELECT COALESCE(sum(events), 0) FROM rollup_day
-                WHERE day = %s AND meter_pk = (SELECT pk FROM meters WHERE slug = %s AND deleted_at IS NULL)""",
-            (day, slug),
-        ).fetchone()[0]
-
-
 def test_a_day_dropped_under_ingest_changes_no_answer(fault_stack, report_totals):
     stack = fault_stack(retention={"rawEvents": f"{RETENTION_DAYS * 24}h"})
     old_day = (datetime.now(timezone.utc) - timedelta(days=RETENTION_DAYS - 1)).replace(
@@ -79,7 +70,7 @@ def test_a_day_dropped_under_ingest_changes_no_answer(fault_stack, report_totals
             client.ingest(old[start : start + 500])
         poll(lambda: _old_rows(stack), lambda n: n == OLD_EVENTS, 60, "the old day stored")
         poll(
-            lambda: [_daily_events(stack, slug, old_day) for slug in ("old_count", "old_units")],
+            lambda: [retention.daily_events(stack.database_url, slug, old_day) for slug in ("old_count", "old_units")],
             lambda n: n == [OLD_EVENTS] * 2,
             60,
             "the old day in the daily rollup level",
