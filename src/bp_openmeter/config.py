@@ -35,6 +35,8 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s)")
 # No setting means more than this; past it, date arithmetic on a duration overflows
 # (a retention of 99999999999999h made every ingest fail).
 MAX_DURATION_S = 100 * 366 * 86400.0
+# Below a millisecond a duration prints as 0s and means "at once" or, to JetStream, "no limit".
+MIN_DURATION_S = 0.001
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
@@ -54,6 +56,8 @@ def parse_duration(value: Any, key: str) -> float:
         raise ConfigError(f"{key}: expected a duration like '30s' or '2m', got {value!r}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"{key}: must be positive and finite, got {value!r}")
+    if seconds < MIN_DURATION_S:
+        raise ConfigError(f"{key}: must be at least 1ms, got {value!r}")
     if seconds > MAX_DURATION_S:
         raise ConfigError(f"{key}: must be at most {format_duration(MAX_DURATION_S)} (about 100 years), got {value!r}")
     return seconds
@@ -596,6 +600,12 @@ def build_config(raw: Any) -> Config:
         max_age=stream_r.duration("maxAge", d_stream.max_age),
     )
     stream_r.reject_unknown()
+    if stream.duplicate_window > stream.max_age:
+        # JetStream refuses such a stream: the api could never publish.
+        raise ConfigError(
+            f"nats.stream.duplicateWindow: must be at most nats.stream.maxAge "
+            f"({format_duration(stream.max_age)}), got {format_duration(stream.duplicate_window)}"
+        )
     if not _NATS_NAME.fullmatch(stream.name):
         raise ConfigError(f"nats.stream.name: must match [A-Za-z0-9_-]{{1,255}}, got {stream.name!r}")
     if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", stream.subject_prefix):

@@ -138,6 +138,6 @@ def test_check_config_names_keys_and_durations_as_the_file_writes_them(tmp_path)
     assert "nats-secret-1" not in str(printed) and "token-1" not in str(printed)
 
 
-@pytest.mark.parametrize("seconds", [0.001, 0.25, 1.5, 30, 60, 75, 90, 3600, 5400.5, 31 * 24 * 3600, 0.0005, 1e-5])
+@pytest.mark.parametrize("seconds", [0.001, 0.25, 1.5, 30, 60, 75, 90, 3600, 5400.5, 31 * 24 * 3600, 0.0015, 1.0005])
 def test_a_formatted_duration_reads_back_as_the_same_seconds(seconds):
     assert parse_duration(format_duration(seconds), "d") == pytest.approx(seconds, abs=1e-12)

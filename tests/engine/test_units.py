@@ -189,6 +189,7 @@ def test_durations(value, seconds):
         (float("nan"), "finite"),
         (float("inf"), "finite"),
         (0, "positive"),
+        ("0.0001ms", "at least 1ms"),  # printed as 0s; 0 to JetStream is no limit at all
     ],
 )
 def test_durations_out_of_range_or_odd_are_refused_by_name(value, words):
@@ -200,3 +201,10 @@ def test_durations_out_of_range_or_odd_are_refused_by_name(value, words):
 def test_a_huge_retention_is_refused_when_the_config_is_built():
     with pytest.raises(ConfigError, match="retention.rawEvents: must be at most"):
         build_config({"retention": {"rawEvents": "99999999999999h"}})
+
+
+def test_a_duplicate_window_longer_than_the_streams_max_age_is_refused():
+    # JetStream refuses such a stream, so every ingest would answer 503 for good.
+    with pytest.raises(ConfigError, match=r"nats.stream.duplicateWindow: must be at most nats.stream.maxAge \(168h\)"):
+        build_config({"nats": {"stream": {"duplicateWindow": "169h"}}})
+    assert build_config({"nats": {"stream": {"duplicateWindow": "168h"}}}).nats.stream.duplicate_window == 168 * 3600
