@@ -65,6 +65,9 @@ from .timefmt import format_time, parse_time
 log = get_logger("sink")
 
 _BACKOFF_START = 0.1
+# How long the fetch after a linger waits when nothing arrived during it: a moment, since
+# the batch at hand is stored either way.
+_TOP_UP_WAIT_S = 0.005
 
 # A WAL record of the transaction's own (a logical decoding message, harmless to any reader).
 T = TypeVar("T")
@@ -229,6 +232,7 @@ class Sink:
         self.db_ok = True
         self.events_per_message = 1.0
         self.workers: list[Progress] = []
+        self._gathering = asyncio.Lock()
         self.sealer = Sealer(pool)
         metrics.SINK_STALLED.set_function(self.stalled_seconds)
         metrics.SINK_STALL_TIMEOUT.set(cfg.sink.stall_timeout)
@@ -290,7 +294,7 @@ class Sink:
     async def _work(self, psub: JetStreamContext.PullSubscription, progress: Progress) -> None:
         while not self.stopping.is_set():
             try:
-                msgs = await psub.fetch(self.fetch_size(), timeout=self.cfg.sink.max_wait)
+                msgs = await self._gather(psub)
             except (asyncio.TimeoutError, nats.errors.TimeoutError):
                 progress.made()  # nothing to deliver to this worker: idle, not stalled
                 continue
@@ -300,6 +304,24 @@ class Sink:
                 continue
             if msgs:
                 await self.process(msgs, progress)
+
+    async def _gather(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next batch: what the stream holds, up to about sink.batchSize events; when that
+        was fewer messages than asked for (a trickle), also what arrives within sink.linger.
+        One worker gathers at a time, so that workers lingering together do not split a trickle
+        into batches half as large; a worker storing a batch does not hold the others up."""
+        async with self._gathering:
+            wanted = self.fetch_size()
+            msgs = await psub.fetch(wanted, timeout=self.cfg.sink.max_wait)
+            if len(msgs) >= wanted or self.cfg.sink.linger <= 0:
+                return msgs
+            await self._sleep(self.cfg.sink.linger)
+            if self.stopping.is_set():
+                return msgs
+            try:
+                return msgs + await psub.fetch(wanted - len(msgs), timeout=_TOP_UP_WAIT_S)
+            except (asyncio.TimeoutError, nats.errors.Error):
+                return msgs  # nothing more came (or the fetch failed): the batch is what is at hand
 
     async def _sleep(self, seconds: float) -> None:
         try:

@@ -63,6 +63,7 @@ EVERY_SETTING = {
     "sink": {
         "batchSize": 99,
         "maxWait": "0.5s",
+        "linger": "75ms",
         "concurrency": 3,
         "retryMaxDelay": "7s",
         "stallTimeout": "6m",

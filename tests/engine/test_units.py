@@ -138,6 +138,7 @@ def test_an_empty_config_file_means_the_declared_defaults(monkeypatch):
         ({"postgres": {"reconnectTimeout": "2h"}}, "postgres.reconnectTimeout"),
         ({"sink": {"retryMaxDelay": "1h"}}, "sink.retryMaxDelay"),
         ({"sink": {"retryMaxDelay": "never"}}, "sink.retryMaxDelay"),
+        ({"sink": {"linger": "2s"}}, "sink.linger"),
         ({"api": {"databaseDeadline": "30s"}}, "api.databaseDeadline"),  # not longer than statementTimeout
         ({"api": {"statementTimeout": "40s"}}, "api.databaseDeadline"),
         ({"valkey": {"recheckInterval": "10ms"}}, "valkey.recheckInterval"),
