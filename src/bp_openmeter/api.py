@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -20,19 +19,19 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import auth, events_list, meter_store, metrics, query_output, query_params, query_run
+from .asgi_request import nul_in_query, receive_body
 from .body_budget import BodyBudget, ChargeBodies
-from .bus import BusUnavailable
-from .cloudevents_in import parse_body
 from .config import Config
 from .deadline import DatabaseDeadline, within
 from .disconnect import ClientGone, unless_client_leaves
 from .horizon_watch import HorizonWatch
 from .ingest import Ingestor
+from .ingest_path import INGEST_PATH, IngestPath, ingest_request
 from .jsonlimits import has_nul
 from .logs import get_logger
 from .meters import Meter, MeterError, apply_update, parse_list_params, parse_meter_spec, valid_id_or_slug
-from .problems import Problem, bad_request, not_found
-from .timefmt import format_time, utcnow
+from .problems import Problem, bad_request, internal_error, not_found
+from .timefmt import format_time
 
 log = get_logger("api")
 
@@ -55,37 +54,8 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
-def _identity_only(request: Request) -> None:
-    """A body must come as it is: a coded one (gzip, say) would reach the JSON reader as bytes it
-    cannot read, and a plain one labelled as coded would be read against its label."""
-    for value in request.headers.getlist("content-encoding"):
-        for coding in value.split(","):
-            if coding.strip().lower() not in ("", "identity"):
-                raise Problem(
-                    415, f"Content-Encoding {coding.strip()[:40]!r} is not supported: send the body as it is (identity)"
-                )
-
-
 async def read_body(request: Request, limit: int) -> bytes:
-    _identity_only(request)
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    timeout = _state(request).cfg.api.body_timeout
-    try:
-        # A client that stalls mid-body must not hold a request (and a clean shutdown) forever.
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise Problem(413, f"request body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError as exc:
-        raise Problem(
-            408, f"the request body did not arrive within {timeout:g} s", headers={"Connection": "close"}
-        ) from exc
-    return b"".join(chunks)
+    return await receive_body(request.scope, request.receive, limit, _state(request).cfg.api.body_timeout)
 
 
 async def read_json(request: Request, limit: int = 1024 * 1024) -> Any:
@@ -115,41 +85,10 @@ async def _read(request: Request, work: Awaitable[T]) -> T:
 
 
 async def ingest_events(request: Request) -> Response:
-    state = _state(request)
-    status = 500
-    try:
-        body = await read_body(request, state.cfg.api.max_body_bytes)
-        events = parse_body(
-            body,
-            request.headers.get("content-type"),
-            utcnow(),
-            state.cfg.api.max_batch_events,
-            state.cfg.api.event_time,
-            state.cfg.retention.raw_events,
-            state.horizon.raw_from,
-        )
-        try:
-            await state.ingestor.ingest(events)
-        except BusUnavailable as exc:
-            log.warning("ingest refused: event bus unavailable", error=str(exc), events=len(events))
-            # A PubAck that did not come in time may still follow the publish: the events may be
-            # stored. What is true either way: a retry of the same events counts each once.
-            raise Problem(
-                503,
-                f"the event bus did not acknowledge the request ({exc}): its events may or may "
-                "not have been stored; send the same request again (the same source and id), "
-                "each event counts once",
-                headers={"Retry-After": "1"},
-            ) from exc
-        status = 204
-        return Response(status_code=204)
-    except Problem as problem:
-        status = problem.status
-        if problem.status < 500:
-            metrics.INGEST_EVENTS.labels("rejected").inc()
-        raise
-    finally:
-        metrics.INGEST_REQUESTS.labels(str(status)).inc()
+    """The route's handler, for the app's route table (405s, the OpenAPI parity): the lean path
+    answers every POST to the path before the router sees it."""
+    await ingest_request(_state(request), request.scope, request.receive)
+    return Response(status_code=204)
 
 
 async def list_events(request: Request) -> Response:
@@ -387,20 +326,19 @@ async def _client_gone(_: Request, __: Exception) -> Response:
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.error("unhandled error", error=repr(exc), exc_info=exc)
-    return Problem(500, "internal error; the server log has details").response()
+    return internal_error().response()
 
 
 class RefuseNulInQuery:
-    """A query parameter with a NUL (%00) can match nothing PostgreSQL stores, and as a
-    statement parameter it would fail the database call: refuse it up front."""
+    """ASGI middleware: asgi_request.nul_in_query's 400 before any route runs."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
-            response = bad_request("a query parameter contains a NUL character (%00)").response()
-            await response(scope, receive, send)
+        refusal = nul_in_query(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            await refusal.response()(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -431,7 +369,7 @@ def _needs(permission: str | None, handler: Handler) -> Handler:
 # path -> method -> (handler, the permission it needs); the OpenAPI document states the
 # same permission per operation (x-permission), and a test holds the two equal.
 OPERATIONS: dict[str, dict[str, tuple[Handler, str | None]]] = {
-    "/api/v1/events": {"GET": (list_events, "read"), "POST": (ingest_events, "ingest")},
+    INGEST_PATH: {"GET": (list_events, "read"), "POST": (ingest_events, "ingest")},
     "/api/v1/meters": {"GET": (list_meters, "read"), "POST": (create_meter, "admin")},
     "/api/v1/meters/{id_or_slug}": {
         "GET": (get_meter, "read"),
@@ -445,7 +383,21 @@ OPERATIONS: dict[str, dict[str, tuple[Handler, str | None]]] = {
 }
 
 
-def build_app(state: ApiState) -> Starlette:
+class ApiApp(Starlette):
+    """The API: every POST of events takes the lean path (ingest_path.py), the rest Starlette's routes."""
+
+    def __init__(self, ingest: ASGIApp, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.ingest = ingest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == INGEST_PATH:
+            await self.ingest(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def build_app(state: ApiState) -> ApiApp:
     routes = [
         Route(
             path,
@@ -454,11 +406,14 @@ def build_app(state: ApiState) -> Starlette:
         )
         for path, methods in OPERATIONS.items()
     ]
+    # One verifier (its OIDC key cache) and one body budget for both paths.
+    verifier = auth.verifier_for(state.cfg.api.auth)
+    budget = BodyBudget(state.cfg.api.body_budget_bytes)
     # Who is calling, first: nothing is read for a caller who may not call; then the bodies
     # of those who may, charged to the process's budget.
     middleware = [
-        Middleware(auth.BearerAuth, verifier=auth.verifier_for(state.cfg.api.auth)),
-        Middleware(ChargeBodies, budget=BodyBudget(state.cfg.api.body_budget_bytes)),
+        Middleware(auth.BearerAuth, verifier=verifier),
+        Middleware(ChargeBodies, budget=budget),
         Middleware(RefuseNulInQuery),
     ]
     # Each handler takes the exception class it is registered for (Starlette calls it so).
@@ -473,6 +428,7 @@ def build_app(state: ApiState) -> Starlette:
         DatabaseDeadline: _database_deadline,
         Exception: _unexpected,
     }
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+    ingest = IngestPath(state, OPERATIONS[INGEST_PATH]["POST"][1], verifier, budget)
+    app = ApiApp(ingest, routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.api = state
     return app

@@ -45,3 +45,8 @@ def bad_request(detail: str, **extra: Any) -> Problem:
 
 def not_found(detail: str) -> Problem:
     return Problem(404, detail)
+
+
+def internal_error() -> Problem:
+    """What a request that failed in an unforeseen way is answered (the log has the error)."""
+    return Problem(500, "internal error; the server log has details")
