@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, MutableMapping, Protocol
 
 import jwt
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .asgi_request import header
 from .config import PERMISSIONS, AuthConfig, OidcConfig
 from .jwks import JwksCache, JwksUnavailable
 from .metrics import AUTH_FAILURES
@@ -218,7 +218,7 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         try:
-            scope[GRANT_KEY] = await self.verifier.grant(Headers(scope=scope).get("authorization"))
+            scope[GRANT_KEY] = await self.verifier.grant(header(scope, b"authorization"))
         except Denied as denied:
             AUTH_FAILURES.labels(denied.reason).inc()
             await denied.problem().response()(scope, receive, send)
