@@ -25,7 +25,11 @@ partition yet gets one (the days around now are created ahead, by the partition 
 each sink runs).
 
 A message carries many events (messages.py), so the sink fetches as many
-messages as make about `sink.batchSize` events, judging by the messages so far.
+messages as make about `sink.batchSize` events, judging by the messages so far. A fetch
+that finds fewer than that (a trickle, not a backlog) waits `sink.linger` for more before
+the batch is stored, one worker gathering at a time: PostgreSQL's cost of a batch is
+nearly fixed at a few hundred events, so a trickle stored as it came would cost several
+times as much per event.
 
 A batch is acked only after a COMMIT known to be durable where a failover would
 look (commit_outcome.py): a connection lost during COMMIT, or a COMMIT whose wait
