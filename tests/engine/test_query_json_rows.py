@@ -91,7 +91,17 @@ queries = st.builds(
     window_size=st.sampled_from(("DAY", "DAY", "HOUR", "MONTH", "MINUTE")),
     time_zone=st.sampled_from(ZONES),
     group_by=st.sampled_from(
-        [("subject", "region", "tier"), ("tier", "subject", "region"), ("subject",), ("region",), ()]
+        # every key by subject (the per-subject levels as they are), every key over all subjects
+        # (the all-subjects hours as they are), keys dropped, a key twice
+        [
+            ("subject", "region", "tier"),
+            ("tier", "subject", "region"),
+            ("region", "tier"),
+            ("subject",),
+            ("region",),
+            ("tier", "tier"),
+            (),
+        ]
     ),
     span=st.sampled_from(RANGES),
     filtered=st.booleans(),
