@@ -81,9 +81,13 @@ class EngineProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = TIMEOUTS.server_stop) -> int | None:
+        self.signal(signal.SIGTERM)
+        return self.stopped(timeout)
+
+    def stopped(self, timeout: float = TIMEOUTS.server_stop) -> int | None:
+        """The exit code once the process has ended (killed when it has not within `timeout`)."""
         if not self.running:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -148,9 +152,10 @@ class LocalStack:
         if code != 0:
             raise ServerError(f"bp-openmeter migrate exited {code}:\n{proc.log_tail()}")
 
-    def start_api(self) -> EngineProcess:
+    def start_api(self, wait: bool = True) -> EngineProcess:
         self.api = self._process("api", "api").start()
-        self.wait_ready(self.telemetry_url, self.api)
+        if wait:
+            self.wait_ready(self.telemetry_url, self.api)
         return self.api
 
     def start_sink(self, index: int = 0, wait: bool = True) -> EngineProcess:
@@ -190,9 +195,13 @@ class LocalStack:
             ) from None
 
     def stop(self) -> None:
-        for proc in [*self.sinks, self.api]:
-            if proc is not None:
-                proc.stop()
+        # All asked at once, then waited for: each drains on its own (the sinks' last batches
+        # do not need the api), so a stack stops in the time of its slowest process.
+        running = [proc for proc in [*self.sinks, self.api] if proc is not None and proc.running]
+        for proc in running:
+            proc.signal(signal.SIGTERM)
+        for proc in running:
+            proc.stopped()
 
     def log_files(self) -> dict[str, Path]:
         return {path.stem: path for path in sorted(self.root.glob("*.log"))}
@@ -306,9 +315,14 @@ def start_local_stack(
     )
     try:
         stack.migrate()
-        stack.start_api()
+        # Started together, as a deployment starts them: each needs only the migrated database
+        # and the stream, which every process ensures.
+        stack.start_api(wait=False)
         for index in range(sinks):
-            stack.start_sink(index)
+            stack.start_sink(index, wait=False)
+        stack.wait_ready(stack.telemetry_url, stack.api)
+        for index in range(sinks):
+            stack.wait_ready(stack.sink_telemetry_url(index), stack.sinks[index])
     except BaseException:
         stack.stop()
         raise

@@ -132,7 +132,9 @@ class ManagedServer:
         self.halt(sig)
         self.resume()
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int | None = None) -> None:
+        """End the process with its own clean shutdown signal (PostgreSQL: fast, not smart, which
+        would wait out every client still connected), or `sig`."""
         self.halt(sig)
 
     def kill(self) -> None:
@@ -242,7 +244,7 @@ class PostgresServer(ManagedServer):
     _private_dir: bool = False
     _user: str | None = None
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int | None = None) -> None:
         super().stop(sig)
         if self._private_dir and sig != signal.SIGKILL:
             shutil.rmtree(self.workdir, ignore_errors=True)
