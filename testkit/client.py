@@ -28,7 +28,7 @@ from testkit.timeouts import TIMEOUTS
 from testkit.usage.compare import Table, TransientError, rows_from_csv, rows_from_json
 from testkit.usage.events import batch_body, structured
 from testkit.usage.reference import Query
-from testkit.wait import poll
+from testkit.wait import WaitTimeout, poll
 
 SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -222,8 +222,16 @@ class OpenMeterClient:
     def query_until(
         self, slug: str, done: Callable[[dict], bool], timeout: float = TIMEOUTS.usage_convergence, **params: Any
     ) -> dict:
-        """Poll the query until `done` holds (the sink is asynchronous); the last answer either way."""
-        return poll(lambda: self.query(slug, **params), done, timeout).last
+        """Poll the query until `done` holds (the sink is asynchronous) and return that answer;
+        WaitTimeout with the last answer when it does not hold within `timeout` (a wait that ran
+        out must not let a test go on as if it had not)."""
+        polled = poll(lambda: self.query(slug, **params), done, timeout)
+        if not polled.done:
+            raise WaitTimeout(
+                f"query of {slug} {params or ''} not as awaited within {timeout:.0f}s "
+                f"({polled.attempts} answers); the last: {json.dumps(polled.last)[:2000]}"
+            )
+        return polled.last
 
     def total(self, slug: str, **params: Any) -> float | None:
         data = self.query(slug, **params)["data"]

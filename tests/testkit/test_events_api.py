@@ -10,6 +10,7 @@ from testkit.runid import RunId
 from testkit.usage.compare import TransientError
 from testkit.usage.events import RunScope, batch_body, structured
 from testkit.usage.reference import Query
+from testkit.wait import WaitTimeout
 
 EVENT = {
     "id": "e1",
@@ -128,3 +129,17 @@ def test_answers_is_false_until_the_api_serves_json():
     assert client_with(lambda r: httpx.Response(200, json=[])).answers()
     assert not client_with(lambda r: httpx.Response(200, text="<html>")).answers()
     assert not client_with(lambda r: httpx.Response(503)).answers()
+
+
+def test_query_until_fails_with_the_last_answer_when_the_wait_runs_out():
+    """A wait that runs out raises; a test must not go on as if the awaited answer had come."""
+    answers = iter(range(1000))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": [{"value": next(answers)}]})
+
+    client = OpenMeterClient("http://engine.test")
+    client.http = httpx.Client(base_url="http://engine.test", transport=httpx.MockTransport(handler))
+    assert client.query_until("m", lambda a: a["data"][0]["value"] == 2, timeout=5)["data"][0]["value"] == 2
+    with pytest.raises(WaitTimeout, match=r"query of m .*the last: \{\"data\": \[\{\"value\": \d+\}\]\}"):
+        client.query_until("m", lambda a: a["data"][0]["value"] < 0, timeout=0.3)
