@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bp_openmeter.config import SinkConfig
 from testkit.stack.local import LocalStack
 
 from .env import BenchEnv, engine_tables, relation_bytes
@@ -20,6 +21,7 @@ from .procs import CpuMeter, peak_rss_bytes
 from .profile import Profiler
 from .queryable import wait_until_counted
 from .report import cpu_line, mib, ms, note, percentile, rate
+from .sink_batches import SinkBatches, sink_batches
 from .workload import BATCH_TYPE, SINGLE_TYPE, Workload
 
 
@@ -35,6 +37,8 @@ class IngestFigures:
     stored_bytes: dict[str, int] = field(default_factory=dict)
     request_p50: float = 0.0
     request_p99: float = 0.0
+    batches: SinkBatches | None = None  # what the sinks stored, in how many batches
+    batch_size: int = 0  # sink.batchSize: the cap
     stack: LocalStack | None = None  # still running: the caller stops it (freshness reuses it)
 
     @property
@@ -79,6 +83,8 @@ async def ingest_end_to_end(
         cpu=cpu.stop(),
         request_p50=percentile(load.latencies, 50),
         request_p99=percentile(load.latencies, 99),
+        batches=sink_batches(stack),
+        batch_size=env.sink.get("batchSize", SinkConfig().batch_size),
     )
     figures.stored_bytes = relation_bytes(stack.database_url, engine_tables(stack.database_url))
     figures.stack = stack
@@ -96,6 +102,12 @@ def _print(f: IngestFigures, per_request: int, connections: int, sinks: int) -> 
         f"{f.post_seconds:.1f} s = {rate(f.events / f.post_seconds)}; request p50 {ms(f.request_p50)}, "
         f"p99 {ms(f.request_p99)})"
     )
+    if f.batches is not None and f.batches.committed:
+        note(
+            f"sink batches: {f.batches.committed:,} committed, {f.batches.events_per_batch:,.0f} events and "
+            f"{ms(f.batches.seconds_per_batch)} each on average (sink.batchSize {f.batch_size:,}: a batch takes what is "
+            "pending, up to that)"
+        )
     note(cpu_line(f.cpu, f.seconds))
     note(
         "CPU per event: "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import psycopg
 
 from bp_openmeter import meter_store, query_params, query_run
@@ -60,8 +61,9 @@ async def explain(database_url: str, ds: Dataset, case: QueryCase, tz: str) -> l
             group_by=case.group_by,
         )
         plans.clear()  # the meter's lookup is not the query
-        result = await query_run.run(conn, meter, params, 1_000_000)
-    lines = [f"{len(result.rows):,} rows answered; {len(plans)} statement(s):"]
+        result = await query_run.run(conn, meter, params, 1_000_000, json_rows=True)  # as the API asks it
+    answered = len(orjson.loads(result.data_json)) if result.data_json is not None else len(result.rows)
+    lines = [f"{answered:,} rows answered; {len(plans)} statement(s):"]
     for notice in plans:
         duration, _, body = notice.partition("plan:")
         plan = json.loads(body)

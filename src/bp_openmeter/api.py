@@ -248,15 +248,17 @@ async def query_meter(request: Request) -> Response:
         params = query_params.parse_query_params(request.query_params)
     started = time.perf_counter()
 
+    csv = query_output.wants_csv(request.headers.get("accept", ""))
+
     async def answer() -> tuple[Meter, query_run.QueryResult]:
         async with state.pool.connection() as conn:
             meter = await _meter_or_404(conn, state.cfg.namespace, request)
             _counts_complete(meter)
-            return meter, await query_run.run(conn, meter, params, state.cfg.api.max_query_rows)
+            return meter, await query_run.run(conn, meter, params, state.cfg.api.max_query_rows, json_rows=not csv)
 
     meter, result = await _read(request, answer())
     metrics.QUERY_SECONDS.observe(time.perf_counter() - started)
-    if query_output.wants_csv(request.headers.get("accept", "")):
+    if csv:
         return Response(
             query_output.to_csv(result),
             media_type="text/csv",

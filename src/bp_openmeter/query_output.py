@@ -6,6 +6,8 @@ import io
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from . import numeric
 from .csv_cells import cell_text
 from .query_run import QueryResult
@@ -31,6 +33,9 @@ def to_json(result: QueryResult) -> dict[str, Any]:
             written = texts[moment] = format_time(moment, zone)
         return written
 
+    if result.data_json is not None:
+        out["data"] = orjson.Fragment(result.data_json)  # written already (query_run.run's json_rows)
+        return out
     out["data"] = [
         {
             "value": numeric.to_json(row["value"]),

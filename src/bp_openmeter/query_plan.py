@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
 from . import rollup_sql
 from .group_filters import ADVANCED, Filter, values_filter
 from .meters import Meter
@@ -177,8 +179,21 @@ def _bound(name: str, value: datetime | None, infinite: str) -> str:
     return f"%({name})s::timestamptz" if value is not None else f"'{infinite}'::timestamptz"
 
 
-def _parts(r: Ranges, columns: str, by_subjects: bool, all_subjects: bool) -> tuple[list[str], list[str]]:
-    """(CTEs, SELECTs of rollup-shaped rows with their minute, extent and level).
+@dataclass(frozen=True)
+class Coarsest:
+    """The part of `_parts` that reads the coarsest level: its index, and whether that level
+    keeps a row per subject (rollup_hour_total keeps one for all subjects)."""
+
+    index: int
+    level: int
+    per_subject: bool
+
+
+def _parts(
+    r: Ranges, columns: str, by_subjects: bool, all_subjects: bool
+) -> tuple[list[str], list[str], Coarsest | None]:
+    """(CTEs, SELECTs of rollup-shaped rows with their minute, extent and level, the part of
+    the hourly or daily level).
     `by_subjects`: the request names subjects; rollup rows are found by the digest of each
     (their key) and take the subject's text from the request, so that a subject's rows come
     from the index alone. `all_subjects`: the answer neither filters nor groups by subject,
@@ -209,7 +224,7 @@ src AS (
                 {MINUTES} AS level, {columns}
            FROM edges WHERE TRUE{subject_filter}""")
     if not r.rollups:
-        return ctes, parts
+        return ctes, parts, None
 
     def rows_of(table: str) -> tuple[str, str]:
         """The subject column and the FROM clause of a per-subject rollup level."""
@@ -226,7 +241,7 @@ src AS (
           WHERE meter_pk = %(meter_pk)s"""
     if not r.hourly:
         parts.append(f"{minute_rows} AND minute >= {lo} AND minute < {hi}")
-        return ctes, parts
+        return ctes, parts, None
     # Whole hours before the watermark's hour come from an hourly level; NULL bounds: none do.
     ctes.append(f"""
 hours AS (
@@ -235,6 +250,7 @@ hours AS (
                    LEAST({_bound("hour_hi", r.whole_hi, "infinity")},
                          (SELECT date_trunc('hour', sealed_through) FROM rollup_seal)) AS h_hi) wanted
 )""")
+    coarsest = Coarsest(len(parts), DAYS if r.daily and not all_subjects else HOURS, per_subject=not all_subjects)
     if all_subjects:
         parts.append(f"""SELECT NULL::text, groups, hour, first_minute, last_minute, {HOURS}, {columns}
            FROM rollup_hour_total
@@ -270,7 +286,7 @@ days AS (
     parts.append(
         f"{minute_rows} AND minute >= COALESCE((SELECT hi FROM hours), 'infinity'::timestamptz) AND minute < {hi}"
     )
-    return ctes, parts
+    return ctes, parts, coarsest
 
 
 _VALUE = {
@@ -289,41 +305,151 @@ _VALUE = {
 _WINDOW = "GREATEST(date_trunc(%(unit)s, minute, %(tz)s), %(earliest)s::timestamptz)"
 
 
+# A level row's value alone, where it is one answer row: what _VALUE gives over that one row.
+_ROW_VALUE = {
+    "SUM": "sum",
+    "COUNT": "events::numeric",
+    "AVG": "sum / NULLIF(n::numeric, 0)",
+    "MIN": "min",
+    "MAX": "max",
+    "LATEST": "CASE WHEN latest_time IS NOT NULL THEN latest_value END",
+    "UNIQUE_COUNT": "(SELECT count(DISTINCT v) FROM unnest(vals) AS v)",
+}
+
+# Where JSON rows written by PostgreSQL (json_rows) leave a part to the engine: the window's
+# bounds, and a value that is not a whole number between two VALUE_MARKs (its exact digits).
+# Control characters: every string in a row is JSON-escaped, so none can hold them.
+WINDOW_START_MARK, WINDOW_END_MARK, VALUE_MARK = "\x01", "\x02", "\x03"
+_MARK_SQL = {mark: f"chr({ord(mark)})" for mark in (WINDOW_START_MARK, WINDOW_END_MARK, VALUE_MARK)}
+
+
+def _direct(
+    meter: Meter, params: QueryParams, group_keys: list[str], by_subject: bool, coarsest: Coarsest | None
+) -> bool:
+    """Whether the coarsest level's rows are the answer's rows as they are: its unit is the
+    window's (DAY from rollup_day, HOUR from an hourly level), it is keyed as the answer
+    (per subject or for all of them) and no group key is dropped. Then, when no other part
+    has a row, nothing needs grouping again; a window that is not that unit (a zone off UTC)
+    is refused by `straddles` and asked again of a finer level, as on the grouped path."""
+    return (
+        coarsest is not None
+        and params.window_size == ("DAY" if coarsest.level == DAYS else "HOUR")
+        and coarsest.per_subject == by_subject
+        and set(group_keys) == set(meter.spec.group_by)
+    )
+
+
 def statement(
-    meter: Meter, params: QueryParams, r: Ranges, group_keys: list[str], by_subject: bool, group_where: str
+    meter: Meter,
+    params: QueryParams,
+    r: Ranges,
+    group_keys: list[str],
+    by_subject: bool,
+    group_where: str,
+    json_rows: bool = False,
 ) -> str:
     """The query's SQL, assembled from constant fragments (values only as parameters).
-    Only the filters the request has are in it, so each plan fits the request."""
+    Only the filters the request has are in it, so each plan fits the request.
+
+    Rows (window_start, subject, groups, value, first_minute, last_minute, level) in the
+    answer's order; with `json_rows` (windowed queries) one row per window instead:
+    (window_start, rows, level, first_minute, data), `data` being the window's answer rows
+    as JSON text (json_rows_sql)."""
     aggregation = meter.spec.aggregation
     all_subjects = not by_subject and not params.subjects and aggregation != "UNIQUE_COUNT"
-    ctes, parts = _parts(r, _columns(aggregation), bool(params.subjects), all_subjects)
+    ctes, parts, coarsest = _parts(r, _columns(aggregation), bool(params.subjects), all_subjects)
     group_filter = f"\n     WHERE {group_where}" if group_where != "TRUE" else ""
-    union = "\n         UNION ALL\n         ".join(parts)
-    ctes.append(f"""
+    columns = f"(subject, groups, minute, first_minute, last_minute, level, {_ROW})"
+    unique = meter.spec.aggregation == "UNIQUE_COUNT"
+    window_start = _WINDOW if params.window_size is not None else "NULL::timestamptz"
+    subject = "subject" if by_subject else "NULL::text"
+    groups = _groups_kept(meter, group_keys)
+
+    def grouped(source: str, condition: str = "") -> str:
+        # Every row with events answers, as upstream: a window whose values are all null counts 0,
+        # and the extent without windowSize spans all its events.
+        rows = f"{source} LEFT JOIN LATERAL unnest({source}.vals) AS v ON true" if unique else source
+        return f"""SELECT {window_start} AS window_start, {subject} AS subject, {groups} AS groups,
+           {_VALUE[aggregation]} AS value,
+           min(first_minute) AS first_minute, max(last_minute) AS last_minute, max(level) AS level
+      FROM {rows}{condition}
+     GROUP BY 1, 2, 3"""
+
+    union = "\n         UNION ALL\n         ".join
+    if json_rows and coarsest is not None and _direct(meter, params, group_keys, by_subject, coarsest):
+        others = [part for i, part in enumerate(parts) if i != coarsest.index]
+        ctes.append(f"""
+direct AS NOT MATERIALIZED (
+    SELECT * FROM (
+         {parts[coarsest.index]}
+    ) parts {columns}{group_filter}
+),
+others AS (
+    SELECT * FROM (
+         {union(others)}
+    ) parts {columns}{group_filter}
+),
+scoped AS NOT MATERIALIZED (SELECT * FROM direct UNION ALL SELECT * FROM others),
+answer AS (
+    -- the coarsest level alone (its rows are the answer's): no grouping, and each row's unit
+    -- is its window (a window that is not is refused by `straddles`, see _direct)
+    SELECT minute AS window_start, {subject} AS subject, {groups} AS groups,
+           {_ROW_VALUE[aggregation]} AS value, first_minute, last_minute, level
+      FROM direct
+     WHERE NOT EXISTS (SELECT FROM others)
+    UNION ALL
+    {grouped("scoped", " WHERE EXISTS (SELECT FROM others)")}
+)""")
+    else:
+        ctes.append(f"""
 scoped AS (
     SELECT * FROM (
-         {union}
-    ) parts (subject, groups, minute, first_minute, last_minute, level, {_ROW}){group_filter}
+         {union(parts)}
+    ) parts {columns}{group_filter}
+),
+answer AS (
+    {grouped("scoped")}
 )""")
-    unique = meter.spec.aggregation == "UNIQUE_COUNT"
-    # Every row with events answers, as upstream: a window whose values are all null counts 0,
-    # and the extent without windowSize spans all its events.
-    rows = "scoped LEFT JOIN LATERAL unnest(scoped.vals) AS v ON true" if unique else "scoped"
-    window_start = _WINDOW if params.window_size is not None else "NULL::timestamptz"
+    if json_rows:
+        return f"""WITH {",".join(ctes)}
+SELECT window_start, count(*) AS rows, max(level) AS level, min(first_minute) AS first_minute,
+       string_agg({_row_json(group_keys)}, ','
+                  ORDER BY subject COLLATE "C" NULLS FIRST, groups::text COLLATE "C")
+           FILTER (WHERE value IS NOT NULL) AS data
+  FROM (SELECT * FROM answer LIMIT %(row_limit)s) limited
+ GROUP BY window_start
+ ORDER BY window_start"""
     return f"""WITH {",".join(ctes)}
 SELECT window_start, subject, groups, value, first_minute, last_minute, level
-  FROM (
-    SELECT {window_start} AS window_start,
-           {"subject" if by_subject else "NULL::text"} AS subject,
-           {_groups_kept(meter, group_keys)} AS groups,
-           {_VALUE[meter.spec.aggregation]} AS value,
-           min(first_minute) AS first_minute, max(last_minute) AS last_minute, max(level) AS level
-      FROM {rows}
-     GROUP BY 1, 2, 3
-  ) windows
+  FROM answer
  ORDER BY window_start NULLS FIRST, subject COLLATE "C" NULLS FIRST, groups::text COLLATE "C"
  LIMIT %(row_limit)s
 """
+
+
+def json_key_args(group_keys: list[str]) -> dict[str, str]:
+    """The parameters of _row_json: each requested key (once, in request order) and its JSON text."""
+    args = {}
+    for i, key in enumerate(dict.fromkeys(group_keys)):
+        args[f"gk{i}"] = key
+        args[f"gk{i}_json"] = orjson.dumps(key).decode()
+    return args
+
+
+def _row_json(group_keys: list[str]) -> str:
+    """An answer row as query_output.to_json writes it (key order, every requested group key with
+    "" for a missing value; PostgreSQL escapes strings as orjson does), whole numbers written
+    exactly; the window's bounds and any other value are marked for the engine to write."""
+    pairs = " || ',' || ".join(
+        f"%(gk{i}_json)s || ':' || to_json(COALESCE(groups ->> %(gk{i})s, ''))::text"
+        for i in range(len(dict.fromkeys(group_keys)))
+    )
+    return f"""'{{"value":' || CASE WHEN scale(value::numeric) = 0 THEN value::text
+                              WHEN value::numeric = trunc(value::numeric) THEN trunc(value::numeric)::text
+                              ELSE {_MARK_SQL[VALUE_MARK]} || value::text || {_MARK_SQL[VALUE_MARK]} END
+              || ',"windowStart":' || {_MARK_SQL[WINDOW_START_MARK]} || ',"windowEnd":' || {_MARK_SQL[WINDOW_END_MARK]}
+              || ',"subject":' || COALESCE(to_json(subject)::text, 'null')
+              || ',"groupBy":{{' || {pairs or "''"} || '}}}}'"""
 
 
 def _groups_kept(meter: Meter, group_keys: list[str]) -> str:
@@ -400,7 +526,7 @@ SUBJECTS = """
 
 def group_values_statement(ranges: Ranges) -> str:
     """Distinct values of the group key %(key)s over `ranges`, read like a query's groups."""
-    ctes, parts = _parts(ranges, _columns("COUNT"), by_subjects=False, all_subjects=True)
+    ctes, parts, _coarsest = _parts(ranges, _columns("COUNT"), by_subjects=False, all_subjects=True)
     union = "\n         UNION ALL\n         ".join(parts)
     return f"""WITH {",".join(ctes)}
 SELECT value FROM (

@@ -6,21 +6,23 @@ api.maxQueryRows allows and a larger answer is a 400 that says how to narrow it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg.types.json import set_json_loads
 
+from . import numeric, retention, windows
 from . import query_plan as plan
-from . import retention, windows
 from .group_filters import Compiler
 from .meters import Meter
 from .problems import Problem, bad_request
 from .query_params import QueryParams
-from .timefmt import EARLIEST, LATEST
+from .timefmt import EARLIEST, LATEST, format_time
 from .windows import floor_minute
 
 
@@ -30,6 +32,9 @@ class QueryResult:
     group_keys: list[str]
     by_subject: bool
     rows: list[dict[str, Any]]
+    # The answer's "data" array as JSON text, written by PostgreSQL and the engine (json_rows):
+    # then `rows` is empty.
+    data_json: bytes | None = None
 
 
 def too_many_rows(limit: int, what: str, advice: str) -> Problem:
@@ -45,17 +50,18 @@ async def _fetch(
     by_subject: bool,
     group_where: str,
     args: dict[str, Any],
+    json_rows: bool,
 ) -> list[tuple]:
     """Rows (start, end, subject, groups, value, level): the window's bounds, or without
-    windowSize the range's (from/to, else the extent of the data)."""
+    windowSize the range's (from/to, else the extent of the data). With `json_rows` (windowed
+    queries only) one per window: (start, end, its answer rows as JSON text or None, level)."""
     # Not prepared: every execution is planned for its own range, subjects and level.
     cur = conn.cursor()
     # A row's groups are an object of strings: orjson reads it several times faster than json.
     set_json_loads(orjson.loads, cur)
+    sql = plan.statement(meter, params, r, group_keys, by_subject, group_where, json_rows)
     try:
-        await cur.execute(
-            plan.statement(meter, params, r, group_keys, by_subject, group_where), {**args, **r.args()}, prepare=False
-        )
+        await cur.execute(sql, {**args, **r.args()}, prepare=False)
     except psycopg.errors.InvalidParameterValue as exc:
         # The zone names come from the engine's tz database; PostgreSQL's own may be older.
         raise bad_request(
@@ -64,13 +70,20 @@ async def _fetch(
             field="windowTimeZone",
         ) from exc
     fetched = await cur.fetchall()
-    if len(fetched) >= args["row_limit"]:  # one more than allowed: the answer is too large to hold
+    answer_rows = sum(row[1] for row in fetched) if json_rows else len(fetched)
+    if answer_rows >= args["row_limit"]:  # one more than allowed: the answer is too large to hold
         raise too_many_rows(
             args["row_limit"] - 1,
             "rows",
             "ask for a larger windowSize, a narrower from/to range, or fewer subjects or group keys",
         )
     rows, zone, size = [], params.zone, params.window_size
+    if json_rows:
+        assert size is not None  # windowed only: a window's rows share its bounds
+        return [
+            (*windows.window_of(first_minute, size, zone), data, level)
+            for _window_start, _rows, level, first_minute, data in fetched
+        ]
     bounds: dict[datetime, tuple[datetime, datetime]] = {}
     for window_start, subject, groups, value, first_minute, last_minute, level in fetched:
         if size is not None:  # then every row has its window_start
@@ -116,10 +129,16 @@ def _after_minute(minute: datetime) -> datetime:
         return LATEST
 
 
-async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, max_rows: int) -> QueryResult:
+async def run(
+    conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, max_rows: int, json_rows: bool = False
+) -> QueryResult:
     """The answer; 400 when it would have more than `max_rows` rows (the api holds it whole), or
-    when it would need raw events past the retention (retention.refuse_past_horizon)."""
+    when it would need raw events past the retention (retention.refuse_past_horizon).
+
+    `json_rows`: the answer is for query_output.to_json; a windowed one is then written as JSON
+    by PostgreSQL, per window (QueryResult.data_json), not read row by row into dicts."""
     group_keys, by_subject = plan.resolve_grouping(meter, params)
+    json_rows = json_rows and params.window_size is not None
     unit = params.window_size.lower() if params.window_size else None  # date_trunc's field
     args = {
         "namespace": meter.namespace,
@@ -131,13 +150,14 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
         "tz": params.time_zone,
         "earliest": EARLIEST,
         "row_limit": max_rows + 1,
+        **(plan.json_key_args(group_keys) if json_rows else {}),
     }
     compiler = Compiler()
     group_where = compiler.where(plan.requested_filters(params))
     args.update(compiler.args)
     hourly = params.window_size != "MINUTE" and (unit is None or plan.hour_aligned_zone(params))
     daily = params.window_size not in ("MINUTE", "HOUR") and (unit is None or plan.day_aligned_zone(params))
-    same = (group_keys, by_subject, group_where, args)  # for every plan
+    same = (group_keys, by_subject, group_where, args, json_rows)  # for every plan
     ranges = plan.Ranges.of(params, hourly, daily)
     # Every plan has the same raw edges and reads only rollups (never dropped) otherwise.
     await retention.refuse_past_horizon(conn, meter, params.start, ranges.edges)
@@ -152,6 +172,8 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
             rows = await _fetch(conn, meter, params, plan.Ranges.of(params, False), *same)
     if unit is not None:
         _refuse_edges_inside_a_minute(params, rows)
+    if json_rows:
+        return QueryResult(params, group_keys, by_subject, [], _data_json(params, rows))
     out = []
     for window_start, window_end, subject, groups, value, _level in rows:
         if value is None:
@@ -174,6 +196,32 @@ async def run(conn: psycopg.AsyncConnection, meter: Meter, params: QueryParams, 
     ):
         out.append(_zero_row(params))
     return QueryResult(params, group_keys, by_subject, out)
+
+
+def _data_json(params: QueryParams, windows_rows: list[tuple]) -> bytes:
+    """The "data" array of the answer from its windows' JSON text: the window bounds and the
+    values PostgreSQL left marked written as query_output.to_json writes them."""
+    zone = params.zone if params.time_zone != "UTC" else None
+    chunks = []
+    for start, end, data, _level in windows_rows:
+        if data is None:
+            continue  # no row of the window has a value
+        text = data.encode()
+        text = text.replace(plan.WINDOW_START_MARK.encode(), orjson.dumps(format_time(start, zone)))
+        text = text.replace(plan.WINDOW_END_MARK.encode(), orjson.dumps(format_time(end, zone)))
+        if _VALUE_MARK in text:
+            text = _MARKED_VALUE.sub(_value_json, text)
+        chunks.append(text)
+    return b"[" + b",".join(chunks) + b"]"
+
+
+_VALUE_MARK = plan.VALUE_MARK.encode()
+_MARKED_VALUE = re.compile(re.escape(_VALUE_MARK) + b"([^" + re.escape(_VALUE_MARK) + b"]*)" + re.escape(_VALUE_MARK))
+
+
+def _value_json(match: re.Match[bytes]) -> bytes:
+    """A value PostgreSQL left to the engine (not a whole number), from its exact digits."""
+    return orjson.dumps(numeric.to_json(Decimal(match[1].decode())))
 
 
 # Upstream's zero row (see _zero_row) spans the first minute of Unix time when from/to are absent.
