@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from bp_openmeter.api import ApiState, build_app
+from bp_openmeter.bus import EventBus
+from bp_openmeter.config import Config, PostgresConfig
+from bp_openmeter.db import make_pool
+from bp_openmeter.dedupe import Deduplicator
+from bp_openmeter.horizon_watch import HorizonWatch
+from bp_openmeter.ingest import Ingestor
 from testkit.client import OpenMeterClient
 from testkit.stack.local import LocalStack, start_local_stack
 from testkit.stack.servers import Servers, start_servers
@@ -55,3 +62,18 @@ def client(stack) -> OpenMeterClient:
 def uid() -> str:
     """A fresh token for slugs, event types and subjects, so tests sharing a stack never collide."""
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def unconnected_app():
+    """The app as the api process builds it, with nothing connected: for what a request answers
+    before it reaches a server (routing, refusals), or what the app declares."""
+    cfg = Config(postgres=PostgresConfig(url="postgresql://unused@127.0.0.1:9/none"))
+    pool = make_pool(cfg.postgres, "api")
+    state = ApiState(
+        cfg=cfg,
+        pool=pool,
+        ingestor=Ingestor(cfg.namespace, EventBus(cfg.nats, "api"), Deduplicator(cfg.valkey), 1.0),
+        horizon=HorizonWatch(pool),
+    )
+    return build_app(state)

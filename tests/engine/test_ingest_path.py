@@ -11,30 +11,9 @@ import asyncio
 
 import httpx
 
-from bp_openmeter.api import ApiState, build_app
-from bp_openmeter.bus import EventBus
-from bp_openmeter.config import Config, PostgresConfig
-from bp_openmeter.db import make_pool
-from bp_openmeter.dedupe import Deduplicator
-from bp_openmeter.horizon_watch import HorizonWatch
-from bp_openmeter.ingest import Ingestor
 
-
-def _app():
-    """The app as the api process builds it; nothing is connected (no request here reaches a server)."""
-    cfg = Config(postgres=PostgresConfig(url="postgresql://unused@127.0.0.1:9/none"))
-    pool = make_pool(cfg.postgres, "api")
-    state = ApiState(
-        cfg=cfg,
-        pool=pool,
-        ingestor=Ingestor(cfg.namespace, EventBus(cfg.nats, "api"), Deduplicator(cfg.valkey), 1.0),
-        horizon=HorizonWatch(pool),
-    )
-    return build_app(state)
-
-
-def test_posts_of_events_take_the_lean_path_and_everything_else_starlettes():
-    app = _app()
+def test_posts_of_events_take_the_lean_path_and_everything_else_starlettes(unconnected_app):
+    app = unconnected_app
 
     async def scenario() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)

@@ -10,14 +10,6 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from bp_openmeter.api import ApiState, build_app
-from bp_openmeter.bus import EventBus
-from bp_openmeter.config import Config, PostgresConfig
-from bp_openmeter.db import make_pool
-from bp_openmeter.dedupe import Deduplicator
-from bp_openmeter.horizon_watch import HorizonWatch
-from bp_openmeter.ingest import Ingestor
-
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
@@ -30,17 +22,8 @@ def _normalized(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "{}", path)
 
 
-def _app_operations() -> set[tuple[str, str]]:
-    """The routes of the app as the api process builds it (nothing is connected to build it)."""
-    cfg = Config(postgres=PostgresConfig(url="postgresql://unused@127.0.0.1:9/none"))
-    pool = make_pool(cfg.postgres, "api")
-    state = ApiState(
-        cfg=cfg,
-        pool=pool,
-        ingestor=Ingestor(cfg.namespace, EventBus(cfg.nats, "api"), Deduplicator(cfg.valkey), 1.0),
-        horizon=HorizonWatch(pool),
-    )
-    app = build_app(state)
+def _app_operations(app) -> set[tuple[str, str]]:
+    """The routes of the app as the api process builds it."""
     operations = set()
     for route in app.routes:
         assert isinstance(route, Route), f"unexpected route type {type(route).__name__}"
@@ -59,8 +42,8 @@ def _documented_operations(document: dict) -> set[tuple[str, str]]:
     }
 
 
-def test_every_route_is_documented_and_every_documented_operation_exists():
-    served, documented = _app_operations(), _documented_operations(_document())
+def test_every_route_is_documented_and_every_documented_operation_exists(unconnected_app):
+    served, documented = _app_operations(unconnected_app), _documented_operations(_document())
     assert served - documented == set(), f"served but not documented: {sorted(served - documented)}"
     assert documented - served == set(), f"documented but not served: {sorted(documented - served)}"
 
