@@ -31,6 +31,7 @@ from .jsonlimits import has_nul
 from .logs import get_logger
 from .meters import Meter, MeterError, apply_update, parse_list_params, parse_meter_spec, valid_id_or_slug
 from .problems import Problem, bad_request, internal_error, not_found
+from .query_string import refuse_unknown
 from .timefmt import format_time
 
 log = get_logger("api")
@@ -242,6 +243,9 @@ async def meter_group_values(request: Request) -> Response:
 async def query_meter(request: Request) -> Response:
     state = _state(request)
     if request.method == "POST":
+        # Its parameters are the body's: a subject or filter in the URL would be dropped, and
+        # the answer would be every subject's usage.
+        refuse_unknown(request.query_params, (), " (a POST query takes its parameters in the JSON body)")
         body = await read_json(request)
         params = query_params.parse_body_params(body)
     else:

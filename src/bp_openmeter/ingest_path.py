@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
@@ -26,6 +27,7 @@ from .cloudevents_in import parse_body
 from .disconnect import ClientGone
 from .logs import get_logger
 from .problems import Problem, internal_error
+from .query_string import refuse_unknown
 from .timefmt import utcnow
 
 if TYPE_CHECKING:
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
 log = get_logger("api")
 
 INGEST_PATH = "/api/v1/events"
+
+# nginx's code for a request whose client closed the connection; never sent, only counted.
+CLIENT_LEFT = 499
 
 _NO_CONTENT = {"type": "http.response.start", "status": 204, "headers": []}
 _NO_BODY = {"type": "http.response.body", "body": b""}
@@ -44,6 +49,8 @@ async def ingest_request(state: "ApiState", scope: Scope, receive: Receive) -> N
     when this returns (204); a Problem otherwise. Counted in bpom_ingest_requests_total by status."""
     status = 500
     try:
+        # It takes no parameters: one given would be dropped silently (query_string.py).
+        refuse_unknown(QueryParams(scope.get("query_string", b"")), ())
         body = await receive_body(scope, receive, state.cfg.api.max_body_bytes, state.cfg.api.body_timeout)
         events = parse_body(
             body,
@@ -72,6 +79,9 @@ async def ingest_request(state: "ApiState", scope: Scope, receive: Receive) -> N
         status = problem.status
         if problem.status < 500:
             metrics.INGEST_EVENTS.labels("rejected").inc()
+        raise
+    except (ClientDisconnect, ClientGone):
+        status = CLIENT_LEFT  # not a server error: the client hung up before its answer
         raise
     finally:
         metrics.INGEST_REQUESTS.labels(str(status)).inc()

@@ -18,11 +18,11 @@ from .problems import bad_request
 Query = ImmutableMultiDict[str, str]
 
 
-def refuse_unknown(qp: Query, known: Iterable[str]) -> None:
+def refuse_unknown(qp: Query, known: Iterable[str], advice: str = "") -> None:
     allowed = set(known)
     for key in qp.keys():
         if key not in allowed:
-            raise bad_request(f"{key}: unknown query parameter", field=key)
+            raise bad_request(f"{key[:80]}: unknown query parameter{advice}", field=key[:80])
 
 
 def refuse_repeated(qp: Query, single: Iterable[str]) -> None:

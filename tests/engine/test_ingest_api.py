@@ -4,10 +4,16 @@ refused request leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import socket
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.client import BATCH, SINGLE, event
+from testkit.timeouts import TIMEOUTS
+from testkit.wait import poll
 
 pytestmark = pytest.mark.servers
 
@@ -213,3 +219,37 @@ def test_extension_attributes_are_kept(client, count_meter, uid):
 def test_unknown_route_and_method_are_problems(client):
     problem(client.http.get("/api/v1/nothing"), 404)
     problem(client.http.delete("/api/v1/events"), 405)
+
+
+def test_parameters_in_the_url_of_a_post_of_events_are_refused(client, count_meter, uid):
+    """It takes none: one given would be dropped silently."""
+    response = client.http.post(
+        "/api/v1/events",
+        params={"subject": "x"},
+        content=json.dumps(event(uid, "t", "s")),
+        headers={"content-type": SINGLE},
+    )
+    body = problem(response, 400)
+    assert body["field"] == "subject" and "unknown query parameter" in body["detail"]
+    assert client.events(id=uid) == []
+
+
+def _ingest_requests(stack) -> dict[str, float]:
+    text = httpx.get(f"{stack.telemetry_url}/metrics", timeout=5).text
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "bpom_ingest_requests")
+    return {s.labels["status"]: s.value for s in family.samples if s.name.endswith("_total")}
+
+
+def test_a_client_hanging_up_mid_body_is_counted_as_gone_not_as_a_server_error(client, stack):
+    before = _ingest_requests(stack)
+    url = urlsplit(stack.api_url)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as conn:
+        conn.sendall(
+            b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/cloudevents+json\r\n"
+            b'Content-Length: 100\r\n\r\n{"id": '
+        )
+    counted = poll(
+        lambda: _ingest_requests(stack), lambda now: now.get("499", 0) > before.get("499", 0), TIMEOUTS.engine_ready
+    )
+    assert counted.done, counted.last
+    assert counted.last.get("500", 0) == before.get("500", 0)

@@ -312,3 +312,12 @@ def test_windows_whose_edges_fall_inside_a_minute_are_refused_not_miscounted(cli
     assert [(r["windowStart"], r["value"]) for r in later["data"]] == [("1980-06-14T00:00:00+00:00", 1)]
     # Without windows the range answers exactly.
     assert client.query(slug)["data"][0]["value"] == 3
+
+
+@pytest.mark.parametrize("params", [{"subject": "nobody"}, {"filterGroupBy[region]": "even"}, {"windowSize": "DAY"}])
+def test_a_post_query_refuses_parameters_in_its_url_which_it_would_drop(client, meters, params):
+    """Its parameters are the body's: a subject in the URL, dropped, answered every subject's usage."""
+    field = next(iter(params))
+    response = client.http.post(f"/api/v1/meters/{meters['SUM']}/query", params=params, json={})
+    body = problem(response, 400)
+    assert body["field"] == field and "JSON body" in body["detail"]
