@@ -12,6 +12,7 @@ import asyncio
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
 
+from . import metrics
 from .problems import Problem, bad_request
 
 
@@ -71,6 +72,7 @@ async def receive_body(scope: Scope, receive: Receive, limit: int, timeout: floa
                 if not message.get("more_body", False):
                     break
     except TimeoutError as exc:
+        metrics.API_REFUSALS.labels("body_timeout").inc()
         raise Problem(
             408, f"the request body did not arrive within {timeout:g} s", headers={"Connection": "close"}
         ) from exc

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from testkit.client import BATCH, SINGLE, event
+from testkit.metrics import counter_by_label
 from tests.engine.process_memory import CHART_API_MEMORY_LIMIT_MIB as API_MEMORY_LIMIT_MIB
 
 pytestmark = pytest.mark.servers
@@ -300,6 +301,7 @@ def test_odd_time_zone_names_are_answered_or_refused_cleanly(client, count_meter
 
 
 def test_a_stalled_body_is_answered_408_instead_of_hanging(stack):
+    refused = counter_by_label(stack.telemetry_url, "bpom_api_limit_refusals", "limit").get("body_timeout", 0)
     address = urlsplit(stack.api_url)
     with socket.create_connection((address.hostname, address.port), timeout=20) as sock:
         sock.sendall(
@@ -311,6 +313,7 @@ def test_a_stalled_body_is_answered_408_instead_of_hanging(stack):
         waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert PROBLEM.encode() in answer and waited < 10
+    assert counter_by_label(stack.telemetry_url, "bpom_api_limit_refusals", "limit")["body_timeout"] == refused + 1
 
 
 def test_an_oversized_request_line_is_a_problem_too(stack):

@@ -7,11 +7,10 @@ import json
 import socket
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.client import BATCH, SINGLE, event
+from testkit.metrics import counter_by_label
 from testkit.timeouts import TIMEOUTS
 from testkit.wait import poll
 
@@ -235,9 +234,7 @@ def test_parameters_in_the_url_of_a_post_of_events_are_refused(client, count_met
 
 
 def _ingest_requests(stack) -> dict[str, float]:
-    text = httpx.get(f"{stack.telemetry_url}/metrics", timeout=5).text
-    family = next(f for f in text_string_to_metric_families(text) if f.name == "bpom_ingest_requests")
-    return {s.labels["status"]: s.value for s in family.samples if s.name.endswith("_total")}
+    return counter_by_label(stack.telemetry_url, "bpom_ingest_requests", "status")
 
 
 def test_a_client_hanging_up_mid_body_is_counted_as_gone_not_as_a_server_error(client, stack):
