@@ -436,5 +436,8 @@ def build_app(state: ApiState) -> ApiApp:
     }
     ingest = IngestPath(state, OPERATIONS[INGEST_PATH]["POST"][1], verifier, budget)
     app = ApiApp(ingest, routes=routes, middleware=middleware, exception_handlers=handlers)
+    # A path with a trailing slash is not one of the API's: 404 problem+json, as any unknown path
+    # (a redirect would be undocumented, and its Location would echo the client's Host header).
+    app.router.redirect_slashes = False
     app.state.api = state
     return app

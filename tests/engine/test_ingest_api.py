@@ -220,6 +220,14 @@ def test_unknown_route_and_method_are_problems(client):
     problem(client.http.delete("/api/v1/events"), 405)
 
 
+@pytest.mark.parametrize("method, path", [("POST", "/api/v1/events/"), ("GET", "/api/v1/meters/")])
+def test_a_trailing_slash_is_an_unknown_path_not_a_redirect(client, method, path):
+    """A redirect was undocumented and its Location echoed the client's Host header."""
+    response = client.http.request(method, path, headers={"host": "elsewhere.example"}, content=b"{}")
+    problem(response, 404)
+    assert "location" not in response.headers
+
+
 def test_parameters_in_the_url_of_a_post_of_events_are_refused(client, count_meter, uid):
     """It takes none: one given would be dropped silently."""
     response = client.http.post(
