@@ -16,7 +16,7 @@ from .timefmt import format_time
 
 def to_json(result: QueryResult) -> dict[str, Any]:
     """`from`, `to` and `windowSize` echo the request; window bounds carry the zone's offset."""
-    zone = result.params.zone if result.params.time_zone != "UTC" else None
+    zone = result.params.answer_zone
     out: dict[str, Any] = {}
     if result.params.start is not None:
         out["from"] = format_time(result.params.start)
@@ -24,6 +24,9 @@ def to_json(result: QueryResult) -> dict[str, Any]:
         out["to"] = format_time(result.params.end)
     if result.params.window_size is not None:
         out["windowSize"] = result.params.window_size
+    if result.data_json is not None:
+        out["data"] = orjson.Fragment(result.data_json)  # written already (query_run.run's json_rows)
+        return out
     # The rows of a window share its bounds (the same objects): each is written once.
     texts: dict[datetime, str] = {}
 
@@ -33,9 +36,6 @@ def to_json(result: QueryResult) -> dict[str, Any]:
             written = texts[moment] = format_time(moment, zone)
         return written
 
-    if result.data_json is not None:
-        out["data"] = orjson.Fragment(result.data_json)  # written already (query_run.run's json_rows)
-        return out
     out["data"] = [
         {
             "value": numeric.to_json(row["value"]),
@@ -70,7 +70,7 @@ class _CsvWriter:
 
 def to_csv(result: QueryResult) -> str:
     """Upstream's columns: window_start, window_end, [subject], [group keys in request order], value."""
-    zone = result.params.zone if result.params.time_zone != "UTC" else None
+    zone = result.params.answer_zone
     buffer = io.StringIO()
     writer = _CsvWriter(buffer)
     writer.writerow(

@@ -44,6 +44,11 @@ class QueryParams:
     def zone(self) -> ZoneInfo:
         return zones.zone(self.time_zone)
 
+    @property
+    def answer_zone(self) -> ZoneInfo | None:
+        """The zone answers write times in (timefmt.format_time): None for UTC, written with Z."""
+        return self.zone if self.time_zone != "UTC" else None
+
 
 def time_param(value: Any, name: str) -> datetime | None:
     """A time query parameter: None when absent, a 400 naming the parameter when unreadable."""

@@ -201,7 +201,7 @@ async def run(
 def _data_json(params: QueryParams, windows_rows: list[tuple]) -> bytes:
     """The "data" array of the answer from its windows' JSON text: the window bounds and the
     values PostgreSQL left marked written as query_output.to_json writes them."""
-    zone = params.zone if params.time_zone != "UTC" else None
+    zone = params.answer_zone
     chunks = []
     for start, end, data, _level in windows_rows:
         if data is None:
