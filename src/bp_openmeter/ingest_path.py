@@ -49,8 +49,10 @@ async def ingest_request(state: "ApiState", scope: Scope, receive: Receive) -> N
     when this returns (204); a Problem otherwise. Counted in bpom_ingest_requests_total by status."""
     status = 500
     try:
-        # It takes no parameters: one given would be dropped silently (query_string.py).
-        refuse_unknown(QueryParams(scope.get("query_string", b"")), ())
+        # It takes no parameters: one given would be dropped silently (query_string.py). Parsed
+        # only when there is a query string: most posts have none.
+        if scope.get("query_string"):
+            refuse_unknown(QueryParams(scope["query_string"]), ())
         body = await receive_body(scope, receive, state.cfg.api.max_body_bytes, state.cfg.api.body_timeout)
         events = parse_body(
             body,

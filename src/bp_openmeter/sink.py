@@ -317,7 +317,7 @@ class Sink:
         async with self._gathering:
             wanted = self.fetch_size()
             msgs = await psub.fetch(wanted, timeout=self.cfg.sink.max_wait)
-            if len(msgs) >= wanted or self.cfg.sink.linger <= 0:
+            if len(msgs) >= wanted:
                 return msgs
             await self._sleep(self.cfg.sink.linger)
             if self.stopping.is_set():
