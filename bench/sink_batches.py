@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
+from testkit.metrics import samples
 from testkit.stack.local import LocalStack
 
 
@@ -31,22 +29,13 @@ class SinkBatches:
         return self.seconds / self.committed if self.committed else 0.0
 
 
-def _samples(telemetry_url: str) -> dict[tuple[str, tuple], float]:
-    text = httpx.get(f"{telemetry_url}/metrics", timeout=10).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 def sink_batches(stack: LocalStack) -> SinkBatches:
     """The committed batches, events stored and store time of every sink of the stack so far."""
     committed = events = 0
     seconds = 0.0
     for index in range(len(stack.sinks)):
-        samples = _samples(stack.sink_telemetry_url(index))
-        committed += int(samples.get(("bpom_sink_batches_total", (("result", "committed"),)), 0))
-        events += int(samples.get(("bpom_sink_events_stored_total", ()), 0))
-        seconds += samples.get(("bpom_sink_batch_seconds_sum", ()), 0.0)
+        found = samples(stack.sink_telemetry_url(index))
+        committed += int(found.get(("bpom_sink_batches_total", (("result", "committed"),)), 0))
+        events += int(found.get(("bpom_sink_events_stored_total", ()), 0))
+        seconds += found.get(("bpom_sink_batch_seconds_sum", ()), 0.0)
     return SinkBatches(committed, events, seconds)
