@@ -14,7 +14,7 @@ import nats
 import orjson
 import psycopg
 import yaml
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from bp_openmeter import config as engine_config
 from bp_openmeter import messages
@@ -165,6 +165,10 @@ def settled_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> 
         try:
             drained = consumer_backlog(stack) == 0
         except ServiceUnavailableError:  # a JetStream cluster answers so for a moment after regaining quorum
+            drained = False
+        except NotFoundError:
+            # A newly elected meta leader answers "consumer not found" until it has applied
+            # the assignments in its log; a consumer really gone shows in the totals instead.
             drained = False
         return drained, totals(stack, ledger)
 
