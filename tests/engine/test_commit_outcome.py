@@ -170,6 +170,11 @@ def standby_away(tmp_path_factory) -> str:
         in_effect = poll(lambda: asyncio.run(outcomes_with_waits_cancelled(server.url, probe, 1))[0], bool, 30)
         assert in_effect.done, f"commits do not wait for the synchronous standby: {in_effect.last!r}"
         yield server.url
+        # A closing session drops its temporary table: a commit that would wait for the absent
+        # standby through the shutdown (15 s, then a kill). Without the standby named, it does not.
+        with psycopg.connect(server.admin_url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            conn.execute("SELECT pg_reload_conf()")
     finally:
         server.stop()
 
