@@ -50,6 +50,7 @@ ALL = (
 # The targets (issue 13), one home: the summary and the plots read them.
 COPY_SHARE = 0.30  # batch ingest end to end, of raw PostgreSQL COPY in the same run
 SINGLE_POSTS = 4000.0  # events/s, one event per post
+SINGLE_POST_CLIENTS = (32, 64, 128)  # concurrent clients; the target is read at the first
 SCALE_OUT = 1.0  # 2 sinks / 1 sink
 SCALE_OUT_ORDER = (1, 2, 2, 1)  # sink processes per run of the scale-out section
 PEAK_RSS = 250 * 1048576  # api and sink, every section
@@ -75,7 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--events", type=int, help="events ingested in batches (default 200,000; --full 1,000,000)")
     p.add_argument("--per-request", type=int, default=1000, help="events per batch post (default 1000)")
     p.add_argument("--connections", type=int, default=8, help="concurrent client connections (default 8)")
-    p.add_argument("--single-events", type=int, default=20_000, help="events ingested one per post (default 20,000)")
+    p.add_argument(
+        "--single-events",
+        type=int,
+        default=60_000,
+        help="events ingested one per post, per client count (default 60,000)",
+    )
     p.add_argument("--freshness-seconds", type=float, help="probing time under load (default 20; --full 60)")
     p.add_argument("--query-events", type=int, help="history for the query benchmark (default 1,000,000; --full 10M)")
     p.add_argument(
@@ -211,22 +217,7 @@ async def _run_all(env: BenchEnv, args: argparse.Namespace, summary: Summary, pl
         env.stop_stack(batch.stack)
     single = None
     if "single" in args.only:
-        heading(f"1. ingest end to end, single-event posts ({args.single_events:,} events)")
-        single = await ingest.ingest_end_to_end(
-            env,
-            "ingest-single",
-            Workload.live(f"single-{run_id}", args.single_events),
-            per_request=1,
-            connections=args.connections * 4,
-            profile_dir=args.profile,
-        )
-        env.stop_stack(single.stack)
-        summary.add(
-            "ingest end to end, single posts",
-            rate(single.per_second),
-            f"batches {rate(batch.per_second)}" if batch else "",
-            f">= {rate(SINGLE_POSTS)}: {verdict(single.per_second >= SINGLE_POSTS)}",
-        )
+        single = await _single_posts(env, args, summary, batch, run_id)
     if "sweep" in args.only:
         heading(f"1. ingest sweep: events per post x connections ({args.sweep_events:,} events per point)")
         stack = env.start_stack("ingest-sweep")
@@ -310,6 +301,36 @@ def _memory(env: BenchEnv, summary: Summary, plots: Plots) -> None:
                 f"in {section}",
                 f"< {mib(PEAK_RSS)}: {verdict(value < PEAK_RSS)}",
             )
+
+
+async def _single_posts(
+    env: BenchEnv, args: argparse.Namespace, summary: Summary, batch: ingest.IngestFigures | None, run_id: str
+) -> ingest.IngestFigures:
+    """One event per post from many clients: the target at the first client count (the one the
+    issue's baseline was measured with), then with more clients, which group commit serves
+    in larger groups."""
+    heading(f"1. ingest end to end, single-event posts ({args.single_events:,} events per client count)")
+    runs = []
+    for clients in SINGLE_POST_CLIENTS:
+        figures = await ingest.ingest_end_to_end(
+            env,
+            f"ingest-single-{clients}",
+            Workload.live(f"single{clients}-{run_id}", args.single_events),
+            per_request=1,
+            connections=clients,
+            profile_dir=args.profile,
+        )
+        env.stop_stack(figures.stack)
+        runs.append((clients, figures))
+    clients, single = runs[0]
+    summary.add(
+        f"ingest end to end, single posts, {clients} clients",
+        rate(single.per_second),
+        "; ".join(f"{more} clients {rate(f.per_second)}" for more, f in runs[1:])
+        + (f"; batches {rate(batch.per_second)}" if batch else ""),
+        f">= {rate(SINGLE_POSTS)}: {verdict(single.per_second >= SINGLE_POSTS)}",
+    )
+    return single
 
 
 async def _scaleout(env: BenchEnv, args: argparse.Namespace, summary: Summary, plots: Plots, run_id: str) -> None:
