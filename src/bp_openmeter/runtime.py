@@ -245,7 +245,8 @@ async def run_sink(config_path: str | None) -> int:
         cfg.postgres,
         "sink",
         setup=setup_sink_session,
-        max_size=max(cfg.sink.concurrency + 1, cfg.postgres.pool_min),
+        # Per worker a session storing and one holding its store slot; one more for the rest.
+        max_size=max(2 * cfg.sink.concurrency + 1, cfg.postgres.pool_min),
         acquire_timeout=SINK_ACQUIRE_TIMEOUT_S,
     )
     await pool.open(wait=False)

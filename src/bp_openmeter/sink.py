@@ -41,7 +41,6 @@ waits for the standbys).
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,6 +63,7 @@ from .meter_store import Backfiller
 from .meters_lock import lock_shared
 from .pgerrors import STORE_ERRORS, Cause, cause_of, describe
 from .sealing import Sealer
+from .store_slots import StoreSlot
 from .timefmt import format_time, parse_time
 
 log = get_logger("sink")
@@ -108,46 +108,22 @@ class Stored:
         return self.foreign + self.past_retention
 
 
-# pg_advisory_xact_lock(STORE_SLOTS_LOCK, slot): held by a batch being stored, for its
-# transaction, one of sink.storeSlots slots (the two-key lock space: no clash with the
-# meters lock's one key).
-STORE_SLOTS_LOCK = 0x62_73_6C_74  # "bslt"
-
-
-async def take_store_slot(conn: psycopg.AsyncConnection, slots: int) -> None:
-    """Wait, in the open transaction, for one of the database-wide store slots (0: no limit):
-    a free one if any, else the turn of one taken at random."""
-    if slots <= 0:
-        return
-    cur = await conn.execute(
-        "SELECT s FROM generate_series(0, %s - 1) AS s WHERE pg_try_advisory_xact_lock(%s, s) LIMIT 1",
-        (slots, STORE_SLOTS_LOCK),
-    )
-    if await cur.fetchone() is None:
-        await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (STORE_SLOTS_LOCK, random.randrange(slots)))
-
-
-async def _store(
-    conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str, slots: int = 0
-) -> Stored:
+async def _store(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str) -> Stored:
     """Stage (stream sequence, message) rows and store this engine's namespace's events of
-    them in one transaction, in one of `slots` database-wide store slots. An event of a day
+    them in one transaction (its worker holds a store slot: store_slots.py). An event of a day
     without its partition yet (a day past the ones created ahead: backdated history, a time
     far ahead) has it created, and the batch is stored again."""
     try:
-        return await _store_once(conn, rows, namespace, slots)
+        return await _store_once(conn, rows, namespace)
     except psycopg.errors.CheckViolation as exc:
         if not partitions.no_partition(exc):
             raise
     await partitions.create(conn, partitions.days_of(payload for _seq, payload in rows))
-    return await _store_once(conn, rows, namespace, slots)
+    return await _store_once(conn, rows, namespace)
 
 
-async def _store_once(
-    conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str, slots: int
-) -> Stored:
+async def _store_once(conn: psycopg.AsyncConnection, rows: list[tuple[int, bytes]], namespace: str) -> Stored:
     async with conn.transaction():
-        await take_store_slot(conn, slots)
         await lock_shared(conn)
         async with conn.cursor() as cur:
             async with cur.copy("COPY staged_events (stream_seq, m) FROM STDIN") as copy:
@@ -270,7 +246,8 @@ class Sink:
     async def run(self) -> None:
         """`sink.concurrency` workers, each with its own pull subscription on the shared durable
         consumer and its own database session, so that PostgreSQL can store one batch while
-        it folds another (their rollup writes are ordered alike, so they cannot deadlock)."""
+        it folds another (their rollup writes are ordered alike, so they cannot deadlock).
+        A worker fetches a batch once it holds a store slot (store_slots.py)."""
         subscriptions = [
             await self.bus.pull_subscription(self.cfg.namespace, self.cfg.sink.batch_size)
             for _ in range(self.cfg.sink.concurrency)
@@ -296,18 +273,36 @@ class Sink:
         return worker
 
     async def _work(self, psub: JetStreamContext.PullSubscription, progress: Progress) -> None:
+        backoff = _BACKOFF_START
         while not self.stopping.is_set():
+            slot = StoreSlot(self.pool, self.cfg.sink.store_slots)
             try:
-                msgs = await self._gather(psub)
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
-                progress.made()  # nothing to deliver to this worker: idle, not stalled
-                continue
-            except nats.errors.Error as exc:
-                log.warning("fetch failed", error=str(exc) or type(exc).__name__)
-                await self._sleep(1.0)
-                continue
-            if msgs:
-                await self.process(msgs, progress)
+                try:
+                    held = await slot.take(self.stopping, waiting=progress.made)  # waiting for one: idle
+                except STORE_ERRORS as exc:
+                    # The database is away: nothing fetched, the events wait in JetStream.
+                    log.warning("store slot not taken, will retry", error=describe(exc), retry_in_s=backoff)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, self.cfg.sink.retry_max_delay)
+                    continue
+                backoff = _BACKOFF_START
+                if held:
+                    await self._fetch_and_store(psub, progress)
+            finally:
+                await slot.give_back()
+
+    async def _fetch_and_store(self, psub: JetStreamContext.PullSubscription, progress: Progress) -> None:
+        try:
+            msgs = await self._gather(psub)
+        except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            progress.made()  # nothing to deliver to this worker: idle, not stalled
+            return
+        except nats.errors.Error as exc:
+            log.warning("fetch failed", error=str(exc) or type(exc).__name__)
+            await self._sleep(1.0)
+            return
+        if msgs:
+            await self.process(msgs, progress)
 
     async def _gather(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
         """The next batch: what the stream holds, up to about sink.batchSize events; when that
@@ -381,7 +376,7 @@ class Sink:
         started = time.perf_counter()
         try:
             stored = await self._retrying(
-                partial(_store, rows=_rows(msgs), namespace=self.cfg.namespace, slots=self.cfg.sink.store_slots),
+                partial(_store, rows=_rows(msgs), namespace=self.cfg.namespace),
                 msgs,
                 "batch",
             )
@@ -413,7 +408,7 @@ class Sink:
         for index, msg in enumerate(msgs):
             try:
                 stored = await self._retrying(
-                    partial(_store, rows=_rows([msg]), namespace=self.cfg.namespace, slots=self.cfg.sink.store_slots),
+                    partial(_store, rows=_rows([msg]), namespace=self.cfg.namespace),
                     msgs[index:],
                     "message",
                 )
@@ -449,9 +444,7 @@ class Sink:
         try:
             for position, single in enumerate(singles):
                 try:
-                    store = partial(
-                        _store, rows=[(seq, single)], namespace=self.cfg.namespace, slots=self.cfg.sink.store_slots
-                    )
+                    store = partial(_store, rows=[(seq, single)], namespace=self.cfg.namespace)
                     stored = await self._retrying(store, keep, "event")
                 except DataFault as fault:
                     failed.append((position, str(fault)))
