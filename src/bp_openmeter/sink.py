@@ -273,54 +273,69 @@ class Sink:
         return worker
 
     async def _work(self, psub: JetStreamContext.PullSubscription, progress: Progress) -> None:
-        backoff = _BACKOFF_START
         while not self.stopping.is_set():
+            try:
+                first = await self._first_message(psub)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                progress.made()  # nothing to deliver to this worker: idle, not stalled
+                continue
+            except nats.errors.Error as exc:
+                log.warning("fetch failed", error=str(exc) or type(exc).__name__)
+                await self._sleep(1.0)
+                continue
+            # A slot once there is work, not before: an idle worker holds none (a sink frozen
+            # while idle blocks nobody); the rest of the batch is gathered once it is held.
             slot = StoreSlot(self.pool, self.cfg.sink.store_slots)
             try:
-                try:
-                    held = await slot.take(self.stopping, waiting=progress.made)  # waiting for one: idle
-                except STORE_ERRORS as exc:
-                    # The database is away: nothing fetched, the events wait in JetStream.
-                    log.warning("store slot not taken, will retry", error=describe(exc), retry_in_s=backoff)
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, self.cfg.sink.retry_max_delay)
-                    continue
-                backoff = _BACKOFF_START
-                if held:
-                    await self._fetch_and_store(psub, progress)
+                if await self._take_slot(slot, first):
+                    await self.process(first + await self._gather(psub, have=len(first)), progress)
             finally:
                 await slot.give_back()
 
-    async def _fetch_and_store(self, psub: JetStreamContext.PullSubscription, progress: Progress) -> None:
-        try:
-            msgs = await self._gather(psub)
-        except (asyncio.TimeoutError, nats.errors.TimeoutError):
-            progress.made()  # nothing to deliver to this worker: idle, not stalled
-            return
-        except nats.errors.Error as exc:
-            log.warning("fetch failed", error=str(exc) or type(exc).__name__)
-            await self._sleep(1.0)
-            return
-        if msgs:
-            await self.process(msgs, progress)
+    async def _take_slot(self, slot: StoreSlot, held: list[Msg]) -> bool:
+        """Wait for a store slot, the database's absence waited out with backoff (the messages
+        held kept in progress meanwhile); False if the sink stops first (they are redelivered)."""
+        backoff = _BACKOFF_START
+        while not self.stopping.is_set():
+            try:
+                return await slot.take(self.stopping)
+            except STORE_ERRORS as exc:
+                await slot.give_back()
+                log.warning("store slot not taken, will retry", error=describe(exc), retry_in_s=backoff)
+                await self._keep_in_progress(held)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.cfg.sink.retry_max_delay)
+        return False
 
-    async def _gather(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """The next batch: what the stream holds, up to about sink.batchSize events; when that
-        was fewer messages than asked for (a trickle), also what arrives within sink.linger.
-        One worker gathers at a time, so that workers lingering together do not split a trickle
-        into batches half as large; a worker storing a batch does not hold the others up."""
+    async def _first_message(self, psub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """Wait up to sink.maxWait for a message (raises the fetch's timeout when none comes)."""
         async with self._gathering:
-            wanted = self.fetch_size()
-            msgs = await psub.fetch(wanted, timeout=self.cfg.sink.max_wait)
+            return await psub.fetch(1, timeout=self.cfg.sink.max_wait)
+
+    async def _gather(self, psub: JetStreamContext.PullSubscription, have: int = 0) -> list[Msg]:
+        """The rest of a batch of which `have` messages are at hand: what the stream holds, up
+        to about sink.batchSize events; when that was fewer messages than asked for (a trickle),
+        also what arrives within sink.linger. One worker gathers at a time, so that workers
+        lingering together do not split a trickle into batches half as large; a worker storing
+        a batch does not hold the others up."""
+        async with self._gathering:
+            wanted = self.fetch_size() - have
+            if wanted <= 0:
+                return []
+            msgs = await self._fetch_at_most(psub, wanted, self.cfg.sink.max_wait if not have else _TOP_UP_WAIT_S)
             if len(msgs) >= wanted:
                 return msgs
             await self._sleep(self.cfg.sink.linger)
             if self.stopping.is_set():
                 return msgs
-            try:
-                return msgs + await psub.fetch(wanted - len(msgs), timeout=_TOP_UP_WAIT_S)
-            except (asyncio.TimeoutError, nats.errors.Error):
-                return msgs  # nothing more came (or the fetch failed): the batch is what is at hand
+            return msgs + await self._fetch_at_most(psub, wanted - len(msgs), _TOP_UP_WAIT_S)
+
+    @staticmethod
+    async def _fetch_at_most(psub: JetStreamContext.PullSubscription, wanted: int, timeout: float) -> list[Msg]:
+        try:
+            return await psub.fetch(wanted, timeout=timeout)
+        except (asyncio.TimeoutError, nats.errors.Error):
+            return []  # nothing more came (or the fetch failed): the batch is what is at hand
 
     async def _sleep(self, seconds: float) -> None:
         try:

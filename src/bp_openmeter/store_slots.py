@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Callable
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 # The two-key lock space: no clash with the meters lock's one key.
 STORE_SLOTS_LOCK = 0x62_73_6C_74  # "bslt"
-# One wait for a busy slot; then the worker looks for a free one again (and is idle, not stalled).
+# One wait for a busy slot; then the worker looks for a free one again, and whether the sink stops.
 SLOT_WAIT_S = 1.0
 
 _FREE_SLOT = "SELECT s FROM generate_series(0, %s - 1) AS s WHERE pg_try_advisory_lock(%s, s) LIMIT 1"
@@ -37,9 +36,9 @@ class StoreSlot:
         self.slots = slots
         self._conn: psycopg.AsyncConnection | None = None
 
-    async def take(self, stopping: asyncio.Event, waiting: Callable[[], None]) -> bool:
+    async def take(self, stopping: asyncio.Event) -> bool:
         """Wait for a slot (at once when storeSlots is 0: no limit); False if the sink stops
-        first. `waiting` is called after each SLOT_WAIT_S without one. Database errors raise."""
+        first. Database errors raise."""
         if self.slots <= 0:
             return True
         conn = self._conn = await self.pool.getconn()
@@ -57,7 +56,7 @@ class StoreSlot:
                     )
                 return True
             except psycopg.errors.LockNotAvailable:
-                waiting()
+                continue  # busy all along: look for a free slot again, and whether the sink stops
         return False
 
     async def give_back(self) -> None:

@@ -49,23 +49,27 @@ def test_a_batch_waits_for_a_store_slot_that_another_sink_holds(stack, uid):
 
 
 def test_what_arrives_while_every_slot_is_taken_is_stored_in_one_batch(stack, uid):
-    # Taken after the fetch, the sink's two workers each held what they had fetched while
-    # they waited: two batches, each smaller than what was pending when the slot came free.
-    posts = 6
-    committed_before = counter_by_label(stack.sink_telemetry_url(), "bpom_sink_batches", "result").get("committed", 0)
+    """Each of the sink's two workers waits for the slot with the one message it waited for;
+    what is posted meanwhile goes whole into the first batch stored once the slot is free.
+    (Taken after the fetch, the slot left it to a third batch: both workers had fetched
+    what they were to store before they waited.)"""
+    later = 8
 
     def waiting(workers: int) -> bool:
         return other_sink.execute(_WAITING, (STORE_SLOTS_LOCK,)).fetchone()[0] >= workers
 
+    committed_before = counter_by_label(stack.sink_telemetry_url(), "bpom_sink_batches", "result").get("committed", 0)
     with psycopg.connect(stack.database_url, autocommit=True) as other_sink:
         other_sink.execute("SELECT pg_advisory_lock(%s, 0)", (STORE_SLOTS_LOCK,))
         with OpenMeterClient(stack.api_url) as client:
-            client.ingest(event(f"{uid}-pending-0", "slot.event", "s"))
-            wait_until(lambda: waiting(1), TIMEOUTS.usage_convergence, "a worker waits for the store slot")
-            for n in range(1, posts):  # one post at a time: a JetStream message each
+            for worker in (1, 2):
+                client.ingest(event(f"{uid}-pending-w{worker}", "slot.event", "s"))
+                wait_until(
+                    lambda n=worker: waiting(n), TIMEOUTS.usage_convergence, f"{worker} worker(s) wait for the slot"
+                )
+            for n in range(later):  # one post at a time: a JetStream message each
                 client.ingest(event(f"{uid}-pending-{n}", "slot.event", "s"))
-            wait_until(lambda: waiting(2), TIMEOUTS.usage_convergence, "both workers wait for the store slot")
             other_sink.execute("SELECT pg_advisory_unlock(%s, 0)", (STORE_SLOTS_LOCK,))
-            client.wait_stored(f"{uid}-pending-", posts)
+            client.wait_stored(f"{uid}-pending-", 2 + later)
     committed = counter_by_label(stack.sink_telemetry_url(), "bpom_sink_batches", "result")["committed"]
-    assert committed - committed_before == 1, f"{committed - committed_before:g} batches for {posts} pending posts"
+    assert committed - committed_before == 2, f"{committed - committed_before:g} batches, not one per waiting worker"
