@@ -69,7 +69,7 @@ from .timefmt import format_time, parse_time
 log = get_logger("sink")
 
 _BACKOFF_START = 0.1
-# How long the fetch after a linger waits when nothing arrived during it: a moment, since
+# How long a fetch for the rest of a batch waits when nothing is pending: a moment, since
 # the batch at hand is stored either way.
 _TOP_UP_WAIT_S = 0.005
 
@@ -312,7 +312,7 @@ class Sink:
         async with self._gathering:
             return await psub.fetch(1, timeout=self.cfg.sink.max_wait)
 
-    async def _gather(self, psub: JetStreamContext.PullSubscription, have: int = 0) -> list[Msg]:
+    async def _gather(self, psub: JetStreamContext.PullSubscription, have: int) -> list[Msg]:
         """The rest of a batch of which `have` messages are at hand: what the stream holds, up
         to about sink.batchSize events; when that was fewer messages than asked for (a trickle),
         also what arrives within sink.linger. One worker gathers at a time, so that workers
@@ -322,7 +322,7 @@ class Sink:
             wanted = self.fetch_size() - have
             if wanted <= 0:
                 return []
-            msgs = await self._fetch_at_most(psub, wanted, self.cfg.sink.max_wait if not have else _TOP_UP_WAIT_S)
+            msgs = await self._fetch_at_most(psub, wanted, _TOP_UP_WAIT_S)
             if len(msgs) >= wanted:
                 return msgs
             await self._sleep(self.cfg.sink.linger)
