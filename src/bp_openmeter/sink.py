@@ -69,13 +69,21 @@ from .timefmt import format_time, parse_time
 log = get_logger("sink")
 
 _BACKOFF_START = 0.1
-# How long a fetch for the rest of a batch waits when nothing is pending: a moment, since
+# How long the fetch after a linger waits when nothing arrived during it: a moment, since
 # the batch at hand is stored either way.
 _TOP_UP_WAIT_S = 0.005
 
 # A WAL record of the transaction's own (a logical decoding message, harmless to any reader).
 T = TypeVar("T")
 _WAIT_FOR_STANDBYS = "SELECT pg_logical_emit_message(true, 'bp-openmeter', 'stored again')"
+
+
+def _pending_after(msg: Msg) -> int:
+    """Messages the consumer had not yet delivered when JetStream delivered `msg`."""
+    try:
+        return msg.metadata.num_pending or 0
+    except nats.errors.NotJSMessageError:  # not a JetStream delivery (its reply subject says)
+        return 0
 
 
 @dataclass
@@ -288,7 +296,7 @@ class Sink:
             slot = StoreSlot(self.pool, self.cfg.sink.store_slots)
             try:
                 if await self._take_slot(slot, first):
-                    await self.process(first + await self._gather(psub, have=len(first)), progress)
+                    await self.process(first + await self._gather(psub, first), progress)
             finally:
                 await slot.give_back()
 
@@ -312,17 +320,20 @@ class Sink:
         async with self._gathering:
             return await psub.fetch(1, timeout=self.cfg.sink.max_wait)
 
-    async def _gather(self, psub: JetStreamContext.PullSubscription, have: int) -> list[Msg]:
-        """The rest of a batch of which `have` messages are at hand: what the stream holds, up
-        to about sink.batchSize events; when that was fewer messages than asked for (a trickle),
-        also what arrives within sink.linger. One worker gathers at a time, so that workers
-        lingering together do not split a trickle into batches half as large; a worker storing
-        a batch does not hold the others up."""
+    async def _gather(self, psub: JetStreamContext.PullSubscription, first: list[Msg]) -> list[Msg]:
+        """The rest of the batch `first` begins: what the stream holds, up to about
+        sink.batchSize events; when that was fewer messages than asked for (a trickle), also
+        what arrives within sink.linger. One worker gathers at a time, so that workers
+        lingering together do not split a trickle into batches half as large; a worker
+        storing a batch does not hold the others up."""
         async with self._gathering:
-            wanted = self.fetch_size() - have
+            wanted = self.fetch_size() - len(first)
             if wanted <= 0:
                 return []
-            msgs = await self._fetch_at_most(psub, wanted, _TOP_UP_WAIT_S)
+            msgs: list[Msg] = []
+            # Asked for only when there is some: a fetch that finds nothing waits its whole timeout.
+            if pending := _pending_after(first[-1]):
+                msgs = await self._fetch_at_most(psub, min(wanted, pending), self.cfg.sink.max_wait)
             if len(msgs) >= wanted:
                 return msgs
             await self._sleep(self.cfg.sink.linger)
