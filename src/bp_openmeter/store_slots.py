@@ -64,7 +64,9 @@ class StoreSlot:
         if conn is None:
             return
         try:
-            await conn.execute("SELECT pg_advisory_unlock_all()")  # session-level locks only
+            # Every session-level lock of this session: the slot, even one a cancelled wait got
+            # without our knowing which (nothing else takes session locks on a slot's session).
+            await conn.execute("SELECT pg_advisory_unlock_all()")
             await conn.commit()
         except psycopg.Error:
             await conn.close()  # it may still hold the slot: the pool must not hand it out again
