@@ -6,26 +6,43 @@ after the fetch, inside the store's transaction, the workers beyond the slots ea
 waited with a batch that had stopped growing: two sink processes stored batches 40 %
 smaller than one, at more PostgreSQL CPU per event, and were slower together than one.
 
-A slot is a session-level advisory lock, (STORE_SLOTS_LOCK, slot number), held on a
-pooled connection of the worker's own while it fetches and stores. A lost session
-frees its slot; a session that could not be told to free it is closed, never handed
-back to the pool with the slot still held.
+A slot is a transaction-level advisory lock, (STORE_SLOTS_LOCK, slot number), on a pooled
+connection of the worker's own whose transaction stays open while the worker gathers
+and stores its batch: a sink frozen meanwhile leaves that session idle in a transaction,
+which PostgreSQL ends after sink.idleInTransactionTimeout, freeing the slot for the
+other sinks. (A session-level lock outside a transaction was never ended: a frozen sink
+holding every slot stopped every other sink for as long as it stayed frozen.) A
+healthy batch outlasting that timeout loses its slot the same way: the cap is then
+exceeded for a moment, nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
+
+from .logs import get_logger
+
+log = get_logger("sink")
 
 # The two-key lock space: no clash with the meters lock's one key.
 STORE_SLOTS_LOCK = 0x62_73_6C_74  # "bslt"
 # One wait for a busy slot; then the worker looks for a free one again, and whether the sink stops.
 SLOT_WAIT_S = 1.0
+# A worker waiting this long for a slot says so, naming the sessions that hold the slots
+# (again every as long): a sink frozen with one is otherwise only seen as a stall.
+SLOT_WAIT_LOGGED_S = 10.0
 
-_FREE_SLOT = "SELECT s FROM generate_series(0, %s - 1) AS s WHERE pg_try_advisory_lock(%s, s) LIMIT 1"
+_HOLDERS = """SELECT a.pid, host(a.client_addr), a.client_port, a.state,
+                   round(extract(epoch FROM now() - a.state_change)::numeric, 1)::float8
+              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objsubid = 2 AND l.granted"""
+
+_FREE_SLOT = "SELECT s FROM generate_series(0, %s - 1) AS s WHERE pg_try_advisory_xact_lock(%s, s) LIMIT 1"
 
 
 class StoreSlot:
@@ -42,32 +59,47 @@ class StoreSlot:
         if self.slots <= 0:
             return True
         conn = self._conn = await self.pool.getconn()
+        started = logged = time.monotonic()
         while not stopping.is_set():
             cur = await conn.execute(_FREE_SLOT, (self.slots, STORE_SLOTS_LOCK))
-            free = await cur.fetchone()
-            await conn.commit()  # a session lock outlives the transaction; an open one would not idle
-            if free is not None:
-                return True
+            if await cur.fetchone() is not None:
+                return True  # held until give_back() ends the transaction
+            await conn.rollback()
             try:
-                async with conn.transaction():
-                    await conn.execute(f"SET LOCAL lock_timeout = '{int(SLOT_WAIT_S * 1000)}ms'")
-                    await conn.execute(
-                        "SELECT pg_advisory_lock(%s, %s)", (STORE_SLOTS_LOCK, random.randrange(self.slots))
-                    )
+                await conn.execute(f"SET LOCAL lock_timeout = '{int(SLOT_WAIT_S * 1000)}ms'")
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", (STORE_SLOTS_LOCK, random.randrange(self.slots))
+                )
                 return True
             except psycopg.errors.LockNotAvailable:
-                continue  # busy all along: look for a free slot again, and whether the sink stops
+                await conn.rollback()  # busy all along: look for a free slot again, and whether the sink stops
+            if time.monotonic() - logged >= SLOT_WAIT_LOGGED_S:
+                logged = time.monotonic()
+                await self._say_who_holds(conn, logged - started)
         return False
+
+    async def _say_who_holds(self, conn: psycopg.AsyncConnection, waited: float) -> None:
+        cur = await conn.execute(_HOLDERS, (STORE_SLOTS_LOCK,))
+        holders = [
+            {"pid": pid, "client": f"{host}:{port}", "state": state, "state_for_s": for_s}
+            for pid, host, port, state, for_s in await cur.fetchall()
+        ]
+        await conn.rollback()
+        log.warning(
+            "waiting for a store slot",
+            waited_s=round(waited, 1),
+            slots=self.slots,
+            holders=holders,
+            hint="a holder idle in transaction for long is a sink that stopped running (frozen, paused); "
+            "PostgreSQL ends its session after sink.idleInTransactionTimeout",
+        )
 
     async def give_back(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
         try:
-            # Every session-level lock of this session: the slot, even one a cancelled wait got
-            # without our knowing which (nothing else takes session locks on a slot's session).
-            await conn.execute("SELECT pg_advisory_unlock_all()")
-            await conn.commit()
+            await conn.rollback()  # ends the transaction, and the slot with it
         except psycopg.Error:
-            await conn.close()  # it may still hold the slot: the pool must not hand it out again
+            await conn.close()  # ended already (the server's timeout) or broken: the pool drops it
         await self.pool.putconn(conn)

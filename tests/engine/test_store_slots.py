@@ -9,19 +9,24 @@ only once it holds a slot.
 
 from __future__ import annotations
 
+import signal
+
+import orjson
 import psycopg
 import pytest
 
-from bp_openmeter.store_slots import STORE_SLOTS_LOCK
+from bp_openmeter.store_slots import SLOT_WAIT_LOGGED_S, STORE_SLOTS_LOCK
 from testkit.client import OpenMeterClient, event
 from testkit.metrics import counter_by_label
 from testkit.timeouts import TIMEOUTS
-from testkit.wait import wait_until
+from testkit.wait import poll, wait_until
 
 pytestmark = pytest.mark.servers
 
 _WAITING = """SELECT count(*) FROM pg_locks
                WHERE locktype = 'advisory' AND classid = %s AND objid = 0 AND objsubid = 2 AND NOT granted"""
+_HELD = """SELECT count(*) FROM pg_locks
+            WHERE locktype = 'advisory' AND classid = %s AND objid = 0 AND objsubid = 2 AND granted"""
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +34,20 @@ def stack(stack_factory):
     return stack_factory(
         [{"slug": "slots", "eventType": "slot.event", "aggregation": "COUNT"}], overrides={"sink": {"storeSlots": 1}}
     )
+
+
+def _slot_waits_logged(stack) -> list[dict]:
+    lines = (stack.root / "sink-0.log").read_text(errors="replace").splitlines()
+    return [
+        record for record in map(_json_or_none, lines) if record and record.get("msg") == "waiting for a store slot"
+    ]
+
+
+def _json_or_none(line: str) -> dict | None:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def test_a_batch_waits_for_a_store_slot_that_another_sink_holds(stack, uid):
@@ -43,6 +62,10 @@ def test_a_batch_waits_for_a_store_slot_that_another_sink_holds(stack, uid):
             )
             stored = other_sink.execute("SELECT count(*) FROM events WHERE id = %s", (f"{uid}-1",)).fetchone()[0]
             assert stored == 0
+            # A long wait is said in the log, naming the session that holds the slot.
+            said = poll(lambda: _slot_waits_logged(stack), bool, SLOT_WAIT_LOGGED_S + TIMEOUTS.usage_convergence)
+            assert said.done, "the sink did not say that it waits for a store slot"
+            assert other_sink.info.backend_pid in [holder["pid"] for holder in said.last[-1]["holders"]], said.last
             other_sink.execute("SELECT pg_advisory_unlock(%s, 0)", (STORE_SLOTS_LOCK,))
             answer = client.query_until("slots", lambda a: bool(a["data"]) and a["data"][0]["value"] == 1)
             assert answer["data"][0]["value"] == 1
@@ -73,3 +96,31 @@ def test_what_arrives_while_every_slot_is_taken_is_stored_in_one_batch(stack, ui
             client.wait_stored(f"{uid}-pending-", 2 + later)
     committed = counter_by_label(stack.sink_telemetry_url(), "bpom_sink_batches", "result")["committed"]
     assert committed - committed_before == 2, f"{committed - committed_before:g} batches, not one per waiting worker"
+
+
+def test_a_sink_frozen_holding_the_slot_frees_it_within_the_idle_timeout(stack_factory, uid):
+    """SIGSTOP of a sink whose batch holds the only slot: PostgreSQL ends the frozen sink's
+    sessions after sink.idleInTransactionTimeout, and a sink started meanwhile stores what
+    is posted. (A slot held by a session outside a transaction was never given up.)"""
+    frozen_stack = stack_factory(
+        [{"slug": "frozen", "eventType": "frozen.event", "aggregation": "COUNT"}],
+        overrides={"sink": {"storeSlots": 1, "concurrency": 1, "idleInTransactionTimeout": "2s"}},
+    )
+    frozen = frozen_stack.sinks[0]
+    with psycopg.connect(frozen_stack.database_url) as blocker, OpenMeterClient(frozen_stack.api_url) as client:
+        blocker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # the batch waits, holding the slot
+        client.ingest(event(f"{uid}-before", "frozen.event", "s"))
+        wait_until(
+            lambda: blocker.execute(_HELD, (STORE_SLOTS_LOCK,)).fetchone()[0] > 0,
+            TIMEOUTS.usage_convergence,
+            "the sink's batch holds the store slot",
+        )
+        frozen.signal(signal.SIGSTOP)
+        try:
+            blocker.rollback()
+            frozen_stack.start_sink(1)
+            client.ingest(event(f"{uid}-after", "frozen.event", "s"))
+            client.wait_stored(f"{uid}-after", 1)
+        finally:
+            frozen.signal(signal.SIGCONT)
+        client.wait_stored(f"{uid}-before", 1)  # the frozen sink's batch, stored again once it runs
