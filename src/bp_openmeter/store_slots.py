@@ -90,8 +90,9 @@ class StoreSlot:
             waited_s=round(waited, 1),
             slots=self.slots,
             holders=holders,
-            hint="a holder idle in transaction for long is a sink that stopped running (frozen, paused); "
-            "PostgreSQL ends its session after sink.idleInTransactionTimeout",
+            hint="a slot's session is idle in transaction while its batch is stored; one idle as long as "
+            "this wait, whose sink does not answer, stopped running (frozen, paused): PostgreSQL ends "
+            "its session after sink.idleInTransactionTimeout",
         )
 
     async def give_back(self) -> None:
