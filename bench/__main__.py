@@ -334,10 +334,11 @@ async def _single_posts(
 
 
 async def _scaleout(env: BenchEnv, args: argparse.Namespace, summary: Summary, plots: Plots, run_id: str) -> None:
-    """2 sinks against 1, measured back to back in the order 1, 2, 2, 1: a drift of the shared
-    machine over the section (other work, a checkpoint) weighs on both sides alike."""
-    heading(f"5. scale-out: 1 and 2 sink processes, in the order 1, 2, 2, 1 ({args.events:,} events in batches each)")
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    """2 sinks against 1, measured back to back in SCALE_OUT_ORDER (1, 2, 2, 1): a drift of the
+    shared machine over the section (other work, a checkpoint) weighs on both sides alike."""
+    order = ", ".join(map(str, SCALE_OUT_ORDER))
+    heading(f"5. scale-out: 1 and 2 sink processes, in the order {order} ({args.events:,} events in batches each)")
+    rates: dict[int, list[float]] = {sinks: [] for sinks in SCALE_OUT_ORDER}
     for turn, sinks in enumerate(SCALE_OUT_ORDER):
         figures = await ingest.ingest_end_to_end(
             env,
@@ -359,7 +360,7 @@ async def _scaleout(env: BenchEnv, args: argparse.Namespace, summary: Summary, p
     summary.add(
         "ingest end to end, 2 sinks",
         rate(two),
-        f"1 sink {rate(one)} (means of two runs each, order 1, 2, 2, 1)",
+        f"1 sink {rate(one)} (means of {len(rates[1])} and {len(rates[2])} runs, order {order})",
         f">= 1 sink: {ratio(two, one)}, {verdict(two >= SCALE_OUT * one)}",
     )
 

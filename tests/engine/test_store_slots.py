@@ -3,8 +3,8 @@
 
 The tests hold the only slot from a session of their own, as a worker of another sink
 process would: the sink waits for it (seen in pg_locks), nothing is stored meanwhile, and
-once the slot is free what was posted meanwhile is stored, in one batch: a worker fetches
-only once it holds a slot.
+once the slot is free what was posted meanwhile goes whole into the first batch stored:
+a worker gathers its batch only once it holds a slot.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_a_batch_waits_for_a_store_slot_that_another_sink_holds(stack, uid):
             assert answer["data"][0]["value"] == 1
 
 
-def test_what_arrives_while_every_slot_is_taken_is_stored_in_one_batch(stack, uid):
+def test_what_arrives_while_every_slot_is_taken_goes_whole_into_the_first_batch_stored(stack, uid):
     """Each of the sink's two workers waits for the slot with the one message it waited for;
     what is posted meanwhile goes whole into the first batch stored once the slot is free.
     (Taken after the fetch, the slot left it to a third batch: both workers had fetched

@@ -164,11 +164,10 @@ def settled_totals(stack: LocalStack, ledger: Ledger, timeout: float = 90.0) -> 
     def read() -> tuple[bool, Totals]:
         try:
             drained = consumer_backlog(stack) == 0
-        except ServiceUnavailableError:  # a JetStream cluster answers so for a moment after regaining quorum
-            drained = False
-        except NotFoundError:
-            # A newly elected meta leader answers "consumer not found" until it has applied
-            # the assignments in its log; a consumer really gone shows in the totals instead.
+        except (ServiceUnavailableError, NotFoundError):
+            # A JetStream cluster answers so for a moment after regaining quorum (a newly elected
+            # meta leader: "consumer not found" until it has applied its log); a consumer really
+            # gone shows in the totals instead.
             drained = False
         return drained, totals(stack, ledger)
 
